@@ -1,0 +1,563 @@
+//! Starting the engine and driving it: the builder, the options and the handle a host holds.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::{AgentClient, Message, Timeouts, ToolDecision};
+use crate::channels::{Channel, ChannelContext, ChannelError, StatusBoard};
+use crate::chunk::chunk_text;
+use crate::config::{self, ApprovalMode, Config};
+use crate::dispatcher::{Dispatcher, DispatcherIntake, RunControl};
+use crate::events::EngineEvent;
+use crate::model::{now_ms, ChannelStatus, ChatType, Identity, Peer};
+use crate::store::{ApprovalRecord, ApprovalRule, DecisionRecord, JournalEntry, Resolution, Store};
+use crate::watch::WatchContext;
+
+/// Timings the engine uses. The defaults suit real servers; tests shorten them.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub timeouts: Timeouts,
+    /// How long a run may show no event before the server is asked whether it still runs.
+    pub watchdog: Duration,
+    /// After the server says a run is over, how long to wait for the stream's last events.
+    pub settle_grace: Duration,
+    /// How long to wait after `waiting_for_tool_approval` before deciding, so calls the server
+    /// approves itself have started and are not decided again.
+    pub approval_grace: Duration,
+    pub typing_interval: Duration,
+    /// How often to look at a session that is busy with a run started elsewhere.
+    pub busy_poll: Duration,
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    /// How many times a reply chunk is retried after transient failures before it is given up.
+    pub delivery_attempts: u32,
+    pub prune_interval: Duration,
+    /// Whether to serve the gateway HTTP API on `[api].listen`.
+    pub serve_api: bool,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            timeouts: Timeouts::default(),
+            watchdog: Duration::from_secs(60),
+            settle_grace: Duration::from_secs(2),
+            approval_grace: Duration::from_millis(150),
+            typing_interval: Duration::from_secs(4),
+            busy_poll: Duration::from_secs(1),
+            retry_base: Duration::from_millis(500),
+            retry_cap: Duration::from_secs(60),
+            delivery_attempts: 8,
+            prune_interval: Duration::from_secs(3600),
+            serve_api: true,
+        }
+    }
+}
+
+/// Collects what the engine needs, then starts it.
+pub struct EngineBuilder {
+    config: Config,
+    config_path: Option<PathBuf>,
+    data_dir: PathBuf,
+    options: EngineOptions,
+    channels: Vec<Arc<dyn Channel>>,
+}
+
+/// The engine's entry point.
+pub struct Engine;
+
+impl Engine {
+    /// An engine for `config`, keeping its state in `data_dir`.
+    pub fn builder(config: Config, data_dir: impl Into<PathBuf>) -> EngineBuilder {
+        EngineBuilder { config, config_path: None, data_dir: data_dir.into(), options: EngineOptions::default(), channels: Vec::new() }
+    }
+}
+
+impl EngineBuilder {
+    /// The file the configuration came from; settings changed through the handle (and a generated
+    /// API token) are saved there.
+    pub fn config_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config_path = Some(path.into());
+        self
+    }
+
+    pub fn options(mut self, options: EngineOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Adds a channel that is not built from the configuration (a test or in-process channel).
+    pub fn channel(mut self, channel: Arc<dyn Channel>) -> Self {
+        self.channels.push(channel);
+        self
+    }
+
+    /// Starts the engine: opens the store, resumes unfinished work, starts the channels and the API.
+    /// Everything stops when `shutdown` is cancelled; [`EngineHandle::stopped`] waits for that.
+    pub async fn start(self, shutdown: CancellationToken) -> anyhow::Result<EngineHandle> {
+        let EngineBuilder { mut config, config_path, data_dir, options, channels } = self;
+        let store = Store::open(&data_dir)?;
+        ensure_api_token(&mut config, config_path.as_deref())?;
+        let (events, _) = broadcast::channel(4096);
+        let board = StatusBoard::new(events.clone());
+        let client = AgentClient::new(&config.server.url, &config.server.token, options.timeouts)?;
+        let paused = store.meta("paused")?.as_deref() == Some("true");
+        let dispatcher = Dispatcher::new(config.clone(), client, store, board, options.clone(), shutdown.clone(), paused);
+        let handle = EngineHandle {
+            inner: Arc::new(Inner {
+                dispatcher: dispatcher.clone(),
+                config_path,
+                running: Mutex::default(),
+                api_addr: Mutex::default(),
+                shutdown: shutdown.clone(),
+            }),
+        };
+        let mut all: Vec<Arc<dyn Channel>> = crate::channels::from_config(&config);
+        all.extend(channels);
+        for channel in all {
+            let enabled = crate::channels::enabled_in(&config, channel.name()).unwrap_or(true);
+            dispatcher.board.register(channel.name(), enabled);
+            dispatcher.add_channel(channel.clone());
+            if enabled {
+                handle.start_channel(channel.name());
+            }
+        }
+        dispatcher.resume_all()?;
+        if options.serve_api {
+            match crate::api::serve(handle.clone(), &config.api.listen, shutdown.clone()).await {
+                Ok(addr) => *handle.inner.api_addr.lock().unwrap_or_else(|e| e.into_inner()) = Some(addr),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "the gateway API is not available");
+                    dispatcher.emit(EngineEvent::Error { scope: "api".into(), message: format!("{e:#}") });
+                }
+            }
+        }
+        handle.spawn_housekeeping();
+        handle.check_server();
+        Ok(handle)
+    }
+}
+
+/// Generates and saves the gateway API token on first start, so scripts can read it from the file.
+fn ensure_api_token(config: &mut Config, path: Option<&Path>) -> anyhow::Result<()> {
+    if !config.api.token.is_empty() {
+        return Ok(());
+    }
+    config.api.token = format!("sb_{}", uuid::Uuid::new_v4().simple());
+    if let Some(path) = path {
+        config::set_value(path, "api.token", &config.api.token)?;
+        tracing::info!(file = %path.display(), "generated the gateway API token and saved it");
+    }
+    Ok(())
+}
+
+struct Inner {
+    dispatcher: Arc<Dispatcher>,
+    config_path: Option<PathBuf>,
+    /// Each enabled channel's receive loop, stopped by cancelling its token.
+    running: Mutex<HashMap<String, CancellationToken>>,
+    api_addr: Mutex<Option<SocketAddr>>,
+    shutdown: CancellationToken,
+}
+
+/// A conversation as the host lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConversationSummary {
+    pub routing_key: String,
+    pub session_id: Option<String>,
+    pub title: Option<String>,
+    pub channel: String,
+    pub peer: Peer,
+    pub chat: ChatType,
+    /// `running`, `queued` or `idle`.
+    pub state: String,
+    pub queued: usize,
+    pub last_used_ms: i64,
+}
+
+/// A conversation's history: the server's messages (or why they could not be read) and the local
+/// journal.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConversationHistory {
+    pub routing_key: String,
+    pub server: Result<Vec<Message>, String>,
+    pub journal: Vec<JournalEntry>,
+}
+
+/// The whole engine at a glance.
+#[derive(Debug, Clone, Serialize)]
+pub struct GatewayStatus {
+    pub paused: bool,
+    pub approval_mode: ApprovalMode,
+    pub server_url: String,
+    pub channels: Vec<ChannelStatus>,
+    pub conversations: usize,
+    pub active_runs: usize,
+    pub queued: usize,
+    pub pending_approvals: usize,
+}
+
+/// Why a `send` failed, mapped to the API's status codes.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SendError {
+    #[error("no channel named {0:?} is configured")]
+    ChannelNotFound(String),
+    #[error("invalid target: {0}")]
+    InvalidTarget(String),
+    #[error("delivery failed: {0}")]
+    DeliveryFailed(String),
+}
+
+/// What a host uses to drive a running engine. Cheap to clone.
+#[derive(Clone)]
+pub struct EngineHandle {
+    inner: Arc<Inner>,
+}
+
+impl EngineHandle {
+    fn dispatcher(&self) -> &Arc<Dispatcher> {
+        &self.inner.dispatcher
+    }
+
+    /// The engine's events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<EngineEvent> {
+        self.dispatcher().events.subscribe()
+    }
+
+    /// The current configuration (with the generated API token filled in).
+    pub fn config(&self) -> Arc<Config> {
+        self.dispatcher().config()
+    }
+
+    /// Where the gateway API listens, once it does.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        *self.inner.api_addr.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.dispatcher().store
+    }
+
+    pub fn status(&self) -> anyhow::Result<GatewayStatus> {
+        let d = self.dispatcher();
+        let conversations = d.store.conversations()?;
+        let queued = d.store.keys_with_queued()?.len();
+        Ok(GatewayStatus {
+            paused: d.is_paused(),
+            approval_mode: d.config().gateway.approval_mode,
+            server_url: d.config().server.url.clone(),
+            channels: d.board.snapshot(),
+            conversations: conversations.len(),
+            active_runs: d.active_keys().len(),
+            queued,
+            pending_approvals: d.store.pending_approvals()?.len(),
+        })
+    }
+
+    pub fn channels(&self) -> Vec<ChannelStatus> {
+        self.dispatcher().board.snapshot()
+    }
+
+    /// Stops starting runs (messages are still received and stored) or starts again, in order.
+    pub fn set_paused(&self, paused: bool) -> anyhow::Result<()> {
+        let d = self.dispatcher();
+        d.store.set_meta("paused", if paused { "true" } else { "false" })?;
+        d.set_paused(paused);
+        Ok(())
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.dispatcher().is_paused()
+    }
+
+    /// Changes the approval mode now and saves it to the configuration file.
+    pub fn set_approval_mode(&self, mode: ApprovalMode) -> anyhow::Result<()> {
+        let d = self.dispatcher();
+        let mut config = (*d.config()).clone();
+        if config.gateway.approval_mode == mode {
+            return Ok(());
+        }
+        config.gateway.approval_mode = mode;
+        if let Some(path) = &self.inner.config_path {
+            config::set_value(path, "gateway.approval_mode", &mode.to_string())?;
+        }
+        d.set_config(config);
+        d.emit(EngineEvent::ApprovalModeChanged { mode });
+        Ok(())
+    }
+
+    /// Turns a channel on or off at run time; off stops its connection, on starts it again.
+    pub fn set_channel_enabled(&self, name: &str, enabled: bool) -> anyhow::Result<()> {
+        let d = self.dispatcher();
+        if d.channel(name).is_none() {
+            anyhow::bail!("no channel named {name:?}");
+        }
+        d.board.set_enabled(name, enabled);
+        if enabled {
+            self.start_channel(name);
+        } else if let Some(token) = self.inner.running.lock().unwrap_or_else(|e| e.into_inner()).remove(name) {
+            token.cancel();
+        }
+        if let Some(path) = &self.inner.config_path {
+            if crate::channels::enabled_in(&d.config(), name).is_some() {
+                config::set_value(path, &format!("channels.{name}.enabled"), if enabled { "true" } else { "false" })?;
+                let mut config = (*d.config()).clone();
+                crate::channels::set_enabled_in(&mut config, name, enabled);
+                d.set_config(config);
+            }
+        }
+        Ok(())
+    }
+
+    fn start_channel(&self, name: &str) {
+        let d = self.dispatcher();
+        let Some(channel) = d.channel(name) else { return };
+        let mut running = self.inner.running.lock().unwrap_or_else(|e| e.into_inner());
+        if running.get(name).is_some_and(|t| !t.is_cancelled()) {
+            return;
+        }
+        let token = self.inner.shutdown.child_token();
+        running.insert(name.to_string(), token.clone());
+        let ctx = ChannelContext::new(name, token, Arc::new(DispatcherIntake(d.clone())), d.board.clone(), d.store.clone());
+        d.tasks.spawn(async move { channel.run(ctx).await });
+    }
+
+    /// Checks a channel's credentials and returns the bot identity.
+    pub async fn test_channel(&self, name: &str) -> Result<Identity, ChannelError> {
+        match self.dispatcher().channel(name) {
+            Some(channel) => channel.test().await,
+            None => Err(ChannelError::Rejected(format!("no channel named {name:?}"))),
+        }
+    }
+
+    /// Every conversation with its state, most recent first.
+    pub fn conversations(&self) -> anyhow::Result<Vec<ConversationSummary>> {
+        let d = self.dispatcher();
+        let active = d.active_keys();
+        let mut out = Vec::new();
+        for c in d.store.conversations()? {
+            let queued = d.store.queued(&c.routing_key)?.len();
+            let state = if active.contains(&c.routing_key) {
+                "running"
+            } else if queued > 0 {
+                "queued"
+            } else {
+                "idle"
+            };
+            out.push(ConversationSummary {
+                routing_key: c.routing_key,
+                session_id: c.session_id,
+                title: c.title,
+                channel: c.channel,
+                peer: c.peer,
+                chat: c.chat,
+                state: state.to_string(),
+                queued,
+                last_used_ms: c.last_used_ms,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A conversation's history from the server (latest 200 messages) and the journal.
+    pub async fn history(&self, routing_key: &str) -> anyhow::Result<ConversationHistory> {
+        let d = self.dispatcher();
+        let journal = d.store.journal_for(routing_key, 200)?;
+        let session = d.store.conversation(routing_key)?.and_then(|c| c.session_id);
+        let server = match session {
+            Some(session) => d.client().latest_messages(&session, 200).await.map_err(|e| e.to_string()),
+            None => Ok(Vec::new()),
+        };
+        Ok(ConversationHistory { routing_key: routing_key.to_string(), server, journal })
+    }
+
+    /// Cancels the run in flight in a conversation; false when there is none.
+    pub fn cancel(&self, routing_key: &str) -> bool {
+        self.dispatcher().control(routing_key, RunControl::Cancel)
+    }
+
+    /// Applies a new configuration: routing, approvals and timings at once; a new server URL or
+    /// token reconnects; channels whose settings changed restart. The API address needs a restart.
+    pub fn reload(&self, config: Config) -> anyhow::Result<()> {
+        let d = self.dispatcher();
+        let old = d.config();
+        let mut config = config;
+        if config.api.token.is_empty() {
+            config.api.token = old.api.token.clone();
+        }
+        if config.server != old.server {
+            d.set_client(AgentClient::new(&config.server.url, &config.server.token, d.options.timeouts)?);
+        }
+        let restart: Vec<String> = d
+            .channel_names()
+            .into_iter()
+            .filter(|name| crate::channels::settings_changed(&old, &config, name))
+            .collect();
+        let mode_changed = config.gateway.approval_mode != old.gateway.approval_mode;
+        if config.api.listen != old.api.listen {
+            d.emit(EngineEvent::Error { scope: "api".into(), message: "the gateway API address changes after a restart".into() });
+        }
+        let new_channels = crate::channels::from_config(&config);
+        d.set_config(config.clone());
+        if mode_changed {
+            d.emit(EngineEvent::ApprovalModeChanged { mode: config.gateway.approval_mode });
+        }
+        for channel in new_channels {
+            let name = channel.name().to_string();
+            let known = d.channel(&name).is_some();
+            if known && !restart.contains(&name) {
+                continue;
+            }
+            if let Some(token) = self.inner.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&name) {
+                token.cancel();
+            }
+            let enabled = crate::channels::enabled_in(&config, &name).unwrap_or(true);
+            d.add_channel(channel);
+            d.board.register(&name, enabled);
+            if enabled {
+                self.start_channel(&name);
+            }
+        }
+        self.check_server();
+        Ok(())
+    }
+
+    /// Delivers a notification to a chat (`POST /v1/gateway/send`). With a context, the next
+    /// message from that chat consumes it once (within `delivery_context_ttl_hours`).
+    pub async fn send(&self, channel: &str, target: &str, text: &str, context: Option<WatchContext>) -> Result<usize, SendError> {
+        let d = self.dispatcher();
+        let Some(ch) = d.channel(channel) else {
+            return Err(SendError::ChannelNotFound(channel.to_string()));
+        };
+        if d.board.get(channel).is_some_and(|s| !s.enabled) {
+            return Err(SendError::DeliveryFailed(format!("the {channel} channel is turned off")));
+        }
+        let target = ch.parse_target(target).map_err(SendError::InvalidTarget)?;
+        if text.trim().is_empty() {
+            return Err(SendError::InvalidTarget("the text is empty".into()));
+        }
+        let chunks = chunk_text(text, ch.text_limit());
+        for chunk in &chunks {
+            let mut attempt = 0;
+            loop {
+                match ch.send(&target, chunk).await {
+                    Ok(_) => {
+                        d.board.touch(channel, false);
+                        break;
+                    }
+                    Err(ChannelError::RateLimited(wait)) if attempt < 3 && wait <= Duration::from_secs(30) => {
+                        attempt += 1;
+                        tokio::time::sleep(wait).await;
+                    }
+                    Err(e) => return Err(SendError::DeliveryFailed(e.to_string())),
+                }
+            }
+        }
+        if let Some(context) = &context {
+            let now = now_ms();
+            let ttl = d.config().gateway.delivery_context_ttl_hours as i64 * 3_600_000;
+            d.store
+                .store_context(channel, &target.place_key(), context, text, now, now + ttl)
+                .map_err(|e| SendError::DeliveryFailed(format!("delivered, but the context could not be stored: {e}")))?;
+        }
+        tracing::info!(channel, chunks = chunks.len(), with_context = context.is_some(), "notification delivered");
+        d.emit(EngineEvent::WatchNotificationDelivered { channel: channel.to_string(), target, text: text.to_string(), context });
+        Ok(chunks.len())
+    }
+
+    // ----- approvals ----------------------------------------------------------------------------
+
+    pub fn pending_approvals(&self) -> anyhow::Result<Vec<ApprovalRecord>> {
+        self.dispatcher().store.pending_approvals()
+    }
+
+    /// Decides a pending approval. The first answer wins; a later one gets `AlreadyDecided` with who
+    /// decided where.
+    pub fn decide(&self, approval_id: &str, decision: ToolDecision, decided_by: &str, surface: &str) -> anyhow::Result<Resolution> {
+        let d = self.dispatcher();
+        let resolution = d.store.resolve_approval(approval_id, decision.as_str(), decided_by, surface, now_ms())?;
+        if let Resolution::Decided(approval) = &resolution {
+            d.emit(EngineEvent::ApprovalResolved {
+                approval_id: approval.id.clone(),
+                action: decision.as_str().to_string(),
+                decided_by: decided_by.to_string(),
+                surface: surface.to_string(),
+            });
+            // The run picks the decision up now if it is following its events; otherwise it finds it
+            // in the store when it resumes.
+            d.control_run(&approval.run_local_id, RunControl::Decide { tool_call_id: approval.tool_call_id.clone(), decision });
+        }
+        Ok(resolution)
+    }
+
+    pub fn rules(&self) -> anyhow::Result<Vec<ApprovalRule>> {
+        self.dispatcher().store.rules()
+    }
+
+    pub fn add_rule(&self, tool: &str, arg_pattern: Option<&str>, created_by: &str) -> anyhow::Result<i64> {
+        self.dispatcher().store.add_rule(tool, arg_pattern, created_by)
+    }
+
+    pub fn remove_rule(&self, id: i64) -> anyhow::Result<bool> {
+        self.dispatcher().store.remove_rule(id)
+    }
+
+    pub fn decisions(&self, limit: usize) -> anyhow::Result<Vec<DecisionRecord>> {
+        self.dispatcher().store.decisions(limit)
+    }
+
+    // ----- lifecycle ----------------------------------------------------------------------------
+
+    /// Asks the engine to stop.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    /// Waits until every task has finished its current step after shutdown.
+    pub async fn stopped(&self) {
+        self.inner.shutdown.cancelled().await;
+        let tasks = &self.dispatcher().tasks;
+        tasks.close();
+        tasks.wait().await;
+    }
+
+    fn spawn_housekeeping(&self) {
+        let d = self.dispatcher().clone();
+        d.tasks.clone().spawn(async move {
+            let mut interval = tokio::time::interval(d.options.prune_interval);
+            loop {
+                tokio::select! {
+                    _ = d.shutdown.cancelled() => return,
+                    _ = interval.tick() => {}
+                }
+                let config = d.config();
+                let idle = config.gateway.prune_after_hours as i64 * 3_600_000;
+                let retention = config.gateway.journal_retention_days as i64 * 86_400_000;
+                match d.store.prune(now_ms(), idle, retention) {
+                    Ok(pruned) => tracing::debug!(?pruned, "pruned the store"),
+                    Err(e) => tracing::warn!(error = %e, "pruning failed"),
+                }
+            }
+        });
+    }
+
+    /// Checks the agent server once and reports its state (at start and after new settings).
+    fn check_server(&self) {
+        let d = self.dispatcher().clone();
+        d.tasks.clone().spawn(async move {
+            let (state, detail) = match d.client().check().await {
+                Ok(health) => ("ok", Some(format!("version {}", health.version))),
+                Err(crate::agent::AgentError::Unauthorized) => ("unauthorized", Some(crate::agent::AgentError::Unauthorized.to_string())),
+                Err(e) => ("unreachable", Some(e.to_string())),
+            };
+            d.emit(EngineEvent::ServerState { state: state.into(), detail });
+        });
+    }
+}

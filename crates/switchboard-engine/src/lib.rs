@@ -1,0 +1,25 @@
+//! Switchboard's engine: everything that moves messages between chat channels and a Stakpak agent
+//! server, with no knowledge of any desktop toolkit.
+//!
+//! The host (the desktop shell, the headless binary or a test) starts an [`Engine`] from a
+//! [`config::Config`], a data directory and a cancellation token, and gets back an
+//! [`EngineHandle`] to drive it and a stream of [`EngineEvent`]s to show what it does.
+#![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod backoff;
+pub mod api;
+pub mod channels;
+pub mod chunk;
+pub mod config;
+mod dispatcher;
+mod engine;
+pub mod events;
+pub mod model;
+pub mod routing;
+pub mod sse;
+pub mod store;
+pub mod watch;
+
+pub use engine::{Engine, EngineBuilder, EngineHandle, EngineOptions};
+pub use events::EngineEvent;

@@ -1,0 +1,182 @@
+//! Domain values shared by the dispatcher, the channels and the host.
+
+use serde::{Deserialize, Serialize};
+
+/// Who sent a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    /// The platform's stable user id.
+    pub id: String,
+    /// A display name, when the platform gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl Peer {
+    pub fn new(id: impl Into<String>) -> Self {
+        Peer { id: id.into(), name: None }
+    }
+
+    /// The name to show a person: the display name, else the id.
+    pub fn label(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.id)
+    }
+}
+
+/// Where in a platform a message was written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ChatType {
+    Direct,
+    Group { id: String },
+    Thread { group_id: String, thread_id: String },
+}
+
+impl ChatType {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ChatType::Direct => "direct",
+            ChatType::Group { .. } => "group",
+            ChatType::Thread { .. } => "thread",
+        }
+    }
+}
+
+/// Where a reply goes: the platform's chat, optionally a thread in it and a message to reply to.
+///
+/// Each channel decides what the fields mean for its platform (a Telegram chat id and forum topic, a
+/// Slack channel and parent `ts`, a Discord channel id).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DeliveryTarget {
+    pub chat_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+}
+
+impl DeliveryTarget {
+    pub fn chat(chat_id: impl Into<String>) -> Self {
+        DeliveryTarget { chat_id: chat_id.into(), thread_id: None, reply_to: None }
+    }
+
+    /// The key a delivery context is filed under: the chat and thread, never the message replied to,
+    /// so that any later message in the same place finds it.
+    pub fn place_key(&self) -> String {
+        match &self.thread_id {
+            Some(thread) => format!("{}#{}", self.chat_id, thread),
+            None => self.chat_id.clone(),
+        }
+    }
+}
+
+/// A message a channel received and hands to the engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboundMessage {
+    /// The channel's name: `telegram`, `slack`, `discord`, or a test channel's.
+    pub channel: String,
+    pub peer: Peer,
+    pub chat: ChatType,
+    pub text: String,
+    /// Where the reply goes.
+    pub target: DeliveryTarget,
+    /// Keys that identify this platform message; if any of them was seen before, the message is a
+    /// redelivery and is dropped. Slack gives two (`event_id` and `channel:ts`).
+    pub dedup_keys: Vec<String>,
+    /// Unix milliseconds when the platform says the message was written.
+    pub received_at_ms: i64,
+}
+
+/// The bot identity a channel reports after checking its credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub id: String,
+    pub name: String,
+}
+
+/// A channel's health, as shown in the tray, the window and `GET /v1/gateway/channels`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelState {
+    Connecting,
+    Connected,
+    Reconnecting,
+    RateLimited,
+    AuthFailed,
+    Disabled,
+}
+
+impl ChannelState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelState::Connecting => "connecting",
+            ChannelState::Connected => "connected",
+            ChannelState::Reconnecting => "reconnecting",
+            ChannelState::RateLimited => "rate_limited",
+            ChannelState::AuthFailed => "auth_failed",
+            ChannelState::Disabled => "disabled",
+        }
+    }
+
+    /// Whether the state is a failure a person should look at.
+    pub fn is_problem(self) -> bool {
+        matches!(self, ChannelState::AuthFailed | ChannelState::Reconnecting)
+    }
+}
+
+/// What a person sees of a channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChannelStatus {
+    pub name: String,
+    pub enabled: bool,
+    pub state: ChannelState,
+    pub identity: Option<Identity>,
+    pub last_error: Option<String>,
+    /// Unix milliseconds of the last message in or out.
+    pub last_activity_ms: Option<i64>,
+    pub received: u64,
+    pub sent: u64,
+}
+
+/// The state of one journal entry (an accepted inbound message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JournalState {
+    /// Stored, waiting for its conversation to be free (or the gateway to resume).
+    Queued,
+    /// Posted to the agent server as (part of) a run.
+    Sent,
+    /// The run's reply reached the chat.
+    Replied,
+    /// The run failed or the reply could not be delivered; the chat was told when possible.
+    Failed,
+}
+
+impl JournalState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JournalState::Queued => "queued",
+            JournalState::Sent => "sent",
+            JournalState::Replied => "replied",
+            JournalState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JournalState> {
+        Some(match s {
+            "queued" => JournalState::Queued,
+            "sent" => JournalState::Sent,
+            "replied" => JournalState::Replied,
+            "failed" => JournalState::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// Milliseconds since the Unix epoch, the engine's one time format.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

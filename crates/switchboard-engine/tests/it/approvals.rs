@@ -1,0 +1,96 @@
+//! Approval modes: decisions go to the server only for calls that really wait.
+
+use switchboard_engine::agent::ToolDecision;
+use switchboard_engine::config::ApprovalMode;
+use switchboard_engine::store::Resolution;
+use switchboard_engine::EngineEvent;
+use switchboard_testkit::stakpak::FakeStakpak;
+
+use crate::harness::{config_for, Gateway};
+
+const RUN_LS: &str = r#"USE_TOOL run_command {"command": "ls"}"#;
+
+async fn run_with_mode(mode: ApprovalMode, allowlist: &[&str], text: &str) -> (FakeStakpak, String) {
+    let fake = FakeStakpak::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config_for(&fake);
+    config.gateway.approval_mode = mode;
+    config.gateway.approval_allowlist = allowlist.iter().map(|s| s.to_string()).collect();
+    let gw = Gateway::start(config, dir.path()).await;
+    gw.dm("ann", "1", text).await;
+    let reply = gw.replies("ann", 1).await.remove(0);
+    gw.stop().await;
+    (fake, reply)
+}
+
+fn actions(fake: &FakeStakpak) -> Vec<String> {
+    fake.decisions().iter().map(|d| d.action.clone()).collect()
+}
+
+#[tokio::test]
+async fn allow_all_accepts_and_the_run_finishes() {
+    let (fake, reply) = run_with_mode(ApprovalMode::AllowAll, &[], RUN_LS).await;
+    assert_eq!(actions(&fake), vec!["accept"], "exactly one decision");
+    assert!(reply.starts_with("done:"), "the tool ran and the run finished: {reply}");
+    assert!(fake.misdecisions().is_empty(), "no decision for a call that was not waiting");
+}
+
+#[tokio::test]
+async fn deny_all_rejects() {
+    let (fake, reply) = run_with_mode(ApprovalMode::DenyAll, &[], RUN_LS).await;
+    assert_eq!(actions(&fake), vec!["reject"]);
+    assert!(reply.contains("rejected"), "the reply tells the call was rejected: {reply}");
+}
+
+#[tokio::test]
+async fn allowlist_accepts_listed_tools_and_rejects_the_rest() {
+    let text = "USE_TOOL run_command {\"command\": \"ls\"}\nUSE_TOOL create {\"path\": \"x\"}";
+    let (fake, _) = run_with_mode(ApprovalMode::Allowlist, &["run_command"], text).await;
+    let mut decided: Vec<(String, String)> = fake.decisions().iter().map(|d| (d.tool_call_id.clone(), d.action.clone())).collect();
+    decided.sort();
+    assert_eq!(decided.len(), 2, "{decided:?}");
+    assert_eq!(decided.iter().filter(|(_, a)| a == "accept").count(), 1, "run_command is listed: {decided:?}");
+    assert_eq!(decided.iter().filter(|(_, a)| a == "reject").count(), 1, "create is not: {decided:?}");
+    let requests = fake.requests().iter().filter(|r| r.path.ends_with("/tools/decisions")).count();
+    assert_eq!(requests, 1, "both decisions go in one request");
+}
+
+#[tokio::test]
+async fn calls_the_server_approves_itself_get_no_decision() {
+    let text = "USE_TOOL view {\"path\": \"/tmp\"}\nUSE_TOOL run_command {\"command\": \"ls\"}";
+    let (fake, reply) = run_with_mode(ApprovalMode::AllowAll, &[], text).await;
+    assert!(reply.starts_with("done:"), "{reply}");
+    assert!(fake.misdecisions().is_empty(), "the auto-approved view must not be decided: {:?}", fake.misdecisions());
+    assert_eq!(fake.decisions().len(), 1, "only run_command waited");
+}
+
+#[tokio::test]
+async fn ask_mode_waits_for_a_person_without_blocking_other_chats() {
+    let fake = FakeStakpak::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config_for(&fake);
+    config.gateway.approval_mode = ApprovalMode::Ask;
+    let mut gw = Gateway::start(config, dir.path()).await;
+
+    gw.dm("ann", "1", RUN_LS).await;
+    let approval_id = gw
+        .event("an approval request", |e| match e {
+            EngineEvent::ApprovalRequested { approval_id, tool, .. } if tool == "stakpak__run_command" => Some(approval_id.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(fake.decisions().is_empty(), "nothing is decided before a person answers");
+
+    gw.dm("bob", "2", "meanwhile").await;
+    assert_eq!(gw.replies("bob", 1).await, vec!["echo: meanwhile"], "another chat is answered while ann's call waits");
+
+    let first = gw.engine.decide(&approval_id, ToolDecision::Accept, "me", "window").expect("decide");
+    assert!(matches!(first, Resolution::Decided(_)));
+    let second = gw.engine.decide(&approval_id, ToolDecision::Reject, "ann", "chat").expect("decide");
+    assert!(matches!(second, Resolution::AlreadyDecided(ref a) if a.decided_by.as_deref() == Some("me")), "first answer wins");
+
+    assert!(gw.replies("ann", 1).await[0].starts_with("done:"));
+    assert_eq!(actions(&fake), vec!["accept"], "one decision reached the server");
+    assert_eq!(gw.engine.decisions(10).expect("audit").len(), 1, "the decision is in the audit log");
+    gw.stop().await;
+}

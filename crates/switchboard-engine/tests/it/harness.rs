@@ -1,0 +1,109 @@
+//! Starting an engine against a fake server and an in-memory chat, and waiting for what a user
+//! would see.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard_engine::channels::memory::{MemoryChannel, Sent};
+use switchboard_engine::chunk::{LengthUnit, TextLimit};
+use switchboard_engine::config::{ApprovalMode, Config};
+use switchboard_engine::{Engine, EngineEvent, EngineHandle, EngineOptions};
+use switchboard_testkit::stakpak::FakeStakpak;
+use tokio_util::sync::CancellationToken;
+
+pub const WAIT: Duration = Duration::from_secs(15);
+pub const API_TOKEN: &str = "test-api-token";
+
+/// Short timings so watchdogs and retries happen within a test.
+pub fn fast_options() -> EngineOptions {
+    EngineOptions {
+        watchdog: Duration::from_millis(800),
+        settle_grace: Duration::from_millis(300),
+        approval_grace: Duration::from_millis(100),
+        typing_interval: Duration::from_millis(500),
+        busy_poll: Duration::from_millis(100),
+        retry_base: Duration::from_millis(50),
+        retry_cap: Duration::from_millis(500),
+        delivery_attempts: 3,
+        ..EngineOptions::default()
+    }
+}
+
+pub fn config_for(fake: &FakeStakpak) -> Config {
+    let mut config = Config::default();
+    config.server.url = fake.url();
+    config.server.token = fake.token().unwrap_or_default();
+    config.api.listen = "127.0.0.1:0".into();
+    config.api.token = API_TOKEN.into();
+    config.gateway.approval_mode = ApprovalMode::AllowAll;
+    config
+}
+
+pub struct Gateway {
+    pub engine: EngineHandle,
+    pub chat: MemoryChannel,
+    pub shutdown: CancellationToken,
+    pub events: tokio::sync::broadcast::Receiver<EngineEvent>,
+}
+
+impl Gateway {
+    pub async fn start(config: Config, data_dir: &Path) -> Gateway {
+        Self::start_with(config, data_dir, MemoryChannel::new("chat", TextLimit { max: 4096, unit: LengthUnit::Chars })).await
+    }
+
+    pub async fn start_with(config: Config, data_dir: &Path, chat: MemoryChannel) -> Gateway {
+        let shutdown = CancellationToken::new();
+        let engine = Engine::builder(config, data_dir)
+            .options(fast_options())
+            .channel(Arc::new(chat.clone()))
+            .start(shutdown.clone())
+            .await
+            .expect("the engine starts");
+        let events = engine.subscribe();
+        Gateway { engine, chat, shutdown, events }
+    }
+
+    /// A user writes a direct message.
+    pub async fn dm(&self, peer: &str, id: &str, text: &str) {
+        self.chat.inject(self.chat.dm(peer, id, text)).await.expect("message accepted");
+    }
+
+    /// Waits until `n` messages reached `chat_id`, and returns them.
+    pub async fn replies(&self, chat_id: &str, n: usize) -> Vec<String> {
+        let chat_id = chat_id.to_string();
+        self.chat
+            .wait_until(&format!("{n} replies in {chat_id}"), WAIT, |sent: &[Sent]| {
+                sent.iter().filter(|s| s.target.chat_id == chat_id).count() >= n
+            })
+            .await;
+        self.chat.sent_to(&chat_id)
+    }
+
+    /// Waits for an event matching `pick`.
+    pub async fn event<T>(&mut self, what: &str, pick: impl Fn(&EngineEvent) -> Option<T>) -> T {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Ok(event)) => {
+                    if let Some(found) = pick(&event) {
+                        return found;
+                    }
+                }
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,
+                Ok(Err(e)) => panic!("event stream closed while waiting for {what}: {e}"),
+                Err(_) => panic!("timed out waiting for {what}"),
+            }
+        }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.engine.stopped().await;
+    }
+}
+
+/// Lets the engine do whatever it would do unprompted for a moment, to check it does nothing more.
+pub async fn settle() {
+    tokio::time::sleep(Duration::from_millis(700)).await;
+}

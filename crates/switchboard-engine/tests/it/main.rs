@@ -1,0 +1,12 @@
+//! The engine end to end: the real dispatcher, store and API against the fake agent server and an
+//! in-memory chat.
+
+mod harness;
+
+mod api;
+mod approvals;
+mod durability;
+mod resilience;
+mod routing;
+mod runs;
+mod watch;

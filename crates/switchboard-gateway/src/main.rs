@@ -1,0 +1,203 @@
+//! `switchboard-gateway`: the Switchboard engine without a desktop, for a server or CI.
+//!
+//! Runs from the same configuration file as the desktop app; tool approvals in `ask` mode are
+//! answered with the chat buttons.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use switchboard_engine::config::{Config, Paths};
+use switchboard_engine::{Engine, EngineEvent};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "switchboard-gateway", version, about = "Bridges your chats to your Stakpak agent server, without a desktop")]
+struct Cli {
+    /// The configuration file (default: $SWITCHBOARD_CONFIG, else $XDG_CONFIG_HOME/switchboard/config.toml).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Where the database lives (default: $SWITCHBOARD_DATA_DIR, else $XDG_DATA_HOME/switchboard).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the gateway until SIGINT or SIGTERM (the default).
+    Run,
+    /// Checks the configuration, the agent server and every channel's credentials, then exits.
+    Check,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let paths = Paths::resolve(cli.config.clone(), cli.data_dir.clone());
+    let _guard = init_logging(&paths);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("switchboard-gateway: cannot start: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command.unwrap_or(Command::Run) {
+            Command::Run => run(&paths).await,
+            Command::Check => check(&paths).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "stopped");
+            eprintln!("switchboard-gateway: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(paths: &Paths) -> anyhow::Result<Config> {
+    if !paths.config_file.exists() {
+        anyhow::bail!(
+            "no configuration at {}; create it (see the README for an example) or pass --config FILE",
+            paths.config_file.display()
+        );
+    }
+    Ok(Config::load(&paths.config_file)?)
+}
+
+async fn run(paths: &Paths) -> anyhow::Result<()> {
+    let config = load(paths)?;
+    let shutdown = CancellationToken::new();
+    let engine = Engine::builder(config, &paths.data_dir)
+        .config_path(&paths.config_file)
+        .start(shutdown.clone())
+        .await
+        .context("cannot start the engine")?;
+    tracing::info!(
+        config = %paths.config_file.display(),
+        data = %paths.data_dir.display(),
+        api = ?engine.api_addr(),
+        "switchboard-gateway running"
+    );
+    let mut events = engine.subscribe();
+    let log_events = tokio::spawn(async move {
+        while let Ok(event) = events.recv().await {
+            log_event(&event);
+        }
+    });
+    wait_for_signal().await;
+    tracing::info!("stopping: finishing the current steps");
+    engine.shutdown();
+    engine.stopped().await;
+    log_events.abort();
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// What the engine reports that a person running the headless gateway wants in the log.
+fn log_event(event: &EngineEvent) {
+    match event {
+        EngineEvent::ChannelState { status } => {
+            tracing::info!(channel = %status.name, state = status.state.as_str(), error = ?status.last_error, "channel state")
+        }
+        EngineEvent::ServerState { state, detail } => tracing::info!(%state, ?detail, "agent server"),
+        EngineEvent::Error { scope, message } => tracing::warn!(%scope, %message, "problem"),
+        EngineEvent::ApprovalRequested { tool, requester, .. } => {
+            tracing::info!(%tool, %requester, "a tool call waits for approval in the chat")
+        }
+        _ => {}
+    }
+}
+
+async fn check(paths: &Paths) -> anyhow::Result<()> {
+    let config = load(paths)?;
+    println!("configuration: {} is valid", paths.config_file.display());
+    let client = switchboard_engine::agent::AgentClient::new(&config.server.url, &config.server.token, Default::default())?;
+    let mut failed = false;
+    match client.check().await {
+        Ok(health) => println!("agent server: {} ok (version {})", config.server.url, health.version),
+        Err(e) => {
+            failed = true;
+            println!("agent server: {} FAILED: {e}", config.server.url);
+        }
+    }
+    let shutdown = CancellationToken::new();
+    let options = switchboard_engine::EngineOptions { serve_api: false, ..Default::default() };
+    let engine = Engine::builder(config, &paths.data_dir).options(options).start(shutdown.clone()).await?;
+    for status in engine.channels() {
+        match engine.test_channel(&status.name).await {
+            Ok(identity) => println!("channel {}: ok, bot {} ({})", status.name, identity.name, identity.id),
+            Err(e) => {
+                failed = true;
+                println!("channel {}: FAILED: {e}", status.name);
+            }
+        }
+    }
+    engine.shutdown();
+    engine.stopped().await;
+    if failed {
+        anyhow::bail!("some checks failed");
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Logs to stderr and to a daily-rotated file in the state directory (seven files kept).
+fn init_logging(paths: &Paths) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{fmt, EnvFilter};
+
+    let filter = EnvFilter::try_from_env("SWITCHBOARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let stderr = fmt::layer().with_writer(std::io::stderr);
+    let file = std::fs::create_dir_all(&paths.log_dir).ok().and_then(|_| {
+        tracing_appender::rolling::Builder::new()
+            .rotation(tracing_appender::rolling::Rotation::DAILY)
+            .filename_prefix("switchboard-gateway")
+            .filename_suffix("log")
+            .max_log_files(7)
+            .build(&paths.log_dir)
+            .ok()
+    });
+    match file {
+        Some(appender) => {
+            let (writer, guard) = tracing_appender::non_blocking(appender);
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(stderr)
+                .with(fmt::layer().with_ansi(false).with_writer(writer))
+                .init();
+            Some(guard)
+        }
+        None => {
+            tracing_subscriber::registry().with(filter).with(stderr).init();
+            tracing::warn!(dir = %paths.log_dir.display(), "cannot write log files; logging to stderr only");
+            None
+        }
+    }
+}
