@@ -517,7 +517,7 @@ fn invalid(path: &Path, field: impl Into<String>, message: impl Into<String>) ->
 /// The placeholders a session title may use.
 const TITLE_PLACEHOLDERS: [&str; 4] = ["channel", "peer", "chat_type", "chat_id"];
 
-/// The channels a binding may name.
+/// The platforms Switchboard has adapters for, as they are named in the file.
 const CHANNEL_NAMES: [&str; 3] = ["telegram", "slack", "discord"];
 
 impl Config {
@@ -609,15 +609,22 @@ impl Config {
             if binding.channel.is_empty() {
                 return fail(
                     &field("channel"),
-                    "empty; set the channel the binding applies to: telegram, slack or discord"
+                    "empty; set the channel the binding applies to, e.g. telegram, slack or \
+                     discord"
                         .to_owned(),
                 );
             }
-            if !CHANNEL_NAMES.contains(&binding.channel.as_str()) {
+            // Channel names are not a closed list (the engine also runs in-memory channels),
+            // but they are always lower-case words, and a binding spelt otherwise would
+            // silently never match.
+            let word =
+                |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-';
+            if !binding.channel.chars().all(word) {
                 return fail(
                     &field("channel"),
                     format!(
-                        "unknown channel \"{}\"; use telegram, slack or discord",
+                        "\"{}\" is not a channel name; write it in lower case, e.g. telegram, \
+                         slack or discord",
                         binding.channel
                     ),
                 );
@@ -766,11 +773,11 @@ impl Config {
         Ok(())
     }
 
-    /// The configuration as TOML, every setting written out.
+    /// The configuration as TOML, every setting written out, a blank line between sections.
     pub fn to_toml_string(&self) -> String {
         // Serializing these types cannot fail: every field is a string, number, boolean, list
         // or table, and the `None` sections are skipped. The fallback only keeps this total.
-        toml::to_string_pretty(self).unwrap_or_else(|error| {
+        render(self).unwrap_or_else(|error| {
             tracing::error!(%error, "cannot serialize the configuration");
             String::new()
         })
@@ -785,8 +792,7 @@ impl Config {
             path: path.to_owned(),
             source,
         };
-        let new_text =
-            toml::to_string_pretty(self).map_err(|error| write_error(io::Error::other(error)))?;
+        let new_text = render(self).map_err(|error| write_error(io::Error::other(error)))?;
         let existing = match fs::read_to_string(path) {
             Ok(text) => Some(text),
             Err(error) if error.kind() == io::ErrorKind::NotFound => None,
@@ -805,7 +811,10 @@ impl Config {
                     // keep a copy so that no hand-written content is lost.
                     let backup = path.with_extension("toml.bak");
                     write_atomically(&backup, &text)?;
-                    tracing::warn!(backup = %backup.display(), "the configuration file was not valid TOML; it was replaced and a copy kept");
+                    tracing::warn!(
+                        backup = %backup.display(),
+                        "the configuration file was not TOML; it was replaced and a copy kept"
+                    );
                     new_text
                 }
             },
@@ -826,6 +835,41 @@ impl Config {
         .filter_map(|(name, present)| present.then_some(name))
         .collect()
     }
+}
+
+/// Serializes a configuration for people to read: a blank line before each section, and no
+/// header for a section that only holds other sections (`[channels]`).
+fn render(config: &Config) -> Result<String, toml::ser::Error> {
+    fn space_out(table: &mut Table) {
+        let only_tables = table
+            .iter()
+            .all(|(_, item)| item.is_table() || item.is_array_of_tables());
+        if only_tables {
+            table.set_implicit(true);
+        }
+        table.decor_mut().set_prefix("\n");
+        for (_, item) in table.iter_mut() {
+            match item {
+                Item::Table(child) => space_out(child),
+                Item::ArrayOfTables(tables) => tables.iter_mut().for_each(space_out),
+                _ => {}
+            }
+        }
+    }
+    let text = toml::to_string(config)?;
+    let Ok(mut document) = text.parse::<DocumentMut>() else {
+        // toml_edit reads everything toml writes; if that ever fails, the plain text is still
+        // a correct file.
+        return Ok(text);
+    };
+    for (_, item) in document.as_table_mut().iter_mut() {
+        match item {
+            Item::Table(table) => space_out(table),
+            Item::ArrayOfTables(tables) => tables.iter_mut().for_each(space_out),
+            _ => {}
+        }
+    }
+    Ok(document.to_string().trim_start().to_owned())
 }
 
 /// Deserializes without validating, naming the field of a type error.
@@ -885,7 +929,8 @@ fn explain(field: &str, message: &str, line: Option<usize>) -> (String, String) 
             .copied()
             .min_by_key(|candidate| edit_distance(name, candidate))
             .filter(|candidate| edit_distance(name, candidate) <= 2.max(name.len() / 3));
-        // The path of an unknown field is its table's, so the field is named by appending it.
+        // serde_path_to_error names the unknown key itself; should it name only the table,
+        // the key is appended.
         let full = if field.ends_with(name) {
             field.to_owned()
         } else if field.is_empty() {
@@ -1144,6 +1189,13 @@ enum Dest<'a> {
 }
 
 impl<'a> Dest<'a> {
+    fn get(&self, key: &str) -> Option<&Item> {
+        match self {
+            Dest::Table(table) => table.get(key),
+            Dest::Inline(table) => toml_edit::TableLike::get(&**table, key),
+        }
+    }
+
     fn contains_key(&self, key: &str) -> bool {
         match self {
             Dest::Table(table) => table.contains_key(key),
@@ -1185,6 +1237,8 @@ impl<'a> Dest<'a> {
             Dest::Inline(table) => {
                 if let Ok(value) = item.into_value() {
                     table.insert(key, value);
+                    // Re-space the one-line table, or the new pair is glued to the old ones.
+                    table.fmt();
                 }
             }
         }
@@ -1209,47 +1263,61 @@ impl<'a> Dest<'a> {
 fn merge_into_file(file_text: &str, new_text: &str, path: &Path) -> Option<String> {
     let mut file: DocumentMut = file_text.parse().ok()?;
     let new: DocumentMut = new_text.parse().ok()?;
-    // What the file meant, with every default filled in; unknown when it no longer parses as a
-    // configuration, in which case every value is compared with the file's own.
-    let old: Option<DocumentMut> = parse(file_text, path)
-        .ok()
-        .and_then(|config| toml::to_string_pretty(&config).ok())
-        .and_then(|text| text.parse().ok());
+    // What the file meant, with every default filled in. When it no longer parses as a
+    // configuration that is not known exactly; the defaults still say what a setting it
+    // leaves out meant.
+    let parsed = parse(file_text, path).ok();
+    let exact = parsed.is_some();
+    let old: DocumentMut = render(&parsed.unwrap_or_default()).ok()?.parse().ok()?;
     merge_table(
         Dest::Table(file.as_table_mut()),
         new.as_table(),
-        old.as_ref()
-            .map(|old| old.as_table() as &dyn toml_edit::TableLike),
+        Some(old.as_table()),
+        exact,
     );
     Some(file.to_string())
 }
 
+/// Merges `new` into the file's table. `old` is what the file meant before; when `exact` is
+/// false it is only the defaults, trusted for the settings the file leaves out.
 fn merge_table(
     mut file: Dest<'_>,
     new: &dyn toml_edit::TableLike,
     old: Option<&dyn toml_edit::TableLike>,
+    exact: bool,
 ) {
-    // Settings the configuration no longer has (a channel section removed, a binding's
-    // `direct` cleared) go; keys the schema does not know are left for the user to see.
+    // Keys the new configuration does not have go: a section or id it no longer has (a
+    // channel removed, a binding's `direct` cleared), or a key the schema does not know,
+    // which would make the file fail to load again.
     for key in file.keys() {
-        let known_before = old.is_none_or(|old| old.contains_key(&key));
-        if !new.contains_key(&key) && known_before {
+        if !new.contains_key(&key) {
             file.remove(&key);
         }
     }
     for (key, new_item) in new.iter() {
         let old_item = old.and_then(|old| old.get(key));
-        if old_item.is_some_and(|old_item| same(old_item, new_item)) {
+        let unchanged = old_item.is_some_and(|old_item| same(old_item, new_item));
+        if unchanged && (exact || file.get(key).is_none()) {
             continue;
         }
         match file.get_mut(key) {
-            Some(file_item) => merge_item(file_item, new_item, old_item),
+            Some(file_item) => merge_item(file_item, new_item, old_item, exact),
+            // A section the file lacks is added with only the settings that differ from
+            // what leaving it out meant.
+            None if new_item.is_table() => {
+                let mut table = Table::new();
+                table.set_implicit(true);
+                file.insert(key, Item::Table(table));
+                if let Some(file_item) = file.get_mut(key) {
+                    merge_item(file_item, new_item, old_item, exact);
+                }
+            }
             None => file.insert(key, detached(new_item)),
         }
     }
 }
 
-fn merge_item(file: &mut Item, new: &Item, old: Option<&Item>) {
+fn merge_item(file: &mut Item, new: &Item, old: Option<&Item>, exact: bool) {
     if same(file, new) {
         return;
     }
@@ -1257,12 +1325,12 @@ fn merge_item(file: &mut Item, new: &Item, old: Option<&Item>) {
     match (file, new) {
         (Item::Table(table), new) if new.is_table_like() => {
             if let Some(new_table) = new.as_table_like() {
-                merge_table(Dest::Table(table), new_table, old_table);
+                merge_table(Dest::Table(table), new_table, old_table, exact);
             }
         }
         (Item::Value(Value::InlineTable(table)), new) if new.is_table_like() => {
             if let Some(new_table) = new.as_table_like() {
-                merge_table(Dest::Inline(table), new_table, old_table);
+                merge_table(Dest::Inline(table), new_table, old_table, exact);
             }
         }
         (Item::ArrayOfTables(tables), Item::ArrayOfTables(new_tables))
@@ -1275,7 +1343,7 @@ fn merge_item(file: &mut Item, new: &Item, old: Option<&Item>) {
                 let old_table = old_tables
                     .and_then(|old| old.get(index))
                     .map(|t| t as &dyn toml_edit::TableLike);
-                merge_table(Dest::Table(table), new_table, old_table);
+                merge_table(Dest::Table(table), new_table, old_table, exact);
             }
         }
         (Item::Value(value), Item::Value(new_value)) => {
@@ -1921,10 +1989,10 @@ group = -100123
                 "empty; set the channel the binding applies to",
             ),
             (
-                "binding with an unknown channel",
-                "[[routing.bindings]]\nchannel = \"telegarm\"\nrouting_key = \"ops\"".into(),
+                "binding with a channel name that cannot match",
+                "[[routing.bindings]]\nchannel = \"Telegram\"\nrouting_key = \"ops\"".into(),
                 "routing.bindings[0].channel",
-                "unknown channel \"telegarm\"; use telegram, slack or discord",
+                "\"Telegram\" is not a channel name; write it in lower case",
             ),
             (
                 "binding without a routing key",
@@ -2026,6 +2094,7 @@ group = -100123
             "[gateway]\ntitle_template = \"\"",
             "[notifications]\nquiet_hours_start = \"22:30\"\nquiet_hours_end = \"07:00\"",
             "[[routing.bindings]]\nchannel = \"discord\"\nrouting_key = \"all-discord\"",
+            "[[routing.bindings]]\nchannel = \"chat\"\nrouting_key = \"ops\"\ndirect = \"ann\"",
         ];
         for text in cases {
             parse_ok(text);
@@ -2069,6 +2138,20 @@ group = -100123
             .join("config.toml");
         let config = full_config();
         config.save(&path).expect("save to a new file");
+        let written = fs::read_to_string(&path).expect("read");
+        assert_eq!(
+            written,
+            config.to_toml_string(),
+            "a new file is the full configuration"
+        );
+        assert!(
+            written.starts_with("[server]\n") && written.contains("\n\n[gateway]\n"),
+            "sections are separated by a blank line:\n{written}"
+        );
+        assert!(
+            !written.contains("[channels]"),
+            "no empty parent header:\n{written}"
+        );
         assert_eq!(Config::load(&path).expect("load"), config);
         assert_eq!(
             Config::from_toml_str(&config.to_toml_string(), &path).expect("to_toml_string parses"),
@@ -2206,13 +2289,44 @@ group = -100123
             direct: Some("42".into()),
             group: None,
         });
+        config.gateway.approval_mode = ApprovalMode::DenyAll;
         config.save(&path).expect("save");
         let saved = fs::read_to_string(&path).expect("read");
         assert!(
             saved.starts_with("# hand written\n[server]\nurl = \"http://127.0.0.1:9000\" # mine\n"),
             "{saved}"
         );
+        assert!(
+            saved.contains("\n[gateway]\napproval_mode = \"deny_all\"\n\n"),
+            "a new section holds only what differs from the defaults:\n{saved}"
+        );
         assert_eq!(Config::load(&path).expect("reload"), config, "{saved}");
+    }
+
+    #[test]
+    fn save_updates_inline_tables_in_place_and_drops_unknown_keys() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("config.toml");
+        fs::write(
+            &path,
+            "server = { url = \"http://127.0.0.1:1\" } # inline\n[gateway]\naproval_mode = \"ask\"\n",
+        )
+        .expect("write");
+        let mut config = Config::default();
+        config.server.url = "http://127.0.0.1:1".into();
+        config.server.token = "t".into();
+        config.save(&path).expect("save");
+        let saved = fs::read_to_string(&path).expect("read");
+        assert!(
+            saved
+                .starts_with("server = { url = \"http://127.0.0.1:1\", token = \"t\" } # inline\n"),
+            "{saved}"
+        );
+        assert!(
+            !saved.contains("aproval_mode"),
+            "the typo that broke loading goes:\n{saved}"
+        );
+        assert_eq!(Config::load(&path).expect("the saved file loads"), config);
     }
 
     #[test]
