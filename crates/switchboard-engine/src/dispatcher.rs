@@ -60,6 +60,9 @@ pub(crate) struct Dispatcher {
     active: Mutex<HashMap<String, ActiveRun>>,
     /// The agent server's start time (Unix seconds), to tell its restarts apart.
     server_epoch: Mutex<Option<i64>>,
+    /// Tools seen waiting for a decision at the head of a run's queue: the server does not approve
+    /// them itself, so they can be decided together with the call before them.
+    needs_decision: Mutex<HashSet<String>>,
 }
 
 #[derive(Clone)]
@@ -93,6 +96,7 @@ impl Dispatcher {
             conversations: Mutex::default(),
             active: Mutex::default(),
             server_epoch: Mutex::default(),
+            needs_decision: Mutex::default(),
         })
     }
 
@@ -327,6 +331,14 @@ impl Dispatcher {
         let epoch = now_ms() / 1000 - health.uptime_seconds as i64;
         *self.server_epoch.lock().unwrap_or_else(|e| e.into_inner()) = Some(epoch);
         Some(epoch)
+    }
+
+    fn needs_decision(&self, tool: &str) -> bool {
+        self.needs_decision.lock().unwrap_or_else(|e| e.into_inner()).contains(tool)
+    }
+
+    fn learn_needs_decision(&self, tool: &str) {
+        self.needs_decision.lock().unwrap_or_else(|e| e.into_inner()).insert(tool.to_string());
     }
 
     fn forget_server_epoch(&self) {
@@ -618,22 +630,25 @@ impl Dispatcher {
                             }
                             AgentEvent::TextComplete { text } => progress.completed_text.push(text),
                             AgentEvent::RunStarted => {}
-                            AgentEvent::ToolCallsProposed { tool_calls } => {
-                                for call in tool_calls {
-                                    progress.proposed.insert(call.id.clone(), call);
-                                }
-                            }
+                            AgentEvent::ToolCallsProposed { .. } => {}
                             AgentEvent::WaitingForToolApproval { pending_tool_call_ids } => {
                                 progress.waiting.extend(pending_tool_call_ids);
                                 // Give calls the server approves itself a moment to start, so no
                                 // decision is ever sent for a call that is not really waiting.
                                 approval_at = Some(Instant::now() + self.options.approval_grace);
                             }
-                            AgentEvent::ToolExecutionStarted { tool_call_id, .. }
-                            | AgentEvent::ToolExecutionCompleted { tool_call_id, .. }
+                            AgentEvent::ToolExecutionStarted { tool_call_id, .. } => {
+                                progress.waiting.remove(&tool_call_id);
+                                progress.handled.insert(tool_call_id);
+                            }
+                            AgentEvent::ToolExecutionCompleted { tool_call_id, .. }
                             | AgentEvent::ToolRejected { tool_call_id, .. } => {
                                 progress.waiting.remove(&tool_call_id);
                                 progress.handled.insert(tool_call_id);
+                                // The next call in order may now be the one waiting for a decision.
+                                if progress.waiting.iter().any(|id| !progress.decided.contains(id)) {
+                                    approval_at = Some(Instant::now() + self.options.approval_grace);
+                                }
                             }
                             AgentEvent::RunCompleted { stop_reason } => {
                                 self.save_cursor(run, last_id).await;
@@ -901,16 +916,35 @@ impl Dispatcher {
                 return Ok(());
             }
         };
-        for call in &pending {
-            progress.proposed.entry(call.id.clone()).or_insert_with(|| call.clone());
-        }
         let waiting: Vec<ProposedToolCall> =
             pending.into_iter().filter(|c| candidates.contains(&c.id) && !progress.decided.contains(&c.id)).collect();
+        // Calls run in proposal order, and a call the server approves itself is listed as waiting
+        // until its turn comes. Deciding such a call errors the run, so only the first waiting call is
+        // decided, with the ones after it whose tool is known to need a decision; the rest are looked
+        // at again once the first has run.
+        let chosen: Vec<ProposedToolCall> = waiting
+            .iter()
+            .enumerate()
+            .take_while(|(index, call)| *index == 0 || self.needs_decision(&call.name))
+            .map(|(_, call)| call.clone())
+            .collect();
+        if let Some(head) = chosen.first() {
+            self.learn_needs_decision(&head.name);
+        }
         let config = self.config();
         let rules = self.store.rules()?;
         let mut decisions = Vec::new();
-        for call in waiting {
-            match policy(&config, &rules, &call) {
+        for call in &chosen {
+            // A decision a person made earlier (before a restart, say) for a call still waiting.
+            if let Some(approval) = self.store.approval_for_call(&run.session_id, &call.id)? {
+                match approval.state.as_str() {
+                    "accept" => decisions.push((call.id.clone(), ToolDecision::Accept)),
+                    "reject" | "expired" => decisions.push((call.id.clone(), ToolDecision::Reject)),
+                    _ => {}
+                }
+                continue;
+            }
+            match policy(&config, &rules, call) {
                 Some(decision) => {
                     self.store.log_decision(&DecisionRecord {
                         at_ms: now_ms(),
@@ -922,24 +956,9 @@ impl Dispatcher {
                         decided_by: format!("policy:{}", config.gateway.approval_mode),
                         surface: "engine".to_string(),
                     })?;
-                    decisions.push((call.id, decision));
+                    decisions.push((call.id.clone(), decision));
                 }
-                None => self.request_approval(run, server_run, &call, &config, progress)?,
-            }
-        }
-        // Decisions a person made earlier (before a restart, say) for calls still waiting.
-        for id in &candidates {
-            if let Some(approval) = self.store.approval_for_call(&run.session_id, id)? {
-                let decision = match approval.state.as_str() {
-                    "accept" => Some(ToolDecision::Accept),
-                    "reject" | "expired" => Some(ToolDecision::Reject),
-                    _ => None,
-                };
-                if let Some(decision) = decision {
-                    if !decisions.iter().any(|(d, _)| d == id) && !progress.decided.contains(id) {
-                        decisions.push((id.clone(), decision));
-                    }
-                }
+                None => self.request_approval(run, server_run, call, &config, progress)?,
             }
         }
         self.send_decisions(run, server_run, progress, decisions).await;
@@ -1100,7 +1119,6 @@ struct Progress {
     seen_any: bool,
     /// Events were lost (gap); the final text must come from the server's history.
     incomplete: bool,
-    proposed: HashMap<String, ProposedToolCall>,
     waiting: HashSet<String>,
     /// Calls the server started, finished or rejected: never decided again.
     handled: HashSet<String>,

@@ -16,6 +16,8 @@ use crate::model::{now_ms, ChannelState, ChatType, DeliveryTarget, Identity, Inb
 pub struct Sent {
     pub target: DeliveryTarget,
     pub text: String,
+    /// When the engine handed the message to the channel (for relay benchmarks).
+    pub at: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -178,7 +180,7 @@ impl Channel for MemoryChannel {
                 return Err(ChannelError::Rejected(format!("message too long: {}", self.limit.measure(text))));
             }
             state.next_id += 1;
-            state.sent.push(Sent { target: target.clone(), text: text.to_string() });
+            state.sent.push(Sent { target: target.clone(), text: text.to_string(), at: std::time::Instant::now() });
             state.next_id
         };
         self.changed.notify_waiters();

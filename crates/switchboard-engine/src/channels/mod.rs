@@ -282,10 +282,16 @@ impl StatusBoard {
     }
 }
 
-/// The platform channels the configuration asks for. (The adapters arrive with the channels work;
-/// until then a configuration names none that can be built.)
-pub(crate) fn from_config(_config: &crate::config::Config) -> Vec<Arc<dyn Channel>> {
-    Vec::new()
+/// The platform channels the configuration asks for (enabled or not: a disabled channel is listed
+/// and can be turned on at run time).
+pub(crate) fn from_config(config: &crate::config::Config) -> Vec<Arc<dyn Channel>> {
+    #[allow(unused_mut)]
+    let mut out: Vec<Arc<dyn Channel>> = Vec::new();
+    // telegram: one line here
+    // slack: one line here
+    // discord: one line here
+    let _ = config;
+    out
 }
 
 /// Whether the configuration enables a platform channel; `None` when it is not a configured platform.

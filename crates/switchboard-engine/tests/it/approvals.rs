@@ -51,8 +51,34 @@ async fn allowlist_accepts_listed_tools_and_rejects_the_rest() {
     assert_eq!(decided.len(), 2, "{decided:?}");
     assert_eq!(decided.iter().filter(|(_, a)| a == "accept").count(), 1, "run_command is listed: {decided:?}");
     assert_eq!(decided.iter().filter(|(_, a)| a == "reject").count(), 1, "create is not: {decided:?}");
+    assert!(fake.misdecisions().is_empty(), "{:?}", fake.misdecisions());
+}
+
+#[tokio::test]
+async fn calls_of_a_tool_known_to_wait_are_decided_in_one_request() {
+    let fake = FakeStakpak::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = Gateway::start(config_for(&fake), dir.path()).await;
+    gw.dm("ann", "1", RUN_LS).await;
+    gw.replies("ann", 1).await;
+
+    let two = "USE_TOOL run_command {\"command\": \"echo one\"}\nUSE_TOOL run_command {\"command\": \"echo two\"}";
+    gw.dm("ann", "2", two).await;
+    assert!(gw.replies("ann", 2).await[1].starts_with("done:"));
     let requests = fake.requests().iter().filter(|r| r.path.ends_with("/tools/decisions")).count();
-    assert_eq!(requests, 1, "both decisions go in one request");
+    assert_eq!(requests, 2, "one request for the first run, one for both calls of the second");
+    assert_eq!(fake.decisions().len(), 3);
+    assert!(fake.misdecisions().is_empty());
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn an_auto_approved_call_after_a_waiting_one_is_never_decided() {
+    let text = "USE_TOOL run_command {\"command\": \"ls\"}\nUSE_TOOL view {\"path\": \"/tmp\"}";
+    let (fake, reply) = run_with_mode(ApprovalMode::AllowAll, &[], text).await;
+    assert!(reply.starts_with("done:"), "{reply}");
+    assert!(fake.misdecisions().is_empty(), "view waits behind run_command but needs no decision: {:?}", fake.misdecisions());
+    assert_eq!(actions(&fake), vec!["accept"]);
 }
 
 #[tokio::test]

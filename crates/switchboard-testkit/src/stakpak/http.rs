@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
-use axum::http::Uri;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,11 +22,12 @@ use super::state::{Decision, RunState, Shared, State as FakeState};
 use super::wire::{self, Action, AutoApproveWire, MessageKind};
 use super::{PostedMessage, RecordedBody, RecordedDecision, RecordedRequest, VERSION};
 
-type Shared_ = Arc<Shared>;
+/// The state every handler gets.
+type App = Arc<Shared>;
 /// Handlers answer `Err(reject)` for every error so `?` works on parsing and lookups.
 type Answer = Result<Response, Reject>;
 
-pub(crate) fn router(shared: Shared_) -> Router {
+pub(crate) fn router(shared: App) -> Router {
     Router::new()
         .route("/v1/health", get(health))
         .route("/v1/openapi.json", get(openapi))
@@ -57,7 +57,7 @@ pub(crate) fn router(shared: Shared_) -> Router {
 // Middleware
 
 /// Records every exchange (outermost layer, so 401s are recorded too).
-async fn record(State(shared): State<Shared_>, req: Request, next: Next) -> Response {
+async fn record(State(shared): State<App>, req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, 64 * 1024 * 1024).await {
         Ok(bytes) => bytes,
@@ -107,7 +107,7 @@ async fn record(State(shared): State<Shared_>, req: Request, next: Next) -> Resp
 }
 
 /// Bearer auth on everything but the public endpoints.
-async fn auth(State(shared): State<Shared_>, req: Request, next: Next) -> Response {
+async fn auth(State(shared): State<App>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     if path == "/v1/health" || path == "/v1/openapi.json" {
         return next.run(req).await;
@@ -354,7 +354,7 @@ fn answer(outcome: Outcome) -> Answer {
 // ---------------------------------------------------------------------------------------------
 // Public endpoints
 
-async fn health(State(shared): State<Shared_>) -> Response {
+async fn health(State(shared): State<App>) -> Response {
     let uptime = shared.lock().started_at.elapsed().as_secs();
     json_response(
         StatusCode::OK,
@@ -400,7 +400,7 @@ struct Page {
     offset: Option<usize>,
 }
 
-async fn create_session(State(shared): State<Shared_>, headers: HeaderMap, bytes: Bytes) -> Answer {
+async fn create_session(State(shared): State<App>, headers: HeaderMap, bytes: Bytes) -> Answer {
     let (create, raw): (wire::CreateSession, Value) = parse_body(&bytes)?;
     let mut st = shared.lock();
     let (outcome, _) = idempotent(&mut st, "/v1/sessions", &headers, raw, |st| {
@@ -412,7 +412,7 @@ async fn create_session(State(shared): State<Shared_>, headers: HeaderMap, bytes
     answer(outcome)
 }
 
-async fn list_sessions(State(shared): State<Shared_>, Query(page): Query<Page>) -> Response {
+async fn list_sessions(State(shared): State<App>, Query(page): Query<Page>) -> Response {
     let st = shared.lock();
     let mut sessions: Vec<_> = st.sessions.values().collect();
     sessions.sort_by_key(|s| std::cmp::Reverse(s.seq));
@@ -434,7 +434,7 @@ async fn list_sessions(State(shared): State<Shared_>, Query(page): Query<Page>) 
     )
 }
 
-async fn get_session(State(shared): State<Shared_>, Path(id): Path<String>) -> Answer {
+async fn get_session(State(shared): State<App>, Path(id): Path<String>) -> Answer {
     let id = parse_uuid("id", &id)?;
     let st = shared.lock();
     let session = st.sessions.get(&id).ok_or_else(|| not_found(id))?;
@@ -447,7 +447,7 @@ async fn get_session(State(shared): State<Shared_>, Path(id): Path<String>) -> A
     ))
 }
 
-async fn delete_session(State(shared): State<Shared_>, Path(id): Path<String>) -> Answer {
+async fn delete_session(State(shared): State<App>, Path(id): Path<String>) -> Answer {
     let id = parse_uuid("id", &id)?;
     if shared.lock().remove_session(id) {
         Ok(StatusCode::NO_CONTENT.into_response())
@@ -460,7 +460,7 @@ async fn delete_session(State(shared): State<Shared_>, Path(id): Path<String>) -
 // Messages and runs
 
 async fn get_messages(
-    State(shared): State<Shared_>,
+    State(shared): State<App>,
     Path(id): Path<String>,
     Query(page): Query<Page>,
 ) -> Answer {
@@ -486,11 +486,12 @@ const MAX_CONTEXT_CONTENT: usize = 50_000;
 const MAX_CONTEXT_TOTAL: usize = 500_000;
 
 async fn post_message(
-    State(shared): State<Shared_>,
+    State(shared): State<App>,
     Path(id): Path<String>,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Answer {
+    let arrived = std::time::Instant::now();
     let id = parse_uuid("id", &id)?;
     let (msg, raw): (wire::PostMessage, Value) = parse_body(&bytes)?;
     let path = format!("/v1/sessions/{id}/messages");
@@ -501,6 +502,15 @@ async fn post_message(
     });
     if let Ok((_, body)) = &outcome {
         let value: Value = serde_json::from_str(body).unwrap_or_default();
+        if let (false, Some(run_id)) = (replayed, value.get("run_id").and_then(Value::as_str)) {
+            st.records.timings.push(super::RunTiming {
+                session_id: id.to_string(),
+                run_id: run_id.to_string(),
+                text: text.clone(),
+                posted_at: arrived,
+                completed_at: None,
+            });
+        }
         st.records.posted.push(PostedMessage {
             session_id: id.to_string(),
             text,
@@ -519,7 +529,7 @@ async fn post_message(
 }
 
 fn start_or_queue(
-    shared: &Shared_,
+    shared: &App,
     st: &mut FakeState,
     id: Uuid,
     msg: &wire::PostMessage,
@@ -627,7 +637,7 @@ fn check_context(items: &[super::ContextItem]) -> Result<(), Reject> {
 }
 
 async fn cancel(
-    State(shared): State<Shared_>,
+    State(shared): State<App>,
     Path(id): Path<String>,
     headers: HeaderMap,
     bytes: Bytes,
@@ -656,7 +666,7 @@ async fn cancel(
 // ---------------------------------------------------------------------------------------------
 // Tool approvals
 
-async fn pending_tools(State(shared): State<Shared_>, Path(id): Path<String>) -> Answer {
+async fn pending_tools(State(shared): State<App>, Path(id): Path<String>) -> Answer {
     let id = parse_uuid("id", &id)?;
     let st = shared.lock();
     let session = st.sessions.get(&id).ok_or_else(|| not_found(id))?;
@@ -677,7 +687,7 @@ async fn pending_tools(State(shared): State<Shared_>, Path(id): Path<String>) ->
 }
 
 async fn decisions(
-    State(shared): State<Shared_>,
+    State(shared): State<App>,
     Path(id): Path<String>,
     uri: Uri,
     headers: HeaderMap,
@@ -698,7 +708,7 @@ async fn decisions(
 }
 
 async fn single_decision(
-    State(shared): State<Shared_>,
+    State(shared): State<App>,
     Path((id, call_id)): Path<(String, String)>,
     headers: HeaderMap,
     bytes: Bytes,
@@ -801,11 +811,7 @@ fn apply_decisions(
 // ---------------------------------------------------------------------------------------------
 // Events
 
-async fn events(
-    State(shared): State<Shared_>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Answer {
+async fn events(State(shared): State<App>, Path(id): Path<String>, headers: HeaderMap) -> Answer {
     let id = parse_uuid("id", &id)?;
     let last_event_id = headers
         .get("last-event-id")

@@ -185,6 +185,17 @@ pub struct RecordedDecision {
     pub content: Option<String>,
 }
 
+/// Timestamps of one run, taken in the fake: its message arrived (`posted_at`) and its
+/// `run_completed` was handed to the subscribers (`completed_at`).
+#[derive(Clone, Debug)]
+pub struct RunTiming {
+    pub session_id: String,
+    pub run_id: String,
+    pub text: String,
+    pub posted_at: std::time::Instant,
+    pub completed_at: Option<std::time::Instant>,
+}
+
 /// The fake server. Cheap to clone; the server stops when the last clone is dropped.
 #[derive(Clone)]
 pub struct FakeStakpak {
@@ -268,6 +279,11 @@ impl FakeStakpak {
     /// Every accepted `POST …/messages`, including idempotent replays (`replayed: true`).
     pub fn posted_messages(&self) -> Vec<PostedMessage> {
         self.shared().lock().records.posted.clone()
+    }
+
+    /// When each run's message arrived and when its `run_completed` was sent, for relay benchmarks.
+    pub fn run_timings(&self) -> Vec<RunTiming> {
+        self.shared().lock().records.timings.clone()
     }
 
     /// Runs started by `POST …/messages` (replays and [`FakeStakpak::start_foreign_run`] not counted).

@@ -63,6 +63,7 @@ pub(crate) struct Records {
     pub decisions: Vec<RecordedDecision>,
     pub misdecisions: Vec<String>,
     pub runs_started: usize,
+    pub timings: Vec<super::RunTiming>,
 }
 
 pub(crate) struct IdemRecord {
@@ -342,6 +343,12 @@ impl State {
         run_id: Option<Uuid>,
         payload: &EventPayload,
     ) {
+        if matches!(payload, EventPayload::RunCompleted { .. }) {
+            let run = run_id.map(|r| r.to_string());
+            if let Some(timing) = self.records.timings.iter_mut().rev().find(|t| Some(&t.run_id) == run.as_ref()) {
+                timing.completed_at = Some(std::time::Instant::now());
+            }
+        }
         let timestamp = wire::now_rfc3339();
         let event = self.logs.entry(session_id).or_default().push(
             payload.name(),

@@ -229,7 +229,7 @@ async fn a_follow_up_is_answered_in_a_second_turn_of_the_same_run() {
     let client = Client::new(&fake);
     let session = client.create_session("follow up").await;
     let mut stream = client.stream(&session, None).await;
-    let run_id = client.send(&session, "SLOW 0.3 first prompt").await;
+    let run_id = client.send(&session, "SLOW 0.8 first prompt").await;
     let path = format!("/v1/sessions/{session}/messages");
     let follow = client
         .post(
@@ -273,7 +273,7 @@ async fn cancel_during_inference_lets_the_turn_finish() {
     assert_eq!(idle.code(), "session_not_running");
 
     let mut stream = client.stream(&session, None).await;
-    let run_id = client.send(&session, "SLOW 0.3 think").await;
+    let run_id = client.send(&session, "SLOW 1 think").await;
     let resp = client.post(&path, json!({ "run_id": run_id })).await;
     assert_eq!(resp.status, 200);
     assert_eq!(resp.json(), json!({ "cancelled": true, "run_id": run_id }));
@@ -291,7 +291,7 @@ async fn a_foreign_run_gives_409_until_it_ends_normally() {
     let client = Client::new(&fake);
     let session = client.create_session("elsewhere").await;
     let mut stream = client.stream(&session, None).await;
-    fake.start_foreign_run(&session, 0.3).await;
+    fake.start_foreign_run(&session, 1.0).await;
     let resp = client
         .post(
             &format!("/v1/sessions/{session}/messages"),

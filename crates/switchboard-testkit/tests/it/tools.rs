@@ -84,6 +84,15 @@ async fn an_accepted_call_runs_and_the_reply_summarises_its_result() {
         "cleared after the run"
     );
 
+    let raw = client
+        .get(&format!("/v1/sessions/{session}/messages?offset=2"))
+        .await
+        .text;
+    assert!(
+        raw.starts_with(r#"{"messages":[{"role":"assistant","content":[{"type":"tool_call","id":"#)
+            && raw.contains(r#"{"role":"tool","content":[{"type":"tool_result","tool_call_id":"#),
+        "messages keep the server's key order (tool_approve.messages.json): {raw}"
+    );
     let messages = client.messages(&session, "").await["messages"].clone();
     assert_eq!(messages.as_array().map(Vec::len), Some(5));
     assert_eq!(messages[2]["role"], "assistant");
