@@ -13,7 +13,11 @@ use switchboard_engine::{Engine, EngineEvent};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "switchboard-gateway", version, about = "Bridges your chats to your Stakpak agent server, without a desktop")]
+#[command(
+    name = "switchboard-gateway",
+    version,
+    about = "Bridges your chats to your Stakpak agent server, without a desktop"
+)]
 struct Cli {
     /// The configuration file (default: $SWITCHBOARD_CONFIG, else $XDG_CONFIG_HOME/switchboard/config.toml).
     #[arg(long, global = true)]
@@ -53,8 +57,8 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "stopped");
-            eprintln!("switchboard-gateway: {e:#}");
+            // The stderr log layer shows it to the person; the file keeps it.
+            tracing::error!("{e:#}");
             std::process::ExitCode::FAILURE
         }
     }
@@ -105,9 +109,13 @@ fn log_event(event: &EngineEvent) {
         EngineEvent::ChannelState { status } => {
             tracing::info!(channel = %status.name, state = status.state.as_str(), error = ?status.last_error, "channel state")
         }
-        EngineEvent::ServerState { state, detail } => tracing::info!(%state, ?detail, "agent server"),
+        EngineEvent::ServerState { state, detail } => {
+            tracing::info!(%state, ?detail, "agent server")
+        }
         EngineEvent::Error { scope, message } => tracing::warn!(%scope, %message, "problem"),
-        EngineEvent::ApprovalRequested { tool, requester, .. } => {
+        EngineEvent::ApprovalRequested {
+            tool, requester, ..
+        } => {
             tracing::info!(%tool, %requester, "a tool call waits for approval in the chat")
         }
         _ => {}
@@ -117,21 +125,37 @@ fn log_event(event: &EngineEvent) {
 async fn check(paths: &Paths) -> anyhow::Result<()> {
     let config = load(paths)?;
     println!("configuration: {} is valid", paths.config_file.display());
-    let client = switchboard_engine::agent::AgentClient::new(&config.server.url, &config.server.token, Default::default())?;
+    let client = switchboard_engine::agent::AgentClient::new(
+        &config.server.url,
+        &config.server.token,
+        Default::default(),
+    )?;
     let mut failed = false;
     match client.check().await {
-        Ok(health) => println!("agent server: {} ok (version {})", config.server.url, health.version),
+        Ok(health) => println!(
+            "agent server: {} ok (version {})",
+            config.server.url, health.version
+        ),
         Err(e) => {
             failed = true;
             println!("agent server: {} FAILED: {e}", config.server.url);
         }
     }
     let shutdown = CancellationToken::new();
-    let options = switchboard_engine::EngineOptions { serve_api: false, ..Default::default() };
-    let engine = Engine::builder(config, &paths.data_dir).options(options).start(shutdown.clone()).await?;
+    let options = switchboard_engine::EngineOptions {
+        serve_api: false,
+        ..Default::default()
+    };
+    let engine = Engine::builder(config, &paths.data_dir)
+        .options(options)
+        .start(shutdown.clone())
+        .await?;
     for status in engine.channels() {
         match engine.test_channel(&status.name).await {
-            Ok(identity) => println!("channel {}: ok, bot {} ({})", status.name, identity.name, identity.id),
+            Ok(identity) => println!(
+                "channel {}: ok, bot {} ({})",
+                status.name, identity.name, identity.id
+            ),
             Err(e) => {
                 failed = true;
                 println!("channel {}: FAILED: {e}", status.name);
@@ -149,7 +173,10 @@ async fn check(paths: &Paths) -> anyhow::Result<()> {
 #[cfg(unix)]
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
         (Ok(mut int), Ok(mut term)) => {
             tokio::select! {
                 _ = int.recv() => {}
@@ -173,8 +200,11 @@ fn init_logging(paths: &Paths) -> Option<tracing_appender::non_blocking::WorkerG
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{fmt, EnvFilter};
 
-    let filter = EnvFilter::try_from_env("SWITCHBOARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let stderr = fmt::layer().with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_env("SWITCHBOARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let stderr = fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let file = std::fs::create_dir_all(&paths.log_dir).ok().and_then(|_| {
         tracing_appender::rolling::Builder::new()
             .rotation(tracing_appender::rolling::Rotation::DAILY)
@@ -195,7 +225,10 @@ fn init_logging(paths: &Paths) -> Option<tracing_appender::non_blocking::WorkerG
             Some(guard)
         }
         None => {
-            tracing_subscriber::registry().with(filter).with(stderr).init();
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(stderr)
+                .init();
             tracing::warn!(dir = %paths.log_dir.display(), "cannot write log files; logging to stderr only");
             None
         }

@@ -10,7 +10,11 @@ use crate::harness::{config_for, Gateway};
 
 const RUN_LS: &str = r#"USE_TOOL run_command {"command": "ls"}"#;
 
-async fn run_with_mode(mode: ApprovalMode, allowlist: &[&str], text: &str) -> (FakeStakpak, String) {
+async fn run_with_mode(
+    mode: ApprovalMode,
+    allowlist: &[&str],
+    text: &str,
+) -> (FakeStakpak, String) {
     let fake = FakeStakpak::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = config_for(&fake);
@@ -31,26 +35,47 @@ fn actions(fake: &FakeStakpak) -> Vec<String> {
 async fn allow_all_accepts_and_the_run_finishes() {
     let (fake, reply) = run_with_mode(ApprovalMode::AllowAll, &[], RUN_LS).await;
     assert_eq!(actions(&fake), vec!["accept"], "exactly one decision");
-    assert!(reply.starts_with("done:"), "the tool ran and the run finished: {reply}");
-    assert!(fake.misdecisions().is_empty(), "no decision for a call that was not waiting");
+    assert!(
+        reply.starts_with("done:"),
+        "the tool ran and the run finished: {reply}"
+    );
+    assert!(
+        fake.misdecisions().is_empty(),
+        "no decision for a call that was not waiting"
+    );
 }
 
 #[tokio::test]
 async fn deny_all_rejects() {
     let (fake, reply) = run_with_mode(ApprovalMode::DenyAll, &[], RUN_LS).await;
     assert_eq!(actions(&fake), vec!["reject"]);
-    assert!(reply.contains("rejected"), "the reply tells the call was rejected: {reply}");
+    assert!(
+        reply.contains("rejected"),
+        "the reply tells the call was rejected: {reply}"
+    );
 }
 
 #[tokio::test]
 async fn allowlist_accepts_listed_tools_and_rejects_the_rest() {
     let text = "USE_TOOL run_command {\"command\": \"ls\"}\nUSE_TOOL create {\"path\": \"x\"}";
     let (fake, _) = run_with_mode(ApprovalMode::Allowlist, &["run_command"], text).await;
-    let mut decided: Vec<(String, String)> = fake.decisions().iter().map(|d| (d.tool_call_id.clone(), d.action.clone())).collect();
+    let mut decided: Vec<(String, String)> = fake
+        .decisions()
+        .iter()
+        .map(|d| (d.tool_call_id.clone(), d.action.clone()))
+        .collect();
     decided.sort();
     assert_eq!(decided.len(), 2, "{decided:?}");
-    assert_eq!(decided.iter().filter(|(_, a)| a == "accept").count(), 1, "run_command is listed: {decided:?}");
-    assert_eq!(decided.iter().filter(|(_, a)| a == "reject").count(), 1, "create is not: {decided:?}");
+    assert_eq!(
+        decided.iter().filter(|(_, a)| a == "accept").count(),
+        1,
+        "run_command is listed: {decided:?}"
+    );
+    assert_eq!(
+        decided.iter().filter(|(_, a)| a == "reject").count(),
+        1,
+        "create is not: {decided:?}"
+    );
     assert!(fake.misdecisions().is_empty(), "{:?}", fake.misdecisions());
 }
 
@@ -65,8 +90,15 @@ async fn calls_of_a_tool_known_to_wait_are_decided_in_one_request() {
     let two = "USE_TOOL run_command {\"command\": \"echo one\"}\nUSE_TOOL run_command {\"command\": \"echo two\"}";
     gw.dm("ann", "2", two).await;
     assert!(gw.replies("ann", 2).await[1].starts_with("done:"));
-    let requests = fake.requests().iter().filter(|r| r.path.ends_with("/tools/decisions")).count();
-    assert_eq!(requests, 2, "one request for the first run, one for both calls of the second");
+    let requests = fake
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/tools/decisions"))
+        .count();
+    assert_eq!(
+        requests, 2,
+        "one request for the first run, one for both calls of the second"
+    );
     assert_eq!(fake.decisions().len(), 3);
     assert!(fake.misdecisions().is_empty());
     gw.stop().await;
@@ -77,7 +109,11 @@ async fn an_auto_approved_call_after_a_waiting_one_is_never_decided() {
     let text = "USE_TOOL run_command {\"command\": \"ls\"}\nUSE_TOOL view {\"path\": \"/tmp\"}";
     let (fake, reply) = run_with_mode(ApprovalMode::AllowAll, &[], text).await;
     assert!(reply.starts_with("done:"), "{reply}");
-    assert!(fake.misdecisions().is_empty(), "view waits behind run_command but needs no decision: {:?}", fake.misdecisions());
+    assert!(
+        fake.misdecisions().is_empty(),
+        "view waits behind run_command but needs no decision: {:?}",
+        fake.misdecisions()
+    );
     assert_eq!(actions(&fake), vec!["accept"]);
 }
 
@@ -86,7 +122,11 @@ async fn calls_the_server_approves_itself_get_no_decision() {
     let text = "USE_TOOL view {\"path\": \"/tmp\"}\nUSE_TOOL run_command {\"command\": \"ls\"}";
     let (fake, reply) = run_with_mode(ApprovalMode::AllowAll, &[], text).await;
     assert!(reply.starts_with("done:"), "{reply}");
-    assert!(fake.misdecisions().is_empty(), "the auto-approved view must not be decided: {:?}", fake.misdecisions());
+    assert!(
+        fake.misdecisions().is_empty(),
+        "the auto-approved view must not be decided: {:?}",
+        fake.misdecisions()
+    );
     assert_eq!(fake.decisions().len(), 1, "only run_command waited");
 }
 
@@ -101,22 +141,85 @@ async fn ask_mode_waits_for_a_person_without_blocking_other_chats() {
     gw.dm("ann", "1", RUN_LS).await;
     let approval_id = gw
         .event("an approval request", |e| match e {
-            EngineEvent::ApprovalRequested { approval_id, tool, .. } if tool == "stakpak__run_command" => Some(approval_id.clone()),
+            EngineEvent::ApprovalRequested {
+                approval_id, tool, ..
+            } if tool == "stakpak__run_command" => Some(approval_id.clone()),
             _ => None,
         })
         .await;
-    assert!(fake.decisions().is_empty(), "nothing is decided before a person answers");
+    assert!(
+        fake.decisions().is_empty(),
+        "nothing is decided before a person answers"
+    );
 
     gw.dm("bob", "2", "meanwhile").await;
-    assert_eq!(gw.replies("bob", 1).await, vec!["echo: meanwhile"], "another chat is answered while ann's call waits");
+    assert_eq!(
+        gw.replies("bob", 1).await,
+        vec!["echo: meanwhile"],
+        "another chat is answered while ann's call waits"
+    );
 
-    let first = gw.engine.decide(&approval_id, ToolDecision::Accept, "me", "window").expect("decide");
+    let first = gw
+        .engine
+        .decide(&approval_id, ToolDecision::Accept, "me", "window")
+        .expect("decide");
     assert!(matches!(first, Resolution::Decided(_)));
-    let second = gw.engine.decide(&approval_id, ToolDecision::Reject, "ann", "chat").expect("decide");
-    assert!(matches!(second, Resolution::AlreadyDecided(ref a) if a.decided_by.as_deref() == Some("me")), "first answer wins");
+    let second = gw
+        .engine
+        .decide(&approval_id, ToolDecision::Reject, "ann", "chat")
+        .expect("decide");
+    assert!(
+        matches!(second, Resolution::AlreadyDecided(ref a) if a.decided_by.as_deref() == Some("me")),
+        "first answer wins"
+    );
 
     assert!(gw.replies("ann", 1).await[0].starts_with("done:"));
-    assert_eq!(actions(&fake), vec!["accept"], "one decision reached the server");
-    assert_eq!(gw.engine.decisions(10).expect("audit").len(), 1, "the decision is in the audit log");
+    assert_eq!(
+        actions(&fake),
+        vec!["accept"],
+        "one decision reached the server"
+    );
+    assert_eq!(
+        gw.engine.decisions(10).expect("audit").len(),
+        1,
+        "the decision is in the audit log"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn cancelling_a_run_that_waits_for_approval_ends_it_and_closes_the_approval() {
+    let fake = FakeStakpak::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config_for(&fake);
+    config.gateway.approval_mode = ApprovalMode::Ask;
+    let mut gw = Gateway::start(config, dir.path()).await;
+
+    gw.dm("ann", "1", RUN_LS).await;
+    gw.event("an approval request", |e| {
+        matches!(e, EngineEvent::ApprovalRequested { .. }).then_some(())
+    })
+    .await;
+    assert!(gw.engine.cancel("chat:dm:ann"), "there is a run to cancel");
+
+    let reply = gw.replies("ann", 1).await.remove(0);
+    assert!(
+        reply.contains("ancel"),
+        "the chat is told the run was cancelled: {reply}"
+    );
+    assert!(
+        gw.engine.pending_approvals().expect("pending").is_empty(),
+        "the approval is closed"
+    );
+    assert!(
+        fake.requests().iter().any(|r| r.path.ends_with("/cancel")),
+        "the server was asked to cancel"
+    );
+    assert_eq!(
+        actions(&fake),
+        vec!["reject"],
+        "the waiting call was rejected so the run can end"
+    );
+    assert!(fake.misdecisions().is_empty());
     gw.stop().await;
 }

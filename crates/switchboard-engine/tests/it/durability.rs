@@ -12,7 +12,11 @@ use tokio_util::sync::CancellationToken;
 use crate::harness::{config_for, fast_options, Gateway};
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 fn wait_for(what: &str, check: impl Fn() -> bool) {
@@ -32,7 +36,10 @@ fn the_engine_killed_mid_run_delivers_the_reply_exactly_once_after_restart() {
     let fake = server_rt.block_on(FakeStakpak::start());
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config_for(&fake);
-    let limit = TextLimit { max: 4096, unit: LengthUnit::Chars };
+    let limit = TextLimit {
+        max: 4096,
+        unit: LengthUnit::Chars,
+    };
 
     let crashed_rt = runtime();
     let first_chat = MemoryChannel::new("chat", limit);
@@ -43,7 +50,10 @@ fn the_engine_killed_mid_run_delivers_the_reply_exactly_once_after_restart() {
             .start(CancellationToken::new())
             .await
             .expect("engine starts");
-        first_chat.inject(first_chat.dm("ann", "1", "HOLD crash")).await.expect("accepted");
+        first_chat
+            .inject(first_chat.dm("ann", "1", "HOLD crash"))
+            .await
+            .expect("accepted");
     });
     wait_for("the run to be posted", || fake.posted_messages().len() == 1);
     // Kill: every task is dropped where it stands.
@@ -60,14 +70,31 @@ fn the_engine_killed_mid_run_delivers_the_reply_exactly_once_after_restart() {
             .start(shutdown.clone())
             .await
             .expect("engine restarts");
-        second_chat.wait_until("the reply after the restart", crate::harness::WAIT, |sent| !sent.is_empty()).await;
+        second_chat
+            .wait_until(
+                "the reply after the restart",
+                crate::harness::WAIT,
+                |sent| !sent.is_empty(),
+            )
+            .await;
         tokio::time::sleep(Duration::from_millis(1500)).await;
         shutdown.cancel();
         engine.stopped().await;
     });
-    assert!(first_chat.sent().is_empty(), "the killed engine never delivered");
-    assert_eq!(second_chat.sent_to("ann"), vec!["echo: HOLD crash"], "the reply arrives exactly once");
-    assert_eq!(fake.runs_started(), 1, "the restart did not start a second run");
+    assert!(
+        first_chat.sent().is_empty(),
+        "the killed engine never delivered"
+    );
+    assert_eq!(
+        second_chat.sent_to("ann"),
+        vec!["echo: HOLD crash"],
+        "the reply arrives exactly once"
+    );
+    assert_eq!(
+        fake.runs_started(),
+        1,
+        "the restart did not start a second run"
+    );
 }
 
 /// A crash between accepting a message and posting it: the restarted engine posts it once.
@@ -101,7 +128,11 @@ async fn a_redelivered_message_produces_one_run_and_one_reply() {
 
     let gw = Gateway::start(config_for(&fake), dir.path()).await;
     let again = gw.chat.inject(message).await.expect("accept");
-    assert_eq!(again, switchboard_engine::channels::Accepted::Duplicate, "the redelivery is recognised after a restart");
+    assert_eq!(
+        again,
+        switchboard_engine::channels::Accepted::Duplicate,
+        "the redelivery is recognised after a restart"
+    );
     crate::harness::settle().await;
     assert_eq!(fake.runs_started(), 1);
     assert!(gw.chat.sent().is_empty(), "no second reply");

@@ -49,7 +49,18 @@ pub struct Gateway {
 
 impl Gateway {
     pub async fn start(config: Config, data_dir: &Path) -> Gateway {
-        Self::start_with(config, data_dir, MemoryChannel::new("chat", TextLimit { max: 4096, unit: LengthUnit::Chars })).await
+        Self::start_with(
+            config,
+            data_dir,
+            MemoryChannel::new(
+                "chat",
+                TextLimit {
+                    max: 4096,
+                    unit: LengthUnit::Chars,
+                },
+            ),
+        )
+        .await
     }
 
     pub async fn start_with(config: Config, data_dir: &Path, chat: MemoryChannel) -> Gateway {
@@ -61,21 +72,31 @@ impl Gateway {
             .await
             .expect("the engine starts");
         let events = engine.subscribe();
-        Gateway { engine, chat, shutdown, events }
+        Gateway {
+            engine,
+            chat,
+            shutdown,
+            events,
+        }
     }
 
     /// A user writes a direct message.
     pub async fn dm(&self, peer: &str, id: &str, text: &str) {
-        self.chat.inject(self.chat.dm(peer, id, text)).await.expect("message accepted");
+        self.chat
+            .inject(self.chat.dm(peer, id, text))
+            .await
+            .expect("message accepted");
     }
 
     /// Waits until `n` messages reached `chat_id`, and returns them.
     pub async fn replies(&self, chat_id: &str, n: usize) -> Vec<String> {
         let chat_id = chat_id.to_string();
         self.chat
-            .wait_until(&format!("{n} replies in {chat_id}"), WAIT, |sent: &[Sent]| {
-                sent.iter().filter(|s| s.target.chat_id == chat_id).count() >= n
-            })
+            .wait_until(
+                &format!("{n} replies in {chat_id}"),
+                WAIT,
+                |sent: &[Sent]| sent.iter().filter(|s| s.target.chat_id == chat_id).count() >= n,
+            )
             .await;
         self.chat.sent_to(&chat_id)
     }

@@ -20,7 +20,11 @@ async fn a_server_restart_between_messages_loses_nothing() {
     gw.dm("ann", "b", "after the restart").await;
 
     assert_eq!(gw.replies("ann", 4).await[3], "echo: after the restart");
-    assert_eq!(fake.sessions().len(), 1, "the session survived the restart and was reused");
+    assert_eq!(
+        fake.sessions().len(),
+        1,
+        "the session survived the restart and was reused"
+    );
     gw.stop().await;
 }
 
@@ -30,12 +34,16 @@ async fn a_server_restart_mid_run_is_settled_not_waited_on_forever() {
     let dir = tempfile::tempdir().expect("tempdir");
     let gw = Gateway::start(config_for(&fake), dir.path()).await;
     gw.dm("ann", "1", "HOLD never").await;
-    fake.wait_for("the run to start", |f| f.runs_started() == 1).await;
+    fake.wait_for("the run to start", |f| f.runs_started() == 1)
+        .await;
 
     fake.restart().await;
 
     let reply = gw.replies("ann", 1).await.remove(0);
-    assert!(reply.starts_with("⚠️"), "the chat is told the run ended without a reply: {reply}");
+    assert!(
+        reply.starts_with("⚠️"),
+        "the chat is told the run ended without a reply: {reply}"
+    );
     gw.dm("ann", "2", "again").await;
     assert_eq!(gw.replies("ann", 2).await[1], "echo: again");
     gw.stop().await;
@@ -54,10 +62,23 @@ async fn a_cut_stream_resumes_from_the_cursor_without_repeating_text() {
     let reply = gw.replies("ann", 2).await.remove(1);
     for n in 1..=3 {
         let marker = format!("Paragraph {n} of 3");
-        assert_eq!(reply.matches(&marker).count(), 1, "{marker} exactly once: {reply}");
+        assert_eq!(
+            reply.matches(&marker).count(),
+            1,
+            "{marker} exactly once: {reply}"
+        );
     }
-    assert!(reply.trim_end().ends_with("item 3.b"), "the reply is complete: {reply}");
-    let resumed = fake.requests().iter().filter(|r| r.path.ends_with("/events") && r.headers.iter().any(|(k, _)| k == "last-event-id")).count();
+    assert!(
+        reply.trim_end().ends_with("item 3.b"),
+        "the reply is complete: {reply}"
+    );
+    let resumed = fake
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.path.ends_with("/events") && r.headers.iter().any(|(k, _)| k == "last-event-id")
+        })
+        .count();
     assert!(resumed >= 1, "the stream was reopened with Last-Event-ID");
     gw.stop().await;
 }
@@ -70,7 +91,11 @@ async fn a_run_that_ends_silently_is_settled_by_the_watchdog() {
 
     gw.dm("ann", "1", "SILENT_END please").await;
 
-    assert_eq!(gw.replies("ann", 1).await, vec!["echo: SILENT_END please"], "the stored reply is delivered");
+    assert_eq!(
+        gw.replies("ann", 1).await,
+        vec!["echo: SILENT_END please"],
+        "the stored reply is delivered"
+    );
     let outcome = gw
         .event("the run to finish", |e| match e {
             EngineEvent::RunFinished { outcome, .. } => Some(outcome.clone()),
@@ -98,7 +123,11 @@ async fn a_session_deleted_on_the_server_is_replaced() {
     assert_eq!(sessions.len(), 1);
     assert_ne!(sessions[0].0, old, "a new session replaced the deleted one");
     let conversation = &gw.engine.conversations().expect("list")[0];
-    assert_eq!(conversation.session_id.as_deref(), Some(sessions[0].0.as_str()), "the mapping points at the new session");
+    assert_eq!(
+        conversation.session_id.as_deref(),
+        Some(sessions[0].0.as_str()),
+        "the mapping points at the new session"
+    );
     gw.stop().await;
 }
 
@@ -116,11 +145,23 @@ async fn malformed_frames_and_a_one_megabyte_message_break_nothing() {
     let sent = gw
         .chat
         .wait_until("the 1 MB echo", crate::harness::WAIT, |sent| {
-            sent.iter().filter(|s| s.target.chat_id == "bob").map(|s| s.text.len()).sum::<usize>() >= big.len()
+            sent.iter()
+                .filter(|s| s.target.chat_id == "bob")
+                .map(|s| s.text.len())
+                .sum::<usize>()
+                >= big.len()
         })
         .await;
-    let visible: usize = sent.iter().filter(|s| s.target.chat_id == "bob").map(|s| s.text.chars().filter(|c| !c.is_whitespace()).count()).sum();
-    assert_eq!(visible, "echo:".len() + big.len(), "the whole echo arrived, nothing repeated");
+    let visible: usize = sent
+        .iter()
+        .filter(|s| s.target.chat_id == "bob")
+        .map(|s| s.text.chars().filter(|c| !c.is_whitespace()).count())
+        .sum();
+    assert_eq!(
+        visible,
+        "echo:".len() + big.len(),
+        "the whole echo arrived, nothing repeated"
+    );
 
     gw.dm("ann", "3", "still alive?").await;
     assert_eq!(gw.replies("ann", 2).await[1], "echo: still alive?");
@@ -129,7 +170,13 @@ async fn malformed_frames_and_a_one_megabyte_message_break_nothing() {
 
 #[tokio::test]
 async fn framing_without_spaces_and_with_crlf_is_understood() {
-    let fake = FakeStakpak::start_with(FakeOptions { no_space_framing: true, crlf: true, split_writes: true, ..Default::default() }).await;
+    let fake = FakeStakpak::start_with(FakeOptions {
+        no_space_framing: true,
+        crlf: true,
+        split_writes: true,
+        ..Default::default()
+    })
+    .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let gw = Gateway::start(config_for(&fake), dir.path()).await;
     gw.dm("ann", "1", "héllo 👋").await;
@@ -150,17 +197,29 @@ async fn a_changed_server_token_is_reported_and_new_settings_resume_the_work() {
     gw.dm("ann", "2", "two").await;
     let state = gw
         .event("the server to be reported unauthorized", |e| match e {
-            EngineEvent::ServerState { state, detail } if state == "unauthorized" => Some(detail.clone().unwrap_or_default()),
+            EngineEvent::ServerState { state, detail } if state == "unauthorized" => {
+                Some(detail.clone().unwrap_or_default())
+            }
             _ => None,
         })
         .await;
-    assert!(state.contains("token"), "the message says what to do: {state}");
+    assert!(
+        state.contains("token"),
+        "the message says what to do: {state}"
+    );
     crate::harness::settle().await;
     let refused = fake.requests().iter().filter(|r| r.status == 401).count();
-    assert!(refused <= 3, "no retry storm against a refused token ({refused} refused requests)");
+    assert!(
+        refused <= 3,
+        "no retry storm against a refused token ({refused} refused requests)"
+    );
 
     config.server.token = "a-new-token".into();
     gw.engine.reload(config).expect("reload");
-    assert_eq!(gw.replies("ann", 2).await[1], "echo: two", "the held message goes through with the new token");
+    assert_eq!(
+        gw.replies("ann", 2).await[1],
+        "echo: two",
+        "the held message goes through with the new token"
+    );
     gw.stop().await;
 }

@@ -16,12 +16,22 @@ async fn a_dm_creates_a_titled_session_and_the_reply_reaches_the_chat() {
 
     gw.dm("ann", "1", "hello there").await;
 
-    assert_eq!(gw.replies("ann", 1).await, vec!["echo: hello there"], "the agent's reply reaches the same chat");
+    assert_eq!(
+        gw.replies("ann", 1).await,
+        vec!["echo: hello there"],
+        "the agent's reply reaches the same chat"
+    );
     let sessions = fake.sessions();
     assert_eq!(sessions.len(), 1, "one session for the conversation");
-    assert_eq!(sessions[0].1, "chat / ann", "the title follows the default template");
+    assert_eq!(
+        sessions[0].1, "chat / ann",
+        "the title follows the default template"
+    );
     let posted = fake.posted_messages();
-    assert!(posted.iter().all(|p| p.idempotency_key.is_some()), "every POST carries an Idempotency-Key");
+    assert!(
+        posted.iter().all(|p| p.idempotency_key.is_some()),
+        "every POST carries an Idempotency-Key"
+    );
     gw.stop().await;
 }
 
@@ -36,8 +46,16 @@ async fn a_second_message_reuses_the_session() {
     gw.dm("ann", "2", "two").await;
 
     assert_eq!(gw.replies("ann", 2).await, vec!["echo: one", "echo: two"]);
-    assert_eq!(fake.sessions().len(), 1, "the second message goes to the same session");
-    let sessions: Vec<String> = fake.posted_messages().iter().map(|p| p.session_id.clone()).collect();
+    assert_eq!(
+        fake.sessions().len(),
+        1,
+        "the second message goes to the same session"
+    );
+    let sessions: Vec<String> = fake
+        .posted_messages()
+        .iter()
+        .map(|p| p.session_id.clone())
+        .collect();
     assert_eq!(sessions[0], sessions[1]);
     gw.stop().await;
 }
@@ -49,17 +67,40 @@ async fn messages_during_a_run_are_queued_and_merged_into_one_follow_up() {
     let mut gw = Gateway::start(config_for(&fake), dir.path()).await;
 
     gw.dm("ann", "1", "HOLD first").await;
-    gw.event("the first run to start", |e| matches!(e, EngineEvent::RunStarted { .. }).then_some(())).await;
+    gw.event("the first run to start", |e| {
+        matches!(e, EngineEvent::RunStarted { .. }).then_some(())
+    })
+    .await;
     gw.dm("ann", "2", "second").await;
     gw.dm("ann", "3", "third").await;
     fake.release("first");
 
     let replies = gw.replies("ann", 2).await;
-    assert_eq!(replies, vec!["echo: HOLD first", "echo: second\n\nthird"], "the queue drains as one message");
-    let texts: Vec<String> = fake.posted_messages().iter().map(|p| p.text.clone()).collect();
-    assert_eq!(texts, vec!["HOLD first", "second\n\nthird"], "one follow-up run for the two queued messages");
-    let queued_notices = gw.chat.notices().iter().filter(|(_, n)| *n == Notice::Queued).count();
-    assert_eq!(queued_notices, 2, "the chat is told each queued message waits");
+    assert_eq!(
+        replies,
+        vec!["echo: HOLD first", "echo: second\n\nthird"],
+        "the queue drains as one message"
+    );
+    let texts: Vec<String> = fake
+        .posted_messages()
+        .iter()
+        .map(|p| p.text.clone())
+        .collect();
+    assert_eq!(
+        texts,
+        vec!["HOLD first", "second\n\nthird"],
+        "one follow-up run for the two queued messages"
+    );
+    let queued_notices = gw
+        .chat
+        .notices()
+        .iter()
+        .filter(|(_, n)| *n == Notice::Queued)
+        .count();
+    assert_eq!(
+        queued_notices, 2,
+        "the chat is told each queued message waits"
+    );
     gw.stop().await;
 }
 
@@ -75,10 +116,24 @@ async fn a_run_started_elsewhere_queues_the_message_until_the_session_is_idle() 
     fake.start_foreign_run(&session, 1.0).await;
     gw.dm("ann", "2", "while busy").await;
 
-    assert_eq!(gw.replies("ann", 2).await[1], "echo: while busy", "the queued message is sent once the session is idle");
-    let conflicts = fake.requests().iter().filter(|r| r.path.ends_with("/messages") && r.method == "POST" && r.status == 409).count();
-    assert!(conflicts >= 1, "the server answered 409 while the other run went on");
-    assert!(gw.chat.notices().iter().any(|(_, n)| *n == Notice::Queued), "the chat was told the message is queued");
+    assert_eq!(
+        gw.replies("ann", 2).await[1],
+        "echo: while busy",
+        "the queued message is sent once the session is idle"
+    );
+    let conflicts = fake
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/messages") && r.method == "POST" && r.status == 409)
+        .count();
+    assert!(
+        conflicts >= 1,
+        "the server answered 409 while the other run went on"
+    );
+    assert!(
+        gw.chat.notices().iter().any(|(_, n)| *n == Notice::Queued),
+        "the chat was told the message is queued"
+    );
     gw.stop().await;
 }
 
@@ -90,10 +145,17 @@ async fn a_run_error_reaches_the_chat_as_a_warning() {
 
     gw.dm("ann", "1", "FAIL_500 please").await;
     let reply = gw.replies("ann", 1).await.remove(0);
-    assert!(reply.starts_with("⚠️ "), "a failed run is announced with a warning, got {reply:?}");
+    assert!(
+        reply.starts_with("⚠️ "),
+        "a failed run is announced with a warning, got {reply:?}"
+    );
 
     gw.dm("ann", "2", "and now?").await;
-    assert_eq!(gw.replies("ann", 2).await[1], "echo: and now?", "the next message works after a failed run");
+    assert_eq!(
+        gw.replies("ann", 2).await[1],
+        "echo: and now?",
+        "the next message works after a failed run"
+    );
     gw.stop().await;
 }
 
@@ -125,19 +187,40 @@ async fn paused_stores_messages_and_resume_answers_them_in_order() {
     gw.dm("ann", "1", "first").await;
     gw.dm("ann", "2", "second").await;
     settle().await;
-    assert!(fake.posted_messages().is_empty(), "nothing runs while paused");
-    assert_eq!(gw.engine.conversations().expect("list")[0].queued, 2, "both messages are stored");
+    assert!(
+        fake.posted_messages().is_empty(),
+        "nothing runs while paused"
+    );
+    assert_eq!(
+        gw.engine.conversations().expect("list")[0].queued,
+        2,
+        "both messages are stored"
+    );
 
     gw.engine.set_paused(false).expect("resume");
-    assert_eq!(gw.replies("ann", 1).await, vec!["echo: first\n\nsecond"], "resume processes them in order");
+    assert_eq!(
+        gw.replies("ann", 1).await,
+        vec!["echo: first\n\nsecond"],
+        "resume processes them in order"
+    );
     gw.stop().await;
 }
 
 #[tokio::test]
 async fn a_long_multibyte_reply_is_split_within_the_limit_and_arrives_intact() {
-    let fake = FakeStakpak::start_with(switchboard_testkit::stakpak::FakeOptions { split_writes: true, ..Default::default() }).await;
+    let fake = FakeStakpak::start_with(switchboard_testkit::stakpak::FakeOptions {
+        split_writes: true,
+        ..Default::default()
+    })
+    .await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let chat = MemoryChannel::new("chat", TextLimit { max: 500, unit: LengthUnit::Utf16 });
+    let chat = MemoryChannel::new(
+        "chat",
+        TextLimit {
+            max: 500,
+            unit: LengthUnit::Utf16,
+        },
+    );
     let gw = Gateway::start_with(config_for(&fake), dir.path(), chat).await;
 
     let text: String = (0..300).map(|i| format!("héllo 👋 wörld {i}. ")).collect();
@@ -147,16 +230,36 @@ async fn a_long_multibyte_reply_is_split_within_the_limit_and_arrives_intact() {
     let sent = gw
         .chat
         .wait_until("the whole reply", crate::harness::WAIT, |sent| {
-            let got: String = sent.iter().flat_map(|s| s.text.chars()).filter(|c| !c.is_whitespace()).collect();
-            got.len() >= want.chars().filter(|c| !c.is_whitespace()).collect::<String>().len()
+            let got: String = sent
+                .iter()
+                .flat_map(|s| s.text.chars())
+                .filter(|c| !c.is_whitespace())
+                .collect();
+            got.len()
+                >= want
+                    .chars()
+                    .filter(|c| !c.is_whitespace())
+                    .collect::<String>()
+                    .len()
         })
         .await;
     assert!(sent.len() > 1, "the reply was split");
     for chunk in &sent {
-        assert!(chunk.text.encode_utf16().count() <= 500, "every chunk fits the limit");
-        assert!(!chunk.text.contains('\u{FFFD}'), "no character was broken: {:?}", chunk.text);
+        assert!(
+            chunk.text.encode_utf16().count() <= 500,
+            "every chunk fits the limit"
+        );
+        assert!(
+            !chunk.text.contains('\u{FFFD}'),
+            "no character was broken: {:?}",
+            chunk.text
+        );
     }
-    let got: String = sent.iter().flat_map(|s| s.text.chars()).filter(|c| !c.is_whitespace()).collect();
+    let got: String = sent
+        .iter()
+        .flat_map(|s| s.text.chars())
+        .filter(|c| !c.is_whitespace())
+        .collect();
     let expected: String = want.chars().filter(|c| !c.is_whitespace()).collect();
     assert_eq!(got, expected, "nothing was lost, repeated or reordered");
     gw.stop().await;
@@ -173,8 +276,43 @@ async fn a_held_up_session_does_not_delay_another() {
 
     // Bob's reply must arrive while Ann's run is still held by the server.
     assert_eq!(gw.replies("bob", 1).await, vec!["echo: quick"]);
-    assert!(gw.chat.sent_to("ann").is_empty(), "ann's run is still held when bob's reply arrived");
+    assert!(
+        gw.chat.sent_to("ann").is_empty(),
+        "ann's run is still held when bob's reply arrived"
+    );
     fake.release("slow");
     assert_eq!(gw.replies("ann", 1).await, vec!["echo: HOLD slow"]);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_conversations_history_has_the_server_messages_and_the_journal() {
+    let fake = FakeStakpak::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = Gateway::start(config_for(&fake), dir.path()).await;
+    gw.dm("ann", "1", "first").await;
+    gw.replies("ann", 1).await;
+    gw.dm("ann", "2", "second").await;
+    gw.replies("ann", 2).await;
+
+    let history = gw.engine.history("chat:dm:ann").await.expect("history");
+    let server = history.server.expect("the server's messages");
+    let texts: Vec<(String, String)> = server.iter().map(|m| (m.role.clone(), m.text())).collect();
+    assert!(
+        texts.contains(&("assistant".into(), "echo: second".into())),
+        "{texts:?}"
+    );
+    let journal: Vec<(String, &str)> = history
+        .journal
+        .iter()
+        .map(|j| (j.text.clone(), j.state.as_str()))
+        .collect();
+    assert_eq!(
+        journal,
+        vec![
+            ("first".to_string(), "replied"),
+            ("second".to_string(), "replied")
+        ]
+    );
     gw.stop().await;
 }
