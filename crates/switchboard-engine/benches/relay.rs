@@ -17,22 +17,41 @@ use tokio_util::sync::CancellationToken;
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(async {
-        let (latency_messages, conversations, per_conversation) = if quick { (300, 200, 2) } else { (2000, 1000, 3) };
+        let (latency_messages, conversations, per_conversation) = if quick {
+            (300, 200, 2)
+        } else {
+            (2000, 1000, 3)
+        };
         latency(latency_messages).await;
         throughput(conversations, per_conversation).await;
     });
 }
 
-async fn start(fake: &FakeStakpak, dir: &std::path::Path) -> (EngineHandle, MemoryChannel, CancellationToken) {
+async fn start(
+    fake: &FakeStakpak,
+    dir: &std::path::Path,
+) -> (EngineHandle, MemoryChannel, CancellationToken) {
     let mut config = Config::default();
     config.server.url = fake.url();
     config.server.token = fake.token().unwrap_or_default();
     config.gateway.approval_mode = ApprovalMode::AllowAll;
-    let chat = MemoryChannel::new("chat", TextLimit { max: 4096, unit: LengthUnit::Chars });
+    let chat = MemoryChannel::new(
+        "chat",
+        TextLimit {
+            max: 4096,
+            unit: LengthUnit::Chars,
+        },
+    );
     let shutdown = CancellationToken::new();
-    let options = EngineOptions { serve_api: false, ..EngineOptions::default() };
+    let options = EngineOptions {
+        serve_api: false,
+        ..EngineOptions::default()
+    };
     let engine = Engine::builder(config, dir)
         .options(options)
         .channel(Arc::new(chat.clone()))
@@ -72,9 +91,14 @@ async fn latency(messages: usize) {
     // Warm up: sessions exist and connections are pooled, as in steady use.
     let lanes = 8;
     for lane in 0..lanes {
-        chat.inject(chat.dm(&format!("peer{lane}"), &format!("warm{lane}"), "warm up")).await.expect("accept");
+        chat.inject(chat.dm(&format!("peer{lane}"), &format!("warm{lane}"), "warm up"))
+            .await
+            .expect("accept");
     }
-    chat.wait_until("warm-up replies", Duration::from_secs(30), |sent| sent.len() >= lanes).await;
+    chat.wait_until("warm-up replies", Duration::from_secs(30), |sent| {
+        sent.len() >= lanes
+    })
+    .await;
 
     let mut injected: HashMap<String, Instant> = HashMap::new();
     let per_lane = messages / lanes;
@@ -88,7 +112,9 @@ async fn latency(messages: usize) {
                 let peer = format!("peer{lane}");
                 let before = chat.sent_to(&peer).len();
                 let at = Instant::now();
-                chat.inject(chat.dm(&peer, &text, &text)).await.expect("accept");
+                chat.inject(chat.dm(&peer, &text, &text))
+                    .await
+                    .expect("accept");
                 stamps.push((text, at));
                 let want = before + 1;
                 chat.wait_until("the reply", Duration::from_secs(30), |sent| {
@@ -109,16 +135,22 @@ async fn latency(messages: usize) {
     let mut inbound = Vec::new();
     let mut outbound = Vec::new();
     for timing in &timings {
-        let Some(at) = injected.get(&timing.text) else { continue };
+        let Some(at) = injected.get(&timing.text) else {
+            continue;
+        };
         inbound.push(timing.posted_at.saturating_duration_since(*at));
         let reply = format!("echo: {}", timing.text);
-        if let (Some(done), Some(s)) = (timing.completed_at, sent.iter().find(|s| s.text == reply)) {
+        if let (Some(done), Some(s)) = (timing.completed_at, sent.iter().find(|s| s.text == reply))
+        {
             outbound.push(s.at.saturating_duration_since(done));
         }
     }
     println!("relay overhead over {} runs on loopback:", inbound.len());
     report("  inbound accepted -> POST received by the server", inbound);
-    report("  run_completed sent by the server -> reply handed to the channel", outbound);
+    report(
+        "  run_completed sent by the server -> reply handed to the channel",
+        outbound,
+    );
     shutdown.cancel();
     engine.stopped().await;
 }
@@ -136,7 +168,9 @@ async fn throughput(conversations: usize, per_conversation: usize) {
         handles.push(tokio::spawn(async move {
             for m in 0..per_conversation {
                 let text = format!("tp-{c}-{m}");
-                chat.inject(chat.dm(&format!("user{c}"), &text, &text)).await.expect("accept");
+                chat.inject(chat.dm(&format!("user{c}"), &text, &text))
+                    .await
+                    .expect("accept");
             }
         }));
     }
@@ -146,9 +180,14 @@ async fn throughput(conversations: usize, per_conversation: usize) {
     let accepted = started.elapsed();
     // Replies merge messages that queued behind a run ("a\n\nb"), so count message texts.
     let count = |sent: &[switchboard_engine::channels::memory::Sent]| -> usize {
-        sent.iter().map(|s| s.text.trim_start_matches("echo: ").split("\n\n").count()).sum()
+        sent.iter()
+            .map(|s| s.text.trim_start_matches("echo: ").split("\n\n").count())
+            .sum()
     };
-    chat.wait_until("every reply", Duration::from_secs(300), |sent| count(sent) >= total).await;
+    chat.wait_until("every reply", Duration::from_secs(300), |sent| {
+        count(sent) >= total
+    })
+    .await;
     let elapsed = started.elapsed();
     let mut seen: HashMap<String, usize> = HashMap::new();
     for sent in chat.sent() {

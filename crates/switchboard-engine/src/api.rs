@@ -25,18 +25,27 @@ use crate::watch::WatchContext;
 const BODY_LIMIT: usize = 1024 * 1024;
 
 /// Binds `listen` and serves the API until `shutdown`; returns the bound address.
-pub async fn serve(engine: EngineHandle, listen: &str, shutdown: CancellationToken) -> anyhow::Result<SocketAddr> {
-    let addr: SocketAddr = listen.parse().map_err(|e| anyhow::anyhow!("api.listen {listen:?} is not an address: {e}"))?;
+pub async fn serve(
+    engine: EngineHandle,
+    listen: &str,
+    shutdown: CancellationToken,
+) -> anyhow::Result<SocketAddr> {
+    let addr: SocketAddr = listen
+        .parse()
+        .map_err(|e| anyhow::anyhow!("api.listen {listen:?} is not an address: {e}"))?;
     if !addr.ip().is_loopback() {
         tracing::warn!(%addr, "the gateway API listens beyond this machine; anyone who can reach it and has the token can message your chats");
     }
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (api.listen): {e}; pick another port or stop what uses it"))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {addr} (api.listen): {e}; pick another port or stop what uses it"
+        )
+    })?;
     let bound = listener.local_addr()?;
     let app = router(engine);
     tokio::spawn(async move {
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await });
+        let server = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await });
         if let Err(e) = server.await {
             tracing::error!(error = %e, "the gateway API stopped");
         }
@@ -71,17 +80,36 @@ fn is_local_host(value: &str) -> bool {
     } else {
         without_scheme.split(':').next().unwrap_or_default()
     };
-    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
-async fn guard(State(engine): State<EngineHandle>, headers: HeaderMap, request: Request, next: Next) -> Response {
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
+async fn guard(
+    State(engine): State<EngineHandle>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     if !is_local_host(host) {
-        return error(StatusCode::FORBIDDEN, "forbidden_host", "requests must be addressed to localhost");
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden_host",
+            "requests must be addressed to localhost",
+        );
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         if !origin.to_str().is_ok_and(is_local_host) {
-            return error(StatusCode::FORBIDDEN, "forbidden_origin", "requests from web pages are not accepted");
+            return error(
+                StatusCode::FORBIDDEN,
+                "forbidden_origin",
+                "requests from web pages are not accepted",
+            );
         }
     }
     let expected = engine.config().api.token.clone();
@@ -91,7 +119,11 @@ async fn guard(State(engine): State<EngineHandle>, headers: HeaderMap, request: 
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
     if expected.is_empty() || !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-        return error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token (see [api].token in the config file)");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong bearer token (see [api].token in the config file)",
+        );
     }
     next.run(request).await
 }
@@ -103,7 +135,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 async fn status(State(engine): State<EngineHandle>) -> Response {
     match engine.status() {
         Ok(status) => Json(status).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", &format!("{e:#}")),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            &format!("{e:#}"),
+        ),
     }
 }
 
@@ -114,7 +150,11 @@ async fn channels(State(engine): State<EngineHandle>) -> Response {
 async fn sessions(State(engine): State<EngineHandle>) -> Response {
     match engine.conversations() {
         Ok(list) => Json(json!({ "sessions": list })).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", &format!("{e:#}")),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            &format!("{e:#}"),
+        ),
     }
 }
 
@@ -132,9 +172,23 @@ async fn send(State(engine): State<EngineHandle>, body: Bytes) -> Response {
     // Parsed by hand so a malformed body gets a 400 that says what is wrong, in JSON.
     let request: SendRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_json", &format!("the body is not a valid send request: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                &format!("the body is not a valid send request: {e}"),
+            )
+        }
     };
-    match engine.send(&request.channel, &request.target, &request.text, request.context.clone()).await {
+    match engine
+        .send(
+            &request.channel,
+            &request.target,
+            &request.text,
+            request.context.clone(),
+        )
+        .await
+    {
         Ok(chunks) => Json(json!({
             "delivered": true,
             "channel": request.channel,
@@ -143,9 +197,15 @@ async fn send(State(engine): State<EngineHandle>, body: Bytes) -> Response {
             "context_stored": request.context.is_some(),
         }))
         .into_response(),
-        Err(e @ SendError::ChannelNotFound(_)) => error(StatusCode::NOT_FOUND, "channel_not_found", &e.to_string()),
-        Err(e @ SendError::InvalidTarget(_)) => error(StatusCode::BAD_REQUEST, "invalid_target", &e.to_string()),
-        Err(e @ SendError::DeliveryFailed(_)) => error(StatusCode::BAD_GATEWAY, "delivery_failed", &e.to_string()),
+        Err(e @ SendError::ChannelNotFound(_)) => {
+            error(StatusCode::NOT_FOUND, "channel_not_found", &e.to_string())
+        }
+        Err(e @ SendError::InvalidTarget(_)) => {
+            error(StatusCode::BAD_REQUEST, "invalid_target", &e.to_string())
+        }
+        Err(e @ SendError::DeliveryFailed(_)) => {
+            error(StatusCode::BAD_GATEWAY, "delivery_failed", &e.to_string())
+        }
     }
 }
 

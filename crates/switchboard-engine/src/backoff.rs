@@ -23,9 +23,20 @@ mod tests {
     fn delays_grow_then_stay_under_the_cap() {
         let base = Duration::from_millis(500);
         let cap = Duration::from_secs(60);
-        let cases = [(0, 1.0, 500), (1, 1.0, 1000), (3, 1.0, 4000), (10, 1.0, 60_000), (30, 1.0, 60_000), (2, 0.0, 1000)];
+        let cases = [
+            (0, 1.0, 500),
+            (1, 1.0, 1000),
+            (3, 1.0, 4000),
+            (10, 1.0, 60_000),
+            (30, 1.0, 60_000),
+            (2, 0.0, 1000),
+        ];
         for (attempt, random, want_ms) in cases {
-            assert_eq!(delay_with(attempt, base, cap, random).as_millis(), want_ms, "attempt {attempt}");
+            assert_eq!(
+                delay_with(attempt, base, cap, random).as_millis(),
+                want_ms,
+                "attempt {attempt}"
+            );
         }
         for attempt in 0..100 {
             assert!(delay(attempt, base, cap) <= cap);

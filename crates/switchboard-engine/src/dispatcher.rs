@@ -15,7 +15,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::agent::{AgentClient, AgentError, AgentEvent, EventStream, ProposedToolCall, StreamItem, ToolDecision};
+use crate::agent::{
+    AgentClient, AgentError, AgentEvent, EventStream, ProposedToolCall, StreamItem, ToolDecision,
+};
 use crate::backoff;
 use crate::channels::{Accepted, Channel, Intake, Notice, StatusBoard};
 use crate::chunk::chunk_text;
@@ -23,7 +25,9 @@ use crate::config::{ApprovalMode, Config};
 use crate::events::EngineEvent;
 use crate::model::{now_ms, InboundMessage, JournalState};
 use crate::routing::{routing_key, session_title};
-use crate::store::{ApprovalRecord, DecisionRecord, JournalEntry, Resolution, RunRecord, RunState, Store};
+use crate::store::{
+    ApprovalRecord, DecisionRecord, JournalEntry, Resolution, RunRecord, RunState, Store,
+};
 use crate::watch::enrich;
 use crate::EngineOptions;
 
@@ -36,7 +40,10 @@ const CONVERSATION_IDLE: Duration = Duration::from_secs(600);
 #[derive(Debug)]
 pub(crate) enum RunControl {
     /// A person decided a pending approval (already recorded in the store).
-    Decide { tool_call_id: String, decision: ToolDecision },
+    Decide {
+        tool_call_id: String,
+        decision: ToolDecision,
+    },
     /// Cancel the run.
     Cancel,
 }
@@ -103,7 +110,10 @@ impl Dispatcher {
     // ----- shared state -------------------------------------------------------------------------
 
     pub(crate) fn config(&self) -> Arc<Config> {
-        self.config.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub(crate) fn set_config(&self, config: Config) {
@@ -111,7 +121,10 @@ impl Dispatcher {
     }
 
     pub(crate) fn client(&self) -> AgentClient {
-        self.client.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.client
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Replaces the agent client (new URL or token) and wakes everything waiting on the server.
@@ -119,22 +132,40 @@ impl Dispatcher {
         *self.client.write().unwrap_or_else(|e| e.into_inner()) = client;
         *self.server_epoch.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.server_changed.notify_waiters();
-        let keys: Vec<String> = self.conversations.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+        let keys: Vec<String> = self
+            .conversations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
         for key in keys {
             self.wake(&key);
         }
     }
 
     pub(crate) fn channel(&self, name: &str) -> Option<Arc<dyn Channel>> {
-        self.channels.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+        self.channels
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
     }
 
     pub(crate) fn add_channel(&self, channel: Arc<dyn Channel>) {
-        self.channels.write().unwrap_or_else(|e| e.into_inner()).insert(channel.name().to_string(), channel);
+        self.channels
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(channel.name().to_string(), channel);
     }
 
     pub(crate) fn channel_names(&self) -> Vec<String> {
-        self.channels.read().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect()
+        self.channels
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
     }
 
     pub(crate) fn is_paused(&self) -> bool {
@@ -153,22 +184,41 @@ impl Dispatcher {
 
     /// Whether a run is in flight in this conversation.
     pub(crate) fn is_active(&self, key: &str) -> bool {
-        self.active.lock().unwrap_or_else(|e| e.into_inner()).contains_key(key)
+        self.active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(key)
     }
 
     pub(crate) fn active_keys(&self) -> HashSet<String> {
-        self.active.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect()
+        self.active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// Sends a control message to the run in flight in a conversation; false when there is none.
     pub(crate) fn control(&self, key: &str, control: RunControl) -> bool {
-        let active = self.active.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned();
+        let active = self
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned();
         active.is_some_and(|run| run.control.send(control).is_ok())
     }
 
     /// Sends a control message to a run by its local id.
     pub(crate) fn control_run(&self, local_id: &str, control: RunControl) -> bool {
-        let active = self.active.lock().unwrap_or_else(|e| e.into_inner()).values().find(|r| r.local_id == local_id).cloned();
+        let active = self
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .find(|r| r.local_id == local_id)
+            .cloned();
         active.is_some_and(|run| run.control.send(control).is_ok())
     }
 
@@ -190,12 +240,18 @@ impl Dispatcher {
         conversations.insert(key.to_string(), tx);
         let this = Arc::clone(self);
         let key = key.to_string();
-        self.tasks.spawn(async move { this.conversation(key, rx).await });
+        self.tasks
+            .spawn(async move { this.conversation(key, rx).await });
     }
 
     /// Starts the conversations that have work left from before a restart.
     pub(crate) fn resume_all(self: &Arc<Self>) -> anyhow::Result<()> {
-        let mut keys: Vec<String> = self.store.unfinished_runs()?.into_iter().map(|r| r.routing_key).collect();
+        let mut keys: Vec<String> = self
+            .store
+            .unfinished_runs()?
+            .into_iter()
+            .map(|r| r.routing_key)
+            .collect();
         keys.extend(self.store.keys_with_queued()?);
         keys.dedup();
         for key in keys {
@@ -210,7 +266,10 @@ impl Dispatcher {
             // Finish what was in flight before a restart first, then drain the queue.
             if let Err(e) = self.work(&key, &mut paused).await {
                 tracing::error!(conversation = %key, error = %format!("{e:#}"), "conversation failed; will retry");
-                self.emit(EngineEvent::Error { scope: key.clone(), message: format!("{e:#}") });
+                self.emit(EngineEvent::Error {
+                    scope: key.clone(),
+                    message: format!("{e:#}"),
+                });
                 tokio::select! {
                     _ = self.shutdown.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_secs(5)) => continue,
@@ -234,8 +293,17 @@ impl Dispatcher {
         }
     }
 
-    async fn work(self: &Arc<Self>, key: &str, paused: &mut watch::Receiver<bool>) -> anyhow::Result<()> {
-        if let Some(run) = self.store.unfinished_runs()?.into_iter().find(|r| r.routing_key == key) {
+    async fn work(
+        self: &Arc<Self>,
+        key: &str,
+        paused: &mut watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        if let Some(run) = self
+            .store
+            .unfinished_runs()?
+            .into_iter()
+            .find(|r| r.routing_key == key)
+        {
             self.drive(run).await?;
         }
         loop {
@@ -262,7 +330,11 @@ impl Dispatcher {
 
     /// Turns queued messages into a stored run in `Posting` state, creating the session if needed.
     /// Returns `None` when the engine is stopping or the server refuses us (the messages stay queued).
-    async fn prepare_run(self: &Arc<Self>, key: &str, rows: Vec<JournalEntry>) -> anyhow::Result<Option<RunRecord>> {
+    async fn prepare_run(
+        self: &Arc<Self>,
+        key: &str,
+        rows: Vec<JournalEntry>,
+    ) -> anyhow::Result<Option<RunRecord>> {
         let Some(session_id) = self.ensure_session(key, &rows).await? else {
             return Ok(None);
         };
@@ -286,21 +358,33 @@ impl Dispatcher {
     }
 
     /// The session of a conversation, created on first use with a title from the template.
-    async fn ensure_session(self: &Arc<Self>, key: &str, rows: &[JournalEntry]) -> anyhow::Result<Option<String>> {
+    async fn ensure_session(
+        self: &Arc<Self>,
+        key: &str,
+        rows: &[JournalEntry],
+    ) -> anyhow::Result<Option<String>> {
         let conversation = self.store.conversation(key)?;
         if let Some(session) = conversation.as_ref().and_then(|c| c.session_id.clone()) {
             return Ok(Some(session));
         }
-        let Some(first) = rows.first() else { return Ok(None) };
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
         let config = self.config();
-        let title = session_title(&config.gateway.title_template, &first.channel, &first.peer, &first.chat);
+        let title = session_title(
+            &config.gateway.title_template,
+            &first.channel,
+            &first.peer,
+            &first.chat,
+        );
         // Keyed on the first message, so a retry after a crash cannot create a second session.
         let idempotency_key = format!("session:{key}:{}", first.id);
         let mut attempt = 0;
         loop {
             match self.client().create_session(&title, &idempotency_key).await {
                 Ok(session) => {
-                    self.store.set_session(key, Some(&session.id), Some(&title))?;
+                    self.store
+                        .set_session(key, Some(&session.id), Some(&title))?;
                     tracing::info!(conversation = %key, session = %session.id, "session created");
                     return Ok(Some(session.id));
                 }
@@ -334,11 +418,17 @@ impl Dispatcher {
     }
 
     fn needs_decision(&self, tool: &str) -> bool {
-        self.needs_decision.lock().unwrap_or_else(|e| e.into_inner()).contains(tool)
+        self.needs_decision
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(tool)
     }
 
     fn learn_needs_decision(&self, tool: &str) {
-        self.needs_decision.lock().unwrap_or_else(|e| e.into_inner()).insert(tool.to_string());
+        self.needs_decision
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(tool.to_string());
     }
 
     fn forget_server_epoch(&self) {
@@ -351,7 +441,10 @@ impl Dispatcher {
     async fn wait_after_server_error(&self, error: &AgentError, attempt: u32) -> bool {
         let delay = match error {
             AgentError::Unauthorized => {
-                self.emit(EngineEvent::ServerState { state: "unauthorized".into(), detail: Some(error.to_string()) });
+                self.emit(EngineEvent::ServerState {
+                    state: "unauthorized".into(),
+                    detail: Some(error.to_string()),
+                });
                 tracing::warn!("the agent server refused the token; waiting for new settings");
                 tokio::select! {
                     _ = self.shutdown.cancelled() => return false,
@@ -361,12 +454,18 @@ impl Dispatcher {
             e if e.is_transient() => {
                 if attempt == 0 {
                     self.forget_server_epoch();
-                    self.emit(EngineEvent::ServerState { state: "unreachable".into(), detail: Some(e.to_string()) });
+                    self.emit(EngineEvent::ServerState {
+                        state: "unreachable".into(),
+                        detail: Some(e.to_string()),
+                    });
                 }
                 backoff::delay(attempt, self.options.retry_base, self.options.retry_cap)
             }
             e => {
-                self.emit(EngineEvent::Error { scope: "server".into(), message: e.to_string() });
+                self.emit(EngineEvent::Error {
+                    scope: "server".into(),
+                    message: e.to_string(),
+                });
                 self.options.retry_cap
             }
         };
@@ -386,17 +485,32 @@ impl Dispatcher {
         self.active
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(run.routing_key.clone(), ActiveRun { local_id: run.local_id.clone(), control: control_tx });
+            .insert(
+                run.routing_key.clone(),
+                ActiveRun {
+                    local_id: run.local_id.clone(),
+                    control: control_tx,
+                },
+            );
         let result = self.drive_inner(&mut run, &mut control_rx).await;
-        self.active.lock().unwrap_or_else(|e| e.into_inner()).remove(&run.routing_key);
+        self.active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&run.routing_key);
         result
     }
 
-    async fn drive_inner(self: &Arc<Self>, run: &mut RunRecord, control: &mut mpsc::UnboundedReceiver<RunControl>) -> anyhow::Result<()> {
+    async fn drive_inner(
+        self: &Arc<Self>,
+        run: &mut RunRecord,
+        control: &mut mpsc::UnboundedReceiver<RunControl>,
+    ) -> anyhow::Result<()> {
         let outcome = match run.state {
             RunState::Delivering => None,
             RunState::Posting => {
-                let Some(stream) = self.post(run).await? else { return Ok(()) };
+                let Some(stream) = self.post(run).await? else {
+                    return Ok(());
+                };
                 Some(self.follow(run, Some(stream), control).await?)
             }
             RunState::Running => Some(self.follow(run, None, control).await?),
@@ -414,7 +528,11 @@ impl Dispatcher {
             self.store.update_run(run)?;
         }
         if let Some(server_run) = &run.server_run_id {
-            self.emit(EngineEvent::RunFinished { routing_key: run.routing_key.clone(), run_id: server_run.clone(), outcome: outcome.clone() });
+            self.emit(EngineEvent::RunFinished {
+                routing_key: run.routing_key.clone(),
+                run_id: server_run.clone(),
+                outcome: outcome.clone(),
+            });
         }
         self.deliver(run, &reply, outcome != "error").await
     }
@@ -444,12 +562,16 @@ impl Dispatcher {
             };
             let model = self.config().gateway.model.clone();
             let model = (!model.is_empty()).then_some(model.as_str());
-            match client.post_message(&run.session_id, &run.text, model, &run.idempotency_key).await {
+            match client
+                .post_message(&run.session_id, &run.text, model, &run.idempotency_key)
+                .await
+            {
                 Ok(server_run) => {
                     run.server_run_id = Some(server_run.clone());
                     run.state = RunState::Running;
                     self.store.update_run(run)?;
-                    self.store.mark_journal(&run.journal_ids, JournalState::Sent, None)?;
+                    self.store
+                        .mark_journal(&run.journal_ids, JournalState::Sent, None)?;
                     tracing::info!(conversation = %run.routing_key, session = %run.session_id, run = %server_run, "run started");
                     self.emit(EngineEvent::RunStarted {
                         routing_key: run.routing_key.clone(),
@@ -464,9 +586,14 @@ impl Dispatcher {
                     tracing::warn!(conversation = %run.routing_key, session = %run.session_id, "session gone on the server; creating a new one");
                     replaced_session = true;
                     self.store.set_session(&run.routing_key, None, None)?;
-                    let rows: Vec<JournalEntry> =
-                        run.journal_ids.iter().filter_map(|id| self.store.journal_entry(*id).ok().flatten()).collect();
-                    let Some(session) = self.ensure_session(&run.routing_key, &rows).await? else { return Ok(None) };
+                    let rows: Vec<JournalEntry> = run
+                        .journal_ids
+                        .iter()
+                        .filter_map(|id| self.store.journal_entry(*id).ok().flatten())
+                        .collect();
+                    let Some(session) = self.ensure_session(&run.routing_key, &rows).await? else {
+                        return Ok(None);
+                    };
                     run.session_id = session;
                     run.cursor_start = None;
                     run.idempotency_key = uuid::Uuid::new_v4().to_string();
@@ -488,7 +615,8 @@ impl Dispatcher {
                 }
                 Err(AgentError::Unauthorized) => {
                     self.store.requeue_run(run)?;
-                    self.wait_after_server_error(&AgentError::Unauthorized, 0).await;
+                    self.wait_after_server_error(&AgentError::Unauthorized, 0)
+                        .await;
                     return Ok(None);
                 }
                 Err(e) if e.is_transient() => {
@@ -759,9 +887,22 @@ impl Dispatcher {
     }
 
     /// The reply of a run that completed: its streamed text, else the latest assistant message.
-    async fn completed_reply(&self, run: &RunRecord, progress: &Progress, stop_reason: &str) -> (String, String) {
-        let outcome = if stop_reason == "cancelled" { "cancelled" } else { "completed" };
-        let streamed = if progress.incomplete { String::new() } else { progress.text.clone() };
+    async fn completed_reply(
+        &self,
+        run: &RunRecord,
+        progress: &Progress,
+        stop_reason: &str,
+    ) -> (String, String) {
+        let outcome = if stop_reason == "cancelled" {
+            "cancelled"
+        } else {
+            "completed"
+        };
+        let streamed = if progress.incomplete {
+            String::new()
+        } else {
+            progress.text.clone()
+        };
         if !streamed.trim().is_empty() {
             return (streamed, outcome.to_string());
         }
@@ -771,9 +912,14 @@ impl Dispatcher {
         }
         match self.client().latest_reply(&run.session_id).await {
             Ok(Some(text)) => (text, outcome.to_string()),
-            Ok(None) if outcome == "cancelled" => ("⚠️ Cancelled.".to_string(), outcome.to_string()),
+            Ok(None) if outcome == "cancelled" => {
+                ("⚠️ Cancelled.".to_string(), outcome.to_string())
+            }
             Ok(None) => (NO_REPLY.to_string(), outcome.to_string()),
-            Err(e) => (format!("⚠️ The agent finished but its reply could not be read: {e}"), "error".to_string()),
+            Err(e) => (
+                format!("⚠️ The agent finished but its reply could not be read: {e}"),
+                "error".to_string(),
+            ),
         }
     }
 
@@ -781,17 +927,30 @@ impl Dispatcher {
     async fn settled_reply(&self, run: &RunRecord, progress: &Progress) -> (String, String) {
         match self.client().latest_reply(&run.session_id).await {
             Ok(Some(text)) => (text, "settled".to_string()),
-            Ok(None) if !progress.incomplete && !progress.text.trim().is_empty() => (progress.text.clone(), "settled".to_string()),
+            Ok(None) if !progress.incomplete && !progress.text.trim().is_empty() => {
+                (progress.text.clone(), "settled".to_string())
+            }
             Ok(None) => (NO_REPLY.to_string(), "settled".to_string()),
-            Err(e) => (format!("⚠️ The run ended without a reply and the session could not be read: {e}"), "error".to_string()),
+            Err(e) => (
+                format!("⚠️ The run ended without a reply and the session could not be read: {e}"),
+                "error".to_string(),
+            ),
         }
     }
 
     fn reply_target(&self, run: &RunRecord) -> Option<(String, crate::model::DeliveryTarget)> {
-        let last = run.journal_ids.last().and_then(|id| self.store.journal_entry(*id).ok().flatten());
+        let last = run
+            .journal_ids
+            .last()
+            .and_then(|id| self.store.journal_entry(*id).ok().flatten());
         match last {
             Some(entry) => Some((entry.channel, entry.target)),
-            None => self.store.conversation(&run.routing_key).ok().flatten().map(|c| (c.channel, c.target)),
+            None => self
+                .store
+                .conversation(&run.routing_key)
+                .ok()
+                .flatten()
+                .map(|c| (c.channel, c.target)),
         }
     }
 
@@ -806,19 +965,31 @@ impl Dispatcher {
     }
 
     /// Sends the reply to the chat, split for the channel, resuming after the chunks already sent.
-    async fn deliver(self: &Arc<Self>, run: &mut RunRecord, reply: &str, success: bool) -> anyhow::Result<()> {
+    async fn deliver(
+        self: &Arc<Self>,
+        run: &mut RunRecord,
+        reply: &str,
+        success: bool,
+    ) -> anyhow::Result<()> {
         let Some((channel_name, target)) = self.reply_target(run) else {
-            self.store.finish_run(run, JournalState::Failed, Some("no conversation to reply to"))?;
+            self.store.finish_run(
+                run,
+                JournalState::Failed,
+                Some("no conversation to reply to"),
+            )?;
             return Ok(());
         };
         let mut attempt = 0u32;
         let channel = loop {
             match self.channel(&channel_name) {
-                Some(channel) if self.board.get(&channel_name).is_none_or(|s| s.enabled) => break channel,
+                Some(channel) if self.board.get(&channel_name).is_none_or(|s| s.enabled) => {
+                    break channel
+                }
                 _ => {
                     // The channel is off (or gone): hold the reply until it is back.
                     tracing::info!(channel = %channel_name, "channel unavailable; holding the reply");
-                    let delay = backoff::delay(attempt, self.options.retry_base, self.options.retry_cap);
+                    let delay =
+                        backoff::delay(attempt, self.options.retry_base, self.options.retry_cap);
                     attempt += 1;
                     tokio::select! {
                         _ = self.shutdown.cancelled() => return Ok(()),
@@ -846,7 +1017,11 @@ impl Dispatcher {
                         }
                     }
                     Err(e) if e.is_transient() && attempt < self.options.delivery_attempts => {
-                        let delay = backoff::delay(attempt, self.options.retry_base, self.options.retry_cap);
+                        let delay = backoff::delay(
+                            attempt,
+                            self.options.retry_base,
+                            self.options.retry_cap,
+                        );
                         attempt += 1;
                         tracing::info!(channel = %channel_name, error = %e, ?delay, "send failed; retrying");
                         tokio::select! {
@@ -866,11 +1041,19 @@ impl Dispatcher {
         }
         if let Some(error) = failure {
             tracing::warn!(channel = %channel_name, %error, "reply could not be delivered");
-            self.store.finish_run(run, JournalState::Failed, Some(&error))?;
-            self.emit(EngineEvent::Error { scope: channel_name.clone(), message: format!("a reply could not be delivered: {error}") });
+            self.store
+                .finish_run(run, JournalState::Failed, Some(&error))?;
+            self.emit(EngineEvent::Error {
+                scope: channel_name.clone(),
+                message: format!("a reply could not be delivered: {error}"),
+            });
             return Ok(());
         }
-        let state = if success { JournalState::Replied } else { JournalState::Failed };
+        let state = if success {
+            JournalState::Replied
+        } else {
+            JournalState::Failed
+        };
         let error = (!success).then_some(reply);
         // Which of the run's messages answered a watch notification, read before the rows change.
         let answered_watch = run
@@ -902,8 +1085,18 @@ impl Dispatcher {
 
     /// Decides the calls that are really waiting, by the approval mode and rules; in `ask` mode
     /// the rest become pending approvals for a person.
-    async fn decide_waiting(self: &Arc<Self>, run: &RunRecord, server_run: &str, progress: &mut Progress) -> anyhow::Result<()> {
-        let candidates: Vec<String> = progress.waiting.iter().filter(|id| !progress.handled.contains(*id)).cloned().collect();
+    async fn decide_waiting(
+        self: &Arc<Self>,
+        run: &RunRecord,
+        server_run: &str,
+        progress: &mut Progress,
+    ) -> anyhow::Result<()> {
+        let candidates: Vec<String> = progress
+            .waiting
+            .iter()
+            .filter(|id| !progress.handled.contains(*id))
+            .cloned()
+            .collect();
         if candidates.is_empty() {
             return Ok(());
         }
@@ -916,8 +1109,10 @@ impl Dispatcher {
                 return Ok(());
             }
         };
-        let waiting: Vec<ProposedToolCall> =
-            pending.into_iter().filter(|c| candidates.contains(&c.id) && !progress.decided.contains(&c.id)).collect();
+        let waiting: Vec<ProposedToolCall> = pending
+            .into_iter()
+            .filter(|c| candidates.contains(&c.id) && !progress.decided.contains(&c.id))
+            .collect();
         // Calls run in proposal order, and a call the server approves itself is listed as waiting
         // until its turn comes. Deciding such a call errors the run, so only the first waiting call is
         // decided, with the ones after it whose tool is known to need a decision; the rest are looked
@@ -961,7 +1156,8 @@ impl Dispatcher {
                 None => self.request_approval(run, server_run, call, &config, progress)?,
             }
         }
-        self.send_decisions(run, server_run, progress, decisions).await;
+        self.send_decisions(run, server_run, progress, decisions)
+            .await;
         Ok(())
     }
 
@@ -977,13 +1173,24 @@ impl Dispatcher {
             return Ok(());
         }
         progress.requested.insert(call.id.clone());
-        if self.store.approval_for_call(&run.session_id, &call.id)?.is_some() {
+        if self
+            .store
+            .approval_for_call(&run.session_id, &call.id)?
+            .is_some()
+        {
             return Ok(());
         }
-        let last = run.journal_ids.last().and_then(|id| self.store.journal_entry(*id).ok().flatten());
+        let last = run
+            .journal_ids
+            .last()
+            .and_then(|id| self.store.journal_entry(*id).ok().flatten());
         let (requester, channel, target) = match last {
             Some(entry) => (entry.peer.label().to_string(), entry.channel, entry.target),
-            None => ("unknown".to_string(), String::new(), crate::model::DeliveryTarget::chat("")),
+            None => (
+                "unknown".to_string(),
+                String::new(),
+                crate::model::DeliveryTarget::chat(""),
+            ),
         };
         let now = now_ms();
         let approval = ApprovalRecord {
@@ -1019,38 +1226,76 @@ impl Dispatcher {
         Ok(())
     }
 
-    async fn send_decisions(&self, run: &RunRecord, server_run: &str, progress: &mut Progress, decisions: Vec<(String, ToolDecision)>) {
-        let decisions: Vec<(String, ToolDecision)> =
-            decisions.into_iter().filter(|(id, _)| !progress.decided.contains(id) && !progress.handled.contains(id)).collect();
+    async fn send_decisions(
+        &self,
+        run: &RunRecord,
+        server_run: &str,
+        progress: &mut Progress,
+        decisions: Vec<(String, ToolDecision)>,
+    ) {
+        let decisions: Vec<(String, ToolDecision)> = decisions
+            .into_iter()
+            .filter(|(id, _)| !progress.decided.contains(id) && !progress.handled.contains(id))
+            .collect();
         if decisions.is_empty() {
             return;
         }
-        let key = format!("decide:{}:{}", server_run, decisions.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>().join(","));
-        match self.client().decide(&run.session_id, server_run, &decisions, &key).await {
+        let key = format!(
+            "decide:{}:{}",
+            server_run,
+            decisions
+                .iter()
+                .map(|(id, _)| id.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        match self
+            .client()
+            .decide(&run.session_id, server_run, &decisions, &key)
+            .await
+        {
             Ok(()) => {
                 for (id, _) in decisions {
                     progress.decided.insert(id);
                 }
             }
-            Err(e) => tracing::warn!(conversation = %run.routing_key, error = %e, "tool decisions were not accepted"),
+            Err(e) => {
+                tracing::warn!(conversation = %run.routing_key, error = %e, "tool decisions were not accepted")
+            }
         }
     }
 
     /// The deadline of the run's earliest pending approval.
     fn next_expiry(&self, run: &RunRecord) -> Option<Instant> {
         let pending = self.store.pending_approvals().ok()?;
-        let earliest = pending.iter().filter(|a| a.run_local_id == run.local_id).map(|a| a.deadline_ms).min()?;
+        let earliest = pending
+            .iter()
+            .filter(|a| a.run_local_id == run.local_id)
+            .map(|a| a.deadline_ms)
+            .min()?;
         let wait = (earliest - now_ms()).max(0) as u64;
         Some(Instant::now() + Duration::from_millis(wait))
     }
 
-    async fn expire_approvals(&self, run: &RunRecord, server_run: &str, progress: &mut Progress) -> anyhow::Result<()> {
+    async fn expire_approvals(
+        &self,
+        run: &RunRecord,
+        server_run: &str,
+        progress: &mut Progress,
+    ) -> anyhow::Result<()> {
         let now = now_ms();
-        let due: Vec<ApprovalRecord> =
-            self.store.pending_approvals()?.into_iter().filter(|a| a.run_local_id == run.local_id && a.deadline_ms <= now).collect();
+        let due: Vec<ApprovalRecord> = self
+            .store
+            .pending_approvals()?
+            .into_iter()
+            .filter(|a| a.run_local_id == run.local_id && a.deadline_ms <= now)
+            .collect();
         let mut decisions = Vec::new();
         for approval in due {
-            if let Resolution::Decided(a) = self.store.resolve_approval(&approval.id, "expired", "timeout", "engine", now)? {
+            if let Resolution::Decided(a) =
+                self.store
+                    .resolve_approval(&approval.id, "expired", "timeout", "engine", now)?
+            {
                 let minutes = self.config().gateway.approval_timeout_minutes;
                 self.emit(EngineEvent::ApprovalResolved {
                     approval_id: a.id.clone(),
@@ -1070,7 +1315,8 @@ impl Dispatcher {
                 decisions.push((a.tool_call_id, ToolDecision::Reject));
             }
         }
-        self.send_decisions(run, server_run, progress, decisions).await;
+        self.send_decisions(run, server_run, progress, decisions)
+            .await;
         Ok(())
     }
 
@@ -1090,15 +1336,33 @@ impl Dispatcher {
             .collect();
         if !waiting.is_empty() {
             if let Ok(pending) = client.pending_tools(&run.session_id).await {
-                let still: Vec<(String, ToolDecision)> =
-                    waiting.into_iter().filter(|(id, _)| pending.tool_calls.iter().any(|c| &c.id == id)).collect();
+                let still: Vec<(String, ToolDecision)> = waiting
+                    .into_iter()
+                    .filter(|(id, _)| pending.tool_calls.iter().any(|c| &c.id == id))
+                    .collect();
                 if !still.is_empty() {
-                    let _ = client.decide(&run.session_id, server_run, &still, &format!("cancel-reject:{server_run}")).await;
+                    let _ = client
+                        .decide(
+                            &run.session_id,
+                            server_run,
+                            &still,
+                            &format!("cancel-reject:{server_run}"),
+                        )
+                        .await;
                 }
             }
         }
-        for approval in self.store.pending_approvals().unwrap_or_default().into_iter().filter(|a| a.run_local_id == run.local_id) {
-            if let Ok(Resolution::Decided(_)) = self.store.resolve_approval(&approval.id, "reject", "cancel", "engine", now_ms()) {
+        for approval in self
+            .store
+            .pending_approvals()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| a.run_local_id == run.local_id)
+        {
+            if let Ok(Resolution::Decided(_)) =
+                self.store
+                    .resolve_approval(&approval.id, "reject", "cancel", "engine", now_ms())
+            {
                 self.emit(EngineEvent::ApprovalResolved {
                     approval_id: approval.id,
                     action: "reject".into(),
@@ -1129,7 +1393,11 @@ struct Progress {
 
 /// Adds queued messages to a run: texts joined with a blank line, watch contexts folded in.
 fn absorb(run: &mut RunRecord, rows: &[JournalEntry]) {
-    let mut parts: Vec<String> = if run.text.is_empty() { Vec::new() } else { vec![run.text.clone()] };
+    let mut parts: Vec<String> = if run.text.is_empty() {
+        Vec::new()
+    } else {
+        vec![run.text.clone()]
+    };
     for row in rows {
         if run.journal_ids.contains(&row.id) {
             continue;
@@ -1151,16 +1419,31 @@ fn same_epoch(a: i64, b: i64) -> bool {
 }
 
 /// What the approval mode and rules say about a call; `None` means a person must decide.
-pub(crate) fn policy(config: &Config, rules: &[crate::store::ApprovalRule], call: &ProposedToolCall) -> Option<ToolDecision> {
-    let listed = config.gateway.approval_allowlist.iter().any(|name| tool_matches(name, &call.name));
+pub(crate) fn policy(
+    config: &Config,
+    rules: &[crate::store::ApprovalRule],
+    call: &ProposedToolCall,
+) -> Option<ToolDecision> {
+    let listed = config
+        .gateway
+        .approval_allowlist
+        .iter()
+        .any(|name| tool_matches(name, &call.name));
     match config.gateway.approval_mode {
         ApprovalMode::AllowAll => Some(ToolDecision::Accept),
         ApprovalMode::DenyAll => Some(ToolDecision::Reject),
-        ApprovalMode::Allowlist => Some(if listed { ToolDecision::Accept } else { ToolDecision::Reject }),
+        ApprovalMode::Allowlist => Some(if listed {
+            ToolDecision::Accept
+        } else {
+            ToolDecision::Reject
+        }),
         ApprovalMode::Ask => {
             let ruled = rules.iter().any(|rule| {
                 tool_matches(&rule.tool, &call.name)
-                    && rule.arg_pattern.as_deref().is_none_or(|pattern| arguments_match(pattern, &call.arguments))
+                    && rule
+                        .arg_pattern
+                        .as_deref()
+                        .is_none_or(|pattern| arguments_match(pattern, &call.arguments))
             });
             (listed || ruled).then_some(ToolDecision::Accept)
         }
@@ -1194,7 +1477,9 @@ fn wildcard(pattern: &str, text: &str) -> bool {
     let mut rest = text;
     for (i, part) in parts.iter().enumerate() {
         if i == 0 {
-            let Some(stripped) = rest.strip_prefix(part) else { return false };
+            let Some(stripped) = rest.strip_prefix(part) else {
+                return false;
+            };
             rest = stripped;
         } else if i == parts.len() - 1 {
             return rest.ends_with(part);
@@ -1216,7 +1501,12 @@ impl Intake for DispatcherIntake {
     async fn accept(&self, message: InboundMessage) -> anyhow::Result<Accepted> {
         let dispatcher = &self.0;
         let config = dispatcher.config();
-        let key = routing_key(&config.routing, &message.channel, &message.peer, &message.chat);
+        let key = routing_key(
+            &config.routing,
+            &message.channel,
+            &message.peer,
+            &message.chat,
+        );
         let accepted = dispatcher.store.accept(&message, &key, now_ms())?;
         let Accepted::New(journal_id) = accepted else {
             tracing::debug!(channel = %message.channel, "duplicate message dropped");
@@ -1233,7 +1523,11 @@ impl Intake for DispatcherIntake {
         });
         if let Some(channel) = dispatcher.channel(&message.channel) {
             let target = message.target.clone();
-            let notice = if queued { Notice::Queued } else { Notice::Received };
+            let notice = if queued {
+                Notice::Queued
+            } else {
+                Notice::Received
+            };
             tokio::spawn(async move {
                 if let Err(e) = channel.notice(&target, notice).await {
                     tracing::debug!(error = %e, "notice not shown");
@@ -1250,7 +1544,12 @@ mod tests {
     use super::*;
 
     fn call(name: &str, args: serde_json::Value) -> ProposedToolCall {
-        ProposedToolCall { id: "c".into(), name: name.into(), arguments: args, metadata: None }
+        ProposedToolCall {
+            id: "c".into(),
+            name: name.into(),
+            arguments: args,
+            metadata: None,
+        }
     }
 
     #[test]
@@ -1276,16 +1575,37 @@ mod tests {
     #[test]
     fn rules_with_patterns_narrow_what_is_allowed() {
         let config = Config::default();
-        let rule = crate::store::ApprovalRule { id: 1, tool: "run_command".into(), arg_pattern: Some("git *".into()), created_ms: 0, created_by: "me".into() };
-        let git = call("stakpak__run_command", serde_json::json!({"command": "git status"}));
-        let rm = call("stakpak__run_command", serde_json::json!({"command": "rm -rf /"}));
-        assert_eq!(policy(&config, std::slice::from_ref(&rule), &git), Some(ToolDecision::Accept));
+        let rule = crate::store::ApprovalRule {
+            id: 1,
+            tool: "run_command".into(),
+            arg_pattern: Some("git *".into()),
+            created_ms: 0,
+            created_by: "me".into(),
+        };
+        let git = call(
+            "stakpak__run_command",
+            serde_json::json!({"command": "git status"}),
+        );
+        let rm = call(
+            "stakpak__run_command",
+            serde_json::json!({"command": "rm -rf /"}),
+        );
+        assert_eq!(
+            policy(&config, std::slice::from_ref(&rule), &git),
+            Some(ToolDecision::Accept)
+        );
         assert_eq!(policy(&config, &[rule], &rm), None);
     }
 
     #[test]
     fn wildcards() {
-        for (pattern, text, want) in [("git *", "git status", true), ("*", "x", true), ("a*c", "abc", true), ("a*c", "abd", false), ("ls", "ls -l", false)] {
+        for (pattern, text, want) in [
+            ("git *", "git status", true),
+            ("*", "x", true),
+            ("a*c", "abc", true),
+            ("a*c", "abd", false),
+            ("ls", "ls -l", false),
+        ] {
             assert_eq!(wildcard(pattern, text), want, "{pattern} ~ {text}");
         }
     }
@@ -1325,6 +1645,9 @@ mod tests {
         absorb(&mut run, &[row(2, "two"), row(3, "three")]);
         assert_eq!(run.text, "one\n\ntwo\n\nthree");
         assert_eq!(run.journal_ids, vec![1, 2, 3]);
-        assert_ne!(run.idempotency_key, first_key, "a changed body needs a new idempotency key");
+        assert_ne!(
+            run.idempotency_key, first_key,
+            "a changed body needs a new idempotency key"
+        );
     }
 }

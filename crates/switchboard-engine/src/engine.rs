@@ -76,7 +76,13 @@ pub struct Engine;
 impl Engine {
     /// An engine for `config`, keeping its state in `data_dir`.
     pub fn builder(config: Config, data_dir: impl Into<PathBuf>) -> EngineBuilder {
-        EngineBuilder { config, config_path: None, data_dir: data_dir.into(), options: EngineOptions::default(), channels: Vec::new() }
+        EngineBuilder {
+            config,
+            config_path: None,
+            data_dir: data_dir.into(),
+            options: EngineOptions::default(),
+            channels: Vec::new(),
+        }
     }
 }
 
@@ -102,14 +108,28 @@ impl EngineBuilder {
     /// Starts the engine: opens the store, resumes unfinished work, starts the channels and the API.
     /// Everything stops when `shutdown` is cancelled; [`EngineHandle::stopped`] waits for that.
     pub async fn start(self, shutdown: CancellationToken) -> anyhow::Result<EngineHandle> {
-        let EngineBuilder { mut config, config_path, data_dir, options, channels } = self;
+        let EngineBuilder {
+            mut config,
+            config_path,
+            data_dir,
+            options,
+            channels,
+        } = self;
         let store = Store::open(&data_dir)?;
         ensure_api_token(&mut config, config_path.as_deref())?;
         let (events, _) = broadcast::channel(4096);
         let board = StatusBoard::new(events.clone());
         let client = AgentClient::new(&config.server.url, &config.server.token, options.timeouts)?;
         let paused = store.meta("paused")?.as_deref() == Some("true");
-        let dispatcher = Dispatcher::new(config.clone(), client, store, board, options.clone(), shutdown.clone(), paused);
+        let dispatcher = Dispatcher::new(
+            config.clone(),
+            client,
+            store,
+            board,
+            options.clone(),
+            shutdown.clone(),
+            paused,
+        );
         let handle = EngineHandle {
             inner: Arc::new(Inner {
                 dispatcher: dispatcher.clone(),
@@ -132,10 +152,19 @@ impl EngineBuilder {
         dispatcher.resume_all()?;
         if options.serve_api {
             match crate::api::serve(handle.clone(), &config.api.listen, shutdown.clone()).await {
-                Ok(addr) => *handle.inner.api_addr.lock().unwrap_or_else(|e| e.into_inner()) = Some(addr),
+                Ok(addr) => {
+                    *handle
+                        .inner
+                        .api_addr
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = Some(addr)
+                }
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "the gateway API is not available");
-                    dispatcher.emit(EngineEvent::Error { scope: "api".into(), message: format!("{e:#}") });
+                    dispatcher.emit(EngineEvent::Error {
+                        scope: "api".into(),
+                        message: format!("{e:#}"),
+                    });
                 }
             }
         }
@@ -238,7 +267,11 @@ impl EngineHandle {
 
     /// Where the gateway API listens, once it does.
     pub fn api_addr(&self) -> Option<SocketAddr> {
-        *self.inner.api_addr.lock().unwrap_or_else(|e| e.into_inner())
+        *self
+            .inner
+            .api_addr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn store(&self) -> &Store {
@@ -268,7 +301,8 @@ impl EngineHandle {
     /// Stops starting runs (messages are still received and stored) or starts again, in order.
     pub fn set_paused(&self, paused: bool) -> anyhow::Result<()> {
         let d = self.dispatcher();
-        d.store.set_meta("paused", if paused { "true" } else { "false" })?;
+        d.store
+            .set_meta("paused", if paused { "true" } else { "false" })?;
         d.set_paused(paused);
         Ok(())
     }
@@ -302,12 +336,22 @@ impl EngineHandle {
         d.board.set_enabled(name, enabled);
         if enabled {
             self.start_channel(name);
-        } else if let Some(token) = self.inner.running.lock().unwrap_or_else(|e| e.into_inner()).remove(name) {
+        } else if let Some(token) = self
+            .inner
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
+        {
             token.cancel();
         }
         if let Some(path) = &self.inner.config_path {
             if crate::channels::enabled_in(&d.config(), name).is_some() {
-                config::set_value(path, &format!("channels.{name}.enabled"), if enabled { "true" } else { "false" })?;
+                config::set_value(
+                    path,
+                    &format!("channels.{name}.enabled"),
+                    if enabled { "true" } else { "false" },
+                )?;
                 let mut config = (*d.config()).clone();
                 crate::channels::set_enabled_in(&mut config, name, enabled);
                 d.set_config(config);
@@ -318,14 +362,22 @@ impl EngineHandle {
 
     fn start_channel(&self, name: &str) {
         let d = self.dispatcher();
-        let Some(channel) = d.channel(name) else { return };
+        let Some(channel) = d.channel(name) else {
+            return;
+        };
         let mut running = self.inner.running.lock().unwrap_or_else(|e| e.into_inner());
         if running.get(name).is_some_and(|t| !t.is_cancelled()) {
             return;
         }
         let token = self.inner.shutdown.child_token();
         running.insert(name.to_string(), token.clone());
-        let ctx = ChannelContext::new(name, token, Arc::new(DispatcherIntake(d.clone())), d.board.clone(), d.store.clone());
+        let ctx = ChannelContext::new(
+            name,
+            token,
+            Arc::new(DispatcherIntake(d.clone())),
+            d.board.clone(),
+            d.store.clone(),
+        );
         d.tasks.spawn(async move { channel.run(ctx).await });
     }
 
@@ -370,12 +422,23 @@ impl EngineHandle {
     pub async fn history(&self, routing_key: &str) -> anyhow::Result<ConversationHistory> {
         let d = self.dispatcher();
         let journal = d.store.journal_for(routing_key, 200)?;
-        let session = d.store.conversation(routing_key)?.and_then(|c| c.session_id);
+        let session = d
+            .store
+            .conversation(routing_key)?
+            .and_then(|c| c.session_id);
         let server = match session {
-            Some(session) => d.client().latest_messages(&session, 200).await.map_err(|e| e.to_string()),
+            Some(session) => d
+                .client()
+                .latest_messages(&session, 200)
+                .await
+                .map_err(|e| e.to_string()),
             None => Ok(Vec::new()),
         };
-        Ok(ConversationHistory { routing_key: routing_key.to_string(), server, journal })
+        Ok(ConversationHistory {
+            routing_key: routing_key.to_string(),
+            server,
+            journal,
+        })
     }
 
     /// Cancels the run in flight in a conversation; false when there is none.
@@ -393,7 +456,11 @@ impl EngineHandle {
             config.api.token = old.api.token.clone();
         }
         if config.server != old.server {
-            d.set_client(AgentClient::new(&config.server.url, &config.server.token, d.options.timeouts)?);
+            d.set_client(AgentClient::new(
+                &config.server.url,
+                &config.server.token,
+                d.options.timeouts,
+            )?);
         }
         let restart: Vec<String> = d
             .channel_names()
@@ -402,12 +469,17 @@ impl EngineHandle {
             .collect();
         let mode_changed = config.gateway.approval_mode != old.gateway.approval_mode;
         if config.api.listen != old.api.listen {
-            d.emit(EngineEvent::Error { scope: "api".into(), message: "the gateway API address changes after a restart".into() });
+            d.emit(EngineEvent::Error {
+                scope: "api".into(),
+                message: "the gateway API address changes after a restart".into(),
+            });
         }
         let new_channels = crate::channels::from_config(&config);
         d.set_config(config.clone());
         if mode_changed {
-            d.emit(EngineEvent::ApprovalModeChanged { mode: config.gateway.approval_mode });
+            d.emit(EngineEvent::ApprovalModeChanged {
+                mode: config.gateway.approval_mode,
+            });
         }
         for channel in new_channels {
             let name = channel.name().to_string();
@@ -415,7 +487,13 @@ impl EngineHandle {
             if known && !restart.contains(&name) {
                 continue;
             }
-            if let Some(token) = self.inner.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&name) {
+            if let Some(token) = self
+                .inner
+                .running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&name)
+            {
                 token.cancel();
             }
             let enabled = crate::channels::enabled_in(&config, &name).unwrap_or(true);
@@ -431,13 +509,21 @@ impl EngineHandle {
 
     /// Delivers a notification to a chat (`POST /v1/gateway/send`). With a context, the next
     /// message from that chat consumes it once (within `delivery_context_ttl_hours`).
-    pub async fn send(&self, channel: &str, target: &str, text: &str, context: Option<WatchContext>) -> Result<usize, SendError> {
+    pub async fn send(
+        &self,
+        channel: &str,
+        target: &str,
+        text: &str,
+        context: Option<WatchContext>,
+    ) -> Result<usize, SendError> {
         let d = self.dispatcher();
         let Some(ch) = d.channel(channel) else {
             return Err(SendError::ChannelNotFound(channel.to_string()));
         };
         if d.board.get(channel).is_some_and(|s| !s.enabled) {
-            return Err(SendError::DeliveryFailed(format!("the {channel} channel is turned off")));
+            return Err(SendError::DeliveryFailed(format!(
+                "the {channel} channel is turned off"
+            )));
         }
         let target = ch.parse_target(target).map_err(SendError::InvalidTarget)?;
         if text.trim().is_empty() {
@@ -452,7 +538,9 @@ impl EngineHandle {
                         d.board.touch(channel, false);
                         break;
                     }
-                    Err(ChannelError::RateLimited(wait)) if attempt < 3 && wait <= Duration::from_secs(30) => {
+                    Err(ChannelError::RateLimited(wait))
+                        if attempt < 3 && wait <= Duration::from_secs(30) =>
+                    {
                         attempt += 1;
                         tokio::time::sleep(wait).await;
                     }
@@ -465,10 +553,24 @@ impl EngineHandle {
             let ttl = d.config().gateway.delivery_context_ttl_hours as i64 * 3_600_000;
             d.store
                 .store_context(channel, &target.place_key(), context, text, now, now + ttl)
-                .map_err(|e| SendError::DeliveryFailed(format!("delivered, but the context could not be stored: {e}")))?;
+                .map_err(|e| {
+                    SendError::DeliveryFailed(format!(
+                        "delivered, but the context could not be stored: {e}"
+                    ))
+                })?;
         }
-        tracing::info!(channel, chunks = chunks.len(), with_context = context.is_some(), "notification delivered");
-        d.emit(EngineEvent::WatchNotificationDelivered { channel: channel.to_string(), target, text: text.to_string(), context });
+        tracing::info!(
+            channel,
+            chunks = chunks.len(),
+            with_context = context.is_some(),
+            "notification delivered"
+        );
+        d.emit(EngineEvent::WatchNotificationDelivered {
+            channel: channel.to_string(),
+            target,
+            text: text.to_string(),
+            context,
+        });
         Ok(chunks.len())
     }
 
@@ -480,9 +582,21 @@ impl EngineHandle {
 
     /// Decides a pending approval. The first answer wins; a later one gets `AlreadyDecided` with who
     /// decided where.
-    pub fn decide(&self, approval_id: &str, decision: ToolDecision, decided_by: &str, surface: &str) -> anyhow::Result<Resolution> {
+    pub fn decide(
+        &self,
+        approval_id: &str,
+        decision: ToolDecision,
+        decided_by: &str,
+        surface: &str,
+    ) -> anyhow::Result<Resolution> {
         let d = self.dispatcher();
-        let resolution = d.store.resolve_approval(approval_id, decision.as_str(), decided_by, surface, now_ms())?;
+        let resolution = d.store.resolve_approval(
+            approval_id,
+            decision.as_str(),
+            decided_by,
+            surface,
+            now_ms(),
+        )?;
         if let Resolution::Decided(approval) = &resolution {
             d.emit(EngineEvent::ApprovalResolved {
                 approval_id: approval.id.clone(),
@@ -492,7 +606,13 @@ impl EngineHandle {
             });
             // The run picks the decision up now if it is following its events; otherwise it finds it
             // in the store when it resumes.
-            d.control_run(&approval.run_local_id, RunControl::Decide { tool_call_id: approval.tool_call_id.clone(), decision });
+            d.control_run(
+                &approval.run_local_id,
+                RunControl::Decide {
+                    tool_call_id: approval.tool_call_id.clone(),
+                    decision,
+                },
+            );
         }
         Ok(resolution)
     }
@@ -501,8 +621,15 @@ impl EngineHandle {
         self.dispatcher().store.rules()
     }
 
-    pub fn add_rule(&self, tool: &str, arg_pattern: Option<&str>, created_by: &str) -> anyhow::Result<i64> {
-        self.dispatcher().store.add_rule(tool, arg_pattern, created_by)
+    pub fn add_rule(
+        &self,
+        tool: &str,
+        arg_pattern: Option<&str>,
+        created_by: &str,
+    ) -> anyhow::Result<i64> {
+        self.dispatcher()
+            .store
+            .add_rule(tool, arg_pattern, created_by)
     }
 
     pub fn remove_rule(&self, id: i64) -> anyhow::Result<bool> {
@@ -554,10 +681,43 @@ impl EngineHandle {
         d.tasks.clone().spawn(async move {
             let (state, detail) = match d.client().check().await {
                 Ok(health) => ("ok", Some(format!("version {}", health.version))),
-                Err(crate::agent::AgentError::Unauthorized) => ("unauthorized", Some(crate::agent::AgentError::Unauthorized.to_string())),
+                Err(crate::agent::AgentError::Unauthorized) => (
+                    "unauthorized",
+                    Some(crate::agent::AgentError::Unauthorized.to_string()),
+                ),
                 Err(e) => ("unreachable", Some(e.to_string())),
             };
-            d.emit(EngineEvent::ServerState { state: state.into(), detail });
+            d.emit(EngineEvent::ServerState {
+                state: state.into(),
+                detail,
+            });
         });
+    }
+
+    // ----- added for the desktop shell ------------------------------------------------------------
+
+    /// Checks the agent server again and reports the answer as an [`EngineEvent::ServerState`].
+    ///
+    /// A host that subscribes after [`EngineBuilder::start`] may have missed the first report, and a
+    /// person looking at "unreachable" wants to try again without changing any setting.
+    pub fn recheck_server(&self) {
+        self.check_server();
+    }
+
+    /// Checks a channel's credentials as `config` sets them, without starting the channel or
+    /// changing the running one: the "Test" button next to settings that are not saved yet. A
+    /// channel that `config` does not describe (an in-process channel) is tested as it runs.
+    pub async fn test_channel_settings(
+        &self,
+        config: &Config,
+        name: &str,
+    ) -> Result<Identity, ChannelError> {
+        match crate::channels::from_config(config)
+            .into_iter()
+            .find(|c| c.name() == name)
+        {
+            Some(channel) => channel.test().await,
+            None => self.test_channel(name).await,
+        }
     }
 }

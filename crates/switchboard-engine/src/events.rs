@@ -23,12 +23,24 @@ pub enum EngineEvent {
         queued: bool,
     },
     /// A run was posted to the agent server.
-    RunStarted { routing_key: String, session_id: String, run_id: String },
+    RunStarted {
+        routing_key: String,
+        session_id: String,
+        run_id: String,
+    },
     /// The reply grew; `text` is the whole reply so far.
-    RunStreaming { routing_key: String, run_id: String, text: String },
+    RunStreaming {
+        routing_key: String,
+        run_id: String,
+        text: String,
+    },
     /// A run ended; `outcome` is `completed`, `error`, `cancelled` or `settled` (ended without a
     /// terminal event and settled by the watchdog).
-    RunFinished { routing_key: String, run_id: String, outcome: String },
+    RunFinished {
+        routing_key: String,
+        run_id: String,
+        outcome: String,
+    },
     /// A reply reached the chat.
     ReplyDelivered {
         routing_key: String,
@@ -47,7 +59,12 @@ pub enum EngineEvent {
         deadline_ms: i64,
     },
     /// A pending approval was decided (or expired).
-    ApprovalResolved { approval_id: String, action: String, decided_by: String, surface: String },
+    ApprovalResolved {
+        approval_id: String,
+        action: String,
+        decided_by: String,
+        surface: String,
+    },
     /// A `POST /v1/gateway/send` notification reached a chat.
     WatchNotificationDelivered {
         channel: String,
@@ -56,13 +73,21 @@ pub enum EngineEvent {
         context: Option<WatchContext>,
     },
     /// The agent's reply to a message that carried a watch context reached the chat.
-    WatchReplyDelivered { channel: String, routing_key: String, target: DeliveryTarget, text: String },
+    WatchReplyDelivered {
+        channel: String,
+        routing_key: String,
+        target: DeliveryTarget,
+        text: String,
+    },
     /// Intake was paused or resumed.
     Paused { paused: bool },
     /// The approval mode changed.
     ApprovalModeChanged { mode: ApprovalMode },
     /// The agent server's reachability changed (`ok`, `unreachable`, `unauthorized`).
-    ServerState { state: String, detail: Option<String> },
+    ServerState {
+        state: String,
+        detail: Option<String>,
+    },
     /// A problem a person may need to act on.
     Error { scope: String, message: String },
 }

@@ -7,8 +7,8 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
-pub mod backoff;
 pub mod api;
+pub mod backoff;
 pub mod channels;
 pub mod chunk;
 pub mod config;

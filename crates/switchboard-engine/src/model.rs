@@ -14,7 +14,10 @@ pub struct Peer {
 
 impl Peer {
     pub fn new(id: impl Into<String>) -> Self {
-        Peer { id: id.into(), name: None }
+        Peer {
+            id: id.into(),
+            name: None,
+        }
     }
 
     /// The name to show a person: the display name, else the id.
@@ -57,7 +60,11 @@ pub struct DeliveryTarget {
 
 impl DeliveryTarget {
     pub fn chat(chat_id: impl Into<String>) -> Self {
-        DeliveryTarget { chat_id: chat_id.into(), thread_id: None, reply_to: None }
+        DeliveryTarget {
+            chat_id: chat_id.into(),
+            thread_id: None,
+            reply_to: None,
+        }
     }
 
     /// The key a delivery context is filed under: the chat and thread, never the message replied to,

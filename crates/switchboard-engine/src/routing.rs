@@ -19,7 +19,10 @@ pub fn routing_key(config: &RoutingConfig, channel: &str, peer: &Peer, chat: &Ch
             DmScope::PerChannelPeer => format!("{channel}:dm:{}", peer.id),
         },
         ChatType::Group { id } => format!("{channel}:group:{id}"),
-        ChatType::Thread { group_id, thread_id } => {
+        ChatType::Thread {
+            group_id,
+            thread_id,
+        } => {
             format!("{channel}:thread:{group_id}:{thread_id}")
         }
     }
@@ -73,7 +76,10 @@ mod tests {
     }
 
     fn thread(g: &str, t: &str) -> ChatType {
-        ChatType::Thread { group_id: g.into(), thread_id: t.into() }
+        ChatType::Thread {
+            group_id: g.into(),
+            thread_id: t.into(),
+        }
     }
 
     #[test]
@@ -84,11 +90,22 @@ mod tests {
             (DmScope::PerPeer, ChatType::Direct, "dm:42"),
             (DmScope::PerChannelPeer, ChatType::Direct, "telegram:dm:42"),
             (DmScope::Main, group("-100"), "telegram:group:-100"),
-            (DmScope::PerPeer, thread("-100", "7"), "telegram:thread:-100:7"),
+            (
+                DmScope::PerPeer,
+                thread("-100", "7"),
+                "telegram:thread:-100:7",
+            ),
         ];
         for (scope, chat, want) in cases {
-            let config = RoutingConfig { dm_scope: scope, bindings: vec![] };
-            assert_eq!(routing_key(&config, "telegram", &peer, &chat), want, "{scope:?} {chat:?}");
+            let config = RoutingConfig {
+                dm_scope: scope,
+                bindings: vec![],
+            };
+            assert_eq!(
+                routing_key(&config, "telegram", &peer, &chat),
+                want,
+                "{scope:?} {chat:?}"
+            );
         }
     }
 
@@ -120,9 +137,25 @@ mod tests {
 
     #[test]
     fn title_fills_every_placeholder() {
-        let peer = Peer { id: "42".into(), name: Some("Ann".into()) };
-        let title = session_title("{channel} / {peer} ({chat_type} {chat_id})", "telegram", &peer, &group("-1"));
+        let peer = Peer {
+            id: "42".into(),
+            name: Some("Ann".into()),
+        };
+        let title = session_title(
+            "{channel} / {peer} ({chat_type} {chat_id})",
+            "telegram",
+            &peer,
+            &group("-1"),
+        );
         assert_eq!(title, "telegram / Ann (group -1)");
-        assert_eq!(session_title("{channel} / {peer}", "slack", &Peer::new("U1"), &ChatType::Direct), "slack / U1");
+        assert_eq!(
+            session_title(
+                "{channel} / {peer}",
+                "slack",
+                &Peer::new("U1"),
+                &ChatType::Direct
+            ),
+            "slack / U1"
+        );
     }
 }

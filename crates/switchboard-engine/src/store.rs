@@ -302,16 +302,20 @@ fn to_json<T: Serialize>(value: &T) -> String {
 }
 
 fn from_json<T: for<'de> Deserialize<'de>>(text: &str) -> rusqlite::Result<T> {
-    serde_json::from_str(text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+    serde_json::from_str(text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 impl Store {
     /// Opens (creating when needed) `switchboard.sqlite` in `data_dir` and brings its schema up to
     /// date.
     pub fn open(data_dir: &Path) -> anyhow::Result<Store> {
-        std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
         let path = data_dir.join("switchboard.sqlite");
-        let conn = Connection::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        let conn =
+            Connection::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
         Self::init(conn).with_context(|| format!("cannot prepare {}", path.display()))
     }
 
@@ -340,7 +344,9 @@ impl Store {
             tx.pragma_update(None, "user_version", (index + 1) as i64)?;
             tx.commit()?;
         }
-        Ok(Store { conn: Arc::new(Mutex::new(conn)) })
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -350,7 +356,9 @@ impl Store {
     }
 
     pub fn schema_version(&self) -> anyhow::Result<i64> {
-        Ok(self.lock().query_row("PRAGMA user_version", [], |r| r.get(0))?)
+        Ok(self
+            .lock()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
     }
 
     // ----- intake -------------------------------------------------------------------------------
@@ -358,14 +366,22 @@ impl Store {
     /// Stores an inbound message: drops it if any de-duplication key was seen; otherwise records
     /// the keys, refreshes the conversation's delivery target, consumes the place's unexpired watch
     /// context and appends the message to the journal — all in one transaction.
-    pub fn accept(&self, message: &InboundMessage, routing_key: &str, now: i64) -> anyhow::Result<Accepted> {
+    pub fn accept(
+        &self,
+        message: &InboundMessage,
+        routing_key: &str,
+        now: i64,
+    ) -> anyhow::Result<Accepted> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         if keys_seen(&tx, &message.dedup_keys)? {
             return Ok(Accepted::Duplicate);
         }
         for key in &message.dedup_keys {
-            tx.execute("INSERT OR IGNORE INTO dedup (key, seen_ms) VALUES (?1, ?2)", params![key, now])?;
+            tx.execute(
+                "INSERT OR IGNORE INTO dedup (key, seen_ms) VALUES (?1, ?2)",
+                params![key, now],
+            )?;
         }
         tx.execute(
             "INSERT INTO conversations (routing_key, channel, peer, chat, target, created_ms, last_used_ms)
@@ -384,9 +400,15 @@ impl Store {
             .optional()?;
         let consumed = match context {
             Some((id, context, notification)) => {
-                tx.execute("UPDATE delivery_contexts SET consumed_ms = ?1 WHERE id = ?2", params![now, id])?;
+                tx.execute(
+                    "UPDATE delivery_contexts SET consumed_ms = ?1 WHERE id = ?2",
+                    params![now, id],
+                )?;
                 let context: WatchContext = serde_json::from_str(&context).unwrap_or_default();
-                Some(to_json(&ConsumedContext { context, notification }))
+                Some(to_json(&ConsumedContext {
+                    context,
+                    notification,
+                }))
             }
             None => None,
         };
@@ -428,13 +450,20 @@ impl Store {
     /// Every conversation that has queued messages.
     pub fn keys_with_queued(&self) -> anyhow::Result<Vec<String>> {
         let conn = self.lock();
-        let mut stmt = conn.prepare("SELECT DISTINCT routing_key FROM journal WHERE state = 'queued'")?;
-        let keys = stmt.query_map([], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
+        let mut stmt =
+            conn.prepare("SELECT DISTINCT routing_key FROM journal WHERE state = 'queued'")?;
+        let keys = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
         Ok(keys)
     }
 
     /// A conversation's latest journal entries, oldest first.
-    pub fn journal_for(&self, routing_key: &str, limit: usize) -> anyhow::Result<Vec<JournalEntry>> {
+    pub fn journal_for(
+        &self,
+        routing_key: &str,
+        limit: usize,
+    ) -> anyhow::Result<Vec<JournalEntry>> {
         let mut rows = self.journal_query(
             "WHERE routing_key = ?1 ORDER BY id DESC LIMIT ?2",
             params![routing_key, limit as i64],
@@ -447,7 +476,11 @@ impl Store {
         Ok(self.journal_query("WHERE id = ?1", params![id])?.pop())
     }
 
-    fn journal_query(&self, tail: &str, args: impl rusqlite::Params) -> anyhow::Result<Vec<JournalEntry>> {
+    fn journal_query(
+        &self,
+        tail: &str,
+        args: impl rusqlite::Params,
+    ) -> anyhow::Result<Vec<JournalEntry>> {
         let conn = self.lock();
         let sql = format!(
             "SELECT id, channel, routing_key, peer, chat, target, text, context, state, run_id, error, created_ms, updated_ms FROM journal {tail}"
@@ -478,7 +511,12 @@ impl Store {
     }
 
     /// Sets the state of journal entries (and the error, for failures).
-    pub fn mark_journal(&self, ids: &[i64], state: JournalState, error: Option<&str>) -> anyhow::Result<()> {
+    pub fn mark_journal(
+        &self,
+        ids: &[i64],
+        state: JournalState,
+        error: Option<&str>,
+    ) -> anyhow::Result<()> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         mark_journal_tx(&tx, ids, state, error)?;
@@ -489,7 +527,9 @@ impl Store {
     // ----- conversations ------------------------------------------------------------------------
 
     pub fn conversation(&self, routing_key: &str) -> anyhow::Result<Option<Conversation>> {
-        Ok(self.conversations_query("WHERE routing_key = ?1", params![routing_key])?.pop())
+        Ok(self
+            .conversations_query("WHERE routing_key = ?1", params![routing_key])?
+            .pop())
     }
 
     /// Every conversation, most recently used first.
@@ -497,7 +537,11 @@ impl Store {
         self.conversations_query("ORDER BY last_used_ms DESC", [])
     }
 
-    fn conversations_query(&self, tail: &str, args: impl rusqlite::Params) -> anyhow::Result<Vec<Conversation>> {
+    fn conversations_query(
+        &self,
+        tail: &str,
+        args: impl rusqlite::Params,
+    ) -> anyhow::Result<Vec<Conversation>> {
         let conn = self.lock();
         let sql = format!(
             "SELECT routing_key, session_id, channel, peer, chat, target, title, created_ms, last_used_ms FROM conversations {tail}"
@@ -522,7 +566,12 @@ impl Store {
     }
 
     /// Maps a conversation to a server session (or forgets its session with `None`).
-    pub fn set_session(&self, routing_key: &str, session_id: Option<&str>, title: Option<&str>) -> anyhow::Result<()> {
+    pub fn set_session(
+        &self,
+        routing_key: &str,
+        session_id: Option<&str>,
+        title: Option<&str>,
+    ) -> anyhow::Result<()> {
         self.lock().execute(
             "UPDATE conversations SET session_id = ?2, title = COALESCE(?3, title) WHERE routing_key = ?1",
             params![routing_key, session_id, title],
@@ -556,7 +605,10 @@ impl Store {
             ],
         )?;
         for id in &run.journal_ids {
-            tx.execute("UPDATE journal SET run_id = ?1, updated_ms = ?2 WHERE id = ?3", params![run.local_id, now, id])?;
+            tx.execute(
+                "UPDATE journal SET run_id = ?1, updated_ms = ?2 WHERE id = ?3",
+                params![run.local_id, now, id],
+            )?;
         }
         tx.commit()?;
         Ok(())
@@ -585,11 +637,19 @@ impl Store {
     }
 
     /// Ends a run: its journal entries take their final state and the run row goes, together.
-    pub fn finish_run(&self, run: &RunRecord, state: JournalState, error: Option<&str>) -> anyhow::Result<()> {
+    pub fn finish_run(
+        &self,
+        run: &RunRecord,
+        state: JournalState,
+        error: Option<&str>,
+    ) -> anyhow::Result<()> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         mark_journal_tx(&tx, &run.journal_ids, state, error)?;
-        tx.execute("DELETE FROM runs WHERE local_id = ?1", params![run.local_id])?;
+        tx.execute(
+            "DELETE FROM runs WHERE local_id = ?1",
+            params![run.local_id],
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -600,9 +660,15 @@ impl Store {
         let tx = conn.transaction()?;
         mark_journal_tx(&tx, &run.journal_ids, JournalState::Queued, None)?;
         for id in &run.journal_ids {
-            tx.execute("UPDATE journal SET run_id = NULL WHERE id = ?1", params![id])?;
+            tx.execute(
+                "UPDATE journal SET run_id = NULL WHERE id = ?1",
+                params![id],
+            )?;
         }
-        tx.execute("DELETE FROM runs WHERE local_id = ?1", params![run.local_id])?;
+        tx.execute(
+            "DELETE FROM runs WHERE local_id = ?1",
+            params![run.local_id],
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -648,7 +714,12 @@ impl Store {
             .optional()?)
     }
 
-    pub fn set_cursor(&self, session_id: &str, last_event_id: i64, server_epoch: i64) -> anyhow::Result<()> {
+    pub fn set_cursor(
+        &self,
+        session_id: &str,
+        last_event_id: i64,
+        server_epoch: i64,
+    ) -> anyhow::Result<()> {
         self.lock().execute(
             "INSERT INTO cursors (session_id, last_event_id, server_epoch) VALUES (?1, ?2, ?3)
              ON CONFLICT (session_id) DO UPDATE SET last_event_id = ?2, server_epoch = ?3",
@@ -658,7 +729,10 @@ impl Store {
     }
 
     pub fn clear_cursor(&self, session_id: &str) -> anyhow::Result<()> {
-        self.lock().execute("DELETE FROM cursors WHERE session_id = ?1", params![session_id])?;
+        self.lock().execute(
+            "DELETE FROM cursors WHERE session_id = ?1",
+            params![session_id],
+        )?;
         Ok(())
     }
 
@@ -715,11 +789,24 @@ impl Store {
         Ok(self.approvals_query("WHERE id = ?1", params![id])?.pop())
     }
 
-    pub fn approval_for_call(&self, session_id: &str, tool_call_id: &str) -> anyhow::Result<Option<ApprovalRecord>> {
-        Ok(self.approvals_query("WHERE session_id = ?1 AND tool_call_id = ?2", params![session_id, tool_call_id])?.pop())
+    pub fn approval_for_call(
+        &self,
+        session_id: &str,
+        tool_call_id: &str,
+    ) -> anyhow::Result<Option<ApprovalRecord>> {
+        Ok(self
+            .approvals_query(
+                "WHERE session_id = ?1 AND tool_call_id = ?2",
+                params![session_id, tool_call_id],
+            )?
+            .pop())
     }
 
-    fn approvals_query(&self, tail: &str, args: impl rusqlite::Params) -> anyhow::Result<Vec<ApprovalRecord>> {
+    fn approvals_query(
+        &self,
+        tail: &str,
+        args: impl rusqlite::Params,
+    ) -> anyhow::Result<Vec<ApprovalRecord>> {
         let conn = self.lock();
         let sql = format!(
             "SELECT id, run_local_id, routing_key, session_id, server_run_id, tool_call_id, tool, arguments, requester, channel, target,
@@ -753,7 +840,14 @@ impl Store {
     }
 
     /// Decides a pending approval if nobody has yet (first answer wins) and writes the audit log.
-    pub fn resolve_approval(&self, id: &str, action: &str, decided_by: &str, surface: &str, now: i64) -> anyhow::Result<Resolution> {
+    pub fn resolve_approval(
+        &self,
+        id: &str,
+        action: &str,
+        decided_by: &str,
+        surface: &str,
+        now: i64,
+    ) -> anyhow::Result<Resolution> {
         {
             let mut conn = self.lock();
             let tx = conn.transaction()?;
@@ -813,7 +907,12 @@ impl Store {
         Ok(rows)
     }
 
-    pub fn add_rule(&self, tool: &str, arg_pattern: Option<&str>, created_by: &str) -> anyhow::Result<i64> {
+    pub fn add_rule(
+        &self,
+        tool: &str,
+        arg_pattern: Option<&str>,
+        created_by: &str,
+    ) -> anyhow::Result<i64> {
         let conn = self.lock();
         conn.execute(
             "INSERT INTO approval_rules (tool, arg_pattern, created_ms, created_by) VALUES (?1, ?2, ?3, ?4)",
@@ -823,15 +922,26 @@ impl Store {
     }
 
     pub fn remove_rule(&self, id: i64) -> anyhow::Result<bool> {
-        Ok(self.lock().execute("DELETE FROM approval_rules WHERE id = ?1", params![id])? == 1)
+        Ok(self
+            .lock()
+            .execute("DELETE FROM approval_rules WHERE id = ?1", params![id])?
+            == 1)
     }
 
     pub fn rules(&self) -> anyhow::Result<Vec<ApprovalRule>> {
         let conn = self.lock();
-        let mut stmt = conn.prepare("SELECT id, tool, arg_pattern, created_ms, created_by FROM approval_rules ORDER BY id")?;
+        let mut stmt = conn.prepare(
+            "SELECT id, tool, arg_pattern, created_ms, created_by FROM approval_rules ORDER BY id",
+        )?;
         let rows = stmt
             .query_map([], |r| {
-                Ok(ApprovalRule { id: r.get(0)?, tool: r.get(1)?, arg_pattern: r.get(2)?, created_ms: r.get(3)?, created_by: r.get(4)? })
+                Ok(ApprovalRule {
+                    id: r.get(0)?,
+                    tool: r.get(1)?,
+                    arg_pattern: r.get(2)?,
+                    created_ms: r.get(3)?,
+                    created_by: r.get(4)?,
+                })
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
@@ -842,7 +952,11 @@ impl Store {
     pub fn channel_offset(&self, channel: &str, key: &str) -> anyhow::Result<Option<String>> {
         Ok(self
             .lock()
-            .query_row("SELECT value FROM channel_offsets WHERE channel = ?1 AND key = ?2", params![channel, key], |r| r.get(0))
+            .query_row(
+                "SELECT value FROM channel_offsets WHERE channel = ?1 AND key = ?2",
+                params![channel, key],
+                |r| r.get(0),
+            )
             .optional()?)
     }
 
@@ -855,7 +969,12 @@ impl Store {
     }
 
     pub fn meta(&self, key: &str) -> anyhow::Result<Option<String>> {
-        Ok(self.lock().query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| r.get(0)).optional()?)
+        Ok(self
+            .lock()
+            .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+                r.get(0)
+            })
+            .optional()?)
     }
 
     pub fn set_meta(&self, key: &str, value: &str) -> anyhow::Result<()> {
@@ -884,7 +1003,10 @@ impl Store {
             "DELETE FROM journal WHERE state IN ('replied', 'failed') AND updated_ms < ?1",
             params![now - retention_ms],
         )?;
-        let decisions = tx.execute("DELETE FROM decisions WHERE at_ms < ?1", params![now - retention_ms])?;
+        let decisions = tx.execute(
+            "DELETE FROM decisions WHERE at_ms < ?1",
+            params![now - retention_ms],
+        )?;
         tx.execute(
             "DELETE FROM approvals WHERE state != 'pending' AND decided_ms < ?1",
             params![now - retention_ms],
@@ -893,13 +1015,22 @@ impl Store {
             "DELETE FROM delivery_contexts WHERE expires_ms <= ?1 OR consumed_ms IS NOT NULL",
             params![now],
         )?;
-        let dedup = tx.execute("DELETE FROM dedup WHERE seen_ms < ?1", params![now - DEDUP_RETENTION_MS])?;
+        let dedup = tx.execute(
+            "DELETE FROM dedup WHERE seen_ms < ?1",
+            params![now - DEDUP_RETENTION_MS],
+        )?;
         tx.execute(
             "DELETE FROM cursors WHERE session_id NOT IN (SELECT session_id FROM conversations WHERE session_id IS NOT NULL)",
             [],
         )?;
         tx.commit()?;
-        Ok(Pruned { conversations, journal, contexts, dedup, decisions })
+        Ok(Pruned {
+            conversations,
+            journal,
+            contexts,
+            dedup,
+            decisions,
+        })
     }
 }
 
@@ -913,9 +1044,16 @@ fn keys_seen(conn: &Connection, keys: &[String]) -> rusqlite::Result<bool> {
     Ok(false)
 }
 
-fn mark_journal_tx(tx: &Transaction<'_>, ids: &[i64], state: JournalState, error: Option<&str>) -> rusqlite::Result<()> {
+fn mark_journal_tx(
+    tx: &Transaction<'_>,
+    ids: &[i64],
+    state: JournalState,
+    error: Option<&str>,
+) -> rusqlite::Result<()> {
     let now = now_ms();
-    let mut stmt = tx.prepare_cached("UPDATE journal SET state = ?1, error = ?2, updated_ms = ?3 WHERE id = ?4")?;
+    let mut stmt = tx.prepare_cached(
+        "UPDATE journal SET state = ?1, error = ?2, updated_ms = ?3 WHERE id = ?4",
+    )?;
     for id in ids {
         stmt.execute(params![state.as_str(), error, now, id])?;
     }
@@ -944,29 +1082,55 @@ mod tests {
         let store = Store::open_in_memory().expect("store");
         let first = store.accept(&message("1", "hi"), "k", 1).expect("accept");
         assert!(matches!(first, Accepted::New(_)));
-        assert_eq!(store.accept(&message("1", "hi"), "k", 2).expect("accept"), Accepted::Duplicate);
-        assert_eq!(store.queued("k").expect("queued").len(), 1, "a redelivery must not be journaled twice");
-        let conversation = store.conversation("k").expect("query").expect("conversation created");
+        assert_eq!(
+            store.accept(&message("1", "hi"), "k", 2).expect("accept"),
+            Accepted::Duplicate
+        );
+        assert_eq!(
+            store.queued("k").expect("queued").len(),
+            1,
+            "a redelivery must not be journaled twice"
+        );
+        let conversation = store
+            .conversation("k")
+            .expect("query")
+            .expect("conversation created");
         assert_eq!(conversation.target, DeliveryTarget::chat("ann"));
     }
 
     #[test]
     fn a_context_is_consumed_by_exactly_one_message() {
         let store = Store::open_in_memory().expect("store");
-        let context = WatchContext { summary: Some("disk full".into()), ..Default::default() };
-        store.store_context("test", "ann", &context, "Disk alert", 0, 1000).expect("store context");
-        store.accept(&message("1", "fix it"), "k", 10).expect("accept");
-        store.accept(&message("2", "and again"), "k", 20).expect("accept");
+        let context = WatchContext {
+            summary: Some("disk full".into()),
+            ..Default::default()
+        };
+        store
+            .store_context("test", "ann", &context, "Disk alert", 0, 1000)
+            .expect("store context");
+        store
+            .accept(&message("1", "fix it"), "k", 10)
+            .expect("accept");
+        store
+            .accept(&message("2", "and again"), "k", 20)
+            .expect("accept");
         let queued = store.queued("k").expect("queued");
-        assert_eq!(queued[0].context.as_ref().map(|c| c.context.clone()), Some(context));
+        assert_eq!(
+            queued[0].context.as_ref().map(|c| c.context.clone()),
+            Some(context)
+        );
         assert_eq!(queued[1].context, None, "the context is one-shot");
     }
 
     #[test]
     fn an_expired_context_is_not_consumed() {
         let store = Store::open_in_memory().expect("store");
-        store.store_context("test", "ann", &WatchContext::default(), "n", 0, 1000).expect("store context");
-        store.accept(&message("1", "late"), "k", 1000).expect("accept");
+        store
+            .store_context("test", "ann", &WatchContext::default(), "n", 0, 1000)
+            .expect("store context");
+        store
+            .accept(&message("1", "late"), "k", 1000)
+            .expect("accept");
         assert_eq!(store.queued("k").expect("queued")[0].context, None);
     }
 
@@ -994,12 +1158,27 @@ mod tests {
         };
         assert!(store.insert_approval(&approval).expect("insert"));
         assert!(!store.insert_approval(&approval).expect("insert twice"));
-        assert!(matches!(store.resolve_approval("a1", "accept", "ann", "window", 5).expect("resolve"), Resolution::Decided(_)));
-        match store.resolve_approval("a1", "reject", "bob", "chat", 6).expect("resolve") {
-            Resolution::AlreadyDecided(a) => assert_eq!((a.state.as_str(), a.decided_by.as_deref()), ("accept", Some("ann"))),
+        assert!(matches!(
+            store
+                .resolve_approval("a1", "accept", "ann", "window", 5)
+                .expect("resolve"),
+            Resolution::Decided(_)
+        ));
+        match store
+            .resolve_approval("a1", "reject", "bob", "chat", 6)
+            .expect("resolve")
+        {
+            Resolution::AlreadyDecided(a) => assert_eq!(
+                (a.state.as_str(), a.decided_by.as_deref()),
+                ("accept", Some("ann"))
+            ),
             other => panic!("second answer must lose, got {other:?}"),
         }
-        assert_eq!(store.decisions(10).expect("log").len(), 1, "one decision in the audit log");
+        assert_eq!(
+            store.decisions(10).expect("log").len(),
+            1,
+            "one decision in the audit log"
+        );
     }
 
     #[test]
@@ -1010,22 +1189,32 @@ mod tests {
             store.accept(&message("1", "hi"), "k", 1).expect("accept");
         }
         let store = Store::open(dir.path()).expect("reopen");
-        assert_eq!(store.schema_version().expect("version"), MIGRATIONS.len() as i64);
+        assert_eq!(
+            store.schema_version().expect("version"),
+            MIGRATIONS.len() as i64
+        );
         assert_eq!(store.queued("k").expect("queued").len(), 1);
     }
 
     #[test]
     fn pruning_keeps_busy_conversations() {
         let store = Store::open_in_memory().expect("store");
-        store.accept(&message("1", "hi"), "busy", 0).expect("accept");
+        store
+            .accept(&message("1", "hi"), "busy", 0)
+            .expect("accept");
         let mut idle = message("2", "old");
         idle.peer = Peer::new("bob");
         store.accept(&idle, "idle", 0).expect("accept");
         let id = store.queued("idle").expect("queued")[0].id;
-        store.mark_journal(&[id], JournalState::Replied, None).expect("mark");
+        store
+            .mark_journal(&[id], JournalState::Replied, None)
+            .expect("mark");
         let pruned = store.prune(10_000, 1000, i64::MAX / 4).expect("prune");
         assert_eq!(pruned.conversations, 1);
-        assert!(store.conversation("busy").expect("query").is_some(), "a conversation with queued messages stays");
+        assert!(
+            store.conversation("busy").expect("query").is_some(),
+            "a conversation with queued messages stays"
+        );
         assert!(store.conversation("idle").expect("query").is_none());
     }
 }

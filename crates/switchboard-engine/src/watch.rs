@@ -58,10 +58,18 @@ mod tests {
             ..Default::default()
         };
         let text = enrich(&context, "Disk almost full", "clean it up");
-        let order = ["Trigger: disk-check", "Status: failed", "Summary: disk 95% full", "/dev/sda1 95%", "clean it up"];
+        let order = [
+            "Trigger: disk-check",
+            "Status: failed",
+            "Summary: disk 95% full",
+            "/dev/sda1 95%",
+            "clean it up",
+        ];
         let mut at = 0;
         for part in order {
-            let found = text[at..].find(part).unwrap_or_else(|| panic!("{part} missing or out of order in {text}"));
+            let found = text[at..]
+                .find(part)
+                .unwrap_or_else(|| panic!("{part} missing or out of order in {text}"));
             at += found + part.len();
         }
         assert!(text.ends_with("clean it up"));

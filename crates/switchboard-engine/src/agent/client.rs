@@ -8,7 +8,9 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use super::wire::{decode_frame, AgentError, Health, Message, PendingTools, SessionDto, StreamItem, ToolDecision};
+use super::wire::{
+    decode_frame, AgentError, Health, Message, PendingTools, SessionDto, StreamItem, ToolDecision,
+};
 use crate::sse::{SseDecoder, SseItem};
 
 /// The limits of every call. The event stream has no overall limit, only `stream_idle`.
@@ -22,7 +24,11 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts { connect: Duration::from_secs(5), request: Duration::from_secs(30), stream_idle: Duration::from_secs(45) }
+        Timeouts {
+            connect: Duration::from_secs(5),
+            request: Duration::from_secs(30),
+            stream_idle: Duration::from_secs(45),
+        }
     }
 }
 
@@ -73,19 +79,29 @@ impl AgentClient {
     }
 
     async fn call<T: DeserializeOwned>(&self, builder: RequestBuilder) -> Result<T, AgentError> {
-        let response = builder.timeout(self.timeouts.request).send().await.map_err(transport)?;
+        let response = builder
+            .timeout(self.timeouts.request)
+            .send()
+            .await
+            .map_err(transport)?;
         let status = response.status();
         let body = response.bytes().await.map_err(transport)?;
         if status.is_success() {
             // 204 has no body; callers that expect one ask for a type that needs it.
-            let text = if body.is_empty() { &b"null"[..] } else { &body[..] };
+            let text = if body.is_empty() {
+                &b"null"[..]
+            } else {
+                &body[..]
+            };
             return serde_json::from_slice(text).map_err(|e| AgentError::Decode(e.to_string()));
         }
         Err(error_from(status, &body))
     }
 
     fn post(&self, path: &str, idempotency_key: &str, body: &Value) -> RequestBuilder {
-        self.request(Method::POST, path).header("Idempotency-Key", idempotency_key).json(body)
+        self.request(Method::POST, path)
+            .header("Idempotency-Key", idempotency_key)
+            .json(body)
     }
 
     /// `GET /v1/health` (no auth needed).
@@ -96,12 +112,19 @@ impl AgentClient {
     /// Checks that the server is there and accepts the token.
     pub async fn check(&self) -> Result<Health, AgentError> {
         let health = self.health().await?;
-        let _: Value = self.call(self.request(Method::GET, "/v1/sessions?limit=1")).await?;
+        let _: Value = self
+            .call(self.request(Method::GET, "/v1/sessions?limit=1"))
+            .await?;
         Ok(health)
     }
 
-    pub async fn create_session(&self, title: &str, idempotency_key: &str) -> Result<SessionDto, AgentError> {
-        self.call(self.post("/v1/sessions", idempotency_key, &json!({ "title": title }))).await
+    pub async fn create_session(
+        &self,
+        title: &str,
+        idempotency_key: &str,
+    ) -> Result<SessionDto, AgentError> {
+        self.call(self.post("/v1/sessions", idempotency_key, &json!({ "title": title })))
+            .await
     }
 
     pub async fn session(&self, id: &str) -> Result<SessionDto, AgentError> {
@@ -109,7 +132,9 @@ impl AgentClient {
         struct Wrapped {
             session: SessionDto,
         }
-        let wrapped: Wrapped = self.call(self.request(Method::GET, &format!("/v1/sessions/{id}"))).await?;
+        let wrapped: Wrapped = self
+            .call(self.request(Method::GET, &format!("/v1/sessions/{id}")))
+            .await?;
         Ok(wrapped.session)
     }
 
@@ -141,12 +166,23 @@ impl AgentClient {
             "model": model,
             "sandbox": null,
         });
-        let started: Started = self.call(self.post(&format!("/v1/sessions/{session}/messages"), idempotency_key, &body)).await?;
+        let started: Started = self
+            .call(self.post(
+                &format!("/v1/sessions/{session}/messages"),
+                idempotency_key,
+                &body,
+            ))
+            .await?;
         Ok(started.run_id)
     }
 
     /// A page of a session's history; `offset` counts from the oldest message.
-    pub async fn messages(&self, session: &str, limit: usize, offset: usize) -> Result<(Vec<Message>, usize), AgentError> {
+    pub async fn messages(
+        &self,
+        session: &str,
+        limit: usize,
+        offset: usize,
+    ) -> Result<(Vec<Message>, usize), AgentError> {
         #[derive(serde::Deserialize)]
         struct Page {
             messages: Vec<Message>,
@@ -154,14 +190,21 @@ impl AgentClient {
             total: usize,
         }
         let page: Page = self
-            .call(self.request(Method::GET, &format!("/v1/sessions/{session}/messages?limit={limit}&offset={offset}")))
+            .call(self.request(
+                Method::GET,
+                &format!("/v1/sessions/{session}/messages?limit={limit}&offset={offset}"),
+            ))
             .await?;
         Ok((page.messages, page.total))
     }
 
     /// The latest `limit` messages, oldest first. The server's offset counts from the oldest
     /// message, so this asks for the total first and then for the tail.
-    pub async fn latest_messages(&self, session: &str, limit: usize) -> Result<Vec<Message>, AgentError> {
+    pub async fn latest_messages(
+        &self,
+        session: &str,
+        limit: usize,
+    ) -> Result<Vec<Message>, AgentError> {
         let (_, total) = self.messages(session, 1, 0).await?;
         let offset = total.saturating_sub(limit);
         Ok(self.messages(session, limit, offset).await?.0)
@@ -170,7 +213,10 @@ impl AgentClient {
     /// The text of the latest assistant message that comes after the latest user message, if any.
     pub async fn latest_reply(&self, session: &str) -> Result<Option<String>, AgentError> {
         let messages = self.latest_messages(session, 20).await?;
-        let after_user = messages.iter().rposition(|m| m.role == "user").map_or(0, |i| i + 1);
+        let after_user = messages
+            .iter()
+            .rposition(|m| m.role == "user")
+            .map_or(0, |i| i + 1);
         Ok(messages[after_user..]
             .iter()
             .rev()
@@ -179,13 +225,28 @@ impl AgentClient {
             .find(|t| !t.trim().is_empty()))
     }
 
-    pub async fn cancel(&self, session: &str, run_id: &str, idempotency_key: &str) -> Result<(), AgentError> {
-        let _: Value = self.call(self.post(&format!("/v1/sessions/{session}/cancel"), idempotency_key, &json!({ "run_id": run_id }))).await?;
+    pub async fn cancel(
+        &self,
+        session: &str,
+        run_id: &str,
+        idempotency_key: &str,
+    ) -> Result<(), AgentError> {
+        let _: Value = self
+            .call(self.post(
+                &format!("/v1/sessions/{session}/cancel"),
+                idempotency_key,
+                &json!({ "run_id": run_id }),
+            ))
+            .await?;
         Ok(())
     }
 
     pub async fn pending_tools(&self, session: &str) -> Result<PendingTools, AgentError> {
-        self.call(self.request(Method::GET, &format!("/v1/sessions/{session}/tools/pending"))).await
+        self.call(self.request(
+            Method::GET,
+            &format!("/v1/sessions/{session}/tools/pending"),
+        ))
+        .await
     }
 
     /// Sends the decisions for several waiting calls of one run in one request.
@@ -196,18 +257,32 @@ impl AgentClient {
         decisions: &[(String, ToolDecision)],
         idempotency_key: &str,
     ) -> Result<(), AgentError> {
-        let map: serde_json::Map<String, Value> =
-            decisions.iter().map(|(id, d)| (id.clone(), json!({ "action": d.as_str() }))).collect();
+        let map: serde_json::Map<String, Value> = decisions
+            .iter()
+            .map(|(id, d)| (id.clone(), json!({ "action": d.as_str() })))
+            .collect();
         let body = json!({ "run_id": run_id, "decisions": map });
-        let _: Value = self.call(self.post(&format!("/v1/sessions/{session}/tools/decisions"), idempotency_key, &body)).await?;
+        let _: Value = self
+            .call(self.post(
+                &format!("/v1/sessions/{session}/tools/decisions"),
+                idempotency_key,
+                &body,
+            ))
+            .await?;
         Ok(())
     }
 
     /// Opens a session's event stream, resuming after `last_event_id` when given. Returns once the
     /// server answered with the stream's headers, so a message posted afterwards cannot start a run
     /// whose first events this stream misses.
-    pub async fn subscribe(&self, session: &str, last_event_id: Option<i64>) -> Result<EventStream, AgentError> {
-        let mut builder = self.request(Method::GET, &format!("/v1/sessions/{session}/events")).header("Accept", "text/event-stream");
+    pub async fn subscribe(
+        &self,
+        session: &str,
+        last_event_id: Option<i64>,
+    ) -> Result<EventStream, AgentError> {
+        let mut builder = self
+            .request(Method::GET, &format!("/v1/sessions/{session}/events"))
+            .header("Accept", "text/event-stream");
         if let Some(id) = last_event_id {
             builder = builder.header("Last-Event-ID", id.to_string());
         }
@@ -230,7 +305,8 @@ impl AgentClient {
     }
 }
 
-type ByteStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
+type ByteStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
 
 /// An open event stream of one session.
 pub struct EventStream {
@@ -255,7 +331,9 @@ impl EventStream {
             match tokio::time::timeout(self.idle, self.body.next()).await {
                 Err(_) => {
                     self.ended = true;
-                    return Some(Err(AgentError::Transport("the event stream went silent".into())));
+                    return Some(Err(AgentError::Transport(
+                        "the event stream went silent".into(),
+                    )));
                 }
                 Ok(None) => {
                     self.ended = true;
@@ -299,12 +377,19 @@ fn error_from(status: StatusCode, body: &[u8]) -> AgentError {
     let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
     let (message, code) = match parsed {
         Some(b) => (b.error, b.code),
-        None => (String::from_utf8_lossy(body).chars().take(300).collect(), String::new()),
+        None => (
+            String::from_utf8_lossy(body).chars().take(300).collect(),
+            String::new(),
+        ),
     };
     match status {
         StatusCode::UNAUTHORIZED => AgentError::Unauthorized,
         StatusCode::NOT_FOUND => AgentError::NotFound(message),
         StatusCode::CONFLICT => AgentError::Conflict { code, message },
-        _ => AgentError::Server { status: status.as_u16(), code, message },
+        _ => AgentError::Server {
+            status: status.as_u16(),
+            code,
+            message,
+        },
     }
 }

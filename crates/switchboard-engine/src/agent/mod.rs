@@ -5,6 +5,6 @@ mod wire;
 
 pub use client::{AgentClient, EventStream, Timeouts};
 pub use wire::{
-    AgentError, AgentEvent, Envelope, GapInfo, Health, Message, PendingTools, ProposedToolCall, RunStatus, SessionDto,
-    StreamItem, ToolDecision,
+    AgentError, AgentEvent, Envelope, GapInfo, Health, Message, PendingTools, ProposedToolCall,
+    RunStatus, SessionDto, StreamItem, ToolDecision,
 };

@@ -17,7 +17,11 @@ pub enum AgentError {
     Unauthorized,
     /// Any other error status.
     #[error("agent server error {status} ({code}): {message}")]
-    Server { status: u16, code: String, message: String },
+    Server {
+        status: u16,
+        code: String,
+        message: String,
+    },
     /// The server could not be reached, or the connection broke.
     #[error("cannot reach the agent server: {0}")]
     Transport(String),
@@ -138,23 +142,54 @@ impl ToolDecision {
 #[derive(Debug, Clone, PartialEq)]
 pub enum AgentEvent {
     RunStarted,
-    TextDelta { delta: String },
-    TextComplete { text: String },
-    ToolCallsProposed { tool_calls: Vec<ProposedToolCall> },
-    WaitingForToolApproval { pending_tool_call_ids: Vec<String> },
-    ToolExecutionStarted { tool_call_id: String, tool_name: String },
-    ToolExecutionCompleted { tool_call_id: String, tool_name: String, is_error: bool },
-    ToolRejected { tool_call_id: String, tool_name: String, reason: String },
-    RetryAttempt { attempt: u64, delay_ms: u64, reason: String },
-    RunCompleted { stop_reason: String },
-    RunError { error: String, retryable: bool },
+    TextDelta {
+        delta: String,
+    },
+    TextComplete {
+        text: String,
+    },
+    ToolCallsProposed {
+        tool_calls: Vec<ProposedToolCall>,
+    },
+    WaitingForToolApproval {
+        pending_tool_call_ids: Vec<String>,
+    },
+    ToolExecutionStarted {
+        tool_call_id: String,
+        tool_name: String,
+    },
+    ToolExecutionCompleted {
+        tool_call_id: String,
+        tool_name: String,
+        is_error: bool,
+    },
+    ToolRejected {
+        tool_call_id: String,
+        tool_name: String,
+        reason: String,
+    },
+    RetryAttempt {
+        attempt: u64,
+        delay_ms: u64,
+        reason: String,
+    },
+    RunCompleted {
+        stop_reason: String,
+    },
+    RunError {
+        error: String,
+        retryable: bool,
+    },
     /// Any other event (turns, thinking, usage, compaction, progress): named, not interpreted.
     Other(String),
 }
 
 impl AgentEvent {
     pub fn is_terminal(&self) -> bool {
-        matches!(self, AgentEvent::RunCompleted { .. } | AgentEvent::RunError { .. })
+        matches!(
+            self,
+            AgentEvent::RunCompleted { .. } | AgentEvent::RunError { .. }
+        )
     }
 }
 
@@ -197,7 +232,11 @@ struct RawEnvelope {
 }
 
 fn str_field(payload: &Value, name: &str) -> String {
-    payload.get(name).and_then(Value::as_str).unwrap_or_default().to_string()
+    payload
+        .get(name)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Decodes one SSE frame of the event stream. The frame's `id:` line wins over the envelope's id
@@ -214,14 +253,21 @@ pub(crate) fn decode_frame(frame: &crate::sse::SseFrame) -> StreamItem {
         Ok(raw) => raw,
         Err(e) => return StreamItem::Malformed(format!("{name}: {e}")),
     };
-    let frame_id = frame.id.as_deref().and_then(|s| s.trim().parse::<i64>().ok());
+    let frame_id = frame
+        .id
+        .as_deref()
+        .and_then(|s| s.trim().parse::<i64>().ok());
     let Some((variant, payload)) = raw.event.iter().next() else {
         return StreamItem::Malformed(format!("{name}: empty event"));
     };
     let event = match variant.as_str() {
         "RunStarted" => AgentEvent::RunStarted,
-        "TextDelta" => AgentEvent::TextDelta { delta: str_field(payload, "delta") },
-        "TextComplete" => AgentEvent::TextComplete { text: str_field(payload, "text") },
+        "TextDelta" => AgentEvent::TextDelta {
+            delta: str_field(payload, "delta"),
+        },
+        "TextComplete" => AgentEvent::TextComplete {
+            text: str_field(payload, "text"),
+        },
         "ToolCallsProposed" => AgentEvent::ToolCallsProposed {
             tool_calls: payload
                 .get("tool_calls")
@@ -243,7 +289,10 @@ pub(crate) fn decode_frame(frame: &crate::sse::SseFrame) -> StreamItem {
         "ToolExecutionCompleted" => AgentEvent::ToolExecutionCompleted {
             tool_call_id: str_field(payload, "tool_call_id"),
             tool_name: str_field(payload, "tool_name"),
-            is_error: payload.get("is_error").and_then(Value::as_bool).unwrap_or(false),
+            is_error: payload
+                .get("is_error")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
         },
         "ToolRejected" => AgentEvent::ToolRejected {
             tool_call_id: str_field(payload, "tool_call_id"),
@@ -255,15 +304,29 @@ pub(crate) fn decode_frame(frame: &crate::sse::SseFrame) -> StreamItem {
             delay_ms: payload.get("delay_ms").and_then(Value::as_u64).unwrap_or(0),
             reason: str_field(payload, "reason"),
         },
-        "RunCompleted" => AgentEvent::RunCompleted { stop_reason: str_field(payload, "stop_reason") },
+        "RunCompleted" => AgentEvent::RunCompleted {
+            stop_reason: str_field(payload, "stop_reason"),
+        },
         "RunError" => AgentEvent::RunError {
             error: str_field(payload, "error"),
-            retryable: payload.get("retryable").and_then(Value::as_bool).unwrap_or(false),
+            retryable: payload
+                .get("retryable")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
         },
         other => AgentEvent::Other(other.to_string()),
     };
-    let run_id = raw.run_id.or_else(|| payload.get("run_id").and_then(Value::as_str).map(str::to_string));
-    StreamItem::Event(Envelope { id: frame_id.or(raw.id), run_id, event })
+    let run_id = raw.run_id.or_else(|| {
+        payload
+            .get("run_id")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
+    StreamItem::Event(Envelope {
+        id: frame_id.or(raw.id),
+        run_id,
+        event,
+    })
 }
 
 #[cfg(test)]
@@ -295,10 +358,16 @@ mod tests {
             })
             .collect();
         assert_eq!(events[0].id, Some(1));
-        assert!(events.iter().all(|e| e.run_id.is_some()), "every envelope names its run");
+        assert!(
+            events.iter().all(|e| e.run_id.is_some()),
+            "every envelope names its run"
+        );
         assert!(events.iter().any(|e| matches!(&e.event, AgentEvent::WaitingForToolApproval { pending_tool_call_ids } if pending_tool_call_ids == &["call_fake_0001"])));
         assert!(events.iter().any(|e| matches!(&e.event, AgentEvent::ToolCallsProposed { tool_calls } if tool_calls[0].name == "stakpak__run_command")));
-        assert!(matches!(events.last().map(|e| &e.event), Some(AgentEvent::RunCompleted { .. })));
+        assert!(matches!(
+            events.last().map(|e| &e.event),
+            Some(AgentEvent::RunCompleted { .. })
+        ));
     }
 
     #[test]
@@ -312,7 +381,10 @@ mod tests {
 
     #[test]
     fn message_text_reads_strings_and_parts() {
-        let plain = Message { role: "assistant".into(), content: Value::String("hi".into()) };
+        let plain = Message {
+            role: "assistant".into(),
+            content: Value::String("hi".into()),
+        };
         let parts = Message {
             role: "assistant".into(),
             content: serde_json::json!([{"type":"text","text":"a"},{"type":"tool_call","id":"1","name":"x","arguments":{}},{"type":"text","text":"b"}]),

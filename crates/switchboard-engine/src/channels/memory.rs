@@ -9,7 +9,9 @@ use tokio::sync::Notify;
 
 use super::{Accepted, Channel, ChannelContext, ChannelError, Notice, SentMessage};
 use crate::chunk::TextLimit;
-use crate::model::{now_ms, ChannelState, ChatType, DeliveryTarget, Identity, InboundMessage, Peer};
+use crate::model::{
+    now_ms, ChannelState, ChatType, DeliveryTarget, Identity, InboundMessage, Peer,
+};
 
 /// A message the bot posted to the in-memory chat.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +44,12 @@ pub struct MemoryChannel {
 
 impl MemoryChannel {
     pub fn new(name: &str, limit: TextLimit) -> Self {
-        MemoryChannel { name: name.to_string(), limit, state: Arc::default(), changed: Arc::default() }
+        MemoryChannel {
+            name: name.to_string(),
+            limit,
+            state: Arc::default(),
+            changed: Arc::default(),
+        }
     }
 
     /// Acts as a user: hands a message to the engine as a platform message would arrive. Waits
@@ -65,18 +72,41 @@ impl MemoryChannel {
 
     /// A message in a group chat.
     pub fn group_message(&self, group: &str, peer: &str, id: &str, text: &str) -> InboundMessage {
-        let chat = ChatType::Group { id: group.to_string() };
+        let chat = ChatType::Group {
+            id: group.to_string(),
+        };
         self.message(chat, DeliveryTarget::chat(group), peer, id, text)
     }
 
     /// A message in a thread of a group chat.
-    pub fn thread_message(&self, group: &str, thread: &str, peer: &str, id: &str, text: &str) -> InboundMessage {
-        let chat = ChatType::Thread { group_id: group.to_string(), thread_id: thread.to_string() };
-        let target = DeliveryTarget { chat_id: group.to_string(), thread_id: Some(thread.to_string()), reply_to: None };
+    pub fn thread_message(
+        &self,
+        group: &str,
+        thread: &str,
+        peer: &str,
+        id: &str,
+        text: &str,
+    ) -> InboundMessage {
+        let chat = ChatType::Thread {
+            group_id: group.to_string(),
+            thread_id: thread.to_string(),
+        };
+        let target = DeliveryTarget {
+            chat_id: group.to_string(),
+            thread_id: Some(thread.to_string()),
+            reply_to: None,
+        };
         self.message(chat, target, peer, id, text)
     }
 
-    fn message(&self, chat: ChatType, mut target: DeliveryTarget, peer: &str, id: &str, text: &str) -> InboundMessage {
+    fn message(
+        &self,
+        chat: ChatType,
+        mut target: DeliveryTarget,
+        peer: &str,
+        id: &str,
+        text: &str,
+    ) -> InboundMessage {
         target.reply_to = Some(id.to_string());
         InboundMessage {
             channel: self.name.clone(),
@@ -96,7 +126,12 @@ impl MemoryChannel {
 
     /// The texts posted to one chat (any thread), in order.
     pub fn sent_to(&self, chat_id: &str) -> Vec<String> {
-        self.lock().sent.iter().filter(|s| s.target.chat_id == chat_id).map(|s| s.text.clone()).collect()
+        self.lock()
+            .sent
+            .iter()
+            .filter(|s| s.target.chat_id == chat_id)
+            .map(|s| s.text.clone())
+            .collect()
     }
 
     pub fn notices(&self) -> Vec<(DeliveryTarget, Notice)> {
@@ -123,7 +158,12 @@ impl MemoryChannel {
     }
 
     /// Waits until `check` holds for the sent messages, or panics with `what` after `timeout`.
-    pub async fn wait_until(&self, what: &str, timeout: Duration, check: impl Fn(&[Sent]) -> bool) -> Vec<Sent> {
+    pub async fn wait_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&[Sent]) -> bool,
+    ) -> Vec<Sent> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.changed.notified();
@@ -134,7 +174,10 @@ impl MemoryChannel {
                 }
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!("timed out waiting for {what}; sent so far: {:#?}", self.sent());
+                panic!(
+                    "timed out waiting for {what}; sent so far: {:#?}",
+                    self.sent()
+                );
             }
         }
     }
@@ -155,7 +198,10 @@ impl Channel for MemoryChannel {
     }
 
     async fn run(&self, ctx: ChannelContext) {
-        ctx.set_identity(Identity { id: format!("{}-bot", self.name), name: format!("{} bot", self.name) });
+        ctx.set_identity(Identity {
+            id: format!("{}-bot", self.name),
+            name: format!("{} bot", self.name),
+        });
         ctx.report(ChannelState::Connected, None);
         let shutdown = ctx.shutdown.clone();
         {
@@ -177,14 +223,23 @@ impl Channel for MemoryChannel {
                 return Err(ChannelError::Transport("simulated send failure".into()));
             }
             if self.limit.measure(text) > self.limit.max {
-                return Err(ChannelError::Rejected(format!("message too long: {}", self.limit.measure(text))));
+                return Err(ChannelError::Rejected(format!(
+                    "message too long: {}",
+                    self.limit.measure(text)
+                )));
             }
             state.next_id += 1;
-            state.sent.push(Sent { target: target.clone(), text: text.to_string(), at: std::time::Instant::now() });
+            state.sent.push(Sent {
+                target: target.clone(),
+                text: text.to_string(),
+                at: std::time::Instant::now(),
+            });
             state.next_id
         };
         self.changed.notify_waiters();
-        Ok(SentMessage { id: format!("m{id}") })
+        Ok(SentMessage {
+            id: format!("m{id}"),
+        })
     }
 
     async fn typing(&self, _target: &DeliveryTarget) -> Result<(), ChannelError> {
@@ -199,7 +254,10 @@ impl Channel for MemoryChannel {
     }
 
     async fn test(&self) -> Result<Identity, ChannelError> {
-        Ok(Identity { id: format!("{}-bot", self.name), name: format!("{} bot", self.name) })
+        Ok(Identity {
+            id: format!("{}-bot", self.name),
+            name: format!("{} bot", self.name),
+        })
     }
 
     /// `chat` or `chat#thread`.

@@ -345,7 +345,13 @@ impl State {
     ) {
         if matches!(payload, EventPayload::RunCompleted { .. }) {
             let run = run_id.map(|r| r.to_string());
-            if let Some(timing) = self.records.timings.iter_mut().rev().find(|t| Some(&t.run_id) == run.as_ref()) {
+            if let Some(timing) = self
+                .records
+                .timings
+                .iter_mut()
+                .rev()
+                .find(|t| Some(&t.run_id) == run.as_ref())
+            {
                 timing.completed_at = Some(std::time::Instant::now());
             }
         }
