@@ -686,6 +686,12 @@ impl Dispatcher {
         let mut typing = tokio::time::interval(self.options.typing_interval);
         let mut watchdog_at = Instant::now() + self.options.watchdog;
         let mut approval_at: Option<Instant> = None;
+        if stream.is_none() {
+            // Resumed after a restart: what waits now is what the server says, not what was
+            // stored.
+            self.reconcile_approvals(run, &server_run, &mut progress).await?;
+            approval_at = Some(Instant::now() + self.options.approval_grace);
+        }
         let mut expiry_at = self.next_expiry(run);
 
         loop {
@@ -1206,7 +1212,11 @@ impl Dispatcher {
             channel,
             target,
             created_ms: now,
-            deadline_ms: now + (config.gateway.approval_timeout_minutes as i64) * 60_000,
+            deadline_ms: now
+                + self
+                    .options
+                    .approval_timeout
+                    .map_or(config.gateway.approval_timeout_minutes as i64 * 60_000, |d| d.as_millis() as i64),
             state: "pending".to_string(),
             decided_by: None,
             surface: None,
@@ -1263,6 +1273,45 @@ impl Dispatcher {
                 tracing::warn!(conversation = %run.routing_key, error = %e, "tool decisions were not accepted")
             }
         }
+    }
+
+    /// Matches the run's stored approvals with the server's `tools/pending` after a restart: a call
+    /// the server no longer waits for is closed as expired; calls it waits for are looked at again
+    /// (and asked for again when the store lost them).
+    async fn reconcile_approvals(&self, run: &RunRecord, server_run: &str, progress: &mut Progress) -> anyhow::Result<()> {
+        let pending = match self.client().pending_tools(&run.session_id).await {
+            Ok(p) if p.run_id.as_deref() == Some(server_run) => p.tool_calls,
+            Ok(_) => Vec::new(),
+            Err(e) => {
+                tracing::info!(error = %e, "cannot read the pending tool calls after a restart; the watchdog will settle the run");
+                return Ok(());
+            }
+        };
+        progress.waiting.extend(pending.iter().map(|c| c.id.clone()));
+        for approval in self.store.pending_approvals()?.into_iter().filter(|a| a.run_local_id == run.local_id) {
+            if pending.iter().any(|c| c.id == approval.tool_call_id) {
+                continue;
+            }
+            if let Resolution::Decided(_) = self.store.resolve_approval(&approval.id, "expired", "server", "engine", now_ms())? {
+                tracing::info!(tool = %approval.tool, "a pending approval the server no longer waits for was closed");
+                self.emit(EngineEvent::ApprovalResolved {
+                    approval_id: approval.id,
+                    action: "expired".into(),
+                    decided_by: "server".into(),
+                    surface: "engine".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes pending approvals whose run is gone (it ended while the engine was down).
+    pub(crate) fn close_orphan_approvals(&self) -> anyhow::Result<()> {
+        let runs: HashSet<String> = self.store.unfinished_runs()?.into_iter().map(|r| r.local_id).collect();
+        for approval in self.store.pending_approvals()?.into_iter().filter(|a| !runs.contains(&a.run_local_id)) {
+            self.store.resolve_approval(&approval.id, "expired", "server", "engine", now_ms())?;
+        }
+        Ok(())
     }
 
     /// The deadline of the run's earliest pending approval.
@@ -1389,6 +1438,13 @@ struct Progress {
     decided: HashSet<String>,
     requested: HashSet<String>,
     settle_pending: bool,
+}
+
+/// Said when a message queues behind a tool call that waits for approval.
+pub(crate) fn approval_reminder(tool: &str) -> String {
+    format!(
+        "⏳ Queued. The agent is waiting for your approval to run `{tool}`; approve or reject it first, and I'll answer this after."
+    )
 }
 
 /// Adds queued messages to a run: texts joined with a blank line, watch contexts folded in.
@@ -1523,13 +1579,19 @@ impl Intake for DispatcherIntake {
         });
         if let Some(channel) = dispatcher.channel(&message.channel) {
             let target = message.target.clone();
-            let notice = if queued {
-                Notice::Queued
+            // A message behind a call that waits for approval does not answer it: say so, so the
+            // person knows what holds the conversation up.
+            let waiting_tool = if queued {
+                dispatcher.store.pending_approvals()?.into_iter().find(|a| a.routing_key == key).map(|a| a.tool)
             } else {
-                Notice::Received
+                None
             };
             tokio::spawn(async move {
-                if let Err(e) = channel.notice(&target, notice).await {
+                let shown = match waiting_tool {
+                    Some(tool) => channel.send(&target, &approval_reminder(&tool)).await.map(|_| ()),
+                    None => channel.notice(&target, if queued { Notice::Queued } else { Notice::Received }).await,
+                };
+                if let Err(e) = shown {
                     tracing::debug!(error = %e, "notice not shown");
                 }
             });

@@ -41,6 +41,8 @@ pub struct EngineOptions {
     pub prune_interval: Duration,
     /// Whether to serve the gateway HTTP API on `[api].listen`.
     pub serve_api: bool,
+    /// Overrides `approval_timeout_minutes` (tests use milliseconds).
+    pub approval_timeout: Option<Duration>,
 }
 
 impl Default for EngineOptions {
@@ -57,6 +59,7 @@ impl Default for EngineOptions {
             delivery_attempts: 8,
             prune_interval: Duration::from_secs(3600),
             serve_api: true,
+            approval_timeout: None,
         }
     }
 }
@@ -149,6 +152,7 @@ impl EngineBuilder {
                 handle.start_channel(channel.name());
             }
         }
+        dispatcher.close_orphan_approvals()?;
         dispatcher.resume_all()?;
         if options.serve_api {
             match crate::api::serve(handle.clone(), &config.api.listen, shutdown.clone()).await {

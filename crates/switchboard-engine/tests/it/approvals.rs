@@ -223,3 +223,124 @@ async fn cancelling_a_run_that_waits_for_approval_ends_it_and_closes_the_approva
     assert!(fake.misdecisions().is_empty());
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_pending_approval_survives_a_restart_and_can_still_be_decided() {
+    let fake = FakeStakpak::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config_for(&fake);
+    config.gateway.approval_mode = ApprovalMode::Ask;
+    let mut gw = Gateway::start(config.clone(), dir.path()).await;
+    gw.dm("ann", "1", RUN_LS).await;
+    gw.event("an approval request", |e| matches!(e, EngineEvent::ApprovalRequested { .. }).then_some(())).await;
+    gw.stop().await;
+
+    let gw = Gateway::start(config, dir.path()).await;
+    let pending = gw.engine.pending_approvals().expect("pending");
+    assert_eq!(pending.len(), 1, "the approval is still pending after the restart");
+    assert_eq!(pending[0].tool, "stakpak__run_command");
+    let decided = gw.engine.decide(&pending[0].id, ToolDecision::Accept, "me", "window").expect("decide");
+    assert!(matches!(decided, Resolution::Decided(_)));
+
+    assert!(gw.replies("ann", 1).await[0].starts_with("done:"), "the run finishes after the decision");
+    assert_eq!(actions(&fake), vec!["accept"], "exactly one decision reached the server");
+    assert!(fake.misdecisions().is_empty());
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn an_approval_the_server_forgot_is_closed_after_a_restart() {
+    let fake = FakeStakpak::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config_for(&fake);
+    config.gateway.approval_mode = ApprovalMode::Ask;
+    let mut gw = Gateway::start(config.clone(), dir.path()).await;
+    gw.dm("ann", "1", RUN_LS).await;
+    gw.event("an approval request", |e| matches!(e, EngineEvent::ApprovalRequested { .. }).then_some(())).await;
+    gw.stop().await;
+    // The server restarts too: its run, and the call waiting in it, are gone.
+    fake.restart().await;
+
+    let gw = Gateway::start(config, dir.path()).await;
+    let reply = gw.replies("ann", 1).await.remove(0);
+    assert!(reply.starts_with("⚠️"), "the chat learns the run ended: {reply}");
+    assert!(gw.engine.pending_approvals().expect("pending").is_empty(), "the stale approval was closed");
+    assert!(fake.decisions().is_empty(), "no decision for a call that no longer waits");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_behind_a_pending_approval_is_queued_with_a_reminder() {
+    let fake = FakeStakpak::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config_for(&fake);
+    config.gateway.approval_mode = ApprovalMode::Ask;
+    let mut gw = Gateway::start(config, dir.path()).await;
+    gw.dm("ann", "1", RUN_LS).await;
+    let approval = gw
+        .event("an approval request", |e| match e {
+            EngineEvent::ApprovalRequested { approval_id, .. } => Some(approval_id.clone()),
+            _ => None,
+        })
+        .await;
+
+    gw.dm("ann", "2", "hurry up").await;
+    let reminder = gw.replies("ann", 1).await.remove(0);
+    assert!(reminder.contains("waiting for your approval") && reminder.contains("stakpak__run_command"), "{reminder}");
+    assert_eq!(fake.decisions().len(), 0, "the new message did not reject the waiting call");
+
+    gw.engine.decide(&approval, ToolDecision::Accept, "me", "window").expect("decide");
+    let replies = gw.replies("ann", 3).await;
+    assert!(replies[1].starts_with("done:"), "{replies:?}");
+    assert_eq!(replies[2], "echo: hurry up", "the queued message is answered after the run");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_approval_is_rejected_and_announced_in_the_chat() {
+    let fake = FakeStakpak::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config_for(&fake);
+    config.gateway.approval_mode = ApprovalMode::Ask;
+    let options = switchboard_engine::EngineOptions {
+        approval_timeout: Some(std::time::Duration::from_millis(400)),
+        ..crate::harness::fast_options()
+    };
+    let gw = Gateway::start_with_options(config, dir.path(), options).await;
+    gw.dm("ann", "1", RUN_LS).await;
+
+    let replies = gw.replies("ann", 2).await;
+    assert!(replies[0].contains("was rejected") && replies[0].contains("Send your message again"), "the chat is told why and how to retry: {replies:?}");
+    assert!(replies[1].starts_with("done:"), "the run goes on with the rejection: {replies:?}");
+    assert_eq!(actions(&fake), vec!["reject"]);
+    let log = gw.engine.decisions(10).expect("audit");
+    assert_eq!((log[0].action.as_str(), log[0].decided_by.as_str()), ("expired", "timeout"), "the expiry is in the audit log");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn an_always_allow_rule_lets_the_tool_pass_until_it_is_revoked() {
+    let fake = FakeStakpak::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config_for(&fake);
+    config.gateway.approval_mode = ApprovalMode::Ask;
+    let mut gw = Gateway::start(config, dir.path()).await;
+
+    let rule = gw.engine.add_rule("run_command", Some("ls*"), "me").expect("rule");
+    gw.dm("ann", "1", RUN_LS).await;
+    assert!(gw.replies("ann", 1).await[0].starts_with("done:"), "the rule accepted the call without asking");
+    assert_eq!(gw.engine.rules().expect("rules").len(), 1, "rules are listed");
+
+    let other = r#"USE_TOOL run_command {"command": "rm -rf /tmp/x"}"#;
+    gw.dm("ann", "2", other).await;
+    gw.event("an approval for a call the pattern does not cover", |e| matches!(e, EngineEvent::ApprovalRequested { .. }).then_some(())).await;
+    let id = gw.engine.pending_approvals().expect("pending")[0].id.clone();
+    gw.engine.decide(&id, ToolDecision::Reject, "me", "window").expect("decide");
+    gw.replies("ann", 2).await;
+
+    assert!(gw.engine.remove_rule(rule).expect("revoke"));
+    gw.dm("ann", "3", RUN_LS).await;
+    gw.event("an approval once the rule is revoked", |e| matches!(e, EngineEvent::ApprovalRequested { .. }).then_some(())).await;
+    assert_eq!(actions(&fake), vec!["accept", "reject"], "nothing decided for the third call yet");
+    gw.stop().await;
+}

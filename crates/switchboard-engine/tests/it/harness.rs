@@ -63,10 +63,19 @@ impl Gateway {
         .await
     }
 
+    pub async fn start_with_options(config: Config, data_dir: &Path, options: EngineOptions) -> Gateway {
+        let chat = MemoryChannel::new("chat", TextLimit { max: 4096, unit: LengthUnit::Chars });
+        Self::launch(config, data_dir, chat, options).await
+    }
+
     pub async fn start_with(config: Config, data_dir: &Path, chat: MemoryChannel) -> Gateway {
+        Self::launch(config, data_dir, chat, fast_options()).await
+    }
+
+    async fn launch(config: Config, data_dir: &Path, chat: MemoryChannel, options: EngineOptions) -> Gateway {
         let shutdown = CancellationToken::new();
         let engine = Engine::builder(config, data_dir)
-            .options(fast_options())
+            .options(options)
             .channel(Arc::new(chat.clone()))
             .start(shutdown.clone())
             .await
