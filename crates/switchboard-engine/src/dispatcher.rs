@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use crate::agent::{
     AgentClient, AgentError, AgentEvent, EventStream, ProposedToolCall, StreamItem, ToolDecision,
 };
+use crate::approvals::{ChatChoice, ChoiceOutcome};
 use crate::backoff;
 use crate::channels::{Accepted, Channel, Intake, Notice, StatusBoard};
 use crate::chunk::chunk_text;
@@ -1190,13 +1191,9 @@ impl Dispatcher {
             .journal_ids
             .last()
             .and_then(|id| self.store.journal_entry(*id).ok().flatten());
-        let (requester, channel, target) = match last {
-            Some(entry) => (entry.peer.label().to_string(), entry.channel, entry.target),
-            None => (
-                "unknown".to_string(),
-                String::new(),
-                crate::model::DeliveryTarget::chat(""),
-            ),
+        let (requester, requester_id, channel, target) = match last {
+            Some(entry) => (entry.peer.label().to_string(), entry.peer.id.clone(), entry.channel, entry.target),
+            None => ("unknown".to_string(), String::new(), String::new(), crate::model::DeliveryTarget::chat("")),
         };
         let now = now_ms();
         let approval = ApprovalRecord {
@@ -1209,8 +1206,10 @@ impl Dispatcher {
             tool: call.name.clone(),
             arguments: call.arguments.clone(),
             requester: requester.clone(),
+            requester_id,
             channel,
             target,
+            chat_message_id: None,
             created_ms: now,
             deadline_ms: now
                 + self
@@ -1225,15 +1224,100 @@ impl Dispatcher {
         if self.store.insert_approval(&approval)? {
             tracing::info!(conversation = %run.routing_key, tool = %call.name, "tool call waits for approval");
             self.emit(EngineEvent::ApprovalRequested {
-                approval_id: approval.id,
+                approval_id: approval.id.clone(),
                 routing_key: run.routing_key.clone(),
                 tool: call.name.clone(),
                 arguments: call.arguments.clone(),
-                requester,
+                requester: requester.clone(),
                 deadline_ms: approval.deadline_ms,
             });
+            let prompt = crate::approvals::ApprovalPrompt {
+                approval_id: approval.id.clone(),
+                tool: call.name.clone(),
+                arguments: crate::approvals::readable_arguments(&call.arguments),
+                requester,
+                expires_in_minutes: ((approval.deadline_ms - now) / 60_000).max(1) as u64,
+            };
+            self.post_prompt(approval, prompt);
         }
         Ok(())
+    }
+
+    /// Shows an approval in the chat it came from, with buttons where the platform has them.
+    fn post_prompt(&self, approval: ApprovalRecord, prompt: crate::approvals::ApprovalPrompt) {
+        let Some(channel) = self.channel(&approval.channel) else { return };
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let posted = match channel.post_approval(&approval.target, &prompt).await {
+                Ok(Some(message)) => Some(message),
+                Ok(None) => {
+                    let text = format!("{}\nApprove or reject it in the Switchboard window.", prompt.text());
+                    if let Err(e) = channel.send(&approval.target, &text).await {
+                        tracing::warn!(error = %e, "cannot show the approval in the chat");
+                    }
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot show the approval in the chat");
+                    None
+                }
+            };
+            let Some(message) = posted else { return };
+            if let Err(e) = store.set_approval_message(&approval.id, &message.id) {
+                tracing::warn!(error = %e, "cannot remember the approval's chat message");
+            }
+            // Decided while the prompt was on its way: close it now.
+            if let Ok(Some(now)) = store.approval(&approval.id) {
+                if now.state != "pending" {
+                    let line = crate::approvals::outcome_line(
+                        &now.tool,
+                        &now.state,
+                        now.decided_by.as_deref().unwrap_or(""),
+                        now.surface.as_deref().unwrap_or(""),
+                    );
+                    let _ = channel.close_approval(&now.target, &message.id, &line).await;
+                }
+            }
+        });
+    }
+
+    /// Tells everyone how an approval ended: the host (event) and the chat (its prompt updated).
+    pub(crate) fn resolved(&self, approval: &ApprovalRecord) {
+        let decided_by = approval.decided_by.clone().unwrap_or_default();
+        let surface = approval.surface.clone().unwrap_or_default();
+        self.emit(EngineEvent::ApprovalResolved {
+            approval_id: approval.id.clone(),
+            action: approval.state.clone(),
+            decided_by: decided_by.clone(),
+            surface: surface.clone(),
+        });
+        let (Some(message_id), Some(channel)) = (approval.chat_message_id.clone(), self.channel(&approval.channel)) else {
+            return;
+        };
+        let line = crate::approvals::outcome_line(&approval.tool, &approval.state, &decided_by, &surface);
+        let target = approval.target.clone();
+        tokio::spawn(async move {
+            if let Err(e) = channel.close_approval(&target, &message_id, &line).await {
+                tracing::debug!(error = %e, "cannot update the approval's chat message");
+            }
+        });
+    }
+
+    /// Decides a pending approval from any surface: first answer wins, the audit log records it,
+    /// the run hears of it, and every surface is updated.
+    pub(crate) fn decide(&self, approval_id: &str, decision: ToolDecision, decided_by: &str, surface: &str) -> anyhow::Result<Resolution> {
+        let resolution = self.store.resolve_approval(approval_id, decision.as_str(), decided_by, surface, now_ms())?;
+        if let Resolution::Decided(approval) = &resolution {
+            tracing::info!(tool = %approval.tool, action = decision.as_str(), %surface, "approval decided");
+            self.resolved(approval);
+            // The run picks the decision up now if it is following its events; otherwise it finds
+            // it in the store when it resumes.
+            self.control_run(
+                &approval.run_local_id,
+                RunControl::Decide { tool_call_id: approval.tool_call_id.clone(), decision },
+            );
+        }
+        Ok(resolution)
     }
 
     async fn send_decisions(
@@ -1292,14 +1376,9 @@ impl Dispatcher {
             if pending.iter().any(|c| c.id == approval.tool_call_id) {
                 continue;
             }
-            if let Resolution::Decided(_) = self.store.resolve_approval(&approval.id, "expired", "server", "engine", now_ms())? {
+            if let Resolution::Decided(closed) = self.store.resolve_approval(&approval.id, "expired", "server", "engine", now_ms())? {
                 tracing::info!(tool = %approval.tool, "a pending approval the server no longer waits for was closed");
-                self.emit(EngineEvent::ApprovalResolved {
-                    approval_id: approval.id,
-                    action: "expired".into(),
-                    decided_by: "server".into(),
-                    surface: "engine".into(),
-                });
+                self.resolved(&closed);
             }
         }
         Ok(())
@@ -1346,12 +1425,7 @@ impl Dispatcher {
                     .resolve_approval(&approval.id, "expired", "timeout", "engine", now)?
             {
                 let minutes = self.config().gateway.approval_timeout_minutes;
-                self.emit(EngineEvent::ApprovalResolved {
-                    approval_id: a.id.clone(),
-                    action: "expired".into(),
-                    decided_by: "timeout".into(),
-                    surface: "engine".into(),
-                });
+                self.resolved(&a);
                 if let Some(channel) = self.channel(&a.channel) {
                     let text = format!(
                         "⏱ Nobody approved `{}` within {minutes} minutes, so it was rejected. Send your message again to retry.",
@@ -1408,16 +1482,10 @@ impl Dispatcher {
             .into_iter()
             .filter(|a| a.run_local_id == run.local_id)
         {
-            if let Ok(Resolution::Decided(_)) =
+            if let Ok(Resolution::Decided(closed)) =
                 self.store
-                    .resolve_approval(&approval.id, "reject", "cancel", "engine", now_ms())
-            {
-                self.emit(EngineEvent::ApprovalResolved {
-                    approval_id: approval.id,
-                    action: "reject".into(),
-                    decided_by: "cancel".into(),
-                    surface: "engine".into(),
-                });
+                    .resolve_approval(&approval.id, "reject", "cancel", "engine", now_ms()) {
+                self.resolved(&closed);
             }
         }
     }
@@ -1438,6 +1506,19 @@ struct Progress {
     decided: HashSet<String>,
     requested: HashSet<String>,
     settle_pending: bool,
+}
+
+/// Says who decided an approval first, and where.
+fn already_line(approval: &ApprovalRecord) -> String {
+    format!(
+        "Already decided: {}",
+        crate::approvals::outcome_line(
+            &approval.tool,
+            &approval.state,
+            approval.decided_by.as_deref().unwrap_or(""),
+            approval.surface.as_deref().unwrap_or("")
+        )
+    )
 }
 
 /// Said when a message queues behind a tool call that waits for approval.
@@ -1554,6 +1635,45 @@ pub(crate) struct DispatcherIntake(pub(crate) Arc<Dispatcher>);
 
 #[async_trait]
 impl Intake for DispatcherIntake {
+    async fn decide(&self, approval_id: &str, choice: ChatChoice, clicker: &crate::model::Peer, surface: &str) -> ChoiceOutcome {
+        let dispatcher = &self.0;
+        let approval = match dispatcher.store.approval(approval_id) {
+            Ok(Some(a)) => a,
+            Ok(None) => return ChoiceOutcome::NotFound("This request is no longer pending.".into()),
+            Err(e) => return ChoiceOutcome::NotFound(format!("Cannot read the request: {e}")),
+        };
+        let owners = crate::channels::owners_in(&dispatcher.config(), surface);
+        // Only the person who asked, or an owner, decides what runs on the user's machine.
+        if clicker.id != approval.requester_id && !owners.contains(&clicker.id) {
+            tracing::info!(clicker = %clicker.id, tool = %approval.tool, "refused an approval click from someone else");
+            return ChoiceOutcome::NotAllowed(format!(
+                "Sorry, only {} or an owner of this bot can decide this request.",
+                approval.requester
+            ));
+        }
+        if approval.state != "pending" {
+            return ChoiceOutcome::AlreadyDecided(already_line(&approval));
+        }
+        let decision = match choice {
+            ChatChoice::Reject => ToolDecision::Reject,
+            ChatChoice::Approve | ChatChoice::AlwaysAllow => ToolDecision::Accept,
+        };
+        let who = clicker.label().to_string();
+        match dispatcher.decide(approval_id, decision, &who, surface) {
+            Ok(Resolution::Decided(decided)) => {
+                if choice == ChatChoice::AlwaysAllow {
+                    if let Err(e) = dispatcher.store.add_rule(&decided.tool, None, &who) {
+                        tracing::warn!(error = %e, "cannot save the always-allow rule");
+                    }
+                }
+                ChoiceOutcome::Decided(crate::approvals::outcome_line(&decided.tool, decision.as_str(), &who, surface))
+            }
+            Ok(Resolution::AlreadyDecided(other)) => ChoiceOutcome::AlreadyDecided(already_line(&other)),
+            Ok(Resolution::NotFound) => ChoiceOutcome::NotFound("This request is no longer pending.".into()),
+            Err(e) => ChoiceOutcome::NotFound(format!("Cannot record the decision: {e}")),
+        }
+    }
+
     async fn accept(&self, message: InboundMessage) -> anyhow::Result<Accepted> {
         let dispatcher = &self.0;
         let config = dispatcher.config();

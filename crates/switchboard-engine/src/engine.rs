@@ -586,39 +586,8 @@ impl EngineHandle {
 
     /// Decides a pending approval. The first answer wins; a later one gets `AlreadyDecided` with who
     /// decided where.
-    pub fn decide(
-        &self,
-        approval_id: &str,
-        decision: ToolDecision,
-        decided_by: &str,
-        surface: &str,
-    ) -> anyhow::Result<Resolution> {
-        let d = self.dispatcher();
-        let resolution = d.store.resolve_approval(
-            approval_id,
-            decision.as_str(),
-            decided_by,
-            surface,
-            now_ms(),
-        )?;
-        if let Resolution::Decided(approval) = &resolution {
-            d.emit(EngineEvent::ApprovalResolved {
-                approval_id: approval.id.clone(),
-                action: decision.as_str().to_string(),
-                decided_by: decided_by.to_string(),
-                surface: surface.to_string(),
-            });
-            // The run picks the decision up now if it is following its events; otherwise it finds it
-            // in the store when it resumes.
-            d.control_run(
-                &approval.run_local_id,
-                RunControl::Decide {
-                    tool_call_id: approval.tool_call_id.clone(),
-                    decision,
-                },
-            );
-        }
-        Ok(resolution)
+    pub fn decide(&self, approval_id: &str, decision: ToolDecision, decided_by: &str, surface: &str) -> anyhow::Result<Resolution> {
+        self.dispatcher().decide(approval_id, decision, decided_by, surface)
     }
 
     pub fn rules(&self) -> anyhow::Result<Vec<ApprovalRule>> {

@@ -132,6 +132,12 @@ const MIGRATIONS: &[&str] = &[
         value         TEXT NOT NULL
     );
     "#,
+    // 2: who asked for an approval (by id, to check who may answer from a chat) and the chat
+    // message that shows it (to update it when decided anywhere).
+    r#"
+    ALTER TABLE approvals ADD COLUMN requester_id TEXT NOT NULL DEFAULT '';
+    ALTER TABLE approvals ADD COLUMN chat_message_id TEXT;
+    "#,
 ];
 
 /// How long de-duplication keys are kept: longer than any platform redelivers (Slack's last retry
@@ -243,8 +249,12 @@ pub struct ApprovalRecord {
     pub tool: String,
     pub arguments: serde_json::Value,
     pub requester: String,
+    /// The requester's platform id.
+    pub requester_id: String,
     pub channel: String,
     pub target: DeliveryTarget,
+    /// The chat message showing the prompt, once posted.
+    pub chat_message_id: Option<String>,
     pub created_ms: i64,
     pub deadline_ms: i64,
     /// `pending`, `accept`, `reject` or `expired`.
@@ -760,8 +770,8 @@ impl Store {
     /// Stores a pending approval; a second one for the same call is ignored (returns false).
     pub fn insert_approval(&self, a: &ApprovalRecord) -> anyhow::Result<bool> {
         let inserted = self.lock().execute(
-            "INSERT OR IGNORE INTO approvals (id, run_local_id, routing_key, session_id, server_run_id, tool_call_id, tool, arguments, requester, channel, target, created_ms, deadline_ms, state)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 'pending')",
+            "INSERT OR IGNORE INTO approvals (id, run_local_id, routing_key, session_id, server_run_id, tool_call_id, tool, arguments, requester, channel, target, created_ms, deadline_ms, state, requester_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 'pending', ?14)",
             params![
                 a.id,
                 a.run_local_id,
@@ -775,7 +785,8 @@ impl Store {
                 a.channel,
                 to_json(&a.target),
                 a.created_ms,
-                a.deadline_ms
+                a.deadline_ms,
+                a.requester_id
             ],
         )?;
         Ok(inserted == 1)
@@ -810,7 +821,7 @@ impl Store {
         let conn = self.lock();
         let sql = format!(
             "SELECT id, run_local_id, routing_key, session_id, server_run_id, tool_call_id, tool, arguments, requester, channel, target,
-                    created_ms, deadline_ms, state, decided_by, surface, decided_ms FROM approvals {tail}"
+                    created_ms, deadline_ms, state, decided_by, surface, decided_ms, requester_id, chat_message_id FROM approvals {tail}"
         );
         let mut stmt = conn.prepare_cached(&sql)?;
         let rows = stmt
@@ -833,10 +844,18 @@ impl Store {
                     decided_by: r.get(14)?,
                     surface: r.get(15)?,
                     decided_ms: r.get(16)?,
+                    requester_id: r.get(17)?,
+                    chat_message_id: r.get(18)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
+    }
+
+    /// Remembers the chat message that shows an approval's prompt.
+    pub fn set_approval_message(&self, id: &str, message_id: &str) -> anyhow::Result<()> {
+        self.lock().execute("UPDATE approvals SET chat_message_id = ?2 WHERE id = ?1", params![id, message_id])?;
+        Ok(())
     }
 
     /// Decides a pending approval if nobody has yet (first answer wins) and writes the audit log.
@@ -1147,8 +1166,10 @@ mod tests {
             tool: "stakpak__run_command".into(),
             arguments: serde_json::json!({"command": "ls"}),
             requester: "ann".into(),
+            requester_id: "ann".into(),
             channel: "test".into(),
             target: DeliveryTarget::chat("ann"),
+            chat_message_id: None,
             created_ms: 0,
             deadline_ms: 10,
             state: "pending".into(),

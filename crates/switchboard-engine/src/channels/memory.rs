@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 
 use super::{Accepted, Channel, ChannelContext, ChannelError, Notice, SentMessage};
+use crate::approvals::{ApprovalPrompt, ChatChoice, ChoiceOutcome};
 use crate::chunk::TextLimit;
 use crate::model::{
     now_ms, ChannelState, ChatType, DeliveryTarget, Identity, InboundMessage, Peer,
@@ -29,8 +30,19 @@ struct State {
     notices: Vec<(DeliveryTarget, Notice)>,
     typing: usize,
     fail_sends: usize,
+    prompts: Vec<Prompt>,
     next_id: u64,
     runs: usize,
+}
+
+/// An approval prompt the bot posted, and how it was closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prompt {
+    pub target: DeliveryTarget,
+    pub message_id: String,
+    pub prompt: ApprovalPrompt,
+    /// The outcome line once the approval was decided anywhere.
+    pub closed: Option<String>,
 }
 
 /// An in-process chat platform.
@@ -152,6 +164,37 @@ impl MemoryChannel {
         self.lock().ctx.is_some()
     }
 
+    /// Approval prompts posted so far.
+    pub fn prompts(&self) -> Vec<Prompt> {
+        self.lock().prompts.clone()
+    }
+
+    /// Acts as a user clicking a button of an approval prompt.
+    pub async fn click(&self, approval_id: &str, choice: ChatChoice, clicker: &str) -> ChoiceOutcome {
+        let ctx = self.lock().ctx.clone();
+        match ctx {
+            Some(ctx) => ctx.decide(approval_id, choice, &Peer::new(clicker)).await,
+            None => ChoiceOutcome::NotFound("the chat is not running".into()),
+        }
+    }
+
+    /// Waits until `check` holds for the posted prompts.
+    pub async fn wait_prompts(&self, what: &str, timeout: Duration, check: impl Fn(&[Prompt]) -> bool) -> Vec<Prompt> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.changed.notified();
+            {
+                let state = self.lock();
+                if check(&state.prompts) {
+                    return state.prompts.clone();
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!("timed out waiting for {what}; prompts so far: {:#?}", self.prompts());
+            }
+        }
+    }
+
     /// Makes the next `n` sends fail with a transport error.
     pub fn fail_next_sends(&self, n: usize) {
         self.lock().fail_sends = n;
@@ -249,6 +292,26 @@ impl Channel for MemoryChannel {
 
     async fn notice(&self, target: &DeliveryTarget, notice: Notice) -> Result<(), ChannelError> {
         self.lock().notices.push((target.clone(), notice));
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    async fn post_approval(&self, target: &DeliveryTarget, prompt: &ApprovalPrompt) -> Result<Option<SentMessage>, ChannelError> {
+        let id = {
+            let mut state = self.lock();
+            state.next_id += 1;
+            let id = format!("m{}", state.next_id);
+            state.prompts.push(Prompt { target: target.clone(), message_id: id.clone(), prompt: prompt.clone(), closed: None });
+            id
+        };
+        self.changed.notify_waiters();
+        Ok(Some(SentMessage { id }))
+    }
+
+    async fn close_approval(&self, _target: &DeliveryTarget, message_id: &str, outcome: &str) -> Result<(), ChannelError> {
+        if let Some(prompt) = self.lock().prompts.iter_mut().find(|p| p.message_id == message_id) {
+            prompt.closed = Some(outcome.to_string());
+        }
         self.changed.notify_waiters();
         Ok(())
     }

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chunk::TextLimit;
 use crate::events::EngineEvent;
-use crate::model::{now_ms, ChannelState, ChannelStatus, DeliveryTarget, Identity, InboundMessage};
+use crate::model::{now_ms, ChannelState, ChannelStatus, DeliveryTarget, Identity, InboundMessage, Peer};
 use crate::store::Store;
 
 /// Why a channel operation failed, with what the caller needs to decide what to do next.
@@ -40,7 +40,10 @@ pub enum ChannelError {
 impl ChannelError {
     /// Whether trying again later may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, ChannelError::RateLimited(_) | ChannelError::Transport(_) | ChannelError::NotRunning)
+        matches!(
+            self,
+            ChannelError::RateLimited(_) | ChannelError::Transport(_) | ChannelError::NotRunning
+        )
     }
 }
 
@@ -100,6 +103,23 @@ pub trait Channel: Send + Sync + 'static {
 
     /// Parses a `POST /v1/gateway/send` target in this platform's format.
     fn parse_target(&self, target: &str) -> Result<DeliveryTarget, String>;
+
+    /// Posts an approval prompt with Approve / Reject / Always allow buttons whose payloads come
+    /// from [`crate::approvals::callback_data`]; a click goes to [`ChannelContext::decide`]. Returns
+    /// the posted message, so it can be updated when the approval is decided anywhere, or `None`
+    /// when the platform has no buttons (the engine then posts the prompt as text).
+    async fn post_approval(
+        &self,
+        _target: &DeliveryTarget,
+        _prompt: &crate::approvals::ApprovalPrompt,
+    ) -> Result<Option<SentMessage>, ChannelError> {
+        Ok(None)
+    }
+
+    /// Replaces an approval prompt's buttons with how it ended (`outcome`).
+    async fn close_approval(&self, _target: &DeliveryTarget, _message_id: &str, _outcome: &str) -> Result<(), ChannelError> {
+        Ok(())
+    }
 }
 
 /// The outcome of handing a message to the engine.
@@ -111,10 +131,11 @@ pub enum Accepted {
     Duplicate,
 }
 
-/// The part of the engine that takes inbound messages.
+/// The part of the engine that takes inbound messages and chat decisions.
 #[async_trait]
 pub(crate) trait Intake: Send + Sync {
     async fn accept(&self, message: InboundMessage) -> anyhow::Result<Accepted>;
+    async fn decide(&self, approval_id: &str, choice: crate::approvals::ChatChoice, clicker: &Peer, surface: &str) -> crate::approvals::ChoiceOutcome;
 }
 
 /// What the engine gives a running channel: the way in for messages, the health board, the durable
@@ -136,7 +157,13 @@ impl ChannelContext {
         board: StatusBoard,
         store: Store,
     ) -> Self {
-        ChannelContext { shutdown, name: name.to_string(), intake, board, store }
+        ChannelContext {
+            shutdown,
+            name: name.to_string(),
+            intake,
+            board,
+            store,
+        }
     }
 
     /// Stores the message durably (journal and de-duplication keys in one transaction) before it
@@ -173,6 +200,13 @@ impl ChannelContext {
     pub fn save_offset(&self, key: &str, value: &str) -> anyhow::Result<()> {
         self.store.set_channel_offset(&self.name, key, value)
     }
+
+    /// A person clicked an approval button. Only the requester or one of the channel's owners may
+    /// decide; the outcome's text is what to show the clicker (a callback answer, an updated
+    /// message). Answer the platform's interaction first if it has a deadline, then call this.
+    pub async fn decide(&self, approval_id: &str, choice: crate::approvals::ChatChoice, clicker: &Peer) -> crate::approvals::ChoiceOutcome {
+        self.intake.decide(approval_id, choice, clicker, &self.name).await
+    }
 }
 
 /// The shared record of every channel's status; each change is also sent as an event.
@@ -184,14 +218,21 @@ pub(crate) struct StatusBoard {
 
 impl StatusBoard {
     pub(crate) fn new(events: broadcast::Sender<EngineEvent>) -> Self {
-        StatusBoard { inner: Arc::default(), events }
+        StatusBoard {
+            inner: Arc::default(),
+            events,
+        }
     }
 
     pub(crate) fn register(&self, name: &str, enabled: bool) {
         let status = ChannelStatus {
             name: name.to_string(),
             enabled,
-            state: if enabled { ChannelState::Connecting } else { ChannelState::Disabled },
+            state: if enabled {
+                ChannelState::Connecting
+            } else {
+                ChannelState::Disabled
+            },
             identity: None,
             last_error: None,
             last_activity_ms: None,
@@ -215,34 +256,28 @@ impl StatusBoard {
     }
 
     pub(crate) fn set_enabled(&self, name: &str, enabled: bool) {
-        self.update(
-            name,
-            |s| {
-                s.enabled = enabled;
-                if !enabled {
-                    s.state = ChannelState::Disabled;
-                } else if s.state == ChannelState::Disabled {
-                    s.state = ChannelState::Connecting;
-                }
-            },
-        );
+        self.update(name, |s| {
+            s.enabled = enabled;
+            if !enabled {
+                s.state = ChannelState::Disabled;
+            } else if s.state == ChannelState::Disabled {
+                s.state = ChannelState::Connecting;
+            }
+        });
     }
 
     fn set_state(&self, name: &str, state: ChannelState, last_error: Option<String>) {
-        self.update(
-            name,
-            |s| {
-                // A disabled channel stays disabled until the host enables it again, whatever its
-                // winding-down task reports last.
-                if !s.enabled {
-                    return;
-                }
-                s.state = state;
-                if last_error.is_some() {
-                    s.last_error = last_error.clone();
-                }
-            },
-        );
+        self.update(name, |s| {
+            // A disabled channel stays disabled until the host enables it again, whatever its
+            // winding-down task reports last.
+            if !s.enabled {
+                return;
+            }
+            s.state = state;
+            if last_error.is_some() {
+                s.last_error = last_error.clone();
+            }
+        });
     }
 
     fn set_identity(&self, name: &str, identity: Identity) {
@@ -265,7 +300,9 @@ impl StatusBoard {
     fn update(&self, name: &str, change: impl FnOnce(&mut ChannelStatus)) {
         let changed = {
             let mut map = self.lock();
-            let Some(status) = map.get_mut(name) else { return };
+            let Some(status) = map.get_mut(name) else {
+                return;
+            };
             let before = status.clone();
             change(status);
             (*status != before).then(|| status.clone())
@@ -315,9 +352,26 @@ pub(crate) fn set_enabled_in(config: &mut crate::config::Config, name: &str, ena
     }
 }
 
+/// The ids of a platform channel's owners: who may decide approvals from a chat besides the
+/// requester.
+pub(crate) fn owners_in(config: &crate::config::Config, name: &str) -> Vec<String> {
+    let c = &config.channels;
+    match name {
+        "telegram" => c.telegram.as_ref().map(|t| t.owners.clone()),
+        "slack" => c.slack.as_ref().map(|s| s.owners.clone()),
+        "discord" => c.discord.as_ref().map(|d| d.owners.clone()),
+        _ => None,
+    }
+    .unwrap_or_default()
+}
+
 /// Whether a channel's settings differ between two configurations (other than being enabled, which
 /// is switched without rebuilding the adapter).
-pub(crate) fn settings_changed(old: &crate::config::Config, new: &crate::config::Config, name: &str) -> bool {
+pub(crate) fn settings_changed(
+    old: &crate::config::Config,
+    new: &crate::config::Config,
+    name: &str,
+) -> bool {
     let mut old = old.clone();
     let mut new = new.clone();
     set_enabled_in(&mut old, name, true);

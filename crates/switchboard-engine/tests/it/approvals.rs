@@ -344,3 +344,94 @@ async fn an_always_allow_rule_lets_the_tool_pass_until_it_is_revoked() {
     assert_eq!(actions(&fake), vec!["accept", "reject"], "nothing decided for the third call yet");
     gw.stop().await;
 }
+
+mod from_the_chat {
+    use switchboard_engine::agent::ToolDecision;
+    use switchboard_engine::approvals::{ChatChoice, ChoiceOutcome};
+    use switchboard_engine::config::ApprovalMode;
+    use switchboard_testkit::stakpak::FakeStakpak;
+
+    use super::{actions, RUN_LS};
+    use crate::harness::{config_for, Gateway, WAIT};
+
+    async fn waiting(fake: &FakeStakpak, dir: &std::path::Path) -> (Gateway, String) {
+        let mut config = config_for(fake);
+        config.gateway.approval_mode = ApprovalMode::Ask;
+        let gw = Gateway::start(config, dir).await;
+        gw.dm("ann", "1", RUN_LS).await;
+        let prompts = gw.chat.wait_prompts("the prompt in the chat", WAIT, |p| !p.is_empty()).await;
+        assert_eq!(prompts[0].prompt.tool, "stakpak__run_command");
+        assert_eq!(prompts[0].prompt.arguments, "command: ls", "the arguments are shown readably");
+        assert_eq!(prompts[0].target.chat_id, "ann", "the prompt goes to the chat it came from");
+        let id = prompts[0].prompt.approval_id.clone();
+        (gw, id)
+    }
+
+    #[tokio::test]
+    async fn the_requester_approves_with_a_button_and_the_run_finishes() {
+        let fake = FakeStakpak::start().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (gw, id) = waiting(&fake, dir.path()).await;
+
+        let outcome = gw.chat.click(&id, ChatChoice::Approve, "ann").await;
+        assert!(matches!(outcome, ChoiceOutcome::Decided(ref t) if t.contains("approved by ann")), "{outcome:?}");
+        assert!(gw.replies("ann", 1).await[0].starts_with("done:"));
+        assert_eq!(actions(&fake), vec!["accept"], "exactly one decision");
+        let prompts = gw.chat.wait_prompts("the prompt to show the outcome", WAIT, |p| p[0].closed.is_some()).await;
+        assert!(prompts[0].closed.as_deref().is_some_and(|c| c.contains("approved by ann (chat)")), "{prompts:?}");
+        gw.stop().await;
+    }
+
+    #[tokio::test]
+    async fn someone_else_cannot_decide_and_nothing_changes() {
+        let fake = FakeStakpak::start().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (gw, id) = waiting(&fake, dir.path()).await;
+
+        let outcome = gw.chat.click(&id, ChatChoice::Approve, "mallory").await;
+        assert!(matches!(outcome, ChoiceOutcome::NotAllowed(ref t) if t.contains("only ann")), "a polite refusal: {outcome:?}");
+        crate::harness::settle().await;
+        assert!(fake.decisions().is_empty(), "the stranger's click decided nothing");
+        assert_eq!(gw.engine.pending_approvals().expect("pending").len(), 1, "still pending");
+        gw.stop().await;
+    }
+
+    #[tokio::test]
+    async fn two_surfaces_answering_give_one_decision_and_both_learn_the_outcome() {
+        let fake = FakeStakpak::start().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (gw, id) = waiting(&fake, dir.path()).await;
+
+        let engine = gw.engine.clone();
+        let window_id = id.clone();
+        let window = tokio::spawn(async move { engine.decide(&window_id, ToolDecision::Reject, "me", "window") });
+        let chat = gw.chat.click(&id, ChatChoice::Approve, "ann").await;
+        let window = window.await.expect("join").expect("decide");
+
+        let chat_won = matches!(chat, ChoiceOutcome::Decided(_));
+        let window_won = matches!(window, switchboard_engine::store::Resolution::Decided(_));
+        assert!(chat_won ^ window_won, "exactly one surface decides (chat: {chat:?}, window: {window:?})");
+        if !chat_won {
+            assert!(chat.text().contains("Already decided") && chat.text().contains("me (window)"), "the chat is told who decided where: {chat:?}");
+        }
+        gw.replies("ann", 1).await;
+        assert_eq!(fake.decisions().len(), 1, "one decision reached the server");
+        gw.stop().await;
+    }
+
+    #[tokio::test]
+    async fn always_allow_from_the_chat_creates_a_rule() {
+        let fake = FakeStakpak::start().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (gw, id) = waiting(&fake, dir.path()).await;
+        gw.chat.click(&id, ChatChoice::AlwaysAllow, "ann").await;
+        gw.replies("ann", 1).await;
+        let rules = gw.engine.rules().expect("rules");
+        assert_eq!(rules[0].tool, "stakpak__run_command");
+
+        gw.dm("ann", "2", RUN_LS).await;
+        assert!(gw.replies("ann", 2).await[1].starts_with("done:"), "the next call passes without asking");
+        assert_eq!(gw.chat.prompts().len(), 1, "no second prompt");
+        gw.stop().await;
+    }
+}
