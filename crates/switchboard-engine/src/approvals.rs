@@ -79,7 +79,10 @@ pub enum ChoiceOutcome {
 impl ChoiceOutcome {
     pub fn text(&self) -> &str {
         match self {
-            ChoiceOutcome::Decided(t) | ChoiceOutcome::AlreadyDecided(t) | ChoiceOutcome::NotAllowed(t) | ChoiceOutcome::NotFound(t) => t,
+            ChoiceOutcome::Decided(t)
+            | ChoiceOutcome::AlreadyDecided(t)
+            | ChoiceOutcome::NotAllowed(t)
+            | ChoiceOutcome::NotFound(t) => t,
         }
     }
 }
@@ -94,7 +97,17 @@ pub fn outcome_line(tool: &str, action: &str, decided_by: &str, surface: &str) -
 }
 
 /// Argument names whose values are secrets.
-const SECRET_KEYS: &[&str] = &["token", "password", "passwd", "secret", "api_key", "apikey", "authorization", "private_key", "credential"];
+const SECRET_KEYS: &[&str] = &[
+    "token",
+    "password",
+    "passwd",
+    "secret",
+    "api_key",
+    "apikey",
+    "authorization",
+    "private_key",
+    "credential",
+];
 /// Longest value shown whole; longer ones are folded.
 const FOLD_AT: usize = 300;
 
@@ -109,7 +122,11 @@ pub fn readable_arguments(arguments: &Value) -> String {
                     Value::String(s) => s.clone(),
                     other => other.to_string(),
                 };
-                let shown = if is_secret_key(key) { mask(&text) } else { fold(&mask_inline_secrets(&text)) };
+                let shown = if is_secret_key(key) {
+                    mask(&text)
+                } else {
+                    fold(&mask_inline_secrets(&text))
+                };
                 format!("{key}: {shown}")
             })
             .collect::<Vec<_>>()
@@ -137,7 +154,10 @@ fn fold(text: &str) -> String {
         return text.to_string();
     }
     let head: String = text.chars().take(FOLD_AT).collect();
-    format!("{head}… ({} more characters)", text.chars().count() - FOLD_AT)
+    format!(
+        "{head}… ({} more characters)",
+        text.chars().count() - FOLD_AT
+    )
 }
 
 /// Masks secrets written inside a value: `KEY=value` assignments of secret-looking names, bearer
@@ -164,8 +184,19 @@ fn mask_inline_secrets(text: &str) -> String {
 }
 
 fn looks_like_token(word: &str) -> bool {
-    let prefixes = ["xoxb-", "xoxp-", "xapp-", "ghp_", "gho_", "github_pat_", "sk-", "AKIA"];
-    prefixes.iter().any(|p| word.starts_with(p) && word.len() >= p.len() + 8)
+    let prefixes = [
+        "xoxb-",
+        "xoxp-",
+        "xapp-",
+        "ghp_",
+        "gho_",
+        "github_pat_",
+        "sk-",
+        "AKIA",
+    ];
+    prefixes
+        .iter()
+        .any(|p| word.starts_with(p) && word.len() >= p.len() + 8)
 }
 
 #[cfg(test)]
@@ -176,7 +207,11 @@ mod tests {
     #[test]
     fn callbacks_round_trip_and_reject_junk() {
         let id = "0b904f9e-530b-4a04-9250-9a3fa2312b75";
-        for choice in [ChatChoice::Approve, ChatChoice::Reject, ChatChoice::AlwaysAllow] {
+        for choice in [
+            ChatChoice::Approve,
+            ChatChoice::Reject,
+            ChatChoice::AlwaysAllow,
+        ] {
             let data = callback_data(choice, id);
             assert!(data.len() <= 64, "fits Telegram's callback_data");
             assert_eq!(parse_callback(&data), Some((choice, id.to_string())));
@@ -191,8 +226,14 @@ mod tests {
         let cases = [
             (json!({"command": "ls -la"}), "command: ls -la"),
             (json!({"api_token": "abc123"}), "api_token: ••••••"),
-            (json!({"command": "curl -H x TOKEN=abc123 https://x"}), "command: curl -H x TOKEN=•••••• https://x"),
-            (json!({"command": "echo xoxb-1234567890-abcdef"}), "command: echo ••••••"),
+            (
+                json!({"command": "curl -H x TOKEN=abc123 https://x"}),
+                "command: curl -H x TOKEN=•••••• https://x",
+            ),
+            (
+                json!({"command": "echo xoxb-1234567890-abcdef"}),
+                "command: echo ••••••",
+            ),
             (json!(null), "(no arguments)"),
             (json!({"n": 3, "flag": true}), "flag: true\nn: 3"),
         ];

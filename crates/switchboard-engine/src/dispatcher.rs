@@ -254,6 +254,7 @@ impl Dispatcher {
             .map(|r| r.routing_key)
             .collect();
         keys.extend(self.store.keys_with_queued()?);
+        keys.sort();
         keys.dedup();
         for key in keys {
             self.wake(&key);
@@ -299,12 +300,7 @@ impl Dispatcher {
         key: &str,
         paused: &mut watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
-        if let Some(run) = self
-            .store
-            .unfinished_runs()?
-            .into_iter()
-            .find(|r| r.routing_key == key)
-        {
+        if let Some(run) = self.store.unfinished_run(key)? {
             self.drive(run).await?;
         }
         loop {
@@ -690,7 +686,8 @@ impl Dispatcher {
         if stream.is_none() {
             // Resumed after a restart: what waits now is what the server says, not what was
             // stored.
-            self.reconcile_approvals(run, &server_run, &mut progress).await?;
+            self.reconcile_approvals(run, &server_run, &mut progress)
+                .await?;
             approval_at = Some(Instant::now() + self.options.approval_grace);
         }
         let mut expiry_at = self.next_expiry(run);
@@ -1192,8 +1189,18 @@ impl Dispatcher {
             .last()
             .and_then(|id| self.store.journal_entry(*id).ok().flatten());
         let (requester, requester_id, channel, target) = match last {
-            Some(entry) => (entry.peer.label().to_string(), entry.peer.id.clone(), entry.channel, entry.target),
-            None => ("unknown".to_string(), String::new(), String::new(), crate::model::DeliveryTarget::chat("")),
+            Some(entry) => (
+                entry.peer.label().to_string(),
+                entry.peer.id.clone(),
+                entry.channel,
+                entry.target,
+            ),
+            None => (
+                "unknown".to_string(),
+                String::new(),
+                String::new(),
+                crate::model::DeliveryTarget::chat(""),
+            ),
         };
         let now = now_ms();
         let approval = ApprovalRecord {
@@ -1212,10 +1219,10 @@ impl Dispatcher {
             chat_message_id: None,
             created_ms: now,
             deadline_ms: now
-                + self
-                    .options
-                    .approval_timeout
-                    .map_or(config.gateway.approval_timeout_minutes as i64 * 60_000, |d| d.as_millis() as i64),
+                + self.options.approval_timeout.map_or(
+                    config.gateway.approval_timeout_minutes as i64 * 60_000,
+                    |d| d.as_millis() as i64,
+                ),
             state: "pending".to_string(),
             decided_by: None,
             surface: None,
@@ -1245,13 +1252,18 @@ impl Dispatcher {
 
     /// Shows an approval in the chat it came from, with buttons where the platform has them.
     fn post_prompt(&self, approval: ApprovalRecord, prompt: crate::approvals::ApprovalPrompt) {
-        let Some(channel) = self.channel(&approval.channel) else { return };
+        let Some(channel) = self.channel(&approval.channel) else {
+            return;
+        };
         let store = self.store.clone();
         tokio::spawn(async move {
             let posted = match channel.post_approval(&approval.target, &prompt).await {
                 Ok(Some(message)) => Some(message),
                 Ok(None) => {
-                    let text = format!("{}\nApprove or reject it in the Switchboard window.", prompt.text());
+                    let text = format!(
+                        "{}\nApprove or reject it in the Switchboard window.",
+                        prompt.text()
+                    );
                     if let Err(e) = channel.send(&approval.target, &text).await {
                         tracing::warn!(error = %e, "cannot show the approval in the chat");
                     }
@@ -1275,7 +1287,9 @@ impl Dispatcher {
                         now.decided_by.as_deref().unwrap_or(""),
                         now.surface.as_deref().unwrap_or(""),
                     );
-                    let _ = channel.close_approval(&now.target, &message.id, &line).await;
+                    let _ = channel
+                        .close_approval(&now.target, &message.id, &line)
+                        .await;
                 }
             }
         });
@@ -1291,10 +1305,14 @@ impl Dispatcher {
             decided_by: decided_by.clone(),
             surface: surface.clone(),
         });
-        let (Some(message_id), Some(channel)) = (approval.chat_message_id.clone(), self.channel(&approval.channel)) else {
+        let (Some(message_id), Some(channel)) = (
+            approval.chat_message_id.clone(),
+            self.channel(&approval.channel),
+        ) else {
             return;
         };
-        let line = crate::approvals::outcome_line(&approval.tool, &approval.state, &decided_by, &surface);
+        let line =
+            crate::approvals::outcome_line(&approval.tool, &approval.state, &decided_by, &surface);
         let target = approval.target.clone();
         tokio::spawn(async move {
             if let Err(e) = channel.close_approval(&target, &message_id, &line).await {
@@ -1305,8 +1323,20 @@ impl Dispatcher {
 
     /// Decides a pending approval from any surface: first answer wins, the audit log records it,
     /// the run hears of it, and every surface is updated.
-    pub(crate) fn decide(&self, approval_id: &str, decision: ToolDecision, decided_by: &str, surface: &str) -> anyhow::Result<Resolution> {
-        let resolution = self.store.resolve_approval(approval_id, decision.as_str(), decided_by, surface, now_ms())?;
+    pub(crate) fn decide(
+        &self,
+        approval_id: &str,
+        decision: ToolDecision,
+        decided_by: &str,
+        surface: &str,
+    ) -> anyhow::Result<Resolution> {
+        let resolution = self.store.resolve_approval(
+            approval_id,
+            decision.as_str(),
+            decided_by,
+            surface,
+            now_ms(),
+        )?;
         if let Resolution::Decided(approval) = &resolution {
             tracing::info!(tool = %approval.tool, action = decision.as_str(), %surface, "approval decided");
             self.resolved(approval);
@@ -1314,7 +1344,10 @@ impl Dispatcher {
             // it in the store when it resumes.
             self.control_run(
                 &approval.run_local_id,
-                RunControl::Decide { tool_call_id: approval.tool_call_id.clone(), decision },
+                RunControl::Decide {
+                    tool_call_id: approval.tool_call_id.clone(),
+                    decision,
+                },
             );
         }
         Ok(resolution)
@@ -1362,7 +1395,12 @@ impl Dispatcher {
     /// Matches the run's stored approvals with the server's `tools/pending` after a restart: a call
     /// the server no longer waits for is closed as expired; calls it waits for are looked at again
     /// (and asked for again when the store lost them).
-    async fn reconcile_approvals(&self, run: &RunRecord, server_run: &str, progress: &mut Progress) -> anyhow::Result<()> {
+    async fn reconcile_approvals(
+        &self,
+        run: &RunRecord,
+        server_run: &str,
+        progress: &mut Progress,
+    ) -> anyhow::Result<()> {
         let pending = match self.client().pending_tools(&run.session_id).await {
             Ok(p) if p.run_id.as_deref() == Some(server_run) => p.tool_calls,
             Ok(_) => Vec::new(),
@@ -1371,12 +1409,25 @@ impl Dispatcher {
                 return Ok(());
             }
         };
-        progress.waiting.extend(pending.iter().map(|c| c.id.clone()));
-        for approval in self.store.pending_approvals()?.into_iter().filter(|a| a.run_local_id == run.local_id) {
+        progress
+            .waiting
+            .extend(pending.iter().map(|c| c.id.clone()));
+        for approval in self
+            .store
+            .pending_approvals()?
+            .into_iter()
+            .filter(|a| a.run_local_id == run.local_id)
+        {
             if pending.iter().any(|c| c.id == approval.tool_call_id) {
                 continue;
             }
-            if let Resolution::Decided(closed) = self.store.resolve_approval(&approval.id, "expired", "server", "engine", now_ms())? {
+            if let Resolution::Decided(closed) = self.store.resolve_approval(
+                &approval.id,
+                "expired",
+                "server",
+                "engine",
+                now_ms(),
+            )? {
                 tracing::info!(tool = %approval.tool, "a pending approval the server no longer waits for was closed");
                 self.resolved(&closed);
             }
@@ -1386,9 +1437,20 @@ impl Dispatcher {
 
     /// Closes pending approvals whose run is gone (it ended while the engine was down).
     pub(crate) fn close_orphan_approvals(&self) -> anyhow::Result<()> {
-        let runs: HashSet<String> = self.store.unfinished_runs()?.into_iter().map(|r| r.local_id).collect();
-        for approval in self.store.pending_approvals()?.into_iter().filter(|a| !runs.contains(&a.run_local_id)) {
-            self.store.resolve_approval(&approval.id, "expired", "server", "engine", now_ms())?;
+        let runs: HashSet<String> = self
+            .store
+            .unfinished_runs()?
+            .into_iter()
+            .map(|r| r.local_id)
+            .collect();
+        for approval in self
+            .store
+            .pending_approvals()?
+            .into_iter()
+            .filter(|a| !runs.contains(&a.run_local_id))
+        {
+            self.store
+                .resolve_approval(&approval.id, "expired", "server", "engine", now_ms())?;
         }
         Ok(())
     }
@@ -1484,7 +1546,8 @@ impl Dispatcher {
         {
             if let Ok(Resolution::Decided(closed)) =
                 self.store
-                    .resolve_approval(&approval.id, "reject", "cancel", "engine", now_ms()) {
+                    .resolve_approval(&approval.id, "reject", "cancel", "engine", now_ms())
+            {
                 self.resolved(&closed);
             }
         }
@@ -1635,11 +1698,19 @@ pub(crate) struct DispatcherIntake(pub(crate) Arc<Dispatcher>);
 
 #[async_trait]
 impl Intake for DispatcherIntake {
-    async fn decide(&self, approval_id: &str, choice: ChatChoice, clicker: &crate::model::Peer, surface: &str) -> ChoiceOutcome {
+    async fn decide(
+        &self,
+        approval_id: &str,
+        choice: ChatChoice,
+        clicker: &crate::model::Peer,
+        surface: &str,
+    ) -> ChoiceOutcome {
         let dispatcher = &self.0;
         let approval = match dispatcher.store.approval(approval_id) {
             Ok(Some(a)) => a,
-            Ok(None) => return ChoiceOutcome::NotFound("This request is no longer pending.".into()),
+            Ok(None) => {
+                return ChoiceOutcome::NotFound("This request is no longer pending.".into())
+            }
             Err(e) => return ChoiceOutcome::NotFound(format!("Cannot read the request: {e}")),
         };
         let owners = crate::channels::owners_in(&dispatcher.config(), surface);
@@ -1666,10 +1737,19 @@ impl Intake for DispatcherIntake {
                         tracing::warn!(error = %e, "cannot save the always-allow rule");
                     }
                 }
-                ChoiceOutcome::Decided(crate::approvals::outcome_line(&decided.tool, decision.as_str(), &who, surface))
+                ChoiceOutcome::Decided(crate::approvals::outcome_line(
+                    &decided.tool,
+                    decision.as_str(),
+                    &who,
+                    surface,
+                ))
             }
-            Ok(Resolution::AlreadyDecided(other)) => ChoiceOutcome::AlreadyDecided(already_line(&other)),
-            Ok(Resolution::NotFound) => ChoiceOutcome::NotFound("This request is no longer pending.".into()),
+            Ok(Resolution::AlreadyDecided(other)) => {
+                ChoiceOutcome::AlreadyDecided(already_line(&other))
+            }
+            Ok(Resolution::NotFound) => {
+                ChoiceOutcome::NotFound("This request is no longer pending.".into())
+            }
             Err(e) => ChoiceOutcome::NotFound(format!("Cannot record the decision: {e}")),
         }
     }
@@ -1702,14 +1782,33 @@ impl Intake for DispatcherIntake {
             // A message behind a call that waits for approval does not answer it: say so, so the
             // person knows what holds the conversation up.
             let waiting_tool = if queued {
-                dispatcher.store.pending_approvals()?.into_iter().find(|a| a.routing_key == key).map(|a| a.tool)
+                dispatcher
+                    .store
+                    .pending_approvals()?
+                    .into_iter()
+                    .find(|a| a.routing_key == key)
+                    .map(|a| a.tool)
             } else {
                 None
             };
             tokio::spawn(async move {
                 let shown = match waiting_tool {
-                    Some(tool) => channel.send(&target, &approval_reminder(&tool)).await.map(|_| ()),
-                    None => channel.notice(&target, if queued { Notice::Queued } else { Notice::Received }).await,
+                    Some(tool) => channel
+                        .send(&target, &approval_reminder(&tool))
+                        .await
+                        .map(|_| ()),
+                    None => {
+                        channel
+                            .notice(
+                                &target,
+                                if queued {
+                                    Notice::Queued
+                                } else {
+                                    Notice::Received
+                                },
+                            )
+                            .await
+                    }
                 };
                 if let Err(e) = shown {
                     tracing::debug!(error = %e, "notice not shown");

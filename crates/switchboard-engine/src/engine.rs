@@ -586,8 +586,15 @@ impl EngineHandle {
 
     /// Decides a pending approval. The first answer wins; a later one gets `AlreadyDecided` with who
     /// decided where.
-    pub fn decide(&self, approval_id: &str, decision: ToolDecision, decided_by: &str, surface: &str) -> anyhow::Result<Resolution> {
-        self.dispatcher().decide(approval_id, decision, decided_by, surface)
+    pub fn decide(
+        &self,
+        approval_id: &str,
+        decision: ToolDecision,
+        decided_by: &str,
+        surface: &str,
+    ) -> anyhow::Result<Resolution> {
+        self.dispatcher()
+            .decide(approval_id, decision, decided_by, surface)
     }
 
     pub fn rules(&self) -> anyhow::Result<Vec<ApprovalRule>> {

@@ -138,6 +138,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE approvals ADD COLUMN requester_id TEXT NOT NULL DEFAULT '';
     ALTER TABLE approvals ADD COLUMN chat_message_id TEXT;
     "#,
+    // 3: conversations look up their own run on every wake.
+    r#"
+    CREATE INDEX runs_by_key ON runs (routing_key);
+    CREATE INDEX approvals_by_state ON approvals (state, run_local_id);
+    "#,
 ];
 
 /// How long de-duplication keys are kept: longer than any platform redelivers (Slack's last retry
@@ -685,13 +690,32 @@ impl Store {
 
     /// Runs not yet finished, oldest first (to resume after a restart).
     pub fn unfinished_runs(&self) -> anyhow::Result<Vec<RunRecord>> {
+        self.runs_query("ORDER BY created_ms", [])
+    }
+
+    /// The unfinished run of one conversation, if any.
+    pub fn unfinished_run(&self, routing_key: &str) -> anyhow::Result<Option<RunRecord>> {
+        Ok(self
+            .runs_query(
+                "WHERE routing_key = ?1 ORDER BY created_ms LIMIT 1",
+                params![routing_key],
+            )?
+            .pop())
+    }
+
+    fn runs_query(
+        &self,
+        tail: &str,
+        args: impl rusqlite::Params,
+    ) -> anyhow::Result<Vec<RunRecord>> {
         let conn = self.lock();
-        let mut stmt = conn.prepare(
+        let sql = format!(
             "SELECT local_id, routing_key, session_id, server_run_id, state, text, idempotency_key, cursor_start, journal_ids, reply, delivered_chunks
-             FROM runs ORDER BY created_ms",
-        )?;
+             FROM runs {tail}"
+        );
+        let mut stmt = conn.prepare_cached(&sql)?;
         let rows = stmt
-            .query_map([], |r| {
+            .query_map(args, |r| {
                 Ok(RunRecord {
                     local_id: r.get(0)?,
                     routing_key: r.get(1)?,
@@ -854,7 +878,10 @@ impl Store {
 
     /// Remembers the chat message that shows an approval's prompt.
     pub fn set_approval_message(&self, id: &str, message_id: &str) -> anyhow::Result<()> {
-        self.lock().execute("UPDATE approvals SET chat_message_id = ?2 WHERE id = ?1", params![id, message_id])?;
+        self.lock().execute(
+            "UPDATE approvals SET chat_message_id = ?2 WHERE id = ?1",
+            params![id, message_id],
+        )?;
         Ok(())
     }
 

@@ -4,4 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod discord;
+pub mod slack;
 pub mod stakpak;
+pub mod telegram;

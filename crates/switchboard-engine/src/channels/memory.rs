@@ -170,7 +170,12 @@ impl MemoryChannel {
     }
 
     /// Acts as a user clicking a button of an approval prompt.
-    pub async fn click(&self, approval_id: &str, choice: ChatChoice, clicker: &str) -> ChoiceOutcome {
+    pub async fn click(
+        &self,
+        approval_id: &str,
+        choice: ChatChoice,
+        clicker: &str,
+    ) -> ChoiceOutcome {
         let ctx = self.lock().ctx.clone();
         match ctx {
             Some(ctx) => ctx.decide(approval_id, choice, &Peer::new(clicker)).await,
@@ -179,7 +184,12 @@ impl MemoryChannel {
     }
 
     /// Waits until `check` holds for the posted prompts.
-    pub async fn wait_prompts(&self, what: &str, timeout: Duration, check: impl Fn(&[Prompt]) -> bool) -> Vec<Prompt> {
+    pub async fn wait_prompts(
+        &self,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&[Prompt]) -> bool,
+    ) -> Vec<Prompt> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.changed.notified();
@@ -190,7 +200,10 @@ impl MemoryChannel {
                 }
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!("timed out waiting for {what}; prompts so far: {:#?}", self.prompts());
+                panic!(
+                    "timed out waiting for {what}; prompts so far: {:#?}",
+                    self.prompts()
+                );
             }
         }
     }
@@ -296,20 +309,39 @@ impl Channel for MemoryChannel {
         Ok(())
     }
 
-    async fn post_approval(&self, target: &DeliveryTarget, prompt: &ApprovalPrompt) -> Result<Option<SentMessage>, ChannelError> {
+    async fn post_approval(
+        &self,
+        target: &DeliveryTarget,
+        prompt: &ApprovalPrompt,
+    ) -> Result<Option<SentMessage>, ChannelError> {
         let id = {
             let mut state = self.lock();
             state.next_id += 1;
             let id = format!("m{}", state.next_id);
-            state.prompts.push(Prompt { target: target.clone(), message_id: id.clone(), prompt: prompt.clone(), closed: None });
+            state.prompts.push(Prompt {
+                target: target.clone(),
+                message_id: id.clone(),
+                prompt: prompt.clone(),
+                closed: None,
+            });
             id
         };
         self.changed.notify_waiters();
         Ok(Some(SentMessage { id }))
     }
 
-    async fn close_approval(&self, _target: &DeliveryTarget, message_id: &str, outcome: &str) -> Result<(), ChannelError> {
-        if let Some(prompt) = self.lock().prompts.iter_mut().find(|p| p.message_id == message_id) {
+    async fn close_approval(
+        &self,
+        _target: &DeliveryTarget,
+        message_id: &str,
+        outcome: &str,
+    ) -> Result<(), ChannelError> {
+        if let Some(prompt) = self
+            .lock()
+            .prompts
+            .iter_mut()
+            .find(|p| p.message_id == message_id)
+        {
             prompt.closed = Some(outcome.to_string());
         }
         self.changed.notify_waiters();

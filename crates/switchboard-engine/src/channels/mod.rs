@@ -1,7 +1,10 @@
 //! Chat channels: the interface every platform adapter implements, the context the engine gives
 //! it, and the status board that tracks each channel's health.
 
+pub mod discord;
 pub mod memory;
+pub mod slack;
+pub mod telegram;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -13,7 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chunk::TextLimit;
 use crate::events::EngineEvent;
-use crate::model::{now_ms, ChannelState, ChannelStatus, DeliveryTarget, Identity, InboundMessage, Peer};
+use crate::model::{
+    now_ms, ChannelState, ChannelStatus, DeliveryTarget, Identity, InboundMessage, Peer,
+};
 use crate::store::Store;
 
 /// Why a channel operation failed, with what the caller needs to decide what to do next.
@@ -117,7 +122,12 @@ pub trait Channel: Send + Sync + 'static {
     }
 
     /// Replaces an approval prompt's buttons with how it ended (`outcome`).
-    async fn close_approval(&self, _target: &DeliveryTarget, _message_id: &str, _outcome: &str) -> Result<(), ChannelError> {
+    async fn close_approval(
+        &self,
+        _target: &DeliveryTarget,
+        _message_id: &str,
+        _outcome: &str,
+    ) -> Result<(), ChannelError> {
         Ok(())
     }
 }
@@ -135,7 +145,13 @@ pub enum Accepted {
 #[async_trait]
 pub(crate) trait Intake: Send + Sync {
     async fn accept(&self, message: InboundMessage) -> anyhow::Result<Accepted>;
-    async fn decide(&self, approval_id: &str, choice: crate::approvals::ChatChoice, clicker: &Peer, surface: &str) -> crate::approvals::ChoiceOutcome;
+    async fn decide(
+        &self,
+        approval_id: &str,
+        choice: crate::approvals::ChatChoice,
+        clicker: &Peer,
+        surface: &str,
+    ) -> crate::approvals::ChoiceOutcome;
 }
 
 /// What the engine gives a running channel: the way in for messages, the health board, the durable
@@ -204,8 +220,15 @@ impl ChannelContext {
     /// A person clicked an approval button. Only the requester or one of the channel's owners may
     /// decide; the outcome's text is what to show the clicker (a callback answer, an updated
     /// message). Answer the platform's interaction first if it has a deadline, then call this.
-    pub async fn decide(&self, approval_id: &str, choice: crate::approvals::ChatChoice, clicker: &Peer) -> crate::approvals::ChoiceOutcome {
-        self.intake.decide(approval_id, choice, clicker, &self.name).await
+    pub async fn decide(
+        &self,
+        approval_id: &str,
+        choice: crate::approvals::ChatChoice,
+        clicker: &Peer,
+    ) -> crate::approvals::ChoiceOutcome {
+        self.intake
+            .decide(approval_id, choice, clicker, &self.name)
+            .await
     }
 }
 
@@ -324,9 +347,27 @@ impl StatusBoard {
 pub(crate) fn from_config(config: &crate::config::Config) -> Vec<Arc<dyn Channel>> {
     #[allow(unused_mut)]
     let mut out: Vec<Arc<dyn Channel>> = Vec::new();
-    // telegram: one line here
-    // slack: one line here
-    // discord: one line here
+    out.extend(
+        config
+            .channels
+            .telegram
+            .as_ref()
+            .map(|t| Arc::new(telegram::TelegramChannel::new(t)) as Arc<dyn Channel>),
+    );
+    out.extend(
+        config
+            .channels
+            .slack
+            .as_ref()
+            .map(|s| Arc::new(slack::SlackChannel::new(s)) as Arc<dyn Channel>),
+    );
+    out.extend(
+        config
+            .channels
+            .discord
+            .as_ref()
+            .map(|d| Arc::new(discord::DiscordChannel::new(d)) as Arc<dyn Channel>),
+    );
     let _ = config;
     out
 }

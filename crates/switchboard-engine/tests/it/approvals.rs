@@ -232,18 +232,35 @@ async fn a_pending_approval_survives_a_restart_and_can_still_be_decided() {
     config.gateway.approval_mode = ApprovalMode::Ask;
     let mut gw = Gateway::start(config.clone(), dir.path()).await;
     gw.dm("ann", "1", RUN_LS).await;
-    gw.event("an approval request", |e| matches!(e, EngineEvent::ApprovalRequested { .. }).then_some(())).await;
+    gw.event("an approval request", |e| {
+        matches!(e, EngineEvent::ApprovalRequested { .. }).then_some(())
+    })
+    .await;
     gw.stop().await;
 
     let gw = Gateway::start(config, dir.path()).await;
     let pending = gw.engine.pending_approvals().expect("pending");
-    assert_eq!(pending.len(), 1, "the approval is still pending after the restart");
+    assert_eq!(
+        pending.len(),
+        1,
+        "the approval is still pending after the restart"
+    );
     assert_eq!(pending[0].tool, "stakpak__run_command");
-    let decided = gw.engine.decide(&pending[0].id, ToolDecision::Accept, "me", "window").expect("decide");
+    let decided = gw
+        .engine
+        .decide(&pending[0].id, ToolDecision::Accept, "me", "window")
+        .expect("decide");
     assert!(matches!(decided, Resolution::Decided(_)));
 
-    assert!(gw.replies("ann", 1).await[0].starts_with("done:"), "the run finishes after the decision");
-    assert_eq!(actions(&fake), vec!["accept"], "exactly one decision reached the server");
+    assert!(
+        gw.replies("ann", 1).await[0].starts_with("done:"),
+        "the run finishes after the decision"
+    );
+    assert_eq!(
+        actions(&fake),
+        vec!["accept"],
+        "exactly one decision reached the server"
+    );
     assert!(fake.misdecisions().is_empty());
     gw.stop().await;
 }
@@ -256,16 +273,28 @@ async fn an_approval_the_server_forgot_is_closed_after_a_restart() {
     config.gateway.approval_mode = ApprovalMode::Ask;
     let mut gw = Gateway::start(config.clone(), dir.path()).await;
     gw.dm("ann", "1", RUN_LS).await;
-    gw.event("an approval request", |e| matches!(e, EngineEvent::ApprovalRequested { .. }).then_some(())).await;
+    gw.event("an approval request", |e| {
+        matches!(e, EngineEvent::ApprovalRequested { .. }).then_some(())
+    })
+    .await;
     gw.stop().await;
     // The server restarts too: its run, and the call waiting in it, are gone.
     fake.restart().await;
 
     let gw = Gateway::start(config, dir.path()).await;
     let reply = gw.replies("ann", 1).await.remove(0);
-    assert!(reply.starts_with("⚠️"), "the chat learns the run ended: {reply}");
-    assert!(gw.engine.pending_approvals().expect("pending").is_empty(), "the stale approval was closed");
-    assert!(fake.decisions().is_empty(), "no decision for a call that no longer waits");
+    assert!(
+        reply.starts_with("⚠️"),
+        "the chat learns the run ended: {reply}"
+    );
+    assert!(
+        gw.engine.pending_approvals().expect("pending").is_empty(),
+        "the stale approval was closed"
+    );
+    assert!(
+        fake.decisions().is_empty(),
+        "no decision for a call that no longer waits"
+    );
     gw.stop().await;
 }
 
@@ -286,13 +315,25 @@ async fn a_message_behind_a_pending_approval_is_queued_with_a_reminder() {
 
     gw.dm("ann", "2", "hurry up").await;
     let reminder = gw.replies("ann", 1).await.remove(0);
-    assert!(reminder.contains("waiting for your approval") && reminder.contains("stakpak__run_command"), "{reminder}");
-    assert_eq!(fake.decisions().len(), 0, "the new message did not reject the waiting call");
+    assert!(
+        reminder.contains("waiting for your approval") && reminder.contains("stakpak__run_command"),
+        "{reminder}"
+    );
+    assert_eq!(
+        fake.decisions().len(),
+        0,
+        "the new message did not reject the waiting call"
+    );
 
-    gw.engine.decide(&approval, ToolDecision::Accept, "me", "window").expect("decide");
+    gw.engine
+        .decide(&approval, ToolDecision::Accept, "me", "window")
+        .expect("decide");
     let replies = gw.replies("ann", 3).await;
     assert!(replies[1].starts_with("done:"), "{replies:?}");
-    assert_eq!(replies[2], "echo: hurry up", "the queued message is answered after the run");
+    assert_eq!(
+        replies[2], "echo: hurry up",
+        "the queued message is answered after the run"
+    );
     gw.stop().await;
 }
 
@@ -310,11 +351,21 @@ async fn an_expired_approval_is_rejected_and_announced_in_the_chat() {
     gw.dm("ann", "1", RUN_LS).await;
 
     let replies = gw.replies("ann", 2).await;
-    assert!(replies[0].contains("was rejected") && replies[0].contains("Send your message again"), "the chat is told why and how to retry: {replies:?}");
-    assert!(replies[1].starts_with("done:"), "the run goes on with the rejection: {replies:?}");
+    assert!(
+        replies[0].contains("was rejected") && replies[0].contains("Send your message again"),
+        "the chat is told why and how to retry: {replies:?}"
+    );
+    assert!(
+        replies[1].starts_with("done:"),
+        "the run goes on with the rejection: {replies:?}"
+    );
     assert_eq!(actions(&fake), vec!["reject"]);
     let log = gw.engine.decisions(10).expect("audit");
-    assert_eq!((log[0].action.as_str(), log[0].decided_by.as_str()), ("expired", "timeout"), "the expiry is in the audit log");
+    assert_eq!(
+        (log[0].action.as_str(), log[0].decided_by.as_str()),
+        ("expired", "timeout"),
+        "the expiry is in the audit log"
+    );
     gw.stop().await;
 }
 
@@ -326,22 +377,46 @@ async fn an_always_allow_rule_lets_the_tool_pass_until_it_is_revoked() {
     config.gateway.approval_mode = ApprovalMode::Ask;
     let mut gw = Gateway::start(config, dir.path()).await;
 
-    let rule = gw.engine.add_rule("run_command", Some("ls*"), "me").expect("rule");
+    let rule = gw
+        .engine
+        .add_rule("run_command", Some("ls*"), "me")
+        .expect("rule");
     gw.dm("ann", "1", RUN_LS).await;
-    assert!(gw.replies("ann", 1).await[0].starts_with("done:"), "the rule accepted the call without asking");
-    assert_eq!(gw.engine.rules().expect("rules").len(), 1, "rules are listed");
+    assert!(
+        gw.replies("ann", 1).await[0].starts_with("done:"),
+        "the rule accepted the call without asking"
+    );
+    assert_eq!(
+        gw.engine.rules().expect("rules").len(),
+        1,
+        "rules are listed"
+    );
 
     let other = r#"USE_TOOL run_command {"command": "rm -rf /tmp/x"}"#;
     gw.dm("ann", "2", other).await;
-    gw.event("an approval for a call the pattern does not cover", |e| matches!(e, EngineEvent::ApprovalRequested { .. }).then_some(())).await;
-    let id = gw.engine.pending_approvals().expect("pending")[0].id.clone();
-    gw.engine.decide(&id, ToolDecision::Reject, "me", "window").expect("decide");
+    gw.event("an approval for a call the pattern does not cover", |e| {
+        matches!(e, EngineEvent::ApprovalRequested { .. }).then_some(())
+    })
+    .await;
+    let id = gw.engine.pending_approvals().expect("pending")[0]
+        .id
+        .clone();
+    gw.engine
+        .decide(&id, ToolDecision::Reject, "me", "window")
+        .expect("decide");
     gw.replies("ann", 2).await;
 
     assert!(gw.engine.remove_rule(rule).expect("revoke"));
     gw.dm("ann", "3", RUN_LS).await;
-    gw.event("an approval once the rule is revoked", |e| matches!(e, EngineEvent::ApprovalRequested { .. }).then_some(())).await;
-    assert_eq!(actions(&fake), vec!["accept", "reject"], "nothing decided for the third call yet");
+    gw.event("an approval once the rule is revoked", |e| {
+        matches!(e, EngineEvent::ApprovalRequested { .. }).then_some(())
+    })
+    .await;
+    assert_eq!(
+        actions(&fake),
+        vec!["accept", "reject"],
+        "nothing decided for the third call yet"
+    );
     gw.stop().await;
 }
 
@@ -359,10 +434,19 @@ mod from_the_chat {
         config.gateway.approval_mode = ApprovalMode::Ask;
         let gw = Gateway::start(config, dir).await;
         gw.dm("ann", "1", RUN_LS).await;
-        let prompts = gw.chat.wait_prompts("the prompt in the chat", WAIT, |p| !p.is_empty()).await;
+        let prompts = gw
+            .chat
+            .wait_prompts("the prompt in the chat", WAIT, |p| !p.is_empty())
+            .await;
         assert_eq!(prompts[0].prompt.tool, "stakpak__run_command");
-        assert_eq!(prompts[0].prompt.arguments, "command: ls", "the arguments are shown readably");
-        assert_eq!(prompts[0].target.chat_id, "ann", "the prompt goes to the chat it came from");
+        assert_eq!(
+            prompts[0].prompt.arguments, "command: ls",
+            "the arguments are shown readably"
+        );
+        assert_eq!(
+            prompts[0].target.chat_id, "ann",
+            "the prompt goes to the chat it came from"
+        );
         let id = prompts[0].prompt.approval_id.clone();
         (gw, id)
     }
@@ -374,11 +458,25 @@ mod from_the_chat {
         let (gw, id) = waiting(&fake, dir.path()).await;
 
         let outcome = gw.chat.click(&id, ChatChoice::Approve, "ann").await;
-        assert!(matches!(outcome, ChoiceOutcome::Decided(ref t) if t.contains("approved by ann")), "{outcome:?}");
+        assert!(
+            matches!(outcome, ChoiceOutcome::Decided(ref t) if t.contains("approved by ann")),
+            "{outcome:?}"
+        );
         assert!(gw.replies("ann", 1).await[0].starts_with("done:"));
         assert_eq!(actions(&fake), vec!["accept"], "exactly one decision");
-        let prompts = gw.chat.wait_prompts("the prompt to show the outcome", WAIT, |p| p[0].closed.is_some()).await;
-        assert!(prompts[0].closed.as_deref().is_some_and(|c| c.contains("approved by ann (chat)")), "{prompts:?}");
+        let prompts = gw
+            .chat
+            .wait_prompts("the prompt to show the outcome", WAIT, |p| {
+                p[0].closed.is_some()
+            })
+            .await;
+        assert!(
+            prompts[0]
+                .closed
+                .as_deref()
+                .is_some_and(|c| c.contains("approved by ann (chat)")),
+            "{prompts:?}"
+        );
         gw.stop().await;
     }
 
@@ -389,10 +487,20 @@ mod from_the_chat {
         let (gw, id) = waiting(&fake, dir.path()).await;
 
         let outcome = gw.chat.click(&id, ChatChoice::Approve, "mallory").await;
-        assert!(matches!(outcome, ChoiceOutcome::NotAllowed(ref t) if t.contains("only ann")), "a polite refusal: {outcome:?}");
+        assert!(
+            matches!(outcome, ChoiceOutcome::NotAllowed(ref t) if t.contains("only ann")),
+            "a polite refusal: {outcome:?}"
+        );
         crate::harness::settle().await;
-        assert!(fake.decisions().is_empty(), "the stranger's click decided nothing");
-        assert_eq!(gw.engine.pending_approvals().expect("pending").len(), 1, "still pending");
+        assert!(
+            fake.decisions().is_empty(),
+            "the stranger's click decided nothing"
+        );
+        assert_eq!(
+            gw.engine.pending_approvals().expect("pending").len(),
+            1,
+            "still pending"
+        );
         gw.stop().await;
     }
 
@@ -404,15 +512,24 @@ mod from_the_chat {
 
         let engine = gw.engine.clone();
         let window_id = id.clone();
-        let window = tokio::spawn(async move { engine.decide(&window_id, ToolDecision::Reject, "me", "window") });
+        let window =
+            tokio::spawn(
+                async move { engine.decide(&window_id, ToolDecision::Reject, "me", "window") },
+            );
         let chat = gw.chat.click(&id, ChatChoice::Approve, "ann").await;
         let window = window.await.expect("join").expect("decide");
 
         let chat_won = matches!(chat, ChoiceOutcome::Decided(_));
         let window_won = matches!(window, switchboard_engine::store::Resolution::Decided(_));
-        assert!(chat_won ^ window_won, "exactly one surface decides (chat: {chat:?}, window: {window:?})");
+        assert!(
+            chat_won ^ window_won,
+            "exactly one surface decides (chat: {chat:?}, window: {window:?})"
+        );
         if !chat_won {
-            assert!(chat.text().contains("Already decided") && chat.text().contains("me (window)"), "the chat is told who decided where: {chat:?}");
+            assert!(
+                chat.text().contains("Already decided") && chat.text().contains("me (window)"),
+                "the chat is told who decided where: {chat:?}"
+            );
         }
         gw.replies("ann", 1).await;
         assert_eq!(fake.decisions().len(), 1, "one decision reached the server");
@@ -430,7 +547,10 @@ mod from_the_chat {
         assert_eq!(rules[0].tool, "stakpak__run_command");
 
         gw.dm("ann", "2", RUN_LS).await;
-        assert!(gw.replies("ann", 2).await[1].starts_with("done:"), "the next call passes without asking");
+        assert!(
+            gw.replies("ann", 2).await[1].starts_with("done:"),
+            "the next call passes without asking"
+        );
         assert_eq!(gw.chat.prompts().len(), 1, "no second prompt");
         gw.stop().await;
     }

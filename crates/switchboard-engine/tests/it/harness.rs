@@ -63,8 +63,18 @@ impl Gateway {
         .await
     }
 
-    pub async fn start_with_options(config: Config, data_dir: &Path, options: EngineOptions) -> Gateway {
-        let chat = MemoryChannel::new("chat", TextLimit { max: 4096, unit: LengthUnit::Chars });
+    pub async fn start_with_options(
+        config: Config,
+        data_dir: &Path,
+        options: EngineOptions,
+    ) -> Gateway {
+        let chat = MemoryChannel::new(
+            "chat",
+            TextLimit {
+                max: 4096,
+                unit: LengthUnit::Chars,
+            },
+        );
         Self::launch(config, data_dir, chat, options).await
     }
 
@@ -72,7 +82,12 @@ impl Gateway {
         Self::launch(config, data_dir, chat, fast_options()).await
     }
 
-    async fn launch(config: Config, data_dir: &Path, chat: MemoryChannel, options: EngineOptions) -> Gateway {
+    async fn launch(
+        config: Config,
+        data_dir: &Path,
+        chat: MemoryChannel,
+        options: EngineOptions,
+    ) -> Gateway {
         let shutdown = CancellationToken::new();
         let engine = Engine::builder(config, data_dir)
             .options(options)

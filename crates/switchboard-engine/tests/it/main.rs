@@ -5,8 +5,11 @@ mod harness;
 
 mod api;
 mod approvals;
+mod discord;
 mod durability;
 mod resilience;
 mod routing;
 mod runs;
+mod slack;
+mod telegram;
 mod watch;

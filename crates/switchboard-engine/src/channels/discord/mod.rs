@@ -1,0 +1,969 @@
+//! Discord: messages arrive over the Gateway WebSocket, replies go out over REST v10
+//! (`shared/contracts/channels.md`, section 3).
+//!
+//! `run` checks the token (`GET /users/@me`), asks where the Gateway is (`GET /gateway/bot`) and
+//! then runs two loops side by side:
+//!
+//! - the connection loop (`gateway.rs`) keeps one Gateway connection up: it resumes after op 7,
+//!   op 9 `true`, a zombie socket, a dropped connection or a resumable close; identifies again
+//!   after op 9 `false` (after a random 1–5 s) or 4007/4009; and stops for good after
+//!   4004/4010–4014;
+//! - the message loop takes what the connection received, in order, decides whether it is for
+//!   the bot (`decode.rs`), hands it to the engine and only then counts it as handled.
+//!
+//! The session (`session_id`, `resume_gateway_url` and the sequence number of the last handled
+//! event) is stored with the channel's offsets after each message, so a restart RESUMEs and
+//! Discord replays what arrived meanwhile; the engine drops anything it already stored (its
+//! de-duplication key is `discord:msg:<id>`). For the same reason the bot never closes with
+//! 1000/1001, which would end the session: leaving, it closes with 4000.
+
+mod api;
+mod decode;
+mod gateway;
+mod ratelimit;
+mod wire;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::{Accepted, Channel, ChannelContext, ChannelError, Notice, SentMessage, QUEUED_NOTE};
+use crate::backoff;
+use crate::chunk::TextLimit;
+use crate::config::DiscordConfig;
+use crate::model::{ChannelState, DeliveryTarget, Identity};
+
+use api::{Api, ApiError};
+use decode::{Addressing, Destination, Place, Verdict};
+use gateway::{Ending, Incoming, Link, Opening, Session};
+
+/// The reaction that marks a message queued behind a running task.
+const QUEUED_REACTION: &str = "⏳";
+/// The key the session is stored under with the channel's offsets.
+const SESSION_KEY: &str = "session";
+/// How long "the bot is not in this thread" is believed before asking again.
+const NOT_MEMBER_TTL: Duration = Duration::from_secs(60);
+/// Connections to a stored session's resume URL that may fail before identifying afresh.
+const RESUME_ATTEMPTS: u32 = 3;
+
+/// Timings of the Discord adapter. The defaults follow Discord's advice; tests shorten them.
+#[derive(Debug, Clone)]
+pub struct DiscordOptions {
+    /// After op 9 (session invalid, not resumable) the bot waits a random time in this range
+    /// before identifying again (Discord staff advise 1–5 s).
+    pub invalid_session_delay: (Duration, Duration),
+    /// Backoff for reconnecting and retrying REST calls after transient failures.
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    /// How long connecting to the Gateway and its Hello may take.
+    pub connect_timeout: Duration,
+}
+
+impl Default for DiscordOptions {
+    fn default() -> Self {
+        DiscordOptions {
+            invalid_session_delay: (Duration::from_secs(1), Duration::from_secs(5)),
+            retry_base: Duration::from_secs(1),
+            retry_cap: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// The Discord channel adapter.
+#[derive(Clone)]
+pub struct DiscordChannel {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: DiscordConfig,
+    options: DiscordOptions,
+    api: Result<Api, ChannelError>,
+    state: Mutex<State>,
+}
+
+/// What the adapter learns while it runs, shared by the receive loops and the senders.
+#[derive(Default)]
+struct State {
+    ctx: Option<ChannelContext>,
+    bot_id: Option<String>,
+    /// Channel id → its type and parent, from lookups.
+    places: HashMap<String, Place>,
+    /// Thread id → whether the bot is part of it (and when a "no" was learned).
+    threads: HashMap<String, Membership>,
+    /// User id → DM channel id.
+    dms: HashMap<String, String>,
+    connected: bool,
+    rate_limited: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Membership {
+    Member,
+    NotMember(Instant),
+}
+
+impl DiscordChannel {
+    pub fn new(config: &DiscordConfig) -> DiscordChannel {
+        DiscordChannel::with_options(config, DiscordOptions::default())
+    }
+
+    pub fn with_options(config: &DiscordConfig, options: DiscordOptions) -> DiscordChannel {
+        DiscordChannel {
+            inner: Arc::new(Inner {
+                api: Api::new(&config.api_base, &config.token),
+                config: config.clone(),
+                options,
+                state: Mutex::default(),
+            }),
+        }
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every change to the state is a single insert or assignment; a poisoned lock still
+        // holds consistent values.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn api(&self) -> Result<&Api, ChannelError> {
+        self.api.as_ref().map_err(Clone::clone)
+    }
+
+    fn retry_delay(&self, attempt: u32) -> Duration {
+        backoff::delay(attempt, self.options.retry_base, self.options.retry_cap)
+    }
+
+    /// Tells the engine about a send-side rate limit, and that it is over.
+    fn rate_limited(&self, error: Option<&ApiError>) {
+        let mut state = self.lock();
+        let Some(ctx) = state.ctx.clone() else { return };
+        match error {
+            Some(error) => {
+                state.rate_limited = true;
+                ctx.report(ChannelState::RateLimited, Some(error.to_string()));
+            }
+            None if state.rate_limited => {
+                state.rate_limited = false;
+                if state.connected {
+                    ctx.report(ChannelState::Connected, None);
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// The channel a target's messages go to, opening a DM channel when needed.
+    async fn resolve(&self, target: &DeliveryTarget) -> Result<String, ChannelError> {
+        match decode::destination(target).map_err(ChannelError::TargetNotFound)? {
+            Destination::Channel(id) => Ok(id),
+            Destination::Dm(user) => {
+                if let Some(channel) = self.lock().dms.get(&user) {
+                    return Ok(channel.clone());
+                }
+                let channel = self
+                    .api()?
+                    .open_dm(&user)
+                    .await
+                    .map_err(ApiError::into_channel_error)?;
+                self.lock().dms.insert(user, channel.id.clone());
+                Ok(channel.id)
+            }
+        }
+    }
+
+    /// Posts `text` to `channel`, replying to `reply_to` when it is a message id.
+    async fn post(
+        &self,
+        channel: &str,
+        text: &str,
+        reply_to: Option<&str>,
+    ) -> Result<SentMessage, ChannelError> {
+        let body = wire::CreateMessage {
+            content: text,
+            message_reference: reply_to
+                .filter(|id| wire::is_snowflake(id))
+                .map(|message_id| wire::Reference {
+                    message_id,
+                    fail_if_not_exists: false,
+                }),
+            allowed_mentions: wire::AllowedMentions::default(),
+        };
+        match self.api()?.create_message(channel, &body).await {
+            Ok(created) => {
+                self.rate_limited(None);
+                let mut state = self.lock();
+                // Posting in a thread makes the bot part of it: later messages there are for it.
+                if state
+                    .places
+                    .get(channel)
+                    .is_some_and(|p| wire::channel_type::is_thread(p.kind))
+                {
+                    state.threads.insert(channel.to_owned(), Membership::Member);
+                }
+                Ok(SentMessage { id: created.id })
+            }
+            Err(error) => {
+                if matches!(error, ApiError::RateLimited { .. }) {
+                    self.rate_limited(Some(&error));
+                }
+                Err(error.into_channel_error())
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Channel for DiscordChannel {
+    fn name(&self) -> &str {
+        decode::CHANNEL
+    }
+
+    fn text_limit(&self) -> TextLimit {
+        TextLimit::DISCORD
+    }
+
+    #[tracing::instrument(name = "discord", skip_all)]
+    async fn run(&self, ctx: ChannelContext) {
+        {
+            let mut state = self.inner.lock();
+            state.ctx = Some(ctx.clone());
+            state.rate_limited = false;
+        }
+        Runner {
+            inner: &self.inner,
+            ctx: &ctx,
+        }
+        .run()
+        .await;
+        let mut state = self.inner.lock();
+        state.ctx = None;
+        state.connected = false;
+    }
+
+    async fn send(&self, target: &DeliveryTarget, text: &str) -> Result<SentMessage, ChannelError> {
+        if text.trim().is_empty() {
+            return Err(ChannelError::Rejected(
+                "Discord does not take an empty message".into(),
+            ));
+        }
+        let length = TextLimit::DISCORD.measure(text);
+        if length > TextLimit::DISCORD.max {
+            return Err(ChannelError::Rejected(format!(
+                "a Discord message holds at most {} characters, this one has {length}",
+                TextLimit::DISCORD.max
+            )));
+        }
+        let channel = self.inner.resolve(target).await?;
+        self.inner
+            .post(&channel, text, target.reply_to.as_deref())
+            .await
+    }
+
+    async fn typing(&self, target: &DeliveryTarget) -> Result<(), ChannelError> {
+        let channel = self.inner.resolve(target).await?;
+        self.inner
+            .api()?
+            .typing(&channel)
+            .await
+            .map_err(ApiError::into_channel_error)
+    }
+
+    /// `Received` shows nothing: the typing indicator appears as soon as the run starts, and a
+    /// reaction on every message would be noise in a busy channel (and spend the strict
+    /// per-channel reaction limit). `Queued` puts ⏳ on the waiting message, which says which
+    /// message waits without a message of its own; where the bot may not react, or there is no
+    /// message to react to, it replies with [`QUEUED_NOTE`] instead.
+    async fn notice(&self, target: &DeliveryTarget, notice: Notice) -> Result<(), ChannelError> {
+        if notice == Notice::Received {
+            return Ok(());
+        }
+        let channel = self.inner.resolve(target).await?;
+        let message = target
+            .reply_to
+            .as_deref()
+            .filter(|id| wire::is_snowflake(id));
+        if let Some(message) = message {
+            match self
+                .inner
+                .api()?
+                .react(&channel, message, QUEUED_REACTION)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(ApiError::Refused { status: 403, .. }) => {}
+                Err(e) => return Err(e.into_channel_error()),
+            }
+        }
+        self.inner
+            .post(&channel, QUEUED_NOTE, message)
+            .await
+            .map(|_| ())
+    }
+
+    async fn test(&self) -> Result<Identity, ChannelError> {
+        let me = self
+            .inner
+            .api()?
+            .me()
+            .await
+            .map_err(ApiError::into_channel_error)?;
+        Ok(identity(&me))
+    }
+
+    /// `<channel_id>` (a text channel or thread) or `dm:<user_id>`; see `decode::parse_target`.
+    fn parse_target(&self, target: &str) -> Result<DeliveryTarget, String> {
+        decode::parse_target(target)
+    }
+}
+
+fn identity(user: &wire::User) -> Identity {
+    Identity {
+        id: user.id.clone(),
+        name: user.display_name().to_owned(),
+    }
+}
+
+/// How a lookup for a message ended.
+enum Lookup<T> {
+    Found(T),
+    /// Discord refused for good (unknown channel, no access).
+    Refused(ApiError),
+    /// The channel is stopping.
+    Stopped,
+}
+
+/// One run of the channel: from checking the token to the shutdown (or a fatal error).
+struct Runner<'a> {
+    inner: &'a Inner,
+    ctx: &'a ChannelContext,
+}
+
+impl Runner<'_> {
+    async fn run(&self) {
+        self.ctx.report(ChannelState::Connecting, None);
+        let api = match self.inner.api() {
+            Ok(api) => api.clone(),
+            Err(e) => {
+                return self
+                    .ctx
+                    .report(ChannelState::AuthFailed, Some(e.to_string()))
+            }
+        };
+        if self.inner.config.token.trim().is_empty() {
+            let error = "no bot token; set token in [channels.discord]".to_owned();
+            return self.ctx.report(ChannelState::AuthFailed, Some(error));
+        }
+        let Some(me) = self.rest("check the bot token", || api.me()).await else {
+            return;
+        };
+        tracing::info!(bot = %me.id, name = %me.username, "Discord bot identity");
+        self.ctx.set_identity(identity(&me));
+        self.inner.lock().bot_id = Some(me.id.clone());
+        let Some(gateway) = self.rest("find the gateway", || api.gateway_bot()).await else {
+            return;
+        };
+        let stored = self
+            .ctx
+            .offset(SESSION_KEY)
+            .and_then(|text| serde_json::from_str::<Stored>(&text).ok())
+            // A session of another bot (the token was changed) cannot be resumed.
+            .filter(|stored| stored.bot_id == me.id)
+            .map(|stored| stored.session);
+        let (out, incoming) = mpsc::unbounded_channel();
+        tokio::join!(
+            self.connect(&api, gateway.url, stored.clone(), out),
+            self.handle(&api, stored, incoming)
+        );
+    }
+
+    /// Calls a REST endpoint until it answers: transient failures are retried with backoff, a
+    /// refused token is reported and ends the run (`None`), as does the shutdown.
+    async fn rest<T, F, Fut>(&self, what: &str, call: F) -> Option<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ApiError>>,
+    {
+        let mut attempt = 0u32;
+        loop {
+            let result = tokio::select! {
+                _ = self.ctx.shutdown.cancelled() => return None,
+                result = call() => result,
+            };
+            let error = match result {
+                Ok(value) => return Some(value),
+                Err(error) => error,
+            };
+            if error.is_auth() {
+                tracing::warn!(error = %error, "Discord refused the bot token");
+                self.ctx
+                    .report(ChannelState::AuthFailed, Some(error.to_string()));
+                return None;
+            }
+            let state = match error {
+                ApiError::RateLimited { .. } => ChannelState::RateLimited,
+                _ => ChannelState::Reconnecting,
+            };
+            let delay = match &error {
+                ApiError::RateLimited { retry_after, .. } => *retry_after,
+                _ => self.inner.retry_delay(attempt),
+            };
+            tracing::info!(error = %error, ?delay, "cannot {what} yet; retrying");
+            self.ctx
+                .report(state, Some(format!("cannot {what}: {error}")));
+            attempt = attempt.saturating_add(1);
+            if !self.pause(delay).await {
+                return None;
+            }
+        }
+    }
+
+    /// Sleeps unless the channel stops first; false when it stopped.
+    async fn pause(&self, delay: Duration) -> bool {
+        tokio::select! {
+            _ = self.ctx.shutdown.cancelled() => false,
+            _ = tokio::time::sleep(delay) => true,
+        }
+    }
+
+    /// Keeps a Gateway connection up until the shutdown or a fatal close.
+    async fn connect(
+        &self,
+        api: &Api,
+        mut gateway_url: String,
+        mut session: Option<Session>,
+        out: mpsc::UnboundedSender<Incoming>,
+    ) {
+        let token = self.inner.config.token.trim().to_owned();
+        // Connections in a row that never became ready; reset by READY / RESUMED.
+        let mut failures = 0u32;
+        let mut resume_failures = 0u32;
+        loop {
+            let opening = match &session {
+                Some(session) => Opening::Resume(session.clone()),
+                None => {
+                    // A fresh session: ask again where the gateway is and whether identifies
+                    // are left (the answer should not be cached for long).
+                    match self.before_identify(api).await {
+                        Ready::Url(Some(url)) => gateway_url = url,
+                        Ready::Url(None) => {}
+                        Ready::Stop => return,
+                    }
+                    Opening::Identify
+                }
+            };
+            let url = match &opening {
+                Opening::Resume(session) => session.resume_gateway_url.clone(),
+                Opening::Identify => gateway_url.clone(),
+            };
+            let resuming = matches!(opening, Opening::Resume(_));
+            tracing::debug!(resuming, "connecting to the Discord gateway");
+            let mut link = Link {
+                token: &token,
+                shutdown: &self.ctx.shutdown,
+                out: &out,
+                hello_timeout: self.inner.options.connect_timeout,
+                session: session.clone(),
+                ready: false,
+            };
+            let ending = gateway::run(&url, opening, &mut link).await;
+            session = link.session.take();
+            self.inner.lock().connected = false;
+            if link.ready {
+                failures = 0;
+                resume_failures = 0;
+            } else {
+                failures = failures.saturating_add(1);
+            }
+            let delay = match ending {
+                Ending::Shutdown => return,
+                Ending::Fatal(fatal) => {
+                    let error = fatal.explain();
+                    tracing::error!(%error, "the Discord gateway refused the bot; not reconnecting");
+                    self.ctx.report(ChannelState::AuthFailed, Some(error));
+                    return;
+                }
+                Ending::Resume { why, planned } => {
+                    tracing::info!(%why, planned, "Discord gateway connection ended; resuming");
+                    self.report_reconnecting(planned, &why);
+                    if planned && link.ready {
+                        Duration::ZERO
+                    } else {
+                        self.inner.retry_delay(failures.saturating_sub(1))
+                    }
+                }
+                Ending::Identify {
+                    why,
+                    invalid_session,
+                } => {
+                    tracing::info!(%why, "Discord session ended; identifying again");
+                    session = None;
+                    self.report_reconnecting(invalid_session, &why);
+                    if invalid_session {
+                        random_between(self.inner.options.invalid_session_delay)
+                    } else {
+                        self.inner.retry_delay(failures.saturating_sub(1))
+                    }
+                }
+                Ending::Failed(why) => {
+                    tracing::info!(%why, "cannot reach the Discord gateway");
+                    self.ctx.report(ChannelState::Reconnecting, Some(why));
+                    if resuming {
+                        resume_failures += 1;
+                        if resume_failures >= RESUME_ATTEMPTS {
+                            // The resume URL may be gone; a fresh session on the main URL.
+                            session = None;
+                            resume_failures = 0;
+                        }
+                    }
+                    self.inner.retry_delay(failures.saturating_sub(1))
+                }
+            };
+            if !self.pause(delay).await {
+                return;
+            }
+        }
+    }
+
+    fn report_reconnecting(&self, planned: bool, why: &str) {
+        let error = (!planned).then(|| why.to_owned());
+        self.ctx.report(ChannelState::Reconnecting, error);
+    }
+
+    /// Before an IDENTIFY: the current gateway URL (when Discord answers) and, when the daily
+    /// session starts are used up, the wait until they refill.
+    async fn before_identify(&self, api: &Api) -> Ready {
+        let gateway = tokio::select! {
+            _ = self.ctx.shutdown.cancelled() => return Ready::Stop,
+            gateway = api.gateway_bot() => gateway,
+        };
+        match gateway {
+            Ok(gateway) => {
+                if let Some(limit) = gateway.session_start_limit.filter(|l| l.remaining == 0) {
+                    let wait = Duration::from_millis(limit.reset_after);
+                    let error = format!(
+                        "Discord allows no more session starts for {} s",
+                        wait.as_secs()
+                    );
+                    tracing::warn!(%error, "waiting before identifying");
+                    self.ctx.report(ChannelState::RateLimited, Some(error));
+                    if !self.pause(wait).await {
+                        return Ready::Stop;
+                    }
+                }
+                Ready::Url(Some(gateway.url))
+            }
+            Err(error) if error.is_auth() => {
+                self.ctx
+                    .report(ChannelState::AuthFailed, Some(error.to_string()));
+                Ready::Stop
+            }
+            // The URL from before still works; the connection will tell.
+            Err(error) => {
+                tracing::debug!(error = %error, "GET /gateway/bot failed; using the known URL");
+                Ready::Url(None)
+            }
+        }
+    }
+
+    /// Handles what the connections received, in order, until the shutdown or until the
+    /// connection loop ended and everything it passed on is handled. `current` is the session
+    /// the next events belong to (the stored one, until READY says otherwise).
+    async fn handle(
+        &self,
+        api: &Api,
+        mut current: Option<Session>,
+        mut incoming: mpsc::UnboundedReceiver<Incoming>,
+    ) {
+        // Whether `current` moved past what is stored. Skipped messages are saved lazily: were
+        // they replayed after a crash they would only be skipped again.
+        let mut unsaved = false;
+        loop {
+            let item = tokio::select! {
+                _ = self.ctx.shutdown.cancelled() => None,
+                item = incoming.recv() => item,
+            };
+            let Some(item) = item else { break };
+            match item {
+                Incoming::Ready { session, user } => {
+                    tracing::info!(bot = %user.id, "Discord gateway ready (new session)");
+                    self.inner.lock().bot_id = Some(user.id.clone());
+                    self.connected();
+                    self.save(&session);
+                    unsaved = false;
+                    current = Some(session);
+                }
+                Incoming::Resumed { session } => {
+                    tracing::info!(seq = session.seq, "Discord session resumed");
+                    self.connected();
+                    let known = current
+                        .as_ref()
+                        .filter(|c| c.session_id == session.session_id)
+                        .map_or(0, |c| c.seq);
+                    let resumed = Session {
+                        seq: known.max(session.seq),
+                        ..session
+                    };
+                    self.save(&resumed);
+                    unsaved = false;
+                    current = Some(resumed);
+                }
+                Incoming::Dispatch {
+                    session_id,
+                    seq,
+                    name,
+                    data,
+                } => {
+                    let handled = match name.as_str() {
+                        "MESSAGE_CREATE" => self.on_message(api, data).await,
+                        "INTERACTION_CREATE" => {
+                            on_interaction(data);
+                            Handled::Skipped
+                        }
+                        _ => Handled::Skipped,
+                    };
+                    if handled == Handled::Stopped {
+                        // Stopped before the message was stored: it stays unconfirmed, and a
+                        // RESUME after the restart replays it.
+                        break;
+                    }
+                    let Some(session) = current.as_mut().filter(|s| s.session_id == session_id)
+                    else {
+                        continue;
+                    };
+                    session.seq = session.seq.max(seq);
+                    if handled == Handled::Stored {
+                        let session = session.clone();
+                        self.save(&session);
+                        unsaved = false;
+                    } else {
+                        unsaved = true;
+                    }
+                }
+            }
+        }
+        if let Some(session) = current.filter(|_| unsaved) {
+            self.save(&session);
+        }
+    }
+
+    fn connected(&self) {
+        let rate_limited = {
+            let mut state = self.inner.lock();
+            state.connected = true;
+            state.rate_limited
+        };
+        if !rate_limited {
+            self.ctx.report(ChannelState::Connected, None);
+        }
+    }
+
+    fn save(&self, session: &Session) {
+        let Some(bot_id) = self.inner.lock().bot_id.clone() else {
+            return;
+        };
+        let stored = Stored {
+            bot_id,
+            session: session.clone(),
+        };
+        let Ok(text) = serde_json::to_string(&stored) else {
+            return;
+        };
+        if let Err(e) = self.ctx.save_offset(SESSION_KEY, &text) {
+            tracing::warn!(error = %format!("{e:#}"), "cannot store the Discord session");
+        }
+    }
+
+    /// Handles one MESSAGE_CREATE.
+    async fn on_message(&self, api: &Api, data: Value) -> Handled {
+        let message: wire::Message = match serde_json::from_value(data) {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping a MESSAGE_CREATE that does not decode");
+                return Handled::Skipped;
+            }
+        };
+        if self.ctx.is_duplicate(&[decode::dedup_key(&message.id)]) {
+            tracing::debug!(message = %message.id, "Discord message seen before");
+            return Handled::Skipped;
+        }
+        let (bot_id, guilds, require_mention) = {
+            let state = self.inner.lock();
+            let Some(bot_id) = state.bot_id.clone() else {
+                return Handled::Skipped;
+            };
+            let config = &self.inner.config;
+            (bot_id, config.guilds.clone(), config.require_mention)
+        };
+        let addressing = Addressing {
+            bot_id: &bot_id,
+            guilds: &guilds,
+            require_mention,
+        };
+        let mut place = self.inner.lock().places.get(&message.channel_id).cloned();
+        let mut member = self.membership(&message.channel_id);
+        // Each lookup is made at most once; a second request for the same fact means Discord's
+        // answer did not settle it, and the message is skipped.
+        let (mut looked_up_channel, mut looked_up_member) = (false, false);
+        loop {
+            match decode::decide(&message, &addressing, place.as_ref(), member) {
+                Verdict::Ignore(skip) => {
+                    tracing::debug!(message = %message.id, reason = skip.as_str(), "Discord message not for the bot");
+                    return Handled::Skipped;
+                }
+                Verdict::NeedChannel(id) if !looked_up_channel => {
+                    looked_up_channel = true;
+                    match self.lookup(|| api.channel(&id)).await {
+                        Lookup::Found(channel) => {
+                            let found = Place {
+                                kind: channel.kind,
+                                parent_id: channel.parent_id.clone(),
+                            };
+                            let mut state = self.inner.lock();
+                            if channel.owner_id.as_deref() == Some(bot_id.as_str()) {
+                                state.threads.insert(id.clone(), Membership::Member);
+                                member = Some(true);
+                            }
+                            state.places.insert(id, found.clone());
+                            place = Some(found);
+                        }
+                        Lookup::Refused(error) => {
+                            tracing::warn!(error = %error, "cannot look up a Discord channel; message skipped");
+                            return Handled::Skipped;
+                        }
+                        Lookup::Stopped => return Handled::Stopped,
+                    }
+                }
+                Verdict::NeedMembership(thread) if !looked_up_member => {
+                    looked_up_member = true;
+                    let is_member =
+                        match self.lookup(|| api.is_thread_member(&thread, &bot_id)).await {
+                            Lookup::Found(is_member) => is_member,
+                            Lookup::Refused(_) => false,
+                            Lookup::Stopped => return Handled::Stopped,
+                        };
+                    let known = if is_member {
+                        Membership::Member
+                    } else {
+                        Membership::NotMember(Instant::now())
+                    };
+                    self.inner.lock().threads.insert(thread, known);
+                    member = Some(is_member);
+                }
+                Verdict::NeedChannel(_) | Verdict::NeedMembership(_) => {
+                    tracing::warn!(message = %message.id, "cannot tell where a Discord message was written; skipped");
+                    return Handled::Skipped;
+                }
+                Verdict::Accept(inbound) => {
+                    let inbound = *inbound;
+                    {
+                        let mut state = self.inner.lock();
+                        if inbound.chat == crate::model::ChatType::Direct {
+                            state
+                                .dms
+                                .insert(message.author.id.clone(), message.channel_id.clone());
+                        }
+                        if matches!(inbound.chat, crate::model::ChatType::Thread { .. }) {
+                            // The bot answers here, which makes it part of the thread.
+                            state
+                                .threads
+                                .insert(message.channel_id.clone(), Membership::Member);
+                        }
+                    }
+                    return self.accept(inbound).await;
+                }
+            }
+        }
+    }
+
+    /// Whether the bot is part of a thread, as far as is known now.
+    fn membership(&self, channel: &str) -> Option<bool> {
+        match self.inner.lock().threads.get(channel) {
+            Some(Membership::Member) => Some(true),
+            Some(Membership::NotMember(at)) if at.elapsed() < NOT_MEMBER_TTL => Some(false),
+            _ => None,
+        }
+    }
+
+    /// A REST lookup for a message, retried while it fails transiently.
+    async fn lookup<T, F, Fut>(&self, call: F) -> Lookup<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ApiError>>,
+    {
+        let mut attempt = 0u32;
+        loop {
+            let result = tokio::select! {
+                _ = self.ctx.shutdown.cancelled() => return Lookup::Stopped,
+                result = call() => result,
+            };
+            let delay = match result {
+                Ok(value) => return Lookup::Found(value),
+                Err(ApiError::RateLimited { retry_after, .. }) => retry_after,
+                Err(error) if error.is_transient() => self.inner.retry_delay(attempt),
+                Err(error) => return Lookup::Refused(error),
+            };
+            attempt = attempt.saturating_add(1);
+            if !self.pause(delay).await {
+                return Lookup::Stopped;
+            }
+        }
+    }
+
+    /// Hands a message to the engine, retrying until it is stored: a message that could not be
+    /// stored is never counted as handled.
+    async fn accept(&self, message: crate::model::InboundMessage) -> Handled {
+        let mut attempt = 0u32;
+        loop {
+            match self.ctx.accept(message.clone()).await {
+                Ok(Accepted::New(journal)) => {
+                    tracing::debug!(journal, "Discord message accepted");
+                    return Handled::Stored;
+                }
+                Ok(Accepted::Duplicate) => return Handled::Skipped,
+                Err(e) => {
+                    let delay = self.inner.retry_delay(attempt);
+                    attempt = attempt.saturating_add(1);
+                    tracing::warn!(error = %format!("{e:#}"), ?delay, "cannot store a Discord message; retrying");
+                    if !self.pause(delay).await {
+                        return Handled::Stopped;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What became of a dispatch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handled {
+    /// A new message is stored in the engine.
+    Stored,
+    /// Not for the bot, or seen before.
+    Skipped,
+    /// The channel stopped first; the event is not handled.
+    Stopped,
+}
+
+/// The session as stored with the channel's offsets, with the bot it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Stored {
+    bot_id: String,
+    #[serde(flatten)]
+    session: Session,
+}
+
+/// What `before_identify` found.
+enum Ready {
+    Url(Option<String>),
+    Stop,
+}
+
+/// Decodes a component click. Chat approvals answer it (type 7, update the message) when they
+/// arrive; until then it is only logged.
+fn on_interaction(data: Value) {
+    match serde_json::from_value::<wire::Interaction>(data) {
+        Ok(click) if click.kind == wire::INTERACTION_MESSAGE_COMPONENT => {
+            let user = click
+                .member
+                .and_then(|m| m.user)
+                .or(click.user)
+                .map(|u| u.id)
+                .unwrap_or_default();
+            let custom_id = click.data.and_then(|d| d.custom_id).unwrap_or_default();
+            tracing::info!(
+                interaction = %click.id,
+                %user,
+                %custom_id,
+                channel = click.channel_id.as_deref().unwrap_or(""),
+                message = click.message.map(|m| m.id).as_deref().unwrap_or(""),
+                "Discord button click (not handled yet)"
+            );
+        }
+        Ok(other) => tracing::debug!(kind = other.kind, "Discord interaction ignored"),
+        Err(e) => tracing::warn!(error = %e, "skipping an INTERACTION_CREATE that does not decode"),
+    }
+}
+
+/// A random duration in `[low, high]`.
+fn random_between((low, high): (Duration, Duration)) -> Duration {
+    let (low, high) = if low <= high {
+        (low, high)
+    } else {
+        (high, low)
+    };
+    low + (high - low).mul_f64(rand::random::<f64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stored_session_is_flat_json_with_its_bot() {
+        let stored = Stored {
+            bot_id: "800".into(),
+            session: Session {
+                session_id: "abc".into(),
+                resume_gateway_url: "wss://gateway-us-east1-b.discord.gg".into(),
+                seq: 42,
+            },
+        };
+        let text = serde_json::to_string(&stored).expect("json");
+        assert_eq!(
+            text,
+            r#"{"bot_id":"800","session_id":"abc","resume_gateway_url":"wss://gateway-us-east1-b.discord.gg","seq":42}"#
+        );
+        assert_eq!(serde_json::from_str::<Stored>(&text).ok(), Some(stored));
+    }
+
+    #[test]
+    fn random_waits_stay_in_their_range() {
+        let range = (Duration::from_secs(1), Duration::from_secs(5));
+        for _ in 0..100 {
+            let wait = random_between(range);
+            assert!(wait >= range.0 && wait <= range.1, "{wait:?}");
+        }
+        let backwards = random_between((Duration::from_secs(2), Duration::from_secs(1)));
+        assert!(backwards >= Duration::from_secs(1) && backwards <= Duration::from_secs(2));
+    }
+
+    #[test]
+    fn sends_are_checked_before_any_request() {
+        let channel = DiscordChannel::new(&DiscordConfig {
+            token: "t".into(),
+            api_base: "http://127.0.0.1:9/api/v10".into(),
+            ..DiscordConfig::default()
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let target = DeliveryTarget::chat("1200000000000000001");
+        let too_long = "x".repeat(2001);
+        let cases = [("   ", "empty"), (too_long.as_str(), "at most 2000")];
+        for (text, why) in cases {
+            match runtime.block_on(channel.send(&target, text)) {
+                Err(ChannelError::Rejected(message)) => {
+                    assert!(message.contains(why), "{message}")
+                }
+                other => panic!("{why}: {other:?}"),
+            }
+        }
+        let bad = DeliveryTarget::chat("general");
+        assert!(matches!(
+            runtime.block_on(channel.send(&bad, "hi")),
+            Err(ChannelError::TargetNotFound(_))
+        ));
+        assert_eq!(channel.text_limit(), TextLimit::DISCORD);
+        assert_eq!(channel.name(), "discord");
+    }
+}

@@ -1,0 +1,320 @@
+//! The Slack channel: Socket Mode for receiving, the Web API for everything else
+//! (`shared/contracts/channels.md`, section 2).
+//!
+//! - **Start.** `auth.test` with the bot token gives the bot's user id (to spot mentions and its
+//!   own messages) and name; a refused token reports `auth_failed` and stops.
+//! - **Receiving** ([`receive`]). `apps.connections.open` with the app-level token gives a
+//!   WebSocket URL; Slack's first frame is `hello`. Every envelope is acknowledged as soon as the
+//!   message it carries is stored (`ChannelContext::accept`, a local SQLite write), well within
+//!   Slack's 3 s, and before the agent works on it. A `disconnect` (`warning`,
+//!   `refresh_requested`) opens the next socket before the old one is let go, so no event falls
+//!   in between; `link_disabled` stops for good. Each socket is pinged every few seconds to catch
+//!   a half-open one; lost sockets are replaced with capped, jittered backoff. No socket is ever
+//!   opened just because things are quiet.
+//! - **Duplicates.** Each message carries two keys, `slack:event:<event_id>` (the same across
+//!   Slack's retries) and `slack:msg:<channel>:<ts>` (the same for the `message` and
+//!   `app_mention` copies of one mention); the store drops a message when either was seen. A
+//!   retry (`retry_attempt > 0`) is processed like any delivery unless it was seen: it may be the
+//!   only copy.
+//! - **Conversations** ([`decode`]): DMs always; in channels only when mentioned or in a thread
+//!   the bot takes part in (per `require_mention`). Every channel conversation is a thread: a
+//!   top-level mention is answered in a thread under it, and follow-ups there continue the same
+//!   session.
+//! - **Sending.** `chat.postMessage` with `&`, `<`, `>` escaped (so the agent cannot ping
+//!   `<!channel>`), into the thread (`thread_ts` = the parent's `ts`) when there is one. A token
+//!   bucket per conversation ([`pace`]) keeps to about one message a second with short bursts; a
+//!   429 holds the conversation for `Retry-After` and is returned as `RateLimited`.
+//! - **Notices.** Received: an `eyes` reaction on the message. Queued: an `hourglass_flowing_sand`
+//!   reaction on it, which marks exactly the message that waits without adding a line to the
+//!   thread where the answer will come (the `QUEUED_NOTE` text is posted only when there is no
+//!   message to react to).
+//! - **Typing.** A no-op: Slack has no typing indicator for bots. `assistant.threads.setStatus`
+//!   only works in AI-assistant threads (it needs the assistant feature and scope, and fails
+//!   elsewhere), and the dispatcher would spend a Web API call on it every few seconds; the
+//!   `eyes` reaction already shows the message was picked up.
+//! - **Clicks.** `interactive` envelopes with `block_actions` are decoded into a [`ButtonClick`],
+//!   acknowledged and logged; the approvals flow will take them from there.
+
+mod api;
+mod decode;
+mod link;
+mod pace;
+mod receive;
+mod text;
+mod wire;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::json;
+use tokio::time::Instant;
+
+pub use decode::ButtonClick;
+
+use super::{Channel, ChannelContext, ChannelError, Notice, SentMessage, QUEUED_NOTE};
+use crate::chunk::TextLimit;
+use crate::config::SlackConfig;
+use crate::model::{DeliveryTarget, Identity};
+use api::WebApi;
+use pace::{Pacer, Rate};
+
+/// Timings of the Slack adapter. The defaults suit Slack; tests shorten them.
+#[derive(Debug, Clone)]
+pub struct SlackOptions {
+    /// How often each socket is pinged (slack_sdk: 5 s).
+    pub ping_every: Duration,
+    /// A socket silent this long (no frame, no pong) is half-open and replaced.
+    pub silence_limit: Duration,
+    /// How long Slack has to open a socket and send `hello`.
+    pub hello_within: Duration,
+    /// Reconnect backoff: the first delay and the cap.
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    /// How long a message waits for its sender's name (`users.info`) before it is stored
+    /// without one; acks are due within 3 s.
+    pub name_lookup_within: Duration,
+    /// Messages per second to one conversation, and the burst allowed after a quiet spell.
+    pub messages_per_second: f64,
+    pub burst: u32,
+}
+
+impl Default for SlackOptions {
+    fn default() -> Self {
+        SlackOptions {
+            ping_every: Duration::from_secs(5),
+            silence_limit: Duration::from_secs(15),
+            hello_within: Duration::from_secs(10),
+            retry_base: Duration::from_secs(1),
+            retry_cap: Duration::from_secs(60),
+            name_lookup_within: Duration::from_secs(1),
+            messages_per_second: Rate::SLACK.per_second,
+            burst: Rate::SLACK.burst,
+        }
+    }
+}
+
+/// How long a looked-up name is trusted, and a failed lookup remembered.
+const NAME_TTL: Duration = Duration::from_secs(3600);
+const NO_NAME_TTL: Duration = Duration::from_secs(300);
+/// Bounds on the in-memory caches (the thread list is also kept durably).
+const MAX_NAMES: usize = 10_000;
+const MAX_THREADS: usize = 10_000;
+
+/// The Slack adapter.
+pub struct SlackChannel {
+    config: SlackConfig,
+    options: SlackOptions,
+    api: Arc<WebApi>,
+    /// The running receive loop's context (its generation and the context), for the durable
+    /// thread list; `None` while stopped.
+    ctx: Mutex<Option<(u64, ChannelContext)>>,
+    generation: std::sync::atomic::AtomicU64,
+    /// Channel threads the bot takes part in: `(channel, parent ts)`.
+    threads: Mutex<HashSet<(String, String)>>,
+    names: Mutex<HashMap<String, (Option<String>, Instant)>>,
+    pacer: Mutex<Pacer>,
+}
+
+impl SlackChannel {
+    pub fn new(config: &SlackConfig) -> SlackChannel {
+        SlackChannel::with_options(config, SlackOptions::default())
+    }
+
+    pub fn with_options(config: &SlackConfig, options: SlackOptions) -> SlackChannel {
+        let rate = Rate {
+            per_second: options.messages_per_second,
+            burst: options.burst,
+        };
+        SlackChannel {
+            api: Arc::new(WebApi::new(
+                &config.api_base,
+                &config.bot_token,
+                &config.app_token,
+            )),
+            config: config.clone(),
+            options,
+            ctx: Mutex::new(None),
+            generation: Default::default(),
+            threads: Mutex::default(),
+            names: Mutex::default(),
+            pacer: Mutex::new(Pacer::new(rate)),
+        }
+    }
+
+    fn context(&self) -> Option<ChannelContext> {
+        lock(&self.ctx).as_ref().map(|(_, ctx)| ctx.clone())
+    }
+
+    /// Whether the bot takes part in a channel thread: it was addressed or posted there.
+    fn in_thread(&self, ctx: &ChannelContext, channel: &str, thread_ts: &str) -> bool {
+        let key = (channel.to_owned(), thread_ts.to_owned());
+        if lock(&self.threads).contains(&key) {
+            return true;
+        }
+        let known = ctx.offset(&thread_key(channel, thread_ts)).is_some();
+        if known {
+            lock(&self.threads).insert(key);
+        }
+        known
+    }
+
+    /// Remembers that the bot takes part in a channel thread, durably, so that follow-ups there
+    /// are answered without a mention, after a restart too.
+    fn join_thread(&self, channel: &str, thread_ts: &str) {
+        let fresh = {
+            let mut threads = lock(&self.threads);
+            if threads.len() >= MAX_THREADS {
+                threads.clear();
+            }
+            threads.insert((channel.to_owned(), thread_ts.to_owned()))
+        };
+        if fresh {
+            if let Some(ctx) = self.context() {
+                if let Err(e) = ctx.save_offset(&thread_key(channel, thread_ts), "1") {
+                    tracing::warn!(error = %e, "slack: cannot store a thread the bot takes part in");
+                }
+            }
+        }
+    }
+
+    /// The sender's display name, from a cache or `users.info` (briefly: the ack is waiting).
+    async fn user_name(&self, user: &str) -> Option<String> {
+        if let Some((name, at)) = lock(&self.names).get(user) {
+            let ttl = if name.is_some() {
+                NAME_TTL
+            } else {
+                NO_NAME_TTL
+            };
+            if at.elapsed() < ttl {
+                return name.clone();
+            }
+        }
+        let name =
+            match tokio::time::timeout(self.options.name_lookup_within, self.api.users_info(user))
+                .await
+            {
+                Ok(Ok(info)) => info.user.label(),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "slack: no name for a user");
+                    None
+                }
+                Err(_) => {
+                    tracing::debug!(
+                        "slack: users.info is slow; storing the message without a name"
+                    );
+                    None
+                }
+            };
+        let mut names = lock(&self.names);
+        if names.len() >= MAX_NAMES {
+            names.clear();
+        }
+        names.insert(user.to_owned(), (name.clone(), Instant::now()));
+        name
+    }
+
+    /// Posts one message, paced per conversation.
+    async fn post(&self, target: &DeliveryTarget, text: &str) -> Result<SentMessage, ChannelError> {
+        let wait = lock(&self.pacer).reserve(&target.chat_id, Instant::now());
+        if !wait.is_zero() {
+            tracing::debug!(?wait, "slack: pacing a message");
+            tokio::time::sleep(wait).await;
+        }
+        let mut body = json!({ "channel": target.chat_id, "text": text::escape(text) });
+        if let Some(thread) = &target.thread_id {
+            body["thread_ts"] = json!(thread);
+        }
+        match self.api.post_message(&body).await {
+            Ok(posted) => {
+                if let Some(thread) = &target.thread_id {
+                    let channel = if posted.channel.is_empty() {
+                        &target.chat_id
+                    } else {
+                        &posted.channel
+                    };
+                    self.join_thread(channel, thread);
+                }
+                Ok(SentMessage { id: posted.ts })
+            }
+            Err(e) => {
+                if let api::ApiError::RateLimited { retry_after, .. } = &e {
+                    let now = Instant::now();
+                    lock(&self.pacer).hold(&target.chat_id, now, now + *retry_after);
+                    tracing::info!(retry_after = ?retry_after, "slack: chat.postMessage rate limited");
+                }
+                Err(e.into())
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Channel for SlackChannel {
+    fn name(&self) -> &str {
+        decode::NAME
+    }
+
+    fn text_limit(&self) -> TextLimit {
+        TextLimit::SLACK
+    }
+
+    async fn run(&self, ctx: ChannelContext) {
+        let generation = self
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *lock(&self.ctx) = Some((generation, ctx.clone()));
+        receive::run(self, &ctx).await;
+        let mut current = lock(&self.ctx);
+        // A new run may have started while this one wound down; leave its context alone.
+        if current.as_ref().is_some_and(|(g, _)| *g == generation) {
+            *current = None;
+        }
+    }
+
+    async fn send(&self, target: &DeliveryTarget, text: &str) -> Result<SentMessage, ChannelError> {
+        self.post(target, text).await
+    }
+
+    async fn notice(&self, target: &DeliveryTarget, notice: Notice) -> Result<(), ChannelError> {
+        let reaction = match notice {
+            Notice::Received => "eyes",
+            Notice::Queued => "hourglass_flowing_sand",
+        };
+        match (&target.reply_to, notice) {
+            (Some(ts), _) => Ok(self.api.add_reaction(&target.chat_id, ts, reaction).await?),
+            (None, Notice::Queued) => self.post(target, QUEUED_NOTE).await.map(|_| ()),
+            (None, Notice::Received) => Ok(()),
+        }
+    }
+
+    async fn test(&self) -> Result<Identity, ChannelError> {
+        if !self.config.app_token.starts_with("xapp-") {
+            return Err(ChannelError::Auth(
+                "the app-level token must start with xapp- (Basic Information → App-Level Tokens, scope connections:write)"
+                    .to_owned(),
+            ));
+        }
+        let auth = self.api.auth_test().await?;
+        Ok(Identity {
+            id: auth.user_id,
+            name: auth.user,
+        })
+    }
+
+    fn parse_target(&self, target: &str) -> Result<DeliveryTarget, String> {
+        decode::parse_target(target)
+    }
+}
+
+/// The durable key of a channel thread the bot takes part in.
+fn thread_key(channel: &str, thread_ts: &str) -> String {
+    format!("thread:{channel}:{thread_ts}")
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here is a single insert or lookup; a panic cannot leave the value
+    // half-changed, so a poisoned lock is still safe to use.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,249 @@
+//! The fake against the contract, over real HTTP and a real WebSocket.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::{Failure, FakeSlack, FakeSlackOptions, BOT_USER_ID};
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn call(
+    slack: &FakeSlack,
+    method: &str,
+    token: Option<&str>,
+    body: Value,
+) -> (u16, Option<String>, Value) {
+    let mut request = reqwest::Client::new()
+        .post(format!("{}/{method}", slack.api_base()))
+        .json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("the fake answers");
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, retry_after, body)
+}
+
+async fn connect(slack: &FakeSlack) -> Socket {
+    let (_, _, open) = call(
+        slack,
+        "apps.connections.open",
+        Some(&slack.app_token()),
+        json!({}),
+    )
+    .await;
+    let url = open["url"].as_str().expect("a socket url").to_owned();
+    assert!(
+        url.starts_with("ws://127.0.0.1:") && url.contains("/link/?ticket="),
+        "{url}"
+    );
+    let (socket, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .expect("the socket opens");
+    let again = tokio_tungstenite::connect_async(url.as_str()).await;
+    assert!(again.is_err(), "a ticket works once");
+    socket
+}
+
+async fn next_json(socket: &mut Socket) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("a frame in time")
+            .expect("the socket is open")
+            .expect("a readable frame");
+        if let Message::Text(text) = message {
+            return serde_json::from_str(text.as_str()).expect("json");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_web_api_answers_like_slack() {
+    let slack = FakeSlack::start().await;
+    let bot = slack.bot_token();
+    let app = slack.app_token();
+
+    let (status, _, auth) = call(&slack, "auth.test", Some(&bot), json!({})).await;
+    assert_eq!(
+        (status, auth["ok"].clone(), auth["user_id"].clone()),
+        (200, json!(true), json!(BOT_USER_ID))
+    );
+    let cases = [
+        ("auth.test", None, "not_authed"),
+        ("auth.test", Some("xoxb-nope"), "invalid_auth"),
+        ("auth.test", Some(app.as_str()), "not_allowed_token_type"),
+        (
+            "apps.connections.open",
+            Some(bot.as_str()),
+            "not_allowed_token_type",
+        ),
+    ];
+    for (method, token, error) in cases {
+        let (status, _, body) = call(&slack, method, token, json!({})).await;
+        assert_eq!(
+            (status, body),
+            (200, json!({"ok": false, "error": error})),
+            "{method} {token:?}"
+        );
+    }
+
+    // users.info reads no JSON, only the query string or a form.
+    let (_, _, body) = call(&slack, "users.info", Some(&bot), json!({"user": "U1ANN"})).await;
+    assert_eq!(body["error"], "invalid_arguments");
+    slack.set_user_name("U1ANN", "Ann");
+    let form: Value = reqwest::Client::new()
+        .post(format!("{}/users.info", slack.api_base()))
+        .bearer_auth(&bot)
+        .form(&[("user", "U1ANN")])
+        .send()
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(form["user"]["profile"]["display_name"], "Ann");
+
+    let (_, _, body) = call(
+        &slack,
+        "chat.postMessage",
+        Some(&bot),
+        json!({"channel": "C404", "text": "x"}),
+    )
+    .await;
+    assert_eq!(body["error"], "channel_not_found");
+    let (_, _, body) = call(
+        &slack,
+        "chat.postMessage",
+        Some(&bot),
+        json!({"channel": "U1ANN", "text": "hi"}),
+    )
+    .await;
+    assert_eq!(body["channel"], "D1ANN", "a user id opens the DM");
+    let ts = body["ts"].as_str().expect("ts").to_owned();
+    let reaction = json!({"channel": "D1ANN", "timestamp": ts, "name": "eyes"});
+    let (_, _, first) = call(&slack, "reactions.add", Some(&bot), reaction.clone()).await;
+    let (_, _, second) = call(&slack, "reactions.add", Some(&bot), reaction).await;
+    assert_eq!(
+        (first["ok"].clone(), second["error"].clone()),
+        (json!(true), json!("already_reacted"))
+    );
+
+    slack.fail(
+        "chat.postMessage",
+        Failure::RateLimited {
+            retry_after_secs: 7,
+        },
+        1,
+    );
+    let (status, retry_after, body) = call(
+        &slack,
+        "chat.postMessage",
+        Some(&bot),
+        json!({"channel": "D1ANN", "text": "x"}),
+    )
+    .await;
+    assert_eq!(
+        (status, retry_after.as_deref(), body),
+        (429, Some("7"), json!({"ok": false, "error": "ratelimited"}))
+    );
+    assert_eq!(
+        slack.posted().len(),
+        1,
+        "only the accepted post is recorded"
+    );
+}
+
+#[tokio::test]
+async fn socket_mode_says_hello_waits_for_acks_and_redelivers() {
+    let slack = FakeSlack::start_with(FakeSlackOptions {
+        redeliver_after: Duration::from_millis(100),
+        echo_bot_messages: false,
+        ..FakeSlackOptions::default()
+    })
+    .await;
+    let mut socket = connect(&slack).await;
+    let hello = next_json(&mut socket).await;
+    assert_eq!(hello["type"], "hello", "hello comes first");
+
+    slack.send_channel("C1TEAM", "U1ANN", "deploy?", true);
+    let message = next_json(&mut socket).await;
+    let mention = next_json(&mut socket).await;
+    assert_eq!(message["payload"]["event"]["type"], "message");
+    assert_eq!(mention["payload"]["event"]["type"], "app_mention");
+    assert_eq!(message["payload"]["event"]["text"], "<@UBOT> deploy?");
+    assert_ne!(
+        message["payload"]["event_id"], mention["payload"]["event_id"],
+        "two events, two ids"
+    );
+    assert_eq!(
+        message["payload"]["event"]["ts"], mention["payload"]["event"]["ts"],
+        "one message"
+    );
+    assert_eq!(
+        (
+            message["retry_attempt"].clone(),
+            message["retry_reason"].clone()
+        ),
+        (json!(0), json!(""))
+    );
+
+    // Ack only the app_mention: the message comes again as a retry.
+    let ack = json!({"envelope_id": mention["envelope_id"]}).to_string();
+    socket.send(Message::text(ack)).await.expect("ack");
+    let retry = next_json(&mut socket).await;
+    assert_eq!(retry["envelope_id"], message["envelope_id"]);
+    assert_eq!(
+        retry["payload"]["event_id"], message["payload"]["event_id"],
+        "the same event"
+    );
+    assert_eq!(
+        (
+            retry["retry_attempt"].clone(),
+            retry["retry_reason"].clone()
+        ),
+        (json!(1), json!("timeout"))
+    );
+    socket
+        .send(Message::text(
+            json!({"envelope_id": message["envelope_id"]}).to_string(),
+        ))
+        .await
+        .expect("ack");
+    slack.wait_for("both acks", |s| s.unacked() == 0).await;
+    assert!(slack.given_up().is_empty());
+}
+
+#[tokio::test]
+async fn a_refresh_warns_then_closes() {
+    let slack = FakeSlack::start().await;
+    let mut socket = connect(&slack).await;
+    next_json(&mut socket).await;
+
+    slack.refresh();
+
+    let warning = next_json(&mut socket).await;
+    let refresh = next_json(&mut socket).await;
+    assert_eq!(
+        (warning["type"].clone(), warning["reason"].clone()),
+        (json!("disconnect"), json!("warning"))
+    );
+    assert_eq!(refresh["reason"], "refresh_requested");
+    let close = tokio::time::timeout(Duration::from_secs(5), socket.next())
+        .await
+        .expect("in time");
+    assert!(
+        matches!(close, Some(Ok(Message::Close(_)))),
+        "then a close frame: {close:?}"
+    );
+}
