@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use switchboard_engine::channels::discord::{DiscordChannel, DiscordOptions};
 use switchboard_engine::config::{Config, DiscordConfig};
 use switchboard_engine::model::{ChannelState, ChannelStatus};
-use switchboard_engine::{Engine, EngineEvent, EngineHandle};
+use switchboard_engine::{Engine, EngineEvent, EngineHandle, EngineOptions};
 use switchboard_testkit::discord::{Closed, Failure, FakeDiscord, UserMessage};
 use switchboard_testkit::stakpak::FakeStakpak;
 use tokio_util::sync::CancellationToken;
@@ -48,18 +48,30 @@ struct Bridge {
 impl Bridge {
     /// Built from the configuration, as a user's engine is.
     async fn start(config: Config, data_dir: &Path) -> Bridge {
-        Bridge::start_engine(Engine::builder(config, data_dir)).await
+        Bridge::start_engine(Engine::builder(config, data_dir), fast_options()).await
+    }
+
+    /// Built from the configuration, with the engine's timings given.
+    async fn start_with_options(config: Config, data_dir: &Path, options: EngineOptions) -> Bridge {
+        Bridge::start_engine(Engine::builder(config, data_dir), options).await
     }
 
     /// With an adapter given its own timings (the configuration has no Discord table then).
     async fn start_with(config: Config, data_dir: &Path, channel: DiscordChannel) -> Bridge {
-        Bridge::start_engine(Engine::builder(config, data_dir).channel(Arc::new(channel))).await
+        Bridge::start_engine(
+            Engine::builder(config, data_dir).channel(Arc::new(channel)),
+            fast_options(),
+        )
+        .await
     }
 
-    async fn start_engine(builder: switchboard_engine::EngineBuilder) -> Bridge {
+    async fn start_engine(
+        builder: switchboard_engine::EngineBuilder,
+        options: EngineOptions,
+    ) -> Bridge {
         let shutdown = CancellationToken::new();
         let engine = builder
-            .options(fast_options())
+            .options(options)
             .start(shutdown.clone())
             .await
             .expect("the engine starts");
@@ -268,7 +280,7 @@ async fn guild_messages_are_answered_only_when_addressed_in_allowed_guilds() {
         ..UserMessage::default()
     });
     assert_eq!(replies(&dc, CHANNEL, 2).await[1], "echo: and the logs?");
-    // A button click is decoded and logged; it starts nothing (approvals come later).
+    // A click on a button that is not an approval's starts nothing and is left unanswered.
     dc.click(CHANNEL, &dc.posted()[0].id, ANN, "approve:1");
 
     settle().await;
@@ -278,6 +290,7 @@ async fn guild_messages_are_answered_only_when_addressed_in_allowed_guilds() {
         "only the addressed messages reached the agent"
     );
     assert_eq!(dc.posted().len(), 2, "nothing else was said anywhere");
+    assert!(dc.interaction_callbacks().is_empty());
     assert_eq!(
         agent.sessions().len(),
         1,
@@ -854,4 +867,423 @@ async fn a_message_queued_behind_a_run_gets_an_hourglass() {
         vec!["echo: HOLD first", "echo: second"]
     );
     bridge.stop().await;
+}
+
+/// Tool approvals answered with Discord buttons.
+mod approvals {
+    use std::time::Duration;
+
+    use serde_json::{json, Value};
+    use switchboard_engine::agent::ToolDecision;
+    use switchboard_engine::approvals::{parse_callback, ChatChoice};
+    use switchboard_engine::channels::discord::{DiscordChannel, DiscordOptions};
+    use switchboard_engine::config::{ApprovalMode, Config};
+    use switchboard_engine::store::Resolution;
+    use switchboard_engine::EngineOptions;
+    use switchboard_testkit::discord::{FakeDiscord, PostedMessage};
+    use switchboard_testkit::stakpak::FakeStakpak;
+
+    use super::{config, discord_config, replies, Bridge, ANN, BOB, CHANNEL, GUILD, THREAD};
+    use crate::harness::{config_for, fast_options, settle};
+
+    const MALLORY: &str = "900000000000000003";
+    const RUN_LS: &str = r#"USE_TOOL run_command {"command": "ls"}"#;
+
+    /// Ask mode, with these owners in `[channels.discord]`.
+    fn ask(agent: &FakeStakpak, dc: &FakeDiscord, owners: &[&str]) -> Config {
+        let mut config = config(agent, dc);
+        config.gateway.approval_mode = ApprovalMode::Ask;
+        if let Some(discord) = config.channels.discord.as_mut() {
+            discord.owners = owners.iter().map(|o| o.to_string()).collect();
+        }
+        config
+    }
+
+    fn name_people(dc: &FakeDiscord) {
+        dc.set_user_name(ANN, "Ann");
+        dc.set_user_name(BOB, "Bob");
+        dc.set_user_name(MALLORY, "Mallory");
+    }
+
+    /// Text as Discord shows it: a backslash before punctuation escapes it and is not shown.
+    fn shown(text: &str) -> String {
+        let mut out = String::new();
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            match chars.peek() {
+                Some(next) if c == '\\' && next.is_ascii_punctuation() => {
+                    out.push(*next);
+                    chars.next();
+                }
+                _ => out.push(c),
+            }
+        }
+        out
+    }
+
+    /// What a message shows now: its text (as rendered) and its buttons' labels.
+    fn seen(dc: &FakeDiscord, message: &str) -> (String, Vec<String>) {
+        let text = dc
+            .message(message)
+            .and_then(|m| m["content"].as_str().map(shown))
+            .unwrap_or_default();
+        let buttons = dc.buttons(message).into_iter().map(|b| b.label).collect();
+        (text, buttons)
+    }
+
+    /// Waits for the bot's message with buttons in `channel`.
+    async fn prompt_in(dc: &FakeDiscord, channel: &str) -> PostedMessage {
+        let is_prompt =
+            |p: &PostedMessage| p.channel == channel && p.body.get("components").is_some();
+        dc.wait_for(&format!("an approval prompt in {channel}"), |dc| {
+            dc.posted().iter().any(is_prompt)
+        })
+        .await;
+        dc.posted()
+            .into_iter()
+            .find(is_prompt)
+            .expect("the prompt was posted")
+    }
+
+    /// Waits until the prompt shows `outcome` and has no buttons left.
+    async fn closed_with(dc: &FakeDiscord, message: &str, outcome: &str) -> String {
+        dc.wait_for(&format!("the prompt to show {outcome:?}"), |dc| {
+            let (text, buttons) = seen(dc, message);
+            text.contains(outcome) && buttons.is_empty()
+        })
+        .await;
+        seen(dc, message).0
+    }
+
+    fn actions(agent: &FakeStakpak) -> Vec<String> {
+        agent.decisions().into_iter().map(|d| d.action).collect()
+    }
+
+    /// The interaction callbacks the bot sent, waiting for at least `n`.
+    async fn callbacks(dc: &FakeDiscord, n: usize) -> Vec<Value> {
+        dc.wait_for(&format!("{n} interaction answers"), |dc| {
+            dc.interaction_callbacks().len() >= n
+        })
+        .await;
+        dc.interaction_callbacks()
+            .into_iter()
+            .map(|c| {
+                assert_eq!(c.status, 204, "Discord took the answer: {:?}", c.body);
+                c.body
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_requester_approves_in_the_thread_and_the_prompt_shows_it() {
+        let agent = FakeStakpak::start().await;
+        let dc = FakeDiscord::start().await;
+        name_people(&dc);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bridge = Bridge::start(ask(&agent, &dc, &[]), dir.path()).await;
+        bridge.connected(&dc).await;
+
+        let asked = dc.send_thread(GUILD, CHANNEL, THREAD, ANN, RUN_LS, true);
+        let prompt = prompt_in(&dc, THREAD).await;
+        assert_eq!(
+            prompt.replies_to(),
+            Some(asked.as_str()),
+            "the prompt answers the message that asked, in its thread"
+        );
+        assert!(
+            dc.posted_to(CHANNEL).is_empty(),
+            "not in the parent channel"
+        );
+        assert_eq!(prompt.allowed_mentions, Some(json!({"parse": []})));
+        let (text, labels) = seen(&dc, &prompt.id);
+        assert!(
+            text.starts_with("🔐 The agent wants to run **stakpak__run_command**\n```\ncommand: ls\n```\nRequested by Ann · expires in "),
+            "the tool, its arguments, who asked and the expiry: {text}"
+        );
+        assert_eq!(labels, ["Approve", "Reject", "Always allow"]);
+        let pending = bridge.engine.pending_approvals().expect("pending");
+        let styles: Vec<(u64, Option<(ChatChoice, String)>)> = dc
+            .buttons(&prompt.id)
+            .into_iter()
+            .map(|b| (b.style, b.custom_id.as_deref().and_then(parse_callback)))
+            .collect();
+        let id = pending[0].id.clone();
+        assert_eq!(
+            styles,
+            vec![
+                (3, Some((ChatChoice::Approve, id.clone()))),
+                (4, Some((ChatChoice::Reject, id.clone()))),
+                (2, Some((ChatChoice::AlwaysAllow, id.clone()))),
+            ],
+            "green, red and grey buttons for this approval"
+        );
+        assert!(
+            agent.decisions().is_empty(),
+            "nothing decided before a click"
+        );
+
+        dc.click_button(&prompt.id, ANN, "Approve");
+        let answers = callbacks(&dc, 1).await;
+        assert_eq!(
+            answers[0]["type"], 7,
+            "the click updates the prompt at once"
+        );
+        assert_eq!(answers[0]["data"]["components"], json!([]));
+        let text = closed_with(
+            &dc,
+            &prompt.id,
+            "✅ stakpak__run_command: approved by Ann (discord)",
+        )
+        .await;
+        assert!(
+            text.contains("```\ncommand: ls\n```"),
+            "what was approved stays readable: {text}"
+        );
+        let thread = replies(&dc, THREAD, 2).await;
+        assert!(
+            thread[1].starts_with("done:"),
+            "the run finished: {thread:?}"
+        );
+        assert_eq!(actions(&agent), ["accept"], "exactly one decision");
+        assert!(agent.misdecisions().is_empty());
+
+        // The engine closes the prompt too; it says the same.
+        dc.wait_for("the engine's edit of the prompt", |dc| {
+            !dc.edits().is_empty()
+        })
+        .await;
+        settle().await;
+        assert_eq!(shown(&dc.edits()[0].content), text, "both paths agree");
+        assert_eq!(seen(&dc, &prompt.id).0, text);
+        assert_eq!(dc.interaction_callbacks().len(), 1, "one answer per click");
+        assert!(dc.ephemerals().is_empty());
+        bridge.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_stranger_is_refused_privately_and_an_owner_decides() {
+        let agent = FakeStakpak::start().await;
+        let dc = FakeDiscord::start().await;
+        name_people(&dc);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bridge = Bridge::start(ask(&agent, &dc, &[BOB]), dir.path()).await;
+        bridge.connected(&dc).await;
+
+        dc.send_guild(GUILD, CHANNEL, ANN, RUN_LS, true);
+        let prompt = prompt_in(&dc, CHANNEL).await;
+        let before = dc.message(&prompt.id).expect("the prompt");
+
+        dc.click_button(&prompt.id, MALLORY, "Approve");
+        let answers = callbacks(&dc, 1).await;
+        assert_eq!(
+            (
+                answers[0]["type"].clone(),
+                answers[0]["data"]["flags"].clone()
+            ),
+            (json!(4), json!(64)),
+            "a message only the clicker sees"
+        );
+        let refusal = &dc.ephemerals()[0];
+        assert_eq!(refusal.user, MALLORY);
+        assert_eq!(
+            shown(&refusal.content),
+            "Sorry, only Ann or an owner of this bot can decide this request."
+        );
+        settle().await;
+        assert!(agent.decisions().is_empty(), "the stranger decided nothing");
+        assert_eq!(bridge.engine.pending_approvals().expect("pending").len(), 1);
+        assert_eq!(
+            dc.message(&prompt.id),
+            Some(before),
+            "the prompt is unchanged, buttons and all"
+        );
+        assert!(dc.edits().is_empty());
+
+        dc.click_button(&prompt.id, BOB, "Reject");
+        closed_with(
+            &dc,
+            &prompt.id,
+            "❌ stakpak__run_command: rejected by Bob (discord)",
+        )
+        .await;
+        let channel = replies(&dc, CHANNEL, 2).await;
+        assert!(channel[1].starts_with("done:"), "{channel:?}");
+        assert_eq!(actions(&agent), ["reject"], "the owner's decision, once");
+        assert_eq!(dc.ephemerals().len(), 1, "the owner was not refused");
+        bridge.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_decision_in_the_window_closes_the_prompt_and_a_late_click_is_told() {
+        let agent = FakeStakpak::start().await;
+        let dc = FakeDiscord::start().await;
+        name_people(&dc);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bridge = Bridge::start(ask(&agent, &dc, &[]), dir.path()).await;
+        bridge.connected(&dc).await;
+
+        dc.send_dm(ANN, RUN_LS);
+        let dm = dc.dm_channel(ANN);
+        let prompt = prompt_in(&dc, &dm).await;
+        let approve = dc.buttons(&prompt.id)[0]
+            .custom_id
+            .clone()
+            .expect("the Approve payload");
+        let id = bridge.engine.pending_approvals().expect("pending")[0]
+            .id
+            .clone();
+
+        let decided = bridge
+            .engine
+            .decide(&id, ToolDecision::Accept, "me", "window")
+            .expect("decide");
+        assert!(matches!(decided, Resolution::Decided(_)));
+        closed_with(
+            &dc,
+            &prompt.id,
+            "✅ stakpak__run_command: approved by me (window)",
+        )
+        .await;
+        assert!(replies(&dc, &dm, 2).await[1].starts_with("done:"));
+
+        // Ann's client still showed the buttons when she clicked.
+        dc.click(&dm, &prompt.id, ANN, &approve);
+        let answers = callbacks(&dc, 1).await;
+        assert_eq!(answers[0]["type"], 7);
+        let told = shown(answers[0]["data"]["content"].as_str().unwrap_or_default());
+        assert!(
+            told.ends_with("Already decided: ✅ stakpak__run_command: approved by me (window)"),
+            "who decided, where: {told}"
+        );
+        assert_eq!(seen(&dc, &prompt.id).1, Vec::<String>::new(), "no buttons");
+        settle().await;
+        assert_eq!(actions(&agent), ["accept"], "one decision");
+        assert_eq!(bridge.engine.decisions(10).expect("audit").len(), 1);
+        bridge.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_prompt_from_before_a_restart_is_still_closed_with_what_it_asked() {
+        let agent = FakeStakpak::start().await;
+        let dc = FakeDiscord::start().await;
+        name_people(&dc);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bridge = Bridge::start(ask(&agent, &dc, &[]), dir.path()).await;
+        bridge.connected(&dc).await;
+        dc.send_dm(ANN, RUN_LS);
+        let dm = dc.dm_channel(ANN);
+        let prompt = prompt_in(&dc, &dm).await;
+        bridge.stop().await;
+
+        let bridge = Bridge::start(ask(&agent, &dc, &[]), dir.path()).await;
+        bridge.connected(&dc).await;
+        let id = bridge.engine.pending_approvals().expect("pending")[0]
+            .id
+            .clone();
+        bridge
+            .engine
+            .decide(&id, ToolDecision::Reject, "me", "window")
+            .expect("decide");
+        let text = closed_with(
+            &dc,
+            &prompt.id,
+            "❌ stakpak__run_command: rejected by me (window)",
+        )
+        .await;
+        assert!(
+            text.contains("```\ncommand: ls\n```"),
+            "the prompt keeps what it asked: {text}"
+        );
+        let read = format!("/channels/{dm}/messages/{}", prompt.id);
+        assert!(
+            dc.requests()
+                .iter()
+                .any(|r| r.method == "GET" && r.path == read),
+            "the prompt was read back from Discord after the restart"
+        );
+        assert!(replies(&dc, &dm, 2).await[1].starts_with("done:"));
+        assert_eq!(actions(&agent), ["reject"]);
+        bridge.stop().await;
+    }
+
+    #[tokio::test]
+    async fn an_expired_approval_closes_the_prompt_and_the_chat_is_told() {
+        let agent = FakeStakpak::start().await;
+        let dc = FakeDiscord::start().await;
+        name_people(&dc);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = EngineOptions {
+            approval_timeout: Some(Duration::from_millis(400)),
+            ..fast_options()
+        };
+        let bridge = Bridge::start_with_options(ask(&agent, &dc, &[]), dir.path(), options).await;
+        bridge.connected(&dc).await;
+
+        dc.send_dm(ANN, RUN_LS);
+        let dm = dc.dm_channel(ANN);
+        let prompt = prompt_in(&dc, &dm).await;
+        closed_with(
+            &dc,
+            &prompt.id,
+            "⏱ stakpak__run_command: not answered in time, rejected",
+        )
+        .await;
+        dc.wait_for("the run's end", |dc| {
+            dc.posted_to(&dm).iter().any(|t| t.starts_with("done:"))
+        })
+        .await;
+        let said = dc.posted_to(&dm);
+        assert!(
+            said.iter()
+                .any(|t| t.contains("was rejected") && t.contains("Send your message again")),
+            "the chat is told why and how to retry: {said:?}"
+        );
+        assert_eq!(actions(&agent), ["reject"]);
+        assert!(dc.interaction_callbacks().is_empty());
+        bridge.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_slow_decision_is_acknowledged_first_then_followed_up() {
+        let agent = FakeStakpak::start().await;
+        let dc = FakeDiscord::start().await;
+        name_people(&dc);
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Acknowledge every click before deciding, as when the engine is slow to answer.
+        let options = DiscordOptions {
+            click_answer_within: Duration::ZERO,
+            ..DiscordOptions::default()
+        };
+        let channel = DiscordChannel::with_options(&discord_config(&dc), options);
+        let mut config = config_for(&agent);
+        config.gateway.approval_mode = ApprovalMode::Ask;
+        let bridge = Bridge::start_with(config, dir.path(), channel).await;
+        bridge.connected(&dc).await;
+
+        dc.send_guild(GUILD, CHANNEL, ANN, RUN_LS, true);
+        let prompt = prompt_in(&dc, CHANNEL).await;
+        let before = dc.message(&prompt.id).expect("the prompt");
+
+        dc.click_button(&prompt.id, MALLORY, "Always allow");
+        dc.wait_for("a private refusal", |dc| !dc.ephemerals().is_empty())
+            .await;
+        assert_eq!(callbacks(&dc, 1).await[0], json!({"type": 6}));
+        let refusal = &dc.ephemerals()[0];
+        assert_eq!(refusal.user, MALLORY);
+        assert!(shown(&refusal.content).contains("only Ann"), "{refusal:?}");
+        assert_eq!(dc.message(&prompt.id), Some(before), "unchanged");
+
+        dc.click_button(&prompt.id, ANN, "Approve");
+        closed_with(&dc, &prompt.id, "approved by Ann (discord)").await;
+        assert_eq!(callbacks(&dc, 2).await[1], json!({"type": 6}));
+        assert!(
+            dc.requests().iter().any(|r| r.method == "PATCH"
+                && r.path.ends_with("/messages/@original")
+                && r.status == 200),
+            "the prompt was updated through the interaction"
+        );
+        assert!(replies(&dc, CHANNEL, 2).await[1].starts_with("done:"));
+        assert_eq!(actions(&agent), ["accept"]);
+        bridge.stop().await;
+    }
 }

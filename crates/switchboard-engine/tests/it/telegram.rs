@@ -4,12 +4,17 @@
 use std::path::Path;
 
 use serde_json::{json, Value};
+use switchboard_engine::agent::ToolDecision;
+use switchboard_engine::approvals::{parse_callback, ChatChoice};
 use switchboard_engine::channels::QUEUED_NOTE;
-use switchboard_engine::config::{Config, TelegramConfig};
+use switchboard_engine::config::{ApprovalMode, Config, TelegramConfig};
 use switchboard_engine::model::{ChannelState, ChannelStatus};
-use switchboard_engine::{Engine, EngineEvent, EngineHandle};
+use switchboard_engine::store::Resolution;
+use switchboard_engine::{Engine, EngineEvent, EngineHandle, EngineOptions};
 use switchboard_testkit::stakpak::FakeStakpak;
-use switchboard_testkit::telegram::{Failure, FakeOptions, FakeTelegram, GroupKind, Person};
+use switchboard_testkit::telegram::{
+    CallbackAnswer, Failure, FakeOptions, FakeTelegram, GroupKind, Person, Sent,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::harness::{config_for, fast_options, settle, API_TOKEN, WAIT};
@@ -40,9 +45,13 @@ struct Bridge {
 
 impl Bridge {
     async fn start(config: Config, data_dir: &Path) -> Bridge {
+        Bridge::start_with_options(config, data_dir, fast_options()).await
+    }
+
+    async fn start_with_options(config: Config, data_dir: &Path, options: EngineOptions) -> Bridge {
         let shutdown = CancellationToken::new();
         let engine = Engine::builder(config, data_dir)
-            .options(fast_options())
+            .options(options)
             .start(shutdown.clone())
             .await
             .expect("the engine starts");
@@ -1001,5 +1010,459 @@ async fn a_migrated_group_and_a_vanished_topic_are_followed() {
         ],
         "each was refused once, then placed"
     );
+    bridge.stop().await;
+}
+
+// ----- tool approvals from the chat ----------------------------------------------------------------
+
+const RUN_LS: &str = r#"USE_TOOL run_command {"command": "ls"}"#;
+const BOB: i64 = 2222;
+const OLGA: i64 = 3333;
+
+fn bob() -> Person {
+    Person::new(BOB, "Bob")
+}
+
+/// Olga owns the bot: she may decide anyone's approvals.
+fn olga() -> Person {
+    Person::new(OLGA, "Olga")
+}
+
+/// Ask mode: every call waits for a person.
+fn ask_config(agent: &FakeStakpak, tg: &FakeTelegram) -> Config {
+    let mut config = config(agent, tg);
+    config.gateway.approval_mode = ApprovalMode::Ask;
+    config
+}
+
+/// Waits for the approval prompt (the message with buttons) in a chat.
+async fn prompt_in(tg: &FakeTelegram, chat: i64) -> Sent {
+    tg.wait_for(&format!("an approval prompt in chat {chat}"), |tg| {
+        tg.sent_to(chat).iter().any(|s| s.reply_markup.is_some())
+    })
+    .await;
+    let prompts: Vec<Sent> = tg
+        .sent_to(chat)
+        .into_iter()
+        .filter(|s| s.reply_markup.is_some())
+        .collect();
+    assert_eq!(prompts.len(), 1, "one prompt: {prompts:#?}");
+    prompts[0].clone()
+}
+
+/// The buttons under a message: `(label, callback_data)` row by row.
+fn buttons(message: &Value) -> Vec<Vec<(String, String)>> {
+    message["reply_markup"]["inline_keyboard"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|row| {
+            row.as_array()
+                .into_iter()
+                .flatten()
+                .map(|b| {
+                    (
+                        b["text"].as_str().unwrap_or_default().to_string(),
+                        b["callback_data"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The payload of the prompt's button `label`.
+fn payload(prompt: &Sent, label: &str) -> String {
+    let markup = json!({"reply_markup": prompt.reply_markup});
+    buttons(&markup)
+        .into_iter()
+        .flatten()
+        .find(|(l, _)| l == label)
+        .map(|(_, data)| data)
+        .unwrap_or_else(|| panic!("no {label:?} button on {prompt:#?}"))
+}
+
+/// The approval a prompt asks for, read back from its buttons, with each button's choice.
+fn approval_of(prompt: &Sent) -> String {
+    let markup = json!({"reply_markup": prompt.reply_markup});
+    let rows = buttons(&markup);
+    let labels: Vec<Vec<&str>> = rows
+        .iter()
+        .map(|row| row.iter().map(|(l, _)| l.as_str()).collect())
+        .collect();
+    assert_eq!(
+        labels,
+        vec![vec!["Approve", "Reject"], vec!["Always allow"]],
+        "three buttons"
+    );
+    let decoded: Vec<(ChatChoice, String)> = rows
+        .iter()
+        .flatten()
+        .map(|(_, data)| parse_callback(data).expect("the engine's payload"))
+        .collect();
+    let id = decoded[0].1.clone();
+    assert_eq!(
+        decoded,
+        vec![
+            (ChatChoice::Approve, id.clone()),
+            (ChatChoice::Reject, id.clone()),
+            (ChatChoice::AlwaysAllow, id.clone()),
+        ],
+        "each button decides the same approval its own way"
+    );
+    id
+}
+
+/// Waits until the bot answered callback query `query`.
+async fn answer_to(tg: &FakeTelegram, query: &str) -> CallbackAnswer {
+    tg.wait_for("the button press to be answered", |tg| {
+        tg.callback_answer(query).is_some()
+    })
+    .await;
+    tg.callback_answer(query).expect("answered")
+}
+
+/// Waits until message `id` of `chat` reads `text` with no buttons left.
+async fn closed_as(tg: &FakeTelegram, chat: i64, id: i64, text: &str) -> Value {
+    tg.wait_for(
+        &format!("the prompt to read {text:?} without buttons"),
+        |tg| {
+            tg.message(chat, id)
+                .is_some_and(|m| m["text"] == text && m.get("reply_markup").is_none())
+        },
+    )
+    .await;
+    tg.message(chat, id).expect("the prompt")
+}
+
+fn actions(agent: &FakeStakpak) -> Vec<String> {
+    agent.decisions().into_iter().map(|d| d.action).collect()
+}
+
+#[tokio::test]
+async fn the_requester_approves_from_the_prompt_in_their_topic_and_the_run_finishes() {
+    let agent = FakeStakpak::start().await;
+    let tg = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bridge = Bridge::start(ask_config(&agent, &tg), dir.path()).await;
+    bridge.connected(&tg).await;
+
+    // Arguments full of markup, and a secret.
+    let call =
+        r#"USE_TOOL run_command {"command": "echo <b>hi</b> *x* _y_ [a](b) `c` TOKEN=abc123"}"#;
+    let asked = tg.send_topic(FORUM, 7, &ann(), call, true);
+    let prompt = prompt_in(&tg, FORUM).await;
+    let minutes = Config::default().gateway.approval_timeout_minutes;
+    let arguments = "command: echo <b>hi</b> *x* _y_ [a](b) `c` TOKEN=••••••";
+    assert_eq!(
+        prompt.text,
+        format!(
+            "🔐 The agent wants to run stakpak__run_command\n{arguments}\nRequested by Ann · expires in {minutes} min"
+        ),
+        "tool, readable masked arguments, requester and expiry, shown literally"
+    );
+    assert_eq!(
+        (prompt.thread_id, prompt.reply_to),
+        (Some(7), Some(asked)),
+        "in the conversation's topic, answering the message that asked"
+    );
+    assert_eq!(
+        prompt.parse_mode, None,
+        "nothing in the arguments is interpreted as markup"
+    );
+    assert_eq!(
+        prompt.body["entities"],
+        json!([{"type": "code", "offset": 26, "length": 20},
+               {"type": "pre", "offset": 47, "length": arguments.encode_utf16().count()}]),
+        "the tool as code and the arguments as a block, by explicit entities"
+    );
+    let approval = approval_of(&prompt);
+    let pending: Vec<String> = bridge
+        .engine
+        .pending_approvals()
+        .expect("pending")
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(
+        pending,
+        vec![approval],
+        "the buttons decide the waiting call"
+    );
+    assert!(
+        agent.decisions().is_empty(),
+        "nothing decided before a click"
+    );
+
+    let click = tg.press(FORUM, prompt.message_id, &ann(), "Approve");
+    let answer = answer_to(&tg, &click).await;
+    let line = "✅ stakpak__run_command: approved by Ann (telegram)";
+    assert_eq!(
+        (answer.text.as_deref(), answer.show_alert),
+        (Some(line), false),
+        "the clicker is told at once"
+    );
+    let reply = replies(&tg, FORUM, 2).await.remove(1);
+    assert!(reply.starts_with("done:"), "the run finished: {reply}");
+    assert_eq!(
+        tg.sent_to(FORUM)[1].thread_id,
+        Some(7),
+        "the reply stays in the topic"
+    );
+    assert_eq!(actions(&agent), vec!["accept"], "exactly one decision");
+    assert!(
+        agent.misdecisions().is_empty(),
+        "{:?}",
+        agent.misdecisions()
+    );
+    let closed = closed_as(
+        &tg,
+        FORUM,
+        prompt.message_id,
+        &format!("{line}\n{arguments}\nRequested by Ann"),
+    )
+    .await;
+    assert!(buttons(&closed).is_empty(), "no buttons left to press");
+    let log = bridge.engine.decisions(10).expect("audit");
+    assert_eq!(
+        (
+            log[0].action.as_str(),
+            log[0].decided_by.as_str(),
+            log[0].surface.as_str()
+        ),
+        ("accept", "Ann", "telegram"),
+        "the audit log says who decided what, where"
+    );
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_stranger_is_refused_privately_and_an_owner_may_decide() {
+    let agent = FakeStakpak::start().await;
+    let tg = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = ask_config(&agent, &tg);
+    if let Some(telegram) = config.channels.telegram.as_mut() {
+        telegram.owners = vec![OLGA.to_string()];
+    }
+    let bridge = Bridge::start(config, dir.path()).await;
+    bridge.connected(&tg).await;
+
+    let asked = tg.send_group(GROUP, &ann(), RUN_LS, true);
+    let prompt = prompt_in(&tg, GROUP).await;
+    assert_eq!(
+        (prompt.reply_to, prompt.thread_id),
+        (Some(asked), None),
+        "a reply in the group, no thread outside topics"
+    );
+    let before = tg.message(GROUP, prompt.message_id).expect("the prompt");
+
+    let click = tg.press(GROUP, prompt.message_id, &bob(), "Approve");
+    let refusal = answer_to(&tg, &click).await;
+    assert_eq!(
+        (refusal.text.as_deref(), refusal.show_alert),
+        (
+            Some("Sorry, only Ann or an owner of this bot can decide this request."),
+            true
+        ),
+        "a polite refusal only Bob sees"
+    );
+    // The refusal is answered after the engine turned the click down: nothing more can follow.
+    assert!(agent.decisions().is_empty(), "Bob decided nothing");
+    assert_eq!(
+        bridge.engine.pending_approvals().expect("pending").len(),
+        1,
+        "still waiting"
+    );
+    assert_eq!(
+        tg.message(GROUP, prompt.message_id),
+        Some(before),
+        "the prompt is unchanged, buttons and all"
+    );
+    assert!(tg.edits().is_empty(), "nothing was edited");
+    assert_eq!(
+        tg.sent_to(GROUP).len(),
+        1,
+        "nothing was posted to the group about Bob's click"
+    );
+
+    let click = tg.press(GROUP, prompt.message_id, &olga(), "Reject");
+    let line = "❌ stakpak__run_command: rejected by Olga (telegram)";
+    let answer = answer_to(&tg, &click).await;
+    assert_eq!(
+        (answer.text.as_deref(), answer.show_alert),
+        (Some(line), false)
+    );
+    let reply = replies(&tg, GROUP, 2).await.remove(1);
+    assert!(
+        reply.contains("rejected"),
+        "the run went on with the rejection: {reply}"
+    );
+    assert_eq!(
+        actions(&agent),
+        vec!["reject"],
+        "the owner's decision, once"
+    );
+    closed_as(
+        &tg,
+        GROUP,
+        prompt.message_id,
+        &format!("{line}\ncommand: ls\nRequested by Ann"),
+    )
+    .await;
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_decision_in_the_window_shows_in_the_chat_and_a_late_click_is_told() {
+    let agent = FakeStakpak::start().await;
+    let tg = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bridge = Bridge::start(ask_config(&agent, &tg), dir.path()).await;
+    bridge.connected(&tg).await;
+
+    tg.send_dm(ANN, "Ann", RUN_LS);
+    let prompt = prompt_in(&tg, ANN).await;
+    let approval = approval_of(&prompt);
+
+    // A button the bot does not know is answered silently and decides nothing.
+    let stray = tg.click(ANN, prompt.message_id, &ann(), "approve:17");
+    let silent = answer_to(&tg, &stray).await;
+    assert_eq!((silent.text, silent.show_alert), (None, false));
+
+    // Telegram is busy when the prompt is first updated: the edit is retried after the wait.
+    tg.fail_next(
+        "editMessageText",
+        429,
+        "Too Many Requests: retry after 1",
+        Some(1),
+    );
+    let decided = bridge
+        .engine
+        .decide(&approval, ToolDecision::Accept, "me", "window")
+        .expect("decide");
+    assert!(matches!(decided, Resolution::Decided(_)));
+    let line = "✅ stakpak__run_command: approved by me (window)";
+    let closed = closed_as(
+        &tg,
+        ANN,
+        prompt.message_id,
+        &format!("{line}\ncommand: ls\nRequested by Ann"),
+    )
+    .await;
+    assert!(
+        replies(&tg, ANN, 2).await[1].starts_with("done:"),
+        "the run finished"
+    );
+
+    // Ann's client still showed the buttons: her click comes after the decision.
+    let late = tg.click(ANN, prompt.message_id, &ann(), &payload(&prompt, "Reject"));
+    let answer = answer_to(&tg, &late).await;
+    assert_eq!(
+        (answer.text.as_deref(), answer.show_alert),
+        (Some(format!("Already decided: {line}").as_str()), false),
+        "she learns who decided, where and what"
+    );
+    tg.wait_for("the late click's edit of the prompt", |tg| {
+        tg.requests_for("editMessageText").len() == 3
+    })
+    .await;
+    let statuses: Vec<u16> = tg
+        .requests_for("editMessageText")
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![429, 200, 400],
+        "refused once, done after the wait, then not modified by the late click"
+    );
+    assert_eq!(
+        tg.message(ANN, prompt.message_id),
+        Some(closed),
+        "the prompt still shows the window's decision"
+    );
+    assert_eq!(tg.edits().len(), 1, "one edit took effect");
+    assert_eq!(
+        actions(&agent),
+        vec!["accept"],
+        "one decision, the window's"
+    );
+    assert!(agent.misdecisions().is_empty());
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn an_unanswered_prompt_expires_and_the_chat_is_told() {
+    let agent = FakeStakpak::start().await;
+    let tg = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = EngineOptions {
+        approval_timeout: Some(std::time::Duration::from_millis(400)),
+        ..fast_options()
+    };
+    let bridge = Bridge::start_with_options(ask_config(&agent, &tg), dir.path(), options).await;
+    bridge.connected(&tg).await;
+
+    tg.send_dm(ANN, "Ann", RUN_LS);
+    let prompt = prompt_in(&tg, ANN).await;
+    approval_of(&prompt);
+    closed_as(
+        &tg,
+        ANN,
+        prompt.message_id,
+        "⏱ stakpak__run_command: not answered in time, rejected\ncommand: ls\nRequested by Ann",
+    )
+    .await;
+    tg.wait_for("the expiry notice and the run's reply", |tg| {
+        let texts = texts(tg, ANN);
+        texts.iter().any(|t| t.contains("Send your message again"))
+            && texts.iter().any(|t| t.starts_with("done:"))
+    })
+    .await;
+    assert_eq!(actions(&agent), vec!["reject"], "the call was rejected");
+
+    // A click on the expired prompt decides nothing.
+    let late = tg.click(ANN, prompt.message_id, &ann(), &payload(&prompt, "Approve"));
+    let answer = answer_to(&tg, &late).await;
+    assert!(
+        answer
+            .text
+            .as_deref()
+            .is_some_and(|t| t.contains("not answered in time")),
+        "{answer:?}"
+    );
+    assert_eq!(actions(&agent), vec!["reject"]);
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn always_allow_from_a_button_lets_the_next_call_pass() {
+    let agent = FakeStakpak::start().await;
+    let tg = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bridge = Bridge::start(ask_config(&agent, &tg), dir.path()).await;
+    bridge.connected(&tg).await;
+
+    tg.send_dm(ANN, "Ann", RUN_LS);
+    let prompt = prompt_in(&tg, ANN).await;
+    let click = tg.press(ANN, prompt.message_id, &ann(), "Always allow");
+    let answer = answer_to(&tg, &click).await;
+    assert_eq!(
+        answer.text.as_deref(),
+        Some("✅ stakpak__run_command: approved by Ann (telegram)")
+    );
+    assert!(replies(&tg, ANN, 2).await[1].starts_with("done:"));
+    let rules = bridge.engine.rules().expect("rules");
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].tool, "stakpak__run_command");
+
+    tg.send_dm(ANN, "Ann", RUN_LS);
+    assert!(
+        replies(&tg, ANN, 3).await[2].starts_with("done:"),
+        "the next call ran without asking"
+    );
+    prompt_in(&tg, ANN).await;
+    assert_eq!(actions(&agent), vec!["accept", "accept"]);
     bridge.stop().await;
 }

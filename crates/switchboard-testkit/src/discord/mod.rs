@@ -26,6 +26,15 @@
 //! [`FakeDiscord::hold_connections`] (so a test can act while the bot is away),
 //! [`FakeDiscord::fail_next`] (429 with a float `retry_after` and bucket headers, server errors,
 //! slow answers) and [`FakeDiscord::reject_identify`] (e.g. 4014).
+//!
+//! Buttons: messages may carry legacy components (action rows of buttons, checked as Discord
+//! checks them: at most 5 rows of 5, `custom_id` 1–100 characters and unique, labels up to 80).
+//! [`FakeDiscord::click_button`] clicks one as a user would, and the interaction must be answered
+//! once (a second answer is 40060) within [`FakeDiscordOptions::interaction_deadline`] (later is
+//! 10062). A type 7 answer edits the message, type 4 with flags 64 shows a message to the clicker
+//! alone ([`FakeDiscord::ephemerals`]), type 6 acknowledges, and the follow-up webhooks
+//! (`PATCH /webhooks/{app}/{token}/messages/@original`, `POST /webhooks/{app}/{token}`) work
+//! after the answer. [`FakeDiscord::message`] is a message as users see it now.
 
 mod gateway;
 mod rest;
@@ -53,6 +62,8 @@ pub struct FakeDiscordOptions {
     pub bucket_window: Duration,
     /// Gateway frames a client may send per minute before the fake closes with 4008.
     pub frame_limit: usize,
+    /// How long after a click its first answer may come (Discord: 3 s); later ones get 10062.
+    pub interaction_deadline: Duration,
 }
 
 impl Default for FakeDiscordOptions {
@@ -63,6 +74,7 @@ impl Default for FakeDiscordOptions {
             bucket_limit: 5,
             bucket_window: Duration::from_millis(500),
             frame_limit: 120,
+            interaction_deadline: Duration::from_secs(3),
         }
     }
 }
@@ -122,6 +134,26 @@ pub struct InteractionCallback {
     pub token: String,
     pub body: Value,
     pub status: u16,
+}
+
+/// A message only the clicker of an interaction sees (flags 64), from a callback or a follow-up.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EphemeralMessage {
+    pub interaction: String,
+    /// The user who sees it.
+    pub user: String,
+    pub channel: String,
+    pub content: String,
+    pub body: Value,
+}
+
+/// A button on a message, as users see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Button {
+    pub label: String,
+    /// 1 Primary, 2 Secondary, 3 Success, 4 Danger, 5 Link.
+    pub style: u64,
+    pub custom_id: Option<String>,
 }
 
 /// An IDENTIFY the gateway received.
@@ -437,7 +469,38 @@ impl FakeDiscord {
         st.dispatch("MESSAGE_CREATE", &data);
     }
 
-    /// A user clicks a button (`custom_id`) on a message the bot posted in `channel`. Returns the
+    /// A user clicks the button labelled `label` on a message, as it shows now. Returns the
+    /// interaction id.
+    ///
+    /// # Panics
+    /// If the message has no such button (a person cannot click a button that is not there).
+    pub fn click_button(&self, message_id: &str, user: &str, label: &str) -> String {
+        let (channel, custom_id) = {
+            let st = self.shared().lock();
+            let Some(message) = st.messages.get(message_id) else {
+                panic!("click_button: no message {message_id}");
+            };
+            let channel = message["channel_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let custom_id = buttons_of(message)
+                .into_iter()
+                .find(|b| b.label == label)
+                .and_then(|b| b.custom_id);
+            let Some(custom_id) = custom_id else {
+                panic!(
+                    "click_button: message {message_id} has no {label:?} button: {:#}",
+                    message["components"]
+                );
+            };
+            (channel, custom_id)
+        };
+        self.click(&channel, message_id, user, &custom_id)
+    }
+
+    /// A user clicks a button (`custom_id`) on a message the bot posted in `channel`, whatever the
+    /// message shows now (a click on a button that was just removed, or a forged one). Returns the
     /// interaction id.
     pub fn click(&self, channel: &str, message_id: &str, user: &str, custom_id: &str) -> String {
         let mut st = self.shared().lock();
@@ -472,7 +535,11 @@ impl FakeDiscord {
             id.clone(),
             state::Interaction {
                 token,
-                answered: false,
+                created: Instant::now(),
+                channel: channel.to_owned(),
+                message: message_id.to_owned(),
+                user: user.to_owned(),
+                original: None,
             },
         );
         st.dispatch("INTERACTION_CREATE", &data);
@@ -521,6 +588,23 @@ impl FakeDiscord {
 
     pub fn interaction_callbacks(&self) -> Vec<InteractionCallback> {
         self.shared().lock().records.callbacks.clone()
+    }
+
+    /// Messages shown to one person only (flags 64), in order.
+    pub fn ephemerals(&self) -> Vec<EphemeralMessage> {
+        self.shared().lock().records.ephemerals.clone()
+    }
+
+    /// A message as it is now (after edits and interaction updates), as Discord returns it.
+    pub fn message(&self, id: &str) -> Option<Value> {
+        self.shared().lock().messages.get(id).cloned()
+    }
+
+    /// The buttons a message shows now (none once they were removed).
+    pub fn buttons(&self, message_id: &str) -> Vec<Button> {
+        self.message(message_id)
+            .map(|m| buttons_of(&m))
+            .unwrap_or_default()
     }
 
     pub fn identifies(&self) -> Vec<IdentifyRecord> {
@@ -666,6 +750,24 @@ impl std::fmt::Debug for FakeDiscord {
             .field("api_base", &self.api_base())
             .finish_non_exhaustive()
     }
+}
+
+/// The buttons in a message's action rows.
+fn buttons_of(message: &Value) -> Vec<Button> {
+    let rows = message["components"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    rows.iter()
+        .filter_map(|row| row["components"].as_array())
+        .flatten()
+        .filter(|c| c["type"] == 2)
+        .map(|b| Button {
+            label: b["label"].as_str().unwrap_or_default().to_owned(),
+            style: b["style"].as_u64().unwrap_or_default(),
+            custom_id: b["custom_id"].as_str().map(str::to_owned),
+        })
+        .collect()
 }
 
 /// A message object as MESSAGE_CREATE carries it.

@@ -15,9 +15,10 @@ use axum::routing::{get, patch, post, put};
 use axum::Router;
 use serde_json::{json, Value};
 
-use super::state::{self, Bucket, Shared, PUBLIC_THREAD};
+use super::state::{self, Bucket, Original, Shared, PUBLIC_THREAD};
 use super::{
-    gateway, message_json, Failure, InteractionCallback, PostedMessage, Reaction, RecordedRequest,
+    gateway, message_json, EphemeralMessage, Failure, InteractionCallback, PostedMessage, Reaction,
+    RecordedRequest,
 };
 
 type Shared_ = Arc<Shared>;
@@ -31,7 +32,7 @@ pub(crate) fn router(shared: Shared_) -> Router {
         .route("/channels/{channel}/messages", post(create_message))
         .route(
             "/channels/{channel}/messages/{message}",
-            patch(edit_message),
+            patch(edit_message).get(get_message),
         )
         .route("/channels/{channel}/typing", post(typing))
         .route(
@@ -43,6 +44,11 @@ pub(crate) fn router(shared: Shared_) -> Router {
             get(thread_member),
         )
         .route("/interactions/{id}/{token}/callback", post(callback))
+        .route(
+            "/webhooks/{application}/{token}/messages/@original",
+            patch(edit_original),
+        )
+        .route("/webhooks/{application}/{token}", post(follow_up))
         .layer(middleware::from_fn_with_state(shared.clone(), gate))
         .layer(middleware::from_fn_with_state(shared.clone(), record))
         .with_state(shared.clone());
@@ -90,11 +96,12 @@ async fn record(State(shared): State<Shared_>, req: Request, next: Next) -> Resp
     response
 }
 
-/// Bot auth (interaction callbacks need none), then any scripted failure.
+/// Bot auth (interaction callbacks and webhooks, which carry their token, need none), then any
+/// scripted failure.
 async fn gate(State(shared): State<Shared_>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     let method = req.method().to_string();
-    if !path.starts_with("/interactions/") {
+    if !path.starts_with("/interactions/") && !path.starts_with("/webhooks/") {
         let token = shared.lock().token.clone();
         let given = req
             .headers()
@@ -258,6 +265,119 @@ fn unknown_message() -> Response {
     error(StatusCode::NOT_FOUND, 10008, "Unknown Message")
 }
 
+fn unknown_interaction() -> Response {
+    error(StatusCode::NOT_FOUND, 10062, "Unknown interaction")
+}
+
+fn unknown_webhook() -> Response {
+    error(StatusCode::NOT_FOUND, 10015, "Unknown Webhook")
+}
+
+/// A 400 Invalid Form Body naming the field and why, as Discord words it.
+fn invalid_form(field: &str, code: &str, message: &str) -> Response {
+    let body = json!({
+        "message": "Invalid Form Body", "code": 50035,
+        "errors": { field: { "_errors": [ { "code": code, "message": message } ] } },
+    });
+    (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+}
+
+/// How long an interaction token works for follow-ups.
+const INTERACTION_TOKEN_LIFETIME: Duration = Duration::from_secs(15 * 60);
+
+/// Checks legacy message components as Discord does ([D4]): at most 5 action rows; a row holds
+/// 1–5 buttons; a button has a style 1–6 and a label of at most 80 characters; styles 1–4 need a
+/// `custom_id` of 1–100 characters, unique in the message; style 5 needs a `url` and no
+/// `custom_id`.
+fn check_components(components: &Value) -> Result<(), &'static str> {
+    let Some(rows) = components.as_array() else {
+        return Err("components must be an array");
+    };
+    if rows.len() > 5 {
+        return Err("a message holds at most 5 action rows");
+    }
+    let mut ids = Vec::new();
+    for row in rows {
+        if row["type"] != 1 {
+            return Err("a top-level component must be an action row (type 1)");
+        }
+        let Some(items) = row["components"].as_array() else {
+            return Err("an action row needs components");
+        };
+        if items.is_empty() || items.len() > 5 {
+            return Err("an action row holds 1 to 5 buttons");
+        }
+        for button in items {
+            if button["type"] != 2 {
+                return Err("the fake only takes buttons (type 2) in action rows");
+            }
+            let style = button["style"].as_u64().unwrap_or(0);
+            if !(1..=6).contains(&style) {
+                return Err("a button's style is 1 to 6");
+            }
+            let label = button["label"].as_str().unwrap_or("");
+            if label.chars().count() > 80 {
+                return Err("a button label holds at most 80 characters");
+            }
+            let custom_id = button.get("custom_id").and_then(Value::as_str);
+            match style {
+                1..=4 => {
+                    let Some(id) = custom_id else {
+                        return Err("buttons of styles 1-4 need a custom_id");
+                    };
+                    let length = id.chars().count();
+                    if length == 0 || length > 100 {
+                        return Err("a custom_id holds 1 to 100 characters");
+                    }
+                    if ids.contains(&id) {
+                        return Err("custom_ids must be unique in a message");
+                    }
+                    ids.push(id);
+                }
+                5 if custom_id.is_some() || button["url"].as_str().is_none() => {
+                    return Err("a link button has a url and no custom_id");
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks the content and components of a message body (a post, an edit, an interaction
+/// answer): `Err` is the 400 to answer with.
+fn check_message_fields(body: &Value) -> Result<(), Box<Response>> {
+    if let Some(content) = body.get("content").and_then(Value::as_str) {
+        if content.chars().count() > 2000 {
+            return Err(Box::new(invalid_form(
+                "content",
+                "BASE_TYPE_MAX_LENGTH",
+                "Must be 2000 or fewer in length.",
+            )));
+        }
+    }
+    if let Some(components) = body.get("components").filter(|c| !c.is_null()) {
+        if let Err(why) = check_components(components) {
+            return Err(Box::new(invalid_form(
+                "components",
+                "COMPONENT_INVALID",
+                why,
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Applies an edit (`content`, `components`) to a stored message.
+fn apply_edit(message: &mut Value, body: &Value) {
+    for field in ["content", "components", "embeds"] {
+        if let Some(value) = body.get(field).filter(|v| !v.is_null()) {
+            message[field] = value.clone();
+        }
+    }
+    message["edited_timestamp"] = json!(state::timestamp(state::unix_ms()));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Handlers
 
@@ -363,14 +483,8 @@ async fn create_message(
             "Cannot send an empty message",
         );
     }
-    if content.chars().count() > 2000 {
-        let body = json!({
-            "message": "Invalid Form Body", "code": 50035,
-            "errors": { "content": { "_errors": [
-                { "code": "BASE_TYPE_MAX_LENGTH", "message": "Must be 2000 or fewer in length." }
-            ] } },
-        });
-        return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+    if let Err(response) = check_message_fields(&body) {
+        return *response;
     }
     let reference = body
         .get("message_reference")
@@ -433,11 +547,17 @@ async fn edit_message(
     Path((channel, message)): Path<(String, String)>,
     axum::Json(body): axum::Json<Value>,
 ) -> Response {
+    if let Err(response) = check_message_fields(&body) {
+        return *response;
+    }
     let mut st = shared.lock();
     let bot_id = st.bot_id.clone();
     let Some(stored) = st.messages.get_mut(&message) else {
         return unknown_message();
     };
+    if stored["channel_id"] != json!(channel) {
+        return unknown_message();
+    }
     if stored["author"]["id"] != json!(bot_id) {
         return error(
             StatusCode::FORBIDDEN,
@@ -445,13 +565,7 @@ async fn edit_message(
             "Cannot edit a message authored by another user",
         );
     }
-    if let Some(content) = body.get("content") {
-        stored["content"] = content.clone();
-    }
-    if let Some(components) = body.get("components") {
-        stored["components"] = components.clone();
-    }
-    stored["edited_timestamp"] = json!(state::timestamp(state::unix_ms()));
+    apply_edit(stored, &body);
     let updated = stored.clone();
     st.records.edits.push(PostedMessage {
         id: message,
@@ -462,6 +576,19 @@ async fn edit_message(
         body,
     });
     axum::Json(updated).into_response()
+}
+
+async fn get_message(
+    State(shared): State<Shared_>,
+    Path((channel, message)): Path<(String, String)>,
+) -> Response {
+    let st = shared.lock();
+    match st.messages.get(&message) {
+        Some(stored) if stored["channel_id"] == json!(channel) => {
+            axum::Json(stored.clone()).into_response()
+        }
+        _ => unknown_message(),
+    }
 }
 
 async fn typing(State(shared): State<Shared_>, Path(channel): Path<String>) -> Response {
@@ -529,41 +656,234 @@ async fn open_dm(State(shared): State<Shared_>, axum::Json(body): axum::Json<Val
     }
 }
 
+/// Answers an interaction: once, within the deadline, with a valid body. Type 7 edits the
+/// clicked message, type 4 posts a message (to the clicker alone with flags 64), types 5 and 6
+/// acknowledge.
 async fn callback(
     State(shared): State<Shared_>,
     Path((id, token)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Response {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let deadline = shared.opts.interaction_deadline;
     let mut st = shared.lock();
-    let (status, response) = match st.interactions.get_mut(&id) {
-        Some(interaction) if interaction.token == token => {
-            if interaction.answered {
-                (
-                    400,
-                    error(
-                        StatusCode::BAD_REQUEST,
-                        40060,
-                        "Interaction has already been acknowledged.",
-                    ),
-                )
-            } else {
-                interaction.answered = true;
-                (204, StatusCode::NO_CONTENT.into_response())
-            }
-        }
-        _ => (
-            404,
-            error(StatusCode::NOT_FOUND, 10062, "Unknown interaction"),
-        ),
-    };
+    let response = answer_interaction(&mut st, &id, &token, &body, deadline);
     st.records.callbacks.push(InteractionCallback {
         id,
         token,
         body,
-        status,
+        status: response.status().as_u16(),
     });
     response
+}
+
+fn answer_interaction(
+    st: &mut state::State,
+    id: &str,
+    token: &str,
+    body: &Value,
+    deadline: Duration,
+) -> Response {
+    let Some(interaction) = st.interactions.get(id).filter(|i| i.token == token) else {
+        return unknown_interaction();
+    };
+    if interaction.original.is_some() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            40060,
+            "Interaction has already been acknowledged.",
+        );
+    }
+    if interaction.created.elapsed() >= deadline {
+        return unknown_interaction();
+    }
+    let (channel, message, user) = (
+        interaction.channel.clone(),
+        interaction.message.clone(),
+        interaction.user.clone(),
+    );
+    let data = body.get("data").cloned().unwrap_or(Value::Null);
+    if let Err(response) = check_message_fields(&data) {
+        return *response;
+    }
+    let ephemeral = data["flags"].as_u64().is_some_and(|f| f & 64 != 0);
+    let original = match body["type"].as_u64() {
+        Some(6) => Original::Component,
+        Some(7) => {
+            // A click forged on a message the fake never saw has nothing to update.
+            if let Some(stored) = st.messages.get_mut(&message) {
+                apply_edit(stored, &data);
+            }
+            Original::Component
+        }
+        Some(5) => Original::Thinking { ephemeral },
+        Some(4) => match respond(st, id, &channel, &user, &data, ephemeral) {
+            Ok(original) => original,
+            Err(response) => return *response,
+        },
+        _ => {
+            return invalid_form(
+                "type",
+                "BASE_TYPE_CHOICES",
+                "Value must be one of {4, 5, 6, 7, 9}.",
+            )
+        }
+    };
+    if let Some(interaction) = st.interactions.get_mut(id) {
+        interaction.original = Some(original);
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// A message answering an interaction: to the clicker alone, or in the channel.
+fn respond(
+    st: &mut state::State,
+    interaction: &str,
+    channel: &str,
+    user: &str,
+    data: &Value,
+    ephemeral: bool,
+) -> Result<Original, Box<Response>> {
+    let content = data["content"].as_str().unwrap_or("").to_owned();
+    let has_other = ["embeds", "components"]
+        .iter()
+        .any(|k| data[*k].as_array().is_some_and(|a| !a.is_empty()));
+    if content.trim().is_empty() && !has_other {
+        return Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            50006,
+            "Cannot send an empty message",
+        )));
+    }
+    if ephemeral {
+        st.records.ephemerals.push(EphemeralMessage {
+            interaction: interaction.to_owned(),
+            user: user.to_owned(),
+            channel: channel.to_owned(),
+            content,
+            body: data.clone(),
+        });
+        return Ok(Original::Ephemeral(st.records.ephemerals.len() - 1));
+    }
+    let id = st.snowflake();
+    let guild = st.channels.get(channel).and_then(|c| c.guild.clone());
+    let bot = st.bot_user();
+    let mut message = message_json(st, &id, channel, guild.as_deref(), bot, &content);
+    if let Some(components) = data.get("components").filter(|c| !c.is_null()) {
+        message["components"] = components.clone();
+    }
+    st.records.posted.push(PostedMessage {
+        id: id.clone(),
+        channel: channel.to_owned(),
+        content,
+        message_reference: None,
+        allowed_mentions: data.get("allowed_mentions").cloned(),
+        body: data.clone(),
+    });
+    st.messages.insert(id.clone(), message.clone());
+    st.dispatch("MESSAGE_CREATE", &message);
+    Ok(Original::Message(id))
+}
+
+/// The answered interaction a webhook token belongs to (tokens work for 15 minutes).
+fn webhook_interaction(st: &state::State, application: &str, token: &str) -> Option<String> {
+    if application != st.app_id {
+        return None;
+    }
+    st.interactions
+        .iter()
+        .find(|(_, i)| {
+            i.token == token
+                && i.original.is_some()
+                && i.created.elapsed() < INTERACTION_TOKEN_LIFETIME
+        })
+        .map(|(id, _)| id.clone())
+}
+
+/// `PATCH /webhooks/{app}/{token}/messages/@original`: edits what the interaction's answer made
+/// (for a component after type 6 or 7: the clicked message).
+async fn edit_original(
+    State(shared): State<Shared_>,
+    Path((application, token)): Path<(String, String)>,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    if let Err(response) = check_message_fields(&body) {
+        return *response;
+    }
+    let mut st = shared.lock();
+    let Some(id) = webhook_interaction(&st, &application, &token) else {
+        return unknown_webhook();
+    };
+    let Some(interaction) = st.interactions.get(&id) else {
+        return unknown_webhook();
+    };
+    let (channel, clicked, user) = (
+        interaction.channel.clone(),
+        interaction.message.clone(),
+        interaction.user.clone(),
+    );
+    let target = match interaction.original.clone() {
+        Some(Original::Component) => clicked,
+        Some(Original::Message(message)) => message,
+        Some(Original::Ephemeral(index)) => {
+            let Some(shown) = st.records.ephemerals.get_mut(index) else {
+                return unknown_message();
+            };
+            if let Some(content) = body["content"].as_str() {
+                shown.content = content.to_owned();
+            }
+            shown.body = body.clone();
+            return axum::Json(json!({ "id": id, "content": shown.content })).into_response();
+        }
+        Some(Original::Thinking { ephemeral }) => {
+            let original = match respond(&mut st, &id, &channel, &user, &body, ephemeral) {
+                Ok(original) => original,
+                Err(response) => return *response,
+            };
+            if let Some(interaction) = st.interactions.get_mut(&id) {
+                interaction.original = Some(original);
+            }
+            return axum::Json(json!({ "id": id, "content": body["content"] })).into_response();
+        }
+        None => return unknown_webhook(),
+    };
+    let Some(stored) = st.messages.get_mut(&target) else {
+        return unknown_message();
+    };
+    apply_edit(stored, &body);
+    axum::Json(stored.clone()).into_response()
+}
+
+/// `POST /webhooks/{app}/{token}`: a follow-up message (to the clicker alone with flags 64).
+async fn follow_up(
+    State(shared): State<Shared_>,
+    Path((application, token)): Path<(String, String)>,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    if let Err(response) = check_message_fields(&body) {
+        return *response;
+    }
+    let mut st = shared.lock();
+    let Some(id) = webhook_interaction(&st, &application, &token) else {
+        return unknown_webhook();
+    };
+    let Some(interaction) = st.interactions.get(&id) else {
+        return unknown_webhook();
+    };
+    let (channel, user) = (interaction.channel.clone(), interaction.user.clone());
+    let ephemeral = body["flags"].as_u64().is_some_and(|f| f & 64 != 0);
+    match respond(&mut st, &id, &channel, &user, &body, ephemeral) {
+        Ok(Original::Message(message)) => st
+            .messages
+            .get(&message)
+            .cloned()
+            .map_or_else(unknown_message, |m| axum::Json(m).into_response()),
+        Ok(_) => {
+            axum::Json(json!({ "id": st.snowflake(), "content": body["content"], "flags": 64 }))
+                .into_response()
+        }
+        Err(response) => *response,
+    }
 }
 
 #[cfg(test)]

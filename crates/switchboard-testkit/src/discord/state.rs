@@ -11,8 +11,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Closed, ConnectionRecord, Failure, FakeDiscordOptions, HeartbeatRecord, IdentifyRecord,
-    InteractionCallback, PostedMessage, Reaction, RecordedRequest, ResumeRecord,
+    Closed, ConnectionRecord, EphemeralMessage, Failure, FakeDiscordOptions, HeartbeatRecord,
+    IdentifyRecord, InteractionCallback, PostedMessage, Reaction, RecordedRequest, ResumeRecord,
 };
 
 /// Discord's epoch (2015-01-01) in Unix milliseconds.
@@ -104,7 +104,27 @@ pub(crate) struct Bucket {
 
 pub(crate) struct Interaction {
     pub token: String,
-    pub answered: bool,
+    pub created: Instant,
+    pub channel: String,
+    /// The message that holds the clicked component.
+    pub message: String,
+    /// Who clicked.
+    pub user: String,
+    /// What the first (and only) callback made of the interaction's `@original`.
+    pub original: Option<Original>,
+}
+
+/// What an interaction's `@original` message is, once the interaction was answered.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Original {
+    /// Type 6 or 7: the message that holds the component.
+    Component,
+    /// Type 5: a "thinking…" response, made a message by the first edit of `@original`.
+    Thinking { ephemeral: bool },
+    /// Type 4 with flags 64: this entry of the ephemeral records.
+    Ephemeral(usize),
+    /// Type 4: a message in the channel.
+    Message(String),
 }
 
 #[derive(Default)]
@@ -116,6 +136,7 @@ pub(crate) struct Records {
     pub reactions: Vec<Reaction>,
     pub dm_opens: Vec<String>,
     pub callbacks: Vec<InteractionCallback>,
+    pub ephemerals: Vec<EphemeralMessage>,
     pub identifies: Vec<IdentifyRecord>,
     pub resumes: Vec<ResumeRecord>,
     pub heartbeats: Vec<HeartbeatRecord>,

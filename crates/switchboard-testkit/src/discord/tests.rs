@@ -426,3 +426,260 @@ async fn clicks_arrive_and_callbacks_are_answered_once() {
     assert_eq!(unknown.json::<Value>().await.expect("json")["code"], 10062);
     assert_eq!(fake.interaction_callbacks()[0].body, answer);
 }
+
+/// A REST call as the bot makes it.
+async fn bot_call(fake: &FakeDiscord, method: reqwest::Method, path: &str, body: Value) -> Value {
+    let response = http()
+        .request(method, format!("{}{path}", fake.api_base()))
+        .header("Authorization", format!("Bot {}", fake.token()))
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    let mut body: Value = response.json().await.unwrap_or(Value::Null);
+    if body.is_object() {
+        body["http_status"] = json!(status);
+    } else {
+        body = json!({ "http_status": status });
+    }
+    body
+}
+
+fn approve_reject() -> Value {
+    json!([{"type": 1, "components": [
+        {"type": 2, "style": 3, "label": "Approve", "custom_id": "sb:a:17"},
+        {"type": 2, "style": 4, "label": "Reject", "custom_id": "sb:r:17"}]}])
+}
+
+#[tokio::test]
+async fn buttons_are_checked_shown_and_clicked() {
+    let fake = FakeDiscord::start_with(FakeDiscordOptions {
+        bucket_limit: 100,
+        ..FakeDiscordOptions::default()
+    })
+    .await;
+    let (mut ws, _) = identify(&fake).await;
+    fake.add_channel("1100", "1200");
+    let post = |body: Value| {
+        bot_call(
+            &fake,
+            reqwest::Method::POST,
+            "/channels/1200/messages",
+            body,
+        )
+    };
+
+    let button = |custom_id: Value| {
+        json!([{"type": 1, "components": [
+        {"type": 2, "style": 1, "label": "x", "custom_id": custom_id}]}])
+    };
+    let six = json!([{"type": 1, "components": (0..6)
+        .map(|i| json!({"type": 2, "style": 1, "label": "x", "custom_id": format!("b{i}")}))
+        .collect::<Vec<_>>()}]);
+    let twice = json!([{"type": 1, "components": [
+        {"type": 2, "style": 1, "label": "x", "custom_id": "same"},
+        {"type": 2, "style": 2, "label": "y", "custom_id": "same"}]}]);
+    let bad = [
+        button(json!("x".repeat(101))),
+        button(json!("")),
+        button(Value::Null),
+        six,
+        twice,
+        json!([{"type": 2, "style": 1, "label": "x", "custom_id": "loose"}]),
+    ];
+    for components in bad {
+        let answer = post(json!({"content": "x", "components": components.clone()})).await;
+        assert_eq!(
+            (answer["http_status"].clone(), answer["code"].clone()),
+            (json!(400), json!(50035)),
+            "{components}"
+        );
+    }
+
+    let posted = post(json!({"content": "Approve?", "components": approve_reject()})).await;
+    assert_eq!(posted["http_status"], 200);
+    let message = posted["id"].as_str().expect("id").to_owned();
+    next(&mut ws).await.expect("the bot's own message");
+    let labels: Vec<String> = fake
+        .buttons(&message)
+        .into_iter()
+        .map(|b| b.label)
+        .collect();
+    assert_eq!(labels, ["Approve", "Reject"]);
+
+    // A refusal shown to the clicker alone leaves the message as it is.
+    let first = fake.click_button(&message, USER, "Approve");
+    let event = next(&mut ws).await.expect("INTERACTION_CREATE");
+    assert_eq!(event["d"]["message"]["content"], "Approve?");
+    let token = event["d"]["token"].as_str().expect("token").to_owned();
+    let private = json!({"type": 4, "data": {"content": "Not you", "flags": 64}});
+    let answered = http()
+        .post(format!(
+            "{}/interactions/{first}/{token}/callback",
+            fake.api_base()
+        ))
+        .json(&private)
+        .send()
+        .await
+        .expect("callback");
+    assert_eq!(answered.status(), 204);
+    let shown = fake.ephemerals();
+    assert_eq!(
+        (
+            shown[0].user.as_str(),
+            shown[0].content.as_str(),
+            shown[0].channel.as_str()
+        ),
+        (USER, "Not you", "1200")
+    );
+    assert_eq!(fake.buttons(&message).len(), 2, "unchanged");
+
+    // Type 7 updates the clicked message.
+    let second = fake.click_button(&message, USER, "Reject");
+    let event = next(&mut ws).await.expect("INTERACTION_CREATE");
+    let token = event["d"]["token"].as_str().expect("token").to_owned();
+    let update = json!({"type": 7, "data": {"content": "Rejected", "components": []}});
+    let answered = http()
+        .post(format!(
+            "{}/interactions/{second}/{token}/callback",
+            fake.api_base()
+        ))
+        .json(&update)
+        .send()
+        .await
+        .expect("callback");
+    assert_eq!(answered.status(), 204);
+    let now = fake.message(&message).expect("message");
+    assert_eq!(now["content"], "Rejected");
+    assert!(fake.buttons(&message).is_empty());
+    assert!(!now["edited_timestamp"].is_null());
+    let fetched = bot_call(
+        &fake,
+        reqwest::Method::GET,
+        &format!("/channels/1200/messages/{message}"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(fetched["content"], "Rejected");
+    let elsewhere = bot_call(
+        &fake,
+        reqwest::Method::GET,
+        &format!("/channels/1201/messages/{message}"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(elsewhere["code"], 10008);
+}
+
+#[tokio::test]
+async fn late_answers_are_unknown_and_follow_ups_need_an_answer_first() {
+    let fake = FakeDiscord::start_with(FakeDiscordOptions {
+        interaction_deadline: Duration::ZERO,
+        ..FakeDiscordOptions::default()
+    })
+    .await;
+    let (mut ws, _) = identify(&fake).await;
+    fake.add_channel("1100", "1200");
+    let late = fake.click("1200", "1300", USER, "sb:a:1");
+    let event = next(&mut ws).await.expect("INTERACTION_CREATE");
+    let token = event["d"]["token"].as_str().expect("token").to_owned();
+    let answered = http()
+        .post(format!(
+            "{}/interactions/{late}/{token}/callback",
+            fake.api_base()
+        ))
+        .json(&json!({"type": 6}))
+        .send()
+        .await
+        .expect("callback");
+    assert_eq!(answered.status(), 404);
+    assert_eq!(
+        answered.json::<Value>().await.expect("json")["code"],
+        10062,
+        "an answer after the deadline is too late"
+    );
+    let app = fake.bot_id();
+    let follow = http()
+        .post(format!("{}/webhooks/{app}/{token}", fake.api_base()))
+        .json(&json!({"content": "hm", "flags": 64}))
+        .send()
+        .await
+        .expect("follow-up");
+    assert_eq!(
+        follow.json::<Value>().await.expect("json")["code"],
+        10015,
+        "no follow-up to an interaction that was never answered"
+    );
+}
+
+#[tokio::test]
+async fn a_deferred_click_is_followed_up_by_webhook() {
+    let fake = FakeDiscord::start().await;
+    let (mut ws, _) = identify(&fake).await;
+    fake.add_channel("1100", "1200");
+    let posted = bot_call(
+        &fake,
+        reqwest::Method::POST,
+        "/channels/1200/messages",
+        json!({"content": "Approve?", "components": approve_reject()}),
+    )
+    .await;
+    let message = posted["id"].as_str().expect("id").to_owned();
+    next(&mut ws).await.expect("the bot's own message");
+    let click = fake.click_button(&message, USER, "Approve");
+    let event = next(&mut ws).await.expect("INTERACTION_CREATE");
+    let token = event["d"]["token"].as_str().expect("token").to_owned();
+    let app = event["d"]["application_id"]
+        .as_str()
+        .expect("app")
+        .to_owned();
+    let deferred = http()
+        .post(format!(
+            "{}/interactions/{click}/{token}/callback",
+            fake.api_base()
+        ))
+        .json(&json!({"type": 6}))
+        .send()
+        .await
+        .expect("callback");
+    assert_eq!(deferred.status(), 204);
+    assert_eq!(
+        fake.buttons(&message).len(),
+        2,
+        "a deferral changes nothing"
+    );
+
+    let edited = http()
+        .patch(format!(
+            "{}/webhooks/{app}/{token}/messages/@original",
+            fake.api_base()
+        ))
+        .json(&json!({"content": "Approved", "components": []}))
+        .send()
+        .await
+        .expect("edit @original");
+    assert_eq!(edited.status(), 200);
+    assert_eq!(
+        fake.message(&message).expect("message")["content"],
+        "Approved"
+    );
+    assert!(fake.buttons(&message).is_empty());
+
+    let follow = http()
+        .post(format!("{}/webhooks/{app}/{token}", fake.api_base()))
+        .json(&json!({"content": "Only you see this", "flags": 64}))
+        .send()
+        .await
+        .expect("follow-up");
+    assert_eq!(follow.status(), 200);
+    assert_eq!(fake.ephemerals()[0].content, "Only you see this");
+    assert_eq!(fake.ephemerals()[0].user, USER);
+    let wrong = http()
+        .post(format!("{}/webhooks/1/{token}", fake.api_base()))
+        .json(&json!({"content": "x"}))
+        .send()
+        .await
+        .expect("follow-up");
+    assert_eq!(wrong.json::<Value>().await.expect("json")["code"], 10015);
+}

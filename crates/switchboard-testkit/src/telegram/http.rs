@@ -502,6 +502,63 @@ fn check_parse_mode(text: &str, parse_mode: Option<&str>) -> Result<(), Failure>
     }
 }
 
+/// The entity types the Bot API knows.
+const ENTITY_TYPES: [&str; 20] = [
+    "mention",
+    "hashtag",
+    "cashtag",
+    "bot_command",
+    "url",
+    "email",
+    "phone_number",
+    "bold",
+    "italic",
+    "underline",
+    "strikethrough",
+    "spoiler",
+    "blockquote",
+    "expandable_blockquote",
+    "code",
+    "pre",
+    "text_link",
+    "text_mention",
+    "custom_emoji",
+    "date_time",
+];
+
+/// Checks explicit `entities` against the text they format: a known type, a non-empty span, and
+/// an offset and length (UTF-16 code units) inside the text. Returns them for the message.
+fn check_entities(text: &str, params: &Value) -> Result<Option<Value>, Failure> {
+    let Some(entities) = json_param(params, "entities") else {
+        return Ok(None);
+    };
+    let Some(list) = entities.as_array() else {
+        return Err(bad_request("can't parse entities JSON object"));
+    };
+    let units = utf16_len(text) as i64;
+    for entity in list {
+        let kind = entity.get("type").and_then(Value::as_str).unwrap_or("");
+        if !ENTITY_TYPES.contains(&kind) {
+            return Err(bad_request(&format!(
+                "can't parse MessageEntity: unsupported type \"{kind}\""
+            )));
+        }
+        let (Some(offset), Some(length)) =
+            (int_param(entity, "offset"), int_param(entity, "length"))
+        else {
+            return Err(bad_request(
+                "can't parse MessageEntity: field \"offset\" or \"length\" must be a number",
+            ));
+        };
+        if offset < 0 || length <= 0 || offset + length > units {
+            return Err(bad_request(&format!(
+                "can't parse entities: entity {kind} at {offset}+{length} is outside the text of {units} UTF-16 units"
+            )));
+        }
+    }
+    Ok(Some(entities))
+}
+
 fn check_markup(markup: &Value) -> Result<(), Failure> {
     let rows = markup
         .get("inline_keyboard")
@@ -529,6 +586,7 @@ fn send_message(w: &mut World, params: &Value) -> Result<Value, Failure> {
     }
     let parse_mode = text_param(params, "parse_mode").filter(|p| !p.is_empty());
     check_parse_mode(&text, parse_mode.as_deref())?;
+    let entities = check_entities(&text, params)?;
     let thread = int_param(params, "message_thread_id");
     let placed = place(w, chat_id, thread)?;
     let reply_parameters = json_param(params, "reply_parameters");
@@ -550,8 +608,14 @@ fn send_message(w: &mut World, params: &Value) -> Result<Value, Failure> {
     }
     let bot = w.bot.clone();
     let mut message = w.new_message(chat_id, &bot, &text, placed, reply_found);
-    if let Some(markup) = &markup {
-        message["reply_markup"] = markup.clone();
+    if markup.is_some() || entities.is_some() {
+        if let Some(markup) = &markup {
+            message["reply_markup"] = markup.clone();
+        }
+        if let Some(entities) = entities {
+            // Explicit entities replace what the server would have found by itself.
+            message["entities"] = entities;
+        }
         w.messages.insert(
             (chat_id, message["message_id"].as_i64().unwrap_or_default()),
             message.clone(),
@@ -591,19 +655,26 @@ fn edit(w: &mut World, method: &str, params: &Value, text: bool) -> Result<Value
     if text && new_text.as_deref().is_none_or(|t| t.trim().is_empty()) {
         return Err(bad_request("message text is empty"));
     }
+    let mut entities = None;
     if let Some(new_text) = &new_text {
         if utf16_len(new_text) > TEXT_MAX {
             return Err(bad_request("MESSAGE_TOO_LONG"));
         }
         check_parse_mode(new_text, text_param(params, "parse_mode").as_deref())?;
+        entities = Some(
+            check_entities(new_text, params)?
+                .unwrap_or_else(|| json!(super::world::detect_entities(new_text))),
+        );
     }
     let markup = json_param(params, "reply_markup");
     if let Some(markup) = &markup {
         check_markup(markup)?;
     }
+    let old_entities = message.get("entities").cloned().unwrap_or(json!([]));
     let same_text = new_text
         .as_ref()
-        .is_none_or(|t| message["text"].as_str() == Some(t.as_str()));
+        .is_none_or(|t| message["text"].as_str() == Some(t.as_str()))
+        && entities.as_ref().is_none_or(|e| *e == old_entities);
     let old_markup = message
         .get("reply_markup")
         .cloned()
@@ -624,6 +695,17 @@ fn edit(w: &mut World, method: &str, params: &Value, text: bool) -> Result<Value
     }
     if let Some(new_text) = &new_text {
         message["text"] = json!(new_text);
+    }
+    match entities {
+        Some(entities) if entities.as_array().is_some_and(|e| !e.is_empty()) => {
+            message["entities"] = entities;
+        }
+        Some(_) => {
+            if let Some(o) = message.as_object_mut() {
+                o.remove("entities");
+            }
+        }
+        None => {}
     }
     match &markup {
         Some(markup) => message["reply_markup"] = markup.clone(),

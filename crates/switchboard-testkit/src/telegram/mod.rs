@@ -411,6 +411,33 @@ impl FakeTelegram {
         })
     }
 
+    /// `from` presses the button labelled `label` under message `message_id`, as the message
+    /// stands now; returns the callback query id.
+    ///
+    /// # Panics
+    /// If the message has no such button (anymore): a person cannot press it.
+    pub fn press(&self, chat_id: i64, message_id: i64, from: &Person, label: &str) -> String {
+        let message = self.message(chat_id, message_id).unwrap_or(Value::Null);
+        let buttons: Vec<Value> = message["reply_markup"]["inline_keyboard"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_array)
+            .flatten()
+            .cloned()
+            .collect();
+        let Some(data) = buttons
+            .iter()
+            .find(|b| b["text"] == label)
+            .and_then(|b| b["callback_data"].as_str())
+        else {
+            panic!(
+                "press: message {message_id} in chat {chat_id} has no button {label:?}; its buttons: {buttons:?}"
+            );
+        };
+        self.click(chat_id, message_id, from, data)
+    }
+
     /// Queues an update exactly as given (an `update_id` is added if missing). It is delivered by
     /// the next poll whatever that poll's offset — a redelivery after a lost confirmation — and
     /// then forgotten. Returns its update id.
@@ -584,6 +611,22 @@ impl FakeTelegram {
 
     pub fn callback_answers(&self) -> Vec<CallbackAnswer> {
         self.world().records.callback_answers.clone()
+    }
+
+    /// The answer to callback query `query_id`, once the bot gave it.
+    pub fn callback_answer(&self, query_id: &str) -> Option<CallbackAnswer> {
+        self.world()
+            .records
+            .callback_answers
+            .iter()
+            .find(|a| a.callback_query_id == query_id)
+            .cloned()
+    }
+
+    /// Message `message_id` of the chat as people see it now (after any edits): `text`,
+    /// `entities`, `reply_markup` (absent once the buttons are gone), `edit_date`, ….
+    pub fn message(&self, chat_id: i64, message_id: i64) -> Option<Value> {
+        self.world().messages.get(&(chat_id, message_id)).cloned()
     }
 
     pub fn edits(&self) -> Vec<Edit> {

@@ -303,6 +303,86 @@ async fn replies_clicks_and_edits() {
 }
 
 #[tokio::test]
+async fn explicit_entities_are_checked_in_utf16_and_buttons_are_pressed_as_shown() {
+    let tg = FakeTelegram::start().await;
+    tg.send_dm(1111, "Ann", "hi");
+    // "👋 ls" is 5 UTF-16 units: the emoji counts two.
+    let send = |entities: Value| {
+        json!({"chat_id": 1111, "text": "👋 ls", "entities": entities,
+            "reply_markup": {"inline_keyboard": [[{"text": "Approve", "callback_data": "sb:a:1"}]]}})
+    };
+    let (status, _, body) = call(
+        &tg,
+        "sendMessage",
+        send(json!([{"type": "code", "offset": 3, "length": 3}])),
+    )
+    .await;
+    assert_eq!(status, 400, "a span past the end is refused");
+    assert!(body["description"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("Bad Request: can't parse entities"));
+    let (status, _, _) = call(
+        &tg,
+        "sendMessage",
+        send(json!([{"type": "shiny", "offset": 0, "length": 1}])),
+    )
+    .await;
+    assert_eq!(status, 400, "an unknown type is refused");
+    let (status, _, sent) = call(
+        &tg,
+        "sendMessage",
+        send(json!([{"type": "code", "offset": 3, "length": 2}])),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let id = sent["result"]["message_id"].as_i64().expect("an id");
+    let shown = tg.message(1111, id).expect("the message");
+    assert_eq!(
+        shown["entities"],
+        json!([{"type": "code", "offset": 3, "length": 2}])
+    );
+
+    let query = tg.press(1111, id, &Person::new(1111, "Ann"), "Approve");
+    let (_, _, polled) = call(&tg, "getUpdates", json!({})).await;
+    let clicks: Vec<Value> = polled["result"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|u| u.get("callback_query").cloned())
+        .collect();
+    assert_eq!(clicks.len(), 1);
+    assert_eq!(clicks[0]["data"], "sb:a:1", "the button's own payload");
+    assert_eq!(clicks[0]["id"], query.as_str());
+    let answer = json!({"callback_query_id": query, "text": "Done", "show_alert": true});
+    assert_eq!(call(&tg, "answerCallbackQuery", answer).await.0, 200);
+    let answered = tg.callback_answer(&query).expect("answered");
+    assert_eq!(
+        (answered.text.as_deref(), answered.show_alert),
+        (Some("Done"), true)
+    );
+
+    // An edit without reply_markup removes the buttons; the same edit again changes nothing.
+    let edit = json!({"chat_id": 1111, "message_id": id, "text": "✅ ls",
+        "entities": [{"type": "code", "offset": 2, "length": 2}]});
+    assert_eq!(call(&tg, "editMessageText", edit.clone()).await.0, 200);
+    let shown = tg.message(1111, id).expect("the message");
+    assert_eq!(shown["text"], "✅ ls");
+    assert!(shown.get("reply_markup").is_none(), "the buttons are gone");
+    assert_eq!(
+        call(&tg, "editMessageText", edit).await.0,
+        400,
+        "not modified"
+    );
+    let restyled = json!({"chat_id": 1111, "message_id": id, "text": "✅ ls"});
+    assert_eq!(
+        call(&tg, "editMessageText", restyled).await.0,
+        200,
+        "dropping the formatting is a change"
+    );
+}
+
+#[tokio::test]
 async fn webhooks_block_polling_until_deleted_and_prefixes_are_kept() {
     let tg = FakeTelegram::start_with(FakeOptions {
         path_prefix: "/tg/".into(),

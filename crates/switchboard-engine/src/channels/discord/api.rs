@@ -318,9 +318,75 @@ impl Api {
         .await
     }
 
+    /// `PATCH /channels/{id}/messages/{id}`: edits a message the bot posted (the fields given
+    /// replace the old ones; the rest stay).
+    pub async fn edit_message(
+        &self,
+        channel: &str,
+        message: &str,
+        body: &Value,
+    ) -> Result<wire::CreatedMessage, ApiError> {
+        let route = route("PATCH /channels/{}/messages/{}", channel);
+        let path = format!("/channels/{channel}/messages/{message}");
+        let (_, bytes) = self
+            .call(Method::PATCH, &route, &path, Some(body.clone()))
+            .await?;
+        decode(&route, &bytes)
+    }
+
+    /// `GET /channels/{id}/messages/{id}`: one message (the bot's own always come with their
+    /// content).
+    pub async fn message(
+        &self,
+        channel: &str,
+        message: &str,
+    ) -> Result<wire::CreatedMessage, ApiError> {
+        let route = route("GET /channels/{}/messages/{}", channel);
+        self.get(&route, &format!("/channels/{channel}/messages/{message}"))
+            .await
+    }
+
+    /// `PATCH /webhooks/{application}/{token}/messages/@original`: edits the message an
+    /// interaction answered (for a component: the message that holds it). Not counted against
+    /// the global limit.
+    pub async fn edit_original(
+        &self,
+        application: &str,
+        token: &str,
+        body: &Value,
+    ) -> Result<(), ApiError> {
+        let route = Route {
+            template: "PATCH /webhooks/{}/{}/messages/@original",
+            major: application.to_owned(),
+            global: false,
+        };
+        let path = format!("/webhooks/{application}/{token}/messages/@original");
+        self.call(Method::PATCH, &route, &path, Some(body.clone()))
+            .await
+            .map(|_| ())
+    }
+
+    /// `POST /webhooks/{application}/{token}`: a follow-up message to an interaction (with flags
+    /// 64 only the clicker sees it).
+    pub async fn follow_up(
+        &self,
+        application: &str,
+        token: &str,
+        body: &Value,
+    ) -> Result<(), ApiError> {
+        let route = Route {
+            template: "POST /webhooks/{}/{}",
+            major: application.to_owned(),
+            global: false,
+        };
+        let path = format!("/webhooks/{application}/{token}");
+        self.call(Method::POST, &route, &path, Some(body.clone()))
+            .await
+            .map(|_| ())
+    }
+
     /// `POST /interactions/{id}/{token}/callback`: answers a component click (type 7 updates the
     /// message that holds the button). Not counted against the global limit.
-    #[allow(dead_code)] // Used by chat approvals, which arrive with the approvals work.
     pub async fn answer_interaction(
         &self,
         id: &str,

@@ -16,14 +16,22 @@
 //! Discord replays what arrived meanwhile; the engine drops anything it already stored (its
 //! de-duplication key is `discord:msg:<id>`). For the same reason the bot never closes with
 //! 1000/1001, which would end the session: leaving, it closes with 4000.
+//!
+//! Tool approvals (`approval.rs`) are posted with three buttons where the conversation is. A click
+//! arrives as INTERACTION_CREATE and is answered within Discord's 3 s: a decision (this click's
+//! or an earlier one) updates the prompt for everyone (callback type 7, buttons removed), a
+//! refusal is told only to the clicker (type 4 with flags 64) and leaves the prompt alone. Should
+//! the engine be slow to decide, the click is acknowledged first (type 6) and answered after, by
+//! editing `@original` or with an ephemeral follow-up.
 
 mod api;
+mod approval;
 mod decode;
 mod gateway;
 mod ratelimit;
 mod wire;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -34,10 +42,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{Accepted, Channel, ChannelContext, ChannelError, Notice, SentMessage, QUEUED_NOTE};
+use crate::approvals::{ApprovalPrompt, ChatChoice, ChoiceOutcome};
 use crate::backoff;
 use crate::chunk::TextLimit;
 use crate::config::DiscordConfig;
-use crate::model::{ChannelState, DeliveryTarget, Identity};
+use crate::model::{now_ms, ChannelState, DeliveryTarget, Identity, Peer};
 
 use api::{Api, ApiError};
 use decode::{Addressing, Destination, Place, Verdict};
@@ -51,6 +60,13 @@ const SESSION_KEY: &str = "session";
 const NOT_MEMBER_TTL: Duration = Duration::from_secs(60);
 /// Connections to a stored session's resume URL that may fail before identifying afresh.
 const RESUME_ATTEMPTS: u32 = 3;
+/// Clicks remembered so a replayed INTERACTION_CREATE is not answered twice.
+const RECENT_CLICKS: usize = 64;
+/// Tries at editing a prompt when Discord answers with a transient failure.
+const EDIT_ATTEMPTS: u32 = 3;
+/// The part of Discord's 3 s for answering a click that may pass before the answer is sent
+/// (the rest is for the request itself).
+const CLICK_DEADLINE: Duration = Duration::from_millis(2500);
 
 /// Timings of the Discord adapter. The defaults follow Discord's advice; tests shorten them.
 #[derive(Debug, Clone)]
@@ -63,6 +79,10 @@ pub struct DiscordOptions {
     pub retry_cap: Duration,
     /// How long connecting to the Gateway and its Hello may take.
     pub connect_timeout: Duration,
+    /// How long the engine may take to decide a button click before the click is acknowledged
+    /// on its own (type 6) and answered afterwards. Discord wants an answer within 3 s of the
+    /// click; zero acknowledges every click first.
+    pub click_answer_within: Duration,
 }
 
 impl Default for DiscordOptions {
@@ -72,6 +92,7 @@ impl Default for DiscordOptions {
             retry_base: Duration::from_secs(1),
             retry_cap: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(20),
+            click_answer_within: Duration::from_millis(1500),
         }
     }
 }
@@ -102,6 +123,10 @@ struct State {
     dms: HashMap<String, String>,
     connected: bool,
     rate_limited: bool,
+    /// Prompt message id → the prompt's body (kept when it is decided), until it is closed.
+    prompts: HashMap<String, String>,
+    /// Interaction ids answered lately, newest last.
+    clicks: VecDeque<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -180,12 +205,13 @@ impl Inner {
         }
     }
 
-    /// Posts `text` to `channel`, replying to `reply_to` when it is a message id.
+    /// Posts `text` (and buttons) to `channel`, replying to `reply_to` when it is a message id.
     async fn post(
         &self,
         channel: &str,
         text: &str,
         reply_to: Option<&str>,
+        components: Option<Value>,
     ) -> Result<SentMessage, ChannelError> {
         let body = wire::CreateMessage {
             content: text,
@@ -196,6 +222,7 @@ impl Inner {
                     fail_if_not_exists: false,
                 }),
             allowed_mentions: wire::AllowedMentions::default(),
+            components,
         };
         match self.api()?.create_message(channel, &body).await {
             Ok(created) => {
@@ -264,7 +291,7 @@ impl Channel for DiscordChannel {
         }
         let channel = self.inner.resolve(target).await?;
         self.inner
-            .post(&channel, text, target.reply_to.as_deref())
+            .post(&channel, text, target.reply_to.as_deref(), None)
             .await
     }
 
@@ -304,7 +331,7 @@ impl Channel for DiscordChannel {
             }
         }
         self.inner
-            .post(&channel, QUEUED_NOTE, message)
+            .post(&channel, QUEUED_NOTE, message, None)
             .await
             .map(|_| ())
     }
@@ -322,6 +349,82 @@ impl Channel for DiscordChannel {
     /// `<channel_id>` (a text channel or thread) or `dm:<user_id>`; see `decode::parse_target`.
     fn parse_target(&self, target: &str) -> Result<DeliveryTarget, String> {
         decode::parse_target(target)
+    }
+
+    /// Posts the prompt where the conversation is (the DM, the channel or the thread), replying
+    /// to the message that asked, with Approve / Reject / Always allow buttons.
+    async fn post_approval(
+        &self,
+        target: &DeliveryTarget,
+        prompt: &ApprovalPrompt,
+    ) -> Result<Option<SentMessage>, ChannelError> {
+        let components =
+            approval::components(&prompt.approval_id).map_err(ChannelError::Rejected)?;
+        let content = approval::prompt_content(prompt);
+        let channel = self.inner.resolve(target).await?;
+        let sent = self
+            .inner
+            .post(
+                &channel,
+                &content,
+                target.reply_to.as_deref(),
+                Some(components),
+            )
+            .await?;
+        if let Some(body) = approval::body_of(&content) {
+            self.inner
+                .lock()
+                .prompts
+                .insert(sent.id.clone(), body.to_owned());
+        }
+        Ok(Some(sent))
+    }
+
+    /// Edits the prompt to show how it ended, without buttons. Doing it again (after a click
+    /// already updated the prompt) sets the same text.
+    async fn close_approval(
+        &self,
+        target: &DeliveryTarget,
+        message_id: &str,
+        outcome: &str,
+    ) -> Result<(), ChannelError> {
+        if !wire::is_snowflake(message_id) {
+            return Err(ChannelError::Rejected(format!(
+                "{message_id:?} is not a Discord message id"
+            )));
+        }
+        let channel = self.inner.resolve(target).await?;
+        let api = self.inner.api()?;
+        let cached = self.inner.lock().prompts.remove(message_id);
+        let body = match cached {
+            Some(body) => Some(body),
+            // Posted before a restart: the message itself has the body.
+            None => match api.message(&channel, message_id).await {
+                Ok(message) => approval::body_of(&message.content).map(str::to_owned),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot read the approval prompt; showing the outcome alone");
+                    None
+                }
+            },
+        };
+        let edit = approval::closed_edit(body.as_deref(), outcome);
+        let mut attempt = 0u32;
+        loop {
+            let error = match api.edit_message(&channel, message_id, &edit).await {
+                Ok(_) => return Ok(()),
+                Err(error) => error,
+            };
+            attempt += 1;
+            if !error.is_transient() || attempt >= EDIT_ATTEMPTS {
+                return Err(error.into_channel_error());
+            }
+            let delay = match &error {
+                ApiError::RateLimited { retry_after, .. } => *retry_after,
+                _ => self.inner.retry_delay(attempt - 1),
+            };
+            tracing::debug!(error = %error, ?delay, "cannot close the approval prompt yet; retrying");
+            tokio::time::sleep(delay.min(self.inner.options.retry_cap)).await;
+        }
     }
 }
 
@@ -625,7 +728,7 @@ impl Runner<'_> {
                     let handled = match name.as_str() {
                         "MESSAGE_CREATE" => self.on_message(api, data).await,
                         "INTERACTION_CREATE" => {
-                            on_interaction(data);
+                            self.on_interaction(api, data);
                             Handled::Skipped
                         }
                         _ => Handled::Skipped,
@@ -867,30 +970,154 @@ enum Ready {
     Stop,
 }
 
-/// Decodes a component click. Chat approvals answer it (type 7, update the message) when they
-/// arrive; until then it is only logged.
-fn on_interaction(data: Value) {
-    match serde_json::from_value::<wire::Interaction>(data) {
-        Ok(click) if click.kind == wire::INTERACTION_MESSAGE_COMPONENT => {
-            let user = click
-                .member
-                .and_then(|m| m.user)
-                .or(click.user)
-                .map(|u| u.id)
-                .unwrap_or_default();
-            let custom_id = click.data.and_then(|d| d.custom_id).unwrap_or_default();
-            tracing::info!(
-                interaction = %click.id,
-                %user,
-                %custom_id,
-                channel = click.channel_id.as_deref().unwrap_or(""),
-                message = click.message.map(|m| m.id).as_deref().unwrap_or(""),
-                "Discord button click (not handled yet)"
-            );
-        }
-        Ok(other) => tracing::debug!(kind = other.kind, "Discord interaction ignored"),
-        Err(e) => tracing::warn!(error = %e, "skipping an INTERACTION_CREATE that does not decode"),
+/// A click on one of the bot's approval buttons.
+#[derive(Debug, Clone, PartialEq)]
+struct Click {
+    interaction: String,
+    token: String,
+    application: Option<String>,
+    choice: ChatChoice,
+    approval_id: String,
+    clicker: Peer,
+    /// The clicked message's text as it was when clicked (the prompt).
+    content: String,
+}
+
+/// Reads a click on an approval button; `None` (logged) for any other interaction.
+fn read_click(interaction: wire::Interaction) -> Option<Click> {
+    if interaction.kind != wire::INTERACTION_MESSAGE_COMPONENT {
+        tracing::debug!(kind = interaction.kind, "Discord interaction ignored");
+        return None;
     }
+    let custom_id = interaction
+        .data
+        .and_then(|d| d.custom_id)
+        .unwrap_or_default();
+    let Some((choice, approval_id)) = crate::approvals::parse_callback(&custom_id) else {
+        tracing::debug!(%custom_id, "a Discord button that is not an approval's; ignored");
+        return None;
+    };
+    // `member.user` in guilds, `user` in DMs.
+    let Some(user) = interaction.member.and_then(|m| m.user).or(interaction.user) else {
+        tracing::warn!(interaction = %interaction.id, "a Discord click without a user; ignored");
+        return None;
+    };
+    Some(Click {
+        interaction: interaction.id,
+        token: interaction.token,
+        application: interaction.application_id,
+        choice,
+        approval_id,
+        clicker: Peer {
+            id: user.id.clone(),
+            name: Some(user.display_name().to_owned()).filter(|n| !n.is_empty()),
+        },
+        content: interaction.message.map(|m| m.content).unwrap_or_default(),
+    })
+}
+
+impl Runner<'_> {
+    /// Handles one INTERACTION_CREATE: an approval click is decided and answered in a task of its
+    /// own, so messages keep flowing meanwhile.
+    fn on_interaction(&self, api: &Api, data: Value) {
+        let interaction = match serde_json::from_value::<wire::Interaction>(data) {
+            Ok(interaction) => interaction,
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping an INTERACTION_CREATE that does not decode");
+                return;
+            }
+        };
+        let Some(click) = read_click(interaction) else {
+            return;
+        };
+        {
+            let mut state = self.inner.lock();
+            if state.clicks.contains(&click.interaction) {
+                tracing::debug!(interaction = %click.interaction, "Discord click seen before");
+                return;
+            }
+            state.clicks.push_back(click.interaction.clone());
+            while state.clicks.len() > RECENT_CLICKS {
+                state.clicks.pop_front();
+            }
+        }
+        // The click may have waited behind other events: what is left of the deadline counts,
+        // by the interaction id's time (a clock that runs ahead only means an early deferral).
+        let age = wire::snowflake_ms(&click.interaction)
+            .map(|at| {
+                Duration::from_millis(u64::try_from(now_ms().saturating_sub(at)).unwrap_or(0))
+            })
+            .unwrap_or_default();
+        let within = self
+            .inner
+            .options
+            .click_answer_within
+            .min(CLICK_DEADLINE.saturating_sub(age));
+        tokio::spawn(answer_click(api.clone(), self.ctx.clone(), click, within));
+    }
+}
+
+/// Decides a click and answers it within Discord's deadline: directly when the engine decides
+/// within `within`, else acknowledged first (type 6) and answered by a follow-up.
+async fn answer_click(api: Api, ctx: ChannelContext, click: Click, within: Duration) {
+    let decide = ctx.decide(&click.approval_id, click.choice, &click.clicker);
+    tokio::pin!(decide);
+    let early = if within.is_zero() {
+        None
+    } else {
+        tokio::time::timeout(within, &mut decide).await.ok()
+    };
+    let body = approval::body_of(&click.content);
+    let outcome = match early {
+        Some(outcome) => {
+            let answer = approval::answer(&outcome, body);
+            log_click(&click, &outcome);
+            if let Err(e) = api
+                .answer_interaction(&click.interaction, &click.token, &answer.callback())
+                .await
+            {
+                tracing::warn!(error = %e, "cannot answer a Discord click");
+            }
+            return;
+        }
+        None => {
+            if let Err(e) = api
+                .answer_interaction(&click.interaction, &click.token, &approval::deferred())
+                .await
+            {
+                tracing::warn!(error = %e, "cannot acknowledge a Discord click");
+            }
+            decide.await
+        }
+    };
+    log_click(&click, &outcome);
+    let Some(application) = click.application.as_deref() else {
+        tracing::warn!("a Discord click without its application id; cannot follow it up");
+        return;
+    };
+    let result = match approval::answer(&outcome, body) {
+        approval::Answer::Update(data) => api.edit_original(application, &click.token, &data).await,
+        approval::Answer::Private(data) => api.follow_up(application, &click.token, &data).await,
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "cannot follow up a Discord click");
+    }
+}
+
+fn log_click(click: &Click, outcome: &ChoiceOutcome) {
+    let result = match outcome {
+        ChoiceOutcome::Decided(_) => "decided",
+        ChoiceOutcome::AlreadyDecided(_) => "already decided",
+        ChoiceOutcome::NotAllowed(_) => "not allowed",
+        ChoiceOutcome::NotFound(_) => "not found",
+    };
+    tracing::info!(
+        approval = %click.approval_id,
+        clicker = %click.clicker.id,
+        choice = ?click.choice,
+        result,
+        "Discord approval click"
+    );
 }
 
 /// A random duration in `[low, high]`.
@@ -923,6 +1150,50 @@ mod tests {
             r#"{"bot_id":"800","session_id":"abc","resume_gateway_url":"wss://gateway-us-east1-b.discord.gg","seq":42}"#
         );
         assert_eq!(serde_json::from_str::<Stored>(&text).ok(), Some(stored));
+    }
+
+    #[test]
+    fn clicks_are_read_from_guilds_and_dms_and_other_buttons_ignored() {
+        let click = |extra: serde_json::Value, custom_id: &str, kind: u8| {
+            let mut data = serde_json::json!({
+                "id": "1400000000000000001", "application_id": "800", "type": kind,
+                "token": "t", "data": {"custom_id": custom_id, "component_type": 2},
+                "channel_id": "1200", "message": {"id": "1300", "content": "🔐 p"},
+            });
+            if let (Some(data), Some(extra)) = (data.as_object_mut(), extra.as_object()) {
+                data.extend(extra.clone());
+            }
+            serde_json::from_value::<wire::Interaction>(data)
+                .ok()
+                .and_then(read_click)
+        };
+        let ann = serde_json::json!({"id": "900", "username": "ann", "global_name": "Ann"});
+        let in_guild = click(
+            serde_json::json!({"guild_id": "1100", "member": {"user": ann.clone()}}),
+            "sb:a:abc",
+            3,
+        )
+        .expect("a click in a guild");
+        assert_eq!(
+            (in_guild.clicker.id.as_str(), in_guild.clicker.label()),
+            ("900", "Ann")
+        );
+        assert_eq!(
+            (in_guild.choice, in_guild.approval_id.as_str()),
+            (ChatChoice::Approve, "abc")
+        );
+        assert_eq!(in_guild.application.as_deref(), Some("800"));
+        assert_eq!(in_guild.content, "🔐 p");
+        let in_dm = click(serde_json::json!({"user": ann.clone()}), "sb:r:abc", 3)
+            .expect("a click in a DM");
+        assert_eq!(
+            (in_dm.clicker.id.as_str(), in_dm.choice),
+            ("900", ChatChoice::Reject)
+        );
+        let user = serde_json::json!({"user": ann});
+        assert_eq!(click(user.clone(), "approve:17", 3), None, "not ours");
+        assert_eq!(click(user, "sb:a:abc", 2), None, "a slash command");
+        assert_eq!(click(serde_json::json!({}), "sb:a:abc", 3), None, "nobody");
     }
 
     #[test]

@@ -199,6 +199,9 @@ pub(crate) struct Channel {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub(crate) struct Interaction {
     pub id: String,
+    /// The bot's application, for follow-ups (`/webhooks/{application_id}/{token}`).
+    #[serde(default)]
+    pub application_id: Option<String>,
     #[serde(rename = "type")]
     pub kind: u8,
     pub token: String,
@@ -234,10 +237,26 @@ pub(crate) struct Member {
     pub user: Option<User>,
 }
 
+/// The message that holds the clicked component, as it was when the person clicked.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub(crate) struct InteractionMessage {
     pub id: String,
+    #[serde(default)]
+    pub content: String,
 }
+
+/// Interaction callback types (`POST /interactions/{id}/{token}/callback`).
+pub(crate) mod callback {
+    /// A new message answering the interaction (with flags 64: seen only by the clicker).
+    pub const CHANNEL_MESSAGE: u8 = 4;
+    /// Components only: acknowledge now, edit the message later (`@original`).
+    pub const DEFERRED_UPDATE_MESSAGE: u8 = 6;
+    /// Components only: edit the message that holds the component.
+    pub const UPDATE_MESSAGE: u8 = 7;
+}
+
+/// Message flag: only the person who used the interaction sees the message.
+pub(crate) const EPHEMERAL: u64 = 1 << 6;
 
 /// The body of a REST error: `{"code":50035,"message":"…"}`, or a 429's
 /// `{"message":"…","retry_after":64.57,"global":false}`.
@@ -260,6 +279,9 @@ pub(crate) struct CreateMessage<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message_reference: Option<Reference<'a>>,
     pub allowed_mentions: AllowedMentions,
+    /// Action rows of buttons (legacy components, without `IS_COMPONENTS_V2`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub components: Option<Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -276,10 +298,12 @@ pub(crate) struct AllowedMentions {
     pub parse: [&'static str; 0],
 }
 
-/// A message Discord returns after creating it.
+/// A message Discord returns after creating, editing or fetching it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub(crate) struct CreatedMessage {
     pub id: String,
+    #[serde(default)]
+    pub content: String,
 }
 
 /// What a Gateway close code means for the next connection ([D3], twilight's `can_reconnect`).
@@ -540,6 +564,7 @@ mod tests {
                 fail_if_not_exists: false,
             }),
             allowed_mentions: AllowedMentions::default(),
+            components: None,
         };
         assert_eq!(
             serde_json::to_string(&body).expect("json"),

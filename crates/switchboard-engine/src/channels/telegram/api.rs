@@ -10,7 +10,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::wire::{self, GetUpdates, Response, SendChatAction, SendMessage, User, ALLOWED_UPDATES};
+use super::wire::{
+    self, AnswerCallbackQuery, EditMessageText, GetUpdates, Response, SendChatAction, SendMessage,
+    User, ALLOWED_UPDATES,
+};
 use crate::channels::ChannelError;
 
 /// What stands in for the token in anything shown or logged.
@@ -18,6 +21,8 @@ const REDACTED: &str = "<token>";
 
 /// How long an ordinary call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long answering a button press may take: the client gives up on it within seconds.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How much longer than its long-poll timeout a `getUpdates` call may take before the client
 /// gives up on it.
 const POLL_GRACE: Duration = Duration::from_secs(15);
@@ -168,13 +173,17 @@ impl Api {
         self.call("sendChatAction", body, CALL_TIMEOUT).await
     }
 
-    pub async fn answer_callback_query(&self, id: &str) -> Result<bool, ApiError> {
-        self.call(
-            "answerCallbackQuery",
-            &serde_json::json!({"callback_query_id": id}),
-            CALL_TIMEOUT,
-        )
-        .await
+    /// Stops the button's spinner, showing `text` (if any) to the person who pressed it.
+    pub async fn answer_callback_query(
+        &self,
+        body: &AnswerCallbackQuery<'_>,
+    ) -> Result<bool, ApiError> {
+        self.call("answerCallbackQuery", body, ANSWER_TIMEOUT).await
+    }
+
+    /// Replaces a message's text; its buttons go (the body has no `reply_markup`).
+    pub async fn edit_message_text(&self, body: &EditMessageText<'_>) -> Result<Value, ApiError> {
+        self.call("editMessageText", body, CALL_TIMEOUT).await
     }
 
     async fn call<T: DeserializeOwned>(

@@ -29,7 +29,8 @@ pub enum Decoded {
     Callback {
         id: String,
         data: Option<String>,
-        from: String,
+        /// Who pressed it: the user id, with the name people know them by.
+        from: Peer,
         chat_id: Option<i64>,
         message_id: Option<i64>,
     },
@@ -59,7 +60,10 @@ pub fn decode(update: &Update, bot: &Bot, require_mention: bool) -> Decoded {
         return Decoded::Callback {
             id: callback.id.clone(),
             data: callback.data.clone(),
-            from: callback.from.id.to_string(),
+            from: Peer {
+                id: callback.from.id.to_string(),
+                name: Some(callback.from.display_name()),
+            },
             chat_id: callback.message.as_ref().map(|m| m.chat.id),
             message_id: callback.message.as_ref().map(|m| m.message_id),
         };
@@ -455,7 +459,10 @@ mod tests {
             Decoded::Callback {
                 id: "4382bfdwdsb323b2d9".into(),
                 data: Some("approve:17".into()),
-                from: "1111".into(),
+                from: Peer {
+                    id: "1111".into(),
+                    name: Some("Ann".into()),
+                },
                 chat_id: Some(-1001234567890),
                 message_id: Some(43),
             }

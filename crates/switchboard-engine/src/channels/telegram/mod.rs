@@ -10,10 +10,17 @@
 //! message that asked, in its forum topic when it came from one, paced by a send budget
 //! ([`pace`]) so a burst is spread out instead of refused.
 //!
+//! Tool approvals are a prompt with inline buttons, posted where the conversation is ([`approval`]
+//! renders it). A click is decided by the engine, answered at once with the outcome (an alert for
+//! a refusal, shown to the clicker only), and a decision turns the prompt into its outcome without
+//! buttons; the engine does the same through [`Channel::close_approval`] whichever surface decided,
+//! so both edits say the same and the second is a harmless "not modified".
+//!
 //! The token is part of every URL; the API client strips it from every error, and nothing here
 //! logs a URL.
 
 mod api;
+mod approval;
 mod decode;
 mod pace;
 mod target;
@@ -27,14 +34,18 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::{Channel, ChannelContext, ChannelError, Notice, SentMessage, QUEUED_NOTE};
+use crate::approvals::{self, ApprovalPrompt, ChoiceOutcome};
 use crate::backoff;
 use crate::chunk::TextLimit;
 use crate::config::TelegramConfig;
-use crate::model::{ChannelState, DeliveryTarget, Identity};
+use crate::model::{ChannelState, DeliveryTarget, Identity, Peer};
 
 use api::{Api, ApiError};
 use decode::{Bot, Decoded};
-use wire::{ChatRef, ReplyParameters, SendChatAction, SendMessage as SendMessageBody, Update};
+use wire::{
+    AnswerCallbackQuery, ChatRef, EditMessageText, Entity, InlineKeyboard, ReplyParameters,
+    SendChatAction, SendMessage as SendMessageBody, Update,
+};
 
 pub use target::parse_target;
 
@@ -46,6 +57,15 @@ const RETRY_CAP: Duration = Duration::from_secs(30);
 
 const NO_TOKEN: &str = "no bot token is set (channels.telegram.token); get one from @BotFather";
 
+/// How long a click may wait for the engine's decision before the button is answered anyway: the
+/// client stops waiting for an answer after a few seconds.
+const DECIDE_WITHIN: Duration = Duration::from_secs(2);
+/// Said to a clicker whose decision is taking longer than [`DECIDE_WITHIN`].
+const DECIDING: &str = "⏳ Recording your answer…";
+/// Attempts at editing a prompt when Telegram asks to slow down, and the longest wait in between.
+const EDIT_ATTEMPTS: u32 = 3;
+const EDIT_WAIT_MAX: Duration = Duration::from_secs(30);
+
 /// The Telegram channel.
 pub struct TelegramChannel {
     api: Api,
@@ -53,6 +73,8 @@ pub struct TelegramChannel {
     poll_timeout: Duration,
     shared: Mutex<Shared>,
     budget: Mutex<pace::Budget>,
+    /// The approval prompts posted, so a closed one still shows what was asked.
+    posted: Mutex<approval::Posted>,
 }
 
 #[derive(Default)]
@@ -75,6 +97,7 @@ impl TelegramChannel {
             poll_timeout: DEFAULT_POLL_TIMEOUT,
             shared: Mutex::default(),
             budget: Mutex::new(pace::Budget::new(pace::Limits::TELEGRAM)),
+            posted: Mutex::default(),
         }
     }
 
@@ -301,12 +324,8 @@ impl TelegramChannel {
                 chat_id,
                 message_id,
             } => {
-                // Answered at once so the button stops spinning; deciding approvals from buttons
-                // is not wired to the engine yet.
-                tracing::debug!(channel = "telegram", from = %from, data = ?data, ?chat_id, ?message_id, "button pressed");
-                if let Err(e) = self.api.answer_callback_query(&id).await {
-                    tracing::debug!(channel = "telegram", error = %e, "callback not answered");
-                }
+                let place = chat_id.zip(message_id);
+                self.on_click(ctx, &id, data.as_deref(), &from, place).await;
             }
             Decoded::Migrated { from, to } => {
                 self.remember_migration(&from.to_string(), &to.to_string())
@@ -321,6 +340,193 @@ impl TelegramChannel {
             }
         }
         Ok(())
+    }
+
+    /// A button was pressed under message `place` (chat, message). Ours are approval buttons:
+    /// the engine decides, the clicker is answered at once with the outcome, and a decision shows
+    /// on the prompt. Anything else is answered silently, so the client stops its spinner.
+    async fn on_click(
+        &self,
+        ctx: &ChannelContext,
+        query_id: &str,
+        data: Option<&str>,
+        from: &Peer,
+        place: Option<(i64, i64)>,
+    ) {
+        let Some((choice, approval_id)) = data.and_then(approvals::parse_callback) else {
+            tracing::debug!(channel = "telegram", data = ?data, "a button that is not ours");
+            self.answer(query_id, None, false).await;
+            return;
+        };
+        tracing::debug!(channel = "telegram", clicker = %from.id, ?choice, "approval button pressed");
+        let deciding = ctx.decide(&approval_id, choice, from);
+        tokio::pin!(deciding);
+        let outcome = match tokio::time::timeout(DECIDE_WITHIN, &mut deciding).await {
+            Ok(outcome) => {
+                let (text, alert) = approval::answer(&outcome);
+                self.answer(query_id, Some(&text), alert).await;
+                outcome
+            }
+            Err(_) => {
+                // The answer cannot wait any longer; the prompt still shows the decision.
+                self.answer(query_id, Some(DECIDING), false).await;
+                deciding.await
+            }
+        };
+        if let ChoiceOutcome::NotAllowed(_) | ChoiceOutcome::NotFound(_) = &outcome {
+            tracing::info!(channel = "telegram", clicker = %from.id, outcome = %outcome.text(), "approval click refused");
+        }
+        // A decision, this one or an earlier one: the prompt shows it (once; the engine's own
+        // close of the prompt may have come first, which makes this a "not modified").
+        let (Some(line), Some((chat, message_id))) = (approval::message_line(&outcome), place)
+        else {
+            return;
+        };
+        if let Err(e) = self
+            .close_prompt(&chat.to_string(), message_id, line, 1)
+            .await
+        {
+            tracing::debug!(channel = "telegram", error = %e, "the prompt could not show the outcome");
+        }
+    }
+
+    /// Answers a button press; a failure only means the spinner runs until the client gives up.
+    async fn answer(&self, query_id: &str, text: Option<&str>, show_alert: bool) {
+        let body = AnswerCallbackQuery {
+            callback_query_id: query_id,
+            text,
+            show_alert,
+        };
+        if let Err(e) = self.api.answer_callback_query(&body).await {
+            tracing::debug!(channel = "telegram", error = %e, "button press not answered");
+        }
+    }
+
+    /// Replaces prompt `message_id` in `chat` with how it ended, without buttons. A prompt that
+    /// already says so ("message is not modified") is fine. A 429 is waited out, up to `attempts`
+    /// tries in all.
+    async fn close_prompt(
+        &self,
+        chat: &str,
+        message_id: i64,
+        outcome: &str,
+        attempts: u32,
+    ) -> Result<(), ChannelError> {
+        let prompt = self
+            .posted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(chat, message_id)
+            .cloned();
+        let rendered = approval::closed(outcome, prompt.as_ref());
+        let body = EditMessageText {
+            chat_id: ChatRef::parse(chat),
+            message_id,
+            text: &rendered.text,
+            entities: &rendered.entities,
+        };
+        let mut attempt = 1;
+        loop {
+            match self.api.edit_message_text(&body).await {
+                Ok(_) => {
+                    self.clear_rate_limit();
+                    return Ok(());
+                }
+                Err(e) if e.code() == Some(400) && e.says("message is not modified") => {
+                    return Ok(())
+                }
+                Err(e) => match e.retry_after() {
+                    Some(wait) if attempt < attempts => {
+                        self.note_rate_limit(&e);
+                        tokio::time::sleep(wait.min(EDIT_WAIT_MAX)).await;
+                        attempt += 1;
+                    }
+                    _ => return Err(e.into()),
+                },
+            }
+        }
+    }
+
+    /// Posts `text` to `target` (its topic, as a reply to its message), paced by the send budget,
+    /// following a migrated group or a vanished topic. Returns the chat it went to and its id.
+    async fn post(
+        &self,
+        target: &DeliveryTarget,
+        text: &str,
+        entities: &[Entity],
+        reply_markup: Option<&InlineKeyboard>,
+    ) -> Result<(String, i64), ChannelError> {
+        if !self.api.has_token() {
+            return Err(ChannelError::Auth(NO_TOKEN.to_string()));
+        }
+        let mut chat = self.resolve_chat(&target.chat_id);
+        let mut topic = topic_of(target);
+        let reply_parameters = target
+            .reply_to
+            .as_deref()
+            .and_then(|id| id.parse::<i64>().ok())
+            .map(|message_id| ReplyParameters {
+                message_id,
+                allow_sending_without_reply: true,
+            });
+        let wait = self
+            .budget
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reserve(&chat, tokio::time::Instant::now());
+        if !wait.is_zero() {
+            tracing::debug!(channel = "telegram", ?wait, "pacing a message");
+            tokio::time::sleep(wait).await;
+        }
+        // At most one retry for a vanished topic and one for a migrated group.
+        for _ in 0..3 {
+            let body = SendMessageBody {
+                chat_id: ChatRef::parse(&chat),
+                text,
+                message_thread_id: topic,
+                reply_parameters: reply_parameters.clone(),
+                entities,
+                reply_markup,
+            };
+            match self.api.send_message(&body).await {
+                Ok(sent) => {
+                    self.clear_rate_limit();
+                    return Ok((chat, sent.message_id));
+                }
+                Err(e)
+                    if topic.is_some()
+                        && e.code() == Some(400)
+                        && e.says("message thread not found") =>
+                {
+                    // The topic was closed or deleted: the chat itself is the next best place.
+                    tracing::info!(
+                        channel = "telegram",
+                        "the forum topic is gone; sending to the chat"
+                    );
+                    topic = None;
+                }
+                Err(ApiError::Api {
+                    migrate_to: Some(to),
+                    ..
+                }) if to.to_string() != chat => {
+                    self.remember_migration(&chat, &to.to_string());
+                    chat = to.to_string();
+                }
+                Err(e) => {
+                    if let Some(wait) = e.retry_after() {
+                        self.budget
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .hold(&chat, tokio::time::Instant::now() + wait);
+                        self.note_rate_limit(&e);
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        Err(ChannelError::Rejected(
+            "the message could not be placed in this chat".into(),
+        ))
     }
 
     /// Records that a group became a supergroup, durably, so replies follow it.
@@ -421,77 +627,10 @@ impl Channel for TelegramChannel {
     }
 
     async fn send(&self, target: &DeliveryTarget, text: &str) -> Result<SentMessage, ChannelError> {
-        if !self.api.has_token() {
-            return Err(ChannelError::Auth(NO_TOKEN.to_string()));
-        }
-        let mut chat = self.resolve_chat(&target.chat_id);
-        let mut topic = topic_of(target);
-        let reply_parameters = target
-            .reply_to
-            .as_deref()
-            .and_then(|id| id.parse::<i64>().ok())
-            .map(|message_id| ReplyParameters {
-                message_id,
-                allow_sending_without_reply: true,
-            });
-        let wait = self
-            .budget
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .reserve(&chat, tokio::time::Instant::now());
-        if !wait.is_zero() {
-            tracing::debug!(channel = "telegram", ?wait, "pacing a message");
-            tokio::time::sleep(wait).await;
-        }
-        // At most one retry for a vanished topic and one for a migrated group.
-        for _ in 0..3 {
-            let body = SendMessageBody {
-                chat_id: ChatRef::parse(&chat),
-                text,
-                message_thread_id: topic,
-                reply_parameters: reply_parameters.clone(),
-            };
-            match self.api.send_message(&body).await {
-                Ok(sent) => {
-                    self.clear_rate_limit();
-                    return Ok(SentMessage {
-                        id: sent.message_id.to_string(),
-                    });
-                }
-                Err(e)
-                    if topic.is_some()
-                        && e.code() == Some(400)
-                        && e.says("message thread not found") =>
-                {
-                    // The topic was closed or deleted: the chat itself is the next best place.
-                    tracing::info!(
-                        channel = "telegram",
-                        "the forum topic is gone; sending to the chat"
-                    );
-                    topic = None;
-                }
-                Err(ApiError::Api {
-                    migrate_to: Some(to),
-                    ..
-                }) if to.to_string() != chat => {
-                    self.remember_migration(&chat, &to.to_string());
-                    chat = to.to_string();
-                }
-                Err(e) => {
-                    if let Some(wait) = e.retry_after() {
-                        self.budget
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .hold(&chat, tokio::time::Instant::now() + wait);
-                        self.note_rate_limit(&e);
-                    }
-                    return Err(e.into());
-                }
-            }
-        }
-        Err(ChannelError::Rejected(
-            "the message could not be placed in this chat".into(),
-        ))
+        let (_, message_id) = self.post(target, text, &[], None).await?;
+        Ok(SentMessage {
+            id: message_id.to_string(),
+        })
     }
 
     async fn typing(&self, target: &DeliveryTarget) -> Result<(), ChannelError> {
@@ -536,5 +675,43 @@ impl Channel for TelegramChannel {
     /// `<chat_id>`, `<chat_id>:<topic_id>` or `@channelusername`; see [`parse_target`].
     fn parse_target(&self, target: &str) -> Result<DeliveryTarget, String> {
         parse_target(target)
+    }
+
+    /// The prompt with Approve / Reject / Always allow under it, in the conversation's topic and
+    /// as a reply to the message that started the run.
+    async fn post_approval(
+        &self,
+        target: &DeliveryTarget,
+        prompt: &ApprovalPrompt,
+    ) -> Result<Option<SentMessage>, ChannelError> {
+        let rendered = approval::prompt(prompt);
+        let keyboard = approval::keyboard(&prompt.approval_id);
+        let (chat, message_id) = self
+            .post(target, &rendered.text, &rendered.entities, Some(&keyboard))
+            .await?;
+        self.posted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remember(&chat, message_id, prompt);
+        Ok(Some(SentMessage {
+            id: message_id.to_string(),
+        }))
+    }
+
+    async fn close_approval(
+        &self,
+        target: &DeliveryTarget,
+        message_id: &str,
+        outcome: &str,
+    ) -> Result<(), ChannelError> {
+        if !self.api.has_token() {
+            return Err(ChannelError::Auth(NO_TOKEN.to_string()));
+        }
+        let message_id = message_id.parse::<i64>().map_err(|_| {
+            ChannelError::Rejected(format!("{message_id:?} is not a Telegram message id"))
+        })?;
+        let chat = self.resolve_chat(&target.chat_id);
+        self.close_prompt(&chat, message_id, outcome, EDIT_ATTEMPTS)
+            .await
     }
 }

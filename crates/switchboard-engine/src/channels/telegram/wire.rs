@@ -134,7 +134,8 @@ pub struct CallbackQuery {
     pub message: Option<Message>,
 }
 
-/// The `sendMessage` body. No `parse_mode`: the text is shown exactly as written.
+/// The `sendMessage` body. No `parse_mode`: the text is shown exactly as written, and any
+/// formatting comes from explicit `entities`, which nothing in the text can add to.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SendMessage<'a> {
     pub chat_id: ChatRef,
@@ -143,6 +144,53 @@ pub struct SendMessage<'a> {
     pub message_thread_id: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reply_parameters: Option<ReplyParameters>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub entities: &'a [Entity],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_markup: Option<&'a InlineKeyboard>,
+}
+
+/// The `editMessageText` body. Without `reply_markup` the message loses its buttons.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EditMessageText<'a> {
+    pub chat_id: ChatRef,
+    pub message_id: i64,
+    pub text: &'a str,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub entities: &'a [Entity],
+}
+
+/// The `answerCallbackQuery` body.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AnswerCallbackQuery<'a> {
+    pub callback_query_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<&'a str>,
+    /// An alert the person must dismiss, instead of a passing notice at the top of the chat.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub show_alert: bool,
+}
+
+/// A span of formatting the bot sends (`bold`, `code`, `pre`, …); offsets count UTF-16 units.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Entity {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub offset: usize,
+    pub length: usize,
+}
+
+/// `reply_markup` with buttons under the message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InlineKeyboard {
+    pub inline_keyboard: Vec<Vec<InlineButton>>,
+}
+
+/// A button that sends `callback_data` (1–64 bytes) back to the bot when pressed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InlineButton {
+    pub text: String,
+    pub callback_data: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -299,6 +347,8 @@ mod tests {
                         message_id: 42,
                         allow_sending_without_reply: true,
                     }),
+                    entities: &[],
+                    reply_markup: None,
                 },
                 json!({"chat_id": -1001234567890i64, "message_thread_id": 7, "text": "Done",
                        "reply_parameters": {"message_id": 42, "allow_sending_without_reply": true}}),
@@ -309,8 +359,32 @@ mod tests {
                     text: "hi",
                     message_thread_id: None,
                     reply_parameters: None,
+                    entities: &[],
+                    reply_markup: None,
                 },
                 json!({"chat_id": "@news", "text": "hi"}),
+            ),
+            (
+                SendMessage {
+                    chat_id: ChatRef::parse("1111"),
+                    text: "Run ls?",
+                    message_thread_id: None,
+                    reply_parameters: None,
+                    entities: &[Entity {
+                        kind: "code",
+                        offset: 4,
+                        length: 2,
+                    }],
+                    reply_markup: Some(&InlineKeyboard {
+                        inline_keyboard: vec![vec![InlineButton {
+                            text: "Approve".into(),
+                            callback_data: "sb:a:17".into(),
+                        }]],
+                    }),
+                },
+                json!({"chat_id": 1111, "text": "Run ls?",
+                       "entities": [{"type": "code", "offset": 4, "length": 2}],
+                       "reply_markup": {"inline_keyboard": [[{"text": "Approve", "callback_data": "sb:a:17"}]]}}),
             ),
         ];
         for (request, expected) in cases {
@@ -324,6 +398,38 @@ mod tests {
             timeout: 30,
             allowed_updates: ALLOWED_UPDATES,
         };
+        let edit = EditMessageText {
+            chat_id: ChatRef::parse("1111"),
+            message_id: 43,
+            text: "Done",
+            entities: &[],
+        };
+        assert_eq!(
+            serde_json::to_value(&edit).expect("serializes"),
+            json!({"chat_id": 1111, "message_id": 43, "text": "Done"}),
+            "no reply_markup: the buttons go"
+        );
+        let answers = [
+            (
+                AnswerCallbackQuery {
+                    callback_query_id: "q1",
+                    text: None,
+                    show_alert: false,
+                },
+                json!({"callback_query_id": "q1"}),
+            ),
+            (
+                AnswerCallbackQuery {
+                    callback_query_id: "q2",
+                    text: Some("No"),
+                    show_alert: true,
+                },
+                json!({"callback_query_id": "q2", "text": "No", "show_alert": true}),
+            ),
+        ];
+        for (answer, expected) in answers {
+            assert_eq!(serde_json::to_value(&answer).expect("serializes"), expected);
+        }
         assert_eq!(
             serde_json::to_value(&poll).expect("serializes"),
             json!({"offset": 905000124, "timeout": 30, "allowed_updates": ["message", "edited_message", "callback_query"]})
