@@ -6,12 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use switchboard_engine::agent::ToolDecision;
+use switchboard_engine::approvals::{parse_callback, ChatChoice};
 use switchboard_engine::channels::slack::{SlackChannel, SlackOptions};
 use switchboard_engine::channels::ChannelError;
-use switchboard_engine::config::{Config, SlackConfig};
+use switchboard_engine::config::{ApprovalMode, Config, SlackConfig};
 use switchboard_engine::model::{ChannelState, ChannelStatus, ChatType, Identity};
-use switchboard_engine::{Engine, EngineEvent};
-use switchboard_testkit::slack::{Failure, FakeSlack, FakeSlackOptions, BOT_USER_ID};
+use switchboard_engine::store::Resolution;
+use switchboard_engine::{Engine, EngineEvent, EngineOptions};
+use switchboard_testkit::slack::{
+    Failure, FakeSlack, FakeSlackOptions, PostedMessage, SlackMessage, BOT_USER_ID,
+};
 use switchboard_testkit::stakpak::FakeStakpak;
 use tokio_util::sync::CancellationToken;
 
@@ -944,6 +949,10 @@ async fn a_button_click_is_decoded_and_acknowledged() {
         1,
         "a click is not a message for the agent"
     );
+    assert!(
+        t.slack.updates().is_empty() && t.slack.ephemerals().is_empty(),
+        "a button that is not an approval's is left alone"
+    );
     t.gw.stop().await;
 }
 
@@ -1027,5 +1036,486 @@ async fn slow_name_lookups_and_failing_reactions_do_not_block_replies() {
         "acknowledged within Slack's deadline although users.info hung: {:?}",
         t.slack.deliveries()
     );
+    t.gw.stop().await;
+}
+
+// ----- approvals ---------------------------------------------------------------------------------
+
+const RUN_LS: &str = r#"USE_TOOL run_command {"command": "ls"}"#;
+
+impl Setup {
+    /// An engine in `ask` mode with these Slack owners; Ann (`U1ANN`) has her display name.
+    async fn asking(owners: &[&str], options: EngineOptions) -> Setup {
+        let slack = FakeSlack::start_with(fake_options()).await;
+        let agent = FakeStakpak::start().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = ask_config(&agent, &slack, owners);
+        let gw = Gateway::start_with_options(config, dir.path(), options).await;
+        slack.set_user_name("U1ANN", "Ann");
+        let t = Setup {
+            gw,
+            slack,
+            agent,
+            dir,
+        };
+        t.connected().await;
+        t
+    }
+
+    /// Stops the engine and starts a new one on the same data, still in `ask` mode.
+    async fn restart_asking(self) -> Setup {
+        let Setup {
+            gw,
+            slack,
+            agent,
+            dir,
+        } = self;
+        gw.stop().await;
+        let config = ask_config(&agent, &slack, &[]);
+        let gw = Gateway::start_with_options(config, dir.path(), fast_options()).await;
+        Setup {
+            gw,
+            slack,
+            agent,
+            dir,
+        }
+    }
+
+    /// Waits for the approval prompt (a message with buttons) in `channel`.
+    async fn prompt_in(&self, channel: &str) -> PostedMessage {
+        self.slack
+            .wait_for(&format!("an approval prompt in {channel}"), |s| {
+                s.posted_in(channel).iter().any(|p| !p.blocks.is_empty())
+            })
+            .await;
+        self.slack
+            .posted_in(channel)
+            .into_iter()
+            .find(|p| !p.blocks.is_empty())
+            .expect("the prompt")
+    }
+
+    /// The prompt as people see it now.
+    fn shown(&self, prompt: &PostedMessage) -> SlackMessage {
+        self.slack
+            .message(&prompt.channel, &prompt.ts)
+            .expect("the prompt is in the conversation")
+    }
+
+    /// Waits until the prompt has no buttons left, and returns what it shows.
+    async fn closed(&self, prompt: &PostedMessage) -> String {
+        self.slack
+            .wait_for("the prompt to show the outcome without buttons", |s| {
+                s.message(&prompt.channel, &prompt.ts)
+                    .is_some_and(|m| m.buttons().is_empty())
+            })
+            .await;
+        unescape(&self.shown(prompt).shown())
+    }
+
+    /// Waits for the run's last reply (`done: …`) in `channel`.
+    async fn finished_in(&self, channel: &str) -> PostedMessage {
+        self.slack
+            .wait_for("the run's reply", |s| {
+                s.posted_in(channel)
+                    .iter()
+                    .any(|p| p.text.starts_with("done:"))
+            })
+            .await;
+        self.slack
+            .posted_in(channel)
+            .into_iter()
+            .find(|p| p.text.starts_with("done:"))
+            .expect("the reply")
+    }
+
+    fn actions(&self) -> Vec<String> {
+        self.agent
+            .decisions()
+            .iter()
+            .map(|d| d.action.clone())
+            .collect()
+    }
+}
+
+fn ask_config(agent: &FakeStakpak, slack: &FakeSlack, owners: &[&str]) -> Config {
+    let mut channel = slack_config(slack);
+    channel.owners = owners.iter().map(|o| o.to_string()).collect();
+    let mut config = config_with(agent, channel);
+    config.gateway.approval_mode = ApprovalMode::Ask;
+    config
+}
+
+/// The approval id the prompt's buttons carry (all three the same).
+fn approval_id(prompt: &PostedMessage) -> String {
+    let message = SlackMessage {
+        channel: prompt.channel.clone(),
+        ts: prompt.ts.clone(),
+        user: BOT_USER_ID.into(),
+        text: prompt.text.clone(),
+        thread_ts: prompt.thread_ts.clone(),
+        blocks: prompt.blocks.clone(),
+    };
+    let ids: Vec<String> = message
+        .buttons()
+        .iter()
+        .filter_map(|b| b.value.as_deref().and_then(parse_callback))
+        .map(|(_, id)| id)
+        .collect();
+    assert_eq!(ids.len(), 3, "three buttons with our payloads: {message:?}");
+    assert!(ids.iter().all(|id| *id == ids[0]));
+    ids[0].clone()
+}
+
+#[tokio::test]
+async fn the_requester_approves_in_the_thread_and_the_prompt_shows_who() {
+    let t = Setup::asking(&[], fast_options()).await;
+    let mention = t.slack.send_channel("C1TEAM", "U1ANN", RUN_LS, true);
+
+    let prompt = t.prompt_in("C1TEAM").await;
+    assert_eq!(
+        prompt.thread_ts.as_deref(),
+        Some(mention.as_str()),
+        "the prompt is in the conversation's thread"
+    );
+    let shown = t.shown(&prompt);
+    let labels: Vec<(String, Option<String>)> = shown
+        .buttons()
+        .into_iter()
+        .map(|b| (b.text, b.style))
+        .collect();
+    assert_eq!(
+        labels,
+        vec![
+            ("Approve".to_owned(), Some("primary".to_owned())),
+            ("Reject".to_owned(), Some("danger".to_owned())),
+            ("Always allow".to_owned(), None),
+        ]
+    );
+    let seen = unescape(&shown.shown());
+    for part in [
+        "stakpak__run_command",
+        "command: ls",
+        "Requested by Ann",
+        "expires in 30 min",
+    ] {
+        assert!(seen.contains(part), "the prompt shows {part:?}: {seen}");
+    }
+    assert!(
+        prompt.text.contains("stakpak__run_command"),
+        "the notification text names the tool: {}",
+        prompt.text
+    );
+    assert_eq!(prompt.body["unfurl_links"], false);
+    assert!(t.actions().is_empty(), "nothing decided before a click");
+
+    let click = t
+        .slack
+        .click_button("C1TEAM", &prompt.ts, "U1ANN", "Approve");
+
+    let reply = t.finished_in("C1TEAM").await;
+    assert_eq!(
+        reply.thread_ts.as_deref(),
+        Some(mention.as_str()),
+        "the run's reply follows in the thread"
+    );
+    assert!(t.slack.acked(&click), "the click was acknowledged");
+    assert_eq!(t.actions(), vec!["accept"], "exactly one decision");
+    let closed = t.closed(&prompt).await;
+    assert!(
+        closed.contains("approved by Ann (slack)"),
+        "the prompt says who decided, where: {closed}"
+    );
+    assert!(
+        closed.contains("command: ls"),
+        "and still shows what was approved: {closed}"
+    );
+    assert!(
+        t.slack.ephemerals().is_empty(),
+        "nothing private to say to the requester"
+    );
+    assert!(t.agent.misdecisions().is_empty());
+    t.gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_strangers_click_is_refused_to_them_alone_and_changes_nothing() {
+    let t = Setup::asking(&[], fast_options()).await;
+    let mention = t.slack.send_channel("C1TEAM", "U1ANN", RUN_LS, true);
+    let prompt = t.prompt_in("C1TEAM").await;
+    let before = t.shown(&prompt);
+
+    // The ack of this click is lost: Slack sends the click again, and it is refused once.
+    t.slack.lose_acks(1);
+    let click = t
+        .slack
+        .click_button("C1TEAM", &prompt.ts, "U2BOB", "Approve");
+
+    t.slack
+        .wait_for("the refusal", |s| !s.ephemerals().is_empty())
+        .await;
+    let refusal = t.slack.ephemerals().remove(0);
+    assert_eq!(
+        (
+            refusal.channel.as_str(),
+            refusal.user.as_str(),
+            refusal.thread_ts.as_deref()
+        ),
+        ("C1TEAM", "U2BOB", Some(mention.as_str())),
+        "only the clicker sees it, in the thread"
+    );
+    assert!(
+        refusal.text.contains("only Ann or an owner"),
+        "a polite refusal: {}",
+        refusal.text
+    );
+    t.slack
+        .wait_for("the redelivered click to be acknowledged", |s| {
+            s.deliveries()
+                .iter()
+                .any(|d| d.envelope_id == click && d.retry_attempt == 1)
+                && s.acked(&click)
+        })
+        .await;
+    settle().await;
+    assert_eq!(t.slack.ephemerals().len(), 1, "one click, one refusal");
+    assert!(t.actions().is_empty(), "the stranger decided nothing");
+    assert_eq!(t.shown(&prompt), before, "the prompt is unchanged");
+    assert!(t.slack.updates().is_empty());
+    assert_eq!(
+        t.gw.engine.pending_approvals().expect("pending").len(),
+        1,
+        "still pending"
+    );
+
+    // Ann can still decide.
+    t.slack
+        .click_button("C1TEAM", &prompt.ts, "U1ANN", "Approve");
+    t.finished_in("C1TEAM").await;
+    assert_eq!(t.actions(), vec!["accept"]);
+    t.gw.stop().await;
+}
+
+#[tokio::test]
+async fn an_owner_may_decide_for_the_requester() {
+    let t = Setup::asking(&["U9BOSS"], fast_options()).await;
+    t.slack.set_user_name("U9BOSS", "Boss");
+    t.slack.send_channel("C1TEAM", "U1ANN", RUN_LS, true);
+    let prompt = t.prompt_in("C1TEAM").await;
+
+    t.slack
+        .click_button("C1TEAM", &prompt.ts, "U9BOSS", "Reject");
+
+    let reply = t.finished_in("C1TEAM").await;
+    assert!(
+        reply.text.contains("rejected"),
+        "the run went on with the rejection: {}",
+        reply.text
+    );
+    assert_eq!(t.actions(), vec!["reject"]);
+    let closed = t.closed(&prompt).await;
+    assert!(closed.contains("rejected by Boss (slack)"), "{closed}");
+    assert!(t.slack.ephemerals().is_empty());
+    t.gw.stop().await;
+}
+
+#[tokio::test]
+async fn always_allow_from_slack_lets_the_next_call_pass() {
+    let t = Setup::asking(&[], fast_options()).await;
+    t.slack.send_dm("U1ANN", RUN_LS);
+    let prompt = t.prompt_in("D1ANN").await;
+    assert_eq!(
+        prompt.thread_ts, None,
+        "a DM prompt is flat, like the replies"
+    );
+
+    t.slack
+        .click_button("D1ANN", &prompt.ts, "U1ANN", "Always allow");
+    t.finished_in("D1ANN").await;
+    let rules = t.gw.engine.rules().expect("rules");
+    assert_eq!(rules[0].tool, "stakpak__run_command");
+
+    t.slack.send_dm("U1ANN", RUN_LS);
+    t.slack
+        .wait_for("the second run's reply", |s| {
+            s.posted_in("D1ANN")
+                .iter()
+                .filter(|p| p.text.starts_with("done:"))
+                .count()
+                == 2
+        })
+        .await;
+    let prompts = t
+        .slack
+        .posted_in("D1ANN")
+        .iter()
+        .filter(|p| !p.blocks.is_empty())
+        .count();
+    assert_eq!(prompts, 1, "no second prompt");
+    assert_eq!(
+        t.actions(),
+        vec!["accept", "accept"],
+        "the rule accepted the second call without asking anyone"
+    );
+    t.gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_decision_in_the_window_closes_the_prompt_and_a_late_click_is_told() {
+    let t = Setup::asking(&[], fast_options()).await;
+    t.slack.send_dm("U1ANN", RUN_LS);
+    let prompt = t.prompt_in("D1ANN").await;
+    let id = approval_id(&prompt);
+
+    let decided =
+        t.gw.engine
+            .decide(&id, ToolDecision::Accept, "me", "window")
+            .expect("decide");
+    assert!(matches!(decided, Resolution::Decided(_)));
+
+    let closed = t.closed(&prompt).await;
+    assert!(
+        closed.contains("approved by me (window)"),
+        "the chat sees who decided where: {closed}"
+    );
+    t.finished_in("D1ANN").await;
+
+    // Ann's client still showed the buttons: her click comes late.
+    t.slack.click(
+        "D1ANN",
+        &prompt.ts,
+        "U1ANN",
+        "sb_reject",
+        &switchboard_engine::approvals::callback_data(ChatChoice::Reject, &id),
+    );
+    t.slack
+        .wait_for("the late clicker to be told", |s| {
+            !s.ephemerals().is_empty()
+        })
+        .await;
+    let told = t.slack.ephemerals().remove(0);
+    assert_eq!(told.user, "U1ANN");
+    assert!(
+        told.text.contains("Already decided") && told.text.contains("me (window)"),
+        "{}",
+        told.text
+    );
+    settle().await;
+    assert_eq!(
+        t.actions(),
+        vec!["accept"],
+        "the late click decided nothing"
+    );
+    assert_eq!(
+        unescape(&t.shown(&prompt).shown()),
+        closed,
+        "the prompt still shows the first answer"
+    );
+    assert_eq!(
+        t.slack
+            .updates()
+            .iter()
+            .filter(|u| u.ts == prompt.ts)
+            .count(),
+        1,
+        "the prompt was closed once; closing again is skipped"
+    );
+    t.gw.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_approval_closes_the_prompt_and_the_chat_is_told() {
+    let options = EngineOptions {
+        approval_timeout: Some(Duration::from_millis(500)),
+        ..fast_options()
+    };
+    let t = Setup::asking(&[], options).await;
+    let mention = t.slack.send_channel("C1TEAM", "U1ANN", RUN_LS, true);
+    let prompt = t.prompt_in("C1TEAM").await;
+
+    let closed = t.closed(&prompt).await;
+    assert!(closed.contains("not answered in time"), "{closed}");
+    t.finished_in("C1TEAM").await;
+    let told = t
+        .slack
+        .posted_in("C1TEAM")
+        .into_iter()
+        .find(|p| p.text.contains("Nobody approved"))
+        .expect("the chat is told");
+    assert!(
+        told.text.contains("Send your message again"),
+        "and how to retry: {}",
+        told.text
+    );
+    assert_eq!(told.thread_ts.as_deref(), Some(mention.as_str()));
+    assert_eq!(t.actions(), vec!["reject"]);
+    t.gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_refusal_goes_through_the_response_url_when_ephemeral_messages_fail() {
+    let t = Setup::asking(&[], fast_options()).await;
+    t.slack.send_channel("C1TEAM", "U1ANN", RUN_LS, true);
+    let prompt = t.prompt_in("C1TEAM").await;
+    t.slack.fail(
+        "chat.postEphemeral",
+        Failure::Error("user_not_in_channel".into()),
+        1,
+    );
+
+    t.slack
+        .click_button("C1TEAM", &prompt.ts, "U2BOB", "Reject");
+
+    t.slack
+        .wait_for("the refusal", |s| !s.responses().is_empty())
+        .await;
+    let response = t.slack.responses().remove(0).body;
+    assert_eq!(response["response_type"], "ephemeral");
+    assert_eq!(response["replace_original"], false);
+    assert!(
+        response["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("only Ann"),
+        "{response}"
+    );
+    assert!(t.actions().is_empty());
+    assert_eq!(
+        t.shown(&prompt).buttons().len(),
+        3,
+        "the prompt is unchanged"
+    );
+    t.gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_prompt_from_before_a_restart_still_decides_and_keeps_the_call_on_it() {
+    let t = Setup::asking(&[], fast_options()).await;
+    t.slack.send_dm("U1ANN", RUN_LS);
+    let prompt = t.prompt_in("D1ANN").await;
+
+    let t = t.restart_asking().await;
+    t.slack
+        .wait_for("the new engine to connect", |s| {
+            s.sockets_opened() == 2 && s.open_sockets() == 1
+        })
+        .await;
+    t.slack
+        .click_button("D1ANN", &prompt.ts, "U1ANN", "Approve");
+
+    t.finished_in("D1ANN").await;
+    assert_eq!(t.actions(), vec!["accept"], "exactly one decision");
+    let closed = t.closed(&prompt).await;
+    assert!(
+        closed.contains("approved by Ann (slack)") && closed.contains("command: ls"),
+        "the new engine knew the prompt from the click: {closed}"
+    );
+    let prompts = t
+        .slack
+        .posted_in("D1ANN")
+        .iter()
+        .filter(|p| !p.blocks.is_empty())
+        .count();
+    assert_eq!(prompts, 1, "the restart posted no second prompt");
     t.gw.stop().await;
 }

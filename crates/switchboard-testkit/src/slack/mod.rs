@@ -2,8 +2,10 @@
 //! `{api_base}/{method}` and Socket Mode over a real WebSocket, on `127.0.0.1`.
 //!
 //! A test acts as Slack users ([`FakeSlack::send_dm`], [`FakeSlack::send_channel`],
-//! [`FakeSlack::send_thread_reply`], [`FakeSlack::click`]), sees what the bot did
-//! ([`FakeSlack::posted`], [`FakeSlack::reactions`], [`FakeSlack::acks`], [`FakeSlack::requests`]),
+//! [`FakeSlack::send_thread_reply`], [`FakeSlack::click_button`], [`FakeSlack::click`]), sees what
+//! the bot did ([`FakeSlack::posted`], [`FakeSlack::message`] as it shows now,
+//! [`FakeSlack::updates`], [`FakeSlack::ephemerals`], [`FakeSlack::responses`],
+//! [`FakeSlack::reactions`], [`FakeSlack::acks`], [`FakeSlack::requests`]),
 //! and makes Slack misbehave ([`FakeSlack::fail`], [`FakeSlack::set_slow`],
 //! [`FakeSlack::set_invalid_auth`], [`FakeSlack::refresh`], [`FakeSlack::disable_link`],
 //! [`FakeSlack::drop_sockets`], [`FakeSlack::freeze_sockets`], [`FakeSlack::lose_acks`]).
@@ -32,9 +34,16 @@
 //!   [`FakeSlackOptions::redeliver_after`] (Slack: 3 s), up to [`FakeSlackOptions::max_retries`]
 //!   times. An event raised while no socket is open counts as a failed first attempt, so it
 //!   arrives later as a retry. Envelopes go to the newest open socket.
+//! - Block Kit: `chat.postMessage`, `chat.update` and `chat.postEphemeral` check blocks against
+//!   Slack's limits (50 blocks, section text 3,000, button text 75, `value` 2,000, `action_id`
+//!   255, …) and refuse with `invalid_blocks` and Slack-style `errors`; `chat.update` without
+//!   `blocks` keeps the message's blocks (buttons too) and `"blocks": []` removes them; only the
+//!   bot's own messages can be updated. Ephemeral messages are recorded for their one user and
+//!   never stored in the conversation. A click's `response_url` takes POSTs.
 //! - A channel mention arrives twice, as `message` and as `app_mention`, with different
 //!   `event_id`s; the bot's own posts come back as `message` events with its `user` and `bot_id`.
 
+mod blocks;
 mod socket;
 #[cfg(test)]
 mod tests;
@@ -141,6 +150,8 @@ pub struct PostedMessage {
     /// The text as sent (still escaped: `&lt;` for `<`).
     pub text: String,
     pub ts: String,
+    /// The Block Kit blocks as sent (empty without blocks).
+    pub blocks: Vec<Value>,
     /// The exact request body.
     pub body: Value,
 }
@@ -151,6 +162,85 @@ pub struct UpdatedMessage {
     pub channel: String,
     pub ts: String,
     pub text: String,
+    /// The blocks sent (`None`: not sent, so the message kept its blocks; empty: removed).
+    pub blocks: Option<Vec<Value>>,
+    pub body: Value,
+}
+
+/// A message as people in the workspace see it now (after any `chat.update`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SlackMessage {
+    pub channel: String,
+    pub ts: String,
+    /// Who wrote it (`UBOT` for the bot).
+    pub user: String,
+    /// The text (still escaped).
+    pub text: String,
+    pub thread_ts: Option<String>,
+    pub blocks: Vec<Value>,
+}
+
+impl SlackMessage {
+    /// The buttons people can click on it, in order.
+    pub fn buttons(&self) -> Vec<Button> {
+        blocks::buttons(&self.blocks)
+    }
+
+    /// Every piece of text the blocks show, joined by newlines (still escaped), or the text when
+    /// there are no blocks.
+    pub fn shown(&self) -> String {
+        if self.blocks.is_empty() {
+            return self.text.clone();
+        }
+        let mut out = Vec::new();
+        collect_texts(&Value::Array(self.blocks.clone()), &mut out);
+        out.join("\n")
+    }
+}
+
+/// Every `"text"` string inside a value, in order.
+fn collect_texts(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map {
+                match (key.as_str(), inner) {
+                    ("text", Value::String(s)) => out.push(s.clone()),
+                    _ => collect_texts(inner, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_texts(v, out)),
+        _ => {}
+    }
+}
+
+/// A button on a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Button {
+    /// The label people read.
+    pub text: String,
+    pub action_id: String,
+    pub value: Option<String>,
+    pub style: Option<String>,
+}
+
+/// A `chat.postEphemeral`: a message only `user` sees.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EphemeralMessage {
+    pub channel: String,
+    /// The one person who sees it.
+    pub user: String,
+    /// The text (still escaped).
+    pub text: String,
+    pub thread_ts: Option<String>,
+    pub body: Value,
+}
+
+/// A POST to a click's `response_url`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResponsePost {
+    /// The last path segment of the `response_url`.
+    pub id: String,
     pub body: Value,
 }
 
@@ -188,6 +278,8 @@ pub struct Delivery {
 struct StoredMessage {
     user: String,
     text: String,
+    thread_ts: Option<String>,
+    blocks: Vec<Value>,
     reactions: BTreeSet<String>,
 }
 
@@ -227,6 +319,8 @@ struct Records {
     requests: Vec<SlackRequest>,
     posted: Vec<PostedMessage>,
     updates: Vec<UpdatedMessage>,
+    ephemerals: Vec<EphemeralMessage>,
+    responses: Vec<ResponsePost>,
     reactions: Vec<Reaction>,
     statuses: Vec<Value>,
     acks: Vec<Ack>,
@@ -436,6 +530,9 @@ impl FakeSlack {
 
     /// A user clicks a button (`action_id`, `value`) on the message `message_ts`: an
     /// `interactive` envelope with a `block_actions` payload. Returns the envelope id.
+    ///
+    /// This sends the click whatever the message shows now (as a client that has not seen an
+    /// update yet does); [`FakeSlack::click_button`] clicks only a button that is there.
     pub fn click(
         &self,
         channel: &str,
@@ -445,14 +542,29 @@ impl FakeSlack {
         value: &str,
     ) -> String {
         let username = self.user_name(user);
+        let stored = self.message(channel, message_ts);
+        let thread_ts = stored.as_ref().and_then(|m| m.thread_ts.clone());
+        let mut container = json!({"type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": false});
+        let mut message = json!({
+            "type": "message", "ts": message_ts,
+            "text": stored.as_ref().map(|m| m.text.clone()).unwrap_or_default(),
+            "user": stored.as_ref().map(|m| m.user.clone()).unwrap_or_default(),
+        });
+        if let Some(m) = stored.as_ref().filter(|m| !m.blocks.is_empty()) {
+            message["blocks"] = json!(m.blocks);
+        }
+        if let Some(thread_ts) = &thread_ts {
+            container["thread_ts"] = json!(thread_ts);
+            message["thread_ts"] = json!(thread_ts);
+        }
         let payload = json!({
             "type": "block_actions",
-            "user": {"id": user, "username": username, "team_id": TEAM_ID},
+            "user": {"id": user, "username": username, "name": username, "team_id": TEAM_ID},
             "team": {"id": TEAM_ID},
             "api_app_id": APP_ID,
-            "container": {"type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": false},
+            "container": container,
             "channel": {"id": channel},
-            "message": {"ts": message_ts, "text": self.message_text(channel, message_ts)},
+            "message": message,
             "trigger_id": format!("{}.{}.fake", self.inner.shared.lock().next_event, Uuid::new_v4().simple()),
             "response_url": format!("http://{}/actions/{}", self.shared().addr, Uuid::new_v4().simple()),
             "actions": [{
@@ -462,6 +574,31 @@ impl FakeSlack {
         });
         let mut st = self.shared().lock();
         socket::enqueue(&mut st, "interactive", payload)
+    }
+
+    /// A user clicks the button labelled `label` on the message `message_ts`, as it shows now.
+    /// Returns the envelope id.
+    ///
+    /// # Panics
+    /// When the message has no such button: people can only click what they see.
+    pub fn click_button(&self, channel: &str, message_ts: &str, user: &str, label: &str) -> String {
+        let message = self.message(channel, message_ts);
+        let buttons = message
+            .as_ref()
+            .map(SlackMessage::buttons)
+            .unwrap_or_default();
+        let Some(button) = buttons.iter().find(|b| b.text == label) else {
+            panic!(
+                "fake slack: no button {label:?} on {channel}/{message_ts}; it shows {message:#?}"
+            );
+        };
+        self.click(
+            channel,
+            message_ts,
+            user,
+            &button.action_id,
+            button.value.as_deref().unwrap_or_default(),
+        )
     }
 
     /// Delivers a raw inner event (`{"type":"message",…}`) in an `events_api` envelope, for
@@ -493,6 +630,8 @@ impl FakeSlack {
             StoredMessage {
                 user: user.to_owned(),
                 text: text.to_owned(),
+                thread_ts: thread_ts.map(str::to_owned),
+                blocks: Vec::new(),
                 reactions: BTreeSet::new(),
             },
         );
@@ -533,13 +672,20 @@ impl FakeSlack {
             .unwrap_or_else(|| user.to_ascii_lowercase())
     }
 
-    fn message_text(&self, channel: &str, ts: &str) -> String {
+    /// A message as people see it now: its text and blocks after any `chat.update`.
+    pub fn message(&self, channel: &str, ts: &str) -> Option<SlackMessage> {
         self.shared()
             .lock()
             .messages
             .get(&(channel.to_owned(), ts.to_owned()))
-            .map(|m| m.text.clone())
-            .unwrap_or_default()
+            .map(|m| SlackMessage {
+                channel: channel.to_owned(),
+                ts: ts.to_owned(),
+                user: m.user.clone(),
+                text: m.text.clone(),
+                thread_ts: m.thread_ts.clone(),
+                blocks: m.blocks.clone(),
+            })
     }
 
     // ----- misbehaving ------------------------------------------------------------------------
@@ -648,6 +794,16 @@ impl FakeSlack {
 
     pub fn updates(&self) -> Vec<UpdatedMessage> {
         self.shared().lock().records.updates.clone()
+    }
+
+    /// Ephemeral messages the bot showed to single users, in order.
+    pub fn ephemerals(&self) -> Vec<EphemeralMessage> {
+        self.shared().lock().records.ephemerals.clone()
+    }
+
+    /// What the bot POSTed to clicks' `response_url`s, in order.
+    pub fn responses(&self) -> Vec<ResponsePost> {
+        self.shared().lock().records.responses.clone()
     }
 
     pub fn reactions(&self) -> Vec<Reaction> {

@@ -247,3 +247,142 @@ async fn a_refresh_warns_then_closes() {
         "then a close frame: {close:?}"
     );
 }
+
+#[tokio::test]
+async fn block_kit_messages_are_checked_updated_and_clicked_like_slack() {
+    let slack = FakeSlack::start_with(FakeSlackOptions {
+        echo_bot_messages: false,
+        ..FakeSlackOptions::default()
+    })
+    .await;
+    let bot = slack.bot_token();
+    let mut socket = connect(&slack).await;
+    next_json(&mut socket).await;
+    let parent = slack.send_channel("C1TEAM", "U1ANN", "deploy?", true);
+    next_json(&mut socket).await;
+    next_json(&mut socket).await;
+
+    let actions = json!({"type": "actions", "block_id": "b", "elements": [
+        {"type": "button", "text": {"type": "plain_text", "text": "Go"}, "action_id": "go", "value": "v1", "style": "primary"},
+    ]});
+    let section = json!({"type": "section", "text": {"type": "mrkdwn", "text": "Sure?"}});
+
+    // Slack refuses blocks beyond its limits, saying where.
+    let too_long = json!({"type": "section", "text": {"type": "mrkdwn", "text": "x".repeat(3001)}});
+    let (_, _, body) = call(
+        &slack,
+        "chat.postMessage",
+        Some(&bot),
+        json!({"channel": "C1TEAM", "text": "t", "blocks": [too_long]}),
+    )
+    .await;
+    assert_eq!(body["error"], "invalid_blocks");
+    assert!(
+        body["errors"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("/blocks/0/text/text"),
+        "{body}"
+    );
+    assert!(slack.posted().is_empty());
+
+    let (_, _, body) = call(
+        &slack,
+        "chat.postMessage",
+        Some(&bot),
+        json!({"channel": "C1TEAM", "thread_ts": parent, "text": "Sure?", "blocks": [section, actions]}),
+    )
+    .await;
+    let ts = body["ts"].as_str().expect("ts").to_owned();
+    let shown = slack.message("C1TEAM", &ts).expect("stored");
+    assert_eq!(shown.thread_ts.as_deref(), Some(parent.as_str()));
+    assert_eq!(shown.buttons()[0].value.as_deref(), Some("v1"));
+
+    // A click carries the button, the thread and the message's blocks.
+    slack.click_button("C1TEAM", &ts, "U2BOB", "Go");
+    let click = next_json(&mut socket).await;
+    assert_eq!(click["type"], "interactive");
+    let payload = &click["payload"];
+    assert_eq!(payload["actions"][0]["value"], "v1");
+    assert_eq!(payload["container"]["thread_ts"], json!(parent));
+    assert_eq!(payload["message"]["blocks"][1]["block_id"], "b");
+
+    // chat.update with text only keeps the blocks (and the buttons); an empty array drops them.
+    let (_, _, body) = call(
+        &slack,
+        "chat.update",
+        Some(&bot),
+        json!({"channel": "C1TEAM", "ts": ts, "text": "done"}),
+    )
+    .await;
+    assert_eq!(body["ok"], true);
+    assert_eq!(
+        slack
+            .message("C1TEAM", &ts)
+            .expect("stored")
+            .buttons()
+            .len(),
+        1
+    );
+    call(
+        &slack,
+        "chat.update",
+        Some(&bot),
+        json!({"channel": "C1TEAM", "ts": ts, "text": "done", "blocks": []}),
+    )
+    .await;
+    let shown = slack.message("C1TEAM", &ts).expect("stored");
+    assert!(shown.buttons().is_empty());
+    assert_eq!(shown.shown(), "done");
+    let (_, _, body) = call(
+        &slack,
+        "chat.update",
+        Some(&bot),
+        json!({"channel": "C1TEAM", "ts": parent, "text": "mine now"}),
+    )
+    .await;
+    assert_eq!(body["error"], "cant_update_message", "only the bot's own");
+
+    // Ephemeral messages reach one user and stay out of the conversation.
+    let (_, _, body) = call(
+        &slack,
+        "chat.postEphemeral",
+        Some(&bot),
+        json!({"channel": "C1TEAM", "user": "U2BOB", "text": "only you", "thread_ts": parent}),
+    )
+    .await;
+    assert_eq!(body["ok"], true);
+    assert!(body["message_ts"].is_string());
+    let ephemeral = &slack.ephemerals()[0];
+    assert_eq!(
+        (
+            ephemeral.user.as_str(),
+            ephemeral.text.as_str(),
+            ephemeral.thread_ts.as_deref()
+        ),
+        ("U2BOB", "only you", Some(parent.as_str()))
+    );
+    assert_eq!(slack.posted().len(), 1);
+    let (_, _, body) = call(
+        &slack,
+        "chat.postEphemeral",
+        Some(&bot),
+        json!({"channel": "C404", "user": "U2BOB", "text": "x"}),
+    )
+    .await;
+    assert_eq!(body["error"], "channel_not_found");
+
+    // The click's response_url takes a reply.
+    let url = payload["response_url"].as_str().expect("a response_url");
+    let answer: Value = reqwest::Client::new()
+        .post(url)
+        .json(&json!({"response_type": "ephemeral", "text": "hi", "replace_original": false}))
+        .send()
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(answer["ok"], true);
+    assert_eq!(slack.responses()[0].body["text"], "hi");
+}

@@ -7,15 +7,15 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State as AxumState};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use axum::Router;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::{
-    channel_type, dm_channel, next_ts, socket, Failure, PostedMessage, Reaction, RequestBody,
-    Shared, SlackRequest, State, StoredMessage, UpdatedMessage, APP_ID, BOT_ID, BOT_NAME,
-    BOT_USER_ID, TEAM_ID,
+    blocks, channel_type, dm_channel, next_ts, socket, EphemeralMessage, Failure, PostedMessage,
+    Reaction, RequestBody, ResponsePost, Shared, SlackRequest, State, StoredMessage,
+    UpdatedMessage, APP_ID, BOT_ID, BOT_NAME, BOT_USER_ID, TEAM_ID,
 };
 
 /// Slack silently cuts message text beyond this many characters.
@@ -24,6 +24,7 @@ const TEXT_CUT: usize = 40_000;
 pub(super) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/api/{method}", any(call))
+        .route("/actions/{id}", post(response_url))
         .route("/link/", get(socket::link))
         .with_state(shared)
 }
@@ -55,6 +56,37 @@ impl Answer {
             json: Some(json!({"ok": false, "error": code})),
         }
     }
+
+    /// `invalid_blocks`, with Slack's list of what is wrong.
+    fn invalid_blocks(errors: Vec<String>) -> Answer {
+        let messages: Vec<String> = errors.iter().map(|e| format!("[ERROR] {e}")).collect();
+        Answer {
+            status: StatusCode::OK,
+            retry_after: None,
+            json: Some(json!({
+                "ok": false, "error": "invalid_blocks", "errors": errors,
+                "response_metadata": {"messages": messages},
+            })),
+        }
+    }
+}
+
+/// A POST to a click's `response_url` (`{"text", "response_type", "replace_original", …}`):
+/// recorded; answered `{"ok":true}`.
+async fn response_url(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return (StatusCode::BAD_REQUEST, "invalid_payload").into_response();
+    };
+    shared
+        .lock()
+        .records
+        .responses
+        .push(ResponsePost { id, body });
+    axum::Json(json!({"ok": true})).into_response()
 }
 
 async fn call(
@@ -200,33 +232,84 @@ fn answer(
                 json!({"url": format!("ws://{}/link/?ticket={ticket}&app_id={APP_ID}", shared.addr)}),
             )
         }
-        "chat.postMessage" => post_message(
-            shared,
-            st,
-            arg("channel"),
-            arg("text"),
-            arg("thread_ts"),
-            &args,
-        ),
+        "chat.postMessage" => {
+            let blocks = match blocks::parse(args.get("blocks")) {
+                Ok(blocks) => blocks.unwrap_or_default(),
+                Err(errors) => return Answer::invalid_blocks(errors),
+            };
+            post_message(
+                shared,
+                st,
+                arg("channel"),
+                arg("text"),
+                arg("thread_ts"),
+                blocks,
+                &args,
+            )
+        }
         "chat.update" => {
             let (Some(channel), Some(ts)) = (arg("channel"), arg("ts")) else {
                 return Answer::error("message_not_found");
             };
-            let text = arg("text").unwrap_or_default();
+            // Without `blocks` the message keeps its blocks; an empty array removes them.
+            let blocks = match blocks::parse(args.get("blocks")) {
+                Ok(blocks) => blocks,
+                Err(errors) => return Answer::invalid_blocks(errors),
+            };
+            let text = arg("text");
+            if text.is_none() && blocks.as_ref().is_none_or(|b| b.is_empty()) {
+                return Answer::error("no_text");
+            }
             let Some(message) = st.messages.get_mut(&(channel.clone(), ts.clone())) else {
                 return Answer::error("message_not_found");
             };
             if message.user != BOT_USER_ID {
                 return Answer::error("cant_update_message");
             }
+            let text: String = text.unwrap_or_default().chars().take(TEXT_CUT).collect();
             message.text = text.clone();
+            if let Some(blocks) = &blocks {
+                message.blocks = blocks.clone();
+            }
             st.records.updates.push(UpdatedMessage {
                 channel: channel.clone(),
                 ts: ts.clone(),
                 text: text.clone(),
+                blocks,
                 body: Value::Object(args.clone()),
             });
             Answer::ok(json!({"channel": channel, "ts": ts, "text": text}))
+        }
+        "chat.postEphemeral" => {
+            let Some(channel) = arg("channel") else {
+                return Answer::error("channel_not_found");
+            };
+            if !st.channels.contains(&channel) {
+                return Answer::error("channel_not_found");
+            }
+            let Some(user) = arg("user") else {
+                return Answer::error("user_not_found");
+            };
+            if !user.starts_with(['U', 'W']) {
+                return Answer::error("user_not_found");
+            }
+            let blocks = match blocks::parse(args.get("blocks")) {
+                Ok(blocks) => blocks.unwrap_or_default(),
+                Err(errors) => return Answer::invalid_blocks(errors),
+            };
+            let text = arg("text").filter(|t| !t.trim().is_empty());
+            if text.is_none() && blocks.is_empty() {
+                return Answer::error("no_text");
+            }
+            st.records.ephemerals.push(EphemeralMessage {
+                channel,
+                user,
+                text: text.unwrap_or_default(),
+                thread_ts: arg("thread_ts"),
+                body: Value::Object(args.clone()),
+            });
+            // Ephemeral messages are not stored in the conversation and raise no event.
+            Answer::ok(json!({"message_ts": next_ts(st)}))
         }
         "reactions.add" => {
             let (Some(channel), Some(timestamp)) = (arg("channel"), arg("timestamp")) else {
@@ -283,6 +366,7 @@ fn post_message(
     channel: Option<String>,
     text: Option<String>,
     thread_ts: Option<String>,
+    blocks: Vec<Value>,
     args: &Map<String, Value>,
 ) -> Answer {
     let Some(channel) = channel else {
@@ -299,8 +383,11 @@ fn post_message(
     if !st.channels.contains(&channel) {
         return Answer::error("channel_not_found");
     }
-    let Some(text) = text.filter(|t| !t.trim().is_empty()) else {
-        return Answer::error("no_text");
+    // With blocks, `text` is only the notification fallback and may be left out.
+    let text = match text.filter(|t| !t.trim().is_empty()) {
+        Some(text) => text,
+        None if !blocks.is_empty() => String::new(),
+        None => return Answer::error("no_text"),
     };
     let text: String = text.chars().take(TEXT_CUT).collect();
     let ts = next_ts(st);
@@ -309,6 +396,8 @@ fn post_message(
         StoredMessage {
             user: BOT_USER_ID.to_owned(),
             text: text.clone(),
+            thread_ts: thread_ts.clone(),
+            blocks: blocks.clone(),
             reactions: Default::default(),
         },
     );
@@ -317,6 +406,7 @@ fn post_message(
         thread_ts: thread_ts.clone(),
         text: text.clone(),
         ts: ts.clone(),
+        blocks,
         body: Value::Object(args.clone()),
     });
     let mut message = json!({

@@ -164,6 +164,70 @@ impl WebApi {
             .await
     }
 
+    /// `chat.update`.
+    pub(crate) async fn update_message(&self, body: &Value) -> Result<(), ApiError> {
+        self.call::<Value>("chat.update", Token::Bot, Body::Json(body))
+            .await
+            .map(|_| ())
+    }
+
+    /// `chat.postEphemeral`: a message only one user sees.
+    pub(crate) async fn post_ephemeral(&self, body: &Value) -> Result<(), ApiError> {
+        self.call::<Value>("chat.postEphemeral", Token::Bot, Body::Json(body))
+            .await
+            .map(|_| ())
+    }
+
+    /// POSTs to a click's `response_url` (no token: the URL is the credential). Only Slack's
+    /// hooks host (or the configured API host, for a test double) is called.
+    pub(crate) async fn respond(&self, url: &str, body: &Value) -> Result<(), ApiError> {
+        const METHOD: &str = "response_url";
+        if !self.may_respond_to(url) {
+            return Err(ApiError::Failed {
+                method: METHOD,
+                error: "not_a_slack_url".to_owned(),
+            });
+        }
+        let transport = |detail: String| ApiError::Transport {
+            method: METHOD,
+            detail,
+        };
+        let response = self
+            .http
+            .post(url)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| transport(describe(&e)))?;
+        let status = response.status();
+        if status.as_u16() == 429 {
+            return Err(ApiError::RateLimited {
+                method: METHOD,
+                retry_after: retry_after(response.headers()),
+            });
+        }
+        if !status.is_success() {
+            return Err(transport(format!("HTTP {status}")));
+        }
+        Ok(())
+    }
+
+    fn may_respond_to(&self, url: &str) -> bool {
+        let origin = |u: &str| -> Option<String> {
+            let parsed = reqwest::Url::parse(u).ok()?;
+            Some(format!(
+                "{}://{}:{}",
+                parsed.scheme(),
+                parsed.host_str()?,
+                parsed.port_or_known_default()?
+            ))
+        };
+        let Some(target) = origin(url) else {
+            return false;
+        };
+        target == "https://hooks.slack.com:443" || origin(&self.base).as_deref() == Some(&target)
+    }
+
     /// `reactions.add`; `already_reacted` counts as done.
     pub(crate) async fn add_reaction(
         &self,
@@ -363,6 +427,22 @@ mod tests {
                 _ => "other",
             };
             assert_eq!(got, want, "{text}");
+        }
+    }
+
+    #[test]
+    fn response_urls_go_only_to_slack() {
+        let api = WebApi::new("http://127.0.0.1:4000/api", "xoxb-t", "xapp-t");
+        let cases = [
+            ("https://hooks.slack.com/actions/T1/1/abc", true),
+            ("http://127.0.0.1:4000/actions/abc", true),
+            ("http://127.0.0.1:4001/actions/abc", false),
+            ("http://hooks.slack.com/actions/T1/1/abc", false),
+            ("https://hooks.slack.com.evil.example/x", false),
+            ("not a url", false),
+        ];
+        for (url, want) in cases {
+            assert_eq!(api.may_respond_to(url), want, "{url}");
         }
     }
 

@@ -36,9 +36,16 @@ pub struct ButtonClick {
     /// Where the clicked message is.
     pub channel: String,
     pub message_ts: String,
+    /// The thread the clicked message is in (the parent's `ts`).
+    pub thread_ts: Option<String>,
     pub action_id: String,
     pub block_id: Option<String>,
     pub value: Option<String>,
+    /// When the click happened (the same on a redelivery of the click).
+    pub action_ts: Option<String>,
+    /// The `mrkdwn` text of the clicked message's first block when it is a section (on an
+    /// approval prompt, the summary of the call), as Slack holds the message.
+    pub summary: Option<String>,
     /// Where Slack takes a replacement for the message, for a while.
     pub response_url: Option<String>,
 }
@@ -204,9 +211,22 @@ fn click(payload: &Value) -> Outcome {
     let channel = container
         .and_then(|c| c.channel_id.clone())
         .or(actions.channel.map(|c| c.id));
+    let message = actions.message.as_ref();
+    let thread_ts = message
+        .and_then(|m| m.thread_ts.clone())
+        .or_else(|| container.and_then(|c| c.thread_ts.clone()))
+        .filter(|t| !t.is_empty());
     let message_ts = container
         .and_then(|c| c.message_ts.clone())
-        .or(actions.message.map(|m| m.ts));
+        .or(message.map(|m| m.ts.clone()));
+    let summary = message
+        .and_then(|m| m.blocks.first())
+        .filter(|b| b.get("type").and_then(Value::as_str) == Some("section"))
+        .and_then(|b| b.get("text"))
+        .filter(|t| t.get("type").and_then(Value::as_str) == Some("mrkdwn"))
+        .and_then(|t| t.get("text"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     let (Some(channel), Some(message_ts), Some(action)) =
         (channel, message_ts, actions.actions.into_iter().next())
     else {
@@ -215,11 +235,15 @@ fn click(payload: &Value) -> Outcome {
     Outcome::Click(ButtonClick {
         user: actions.user.id,
         user_name: actions.user.username,
+        // A thread's parent names itself as its thread; that is no thread to post into.
+        thread_ts: thread_ts.filter(|t| *t != message_ts),
         channel,
         message_ts,
         action_id: action.action_id,
         block_id: action.block_id,
         value: action.value,
+        action_ts: action.action_ts,
+        summary,
         response_url: actions.response_url,
     })
 }
@@ -595,12 +619,63 @@ mod tests {
                 user_name: Some("ann".into()),
                 channel: "C1".into(),
                 message_ts: "1548261231.000200".into(),
+                thread_ts: None,
                 action_id: "approve".into(),
                 block_id: Some("b1".into()),
                 value: Some("17".into()),
+                action_ts: Some("1548426417.840180".into()),
+                summary: None,
                 response_url: Some("https://hooks.slack.com/actions/T1/123/abc".into()),
             })
         );
+    }
+
+    #[test]
+    fn a_click_in_a_thread_knows_its_thread() {
+        use serde_json::json;
+        let click = |message: Value, container: Value| {
+            let payload = json!({
+                "type": "block_actions", "user": {"id": "U1"}, "container": container,
+                "message": message, "actions": [{"action_id": "a", "value": "v"}],
+            });
+            let json = json!({"envelope_id": "e", "type": "interactive", "payload": payload});
+            match classify_default(&envelope(&json.to_string())) {
+                Outcome::Click(click) => click,
+                other => panic!("a click, got {other:?}"),
+            }
+        };
+        let in_thread = click(
+            json!({"ts": "2.0", "thread_ts": "1.0"}),
+            json!({"message_ts": "2.0", "channel_id": "C1"}),
+        );
+        assert_eq!(in_thread.thread_ts.as_deref(), Some("1.0"));
+        let from_container = click(
+            json!({"ts": "2.0"}),
+            json!({"message_ts": "2.0", "channel_id": "C1", "thread_ts": "1.0"}),
+        );
+        assert_eq!(from_container.thread_ts.as_deref(), Some("1.0"));
+        let parent = click(
+            json!({"ts": "2.0", "thread_ts": "2.0"}),
+            json!({"message_ts": "2.0", "channel_id": "C1"}),
+        );
+        assert_eq!(
+            parent.thread_ts, None,
+            "a thread's parent is at the top level"
+        );
+        assert_eq!(parent.action_ts, None);
+        let prompt = click(
+            json!({"ts": "2.0", "blocks": [
+                {"type": "section", "text": {"type": "mrkdwn", "text": "*run* `ls`"}},
+                {"type": "actions", "elements": []},
+            ]}),
+            json!({"message_ts": "2.0", "channel_id": "C1"}),
+        );
+        assert_eq!(prompt.summary.as_deref(), Some("*run* `ls`"));
+        let closed = click(
+            json!({"ts": "2.0", "blocks": [{"type": "section", "text": {"type": "plain_text", "text": "done"}}]}),
+            json!({"message_ts": "2.0", "channel_id": "C1"}),
+        );
+        assert_eq!(closed.summary, None, "only a mrkdwn section is a summary");
     }
 
     #[test]

@@ -32,10 +32,17 @@
 //!   only works in AI-assistant threads (it needs the assistant feature and scope, and fails
 //!   elsewhere), and the dispatcher would spend a Web API call on it every few seconds; the
 //!   `eyes` reaction already shows the message was picked up.
-//! - **Clicks.** `interactive` envelopes with `block_actions` are decoded into a [`ButtonClick`],
-//!   acknowledged and logged; the approvals flow will take them from there.
+//! - **Approvals** ([`approval`]). A tool call waiting for approval is posted in the
+//!   conversation's thread as Block Kit: the call (escaped `mrkdwn`, arguments in a code block)
+//!   and Approve / Reject / Always allow buttons carrying `approvals::callback_data`. A click
+//!   (`interactive` envelope, `block_actions`) is acknowledged on the socket first, then decided
+//!   beside the receive loop: the prompt is updated to the outcome without buttons
+//!   (`chat.update`), and refusals ("only the requester or an owner", "no longer pending") go to
+//!   the clicker alone (`chat.postEphemeral`). `close_approval` updates the prompt the same way
+//!   when the approval is decided anywhere else or expires.
 
 mod api;
+mod approval;
 mod decode;
 mod link;
 mod pace;
@@ -54,10 +61,12 @@ use tokio::time::Instant;
 pub use decode::ButtonClick;
 
 use super::{Channel, ChannelContext, ChannelError, Notice, SentMessage, QUEUED_NOTE};
+use crate::approvals::ApprovalPrompt;
 use crate::chunk::TextLimit;
 use crate::config::SlackConfig;
 use crate::model::{DeliveryTarget, Identity};
 use api::WebApi;
+use approval::Approvals;
 use pace::{Pacer, Rate};
 
 /// Timings of the Slack adapter. The defaults suit Slack; tests shorten them.
@@ -113,8 +122,50 @@ pub struct SlackChannel {
     generation: std::sync::atomic::AtomicU64,
     /// Channel threads the bot takes part in: `(channel, parent ts)`.
     threads: Mutex<HashSet<(String, String)>>,
-    names: Mutex<HashMap<String, (Option<String>, Instant)>>,
+    names: Arc<Names>,
+    approvals: Arc<Approvals>,
     pacer: Mutex<Pacer>,
+}
+
+/// People's display names, from `users.info`, cached.
+pub(super) struct Names {
+    api: Arc<WebApi>,
+    /// How long a lookup may take (an ack may be waiting).
+    within: Duration,
+    cache: Mutex<HashMap<String, (Option<String>, Instant)>>,
+}
+
+impl Names {
+    /// The user's display name, from the cache or `users.info` (briefly).
+    pub(super) async fn lookup(&self, user: &str) -> Option<String> {
+        if let Some((name, at)) = lock(&self.cache).get(user) {
+            let ttl = if name.is_some() {
+                NAME_TTL
+            } else {
+                NO_NAME_TTL
+            };
+            if at.elapsed() < ttl {
+                return name.clone();
+            }
+        }
+        let name = match tokio::time::timeout(self.within, self.api.users_info(user)).await {
+            Ok(Ok(info)) => info.user.label(),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "slack: no name for a user");
+                None
+            }
+            Err(_) => {
+                tracing::debug!("slack: users.info is slow; going on without a name");
+                None
+            }
+        };
+        let mut cache = lock(&self.cache);
+        if cache.len() >= MAX_NAMES {
+            cache.clear();
+        }
+        cache.insert(user.to_owned(), (name.clone(), Instant::now()));
+        name
+    }
 }
 
 impl SlackChannel {
@@ -127,18 +178,24 @@ impl SlackChannel {
             per_second: options.messages_per_second,
             burst: options.burst,
         };
+        let api = Arc::new(WebApi::new(
+            &config.api_base,
+            &config.bot_token,
+            &config.app_token,
+        ));
         SlackChannel {
-            api: Arc::new(WebApi::new(
-                &config.api_base,
-                &config.bot_token,
-                &config.app_token,
-            )),
+            names: Arc::new(Names {
+                api: api.clone(),
+                within: options.name_lookup_within,
+                cache: Mutex::default(),
+            }),
+            approvals: Arc::new(Approvals::new(api.clone())),
+            api,
             config: config.clone(),
             options,
             ctx: Mutex::new(None),
             generation: Default::default(),
             threads: Mutex::default(),
-            names: Mutex::default(),
             pacer: Mutex::new(Pacer::new(rate)),
         }
     }
@@ -181,62 +238,53 @@ impl SlackChannel {
 
     /// The sender's display name, from a cache or `users.info` (briefly: the ack is waiting).
     async fn user_name(&self, user: &str) -> Option<String> {
-        if let Some((name, at)) = lock(&self.names).get(user) {
-            let ttl = if name.is_some() {
-                NAME_TTL
-            } else {
-                NO_NAME_TTL
-            };
-            if at.elapsed() < ttl {
-                return name.clone();
-            }
-        }
-        let name =
-            match tokio::time::timeout(self.options.name_lookup_within, self.api.users_info(user))
-                .await
-            {
-                Ok(Ok(info)) => info.user.label(),
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "slack: no name for a user");
-                    None
-                }
-                Err(_) => {
-                    tracing::debug!(
-                        "slack: users.info is slow; storing the message without a name"
-                    );
-                    None
-                }
-            };
-        let mut names = lock(&self.names);
-        if names.len() >= MAX_NAMES {
-            names.clear();
-        }
-        names.insert(user.to_owned(), (name.clone(), Instant::now()));
-        name
+        self.names.lookup(user).await
+    }
+
+    /// A click on a button, already acknowledged: handled beside the receive loop, so envelopes
+    /// behind it keep being acknowledged in time.
+    fn on_click(&self, ctx: &ChannelContext, click: ButtonClick) {
+        tokio::spawn(approval::on_click(
+            self.approvals.clone(),
+            self.names.clone(),
+            ctx.clone(),
+            click,
+        ));
     }
 
     /// Posts one message, paced per conversation.
     async fn post(&self, target: &DeliveryTarget, text: &str) -> Result<SentMessage, ChannelError> {
+        let body = json!({ "channel": target.chat_id, "text": text::escape(text) });
+        let (_, ts) = self.post_body(target, body).await?;
+        Ok(SentMessage { id: ts })
+    }
+
+    /// Posts a `chat.postMessage` body (into the target's thread), paced per conversation.
+    /// Returns the conversation it landed in and its `ts`.
+    async fn post_body(
+        &self,
+        target: &DeliveryTarget,
+        mut body: serde_json::Value,
+    ) -> Result<(String, String), ChannelError> {
         let wait = lock(&self.pacer).reserve(&target.chat_id, Instant::now());
         if !wait.is_zero() {
             tracing::debug!(?wait, "slack: pacing a message");
             tokio::time::sleep(wait).await;
         }
-        let mut body = json!({ "channel": target.chat_id, "text": text::escape(text) });
         if let Some(thread) = &target.thread_id {
             body["thread_ts"] = json!(thread);
         }
         match self.api.post_message(&body).await {
             Ok(posted) => {
+                let channel = if posted.channel.is_empty() {
+                    target.chat_id.clone()
+                } else {
+                    posted.channel
+                };
                 if let Some(thread) = &target.thread_id {
-                    let channel = if posted.channel.is_empty() {
-                        &target.chat_id
-                    } else {
-                        &posted.channel
-                    };
-                    self.join_thread(channel, thread);
+                    self.join_thread(&channel, thread);
                 }
-                Ok(SentMessage { id: posted.ts })
+                Ok((channel, posted.ts))
             }
             Err(e) => {
                 if let api::ApiError::RateLimited { retry_after, .. } = &e {
@@ -305,6 +353,33 @@ impl Channel for SlackChannel {
 
     fn parse_target(&self, target: &str) -> Result<DeliveryTarget, String> {
         decode::parse_target(target)
+    }
+
+    async fn post_approval(
+        &self,
+        target: &DeliveryTarget,
+        prompt: &ApprovalPrompt,
+    ) -> Result<Option<SentMessage>, ChannelError> {
+        let (view, summary) = approval::prompt_view(prompt);
+        // No previews: a URL among the arguments must not be fetched by Slack.
+        let body = json!({
+            "channel": target.chat_id, "text": view.text, "blocks": view.blocks,
+            "unfurl_links": false, "unfurl_media": false,
+        });
+        let (channel, ts) = self.post_body(target, body).await?;
+        self.approvals.remember(&channel, &ts, summary);
+        Ok(Some(SentMessage { id: ts }))
+    }
+
+    async fn close_approval(
+        &self,
+        target: &DeliveryTarget,
+        message_id: &str,
+        outcome: &str,
+    ) -> Result<(), ChannelError> {
+        self.approvals
+            .close(&target.chat_id, message_id, outcome)
+            .await
     }
 }
 

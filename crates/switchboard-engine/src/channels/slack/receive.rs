@@ -389,6 +389,7 @@ impl Receiver<'_> {
 
     /// Stores the message an envelope carries (if it is one to answer), then acknowledges the
     /// envelope. A message that cannot be stored is not acknowledged, so Slack delivers it again.
+    /// A click is acknowledged first and handled after.
     async fn on_envelope(&mut self, link: u64, envelope: Envelope) {
         let channel = self.channel;
         let ctx = self.ctx;
@@ -437,9 +438,12 @@ impl Receiver<'_> {
                 true
             }
             Outcome::Click(click) => {
-                // The approvals flow will take clicks from here; for now they are acknowledged.
-                tracing::info!(user = %click.user, action = %click.action_id, "slack: button click");
-                true
+                // Slack shows the clicker an error unless the ack comes within 3 s: ack now,
+                // decide and update the prompt beside the loop.
+                tracing::debug!(action = %click.action_id, "slack: button click");
+                self.ack(link, &envelope.envelope_id);
+                channel.on_click(ctx, click);
+                return;
             }
             Outcome::Ignore(reason) => {
                 tracing::debug!(reason, kind = %envelope.kind, "slack: envelope ignored");
@@ -447,17 +451,22 @@ impl Receiver<'_> {
             }
         };
         if ack {
-            let frame = serde_json::json!({ "envelope_id": envelope.envelope_id }).to_string();
-            let sent = self
-                .links
-                .get(&link)
-                .is_some_and(|state| state.link.send(frame));
-            if !sent {
-                tracing::debug!(
-                    link,
-                    "slack: the socket is gone before the ack; Slack will redeliver"
-                );
-            }
+            self.ack(link, &envelope.envelope_id);
+        }
+    }
+
+    /// Acknowledges an envelope on the socket it came on.
+    fn ack(&self, link: u64, envelope_id: &str) {
+        let frame = serde_json::json!({ "envelope_id": envelope_id }).to_string();
+        let sent = self
+            .links
+            .get(&link)
+            .is_some_and(|state| state.link.send(frame));
+        if !sent {
+            tracing::debug!(
+                link,
+                "slack: the socket is gone before the ack; Slack will redeliver"
+            );
         }
     }
 }

@@ -150,6 +150,9 @@ pub(crate) struct Container {
     pub message_ts: Option<String>,
     #[serde(default)]
     pub channel_id: Option<String>,
+    /// The thread the clicked message is in.
+    #[serde(default)]
+    pub thread_ts: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -160,6 +163,11 @@ pub(crate) struct IdOnly {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub(crate) struct ActionMessage {
     pub ts: String,
+    #[serde(default)]
+    pub thread_ts: Option<String>,
+    /// The clicked message's blocks, as Slack holds them.
+    #[serde(default)]
+    pub blocks: Vec<Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -169,6 +177,9 @@ pub(crate) struct Action {
     pub block_id: Option<String>,
     #[serde(default)]
     pub value: Option<String>,
+    /// When the click happened; with the user, it names one click across redeliveries.
+    #[serde(default)]
+    pub action_ts: Option<String>,
 }
 
 /// `auth.test`: `user_id` is the bot user, used to spot mentions and the bot's own messages.
