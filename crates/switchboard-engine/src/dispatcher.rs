@@ -1486,11 +1486,13 @@ impl Dispatcher {
                 self.store
                     .resolve_approval(&approval.id, "expired", "timeout", "engine", now)?
             {
-                let minutes = self.config().gateway.approval_timeout_minutes;
+                let waited = a.deadline_ms - a.created_ms;
+                let minutes = (waited + 59_999) / 60_000;
+                let unit = if minutes == 1 { "minute" } else { "minutes" };
                 self.resolved(&a);
                 if let Some(channel) = self.channel(&a.channel) {
                     let text = format!(
-                        "⏱ Nobody approved `{}` within {minutes} minutes, so it was rejected. Send your message again to retry.",
+                        "⏱ Nobody approved `{}` within {minutes} {unit}, so it was rejected. Send your message again to retry.",
                         a.tool
                     );
                     if let Err(e) = channel.send(&a.target, &text).await {
@@ -1707,7 +1709,11 @@ impl Intake for DispatcherIntake {
     ) -> ChoiceOutcome {
         let dispatcher = &self.0;
         let approval = match dispatcher.store.approval(approval_id) {
-            Ok(Some(a)) => a,
+            // A button only decides the approval shown in its own channel.
+            Ok(Some(a)) if a.channel == surface => a,
+            Ok(Some(_)) => {
+                return ChoiceOutcome::NotFound("This request is not from this chat.".into())
+            }
             Ok(None) => {
                 return ChoiceOutcome::NotFound("This request is no longer pending.".into())
             }
