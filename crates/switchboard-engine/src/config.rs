@@ -176,6 +176,13 @@ pub struct TelegramConfig {
     pub owners: Vec<String>,
     /// In groups, answer only when mentioned (or replied to).
     pub require_mention: bool,
+    /// Group ids (Telegram chats, Slack channels) where the bot answers; empty: none.
+    #[serde(deserialize_with = "ids")]
+    pub groups: Vec<String>,
+    /// Groups where anyone may talk to the agent, admitted or not (the others need admitted
+    /// senders).
+    #[serde(deserialize_with = "ids")]
+    pub open_groups: Vec<String>,
 }
 
 impl Default for TelegramConfig {
@@ -188,6 +195,8 @@ impl Default for TelegramConfig {
             allowed_users: Vec::new(),
             owners: Vec::new(),
             require_mention: true,
+            groups: Vec::new(),
+            open_groups: Vec::new(),
         }
     }
 }
@@ -214,6 +223,13 @@ pub struct SlackConfig {
     pub owners: Vec<String>,
     /// In channels, answer only when mentioned (or in a thread it is part of).
     pub require_mention: bool,
+    /// Group ids (Telegram chats, Slack channels) where the bot answers; empty: none.
+    #[serde(deserialize_with = "ids")]
+    pub groups: Vec<String>,
+    /// Groups where anyone may talk to the agent, admitted or not (the others need admitted
+    /// senders).
+    #[serde(deserialize_with = "ids")]
+    pub open_groups: Vec<String>,
 }
 
 impl Default for SlackConfig {
@@ -227,6 +243,8 @@ impl Default for SlackConfig {
             allowed_users: Vec::new(),
             owners: Vec::new(),
             require_mention: true,
+            groups: Vec::new(),
+            open_groups: Vec::new(),
         }
     }
 }
@@ -254,6 +272,10 @@ pub struct DiscordConfig {
     /// Guild ids where it may answer; empty: none.
     #[serde(deserialize_with = "ids")]
     pub guilds: Vec<String>,
+    /// Guilds or channels where anyone may talk to the agent, admitted or not (elsewhere senders
+    /// must be admitted).
+    #[serde(deserialize_with = "ids")]
+    pub open_groups: Vec<String>,
 }
 
 impl Default for DiscordConfig {
@@ -267,6 +289,7 @@ impl Default for DiscordConfig {
             owners: Vec::new(),
             require_mention: true,
             guilds: Vec::new(),
+            open_groups: Vec::new(),
         }
     }
 }

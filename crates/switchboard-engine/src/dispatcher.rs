@@ -1295,6 +1295,109 @@ impl Dispatcher {
         });
     }
 
+    /// Access control, before anything is stored: whether the message may reach the agent. A
+    /// stranger's DM under the pairing policy is answered with a pairing code (the same code again
+    /// for a repeated message, none when the channel has too many waiting); an owner's pairing
+    /// command is carried out here. Nothing of a refused message reaches the agent server.
+    async fn admit(&self, config: &Config, message: &InboundMessage) -> anyhow::Result<bool> {
+        use crate::access::{self, Verdict};
+        let policy = access::Policy::of(config, &message.channel);
+        if policy.unrestricted {
+            return Ok(true);
+        }
+        let peer = &message.peer;
+        if matches!(message.chat, crate::model::ChatType::Direct) && policy.is_owner(&peer.id) {
+            if let Some(command) = access::owner_command(&message.text) {
+                let (state, code) = match command {
+                    access::OwnerCommand::Admit(code) => ("admitted", code),
+                    access::OwnerCommand::Refuse(code) => ("refused", code),
+                };
+                let reply =
+                    match self.resolve_pairing(&message.channel, &code, state, peer.label())? {
+                        Some(request) => format!("Done: {} is {state}.", request.peer_name),
+                        None => format!(
+                            "No pairing request with the code {code} is waiting on {}.",
+                            message.channel
+                        ),
+                    };
+                self.reply_direct(message, &reply).await;
+                return Ok(false);
+            }
+        }
+        let state = self.store.peer_state(&message.channel, &peer.id)?;
+        match access::verdict(&policy, &message.chat, &peer.id, state) {
+            Verdict::Admit => Ok(true),
+            Verdict::Ignore(why) => {
+                tracing::info!(channel = %message.channel, peer = %peer.id, why, "message not passed on");
+                Ok(false)
+            }
+            Verdict::Pair => {
+                let now = now_ms();
+                if let Some(pending) =
+                    self.store
+                        .pending_pairing_for(&message.channel, &peer.id, now)?
+                {
+                    self.reply_direct(message, &access::pairing_reply(&pending.code))
+                        .await;
+                    return Ok(false);
+                }
+                let request = access::PairingRequest {
+                    channel: message.channel.clone(),
+                    peer_id: peer.id.clone(),
+                    peer_name: peer.label().to_string(),
+                    code: access::new_code(),
+                    first_message: message.text.chars().take(500).collect(),
+                    created_ms: now,
+                    expires_ms: now + access::PAIRING_TTL_MS,
+                    state: "pending".into(),
+                };
+                if self
+                    .store
+                    .insert_pairing(&request, access::MAX_PENDING_PER_CHANNEL)?
+                {
+                    tracing::info!(channel = %message.channel, peer = %peer.id, "pairing requested");
+                    self.reply_direct(message, &access::pairing_reply(&request.code))
+                        .await;
+                    self.emit(EngineEvent::PairingRequested { request });
+                } else {
+                    tracing::warn!(channel = %message.channel, peer = %peer.id, "too many pairing requests waiting; no code given");
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    /// Admits or refuses a pending pairing code; `None` when no such code waits.
+    pub(crate) fn resolve_pairing(
+        &self,
+        channel: &str,
+        code: &str,
+        state: &str,
+        decided_by: &str,
+    ) -> anyhow::Result<Option<crate::access::PairingRequest>> {
+        let code = crate::access::normalise_code(code);
+        let resolved = self
+            .store
+            .resolve_pairing(channel, &code, state, decided_by, now_ms())?;
+        if let Some(request) = &resolved {
+            tracing::info!(%channel, peer = %request.peer_id, %state, "pairing resolved");
+            self.emit(EngineEvent::PairingResolved {
+                request: request.clone(),
+                decided_by: decided_by.to_string(),
+            });
+        }
+        Ok(resolved)
+    }
+
+    /// Answers a message directly in its chat (not through the agent).
+    async fn reply_direct(&self, message: &InboundMessage, text: &str) {
+        if let Some(channel) = self.channel(&message.channel) {
+            if let Err(e) = channel.send(&message.target, text).await {
+                tracing::warn!(channel = %message.channel, error = %e, "cannot answer in the chat");
+            }
+        }
+    }
+
     /// Tells everyone how an approval ended: the host (event) and the chat (its prompt updated).
     pub(crate) fn resolved(&self, approval: &ApprovalRecord) {
         let decided_by = approval.decided_by.clone().unwrap_or_default();
@@ -1763,6 +1866,9 @@ impl Intake for DispatcherIntake {
     async fn accept(&self, message: InboundMessage) -> anyhow::Result<Accepted> {
         let dispatcher = &self.0;
         let config = dispatcher.config();
+        if !dispatcher.admit(&config, &message).await? {
+            return Ok(Accepted::Refused);
+        }
         let key = routing_key(
             &config.routing,
             &message.channel,

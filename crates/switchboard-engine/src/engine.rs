@@ -102,7 +102,8 @@ impl EngineBuilder {
         self
     }
 
-    /// Adds a channel that is not built from the configuration (a test or in-process channel).
+    /// Adds a channel that is not built from the configuration (a test or in-process channel), or
+    /// replaces the configured channel of the same name.
     pub fn channel(mut self, channel: Arc<dyn Channel>) -> Self {
         self.channels.push(channel);
         self
@@ -143,7 +144,12 @@ impl EngineBuilder {
             }),
         };
         let mut all: Vec<Arc<dyn Channel>> = crate::channels::from_config(&config);
-        all.extend(channels);
+        // A channel given to the builder replaces the one the configuration would build under the
+        // same name (a host tuning an adapter keeps the configuration's access settings).
+        for channel in channels {
+            all.retain(|c| c.name() != channel.name());
+            all.push(channel);
+        }
         for channel in all {
             let enabled = crate::channels::enabled_in(&config, channel.name()).unwrap_or(true);
             dispatcher.board.register(channel.name(), enabled);
@@ -595,6 +601,35 @@ impl EngineHandle {
     ) -> anyhow::Result<Resolution> {
         self.dispatcher()
             .decide(approval_id, decision, decided_by, surface)
+    }
+
+    // ----- access control -----------------------------------------------------------------------
+
+    /// Pairing requests waiting for a person, oldest first.
+    pub fn pairing_requests(&self) -> anyhow::Result<Vec<crate::access::PairingRequest>> {
+        self.dispatcher().store.pending_pairings(None, now_ms())
+    }
+
+    /// Admits the sender of a pairing code; their next message reaches the agent.
+    pub fn admit_pairing(
+        &self,
+        channel: &str,
+        code: &str,
+        decided_by: &str,
+    ) -> anyhow::Result<Option<crate::access::PairingRequest>> {
+        self.dispatcher()
+            .resolve_pairing(channel, code, "admitted", decided_by)
+    }
+
+    /// Refuses the sender of a pairing code; they are ignored silently from then on.
+    pub fn refuse_pairing(
+        &self,
+        channel: &str,
+        code: &str,
+        decided_by: &str,
+    ) -> anyhow::Result<Option<crate::access::PairingRequest>> {
+        self.dispatcher()
+            .resolve_pairing(channel, code, "refused", decided_by)
     }
 
     pub fn rules(&self) -> anyhow::Result<Vec<ApprovalRule>> {

@@ -79,6 +79,15 @@ pub enum EngineEvent {
         target: DeliveryTarget,
         text: String,
     },
+    /// A stranger wrote to the bot and got a pairing code; a person may admit or refuse them.
+    PairingRequested {
+        request: crate::access::PairingRequest,
+    },
+    /// A pairing request was admitted or refused (`state`), by whom.
+    PairingResolved {
+        request: crate::access::PairingRequest,
+        decided_by: String,
+    },
     /// Intake was paused or resumed.
     Paused { paused: bool },
     /// The approval mode changed.

@@ -6,6 +6,7 @@
 //! [`EngineHandle`] to drive it and a stream of [`EngineEvent`]s to show what it does.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod agent;
 pub mod api;
 pub mod approvals;

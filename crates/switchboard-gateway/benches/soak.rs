@@ -54,7 +54,10 @@ impl Chat {
                 s.send_dm(&format!("U{user:05}"), text);
             }
             Chat::Discord(d) => {
-                d.send_dm(&format!("{}", 900_000_000_000_000_000u64 + user as u64), text);
+                d.send_dm(
+                    &format!("{}", 900_000_000_000_000_000u64 + user as u64),
+                    text,
+                );
             }
         }
     }
@@ -62,7 +65,10 @@ impl Chat {
     /// Every text the bot posted (replies, and nothing else in a DM-only soak).
     fn posted(&self) -> Vec<String> {
         match self {
-            Chat::Telegram(tg) => (0..USERS).flat_map(|u| tg.sent_to(10_000 + u as i64)).map(|s| s.text).collect(),
+            Chat::Telegram(tg) => (0..USERS)
+                .flat_map(|u| tg.sent_to(10_000 + u as i64))
+                .map(|s| s.text)
+                .collect(),
             Chat::Slack(s) => s.posted().into_iter().map(|p| p.text).collect(),
             Chat::Discord(d) => d.posted().into_iter().map(|p| p.content).collect(),
         }
@@ -71,12 +77,20 @@ impl Chat {
 
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 fn main() {
@@ -88,7 +102,10 @@ fn main() {
         Some("discord") => vec![Platform::Discord],
         _ => vec![Platform::Telegram, Platform::Slack, Platform::Discord],
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     for platform in platforms {
         runtime.block_on(soak(platform, Duration::from_secs(secs), rate));
     }
@@ -166,9 +183,15 @@ async fn soak(platform: Platform, duration: Duration, rate: u64) {
     samples.push((drained.as_secs(), rss_kib(pid).unwrap_or(0)));
     let seen = answered(&chat.posted());
     let lost = sent.iter().filter(|t| !seen.contains_key(*t)).count();
-    let duplicated = sent.iter().filter(|t| seen.get(*t).is_some_and(|c| *c > 1)).count();
+    let duplicated = sent
+        .iter()
+        .filter(|t| seen.get(*t).is_some_and(|c| *c > 1))
+        .count();
 
-    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
     let stopped = Instant::now();
     let status = loop {
         if let Ok(Some(status)) = gateway.try_wait() {
@@ -181,7 +204,10 @@ async fn soak(platform: Platform, duration: Duration, rate: u64) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
 
-    let rss: Vec<String> = samples.iter().map(|(t, kib)| format!("{t}s:{:.1}MB", *kib as f64 / 1024.0)).collect();
+    let rss: Vec<String> = samples
+        .iter()
+        .map(|(t, kib)| format!("{t}s:{:.1}MB", *kib as f64 / 1024.0))
+        .collect();
     println!(
         "soak {platform:?}: {} messages from {USERS} users at {rate}/s for {}s (all answered after {:.0}s); lost {lost}, duplicated {duplicated}, agent runs {}; gateway RSS {}; SIGTERM -> {} in {:.2}s",
         sent.len(),

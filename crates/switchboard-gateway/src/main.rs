@@ -35,6 +35,22 @@ enum Command {
     Run,
     /// Checks the configuration, the agent server and every channel's credentials, then exits.
     Check,
+    /// Lists, admits or refuses the senders waiting with a pairing code (works while the gateway
+    /// runs: the next message of an admitted sender goes through).
+    Pair {
+        #[command(subcommand)]
+        action: PairAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum PairAction {
+    /// Shows the pairing requests that wait.
+    List,
+    /// Admits the sender of a code: `pair approve telegram ABCD2345`.
+    Approve { channel: String, code: String },
+    /// Refuses the sender of a code; they are ignored silently from then on.
+    Refuse { channel: String, code: String },
 }
 
 fn main() -> std::process::ExitCode {
@@ -52,6 +68,7 @@ fn main() -> std::process::ExitCode {
         match cli.command.unwrap_or(Command::Run) {
             Command::Run => run(&paths).await,
             Command::Check => check(&paths).await,
+            Command::Pair { action } => pair(&paths, action),
         }
     });
     match result {
@@ -168,6 +185,40 @@ async fn check(paths: &Paths) -> anyhow::Result<()> {
         anyhow::bail!("some checks failed");
     }
     Ok(())
+}
+
+fn pair(paths: &Paths, action: PairAction) -> anyhow::Result<()> {
+    use switchboard_engine::access::normalise_code;
+    use switchboard_engine::model::now_ms;
+    let store = switchboard_engine::store::Store::open(&paths.data_dir)?;
+    let (channel, code, state) = match action {
+        PairAction::List => {
+            let waiting = store.pending_pairings(None, now_ms())?;
+            if waiting.is_empty() {
+                println!("no pairing requests are waiting");
+            }
+            for r in waiting {
+                let minutes = (r.expires_ms - now_ms()) / 60_000;
+                println!(
+                    "{}  {}  {} ({})  \"{}\"  expires in {minutes} min",
+                    r.channel, r.code, r.peer_name, r.peer_id, r.first_message
+                );
+            }
+            return Ok(());
+        }
+        PairAction::Approve { channel, code } => (channel, code, "admitted"),
+        PairAction::Refuse { channel, code } => (channel, code, "refused"),
+    };
+    let code = normalise_code(&code);
+    match store.resolve_pairing(&channel, &code, state, "switchboard-gateway pair", now_ms())? {
+        Some(request) => {
+            println!("{} ({}) on {channel} is {state}", request.peer_name, request.peer_id);
+            Ok(())
+        }
+        None => anyhow::bail!(
+            "no pairing request with the code {code} is waiting on {channel}; `switchboard-gateway pair list` shows the ones that are"
+        ),
+    }
 }
 
 #[cfg(unix)]

@@ -139,6 +139,9 @@ pub enum Accepted {
     New(i64),
     /// Seen before (a redelivery); dropped.
     Duplicate,
+    /// Not admitted (access control): dropped, or answered with a pairing code; it never reaches
+    /// the agent. Confirm it to the platform like any handled message.
+    Refused,
 }
 
 /// The part of the engine that takes inbound messages and chat decisions.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use switchboard_engine::channels::discord::{DiscordChannel, DiscordOptions};
+use switchboard_engine::config::DmPolicy;
 use switchboard_engine::config::{Config, DiscordConfig};
 use switchboard_engine::model::{ChannelState, ChannelStatus};
 use switchboard_engine::{Engine, EngineEvent, EngineHandle, EngineOptions};
@@ -29,6 +30,9 @@ fn discord_config(dc: &FakeDiscord) -> DiscordConfig {
         token: dc.token(),
         api_base: dc.api_base(),
         guilds: vec![GUILD.to_owned()],
+        // These tests are about the platform's protocol, not access control: anyone may talk.
+        dm_policy: DmPolicy::Open,
+        open_groups: vec!["*".to_owned()],
         ..DiscordConfig::default()
     }
 }
@@ -776,7 +780,7 @@ async fn invalid_sessions_resume_or_identify_afresh() {
         ..DiscordOptions::default()
     };
     let channel = DiscordChannel::with_options(&discord_config(&dc), options);
-    let bridge = Bridge::start_with(config_for(&agent), dir.path(), channel).await;
+    let bridge = Bridge::start_with(config(&agent, &dc), dir.path(), channel).await;
     bridge.connected(&dc).await;
 
     dc.invalidate_session(true);
@@ -884,7 +888,7 @@ mod approvals {
     use switchboard_testkit::stakpak::FakeStakpak;
 
     use super::{config, discord_config, replies, Bridge, ANN, BOB, CHANNEL, GUILD, THREAD};
-    use crate::harness::{config_for, fast_options, settle};
+    use crate::harness::{fast_options, settle};
 
     const MALLORY: &str = "900000000000000003";
     const RUN_LS: &str = r#"USE_TOOL run_command {"command": "ls"}"#;
@@ -1255,7 +1259,7 @@ mod approvals {
             ..DiscordOptions::default()
         };
         let channel = DiscordChannel::with_options(&discord_config(&dc), options);
-        let mut config = config_for(&agent);
+        let mut config = config(&agent, &dc);
         config.gateway.approval_mode = ApprovalMode::Ask;
         let bridge = Bridge::start_with(config, dir.path(), channel).await;
         bridge.connected(&dc).await;

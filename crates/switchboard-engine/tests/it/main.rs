@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod access;
 mod api;
 mod approvals;
 mod discord;

@@ -10,6 +10,7 @@ use switchboard_engine::agent::ToolDecision;
 use switchboard_engine::approvals::{parse_callback, ChatChoice};
 use switchboard_engine::channels::slack::{SlackChannel, SlackOptions};
 use switchboard_engine::channels::ChannelError;
+use switchboard_engine::config::DmPolicy;
 use switchboard_engine::config::{ApprovalMode, Config, SlackConfig};
 use switchboard_engine::model::{ChannelState, ChannelStatus, ChatType, Identity};
 use switchboard_engine::store::Resolution;
@@ -36,6 +37,9 @@ fn slack_config(slack: &FakeSlack) -> SlackConfig {
         bot_token: slack.bot_token(),
         app_token: slack.app_token(),
         api_base: slack.api_base(),
+        // These tests are about the platform's protocol, not access control: anyone may talk.
+        dm_policy: DmPolicy::Open,
+        open_groups: vec!["*".to_owned()],
         ..SlackConfig::default()
     }
 }
@@ -847,7 +851,7 @@ async fn a_half_open_socket_is_noticed_by_its_pings() {
         ..SlackOptions::default()
     };
     let (engine, shutdown) = start_with_channel(
-        config_for(&agent),
+        config_with(&agent, slack_config(&slack)),
         dir.path(),
         SlackChannel::with_options(&slack_config(&slack), options),
     )

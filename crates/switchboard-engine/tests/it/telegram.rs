@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use switchboard_engine::agent::ToolDecision;
 use switchboard_engine::approvals::{parse_callback, ChatChoice};
 use switchboard_engine::channels::QUEUED_NOTE;
+use switchboard_engine::config::DmPolicy;
 use switchboard_engine::config::{ApprovalMode, Config, TelegramConfig};
 use switchboard_engine::model::{ChannelState, ChannelStatus};
 use switchboard_engine::store::Resolution;
@@ -32,6 +33,9 @@ fn config(agent: &FakeStakpak, tg: &FakeTelegram) -> Config {
     config.channels.telegram = Some(TelegramConfig {
         token: tg.token(),
         api_base: tg.api_base(),
+        // These tests are about the platform's protocol, not access control: anyone may talk.
+        dm_policy: DmPolicy::Open,
+        open_groups: vec!["*".to_owned()],
         ..TelegramConfig::default()
     });
     config

@@ -931,7 +931,7 @@ impl Runner<'_> {
                     tracing::debug!(journal, "Discord message accepted");
                     return Handled::Stored;
                 }
-                Ok(Accepted::Duplicate) => return Handled::Skipped,
+                Ok(Accepted::Duplicate | Accepted::Refused) => return Handled::Skipped,
                 Err(e) => {
                     let delay = self.inner.retry_delay(attempt);
                     attempt = attempt.saturating_add(1);

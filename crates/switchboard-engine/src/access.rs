@@ -1,0 +1,414 @@
+//! Who may reach the agent: the decision for each inbound message, by the channel's DM policy,
+//! its allowed and admitted senders, and its allowed and open groups. Pure; the store keeps who was
+//! admitted or refused and the pending pairing requests.
+
+use rand::Rng;
+use serde::Serialize;
+
+use crate::config::{Config, DmPolicy};
+use crate::model::ChatType;
+
+/// How long a pairing code is valid.
+pub const PAIRING_TTL_MS: i64 = 3_600_000;
+/// At most this many pairing requests wait per channel; more strangers get no code.
+pub const MAX_PENDING_PER_CHANNEL: usize = 3;
+/// Letters and digits that cannot be mistaken for one another (no 0/O, 1/I).
+const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+
+/// A channel's access settings, read from its configuration table.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Policy {
+    pub dm_policy: DmPolicy,
+    pub allowed_users: Vec<String>,
+    pub owners: Vec<String>,
+    /// Groups (Telegram chats, Slack channels, Discord guilds) where the bot answers at all; `*`
+    /// for every group.
+    pub groups: Vec<String>,
+    /// Groups where anyone may talk to the agent, admitted or not; `*` for every group.
+    pub open_groups: Vec<String>,
+    /// Channels that are not chat platforms (in-process, tests) let everyone through.
+    pub unrestricted: bool,
+    /// The adapter itself keeps to the allowed groups (Discord checks its guilds), so any group
+    /// that reaches the engine is allowed.
+    pub groups_checked_by_adapter: bool,
+}
+
+impl Policy {
+    /// The policy of a channel by name; a channel with no table in the configuration (an
+    /// in-process channel) is unrestricted, since nobody outside the process can reach it.
+    pub fn of(config: &Config, channel: &str) -> Policy {
+        let c = &config.channels;
+        let (dm_policy, allowed_users, owners, groups, open_groups) = match channel {
+            "telegram" => match &c.telegram {
+                Some(t) => (
+                    t.dm_policy,
+                    &t.allowed_users,
+                    &t.owners,
+                    t.groups.clone(),
+                    &t.open_groups,
+                ),
+                None => return Policy::default(),
+            },
+            "slack" => match &c.slack {
+                Some(s) => (
+                    s.dm_policy,
+                    &s.allowed_users,
+                    &s.owners,
+                    s.groups.clone(),
+                    &s.open_groups,
+                ),
+                None => return Policy::default(),
+            },
+            "discord" => match &c.discord {
+                Some(d) => {
+                    return Policy {
+                        dm_policy: d.dm_policy,
+                        allowed_users: d.allowed_users.clone(),
+                        owners: d.owners.clone(),
+                        groups: d.guilds.clone(),
+                        open_groups: d.open_groups.clone(),
+                        unrestricted: false,
+                        groups_checked_by_adapter: true,
+                    }
+                }
+                None => return Policy::default(),
+            },
+            _ => {
+                return Policy {
+                    unrestricted: true,
+                    ..Policy::default()
+                }
+            }
+        };
+        Policy {
+            dm_policy,
+            allowed_users: allowed_users.clone(),
+            owners: owners.clone(),
+            groups,
+            open_groups: open_groups.clone(),
+            unrestricted: false,
+            groups_checked_by_adapter: false,
+        }
+    }
+
+    fn is_known(&self, peer: &str, admitted: bool) -> bool {
+        admitted
+            || self.allowed_users.iter().any(|u| u == peer)
+            || self.owners.iter().any(|u| u == peer)
+    }
+
+    pub fn is_owner(&self, peer: &str) -> bool {
+        self.owners.iter().any(|u| u == peer)
+    }
+}
+
+/// What the engine knows of a sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerState {
+    Unknown,
+    Admitted,
+    Refused,
+}
+
+/// What to do with a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Pass it on to the agent.
+    Admit,
+    /// Drop it without a word (refused senders, allowlist strangers, closed groups).
+    Ignore(&'static str),
+    /// A stranger's direct message under the pairing policy: answer with a pairing code.
+    Pair,
+}
+
+/// The decision for one message from `peer` in `chat`.
+pub fn verdict(policy: &Policy, chat: &ChatType, peer: &str, state: PeerState) -> Verdict {
+    if policy.unrestricted {
+        return Verdict::Admit;
+    }
+    if state == PeerState::Refused && !policy.is_known(peer, false) {
+        return Verdict::Ignore("refused sender");
+    }
+    let known = policy.is_known(peer, state == PeerState::Admitted);
+    match chat {
+        ChatType::Direct => {
+            if known || policy.dm_policy == DmPolicy::Open {
+                Verdict::Admit
+            } else if policy.dm_policy == DmPolicy::Pairing {
+                Verdict::Pair
+            } else {
+                Verdict::Ignore("sender not on the allowlist")
+            }
+        }
+        ChatType::Group { id } | ChatType::Thread { group_id: id, .. } => {
+            // `*` stands for every group: written by the user, never assumed.
+            let listed = |list: &[String]| list.iter().any(|g| g == id || g == "*");
+            if !policy.groups_checked_by_adapter
+                && !listed(&policy.groups)
+                && !listed(&policy.open_groups)
+            {
+                Verdict::Ignore("group not allowed")
+            } else if known || listed(&policy.open_groups) {
+                Verdict::Admit
+            } else {
+                Verdict::Ignore("sender not admitted in this group")
+            }
+        }
+    }
+}
+
+/// A new pairing code: 8 characters from an alphabet without look-alikes.
+pub fn new_code() -> String {
+    let mut rng = rand::rng();
+    (0..8)
+        .map(|_| CODE_ALPHABET[rng.random_range(0..CODE_ALPHABET.len())] as char)
+        .collect()
+}
+
+/// Normalises a code a person typed (spaces, dashes, lower case).
+pub fn normalise_code(code: &str) -> String {
+    code.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
+}
+
+/// The reply a stranger gets: the code, and nothing else.
+pub fn pairing_reply(code: &str) -> String {
+    format!(
+        "🔐 I don't know you yet, so your messages don't reach the agent. Your pairing code is {code}. \
+         Ask the owner of this bot to admit it in Switchboard; it is valid for one hour."
+    )
+}
+
+/// A pairing request as the host shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PairingRequest {
+    pub channel: String,
+    pub peer_id: String,
+    pub peer_name: String,
+    pub code: String,
+    pub first_message: String,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+    /// `pending`, `admitted`, `refused`.
+    pub state: String,
+}
+
+/// A chat command an owner can send in a DM to admit or refuse a code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnerCommand {
+    Admit(String),
+    Refuse(String),
+}
+
+/// Reads `/admit CODE`, `/pair approve CODE`, `/refuse CODE`, `/pair refuse CODE`.
+pub fn owner_command(text: &str) -> Option<OwnerCommand> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let lower: Vec<String> = words.iter().map(|w| w.to_ascii_lowercase()).collect();
+    match lower
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["/admit", _] => Some(OwnerCommand::Admit(normalise_code(words[1]))),
+        ["/refuse", _] => Some(OwnerCommand::Refuse(normalise_code(words[1]))),
+        ["/pair", "approve" | "admit", _] => Some(OwnerCommand::Admit(normalise_code(words[2]))),
+        ["/pair", "refuse" | "deny", _] => Some(OwnerCommand::Refuse(normalise_code(words[2]))),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(dm: DmPolicy) -> Policy {
+        Policy {
+            dm_policy: dm,
+            allowed_users: vec!["friend".into()],
+            owners: vec!["owner".into()],
+            groups: vec!["-100".into(), "G1".into()],
+            open_groups: vec!["-200".into()],
+            unrestricted: false,
+            groups_checked_by_adapter: false,
+        }
+    }
+
+    fn group(id: &str) -> ChatType {
+        ChatType::Group { id: id.into() }
+    }
+
+    #[test]
+    fn each_sender_gets_what_the_policy_says() {
+        use PeerState::*;
+        let cases = [
+            (
+                DmPolicy::Pairing,
+                ChatType::Direct,
+                "stranger",
+                Unknown,
+                Verdict::Pair,
+            ),
+            (
+                DmPolicy::Pairing,
+                ChatType::Direct,
+                "stranger",
+                Refused,
+                Verdict::Ignore("refused sender"),
+            ),
+            (
+                DmPolicy::Pairing,
+                ChatType::Direct,
+                "paired",
+                Admitted,
+                Verdict::Admit,
+            ),
+            (
+                DmPolicy::Pairing,
+                ChatType::Direct,
+                "friend",
+                Unknown,
+                Verdict::Admit,
+            ),
+            (
+                DmPolicy::Pairing,
+                ChatType::Direct,
+                "owner",
+                Refused,
+                Verdict::Admit,
+            ),
+            (
+                DmPolicy::Allowlist,
+                ChatType::Direct,
+                "stranger",
+                Unknown,
+                Verdict::Ignore("sender not on the allowlist"),
+            ),
+            (
+                DmPolicy::Allowlist,
+                ChatType::Direct,
+                "friend",
+                Unknown,
+                Verdict::Admit,
+            ),
+            (
+                DmPolicy::Open,
+                ChatType::Direct,
+                "stranger",
+                Unknown,
+                Verdict::Admit,
+            ),
+            (
+                DmPolicy::Open,
+                group("-100"),
+                "stranger",
+                Unknown,
+                Verdict::Ignore("sender not admitted in this group"),
+            ),
+            (
+                DmPolicy::Open,
+                group("-100"),
+                "paired",
+                Admitted,
+                Verdict::Admit,
+            ),
+            (
+                DmPolicy::Open,
+                group("-999"),
+                "owner",
+                Unknown,
+                Verdict::Ignore("group not allowed"),
+            ),
+            (
+                DmPolicy::Pairing,
+                group("-200"),
+                "stranger",
+                Unknown,
+                Verdict::Admit,
+            ),
+            (
+                DmPolicy::Pairing,
+                group("-999"),
+                "stranger",
+                Unknown,
+                Verdict::Ignore("group not allowed"),
+            ),
+            (
+                DmPolicy::Pairing,
+                ChatType::Thread {
+                    group_id: "-100".into(),
+                    thread_id: "7".into(),
+                },
+                "friend",
+                Unknown,
+                Verdict::Admit,
+            ),
+        ];
+        for (dm, chat, peer, state, want) in cases {
+            assert_eq!(
+                verdict(&policy(dm), &chat, peer, state),
+                want,
+                "{dm:?} {chat:?} {peer} {state:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn groups_checked_by_the_adapter_still_need_admitted_senders() {
+        let mut p = policy(DmPolicy::Pairing);
+        p.groups_checked_by_adapter = true;
+        assert_eq!(
+            verdict(&p, &group("chan-9"), "friend", PeerState::Unknown),
+            Verdict::Admit
+        );
+        assert_eq!(
+            verdict(&p, &group("chan-9"), "stranger", PeerState::Unknown),
+            Verdict::Ignore("sender not admitted in this group")
+        );
+    }
+
+    #[test]
+    fn unrestricted_channels_let_everyone_through() {
+        let p = Policy {
+            unrestricted: true,
+            ..Policy::default()
+        };
+        assert_eq!(
+            verdict(&p, &ChatType::Direct, "x", PeerState::Refused),
+            Verdict::Admit
+        );
+    }
+
+    #[test]
+    fn codes_are_eight_unambiguous_characters() {
+        for _ in 0..200 {
+            let code = new_code();
+            assert_eq!(code.len(), 8);
+            assert!(code.bytes().all(|b| CODE_ALPHABET.contains(&b)), "{code}");
+        }
+        assert_eq!(normalise_code(" abcd-2345 "), "ABCD2345");
+    }
+
+    #[test]
+    fn owner_commands() {
+        let cases = [
+            (
+                "/admit abcd2345",
+                Some(OwnerCommand::Admit("ABCD2345".into())),
+            ),
+            (
+                "/pair approve ABCD-2345",
+                Some(OwnerCommand::Admit("ABCD2345".into())),
+            ),
+            ("/refuse X", Some(OwnerCommand::Refuse("X".into()))),
+            ("/pair deny zz", Some(OwnerCommand::Refuse("ZZ".into()))),
+            ("please /admit me", None),
+            ("/admit", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(owner_command(text), want, "{text}");
+        }
+    }
+}
