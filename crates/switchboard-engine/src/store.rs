@@ -1269,6 +1269,11 @@ impl Store {
             "DELETE FROM dedup WHERE seen_ms < ?1",
             params![now - DEDUP_RETENTION_MS],
         )?;
+        // Pairing requests that ended or expired are kept a while for the window's history.
+        tx.execute(
+            "DELETE FROM pairing_requests WHERE expires_ms < ?1 OR (state != 'pending' AND created_ms < ?1)",
+            params![now - retention_ms.min(7 * 86_400_000)],
+        )?;
         tx.execute(
             "DELETE FROM cursors WHERE session_id NOT IN (SELECT session_id FROM conversations WHERE session_id IS NOT NULL)",
             [],
