@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what is missing, then runs every check and test: formatting, lints, unit and
-# end-to-end tests. This is what CI runs (through .ci/run).
+# integration tests, the UI's tests, and the desktop app end to end (its real window over
+# WebDriver, its tray over D-Bus, its notifications on a real daemon) in a virtual X server with
+# its own session bus. This is what CI runs (through .ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -12,4 +14,11 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
+# The end-to-end suite skips here (no desktop); it runs for real below.
 cargo test --workspace --locked
+echo "== UI tests (vitest)"
+npm test --silent
+echo "== end to end: the desktop app under Xvfb, D-Bus, dunst and a tray host"
+SWITCHBOARD_E2E=1 xvfb-run -a -s "-screen 0 1280x800x24" \
+  dbus-run-session -- cargo test --locked -p switchboard --test e2e -- --test-threads=1
+echo "== all passed; screenshots in artifacts/screenshots/"

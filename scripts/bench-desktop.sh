@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Measures the desktop app (release build) and prints the numbers for docs/BENCHMARKS.md:
+#   - start to tray ready: from starting the process until its StatusNotifierItem is registered
+#     with the tray host (the moment a desktop shows the icon), median of several starts;
+#   - idle CPU over a minute: the app and its WebKit processes, as a share of one core;
+#   - memory: resident set (RSS) and proportional set (PSS) of the app and its WebKit processes.
+# Runs in its own virtual X server and session bus, with the fake agent server and an idle window.
+# Usage: scripts/bench-desktop.sh [idle seconds, default 60] [starts, default 5]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+if [ -z "${SWITCHBOARD_BENCH_INSIDE:-}" ]; then
+  cargo build --release --locked -p switchboard -p switchboard-testkit >&2
+  export SWITCHBOARD_BENCH_INSIDE=1
+  exec xvfb-run -a -s "-screen 0 1280x800x24" dbus-run-session -- "$0" "$@"
+fi
+
+idle_secs="${1:-60}"
+starts="${2:-5}"
+work="$(mktemp -d)"
+cleanup() { for pid in $(jobs -p); do kill "$pid" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+status-notifier-watcher > "$work/watcher.log" 2>&1 &
+for _ in $(seq 100); do
+  gdbus call --session --dest org.freedesktop.DBus --object-path /org/freedesktop/DBus \
+    --method org.freedesktop.DBus.NameHasOwner org.kde.StatusNotifierWatcher 2>/dev/null | grep -q true && break
+  sleep 0.05
+done
+./target/release/fake-stakpak --port 0 > "$work/fake.out" &
+for _ in $(seq 50); do grep -q '^token=' "$work/fake.out" 2>/dev/null && break; sleep 0.1; done
+printf '[server]\nurl = "%s"\ntoken = "%s"\n\n[api]\nlisten = "127.0.0.1:0"\n' \
+  "$(sed -n 's/^url=//p' "$work/fake.out")" "$(sed -n 's/^token=//p' "$work/fake.out")" > "$work/config.toml"
+
+registered() {
+  gdbus call --session --dest org.kde.StatusNotifierWatcher --object-path /StatusNotifierWatcher \
+    --method org.freedesktop.DBus.Properties.Get org.kde.StatusNotifierWatcher RegisteredStatusNotifierItems 2>/dev/null \
+    | grep -c "':" || true
+}
+now_ms() { date +%s%3N; }
+
+# The process and every process below it (WebKit's web and network processes).
+tree() {
+  local pid=$1
+  echo "$pid"
+  for child in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do tree "$child"; done
+}
+cpu_ticks() { # user + system ticks of the whole tree
+  local total=0
+  for pid in $(tree "$1"); do
+    read -r -a f < <(sed 's/^.*) //' /proc/"$pid"/stat 2>/dev/null || echo)
+    [ ${#f[@]} -gt 12 ] && total=$((total + f[11] + f[12]))
+  done
+  echo "$total"
+}
+mem_kib() { # $2 = Rss or Pss, summed over the tree
+  local total=0
+  for pid in $(tree "$1"); do
+    v=$(awk -v k="$2:" '$1 == k { print $2 }' /proc/"$pid"/smaps_rollup 2>/dev/null || echo 0)
+    total=$((total + ${v:-0}))
+  done
+  echo "$total"
+}
+
+echo "start to tray ready ($starts starts):" >&2
+times=()
+for i in $(seq "$starts"); do
+  before=$(registered)
+  t0=$(now_ms)
+  ./target/release/switchboard --hidden --config "$work/config.toml" --data-dir "$work/data" > "$work/app-$i.log" 2>&1 &
+  app=$!
+  while [ "$(registered)" -le "$before" ]; do sleep 0.005; done
+  t1=$(now_ms)
+  times+=($((t1 - t0)))
+  echo "  start $i: $((t1 - t0)) ms" >&2
+  if [ "$i" -lt "$starts" ]; then
+    kill "$app"; wait "$app" 2>/dev/null || true
+    while [ "$(registered)" -ge 1 ] && [ "$(registered)" -gt "$before" ]; do sleep 0.05; done
+  fi
+done
+median=$(printf '%s\n' "${times[@]}" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
+
+# The last app stays up; a second launch hands over to it and opens its window, which is then
+# left idle.
+./target/release/switchboard --config "$work/config.toml" --data-dir "$work/data" > /dev/null 2>&1 || true
+sleep 5
+hz=$(getconf CLK_TCK)
+c0=$(cpu_ticks "$app"); t0=$(now_ms)
+sleep "$idle_secs"
+c1=$(cpu_ticks "$app"); t1=$(now_ms)
+cpu=$(awk -v c=$((c1 - c0)) -v hz="$hz" -v ms=$((t1 - t0)) 'BEGIN { printf "%.2f", 100 * (c / hz) / (ms / 1000) }')
+rss=$(mem_kib "$app" Rss); pss=$(mem_kib "$app" Pss)
+main_rss=$(awk '$1 == "Rss:" { print $2 }' /proc/"$app"/smaps_rollup)
+procs=$(tree "$app" | wc -l)
+
+echo
+echo "| measurement | target | measured |"
+echo "|---|---|---|"
+echo "| start to tray ready (median of $starts) | < 1 s | ${median} ms |"
+echo "| idle CPU over ${idle_secs} s, app + WebKit processes | < 0.5 % of one core | ${cpu} % |"
+echo "| memory, app process (RSS) | — | $((main_rss / 1024)) MiB |"
+echo "| memory, app + $((procs - 1)) WebKit processes (RSS / PSS) | — | $((rss / 1024)) MiB / $((pss / 1024)) MiB |"
+kill "$app" 2>/dev/null || true
+wait "$app" 2>/dev/null || true

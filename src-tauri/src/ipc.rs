@@ -1,0 +1,395 @@
+//! The typed contract between the window and the shell: every command the page may call, every
+//! event it receives, and the values they carry. `ui/src/ipc.ts` mirrors this file; keep the two
+//! in step.
+//!
+//! Commands are thin: each one calls [`Shell`], which calls the engine. Errors reach the page as
+//! [`IpcError`] (`{code, message, field?}`); the page decides on `code`, never on the message.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use switchboard_engine::config::{ApprovalMode, Config};
+use switchboard_engine::model::{ChannelStatus, ChatType, Identity, JournalState, Peer};
+use tauri::{Runtime, State};
+
+use crate::activity::ActivityEntry;
+use crate::shell::Shell;
+
+/// The one event name the shell emits to the window; the payload is a [`UiEvent`].
+pub const UI_EVENT: &str = "switchboard:ui";
+
+/// The window's pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Page {
+    Channels,
+    Sessions,
+    Approvals,
+    Activity,
+    Settings,
+}
+
+/// What the shell tells the window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum UiEvent {
+    /// The state at a glance changed; the whole snapshot is sent (it is small).
+    Snapshot { snapshot: Snapshot },
+    /// Something happened (newest last); the Activity page prepends it.
+    Activity { entry: ActivityEntry },
+    /// The reply being written in a conversation grew; `text` is all of it so far.
+    Streaming {
+        routing_key: String,
+        run_id: String,
+        text: String,
+    },
+    /// A run ended (`completed`, `error`, `cancelled`, `settled`).
+    RunFinished {
+        routing_key: String,
+        run_id: String,
+        outcome: String,
+    },
+    /// Conversations or their histories changed; the page reloads what it shows.
+    ConversationsChanged { routing_key: Option<String> },
+    /// Show a page (a notification was clicked, the tray asked for the window).
+    Navigate {
+        page: Page,
+        routing_key: Option<String>,
+    },
+}
+
+/// The agent server's reachability as last reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerState {
+    /// Not checked yet (or the engine is not running).
+    Unknown,
+    Ok,
+    Unreachable,
+    Unauthorized,
+}
+
+impl ServerState {
+    pub fn parse(word: &str) -> ServerState {
+        match word {
+            "ok" => ServerState::Ok,
+            "unreachable" => ServerState::Unreachable,
+            "unauthorized" => ServerState::Unauthorized,
+            _ => ServerState::Unknown,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServerView {
+    pub url: String,
+    pub state: ServerState,
+    /// The reason (for a problem) or the server's version.
+    pub detail: Option<String>,
+}
+
+/// How the configuration file stands.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ConfigView {
+    /// Read and valid; the engine runs from it.
+    Loaded,
+    /// No file yet: the first run. `missing` says, in words, what needs setting up.
+    Missing {
+        missing: Vec<String>,
+        autopilot: Option<String>,
+    },
+    /// The file has a mistake; the engine waits for it to be fixed.
+    Invalid { field: String, message: String },
+}
+
+/// Everything the window and the tray show at a glance.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Snapshot {
+    pub config_file: String,
+    pub config: ConfigView,
+    /// Whether the engine runs (it does not while the configuration is missing or invalid).
+    pub engine_running: bool,
+    /// Why the engine could not start, when it could not.
+    pub engine_error: Option<String>,
+    pub server: ServerView,
+    pub paused: bool,
+    pub approval_mode: ApprovalMode,
+    pub channels: Vec<ChannelStatus>,
+    pub conversations: usize,
+    pub active_runs: usize,
+    pub queued: usize,
+    pub pending_approvals: usize,
+    pub do_not_disturb: bool,
+    /// Whether notifications are held now by the quiet hours.
+    pub quiet_now: bool,
+    pub autostart: bool,
+    /// Where the gateway API listens (for watch scripts), when it does.
+    pub api_addr: Option<String>,
+    /// The page the window opens on.
+    pub start_page: Page,
+}
+
+/// A conversation in the Sessions list.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConversationView {
+    pub routing_key: String,
+    pub session_id: Option<String>,
+    pub title: Option<String>,
+    pub channel: String,
+    pub peer: Peer,
+    pub chat: ChatType,
+    /// `running`, `queued` or `idle`.
+    pub state: String,
+    pub queued: usize,
+    pub last_used_ms: i64,
+}
+
+/// One message of the server's side of a conversation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatLine {
+    pub role: String,
+    pub text: String,
+}
+
+/// One message received from the chat, as the local journal keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JournalLine {
+    pub id: i64,
+    pub peer: Peer,
+    pub text: String,
+    pub state: JournalState,
+    pub error: Option<String>,
+    /// The watch notification this message answered, when it did.
+    pub answered_notification: Option<String>,
+    pub created_ms: i64,
+}
+
+/// The reply being written now.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LiveReply {
+    pub run_id: String,
+    pub text: String,
+}
+
+/// A conversation's history: the server's messages (or why they could not be read), the journal
+/// and the live reply.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HistoryView {
+    pub routing_key: String,
+    pub server: Vec<ChatLine>,
+    pub server_error: Option<String>,
+    pub journal: Vec<JournalLine>,
+    pub live: Option<LiveReply>,
+}
+
+/// The Settings page's content.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SettingsView {
+    pub path: String,
+    pub exists: bool,
+    /// The settings to edit: the file's, or the defaults when it is missing or unreadable.
+    pub config: Config,
+    /// The file's mistake, when it has one.
+    pub problem: Option<FieldProblem>,
+    /// `~/.stakpak/autopilot.toml`, when it exists.
+    pub autopilot: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldProblem {
+    pub field: String,
+    pub message: String,
+}
+
+/// What saving the settings did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SaveOutcome {
+    pub snapshot: Snapshot,
+    /// Settings that take effect after a restart of the app (the gateway API address).
+    pub restart_needed: Vec<String>,
+}
+
+/// Settings proposed from `~/.stakpak/autopilot.toml`, not saved yet.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImportView {
+    pub config: Config,
+    /// The dotted names of the settings it filled in.
+    pub imported: Vec<String>,
+}
+
+/// The agent server's answer to "Test connection".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServerCheck {
+    pub version: String,
+}
+
+/// The kinds of failure the page acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The engine is not running (no or invalid configuration): save the settings first.
+    NotRunning,
+    /// The settings have a mistake; `field` names it.
+    InvalidSettings,
+    /// A channel or conversation of that name does not exist.
+    NotFound,
+    /// A channel's platform refused or could not be reached.
+    ChannelFailed,
+    /// The agent server refused or could not be reached.
+    ServerFailed,
+    /// A file could not be read or written.
+    Io,
+    /// Anything else the engine reported.
+    Engine,
+}
+
+/// An error as the page receives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct IpcError {
+    pub code: ErrorCode,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl IpcError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        IpcError {
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    pub fn engine(error: anyhow::Error) -> Self {
+        IpcError::new(ErrorCode::Engine, format!("{error:#}"))
+    }
+}
+
+pub type IpcResult<T> = Result<T, IpcError>;
+
+type ShellState<'a> = State<'a, Arc<Shell>>;
+
+// ----- commands ---------------------------------------------------------------------------------
+// Each command is listed in `commands()` below and by name in `command_names.rs`, from which
+// `build.rs` generates the permission the capability grants.
+
+#[tauri::command]
+async fn snapshot(shell: ShellState<'_>) -> IpcResult<Snapshot> {
+    Ok(shell.snapshot())
+}
+
+#[tauri::command]
+async fn conversations(shell: ShellState<'_>) -> IpcResult<Vec<ConversationView>> {
+    shell.conversations()
+}
+
+#[tauri::command]
+async fn history(shell: ShellState<'_>, routing_key: String) -> IpcResult<HistoryView> {
+    shell.history(&routing_key).await
+}
+
+#[tauri::command]
+async fn cancel_run(shell: ShellState<'_>, routing_key: String) -> IpcResult<bool> {
+    shell.cancel_run(&routing_key)
+}
+
+#[tauri::command]
+async fn set_paused(shell: ShellState<'_>, paused: bool) -> IpcResult<Snapshot> {
+    shell.set_paused(paused)
+}
+
+#[tauri::command]
+async fn set_approval_mode(shell: ShellState<'_>, mode: ApprovalMode) -> IpcResult<Snapshot> {
+    shell.set_approval_mode(mode)
+}
+
+#[tauri::command]
+async fn set_channel_enabled(
+    shell: ShellState<'_>,
+    name: String,
+    enabled: bool,
+) -> IpcResult<Snapshot> {
+    shell.set_channel_enabled(&name, enabled)
+}
+
+#[tauri::command]
+async fn set_do_not_disturb(shell: ShellState<'_>, on: bool) -> IpcResult<Snapshot> {
+    shell.set_do_not_disturb(on)
+}
+
+#[tauri::command]
+async fn set_autostart(shell: ShellState<'_>, on: bool) -> IpcResult<Snapshot> {
+    shell.set_autostart(on)
+}
+
+/// Checks a channel's credentials; with `settings`, as those (unsaved) settings set them.
+#[tauri::command]
+async fn test_channel(
+    shell: ShellState<'_>,
+    name: String,
+    settings: Option<Config>,
+) -> IpcResult<Identity> {
+    shell.test_channel(&name, settings).await
+}
+
+#[tauri::command]
+async fn test_connection(
+    shell: ShellState<'_>,
+    url: String,
+    token: String,
+) -> IpcResult<ServerCheck> {
+    shell.test_connection(&url, &token).await
+}
+
+/// Asks the engine to check the agent server again.
+#[tauri::command]
+async fn check_server(shell: ShellState<'_>) -> IpcResult<()> {
+    shell.check_server()
+}
+
+#[tauri::command]
+async fn settings(shell: ShellState<'_>) -> IpcResult<SettingsView> {
+    Ok(shell.settings())
+}
+
+#[tauri::command]
+async fn save_settings(shell: ShellState<'_>, config: Config) -> IpcResult<SaveOutcome> {
+    Arc::clone(&shell).save_settings(config).await
+}
+
+#[tauri::command]
+async fn import_autopilot(shell: ShellState<'_>, into: Config) -> IpcResult<ImportView> {
+    shell.import_autopilot(into)
+}
+
+#[tauri::command]
+async fn activity(shell: ShellState<'_>) -> IpcResult<Vec<ActivityEntry>> {
+    Ok(shell.activity())
+}
+
+include!("command_names.rs");
+
+/// The invoke handler with every command, shared by the app and the `tauri::test` tests.
+pub fn commands<R: Runtime>() -> impl Fn(tauri::ipc::Invoke<R>) -> bool + Send + Sync + 'static {
+    tauri::generate_handler![
+        snapshot,
+        conversations,
+        history,
+        cancel_run,
+        set_paused,
+        set_approval_mode,
+        set_channel_enabled,
+        set_do_not_disturb,
+        set_autostart,
+        test_channel,
+        test_connection,
+        check_server,
+        settings,
+        save_settings,
+        import_autopilot,
+        activity,
+    ]
+}

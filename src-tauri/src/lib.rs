@@ -1,0 +1,234 @@
+//! Switchboard's desktop app: a thin Tauri shell around the engine.
+//!
+//! The engine does all the work; this crate shows it (tray, window, notifications) and turns
+//! clicks into engine calls. [`shell::Shell`] is the Tauri-free core, [`ipc`] the typed contract
+//! with the page, [`tray`] the tray menu, [`notify`] the notification policy, [`run`] the app.
+#![forbid(unsafe_code)]
+
+pub mod activity;
+pub mod autostart;
+pub mod cli;
+pub mod ipc;
+pub mod logging;
+pub mod notify;
+pub mod shell;
+pub mod tray;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use switchboard_engine::config::Paths;
+use switchboard_engine::EngineOptions;
+use tauri::{AppHandle, Emitter, Manager, Runtime, WebviewWindow, WindowEvent};
+
+use crate::autostart::Autostart;
+use crate::cli::Cli;
+use crate::ipc::{Page, UiEvent, UI_EVENT};
+use crate::notify::Toast;
+use crate::shell::{Host, Shell, ShellOptions};
+use crate::tray::{MenuId, TrayMenu, TrayModel};
+
+/// The window's label, as `tauri.conf.json` and the capability name it.
+pub const MAIN_WINDOW: &str = "main";
+
+/// Runs the app until it quits, then exits the process with its exit code.
+pub fn run() {
+    let cli = Cli::parse_args();
+    let paths = Paths::resolve(cli.config.clone(), cli.data_dir.clone());
+    let log_guard = logging::init(&paths);
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %paths.config_file.display(), "switchboard starting");
+
+    let shell = Shell::new(ShellOptions {
+        autostart: Autostart::new(&Autostart::user_dir(), cli.autostart_command()),
+        autopilot_file: default_autopilot_file(),
+        paths,
+        engine: EngineOptions::default(),
+        extra_channels: Vec::new(),
+    });
+
+    let result = tauri::Builder::default()
+        // First, so a second launch hands over before anything else starts.
+        .plugin(tauri_plugin_single_instance::init(|app, _argv, _cwd| {
+            tracing::info!("a second launch: showing the window");
+            show_main_window(app);
+        }))
+        .manage(Arc::clone(&shell))
+        .invoke_handler(ipc::commands())
+        .setup({
+            let shell = Arc::clone(&shell);
+            move |app| {
+                setup(app.handle(), shell, cli.hidden);
+                Ok(())
+            }
+        })
+        .on_window_event(|window, event| {
+            // Closing the window keeps the app in the tray; Quit is in the tray menu.
+            if let WindowEvent::CloseRequested { api, .. } = event {
+                if window.label() == MAIN_WINDOW {
+                    api.prevent_close();
+                    let _ = window.hide();
+                }
+            }
+        })
+        .build(tauri::generate_context!("tauri.conf.json"));
+    let app = match result {
+        Ok(app) => app,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the desktop app");
+            eprintln!("switchboard: cannot start: {error}");
+            std::process::exit(1);
+        }
+    };
+    let code = app.run_return(move |_app, event| {
+        if let tauri::RunEvent::Exit = event {
+            tracing::info!("switchboard exited");
+        }
+    });
+    // The log file's writer flushes when its guard is dropped, which exiting would skip.
+    drop(log_guard);
+    std::process::exit(code);
+}
+
+/// Creates the tray, connects the shell to the window and the tray, and starts the engine.
+fn setup<R: Runtime>(app: &AppHandle<R>, shell: Arc<Shell>, hidden: bool) {
+    let host = Arc::new(TauriHost {
+        app: app.clone(),
+        tray: Mutex::new(None),
+    });
+    let initial = TrayModel::from_snapshot(&shell.snapshot());
+    let on_click = {
+        let shell = Arc::clone(&shell);
+        move |app: &AppHandle<R>, id: MenuId| on_menu_click(app, &shell, id)
+    };
+    match TrayMenu::create(app, initial, on_click) {
+        Ok(tray) => {
+            *host.tray.lock().unwrap_or_else(|e| e.into_inner()) = Some(tray);
+            tracing::info!("tray ready");
+        }
+        // Without a tray host (no StatusNotifier watcher) the app still runs with its window.
+        Err(error) => tracing::warn!(%error, "cannot create the tray icon"),
+    }
+    shell.set_host(host);
+    if !hidden {
+        show_main_window(app);
+    }
+    let starting = Arc::clone(&shell);
+    let app_for_start = app.clone();
+    tauri::async_runtime::spawn(async move {
+        starting.start().await;
+        // A first run or a broken file needs the window, even when started hidden.
+        if hidden && starting.snapshot().start_page == Page::Settings {
+            show_main_window(&app_for_start);
+        }
+    });
+    spawn_signal_handler(app.clone(), shell);
+}
+
+/// A tray click: Quit stops the engine and exits; everything else goes to the shell. The menu
+/// handler runs on the main thread, so the work is moved off it.
+fn on_menu_click<R: Runtime>(app: &AppHandle<R>, shell: &Arc<Shell>, id: MenuId) {
+    tracing::info!(item = %id, "tray menu");
+    let shell = Arc::clone(shell);
+    let app = app.clone();
+    tauri::async_runtime::spawn(async move {
+        if id == MenuId::Quit {
+            quit(&app, &shell).await;
+        } else {
+            shell.on_menu(id);
+        }
+    });
+}
+
+async fn quit<R: Runtime>(app: &AppHandle<R>, shell: &Shell) {
+    shell.stop().await;
+    app.exit(0);
+}
+
+/// SIGINT and SIGTERM quit cleanly, like the tray's Quit.
+fn spawn_signal_handler<R: Runtime>(app: AppHandle<R>, shell: Arc<Shell>) {
+    #[cfg(unix)]
+    tauri::async_runtime::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            tracing::warn!("cannot listen for SIGINT/SIGTERM");
+            return;
+        };
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("signal received: quitting");
+        quit(&app, &shell).await;
+    });
+    #[cfg(not(unix))]
+    let _ = (app, shell);
+}
+
+fn main_window<R: Runtime>(app: &AppHandle<R>) -> Option<WebviewWindow<R>> {
+    app.get_webview_window(MAIN_WINDOW)
+}
+
+fn show_main_window<R: Runtime>(app: &AppHandle<R>) {
+    if let Some(window) = main_window(app) {
+        let _ = window.unminimize();
+        let _ = window.show();
+        let _ = window.set_focus();
+    }
+}
+
+/// The shell's host in the app: the window, the tray and the notification daemon.
+struct TauriHost<R: Runtime> {
+    app: AppHandle<R>,
+    tray: Mutex<Option<TrayMenu<R>>>,
+}
+
+impl<R: Runtime> Host for TauriHost<R> {
+    fn emit(&self, event: UiEvent) {
+        if let Err(error) = self.app.emit_to(MAIN_WINDOW, UI_EVENT, event) {
+            tracing::debug!(%error, "cannot send an event to the window");
+        }
+    }
+
+    fn update_tray(&self, model: &TrayModel, force: bool) {
+        let mut tray = self.tray.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tray) = tray.as_mut() {
+            if let Err(error) = tray.apply(model, force) {
+                tracing::warn!(%error, "cannot update the tray");
+            }
+        }
+    }
+
+    fn notify(&self, toast: Toast) {
+        let app = self.app.clone();
+        notify::show(toast, move |routing_key| {
+            tracing::info!(%routing_key, "notification clicked: opening the conversation");
+            show_main_window(&app);
+            let _ = app.emit_to(
+                MAIN_WINDOW,
+                UI_EVENT,
+                UiEvent::Navigate {
+                    page: Page::Sessions,
+                    routing_key: Some(routing_key),
+                },
+            );
+        });
+    }
+
+    fn show_window(&self, page: Option<Page>, routing_key: Option<String>) {
+        show_main_window(&self.app);
+        if let Some(page) = page {
+            self.emit(UiEvent::Navigate { page, routing_key });
+        }
+    }
+}
+
+/// Stakpak's own configuration, offered for import on the first run.
+pub fn default_autopilot_file() -> Option<PathBuf> {
+    dirs::home_dir().map(|home| home.join(".stakpak").join("autopilot.toml"))
+}

@@ -1,0 +1,11 @@
+//! `switchboard`: the desktop app. See `lib.rs`.
+#![forbid(unsafe_code)]
+// No console window on Windows release builds.
+#![cfg_attr(
+    all(not(debug_assertions), target_os = "windows"),
+    windows_subsystem = "windows"
+)]
+
+fn main() {
+    switchboard::run();
+}

@@ -1,0 +1,403 @@
+//! Native notifications: which engine events raise one ([`Alerts`], a pure policy with its own
+//! small memory) and showing them through the desktop's notification daemon (notify-rust).
+
+use std::collections::{HashMap, HashSet};
+
+use switchboard_engine::config::NotificationsConfig;
+use switchboard_engine::model::ChannelState;
+use switchboard_engine::EngineEvent;
+
+use crate::activity::preview;
+
+/// A notification to show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Toast {
+    pub summary: String,
+    pub body: String,
+    /// The conversation its default action (a click) opens.
+    pub open: Option<String>,
+}
+
+/// Identical notifications closer together than this are one event seen twice.
+const REPEAT_WINDOW_MS: i64 = 60_000;
+
+/// Decides which events become notifications: watch notifications delivered through `/send`, the
+/// agent's reply to one, a stranger asking to be admitted (pairing), and a channel that starts
+/// failing (once per failure, not on each retry).
+/// Everything is held under do-not-disturb, the quiet hours, or with notifications turned off.
+#[derive(Default)]
+pub struct Alerts {
+    /// Channels in a failure already announced; cleared when the channel recovers or is turned off.
+    failing: HashSet<String>,
+    /// When each recent notification was raised, so the same one is not raised twice.
+    recent: HashMap<(String, String, Option<String>), i64>,
+}
+
+impl Alerts {
+    /// The notification `event` raises now, if any. `minute_of_day` is the local time, for the
+    /// quiet hours.
+    pub fn decide(
+        &mut self,
+        event: &EngineEvent,
+        settings: &NotificationsConfig,
+        now_ms: i64,
+        minute_of_day: u16,
+    ) -> Option<Toast> {
+        // The failure memory is kept even while muted, so that turning do-not-disturb off does not
+        // announce a failure that is already old.
+        let toast = self.toast_for(event)?;
+        if is_muted(settings, minute_of_day) {
+            tracing::debug!(summary = %toast.summary, "notification held (do not disturb or quiet hours)");
+            return None;
+        }
+        self.recent.retain(|_, at| now_ms - *at < REPEAT_WINDOW_MS);
+        let key = (
+            toast.summary.clone(),
+            toast.body.clone(),
+            toast.open.clone(),
+        );
+        if self.recent.insert(key, now_ms).is_some() {
+            return None;
+        }
+        Some(toast)
+    }
+
+    fn toast_for(&mut self, event: &EngineEvent) -> Option<Toast> {
+        match event {
+            EngineEvent::WatchNotificationDelivered {
+                channel,
+                target,
+                text,
+                ..
+            } => Some(Toast {
+                summary: format!("{channel}/{}", target.place_key()),
+                body: text.clone(),
+                open: None,
+            }),
+            EngineEvent::WatchReplyDelivered {
+                channel,
+                routing_key,
+                target,
+                text,
+            } => Some(Toast {
+                summary: format!("Reply in {channel}/{}", target.place_key()),
+                body: preview(text, 200),
+                open: Some(routing_key.clone()),
+            }),
+            EngineEvent::ChannelState { status } => {
+                let failing = status.enabled
+                    && match status.state {
+                        ChannelState::AuthFailed => true,
+                        ChannelState::Reconnecting => status.last_error.is_some(),
+                        _ => false,
+                    };
+                if !failing {
+                    if matches!(
+                        status.state,
+                        ChannelState::Connected | ChannelState::Disabled
+                    ) {
+                        self.failing.remove(&status.name);
+                    }
+                    return None;
+                }
+                if !self.failing.insert(status.name.clone()) {
+                    return None;
+                }
+                let what = if status.state == ChannelState::AuthFailed {
+                    "refuses the credentials"
+                } else {
+                    "lost its connection"
+                };
+                Some(Toast {
+                    summary: format!("The {} channel {what}", status.name),
+                    body: status.last_error.clone().unwrap_or_default(),
+                    open: None,
+                })
+            }
+            EngineEvent::PairingRequested { request } => Some(Toast {
+                summary: format!("{} asks to talk to the agent", request.peer_name),
+                body: format!(
+                    "On {}, as {}. Pairing code {}: admit or refuse it from a chat as an owner.",
+                    request.channel, request.peer_id, request.code
+                ),
+                open: None,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Whether notifications are held now.
+pub fn is_muted(settings: &NotificationsConfig, minute_of_day: u16) -> bool {
+    !settings.enabled
+        || settings.do_not_disturb
+        || settings
+            .quiet_hours()
+            .is_some_and(|(start, end)| in_quiet_hours(minute_of_day, start, end))
+}
+
+/// Whether `minute` (after midnight) falls in the quiet hours from `start` to `end`, which run over
+/// midnight when `end` is before `start`. Equal ends mean no quiet hours.
+pub fn in_quiet_hours(minute: u16, start: u16, end: u16) -> bool {
+    match start.cmp(&end) {
+        std::cmp::Ordering::Equal => false,
+        std::cmp::Ordering::Less => (start..end).contains(&minute),
+        std::cmp::Ordering::Greater => minute >= start || minute < end,
+    }
+}
+
+/// The local time as minutes after midnight.
+pub fn local_minute_of_day() -> u16 {
+    use chrono::Timelike;
+    let now = chrono::Local::now();
+    (now.hour() * 60 + now.minute()) as u16
+}
+
+/// Shows `toast` through the session bus's notification daemon, on a thread of its own (the call
+/// blocks, and waiting for a click blocks until the notification closes). `on_open` runs when the
+/// default action of a notification with a conversation is invoked. Without a bus or a daemon
+/// the failure is logged and nothing else happens.
+pub fn show(toast: Toast, on_open: impl FnOnce(String) + Send + 'static) {
+    let spawned = std::thread::Builder::new().name("notification".into()).spawn(move || {
+        let mut notification = notify_rust::Notification::new();
+        notification.appname("Switchboard").summary(&toast.summary).body(&toast.body).icon("switchboard");
+        if toast.open.is_some() {
+            notification.action("default", "Open conversation");
+        }
+        match notification.show() {
+            Ok(handle) => {
+                tracing::info!(id = handle.id(), summary = %toast.summary, "notification shown");
+                if let Some(routing_key) = toast.open {
+                    handle.wait_for_action(|action| {
+                        if action == "default" {
+                            on_open(routing_key);
+                        }
+                    });
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot show a notification (is a notification daemon running on the session bus?)"),
+        }
+    });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "cannot start a thread for a notification");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_engine::model::{ChannelStatus, DeliveryTarget};
+
+    fn settings() -> NotificationsConfig {
+        NotificationsConfig::default()
+    }
+
+    fn channel(state: ChannelState, error: Option<&str>) -> EngineEvent {
+        EngineEvent::ChannelState {
+            status: ChannelStatus {
+                name: "telegram".into(),
+                enabled: state != ChannelState::Disabled,
+                state,
+                identity: None,
+                last_error: error.map(str::to_owned),
+                last_activity_ms: None,
+                received: 0,
+                sent: 0,
+            },
+        }
+    }
+
+    fn watch(text: &str) -> EngineEvent {
+        EngineEvent::WatchNotificationDelivered {
+            channel: "telegram".into(),
+            target: DeliveryTarget::chat("123"),
+            text: text.into(),
+            context: None,
+        }
+    }
+
+    fn reply() -> EngineEvent {
+        EngineEvent::WatchReplyDelivered {
+            channel: "telegram".into(),
+            routing_key: "telegram:dm:123".into(),
+            target: DeliveryTarget::chat("123"),
+            text: "The disk is full because of /var/log.".into(),
+        }
+    }
+
+    #[test]
+    fn watch_notifications_and_replies_are_shown() {
+        let mut alerts = Alerts::default();
+        let toast = alerts
+            .decide(&watch("Disk check failed on web-1"), &settings(), 0, 600)
+            .expect("a toast");
+        assert_eq!(
+            toast,
+            Toast {
+                summary: "telegram/123".into(),
+                body: "Disk check failed on web-1".into(),
+                open: None
+            }
+        );
+        let toast = alerts
+            .decide(&reply(), &settings(), 1, 600)
+            .expect("a toast");
+        assert_eq!(toast.summary, "Reply in telegram/123");
+        assert_eq!(
+            toast.open.as_deref(),
+            Some("telegram:dm:123"),
+            "a click opens the conversation"
+        );
+    }
+
+    #[test]
+    fn the_same_event_is_not_raised_twice() {
+        let mut alerts = Alerts::default();
+        assert!(alerts.decide(&watch("same"), &settings(), 0, 600).is_some());
+        assert!(
+            alerts
+                .decide(&watch("same"), &settings(), 10_000, 600)
+                .is_none(),
+            "seen again within a minute"
+        );
+        assert!(alerts
+            .decide(&watch("other"), &settings(), 10_000, 600)
+            .is_some());
+        assert!(
+            alerts
+                .decide(&watch("same"), &settings(), 10_000 + REPEAT_WINDOW_MS, 600)
+                .is_some(),
+            "a later one is new"
+        );
+    }
+
+    #[test]
+    fn a_failing_channel_is_announced_once_per_failure() {
+        let mut alerts = Alerts::default();
+        let s = settings();
+        assert!(alerts
+            .decide(&channel(ChannelState::Connecting, None), &s, 0, 600)
+            .is_none());
+        let first = alerts.decide(
+            &channel(ChannelState::Reconnecting, Some("connection reset")),
+            &s,
+            1,
+            600,
+        );
+        assert_eq!(first.map(|t| t.body), Some("connection reset".to_owned()));
+        assert!(
+            alerts
+                .decide(
+                    &channel(ChannelState::Reconnecting, Some("timed out")),
+                    &s,
+                    2,
+                    600
+                )
+                .is_none(),
+            "still the same failure"
+        );
+        assert!(
+            alerts
+                .decide(&channel(ChannelState::AuthFailed, Some("401")), &s, 3, 600)
+                .is_none(),
+            "still failing"
+        );
+        assert!(alerts
+            .decide(&channel(ChannelState::Connected, None), &s, 4, 600)
+            .is_none());
+        let again = alerts.decide(
+            &channel(ChannelState::AuthFailed, Some("401 Unauthorized")),
+            &s,
+            5,
+            600,
+        );
+        assert_eq!(
+            again.map(|t| t.summary),
+            Some("The telegram channel refuses the credentials".to_owned())
+        );
+        assert!(
+            alerts
+                .decide(&channel(ChannelState::Reconnecting, None), &s, 6, 600)
+                .is_none(),
+            "no error, no news"
+        );
+    }
+
+    #[test]
+    fn nothing_is_shown_under_do_not_disturb_quiet_hours_or_when_off() {
+        let mut alerts = Alerts::default();
+        let dnd = NotificationsConfig {
+            do_not_disturb: true,
+            ..settings()
+        };
+        assert!(alerts.decide(&watch("a"), &dnd, 0, 600).is_none());
+        let off = NotificationsConfig {
+            enabled: false,
+            ..settings()
+        };
+        assert!(alerts.decide(&watch("b"), &off, 0, 600).is_none());
+        let quiet = NotificationsConfig {
+            quiet_hours_start: "22:00".into(),
+            quiet_hours_end: "07:00".into(),
+            ..settings()
+        };
+        assert!(
+            alerts.decide(&watch("c"), &quiet, 0, 23 * 60).is_none(),
+            "23:00 is quiet"
+        );
+        assert!(
+            alerts.decide(&watch("c"), &quiet, 0, 6 * 60 + 59).is_none(),
+            "06:59 is quiet"
+        );
+        assert!(
+            alerts.decide(&watch("c"), &quiet, 0, 7 * 60).is_some(),
+            "07:00 is not"
+        );
+    }
+
+    #[test]
+    fn a_failure_seen_while_muted_is_not_announced_later() {
+        let mut alerts = Alerts::default();
+        let dnd = NotificationsConfig {
+            do_not_disturb: true,
+            ..settings()
+        };
+        assert!(alerts
+            .decide(
+                &channel(ChannelState::AuthFailed, Some("401")),
+                &dnd,
+                0,
+                600
+            )
+            .is_none());
+        assert!(alerts
+            .decide(
+                &channel(ChannelState::AuthFailed, Some("401")),
+                &settings(),
+                1,
+                600
+            )
+            .is_none());
+    }
+
+    #[test]
+    fn quiet_hours_table() {
+        let cases = [
+            (600, 540, 1020, true),   // 10:00 in 09:00–17:00
+            (1020, 540, 1020, false), // the end is not quiet
+            (539, 540, 1020, false),
+            (1380, 1320, 420, true), // 23:00 in 22:00–07:00
+            (60, 1320, 420, true),
+            (420, 1320, 420, false),
+            (720, 1320, 420, false),
+            (600, 600, 600, false), // equal ends: none
+        ];
+        for (minute, start, end, quiet) in cases {
+            assert_eq!(
+                in_quiet_hours(minute, start, end),
+                quiet,
+                "{minute} in {start}..{end}"
+            );
+        }
+    }
+}

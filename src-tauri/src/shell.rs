@@ -1,0 +1,865 @@
+//! The shell's core: starts the engine from the configuration file, turns its events into UI
+//! events, tray updates and notifications, and carries out what the window and the tray ask.
+//!
+//! It knows nothing of Tauri: what it shows goes through a [`Host`], which the app implements
+//! with the window, the tray and the notification daemon, and tests implement with a recorder.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use switchboard_engine::agent::{AgentClient, Timeouts};
+use switchboard_engine::channels::{Channel, ChannelError};
+use switchboard_engine::config::{self, ApprovalMode, Config, ConfigError, Paths};
+use switchboard_engine::model::{now_ms, Identity};
+use switchboard_engine::{Engine, EngineEvent, EngineHandle, EngineOptions};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::activity::{ActivityEntry, ActivityLog, Level};
+use crate::autostart::Autostart;
+use crate::ipc::{
+    ChatLine, ConfigView, ConversationView, ErrorCode, FieldProblem, HistoryView, ImportView,
+    IpcError, IpcResult, JournalLine, LiveReply, Page, SaveOutcome, ServerCheck, ServerState,
+    ServerView, SettingsView, Snapshot, UiEvent,
+};
+use crate::notify::{self, Alerts, Toast};
+use crate::tray::{MenuId, TrayModel};
+
+/// What the shell shows, and where.
+pub trait Host: Send + Sync + 'static {
+    /// Sends an event to the window.
+    fn emit(&self, event: UiEvent);
+    /// Makes the tray show `model`; `force` resets every item (after a click toggled one).
+    fn update_tray(&self, model: &TrayModel, force: bool);
+    /// Raises a native notification.
+    fn notify(&self, toast: Toast);
+    /// Shows and focuses the window, on `page` if given (and a conversation on Sessions).
+    fn show_window(&self, page: Option<Page>, routing_key: Option<String>);
+}
+
+/// What the shell is started with.
+pub struct ShellOptions {
+    pub paths: Paths,
+    pub engine: EngineOptions,
+    pub autostart: Autostart,
+    /// Stakpak's `autopilot.toml`, offered for import on the first run.
+    pub autopilot_file: Option<PathBuf>,
+    /// Channels added to the engine besides those of the configuration (tests).
+    pub extra_channels: Vec<Arc<dyn Channel>>,
+}
+
+/// How the configuration file stands.
+#[derive(Debug, Clone, PartialEq)]
+enum ConfigStatus {
+    Loaded,
+    Missing,
+    Invalid(FieldProblem),
+}
+
+struct Running {
+    handle: EngineHandle,
+    stop: CancellationToken,
+}
+
+struct State {
+    engine: Option<Running>,
+    config: ConfigStatus,
+    /// The settings when the engine does not run: the defaults or what could be read of the file.
+    draft: Config,
+    engine_error: Option<String>,
+    server: (ServerState, Option<String>),
+    activity: ActivityLog,
+    alerts: Alerts,
+    /// The reply being written in each conversation with an active run.
+    live: HashMap<String, LiveReply>,
+    autostart: bool,
+}
+
+/// The desktop shell around one engine.
+pub struct Shell {
+    options: ShellOptions,
+    host: OnceLock<Arc<dyn Host>>,
+    state: Mutex<State>,
+}
+
+/// How long quitting waits for the engine to finish its current steps.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Shell {
+    /// Reads the configuration file (so the tray's first look is already right); the engine
+    /// starts with [`Shell::start`].
+    pub fn new(options: ShellOptions) -> Arc<Shell> {
+        let autostart = options.autostart.is_enabled();
+        let (config, draft) = read_config(&options.paths.config_file);
+        Arc::new(Shell {
+            options,
+            host: OnceLock::new(),
+            state: Mutex::new(State {
+                engine: None,
+                config,
+                draft,
+                engine_error: None,
+                server: (ServerState::Unknown, None),
+                activity: ActivityLog::new(2000),
+                alerts: Alerts::default(),
+                live: HashMap::new(),
+                autostart,
+            }),
+        })
+    }
+
+    /// Connects the shell to what shows it. Only the first host counts.
+    pub fn set_host(&self, host: Arc<dyn Host>) {
+        if self.host.set(host).is_err() {
+            tracing::warn!("the shell already has a host");
+        }
+    }
+
+    fn host(&self) -> Option<&Arc<dyn Host>> {
+        self.host.get()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every change under this lock is a plain assignment, so a panic elsewhere cannot leave
+        // the state half-written; a poisoned lock is still safe to use.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn paths(&self) -> &Paths {
+        &self.options.paths
+    }
+
+    /// Reads the configuration and starts the engine from it. Without a valid file the engine
+    /// waits for the Settings page, and the window opens there.
+    pub async fn start(self: &Arc<Self>) {
+        let path = &self.options.paths.config_file;
+        let (status, draft) = {
+            let s = self.lock();
+            (s.config.clone(), s.draft.clone())
+        };
+        match status {
+            ConfigStatus::Loaded => {
+                let _ = self.start_engine(draft).await;
+            }
+            ConfigStatus::Missing => {
+                let text = format!("No configuration yet at {}", path.display());
+                self.record(Level::Warning, "first_run", "settings", text);
+                self.publish();
+            }
+            ConfigStatus::Invalid(problem) => {
+                tracing::warn!(field = %problem.field, message = %problem.message, "the configuration has a mistake");
+                let text = format!(
+                    "The configuration has a mistake: {}: {}",
+                    problem.field, problem.message
+                );
+                self.record(Level::Error, "config_invalid", "settings", text);
+                self.publish();
+            }
+        }
+    }
+
+    async fn start_engine(self: &Arc<Self>, config: Config) -> IpcResult<()> {
+        let paths = &self.options.paths;
+        let stop = CancellationToken::new();
+        let mut builder = Engine::builder(config.clone(), &paths.data_dir)
+            .config_path(&paths.config_file)
+            .options(self.options.engine.clone());
+        for channel in &self.options.extra_channels {
+            builder = builder.channel(Arc::clone(channel));
+        }
+        match builder.start(stop.clone()).await {
+            Ok(handle) => {
+                let events = handle.subscribe();
+                {
+                    let mut s = self.lock();
+                    s.engine = Some(Running {
+                        handle: handle.clone(),
+                        stop: stop.clone(),
+                    });
+                    s.config = ConfigStatus::Loaded;
+                    s.draft = config;
+                    s.engine_error = None;
+                    s.server = (ServerState::Unknown, None);
+                }
+                tokio::spawn(Arc::clone(self).forward(events, stop));
+                // The first report may have gone out before the subscription; ask again.
+                handle.recheck_server();
+                tracing::info!(config = %paths.config_file.display(), data = %paths.data_dir.display(), api = ?handle.api_addr(), "engine started");
+                self.record(
+                    Level::Info,
+                    "engine_started",
+                    "gateway",
+                    "Switchboard started".to_owned(),
+                );
+                self.publish();
+                Ok(())
+            }
+            Err(error) => {
+                stop.cancel();
+                let message = format!("{error:#}");
+                tracing::error!(error = %message, "the engine cannot start");
+                {
+                    let mut s = self.lock();
+                    s.config = ConfigStatus::Loaded;
+                    s.draft = config;
+                    s.engine_error = Some(message.clone());
+                }
+                self.record(
+                    Level::Error,
+                    "engine_failed",
+                    "gateway",
+                    format!("Switchboard cannot start: {message}"),
+                );
+                self.publish();
+                Err(IpcError::new(ErrorCode::Engine, message))
+            }
+        }
+    }
+
+    /// Hands the engine's events to [`Shell::on_engine_event`] until the engine stops.
+    async fn forward(
+        self: Arc<Self>,
+        mut events: broadcast::Receiver<EngineEvent>,
+        stop: CancellationToken,
+    ) {
+        loop {
+            let received = tokio::select! {
+                _ = stop.cancelled() => return,
+                received = events.recv() => received,
+            };
+            match received {
+                Ok(event) => self.on_engine_event(event),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(
+                        missed,
+                        "the shell fell behind the engine's events; refreshing"
+                    );
+                    self.emit(UiEvent::ConversationsChanged { routing_key: None });
+                    self.publish();
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// One engine event: the activity log, the live reply, notifications, then the window and
+    /// the tray.
+    pub fn on_engine_event(&self, event: EngineEvent) {
+        let now = now_ms();
+        let (entry, toast) = {
+            let mut s = self.lock();
+            let entry = s.activity.record(now, &event);
+            match &event {
+                EngineEvent::ServerState { state, detail } => {
+                    s.server = (ServerState::parse(state), detail.clone())
+                }
+                EngineEvent::RunStarted {
+                    routing_key,
+                    run_id,
+                    ..
+                } => {
+                    // A run was accepted, so the server is reachable whatever it said before.
+                    if s.server.0 != ServerState::Ok {
+                        s.server = (ServerState::Ok, None);
+                    }
+                    s.live.insert(
+                        routing_key.clone(),
+                        LiveReply {
+                            run_id: run_id.clone(),
+                            text: String::new(),
+                        },
+                    );
+                }
+                EngineEvent::RunStreaming {
+                    routing_key,
+                    run_id,
+                    text,
+                } => {
+                    s.live.insert(
+                        routing_key.clone(),
+                        LiveReply {
+                            run_id: run_id.clone(),
+                            text: text.clone(),
+                        },
+                    );
+                }
+                EngineEvent::RunFinished { routing_key, .. } => {
+                    s.live.remove(routing_key);
+                }
+                _ => {}
+            }
+            let settings = current_config(&s).notifications;
+            let toast = s
+                .alerts
+                .decide(&event, &settings, now, notify::local_minute_of_day());
+            (entry, toast)
+        };
+        if let Some(entry) = entry {
+            self.emit(UiEvent::Activity { entry });
+        }
+        if let Some(toast) = toast {
+            if let Some(host) = self.host() {
+                host.notify(toast);
+            }
+        }
+        match event {
+            EngineEvent::RunStreaming {
+                routing_key,
+                run_id,
+                text,
+            } => {
+                // The growing reply changes nothing else; skip the snapshot.
+                self.emit(UiEvent::Streaming {
+                    routing_key,
+                    run_id,
+                    text,
+                });
+                return;
+            }
+            EngineEvent::RunFinished {
+                routing_key,
+                run_id,
+                outcome,
+            } => {
+                self.emit(UiEvent::RunFinished {
+                    routing_key: routing_key.clone(),
+                    run_id,
+                    outcome,
+                });
+                self.emit(UiEvent::ConversationsChanged {
+                    routing_key: Some(routing_key),
+                });
+            }
+            EngineEvent::InboundAccepted { routing_key, .. }
+            | EngineEvent::RunStarted { routing_key, .. }
+            | EngineEvent::ReplyDelivered { routing_key, .. }
+            | EngineEvent::WatchReplyDelivered { routing_key, .. } => {
+                self.emit(UiEvent::ConversationsChanged {
+                    routing_key: Some(routing_key),
+                });
+            }
+            _ => {}
+        }
+        self.publish();
+    }
+
+    fn emit(&self, event: UiEvent) {
+        if let Some(host) = self.host() {
+            host.emit(event);
+        }
+    }
+
+    /// Adds a line to the Activity page.
+    fn record(&self, level: Level, kind: &str, scope: &str, text: String) {
+        let entry = self
+            .lock()
+            .activity
+            .push(now_ms(), level, kind, scope, text);
+        self.emit(UiEvent::Activity { entry });
+    }
+
+    /// Sends the current snapshot to the window and the tray.
+    pub fn publish(&self) {
+        self.publish_with(false);
+    }
+
+    fn publish_with(&self, force_tray: bool) {
+        let snapshot = self.snapshot();
+        if let Some(host) = self.host() {
+            host.update_tray(&TrayModel::from_snapshot(&snapshot), force_tray);
+            host.emit(UiEvent::Snapshot { snapshot });
+        }
+    }
+
+    fn engine(&self) -> Option<EngineHandle> {
+        self.lock().engine.as_ref().map(|r| r.handle.clone())
+    }
+
+    fn require_engine(&self) -> IpcResult<EngineHandle> {
+        self.engine().ok_or_else(|| {
+            IpcError::new(
+                ErrorCode::NotRunning,
+                "Switchboard is not running yet: finish the settings and save them first",
+            )
+        })
+    }
+
+    // ----- what the window and the tray ask ----------------------------------------------------
+
+    pub fn snapshot(&self) -> Snapshot {
+        let (handle, config, status, engine_error, server, autostart) = {
+            let s = self.lock();
+            (
+                s.engine.as_ref().map(|r| r.handle.clone()),
+                current_config(&s),
+                s.config.clone(),
+                s.engine_error.clone(),
+                s.server.clone(),
+                s.autostart,
+            )
+        };
+        // The engine's status reads the store; it is done outside the lock.
+        let gateway = handle.as_ref().and_then(|h| match h.status() {
+            Ok(status) => Some(status),
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "cannot read the engine's status");
+                None
+            }
+        });
+        let config_view = match &status {
+            ConfigStatus::Loaded => ConfigView::Loaded,
+            ConfigStatus::Missing => ConfigView::Missing {
+                missing: first_run_checklist(&config),
+                autopilot: self.autopilot_path(),
+            },
+            ConfigStatus::Invalid(problem) => ConfigView::Invalid {
+                field: problem.field.clone(),
+                message: problem.message.clone(),
+            },
+        };
+        let start_page = if status == ConfigStatus::Loaded && engine_error.is_none() {
+            Page::Channels
+        } else {
+            Page::Settings
+        };
+        let quiet_now = config
+            .notifications
+            .quiet_hours()
+            .is_some_and(|(start, end)| {
+                notify::in_quiet_hours(notify::local_minute_of_day(), start, end)
+            });
+        Snapshot {
+            config_file: self.options.paths.config_file.display().to_string(),
+            config: config_view,
+            engine_running: handle.is_some(),
+            engine_error,
+            server: ServerView {
+                url: config.server.url.clone(),
+                state: server.0,
+                detail: server.1,
+            },
+            paused: gateway.as_ref().is_some_and(|g| g.paused),
+            approval_mode: gateway
+                .as_ref()
+                .map_or(config.gateway.approval_mode, |g| g.approval_mode),
+            channels: gateway
+                .as_ref()
+                .map(|g| g.channels.clone())
+                .unwrap_or_default(),
+            conversations: gateway.as_ref().map_or(0, |g| g.conversations),
+            active_runs: gateway.as_ref().map_or(0, |g| g.active_runs),
+            queued: gateway.as_ref().map_or(0, |g| g.queued),
+            pending_approvals: gateway.as_ref().map_or(0, |g| g.pending_approvals),
+            do_not_disturb: config.notifications.do_not_disturb,
+            quiet_now,
+            autostart,
+            api_addr: handle
+                .as_ref()
+                .and_then(|h| h.api_addr())
+                .map(|a| a.to_string()),
+            start_page,
+        }
+    }
+
+    fn autopilot_path(&self) -> Option<String> {
+        self.options
+            .autopilot_file
+            .as_ref()
+            .filter(|p| p.is_file())
+            .map(|p| p.display().to_string())
+    }
+
+    pub fn conversations(&self) -> IpcResult<Vec<ConversationView>> {
+        let handle = self.require_engine()?;
+        let list = handle.conversations().map_err(IpcError::engine)?;
+        Ok(list
+            .into_iter()
+            .map(|c| ConversationView {
+                routing_key: c.routing_key,
+                session_id: c.session_id,
+                title: c.title,
+                channel: c.channel,
+                peer: c.peer,
+                chat: c.chat,
+                state: c.state,
+                queued: c.queued,
+                last_used_ms: c.last_used_ms,
+            })
+            .collect())
+    }
+
+    pub async fn history(&self, routing_key: &str) -> IpcResult<HistoryView> {
+        let handle = self.require_engine()?;
+        let history = handle
+            .history(routing_key)
+            .await
+            .map_err(IpcError::engine)?;
+        let (server, server_error) = match history.server {
+            Ok(messages) => (
+                messages
+                    .into_iter()
+                    .map(|m| ChatLine {
+                        text: m.text(),
+                        role: m.role,
+                    })
+                    .collect(),
+                None,
+            ),
+            Err(error) => (Vec::new(), Some(error)),
+        };
+        let journal = history
+            .journal
+            .into_iter()
+            .map(|j| JournalLine {
+                id: j.id,
+                peer: j.peer,
+                text: j.text,
+                state: j.state,
+                error: j.error,
+                answered_notification: j.context.map(|c| c.notification),
+                created_ms: j.created_ms,
+            })
+            .collect();
+        let live = self.lock().live.get(routing_key).cloned();
+        Ok(HistoryView {
+            routing_key: routing_key.to_owned(),
+            server,
+            server_error,
+            journal,
+            live,
+        })
+    }
+
+    pub fn cancel_run(&self, routing_key: &str) -> IpcResult<bool> {
+        let cancelled = self.require_engine()?.cancel(routing_key);
+        if cancelled {
+            self.record(
+                Level::Info,
+                "run_cancel",
+                routing_key,
+                "Cancelling the run".to_owned(),
+            );
+        }
+        Ok(cancelled)
+    }
+
+    pub fn set_paused(&self, paused: bool) -> IpcResult<Snapshot> {
+        self.require_engine()?
+            .set_paused(paused)
+            .map_err(IpcError::engine)?;
+        self.publish_with(true);
+        Ok(self.snapshot())
+    }
+
+    pub fn set_approval_mode(&self, mode: ApprovalMode) -> IpcResult<Snapshot> {
+        self.require_engine()?
+            .set_approval_mode(mode)
+            .map_err(IpcError::engine)?;
+        self.publish_with(true);
+        Ok(self.snapshot())
+    }
+
+    pub fn set_channel_enabled(&self, name: &str, enabled: bool) -> IpcResult<Snapshot> {
+        let handle = self.require_engine()?;
+        if !handle.channels().iter().any(|c| c.name == name) {
+            return Err(IpcError::new(
+                ErrorCode::NotFound,
+                format!("there is no channel named {name}"),
+            ));
+        }
+        handle
+            .set_channel_enabled(name, enabled)
+            .map_err(IpcError::engine)?;
+        self.publish_with(true);
+        Ok(self.snapshot())
+    }
+
+    /// Holds or releases notifications, and saves the choice in the configuration file.
+    pub fn set_do_not_disturb(&self, on: bool) -> IpcResult<Snapshot> {
+        match self.engine() {
+            Some(handle) => {
+                let mut config = (*handle.config()).clone();
+                config.notifications.do_not_disturb = on;
+                config::set_value(
+                    &self.options.paths.config_file,
+                    "notifications.do_not_disturb",
+                    if on { "true" } else { "false" },
+                )
+                .map_err(config_error)?;
+                handle.reload(config).map_err(IpcError::engine)?;
+            }
+            // Without a valid file there is nothing to write into yet; the choice is saved with the
+            // settings.
+            None => self.lock().draft.notifications.do_not_disturb = on,
+        }
+        let words = if on {
+            "Do not disturb: notifications are held"
+        } else {
+            "Do not disturb is off"
+        };
+        self.record(
+            Level::Info,
+            "do_not_disturb",
+            "notifications",
+            words.to_owned(),
+        );
+        self.publish_with(true);
+        Ok(self.snapshot())
+    }
+
+    pub fn set_autostart(&self, on: bool) -> IpcResult<Snapshot> {
+        self.options.autostart.set(on).map_err(|e| {
+            IpcError::new(
+                ErrorCode::Io,
+                format!(
+                    "cannot change {}: {e}",
+                    self.options.autostart.file().display()
+                ),
+            )
+        })?;
+        self.lock().autostart = on;
+        let words = if on {
+            "Switchboard starts at login"
+        } else {
+            "Switchboard no longer starts at login"
+        };
+        self.record(Level::Info, "autostart", "desktop", words.to_owned());
+        self.publish_with(true);
+        Ok(self.snapshot())
+    }
+
+    pub async fn test_channel(&self, name: &str, settings: Option<Config>) -> IpcResult<Identity> {
+        let handle = self.require_engine()?;
+        let result = match &settings {
+            Some(config) => handle.test_channel_settings(config, name).await,
+            None => handle.test_channel(name).await,
+        };
+        result.map_err(|error| match error {
+            ChannelError::Rejected(message) if message.starts_with("no channel named") => {
+                IpcError::new(ErrorCode::NotFound, message)
+            }
+            other => IpcError::new(ErrorCode::ChannelFailed, other.to_string()),
+        })
+    }
+
+    pub async fn test_connection(&self, url: &str, token: &str) -> IpcResult<ServerCheck> {
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(5),
+            request: Duration::from_secs(10),
+            ..Timeouts::default()
+        };
+        let client = AgentClient::new(url, token, timeouts).map_err(|error| IpcError {
+            code: ErrorCode::InvalidSettings,
+            message: error.to_string(),
+            field: Some("server.url".into()),
+        })?;
+        match client.check().await {
+            Ok(health) => Ok(ServerCheck {
+                version: health.version,
+            }),
+            Err(error) => Err(IpcError::new(ErrorCode::ServerFailed, error.to_string())),
+        }
+    }
+
+    pub fn check_server(&self) -> IpcResult<()> {
+        self.require_engine()?.recheck_server();
+        Ok(())
+    }
+
+    pub fn settings(&self) -> SettingsView {
+        let s = self.lock();
+        let path = &self.options.paths.config_file;
+        SettingsView {
+            path: path.display().to_string(),
+            exists: path.exists(),
+            config: current_config(&s),
+            problem: match &s.config {
+                ConfigStatus::Invalid(problem) => Some(problem.clone()),
+                _ => None,
+            },
+            autopilot: self.autopilot_path(),
+        }
+    }
+
+    /// Checks the settings, writes them to the file (keeping its comments) and applies them: the
+    /// running engine reloads, or the engine starts if it was waiting for valid settings.
+    pub async fn save_settings(self: Arc<Self>, config: Config) -> IpcResult<SaveOutcome> {
+        let path = &self.options.paths.config_file;
+        config.validate(path).map_err(config_error)?;
+        config.save(path).map_err(config_error)?;
+        tracing::info!(file = %path.display(), "settings saved");
+        self.record(
+            Level::Info,
+            "settings_saved",
+            "settings",
+            format!("Settings saved to {}", path.display()),
+        );
+        let mut restart_needed = Vec::new();
+        match self.engine() {
+            Some(handle) => {
+                if handle.config().api.listen != config.api.listen {
+                    restart_needed.push("api.listen".to_owned());
+                }
+                handle.reload(config).map_err(IpcError::engine)?;
+            }
+            None => self.start_engine(config).await?,
+        }
+        self.publish_with(true);
+        Ok(SaveOutcome {
+            snapshot: self.snapshot(),
+            restart_needed,
+        })
+    }
+
+    /// The settings `into` with what `~/.stakpak/autopilot.toml` has filled in; nothing is saved.
+    pub fn import_autopilot(&self, mut into: Config) -> IpcResult<ImportView> {
+        let Some(file) = &self.options.autopilot_file else {
+            return Err(IpcError::new(
+                ErrorCode::NotFound,
+                "there is no home directory to find ~/.stakpak/autopilot.toml in",
+            ));
+        };
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            IpcError::new(
+                ErrorCode::NotFound,
+                format!("cannot read {}: {e}", file.display()),
+            )
+        })?;
+        let imported = config::import_autopilot(&text, &mut into).map_err(config_error)?;
+        Ok(ImportView {
+            config: into,
+            imported,
+        })
+    }
+
+    pub fn activity(&self) -> Vec<ActivityEntry> {
+        self.lock().activity.newest_first()
+    }
+
+    /// A click in the tray menu (other than Quit, which the app handles).
+    pub fn on_menu(&self, id: MenuId) {
+        let snapshot = self.snapshot();
+        let result = match &id {
+            MenuId::Gateway => self.set_paused(!snapshot.paused).map(drop),
+            MenuId::Channel(name) => {
+                let enabled = snapshot
+                    .channels
+                    .iter()
+                    .find(|c| &c.name == name)
+                    .is_some_and(|c| c.enabled);
+                self.set_channel_enabled(name, !enabled).map(drop)
+            }
+            MenuId::Mode(mode) => self.set_approval_mode(*mode).map(drop),
+            MenuId::DoNotDisturb => self.set_do_not_disturb(!snapshot.do_not_disturb).map(drop),
+            MenuId::Autostart => self.set_autostart(!snapshot.autostart).map(drop),
+            MenuId::Approvals => {
+                self.show(Some(Page::Approvals), None);
+                Ok(())
+            }
+            MenuId::Status | MenuId::Open => {
+                self.show(None, None);
+                Ok(())
+            }
+            MenuId::Quit => Ok(()),
+        };
+        if let Err(error) = result {
+            tracing::warn!(item = %id, error = %error.message, "a tray action failed");
+            self.record(
+                Level::Error,
+                "tray",
+                "tray",
+                format!("{}: {}", id, error.message),
+            );
+        }
+        // The platform toggles a check item by itself when clicked; set it back to what the
+        // engine says, whether or not the action succeeded.
+        self.publish_with(true);
+    }
+
+    fn show(&self, page: Option<Page>, routing_key: Option<String>) {
+        if let Some(host) = self.host() {
+            host.show_window(page, routing_key);
+        }
+    }
+
+    /// Stops the engine and waits (a bounded time) for its tasks to finish their current step.
+    pub async fn stop(&self) {
+        let running = self.lock().engine.take();
+        if let Some(Running { handle, stop }) = running {
+            tracing::info!("stopping: finishing the current steps");
+            handle.shutdown();
+            if tokio::time::timeout(STOP_TIMEOUT, handle.stopped())
+                .await
+                .is_err()
+            {
+                tracing::warn!("the engine did not stop within {STOP_TIMEOUT:?}; quitting anyway");
+            }
+            stop.cancel();
+            tracing::info!("stopped cleanly");
+        }
+    }
+}
+
+/// The settings in force: the engine's (with its generated API token) or the draft.
+fn current_config(s: &State) -> Config {
+    match &s.engine {
+        Some(running) => (*running.handle.config()).clone(),
+        None => s.draft.clone(),
+    }
+}
+
+/// Reads the file: its status and the settings to show (the file's, or as much of it as can be
+/// read without the checks, or the defaults).
+fn read_config(path: &std::path::Path) -> (ConfigStatus, Config) {
+    match Config::load_or_default(path) {
+        Ok((config, true)) => (ConfigStatus::Loaded, config),
+        Ok((config, false)) => (ConfigStatus::Missing, config),
+        Err(ConfigError::Invalid { field, message, .. }) => {
+            let draft = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|text| toml::from_str::<Config>(&text).ok())
+                .unwrap_or_default();
+            (
+                ConfigStatus::Invalid(FieldProblem { field, message }),
+                draft,
+            )
+        }
+        Err(error) => (
+            ConfigStatus::Invalid(FieldProblem {
+                field: "file".into(),
+                message: error.to_string(),
+            }),
+            Config::default(),
+        ),
+    }
+}
+
+fn config_error(error: ConfigError) -> IpcError {
+    match error {
+        ConfigError::Invalid {
+            ref field,
+            ref message,
+            ..
+        } => IpcError {
+            code: ErrorCode::InvalidSettings,
+            message: format!("{field}: {message}"),
+            field: Some(field.clone()),
+        },
+        other => IpcError::new(ErrorCode::Io, other.to_string()),
+    }
+}
+
+/// What a first run still needs, in words, for the Settings page.
+pub fn first_run_checklist(config: &Config) -> Vec<String> {
+    let mut missing = vec![format!(
+        "The agent server: Switchboard will use {} until you set its address (and token, if it has one).",
+        config.server.url
+    )];
+    if config.channel_names().is_empty() {
+        missing.push("A chat channel: add a Telegram, Slack or Discord bot token so people can reach the agent.".to_owned());
+    }
+    missing.push("Save the settings to create the configuration file and start.".to_owned());
+    missing
+}

@@ -1,0 +1,661 @@
+//! The tray: an icon per state and a menu that mirrors the engine.
+//!
+//! [`TrayModel`] is what the tray shows, computed from a [`Snapshot`] by a pure function; the
+//! [`TrayMenu`] makes the platform tray show it, updating items in place (and rebuilding the menu
+//! only when its shape changes: channels added or removed). Menu items are named by [`MenuId`].
+
+use std::fmt;
+use std::str::FromStr;
+
+use switchboard_engine::config::ApprovalMode;
+use tauri::image::Image;
+use tauri::menu::{CheckMenuItem, IsMenuItem, Menu, MenuItem, PredefinedMenuItem};
+use tauri::tray::{TrayIcon, TrayIconBuilder};
+use tauri::{AppHandle, Runtime};
+
+use crate::activity::state_words;
+use crate::ipc::{ConfigView, ServerState, Snapshot};
+
+/// Every item of the tray menu that does something.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum MenuId {
+    /// The status line (opens the window).
+    Status,
+    /// Pending approvals (opens them; not clickable until the approvals feature).
+    Approvals,
+    /// Gateway running / paused.
+    Gateway,
+    /// A channel on or off.
+    Channel(String),
+    /// One of the approval modes.
+    Mode(ApprovalMode),
+    DoNotDisturb,
+    Open,
+    Autostart,
+    Quit,
+}
+
+impl fmt::Display for MenuId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MenuId::Status => f.write_str("status"),
+            MenuId::Approvals => f.write_str("approvals"),
+            MenuId::Gateway => f.write_str("gateway"),
+            MenuId::Channel(name) => write!(f, "channel:{name}"),
+            MenuId::Mode(mode) => write!(f, "mode:{mode}"),
+            MenuId::DoNotDisturb => f.write_str("dnd"),
+            MenuId::Open => f.write_str("open"),
+            MenuId::Autostart => f.write_str("autostart"),
+            MenuId::Quit => f.write_str("quit"),
+        }
+    }
+}
+
+impl FromStr for MenuId {
+    type Err = String;
+
+    fn from_str(id: &str) -> Result<Self, Self::Err> {
+        Ok(match id {
+            "status" => MenuId::Status,
+            "approvals" => MenuId::Approvals,
+            "gateway" => MenuId::Gateway,
+            "dnd" => MenuId::DoNotDisturb,
+            "open" => MenuId::Open,
+            "autostart" => MenuId::Autostart,
+            "quit" => MenuId::Quit,
+            other => match other.split_once(':') {
+                Some(("channel", name)) if !name.is_empty() => MenuId::Channel(name.to_owned()),
+                Some(("mode", mode)) => MenuId::Mode(mode.parse().map_err(|e| format!("{e}"))?),
+                _ => return Err(format!("unknown tray menu item {other:?}")),
+            },
+        })
+    }
+}
+
+/// The look of the tray icon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrayIconState {
+    Idle,
+    /// A run is active.
+    Working,
+    /// Something waits for the person: approvals, or the first-run setup.
+    Attention,
+    /// The server is unreachable, a channel fails, or the settings are wrong.
+    Problem,
+    Paused,
+}
+
+impl TrayIconState {
+    /// The icon, an RGBA PNG from `icons/tray/` (drawn by `icons/generate.sh`).
+    pub fn png(self) -> &'static [u8] {
+        match self {
+            TrayIconState::Idle => include_bytes!("../../icons/tray/idle.png"),
+            TrayIconState::Working => include_bytes!("../../icons/tray/working.png"),
+            TrayIconState::Attention => include_bytes!("../../icons/tray/attention.png"),
+            TrayIconState::Problem => include_bytes!("../../icons/tray/problem.png"),
+            TrayIconState::Paused => include_bytes!("../../icons/tray/paused.png"),
+        }
+    }
+}
+
+/// One channel's item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrayChannel {
+    pub name: String,
+    pub label: String,
+    pub enabled: bool,
+}
+
+/// What the tray shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrayModel {
+    pub icon: TrayIconState,
+    pub status: String,
+    pub approvals: usize,
+    /// The engine runs; without it the engine's toggles are greyed out.
+    pub engine_running: bool,
+    pub paused: bool,
+    pub channels: Vec<TrayChannel>,
+    pub mode: ApprovalMode,
+    pub do_not_disturb: bool,
+    pub autostart: bool,
+}
+
+/// The approval modes in menu order, with their labels.
+pub const MODES: [(ApprovalMode, &str); 4] = [
+    (ApprovalMode::Ask, "Ask"),
+    (ApprovalMode::Allowlist, "Allowlist"),
+    (ApprovalMode::AllowAll, "Allow all"),
+    (ApprovalMode::DenyAll, "Deny all"),
+];
+
+/// A channel's name as a label: `telegram` → `Telegram`.
+pub fn title_case(name: &str) -> String {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+impl TrayModel {
+    pub fn from_snapshot(s: &Snapshot) -> TrayModel {
+        let failing = s
+            .channels
+            .iter()
+            .find(|c| c.enabled && c.state.is_problem());
+        let server_problem = matches!(
+            s.server.state,
+            ServerState::Unreachable | ServerState::Unauthorized
+        );
+        let (icon, status) = match &s.config {
+            ConfigView::Missing { .. } => (
+                TrayIconState::Attention,
+                "Not set up yet: open Switchboard to finish".to_owned(),
+            ),
+            ConfigView::Invalid { field, .. } => (
+                TrayIconState::Problem,
+                format!("Settings need fixing: {field}"),
+            ),
+            ConfigView::Loaded => {
+                if let Some(error) = &s.engine_error {
+                    (
+                        TrayIconState::Problem,
+                        format!("Cannot start: {}", crate::activity::preview(error, 60)),
+                    )
+                } else if server_problem {
+                    let words = if s.server.state == ServerState::Unauthorized {
+                        "refuses the token"
+                    } else {
+                        "unreachable"
+                    };
+                    (TrayIconState::Problem, format!("Agent server {words}"))
+                } else if let Some(channel) = failing {
+                    (
+                        TrayIconState::Problem,
+                        format!(
+                            "{} is {}",
+                            title_case(&channel.name),
+                            state_words(channel.state)
+                        ),
+                    )
+                } else if s.pending_approvals > 0 {
+                    (
+                        TrayIconState::Attention,
+                        format!("{} waiting for approval", s.pending_approvals),
+                    )
+                } else if s.paused {
+                    let waiting = if s.queued > 0 {
+                        format!(" · {} waiting", s.queued)
+                    } else {
+                        String::new()
+                    };
+                    (TrayIconState::Paused, format!("Paused{waiting}"))
+                } else if s.active_runs > 0 {
+                    let runs = if s.active_runs == 1 {
+                        "1 run".to_owned()
+                    } else {
+                        format!("{} runs", s.active_runs)
+                    };
+                    (TrayIconState::Working, format!("Working · {runs}"))
+                } else {
+                    let enabled = s.channels.iter().filter(|c| c.enabled).count();
+                    let connected = s
+                        .channels
+                        .iter()
+                        .filter(|c| {
+                            c.enabled
+                                && c.state == switchboard_engine::model::ChannelState::Connected
+                        })
+                        .count();
+                    let channels = match enabled {
+                        0 => "no channels on".to_owned(),
+                        n => format!("{connected} of {n} channels connected"),
+                    };
+                    (TrayIconState::Idle, format!("Idle · {channels}"))
+                }
+            }
+        };
+        TrayModel {
+            icon,
+            status,
+            approvals: s.pending_approvals,
+            engine_running: s.engine_running,
+            paused: s.paused,
+            channels: s
+                .channels
+                .iter()
+                .map(|c| TrayChannel {
+                    name: c.name.clone(),
+                    label: format!("{} ({})", title_case(&c.name), state_words(c.state)),
+                    enabled: c.enabled,
+                })
+                .collect(),
+            mode: s.approval_mode,
+            do_not_disturb: s.do_not_disturb,
+            autostart: s.autostart,
+        }
+    }
+
+    fn approvals_label(&self) -> String {
+        format!("Pending approvals ({})", self.approvals)
+    }
+
+    /// Whether `other` needs a new menu rather than updated items.
+    fn same_shape(&self, other: &TrayModel) -> bool {
+        self.engine_running == other.engine_running
+            && self.channels.len() == other.channels.len()
+            && self
+                .channels
+                .iter()
+                .zip(&other.channels)
+                .all(|(a, b)| a.name == b.name)
+    }
+}
+
+/// The items that change, kept to update them in place.
+struct Items<R: Runtime> {
+    status: MenuItem<R>,
+    approvals: MenuItem<R>,
+    gateway: CheckMenuItem<R>,
+    channels: Vec<CheckMenuItem<R>>,
+    modes: Vec<(ApprovalMode, CheckMenuItem<R>)>,
+    dnd: CheckMenuItem<R>,
+    autostart: CheckMenuItem<R>,
+}
+
+/// The platform tray icon and its menu.
+pub struct TrayMenu<R: Runtime> {
+    app: AppHandle<R>,
+    tray: TrayIcon<R>,
+    items: Items<R>,
+    shown: TrayModel,
+}
+
+fn icon(state: TrayIconState) -> tauri::Result<Image<'static>> {
+    Image::from_bytes(state.png())
+}
+
+fn build_menu<R: Runtime>(
+    app: &AppHandle<R>,
+    model: &TrayModel,
+) -> tauri::Result<(Menu<R>, Items<R>)> {
+    let id = |id: MenuId| id.to_string();
+    let running = model.engine_running;
+    let status = MenuItem::with_id(app, id(MenuId::Status), &model.status, true, None::<&str>)?;
+    // Approvals are decided on the Approvals page once that feature lands; the entry keeps its
+    // place and shows the count meanwhile.
+    let approvals = MenuItem::with_id(
+        app,
+        id(MenuId::Approvals),
+        model.approvals_label(),
+        false,
+        None::<&str>,
+    )?;
+    let gateway = CheckMenuItem::with_id(
+        app,
+        id(MenuId::Gateway),
+        "Gateway running",
+        running,
+        !model.paused,
+        None::<&str>,
+    )?;
+    let channels = model
+        .channels
+        .iter()
+        .map(|c| {
+            CheckMenuItem::with_id(
+                app,
+                id(MenuId::Channel(c.name.clone())),
+                &c.label,
+                running,
+                c.enabled,
+                None::<&str>,
+            )
+        })
+        .collect::<tauri::Result<Vec<_>>>()?;
+    let mode_header = MenuItem::new(app, "Approval mode", false, None::<&str>)?;
+    let modes = MODES
+        .iter()
+        .map(|(mode, label)| {
+            CheckMenuItem::with_id(
+                app,
+                id(MenuId::Mode(*mode)),
+                *label,
+                running,
+                model.mode == *mode,
+                None::<&str>,
+            )
+            .map(|item| (*mode, item))
+        })
+        .collect::<tauri::Result<Vec<_>>>()?;
+    let dnd = CheckMenuItem::with_id(
+        app,
+        id(MenuId::DoNotDisturb),
+        "Do not disturb",
+        true,
+        model.do_not_disturb,
+        None::<&str>,
+    )?;
+    let autostart = CheckMenuItem::with_id(
+        app,
+        id(MenuId::Autostart),
+        "Launch at login",
+        true,
+        model.autostart,
+        None::<&str>,
+    )?;
+    let open = MenuItem::with_id(
+        app,
+        id(MenuId::Open),
+        "Open Switchboard",
+        true,
+        None::<&str>,
+    )?;
+    let quit = MenuItem::with_id(
+        app,
+        id(MenuId::Quit),
+        "Quit Switchboard",
+        true,
+        None::<&str>,
+    )?;
+    let separators = (0..4)
+        .map(|_| PredefinedMenuItem::separator(app))
+        .collect::<tauri::Result<Vec<_>>>()?;
+
+    let mut entries: Vec<&dyn IsMenuItem<R>> = vec![&status, &approvals, &separators[0], &gateway];
+    entries.extend(channels.iter().map(|c| c as &dyn IsMenuItem<R>));
+    entries.push(&separators[1]);
+    entries.push(&mode_header);
+    entries.extend(modes.iter().map(|(_, item)| item as &dyn IsMenuItem<R>));
+    entries.extend([
+        &separators[2] as &dyn IsMenuItem<R>,
+        &dnd,
+        &autostart,
+        &separators[3],
+        &open,
+        &quit,
+    ]);
+    let menu = Menu::with_items(app, &entries)?;
+    Ok((
+        menu,
+        Items {
+            status,
+            approvals,
+            gateway,
+            channels,
+            modes,
+            dnd,
+            autostart,
+        },
+    ))
+}
+
+impl<R: Runtime> TrayMenu<R> {
+    /// Creates the tray icon showing `model`. Clicks arrive at `on_click` with their [`MenuId`].
+    pub fn create(
+        app: &AppHandle<R>,
+        model: TrayModel,
+        on_click: impl Fn(&AppHandle<R>, MenuId) + Send + Sync + 'static,
+    ) -> tauri::Result<Self> {
+        let (menu, items) = build_menu(app, &model)?;
+        let tray = TrayIconBuilder::with_id("switchboard")
+            .icon(icon(model.icon)?)
+            .tooltip(format!("Switchboard: {}", model.status))
+            .menu(&menu)
+            .show_menu_on_left_click(true)
+            .on_menu_event(
+                move |app, event| match event.id().as_ref().parse::<MenuId>() {
+                    Ok(id) => on_click(app, id),
+                    Err(error) => tracing::warn!(%error, "a click on an unknown tray menu item"),
+                },
+            )
+            .build(app)?;
+        Ok(TrayMenu {
+            app: app.clone(),
+            tray,
+            items,
+            shown: model,
+        })
+    }
+
+    /// Makes the tray show `model`. `force` sets every item even when the model did not change
+    /// (after a click, the platform may already have toggled the clicked item by itself).
+    pub fn apply(&mut self, model: &TrayModel, force: bool) -> tauri::Result<()> {
+        if !force && *model == self.shown {
+            return Ok(());
+        }
+        if model.icon != self.shown.icon {
+            self.tray.set_icon(Some(icon(model.icon)?))?;
+        }
+        if model.status != self.shown.status {
+            self.tray
+                .set_tooltip(Some(format!("Switchboard: {}", model.status)))?;
+        }
+        if !model.same_shape(&self.shown) {
+            let (menu, items) = build_menu(&self.app, model)?;
+            self.tray.set_menu(Some(menu))?;
+            self.items = items;
+        } else {
+            let items = &self.items;
+            items.status.set_text(&model.status)?;
+            items.approvals.set_text(model.approvals_label())?;
+            items.gateway.set_checked(!model.paused)?;
+            for (item, channel) in items.channels.iter().zip(&model.channels) {
+                item.set_text(&channel.label)?;
+                item.set_checked(channel.enabled)?;
+            }
+            for (mode, item) in &items.modes {
+                item.set_checked(model.mode == *mode)?;
+            }
+            items.dnd.set_checked(model.do_not_disturb)?;
+            items.autostart.set_checked(model.autostart)?;
+        }
+        self.shown = model.clone();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipc::{Page, ServerView};
+    use switchboard_engine::model::{ChannelState, ChannelStatus};
+
+    #[test]
+    fn menu_ids_round_trip() {
+        let ids = [
+            MenuId::Status,
+            MenuId::Approvals,
+            MenuId::Gateway,
+            MenuId::Channel("telegram".into()),
+            MenuId::Mode(ApprovalMode::AllowAll),
+            MenuId::Mode(ApprovalMode::Ask),
+            MenuId::DoNotDisturb,
+            MenuId::Open,
+            MenuId::Autostart,
+            MenuId::Quit,
+        ];
+        for id in ids {
+            assert_eq!(id.to_string().parse::<MenuId>(), Ok(id.clone()), "{id}");
+        }
+        assert_eq!(
+            MenuId::Mode(ApprovalMode::DenyAll).to_string(),
+            "mode:deny_all"
+        );
+        assert!("mode:sometimes".parse::<MenuId>().is_err());
+        assert!("channel:".parse::<MenuId>().is_err());
+        assert!("paste".parse::<MenuId>().is_err());
+    }
+
+    fn channel(name: &str, enabled: bool, state: ChannelState) -> ChannelStatus {
+        ChannelStatus {
+            name: name.into(),
+            enabled,
+            state,
+            identity: None,
+            last_error: None,
+            last_activity_ms: None,
+            received: 0,
+            sent: 0,
+        }
+    }
+
+    fn snapshot() -> Snapshot {
+        Snapshot {
+            config_file: "/tmp/config.toml".into(),
+            config: ConfigView::Loaded,
+            engine_running: true,
+            engine_error: None,
+            server: ServerView {
+                url: "http://127.0.0.1:4096".into(),
+                state: ServerState::Ok,
+                detail: None,
+            },
+            paused: false,
+            approval_mode: ApprovalMode::Ask,
+            channels: vec![
+                channel("telegram", true, ChannelState::Connected),
+                channel("slack", false, ChannelState::Disabled),
+            ],
+            conversations: 0,
+            active_runs: 0,
+            queued: 0,
+            pending_approvals: 0,
+            do_not_disturb: false,
+            quiet_now: false,
+            autostart: false,
+            api_addr: None,
+            start_page: Page::Channels,
+        }
+    }
+
+    /// A change to the snapshot, and the icon and status line it must give.
+    type Case = (Box<dyn Fn(&mut Snapshot)>, TrayIconState, &'static str);
+
+    #[test]
+    fn the_icon_and_status_line_follow_the_engine() {
+        let cases: Vec<Case> = vec![
+            (
+                Box::new(|_| {}),
+                TrayIconState::Idle,
+                "Idle · 1 of 1 channels connected",
+            ),
+            (
+                Box::new(|s| s.active_runs = 2),
+                TrayIconState::Working,
+                "Working · 2 runs",
+            ),
+            (
+                Box::new(|s| {
+                    s.paused = true;
+                    s.queued = 3;
+                    s.active_runs = 1;
+                }),
+                TrayIconState::Paused,
+                "Paused · 3 waiting",
+            ),
+            (
+                Box::new(|s| {
+                    s.pending_approvals = 2;
+                    s.paused = true;
+                }),
+                TrayIconState::Attention,
+                "2 waiting for approval",
+            ),
+            (
+                Box::new(|s| s.channels[0].state = ChannelState::AuthFailed),
+                TrayIconState::Problem,
+                "Telegram is refusing the credentials",
+            ),
+            (
+                Box::new(|s| s.server.state = ServerState::Unreachable),
+                TrayIconState::Problem,
+                "Agent server unreachable",
+            ),
+            (
+                Box::new(|s| {
+                    s.config = ConfigView::Missing {
+                        missing: vec![],
+                        autopilot: None,
+                    }
+                }),
+                TrayIconState::Attention,
+                "Not set up yet: open Switchboard to finish",
+            ),
+            (
+                Box::new(|s| {
+                    s.config = ConfigView::Invalid {
+                        field: "gateway.approval_mode".into(),
+                        message: "…".into(),
+                    }
+                }),
+                TrayIconState::Problem,
+                "Settings need fixing: gateway.approval_mode",
+            ),
+            (
+                Box::new(|s| s.channels[1].state = ChannelState::AuthFailed),
+                TrayIconState::Idle,
+                "Idle · 1 of 1 channels connected",
+            ),
+        ];
+        for (change, icon, status) in cases {
+            let mut s = snapshot();
+            change(&mut s);
+            let model = TrayModel::from_snapshot(&s);
+            assert_eq!((model.icon, model.status.as_str()), (icon, status));
+        }
+    }
+
+    #[test]
+    fn the_menu_mirrors_channels_and_toggles() {
+        let mut s = snapshot();
+        s.approval_mode = ApprovalMode::AllowAll;
+        s.do_not_disturb = true;
+        let model = TrayModel::from_snapshot(&s);
+        assert_eq!(
+            model.channels,
+            vec![
+                TrayChannel {
+                    name: "telegram".into(),
+                    label: "Telegram (connected)".into(),
+                    enabled: true
+                },
+                TrayChannel {
+                    name: "slack".into(),
+                    label: "Slack (off)".into(),
+                    enabled: false
+                },
+            ]
+        );
+        assert_eq!(model.mode, ApprovalMode::AllowAll);
+        assert!(model.do_not_disturb);
+        let mut other = s.clone();
+        other.channels[0].state = ChannelState::Reconnecting;
+        assert!(
+            model.same_shape(&TrayModel::from_snapshot(&other)),
+            "a state change updates items in place"
+        );
+        other.channels.pop();
+        assert!(
+            !model.same_shape(&TrayModel::from_snapshot(&other)),
+            "a removed channel needs a new menu"
+        );
+    }
+
+    #[test]
+    fn every_tray_icon_is_an_rgba_png() {
+        for state in [
+            TrayIconState::Idle,
+            TrayIconState::Working,
+            TrayIconState::Attention,
+            TrayIconState::Problem,
+            TrayIconState::Paused,
+        ] {
+            let png = state.png();
+            assert_eq!(&png[1..4], b"PNG", "{state:?}");
+            // IHDR: width, height, bit depth, colour type (6 = RGBA) at bytes 16..26.
+            assert_eq!(png[25], 6, "{state:?} must be RGBA");
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! The real app: launched by WebKitWebDriver through `tauri-driver`, driven over WebDriver, with
+//! its configuration and data in a directory of the test's own.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::json;
+
+use crate::env::{name_has_owner, name_pid, wait_until, Env};
+
+/// How long the window has to show what a test waits for.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// The single-instance plugin's bus name (the app's identifier in `tauri.conf.json`).
+const INSTANCE_NAME: &str = "dev.switchboard.desktop.SingleInstance";
+
+/// A test's own files: the configuration, the data directory, a home and an XDG config home.
+pub struct Files {
+    pub root: PathBuf,
+}
+
+impl Files {
+    pub fn new(name: &str) -> Files {
+        let root =
+            std::env::temp_dir().join(format!("switchboard-e2e-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for dir in ["config", "data", "home", "xdg-config"] {
+            if let Err(e) = std::fs::create_dir_all(root.join(dir)) {
+                panic!("cannot create {}: {e}", root.join(dir).display());
+            }
+        }
+        Files { root }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config/config.toml")
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.root.join("data")
+    }
+
+    pub fn write_config(&self, text: &str) {
+        if let Err(e) = std::fs::write(self.config(), text) {
+            panic!("cannot write the configuration: {e}");
+        }
+    }
+
+    pub fn read_config(&self) -> String {
+        std::fs::read_to_string(self.config()).unwrap_or_default()
+    }
+
+    /// The app's log, for failure messages (its stdout is discarded under WebKitWebDriver).
+    pub fn app_log(&self) -> String {
+        let dir = self.data().join("logs");
+        let mut text = String::new();
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                text.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+            }
+        }
+        text
+    }
+}
+
+/// A free loopback port (bound, read and released).
+pub fn free_port() -> u16 {
+    match TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
+        Ok(addr) => addr.port(),
+        Err(e) => panic!("no free port: {e}"),
+    }
+}
+
+/// The app under test, with its window driven over WebDriver.
+pub struct App {
+    pub client: Client,
+    driver: Child,
+    files_root: PathBuf,
+}
+
+impl App {
+    /// Starts the app with `files`' configuration and data, and waits for its window.
+    pub async fn launch(env: &Env, files: &Files) -> App {
+        // A previous instance must be gone, or this launch would only hand over to it.
+        if let Err(e) = wait_until(
+            "the previous instance to exit",
+            Duration::from_secs(15),
+            || !name_has_owner(INSTANCE_NAME),
+        ) {
+            panic!("{e}");
+        }
+        let port = free_port();
+        let native_port = free_port();
+        let log = std::fs::File::create(files.root.join("tauri-driver.log"))
+            .unwrap_or_else(|e| panic!("driver log: {e}"));
+        let log_err = log
+            .try_clone()
+            .unwrap_or_else(|e| panic!("driver log: {e}"));
+        let mut driver = Command::new(&env.tauri_driver)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--native-port",
+                &native_port.to_string(),
+            ])
+            .env("HOME", files.root.join("home"))
+            .env("XDG_CONFIG_HOME", files.root.join("xdg-config"))
+            .env("SWITCHBOARD_LOG", "info,switchboard=debug")
+            .env_remove("SWITCHBOARD_CONFIG")
+            .env_remove("SWITCHBOARD_DATA_DIR")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start tauri-driver: {e}"));
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = driver.try_wait() {
+                panic!(
+                    "tauri-driver exited ({status}) before it listened; see {}",
+                    files.root.join("tauri-driver.log").display()
+                );
+            }
+            if http.get(format!("{url}/status")).send().await.is_ok() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tauri-driver did not listen on {url}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert("browserName".into(), json!("wry"));
+        capabilities.insert(
+            "tauri:options".into(),
+            json!({
+                "application": env!("CARGO_BIN_EXE_switchboard"),
+                "args": ["--config", files.config(), "--data-dir", files.data()],
+            }),
+        );
+        let mut builder = ClientBuilder::new(HttpConnector::new());
+        builder.capabilities(capabilities);
+        let client = match builder.connect(&url).await {
+            Ok(client) => client,
+            Err(e) => {
+                let _ = driver.kill();
+                panic!("no WebDriver session: {e}\napp log:\n{}", files.app_log());
+            }
+        };
+        let app = App {
+            client,
+            driver,
+            files_root: files.root.clone(),
+        };
+        app.find("[data-testid=status-text]").await;
+        app
+    }
+
+    /// Ends the session and makes sure the app process is gone.
+    pub async fn quit(self) {
+        let _ = self.client.clone().close().await;
+        // Dropping ends whatever is left.
+    }
+
+    /// Ends the app if the session did not (WebKitWebDriver normally does), by its own process
+    /// id found from its bus name, and the driver.
+    fn end_processes(&mut self) {
+        let gone = wait_until("the app to exit", Duration::from_secs(5), || {
+            !name_has_owner(INSTANCE_NAME)
+        });
+        if gone.is_err() {
+            if let Some(pid) = name_pid(INSTANCE_NAME) {
+                let _ = Command::new("kill").arg(pid.to_string()).status();
+            }
+            let _ = wait_until(
+                "the app to exit after SIGTERM",
+                Duration::from_secs(10),
+                || !name_has_owner(INSTANCE_NAME),
+            );
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+
+    fn log_hint(&self) -> String {
+        format!("(logs in {})", self.files_root.display())
+    }
+
+    pub async fn find(&self, css: &str) -> Element {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self
+                .client
+                .wait()
+                .at_most(WAIT)
+                .for_element(Locator::Css(css))
+                .await
+            {
+                Ok(element) => return element,
+                // The page redraws as the engine reports; an element found mid-redraw is stale.
+                Err(e)
+                    if Instant::now() < deadline
+                        && e.to_string().to_lowercase().contains("stale") =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("no element {css} in the window: {e} {}", self.log_hint()),
+            }
+        }
+    }
+
+    pub async fn find_all(&self, css: &str) -> Vec<Element> {
+        self.client
+            .find_all(Locator::Css(css))
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Clicks `css`, finding it again if the page was redrawn in between.
+    pub async fn click(&self, css: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let element = self.find(css).await;
+            match element.click().await {
+                Ok(()) => return,
+                Err(e)
+                    if Instant::now() < deadline
+                        && e.to_string().to_lowercase().contains("stale") =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("cannot click {css}: {e}"),
+            }
+        }
+    }
+
+    /// Shows a page through the navigation and waits for it.
+    pub async fn page(&self, page: &str) {
+        self.click(&format!("[data-testid=nav-{page}]")).await;
+        self.find(&format!("[data-page={page}]")).await;
+    }
+
+    /// Waits until the text of `css` contains `needle`, and returns it.
+    pub async fn wait_text(&self, css: &str, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        let mut last = String::new();
+        loop {
+            if let Ok(element) = self.client.find(Locator::Css(css)).await {
+                last = element.text().await.unwrap_or_default();
+                if last.contains(needle) {
+                    return last;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{css} never showed {needle:?}; it shows {last:?} {}",
+                self.log_hint()
+            );
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+
+    /// Waits until an element matches `css` (for states shown as attributes). The page re-renders
+    /// as engine events arrive, so a match can go stale between finding and returning it: any
+    /// error is retried until the deadline.
+    pub async fn wait_for(&self, what: &str, css: &str) -> Element {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self.client.find(Locator::Css(css)).await {
+                Ok(element) => return element,
+                Err(e) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the window never showed {what} ({css}): {e} {}",
+                        self.log_hint()
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    /// Replaces the text of an input.
+    pub async fn fill(&self, css: &str, text: &str) {
+        let input = self.find(css).await;
+        if let Err(e) = input.clear().await {
+            panic!("cannot clear {css}: {e}");
+        }
+        if let Err(e) = input.send_keys(text).await {
+            panic!("cannot type into {css}: {e}");
+        }
+    }
+
+    pub async fn value(&self, css: &str) -> String {
+        self.find(css)
+            .await
+            .prop("value")
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// Saves a picture of the window in `artifacts/screenshots/<name>.png`.
+    pub async fn screenshot(&self, name: &str) -> PathBuf {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts/screenshots");
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join(format!("{name}.png"));
+        match self.client.screenshot().await {
+            Ok(png) => {
+                if let Err(e) = std::fs::write(&path, png) {
+                    panic!("cannot save {}: {e}", path.display());
+                }
+            }
+            Err(e) => panic!("no screenshot: {e}"),
+        }
+        path
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.end_processes();
+    }
+}

@@ -1,0 +1,536 @@
+//! End to end: the real desktop app — its window driven over WebDriver, its tray over dbusmenu,
+//! its notifications on a real daemon — with the real engine, the fake agent server and the fake
+//! Telegram Bot API from the test kit.
+//!
+//! Runs under `scripts/test.sh` (Xvfb, a D-Bus session, `SWITCHBOARD_E2E=1`); elsewhere each test
+//! prints why it skips and passes. The tests take turns: there is one app instance at a time.
+
+mod app;
+mod env;
+mod tray;
+
+use std::time::Duration;
+
+use serde_json::json;
+use switchboard_testkit::stakpak::FakeStakpak;
+use switchboard_testkit::telegram::FakeTelegram;
+
+use app::{free_port, App, Files};
+use tray::Tray;
+
+/// One app at a time (the app is single-instance, and the tray and the bus are shared).
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The user writing to the bot in the tests.
+const USER: i64 = 4242;
+const API_TOKEN: &str = "e2e-api-token";
+
+struct Fakes {
+    stakpak: FakeStakpak,
+    telegram: FakeTelegram,
+    api_port: u16,
+}
+
+impl Fakes {
+    async fn start() -> Fakes {
+        Fakes {
+            stakpak: FakeStakpak::start().await,
+            telegram: FakeTelegram::start().await,
+            api_port: free_port(),
+        }
+    }
+
+    /// A configuration for the fakes, with a comment that must survive every save.
+    fn config(&self) -> String {
+        format!(
+            "# Switchboard e2e configuration (this comment must survive saving)\n\
+             [server]\nurl = \"{}\"\ntoken = \"{}\"\n\n\
+             [gateway]\napproval_mode = \"ask\"\n\n\
+             [api]\nlisten = \"127.0.0.1:{}\"\ntoken = \"{API_TOKEN}\"\n\n\
+             [channels.telegram]\ntoken = \"{}\"\napi_base = \"{}\"\ndm_policy = \"open\"\nallowed_users = [{USER}]\n",
+            self.stakpak.url(),
+            self.stakpak.token().unwrap_or_default(),
+            self.api_port,
+            self.telegram.token(),
+            self.telegram.api_base(),
+        )
+    }
+
+    /// Waits until the bot's reply reached the user's chat on the fake platform.
+    async fn reply_in_chat(&self, expected: &str) {
+        let expected = expected.to_owned();
+        self.telegram
+            .wait_for(&format!("the reply {expected:?} in the chat"), |tg| {
+                tg.sent_to(USER).iter().any(|s| s.text == expected)
+            })
+            .await;
+    }
+}
+
+/// Starts the app on the fakes' configuration and waits until Telegram is connected.
+async fn launch_connected(env: &env::Env, files: &Files, fakes: &Fakes) -> App {
+    files.write_config(&fakes.config());
+    let app = App::launch(env, files).await;
+    app.wait_for(
+        "Telegram connected",
+        "[data-testid=channel-telegram][data-state=connected]",
+    )
+    .await;
+    app
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_message_shows_in_sessions_with_its_reply() {
+    let Some(env) = env::get() else { return };
+    let _turn = TURN.lock().await;
+    let fakes = Fakes::start().await;
+    let files = Files::new("chat");
+    let app = launch_connected(env, &files, &fakes).await;
+    app.screenshot("channels").await;
+
+    fakes.telegram.send_dm(USER, "Ada", "hello switchboard");
+    fakes.reply_in_chat("echo: hello switchboard").await;
+
+    app.page("sessions").await;
+    let conversation = app.find("[data-testid^=conversation-]").await;
+    conversation
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("cannot open the conversation: {e}"));
+    let messages = app
+        .wait_text("[data-testid=messages]", "echo: hello switchboard")
+        .await;
+    assert!(
+        messages.contains("hello switchboard"),
+        "the user's message is in the history: {messages}"
+    );
+    let journal = app.wait_text(".journal", "replied").await;
+    assert!(
+        journal.contains("hello switchboard"),
+        "the journal shows what the chat sent: {journal}"
+    );
+
+    // A run that waits: the window shows it running, with the reply being written, then the reply.
+    fakes
+        .telegram
+        .send_dm(USER, "Ada", "HOLD e2e-gate think first");
+    app.wait_for("the live reply", "[data-testid=live-reply]")
+        .await;
+    app.wait_for(
+        "the cancel button enabled",
+        "[data-testid=cancel-run]:not([disabled])",
+    )
+    .await;
+    app.screenshot("sessions").await;
+    fakes.stakpak.release("e2e-gate");
+    app.wait_text("[data-testid=messages]", "echo: HOLD e2e-gate think first")
+        .await;
+    fakes.reply_in_chat("echo: HOLD e2e-gate think first").await;
+
+    app.page("activity").await;
+    app.wait_text(".activity-list", "Reply delivered to telegram")
+        .await;
+    app.fill("[data-testid=activity-search]", "reply delivered")
+        .await;
+    let entries = app.find_all("[data-testid=activity-entry]").await;
+    assert!(!entries.is_empty());
+    for entry in entries {
+        let kind = entry
+            .attr("data-kind")
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        assert_eq!(
+            kind, "reply_delivered",
+            "the search keeps only matching entries"
+        );
+    }
+    app.screenshot("activity").await;
+    app.page("approvals").await;
+    app.wait_text("[data-testid=approvals-placeholder]", "approvals feature")
+        .await;
+    app.screenshot("approvals").await;
+    app.page("settings").await;
+    app.find("[data-testid=settings-form]").await;
+    app.screenshot("settings").await;
+    app.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turning_a_channel_off_in_the_tray_shows_everywhere_and_disconnects() {
+    let Some(env) = env::get() else { return };
+    let _turn = TURN.lock().await;
+    let fakes = Fakes::start().await;
+    let files = Files::new("tray-channel");
+    let app = launch_connected(env, &files, &fakes).await;
+    fakes
+        .telegram
+        .wait_for("the bot polling for updates", |tg| tg.active_polls() > 0)
+        .await;
+
+    let tray = Tray::find();
+    let item = tray.wait_item("Telegram connected in the tray", "Telegram", |i| {
+        i.label == "Telegram (connected)"
+    });
+    assert_eq!(
+        item.toggle_state,
+        Some(1),
+        "the channel's item is checked while it is on"
+    );
+    tray.click("Telegram");
+
+    app.wait_for(
+        "Telegram off in the window",
+        "[data-testid=channel-telegram][data-enabled=false][data-state=disabled]",
+    )
+    .await;
+    tray.wait_item("Telegram unchecked in the tray", "Telegram", |i| {
+        i.toggle_state == Some(0) && i.label == "Telegram (off)"
+    });
+    fakes
+        .telegram
+        .wait_for("the bot to stop polling", |tg| tg.active_polls() == 0)
+        .await;
+    let polls = fakes.telegram.requests_for("getUpdates").len();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        fakes.telegram.requests_for("getUpdates").len(),
+        polls,
+        "a channel turned off stops polling the platform"
+    );
+    assert!(
+        files.read_config().contains("enabled = false"),
+        "the choice is saved:\n{}",
+        files.read_config()
+    );
+
+    // And back on, from the window this time.
+    app.click("label[for=channel-toggle-telegram]").await;
+    app.wait_for(
+        "Telegram connected again",
+        "[data-testid=channel-telegram][data-state=connected]",
+    )
+    .await;
+    tray.wait_item("Telegram checked again in the tray", "Telegram", |i| {
+        i.toggle_state == Some(1)
+    });
+    fakes
+        .telegram
+        .wait_for("the bot polling again", |tg| tg.active_polls() > 0)
+        .await;
+    app.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_approval_mode_set_in_the_window_shows_in_the_tray_and_back() {
+    let Some(env) = env::get() else { return };
+    let _turn = TURN.lock().await;
+    let fakes = Fakes::start().await;
+    let files = Files::new("approval-mode");
+    let app = launch_connected(env, &files, &fakes).await;
+    let tray = Tray::find();
+    assert_eq!(
+        tray.item("Ask").toggle_state,
+        Some(1),
+        "the configuration says ask"
+    );
+
+    let select = app.find("[data-testid=approval-mode]").await;
+    select
+        .select_by_value("allow_all")
+        .await
+        .unwrap_or_else(|e| panic!("cannot choose a mode: {e}"));
+    tray.wait_item("Allow all checked in the tray", "Allow all", |i| {
+        i.toggle_state == Some(1)
+    });
+    for other in ["Ask", "Allowlist", "Deny all"] {
+        assert_eq!(
+            tray.item(other).toggle_state,
+            Some(0),
+            "{other} is unchecked: the modes act as radio items"
+        );
+    }
+    assert!(
+        files
+            .read_config()
+            .contains("approval_mode = \"allow_all\""),
+        "{}",
+        files.read_config()
+    );
+
+    tray.click("Deny all");
+    let deadline = std::time::Instant::now() + app::WAIT;
+    while app.value("[data-testid=approval-mode]").await != "deny_all" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the window never showed the mode chosen in the tray"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    tray.wait_item("Allow all unchecked", "Allow all", |i| {
+        i.toggle_state == Some(0)
+    });
+    app.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_notification_and_the_reply_to_it_raise_notifications() {
+    let Some(env) = env::get() else { return };
+    let _turn = TURN.lock().await;
+    let fakes = Fakes::start().await;
+    let files = Files::new("notifications");
+    let app = launch_connected(env, &files, &fakes).await;
+    // The user has written to the bot before (a bot cannot start a private chat).
+    fakes.telegram.send_dm(USER, "Ada", "hi");
+    fakes.reply_in_chat("echo: hi").await;
+    let before = env.notifications.all().len();
+
+    let response = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}/v1/gateway/send", fakes.api_port))
+        .bearer_auth(API_TOKEN)
+        .json(&json!({
+            "channel": "telegram",
+            "target": USER.to_string(),
+            "text": "Disk check failed on web-1",
+            "context": {"trigger": "disk-check", "status": "failed", "summary": "disk 95% full", "check_output": "/dev/sda1 95%"}
+        }))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("the gateway API did not answer: {e}"));
+    assert!(
+        response.status().is_success(),
+        "send: {}",
+        response.status()
+    );
+    fakes
+        .telegram
+        .wait_for("the notification in the chat", |tg| {
+            tg.sent_to(USER)
+                .iter()
+                .any(|s| s.text == "Disk check failed on web-1")
+        })
+        .await;
+
+    let summary = format!("telegram/{USER}");
+    let first = wait_notification(env, before, |n| n.summary == summary).await;
+    assert_eq!(first.app, "Switchboard");
+    assert_eq!(first.body, "Disk check failed on web-1");
+
+    fakes.telegram.send_dm(USER, "Ada", "what should I do?");
+    fakes
+        .telegram
+        .wait_for("the agent's reply in the chat", |tg| {
+            tg.sent_to(USER)
+                .iter()
+                .any(|s| s.text.starts_with("echo: [Watch notification context]"))
+        })
+        .await;
+    let reply_summary = format!("Reply in telegram/{USER}");
+    let second = wait_notification(env, before, |n| n.summary == reply_summary).await;
+    assert!(
+        second
+            .body
+            .starts_with("echo: [Watch notification context]"),
+        "the start of the reply: {second:?}"
+    );
+    assert!(
+        second.actions.iter().any(|a| a == "default"),
+        "a click opens the conversation: {second:?}"
+    );
+    let raised: Vec<_> = env.notifications.all().into_iter().skip(before).collect();
+    assert_eq!(
+        raised.len(),
+        2,
+        "each event raises one notification: {raised:#?}"
+    );
+
+    // A click on it, through the daemon, opens the conversation in the window.
+    app.page("channels").await;
+    if let Err(e) = std::fs::write(env.dir.join("pick"), "Open conversation") {
+        panic!("cannot choose the action: {e}");
+    }
+    let clicked = std::process::Command::new("dunstctl")
+        .arg("context")
+        .status();
+    assert!(
+        clicked.is_ok_and(|s| s.success()),
+        "dunstctl context failed"
+    );
+    app.wait_for("the Sessions page", "[data-page=sessions]")
+        .await;
+    app.wait_for(
+        "the conversation open",
+        "[data-testid^=conversation-][aria-current=true]",
+    )
+    .await;
+    app.wait_text("[data-testid=messages]", "what should I do?")
+        .await;
+    app.quit().await;
+}
+
+/// Waits for a notification after the first `skip` that matches `check`.
+async fn wait_notification(
+    env: &env::Env,
+    skip: usize,
+    check: impl Fn(&env::Notification) -> bool,
+) -> env::Notification {
+    let deadline = std::time::Instant::now() + app::WAIT;
+    loop {
+        if let Some(found) = env.notifications.all().into_iter().skip(skip).find(&check) {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no such notification on the bus; seen: {:#?}",
+            env.notifications.all()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_saved_in_the_window_are_in_the_file_and_survive_a_restart() {
+    let Some(env) = env::get() else { return };
+    let _turn = TURN.lock().await;
+    let fakes = Fakes::start().await;
+    let files = Files::new("settings");
+    let app = launch_connected(env, &files, &fakes).await;
+    app.page("settings").await;
+    app.fill("[data-testid=field-gateway-model]", "e2e-model")
+        .await;
+    app.fill(
+        "[data-testid=field-notifications-quiet_hours_start]",
+        "22:00",
+    )
+    .await;
+    app.fill("[data-testid=field-notifications-quiet_hours_end]", "07:00")
+        .await;
+    app.fill(
+        "[data-testid=field-gateway-approval_allowlist]",
+        "view, read_file",
+    )
+    .await;
+    app.click("[data-testid=settings-save]").await;
+    app.wait_text("[data-testid=notice]", "Settings saved")
+        .await;
+
+    let text = files.read_config();
+    assert!(text.contains("model = \"e2e-model\""), "{text}");
+    assert!(text.contains("quiet_hours_start = \"22:00\""), "{text}");
+    assert!(text.contains("quiet_hours_end = \"07:00\""), "{text}");
+    assert!(
+        text.contains("approval_allowlist = [\"view\", \"read_file\"]"),
+        "{text}"
+    );
+    assert!(
+        text.starts_with("# Switchboard e2e configuration"),
+        "the file's comments are kept: {text}"
+    );
+
+    // A mistake is refused, named, and not written.
+    app.fill("[data-testid=field-api-listen]", "0.0.0.0:4097")
+        .await;
+    app.click("[data-testid=settings-save]").await;
+    app.wait_text("[data-testid=field-problem]", "loopback")
+        .await;
+    assert!(
+        !files.read_config().contains("0.0.0.0"),
+        "nothing is written when the settings are wrong"
+    );
+    app.quit().await;
+
+    let app = App::launch(env, &files).await;
+    app.page("settings").await;
+    assert_eq!(
+        app.value("[data-testid=field-gateway-model]").await,
+        "e2e-model"
+    );
+    assert_eq!(
+        app.value("[data-testid=field-notifications-quiet_hours_start]")
+            .await,
+        "22:00"
+    );
+    assert_eq!(
+        app.value("[data-testid=field-notifications-quiet_hours_end]")
+            .await,
+        "07:00"
+    );
+    assert_eq!(
+        app.value("[data-testid=field-gateway-approval_allowlist]")
+            .await,
+        "view, read_file"
+    );
+    app.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_run_and_a_broken_file_open_on_settings_and_say_why() {
+    let Some(env) = env::get() else { return };
+    let _turn = TURN.lock().await;
+    let files = Files::new("first-run");
+    let app = App::launch(env, &files).await;
+    app.wait_for("the Settings page", "[data-page=settings]")
+        .await;
+    let welcome = app
+        .wait_text("[data-testid=first-run]", "no configuration yet")
+        .await;
+    assert!(
+        welcome.contains("agent server"),
+        "it explains what is missing: {welcome}"
+    );
+    app.screenshot("first-run").await;
+    app.quit().await;
+
+    // With Stakpak's autopilot.toml in the home directory, the first run offers to import it; saving
+    // then creates the file and starts Switchboard on it.
+    let stakpak = FakeStakpak::start().await;
+    let autopilot = files.root.join("home/.stakpak/autopilot.toml");
+    let text = format!(
+        "[server]\nurl = \"{}\"\ntoken = \"{}\"\n",
+        stakpak.url(),
+        stakpak.token().unwrap_or_default()
+    );
+    if let Err(e) = std::fs::create_dir_all(files.root.join("home/.stakpak"))
+        .and_then(|_| std::fs::write(&autopilot, text))
+    {
+        panic!("cannot write autopilot.toml: {e}");
+    }
+    let app = App::launch(env, &files).await;
+    app.click("[data-testid=import-autopilot]").await;
+    app.wait_text("[data-testid=notice]", "Imported server.url")
+        .await;
+    assert_eq!(
+        app.value("[data-testid=field-server-url]").await,
+        stakpak.url()
+    );
+    app.fill(
+        "[data-testid=field-api-listen]",
+        &format!("127.0.0.1:{}", free_port()),
+    )
+    .await;
+    app.click("[data-testid=settings-save]").await;
+    app.wait_text("[data-testid=status-text]", "Running").await;
+    assert!(
+        files.read_config().contains(&stakpak.url()),
+        "saved: {}",
+        files.read_config()
+    );
+    app.page("channels").await;
+    app.wait_text("[data-testid=server-state]", "Reachable")
+        .await;
+    app.quit().await;
+
+    // A file with a mistake: the window still opens, on Settings, naming the field and the fix.
+
+    files.write_config("[gateway]\napproval_mode = \"sometimes\"\n");
+    let app = App::launch(env, &files).await;
+    let problem = app
+        .wait_text("[data-testid=config-problem]", "gateway.approval_mode")
+        .await;
+    assert!(
+        problem.contains("allow_all"),
+        "the message says the fix: {problem}"
+    );
+    app.quit().await;
+}

@@ -1,0 +1,300 @@
+// The window: navigation, the status at a glance, and the pages, fed by the shell's events.
+
+import { h, mount } from "./dom";
+import type { Ctx } from "./ctx";
+import { commands, onUiEvent, PAGES, type IpcError, type Page, type UiEvent } from "./ipc";
+import { initialState, mergeActivity, reduce, type AppState } from "./state";
+import { renderActivity } from "./pages/activity";
+import { renderApprovals } from "./pages/approvals";
+import { renderChannels } from "./pages/channels";
+import { renderSessions } from "./pages/sessions";
+import { forgetSettings, renderSettings } from "./pages/settings";
+import { serverStateLabel } from "./format";
+
+const PAGE_LABELS: Record<Page, string> = {
+  channels: "Channels",
+  sessions: "Sessions",
+  approvals: "Approvals",
+  activity: "Activity",
+  settings: "Settings",
+};
+
+let state: AppState = initialState();
+let noticeTimer: number | undefined;
+/** The Settings section to scroll to after the next render. */
+let pendingAnchor: string | null = null;
+
+const root = document.getElementById("app") as HTMLElement;
+const nav = h("nav", { class: "nav", "aria-label": "Pages" });
+const status = h("div", { class: "status", role: "status", "aria-live": "polite", "data-testid": "status" });
+const banner = h("div", { class: "banners" });
+const content = h("main", { class: "content", id: "content", tabindex: "-1" });
+const noticeEl = h("div", { class: "notice", role: "status", "aria-live": "polite", "data-testid": "notice" });
+
+function errorText(error: unknown): string {
+  const e = error as Partial<IpcError>;
+  return typeof e?.message === "string" ? e.message : String(error);
+}
+
+const ctx: Ctx = {
+  get state() {
+    return state;
+  },
+  set(patch) {
+    state = { ...state, ...patch };
+    render();
+  },
+  navigate(page, routingKey, anchor) {
+    const changedConversation = routingKey && routingKey !== state.selected;
+    state = { ...state, page, selected: routingKey ?? state.selected, history: changedConversation ? null : state.history };
+    if (page === "settings") forgetSettings();
+    pendingAnchor = anchor ?? null;
+    render();
+    void refreshForPage();
+    content.focus({ preventScroll: true });
+  },
+  async run(promise, success) {
+    try {
+      const result = await promise;
+      if (success) ctx.notice(success, "ok");
+      return result;
+    } catch (e) {
+      ctx.notice(errorText(e), "error");
+      render();
+      return undefined;
+    }
+  },
+  errorText,
+  rerender: () => render(),
+  notice(text, tone = "ok") {
+    noticeEl.textContent = text;
+    noticeEl.className = `notice show ${tone}`;
+    window.clearTimeout(noticeTimer);
+    noticeTimer = window.setTimeout(() => (noticeEl.className = "notice"), 4000);
+  },
+};
+
+let navKey = "";
+
+function renderNav() {
+  const s = state.snapshot;
+  // Redrawn only when it changes, so it keeps focus and hover while events stream in.
+  const key = `${state.page}|${s?.pending_approvals ?? 0}`;
+  if (key === navKey) return;
+  navKey = key;
+  mount(
+    nav,
+    h("div", { class: "brand" }, h("img", { src: "./icon.svg", alt: "", width: "22", height: "22" }), h("span", {}, "Switchboard")),
+    h(
+      "ul",
+      {},
+      PAGES.map((page) => {
+        const count = page === "approvals" && s && s.pending_approvals > 0 ? h("span", { class: "count" }, String(s.pending_approvals)) : null;
+        return h(
+          "li",
+          {},
+          h(
+            "button",
+            {
+              type: "button",
+              class: page === state.page ? "nav-item active" : "nav-item",
+              "aria-current": page === state.page ? "page" : null,
+              "data-testid": `nav-${page}`,
+              "data-key": `nav-${page}`,
+              onclick: () => ctx.navigate(page),
+            },
+            PAGE_LABELS[page],
+            count,
+          ),
+        );
+      }),
+    ),
+  );
+}
+
+function renderStatus() {
+  const s = state.snapshot;
+  if (!s) {
+    mount(status, "Starting…");
+    return;
+  }
+  let tone = "good";
+  let text = "Running";
+  if (s.config.state === "missing") [tone, text] = ["warn", "Not set up yet"];
+  else if (s.config.state === "invalid") [tone, text] = ["bad", "Settings need fixing"];
+  else if (s.engine_error) [tone, text] = ["bad", "Cannot start"];
+  else if (s.server.state === "unreachable" || s.server.state === "unauthorized") [tone, text] = ["bad", `Agent server ${serverStateLabel(s.server.state).toLowerCase()}`];
+  else if (s.paused) [tone, text] = ["off", "Paused"];
+  else if (s.active_runs > 0) [tone, text] = ["busy", `Working (${s.active_runs})`];
+  if (status.dataset.key === `${tone}|${text}`) return;
+  status.dataset.key = `${tone}|${text}`;
+  mount(status, h("span", { class: `dot ${tone}`, "aria-hidden": "true" }), h("span", { "data-testid": "status-text" }, text));
+}
+
+/** Problems that concern every page: the server, the engine, the configuration. */
+let bannersKey = "";
+
+function renderBanners() {
+  const s = state.snapshot;
+  const key = JSON.stringify([state.page === "settings", s?.config, s?.engine_error, s?.engine_running, s?.server]);
+  if (key === bannersKey) return;
+  bannersKey = key;
+  const items: HTMLElement[] = [];
+  if (s && state.page !== "settings") {
+    if (s.config.state === "missing") {
+      items.push(h("div", { class: "banner info" }, "Switchboard is not set up yet. ", h("button", { type: "button", class: "link", onclick: () => ctx.navigate("settings") }, "Open Settings")));
+    } else if (s.config.state === "invalid") {
+      items.push(h("div", { class: "banner error", role: "alert" }, `The configuration has a mistake in ${s.config.field}: ${s.config.message} `, h("button", { type: "button", class: "link", onclick: () => ctx.navigate("settings") }, "Fix it")));
+    } else if (s.engine_error) {
+      items.push(h("div", { class: "banner error", role: "alert" }, `Switchboard cannot start: ${s.engine_error}`));
+    }
+  }
+  if (s && s.engine_running && (s.server.state === "unreachable" || s.server.state === "unauthorized")) {
+    items.push(
+      h(
+        "div",
+        { class: "banner error", role: "alert", "data-testid": "server-banner" },
+        h("strong", {}, `The agent server at ${s.server.url} is ${s.server.state === "unauthorized" ? "refusing the token" : "unreachable"}.`),
+        s.server.detail ? ` ${s.server.detail}. ` : " ",
+        "Messages are kept and sent when it is back. ",
+        h("button", { type: "button", class: "link", onclick: () => ctx.run(commands.checkServer(), "Checking the agent server…") }, "Check again"),
+      ),
+    );
+  }
+  mount(banner, items);
+}
+
+function renderPage(): HTMLElement {
+  switch (state.page) {
+    case "channels":
+      return renderChannels(ctx);
+    case "sessions":
+      return renderSessions(ctx);
+    case "approvals":
+      return renderApprovals(ctx);
+    case "activity":
+      return renderActivity(ctx);
+    case "settings":
+      return renderSettings(ctx);
+  }
+}
+
+let renderedPage: Page | null = null;
+
+function render() {
+  // Rebuilding the page must not take the keyboard focus (or the caret) away from the person.
+  const active = document.activeElement as HTMLElement | null;
+  const key = active?.getAttribute("data-key") ?? null;
+  const selection = active instanceof HTMLInputElement && active.type === "text" ? [active.selectionStart, active.selectionEnd] : null;
+  const messages = content.querySelector<HTMLElement>("[data-testid=messages]");
+  const stickToBottom = messages ? messages.scrollHeight - messages.scrollTop - messages.clientHeight < 40 : true;
+  const scrollTop = content.scrollTop;
+
+  renderNav();
+  renderStatus();
+  renderBanners();
+  mount(content, renderPage());
+  document.title = `Switchboard · ${PAGE_LABELS[state.page]}`;
+
+  if (renderedPage === state.page) content.scrollTop = scrollTop;
+  renderedPage = state.page;
+  const newMessages = content.querySelector<HTMLElement>("[data-testid=messages]");
+  if (newMessages && stickToBottom) newMessages.scrollTop = newMessages.scrollHeight;
+  if (key) {
+    const again = root.querySelector<HTMLElement>(`[data-key="${CSS.escape(key)}"]`);
+    if (again) {
+      again.focus({ preventScroll: true });
+      if (selection && again instanceof HTMLInputElement && selection[0] !== null) again.setSelectionRange(selection[0], selection[1]);
+    }
+  }
+  if (pendingAnchor && state.page === "settings") {
+    const target = document.getElementById(pendingAnchor);
+    if (target) {
+      target.scrollIntoView({ block: "start" });
+      pendingAnchor = null;
+    }
+  }
+}
+
+let refreshing = false;
+
+/** Fetches what the current page shows beyond the snapshot. */
+async function refreshForPage() {
+  if (refreshing) return;
+  refreshing = true;
+  try {
+    state = { ...state, stale: false };
+    if (state.page === "sessions" && state.snapshot?.engine_running) {
+      const conversations = await commands.conversations().catch(() => state.conversations);
+      let selected = state.selected;
+      if (!selected || !conversations.some((c) => c.routing_key === selected)) selected = conversations[0]?.routing_key ?? null;
+      const history = selected ? await commands.history(selected).catch(() => null) : null;
+      state = { ...state, conversations, selected, history };
+    } else if (state.page === "activity") {
+      const entries = await commands.activity().catch(() => []);
+      state = { ...state, activity: mergeActivity(state.activity, entries) };
+    }
+    render();
+  } finally {
+    refreshing = false;
+    // Changes that came in while fetching are fetched now.
+    if (state.stale) scheduleRefresh();
+  }
+}
+
+let refreshTimer: number | undefined;
+
+/** Refreshes soon, once, however many changes arrive meanwhile. */
+function scheduleRefresh() {
+  window.clearTimeout(refreshTimer);
+  refreshTimer = window.setTimeout(() => void refreshForPage(), 150);
+}
+
+function onEvent(event: UiEvent) {
+  const before = state;
+  state = reduce(state, event);
+  if (event.kind === "navigate") {
+    ctx.navigate(event.page, event.routing_key);
+    return;
+  }
+  if (state.stale) scheduleRefresh();
+  // The Settings form is a draft being edited; events do not redraw it (the banner and the
+  // status line still follow).
+  if (state.page === "settings") {
+    renderNav();
+    renderStatus();
+    if (event.kind === "snapshot" && before.snapshot?.config.state !== event.snapshot.config.state) render();
+    return;
+  }
+  if (event.kind === "activity" && state.page !== "activity") return;
+  if (event.kind === "streaming" && (state.page !== "sessions" || state.selected !== event.routing_key)) return;
+  render();
+}
+
+document.addEventListener("keydown", (e) => {
+  // Alt+1…5 switch pages from anywhere.
+  if (e.altKey && !e.ctrlKey && !e.metaKey && /^[1-5]$/.test(e.key)) {
+    e.preventDefault();
+    ctx.navigate(PAGES[Number(e.key) - 1]);
+  }
+});
+
+async function boot() {
+  mount(root, h("aside", { class: "sidebar" }, nav, status), h("div", { class: "main" }, banner, content), noticeEl);
+  render();
+  await onUiEvent(onEvent);
+  try {
+    const snapshot = await commands.snapshot();
+    state = { ...state, snapshot, page: snapshot.start_page };
+  } catch (e) {
+    ctx.notice(errorText(e), "error");
+  }
+  render();
+  void refreshForPage();
+  // Relative times ("3 min ago") age while the window is open.
+  window.setInterval(() => {
+    if (state.page === "channels" || state.page === "sessions") render();
+  }, 30_000);
+}
+
+void boot();

@@ -1,0 +1,76 @@
+// The window's state and the pure reducer that applies the shell's events to it.
+
+import type { ActivityEntry, ConversationView, HistoryView, LiveReply, Page, Snapshot, UiEvent } from "./ipc";
+
+/** How many activity entries the page keeps (the shell keeps its own, larger, log). */
+export const ACTIVITY_LIMIT = 2000;
+
+export interface AppState {
+  page: Page;
+  snapshot: Snapshot | null;
+  conversations: ConversationView[];
+  /** The conversation open on the Sessions page. */
+  selected: string | null;
+  history: HistoryView | null;
+  /** The reply being written, per conversation. */
+  live: Record<string, LiveReply>;
+  activity: ActivityEntry[];
+  activityQuery: string;
+  /** Conversations (or the open history) changed and should be fetched again. */
+  stale: boolean;
+}
+
+export function initialState(): AppState {
+  return {
+    page: "channels",
+    snapshot: null,
+    conversations: [],
+    selected: null,
+    history: null,
+    live: {},
+    activity: [],
+    activityQuery: "",
+    stale: false,
+  };
+}
+
+/** Newest first, without duplicates (the same id may come from the event and from a fetch). */
+export function mergeActivity(current: readonly ActivityEntry[], incoming: readonly ActivityEntry[]): ActivityEntry[] {
+  const byId = new Map<number, ActivityEntry>();
+  for (const entry of [...incoming, ...current]) {
+    if (!byId.has(entry.id)) byId.set(entry.id, entry);
+  }
+  return [...byId.values()].sort((a, b) => b.id - a.id).slice(0, ACTIVITY_LIMIT);
+}
+
+export function reduce(state: AppState, event: UiEvent): AppState {
+  switch (event.kind) {
+    case "snapshot":
+      return { ...state, snapshot: event.snapshot };
+    case "activity":
+      return { ...state, activity: mergeActivity(state.activity, [event.entry]) };
+    case "streaming":
+      return { ...state, live: { ...state.live, [event.routing_key]: { run_id: event.run_id, text: event.text } } };
+    case "run_finished": {
+      const live = { ...state.live };
+      delete live[event.routing_key];
+      const history =
+        state.history?.routing_key === event.routing_key ? { ...state.history, live: null } : state.history;
+      return { ...state, live, history, stale: true };
+    }
+    case "conversations_changed":
+      return { ...state, stale: true };
+    case "navigate":
+      return {
+        ...state,
+        page: event.page,
+        selected: event.routing_key ?? state.selected,
+        history: event.routing_key && event.routing_key !== state.selected ? null : state.history,
+      };
+  }
+}
+
+/** The live reply to show for the open conversation: the event's, else the one the history had. */
+export function liveReplyFor(state: AppState, routingKey: string): LiveReply | null {
+  return state.live[routingKey] ?? (state.history?.routing_key === routingKey ? state.history.live : null);
+}
