@@ -28,7 +28,9 @@ fn main() {
             (2000, 1000, 3)
         };
         latency(latency_messages).await;
-        throughput(conversations, per_conversation).await;
+        if !std::env::args().any(|a| a == "--latency-only") {
+            throughput(conversations, per_conversation).await;
+        }
     });
 }
 
@@ -89,7 +91,11 @@ async fn latency(messages: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (engine, chat, shutdown) = start(&fake, dir.path()).await;
     // Warm up: sessions exist and connections are pooled, as in steady use.
-    let lanes = 8;
+    let lanes: usize = std::env::args()
+        .skip_while(|a| a != "--lanes")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(8);
     for lane in 0..lanes {
         chat.inject(chat.dm(&format!("peer{lane}"), &format!("warm{lane}"), "warm up"))
             .await
