@@ -6,7 +6,7 @@
 #   and the headless desktop the end-to-end tests drive (Xvfb, D-Bus, dunst, a tray host,
 #   WebKitWebDriver);
 # - the Rust tool chain (rustup) when cargo is missing;
-# - Node 20+ with npm (the window's UI build) and the UI's packages (npm ci);
+# - Node 20+ with npm (the window's UI build) and the UI's packages (npm ci, else npm install);
 # - tauri-driver (WebDriver for the app's window) with cargo install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,7 +61,10 @@ fi
 # The UI's packages, exactly as package-lock.json pins them; again only when the lock changed.
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "setup: installing the UI's npm packages"
-  npm ci --no-audit --no-fund
+  # `npm ci` insists that the lock lists every platform's optional packages (esbuild, rollup and
+  # the Tauri CLI ship one per OS); a registry mirror that only carries this platform's can never
+  # satisfy that, so fall back to `npm install`, which keeps the locked versions it can resolve.
+  npm ci --no-audit --no-fund || npm install --no-audit --no-fund
 fi
 
 # WebDriver for the app's window (the end-to-end tests).

@@ -59,12 +59,22 @@ fn build_ui(root: &Path) -> Result<(), String> {
         );
     }
     if !root.join("node_modules/.bin").exists() {
-        run(
+        // `npm ci` fails against a registry mirror that lacks other platforms' optional packages;
+        // `npm install` then keeps the locked versions it can resolve (as scripts/setup.sh does).
+        let ci = run(
             Command::new(npm)
                 .args(["ci", "--no-audit", "--no-fund"])
                 .current_dir(root),
             "npm ci",
-        )?;
+        );
+        if ci.is_err() {
+            run(
+                Command::new(npm)
+                    .args(["install", "--no-audit", "--no-fund"])
+                    .current_dir(root),
+                "npm install",
+            )?;
+        }
     }
     run(
         Command::new(npm).args(["run", "build"]).current_dir(root),
