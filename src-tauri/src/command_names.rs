@@ -18,4 +18,7 @@ pub const COMMAND_NAMES: &[&str] = &[
     "save_settings",
     "import_autopilot",
     "activity",
+    "approvals",
+    "decide_approval",
+    "remove_rule",
 ];

@@ -56,6 +56,17 @@ pub enum UiEvent {
         page: Page,
         routing_key: Option<String>,
     },
+    /// A tool call waits for a decision; the Approvals page adds it.
+    ApprovalRequested { approval: ApprovalView },
+    /// A pending approval was decided (here or elsewhere) or expired; the Approvals page removes
+    /// it and reloads the history.
+    ApprovalResolved {
+        approval_id: String,
+        /// `accept`, `reject` or `expired`.
+        action: String,
+        decided_by: String,
+        surface: String,
+    },
 }
 
 /// The agent server's reachability as last reported.
@@ -224,6 +235,88 @@ pub struct ServerCheck {
     pub version: String,
 }
 
+/// A tool call waiting for a person's decision, as the Approvals page shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApprovalView {
+    pub id: String,
+    pub tool: String,
+    /// The arguments made readable: `key: value` lines, long values folded, secrets masked.
+    pub arguments: String,
+    pub routing_key: String,
+    pub session_id: Option<String>,
+    pub channel: Option<String>,
+    pub requester: String,
+    pub created_ms: Option<i64>,
+    pub deadline_ms: i64,
+}
+
+/// One line of the decisions audit log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DecisionView {
+    pub at_ms: i64,
+    pub session_id: String,
+    pub run_id: String,
+    pub tool_call_id: String,
+    pub tool: String,
+    /// `accept`, `reject` or `expired`.
+    pub action: String,
+    pub decided_by: String,
+    pub surface: String,
+}
+
+/// An "always allow" rule.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RuleView {
+    pub id: i64,
+    pub tool: String,
+    pub arg_pattern: Option<String>,
+    pub created_ms: i64,
+    pub created_by: String,
+}
+
+/// The Approvals page's content.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApprovalsView {
+    /// Waiting now, the soonest deadline first.
+    pub pending: Vec<ApprovalView>,
+    /// The audit log, newest first.
+    pub history: Vec<DecisionView>,
+    pub rules: Vec<RuleView>,
+}
+
+/// What a person answers to a pending approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalChoice {
+    Approve,
+    Reject,
+    /// Approve, and create a rule so the tool passes without asking from now on.
+    AlwaysAllow,
+}
+
+/// What answering an approval did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum DecideOutcome {
+    /// This answer decided it.
+    Decided {
+        action: String,
+        /// The rule "Always allow" created (or found).
+        rule_id: Option<i64>,
+        message: String,
+    },
+    /// Someone answered first; nothing changed.
+    AlreadyDecided {
+        action: String,
+        decided_by: String,
+        surface: String,
+        message: String,
+    },
+}
+
+/// How many audit log lines the Approvals page shows.
+pub const HISTORY_LIMIT: usize = 200;
+
 /// The kinds of failure the page acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -370,6 +463,25 @@ async fn activity(shell: ShellState<'_>) -> IpcResult<Vec<ActivityEntry>> {
     Ok(shell.activity())
 }
 
+#[tauri::command]
+async fn approvals(shell: ShellState<'_>) -> IpcResult<ApprovalsView> {
+    shell.approvals()
+}
+
+#[tauri::command]
+async fn decide_approval(
+    shell: ShellState<'_>,
+    approval_id: String,
+    choice: ApprovalChoice,
+) -> IpcResult<DecideOutcome> {
+    shell.decide_approval(&approval_id, choice, crate::shell::WINDOW_SURFACE)
+}
+
+#[tauri::command]
+async fn remove_rule(shell: ShellState<'_>, id: i64) -> IpcResult<bool> {
+    shell.remove_rule(id)
+}
+
 include!("command_names.rs");
 
 /// The invoke handler with every command, shared by the app and the `tauri::test` tests.
@@ -391,5 +503,8 @@ pub fn commands<R: Runtime>() -> impl Fn(tauri::ipc::Invoke<R>) -> bool + Send +
         save_settings,
         import_autopilot,
         activity,
+        approvals,
+        decide_approval,
+        remove_rule,
     ]
 }

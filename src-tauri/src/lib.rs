@@ -17,6 +17,7 @@ pub mod tray;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -26,7 +27,7 @@ use tauri::{AppHandle, Emitter, Manager, Runtime, WebviewWindow, WindowEvent};
 
 use crate::autostart::Autostart;
 use crate::cli::Cli;
-use crate::ipc::{Page, UiEvent, UI_EVENT};
+use crate::ipc::{ApprovalChoice, DecideOutcome, Page, UiEvent, UI_EVENT};
 use crate::notify::Toast;
 use crate::shell::{Host, Shell, ShellOptions};
 use crate::tray::{MenuId, TrayMenu, TrayModel};
@@ -97,6 +98,7 @@ fn setup<R: Runtime>(app: &AppHandle<R>, shell: Arc<Shell>, hidden: bool) {
     let host = Arc::new(TauriHost {
         app: app.clone(),
         tray: Mutex::new(None),
+        approval_notifications: Arc::default(),
     });
     let initial = TrayModel::from_snapshot(&shell.snapshot());
     let on_click = {
@@ -186,6 +188,59 @@ fn show_main_window<R: Runtime>(app: &AppHandle<R>) {
 struct TauriHost<R: Runtime> {
     app: AppHandle<R>,
     tray: Mutex<Option<TrayMenu<R>>>,
+    /// The approval notifications shown now, by approval id: sending withdraws one.
+    approval_notifications: Arc<Mutex<HashMap<String, tokio::sync::oneshot::Sender<()>>>>,
+}
+
+impl<R: Runtime> TauriHost<R> {
+    /// Raises an approval's notification; its Approve and Reject actions decide from the
+    /// "notification" surface.
+    fn notify_approval(&self, approval_id: String, toast: Toast) {
+        let (withdraw, withdrawn) = tokio::sync::oneshot::channel();
+        let shown = Arc::clone(&self.approval_notifications);
+        shown
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(approval_id.clone(), withdraw);
+        let app = self.app.clone();
+        let id = approval_id.clone();
+        let on_action = move |action: String| {
+            let choice = match action.as_str() {
+                notify::ACTION_APPROVE => ApprovalChoice::Approve,
+                notify::ACTION_REJECT => ApprovalChoice::Reject,
+                other => {
+                    tracing::debug!(action = other, "an approval notification's other action");
+                    return;
+                }
+            };
+            let Some(shell) = app.try_state::<Arc<Shell>>() else {
+                return;
+            };
+            let shell = Arc::clone(shell.inner());
+            // Deciding updates the chat from a task, so it runs on the async runtime, not on the
+            // notification's thread.
+            tauri::async_runtime::spawn(async move {
+                match shell.decide_approval(&id, choice, shell::NOTIFICATION_SURFACE) {
+                    Ok(DecideOutcome::Decided { message, .. }) => {
+                        tracing::info!(%message, "approval decided from its notification")
+                    }
+                    Ok(DecideOutcome::AlreadyDecided { message, .. }) => {
+                        tracing::info!(%message, "approval notification answered too late")
+                    }
+                    Err(error) => {
+                        tracing::warn!(error = %error.message, "cannot decide from the notification")
+                    }
+                }
+            });
+        };
+        let on_done = move || {
+            shown
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&approval_id);
+        };
+        notify::show_approval(toast, withdrawn, on_action, on_done);
+    }
 }
 
 impl<R: Runtime> Host for TauriHost<R> {
@@ -205,6 +260,10 @@ impl<R: Runtime> Host for TauriHost<R> {
     }
 
     fn notify(&self, toast: Toast) {
+        if let Some(approval_id) = toast.approval.clone() {
+            self.notify_approval(approval_id, toast);
+            return;
+        }
         let app = self.app.clone();
         notify::show(toast, move |routing_key| {
             tracing::info!(%routing_key, "notification clicked: opening the conversation");
@@ -224,6 +283,17 @@ impl<R: Runtime> Host for TauriHost<R> {
         show_main_window(&self.app);
         if let Some(page) = page {
             self.emit(UiEvent::Navigate { page, routing_key });
+        }
+    }
+
+    fn withdraw(&self, approval_id: &str) {
+        let withdraw = self
+            .approval_notifications
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(approval_id);
+        if let Some(withdraw) = withdraw {
+            let _ = withdraw.send(());
         }
     }
 }

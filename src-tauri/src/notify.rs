@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use switchboard_engine::approvals::readable_arguments;
 use switchboard_engine::config::NotificationsConfig;
 use switchboard_engine::model::ChannelState;
 use switchboard_engine::EngineEvent;
@@ -16,10 +17,21 @@ pub struct Toast {
     pub body: String,
     /// The conversation its default action (a click) opens.
     pub open: Option<String>,
+    /// The pending approval it asks about: it gets Approve and Reject actions, and is withdrawn
+    /// when the approval is decided elsewhere or expires.
+    pub approval: Option<String>,
 }
 
 /// Identical notifications closer together than this are one event seen twice.
 const REPEAT_WINDOW_MS: i64 = 60_000;
+/// How long an approval is remembered as notified (longer than any approval timeout in use).
+const APPROVAL_MEMORY_MS: i64 = 7 * 24 * 3_600_000;
+/// The longest body of an approval notification (the window shows the arguments whole).
+const APPROVAL_BODY_CHARS: usize = 300;
+
+/// The action names of an approval notification's buttons.
+pub const ACTION_APPROVE: &str = "approve";
+pub const ACTION_REJECT: &str = "reject";
 
 /// Decides which events become notifications: watch notifications delivered through `/send`, the
 /// agent's reply to one, a stranger asking to be admitted (pairing), and a channel that starts
@@ -31,6 +43,8 @@ pub struct Alerts {
     failing: HashSet<String>,
     /// When each recent notification was raised, so the same one is not raised twice.
     recent: HashMap<(String, String, Option<String>), i64>,
+    /// Approvals already notified (or held while muted), so none is raised twice.
+    approvals: HashMap<String, i64>,
 }
 
 impl Alerts {
@@ -46,9 +60,20 @@ impl Alerts {
         // The failure memory is kept even while muted, so that turning do-not-disturb off does not
         // announce a failure that is already old.
         let toast = self.toast_for(event)?;
+        if let Some(id) = &toast.approval {
+            self.approvals
+                .retain(|_, at| now_ms - *at < APPROVAL_MEMORY_MS);
+            if self.approvals.insert(id.clone(), now_ms).is_some() {
+                return None;
+            }
+        }
         if is_muted(settings, minute_of_day) {
             tracing::debug!(summary = %toast.summary, "notification held (do not disturb or quiet hours)");
             return None;
+        }
+        if toast.approval.is_some() {
+            // Each approval is its own question, even when it asks the same as another.
+            return Some(toast);
         }
         self.recent.retain(|_, at| now_ms - *at < REPEAT_WINDOW_MS);
         let key = (
@@ -73,6 +98,7 @@ impl Alerts {
                 summary: format!("{channel}/{}", target.place_key()),
                 body: text.clone(),
                 open: None,
+                approval: None,
             }),
             EngineEvent::WatchReplyDelivered {
                 channel,
@@ -83,6 +109,7 @@ impl Alerts {
                 summary: format!("Reply in {channel}/{}", target.place_key()),
                 body: preview(text, 200),
                 open: Some(routing_key.clone()),
+                approval: None,
             }),
             EngineEvent::ChannelState { status } => {
                 let failing = status.enabled
@@ -112,6 +139,7 @@ impl Alerts {
                     summary: format!("The {} channel {what}", status.name),
                     body: status.last_error.clone().unwrap_or_default(),
                     open: None,
+                    approval: None,
                 })
             }
             EngineEvent::PairingRequested { request } => Some(Toast {
@@ -121,9 +149,30 @@ impl Alerts {
                     request.channel, request.peer_id, request.code
                 ),
                 open: None,
+                approval: None,
+            }),
+            EngineEvent::ApprovalRequested {
+                approval_id,
+                tool,
+                arguments,
+                requester,
+                ..
+            } => Some(Toast {
+                summary: format!("{requester} asks to run {tool}"),
+                body: clip(&readable_arguments(arguments), APPROVAL_BODY_CHARS),
+                open: None,
+                approval: Some(approval_id.clone()),
             }),
             _ => None,
         }
+    }
+}
+
+/// `text` cut to `max` characters (with an ellipsis), its lines kept.
+fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", text[..cut].trim_end()),
+        None => text.to_owned(),
     }
 }
 
@@ -183,6 +232,64 @@ pub fn show(toast: Toast, on_open: impl FnOnce(String) + Send + 'static) {
     }
 }
 
+/// Shows an approval's notification with Approve and Reject actions, on a thread of its own.
+/// `on_action` runs with the action's name ([`ACTION_APPROVE`] or [`ACTION_REJECT`]) when one is
+/// invoked. A message on `withdraw` (or its sender going away) closes the notification: the
+/// approval was decided elsewhere or expired. `on_done` runs when the notification is gone,
+/// whichever way.
+pub fn show_approval(
+    toast: Toast,
+    withdraw: tokio::sync::oneshot::Receiver<()>,
+    on_action: impl FnOnce(String) + Send + 'static,
+    on_done: impl FnOnce() + Send + 'static,
+) {
+    let spawned = std::thread::Builder::new()
+        .name("approval-notification".into())
+        .spawn(move || {
+            let mut notification = notify_rust::Notification::new();
+            notification
+                .appname("Switchboard")
+                .summary(&toast.summary)
+                .body(&toast.body)
+                .icon("switchboard")
+                .action(ACTION_APPROVE, "Approve")
+                .action(ACTION_REJECT, "Reject")
+                // It stays until answered, decided elsewhere or expired: then it is withdrawn.
+                .timeout(notify_rust::Timeout::Never);
+            match notification.show() {
+                Ok(handle) => {
+                    tracing::info!(id = handle.id(), summary = %toast.summary, "approval notification shown");
+                    let (withdrawn, chosen) = tauri::async_runtime::block_on(async {
+                        let mut chosen: Option<String> = None;
+                        let withdrawn = tokio::select! {
+                            _ = handle.wait_for_action_async(|response| {
+                                if let notify_rust::NotificationResponse::Action(action) = response {
+                                    chosen = Some(action.clone());
+                                }
+                            }) => false,
+                            _ = withdraw => true,
+                        };
+                        if withdrawn {
+                            handle.close_async().await;
+                        }
+                        (withdrawn, chosen)
+                    });
+                    if withdrawn {
+                        tracing::info!(id = handle.id(), "approval notification withdrawn");
+                    } else if let Some(action) = chosen {
+                        tracing::info!(id = handle.id(), %action, "approval notification answered");
+                        on_action(action);
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "cannot show a notification (is a notification daemon running on the session bus?)"),
+            }
+            on_done();
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "cannot start a thread for a notification");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,7 +343,8 @@ mod tests {
             Toast {
                 summary: "telegram/123".into(),
                 body: "Disk check failed on web-1".into(),
-                open: None
+                open: None,
+                approval: None,
             }
         );
         let toast = alerts
@@ -377,6 +485,69 @@ mod tests {
                 1,
                 600
             )
+            .is_none());
+    }
+
+    fn approval(id: &str, command: &str) -> EngineEvent {
+        EngineEvent::ApprovalRequested {
+            approval_id: id.into(),
+            routing_key: "chat:dm:42".into(),
+            tool: "stakpak__run_command".into(),
+            arguments: serde_json::json!({"command": command, "api_token": "abc123"}),
+            requester: "ann".into(),
+            deadline_ms: 60_000,
+        }
+    }
+
+    #[test]
+    fn each_approval_is_raised_once_with_masked_arguments() {
+        let mut alerts = Alerts::default();
+        let s = settings();
+        let toast = alerts
+            .decide(&approval("a1", "ls"), &s, 0, 600)
+            .expect("a toast");
+        assert_eq!(toast.summary, "ann asks to run stakpak__run_command");
+        assert_eq!(toast.body, "api_token: ••••••\ncommand: ls");
+        assert_eq!(toast.approval.as_deref(), Some("a1"));
+        assert!(
+            alerts.decide(&approval("a1", "ls"), &s, 1, 600).is_none(),
+            "never twice for one approval"
+        );
+        assert!(
+            alerts.decide(&approval("a2", "ls"), &s, 2, 600).is_some(),
+            "another approval asking the same is raised"
+        );
+        let long = alerts
+            .decide(&approval("a3", &"x".repeat(2000)), &s, 3, 600)
+            .expect("a toast");
+        assert!(
+            long.body.chars().count() <= APPROVAL_BODY_CHARS + 1,
+            "{}",
+            long.body
+        );
+    }
+
+    #[test]
+    fn approvals_are_silent_under_do_not_disturb_and_not_raised_later() {
+        let mut alerts = Alerts::default();
+        let dnd = NotificationsConfig {
+            do_not_disturb: true,
+            ..settings()
+        };
+        assert!(alerts.decide(&approval("a1", "ls"), &dnd, 0, 600).is_none());
+        assert!(
+            alerts
+                .decide(&approval("a1", "ls"), &settings(), 1, 600)
+                .is_none(),
+            "held, not postponed"
+        );
+        let quiet = NotificationsConfig {
+            quiet_hours_start: "22:00".into(),
+            quiet_hours_end: "07:00".into(),
+            ..settings()
+        };
+        assert!(alerts
+            .decide(&approval("a2", "ls"), &quiet, 2, 23 * 60)
             .is_none());
     }
 

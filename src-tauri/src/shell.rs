@@ -9,10 +9,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use switchboard_engine::agent::{AgentClient, Timeouts};
+use switchboard_engine::agent::{AgentClient, Timeouts, ToolDecision};
+use switchboard_engine::approvals::readable_arguments;
 use switchboard_engine::channels::{Channel, ChannelError};
 use switchboard_engine::config::{self, ApprovalMode, Config, ConfigError, Paths};
 use switchboard_engine::model::{now_ms, Identity};
+use switchboard_engine::store::{ApprovalRecord, Resolution};
 use switchboard_engine::{Engine, EngineEvent, EngineHandle, EngineOptions};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -20,9 +22,10 @@ use tokio_util::sync::CancellationToken;
 use crate::activity::{ActivityEntry, ActivityLog, Level};
 use crate::autostart::Autostart;
 use crate::ipc::{
-    ChatLine, ConfigView, ConversationView, ErrorCode, FieldProblem, HistoryView, ImportView,
-    IpcError, IpcResult, JournalLine, LiveReply, Page, SaveOutcome, ServerCheck, ServerState,
-    ServerView, SettingsView, Snapshot, UiEvent,
+    ApprovalChoice, ApprovalView, ApprovalsView, ChatLine, ConfigView, ConversationView,
+    DecideOutcome, DecisionView, ErrorCode, FieldProblem, HistoryView, ImportView, IpcError,
+    IpcResult, JournalLine, LiveReply, Page, RuleView, SaveOutcome, ServerCheck, ServerState,
+    ServerView, SettingsView, Snapshot, UiEvent, HISTORY_LIMIT,
 };
 use crate::notify::{self, Alerts, Toast};
 use crate::tray::{MenuId, TrayModel};
@@ -37,6 +40,48 @@ pub trait Host: Send + Sync + 'static {
     fn notify(&self, toast: Toast);
     /// Shows and focuses the window, on `page` if given (and a conversation on Sessions).
     fn show_window(&self, page: Option<Page>, routing_key: Option<String>);
+    /// Closes the notification raised for an approval, if one is shown (it was decided elsewhere
+    /// or expired).
+    fn withdraw(&self, approval_id: &str);
+}
+
+/// The surface names the audit log records for decisions made here.
+pub const WINDOW_SURFACE: &str = "window";
+pub const NOTIFICATION_SURFACE: &str = "notification";
+
+/// Who decides from the window or a notification: the local user's name, or "you".
+pub fn local_user() -> String {
+    ["USER", "USERNAME", "LOGNAME"]
+        .iter()
+        .filter_map(|name| std::env::var(name).ok())
+        .map(|value| value.trim().to_owned())
+        .find(|value| !value.is_empty())
+        .unwrap_or_else(|| "you".to_owned())
+}
+
+/// A stored approval as the Approvals page shows it.
+fn approval_view(a: &ApprovalRecord) -> ApprovalView {
+    ApprovalView {
+        id: a.id.clone(),
+        tool: a.tool.clone(),
+        arguments: readable_arguments(&a.arguments),
+        routing_key: a.routing_key.clone(),
+        session_id: Some(a.session_id.clone()).filter(|s| !s.is_empty()),
+        channel: Some(a.channel.clone()).filter(|c| !c.is_empty()),
+        requester: a.requester.clone(),
+        created_ms: Some(a.created_ms),
+        deadline_ms: a.deadline_ms,
+    }
+}
+
+/// What a decision was, in words: "approved", "rejected", "expired".
+fn action_words(action: &str) -> &str {
+    match action {
+        "accept" => "approved",
+        "reject" => "rejected",
+        "expired" => "expired (not answered in time)",
+        other => other,
+    }
 }
 
 /// What the shell is started with.
@@ -181,7 +226,12 @@ impl Shell {
                     s.config = ConfigStatus::Loaded;
                     s.draft = config;
                     s.engine_error = None;
-                    s.server = (ServerState::Unknown, None);
+                    // What the engine already knows of the server (a report may have gone out
+                    // before the subscription); later reports arrive as events.
+                    s.server = match handle.server_state() {
+                        Some((state, detail)) => (ServerState::parse(&state), detail),
+                        None => (ServerState::Unknown, None),
+                    };
                 }
                 tokio::spawn(Arc::clone(self).forward(events, stop));
                 // The first report may have gone out before the subscription; ask again.
@@ -330,6 +380,51 @@ impl Shell {
                 });
                 self.emit(UiEvent::ConversationsChanged {
                     routing_key: Some(routing_key),
+                });
+            }
+            EngineEvent::ApprovalRequested {
+                approval_id,
+                routing_key,
+                tool,
+                arguments,
+                requester,
+                deadline_ms,
+            } => {
+                // The stored record has the session and the channel too; the event is enough
+                // when it cannot be read.
+                let stored = self
+                    .engine()
+                    .and_then(|h| h.store().approval(&approval_id).ok().flatten());
+                let approval = match stored {
+                    Some(record) => approval_view(&record),
+                    None => ApprovalView {
+                        id: approval_id,
+                        tool,
+                        arguments: readable_arguments(&arguments),
+                        routing_key,
+                        session_id: None,
+                        channel: None,
+                        requester,
+                        created_ms: None,
+                        deadline_ms,
+                    },
+                };
+                self.emit(UiEvent::ApprovalRequested { approval });
+            }
+            EngineEvent::ApprovalResolved {
+                approval_id,
+                action,
+                decided_by,
+                surface,
+            } => {
+                if let Some(host) = self.host() {
+                    host.withdraw(&approval_id);
+                }
+                self.emit(UiEvent::ApprovalResolved {
+                    approval_id,
+                    action,
+                    decided_by,
+                    surface,
                 });
             }
             EngineEvent::InboundAccepted { routing_key, .. }
@@ -736,6 +831,174 @@ impl Shell {
 
     pub fn activity(&self) -> Vec<ActivityEntry> {
         self.lock().activity.newest_first()
+    }
+
+    /// The Approvals page: what waits, the audit log and the "always allow" rules.
+    pub fn approvals(&self) -> IpcResult<ApprovalsView> {
+        let handle = self.require_engine()?;
+        let mut pending: Vec<ApprovalView> = handle
+            .pending_approvals()
+            .map_err(IpcError::engine)?
+            .iter()
+            .map(approval_view)
+            .collect();
+        pending.sort_by_key(|a| a.deadline_ms);
+        let history = handle
+            .decisions(HISTORY_LIMIT)
+            .map_err(IpcError::engine)?
+            .into_iter()
+            .map(|d| DecisionView {
+                at_ms: d.at_ms,
+                session_id: d.session_id,
+                run_id: d.run_id,
+                tool_call_id: d.tool_call_id,
+                tool: d.tool,
+                action: d.action,
+                decided_by: d.decided_by,
+                surface: d.surface,
+            })
+            .collect();
+        let rules = handle
+            .rules()
+            .map_err(IpcError::engine)?
+            .into_iter()
+            .map(|r| RuleView {
+                id: r.id,
+                tool: r.tool,
+                arg_pattern: r.arg_pattern,
+                created_ms: r.created_ms,
+                created_by: r.created_by,
+            })
+            .collect();
+        Ok(ApprovalsView {
+            pending,
+            history,
+            rules,
+        })
+    }
+
+    /// Answers a pending approval from `surface` (the window or a notification), as the local
+    /// user. The first answer wins: a later one is told who decided, where, and nothing changes.
+    /// "Always allow" also creates a rule for the tool (unless one exists). Call it on the async
+    /// runtime: the engine updates the chat's prompt from a task.
+    pub fn decide_approval(
+        &self,
+        approval_id: &str,
+        choice: ApprovalChoice,
+        surface: &str,
+    ) -> IpcResult<DecideOutcome> {
+        let handle = self.require_engine()?;
+        let who = local_user();
+        let decision = match choice {
+            ApprovalChoice::Reject => ToolDecision::Reject,
+            ApprovalChoice::Approve | ApprovalChoice::AlwaysAllow => ToolDecision::Accept,
+        };
+        // "Always allow" creates the rule before deciding, so the run's next call of the tool
+        // already finds it; the rule is taken back if this answer came too late.
+        let mut created_rule = None;
+        let mut rule_id = None;
+        if choice == ApprovalChoice::AlwaysAllow {
+            let tool = match handle.store().approval(approval_id) {
+                Ok(Some(approval)) => approval.tool,
+                Ok(None) => {
+                    return Err(IpcError::new(
+                        ErrorCode::NotFound,
+                        "this approval is no longer pending (it may have expired long ago)",
+                    ))
+                }
+                Err(error) => return Err(IpcError::engine(error)),
+            };
+            let existing = handle
+                .rules()
+                .map_err(IpcError::engine)?
+                .into_iter()
+                .find(|r| r.tool == tool && r.arg_pattern.is_none())
+                .map(|r| r.id);
+            rule_id = Some(match existing {
+                Some(id) => id,
+                None => {
+                    let id = handle
+                        .add_rule(&tool, None, &who)
+                        .map_err(IpcError::engine)?;
+                    created_rule = Some(id);
+                    id
+                }
+            });
+        }
+        let resolution = handle.decide(approval_id, decision, &who, surface);
+        if !matches!(resolution, Ok(Resolution::Decided(_))) {
+            if let Some(id) = created_rule {
+                if let Err(error) = handle.remove_rule(id) {
+                    tracing::warn!(error = %format!("{error:#}"), "cannot take back the always-allow rule");
+                }
+            }
+        }
+        match resolution.map_err(IpcError::engine)? {
+            Resolution::Decided(approval) => {
+                let mut message = format!(
+                    "{}: {} by {who} ({surface})",
+                    approval.tool,
+                    action_words(decision.as_str())
+                );
+                if rule_id.is_some() {
+                    message.push_str(&format!(
+                        "; {} is always allowed from now on",
+                        approval.tool
+                    ));
+                }
+                tracing::info!(tool = %approval.tool, action = decision.as_str(), %surface, "approval decided here");
+                self.record(Level::Info, "approval_decided", surface, message.clone());
+                self.publish();
+                Ok(DecideOutcome::Decided {
+                    action: decision.as_str().to_owned(),
+                    rule_id,
+                    message,
+                })
+            }
+            Resolution::AlreadyDecided(approval) => {
+                let decided_by = approval.decided_by.clone().unwrap_or_default();
+                let surface = approval.surface.clone().unwrap_or_default();
+                let message = if approval.state == "expired" {
+                    format!(
+                        "{} already expired: it was not answered in time",
+                        approval.tool
+                    )
+                } else {
+                    format!(
+                        "{} was already {} by {decided_by} ({surface})",
+                        approval.tool,
+                        action_words(&approval.state)
+                    )
+                };
+                Ok(DecideOutcome::AlreadyDecided {
+                    action: approval.state,
+                    decided_by,
+                    surface,
+                    message,
+                })
+            }
+            Resolution::NotFound => Err(IpcError::new(
+                ErrorCode::NotFound,
+                "this approval is no longer pending (it may have expired long ago)",
+            )),
+        }
+    }
+
+    /// Revokes an "always allow" rule; the tool asks again from its next call.
+    pub fn remove_rule(&self, id: i64) -> IpcResult<bool> {
+        let removed = self
+            .require_engine()?
+            .remove_rule(id)
+            .map_err(IpcError::engine)?;
+        if removed {
+            self.record(
+                Level::Info,
+                "rule_removed",
+                "approvals",
+                format!("Revoked the always-allow rule {id}"),
+            );
+        }
+        Ok(removed)
     }
 
     /// A click in the tray menu (other than Quit, which the app handles).

@@ -31,6 +31,7 @@ struct Recorder {
     trays: Mutex<Vec<TrayModel>>,
     toasts: Mutex<Vec<Toast>>,
     shown: Mutex<usize>,
+    withdrawn: Mutex<Vec<String>>,
 }
 
 impl Host for Recorder {
@@ -46,6 +47,12 @@ impl Host for Recorder {
     fn show_window(&self, _page: Option<crate::ipc::Page>, _routing_key: Option<String>) {
         *self.shown.lock().expect("lock") += 1;
     }
+    fn withdraw(&self, approval_id: &str) {
+        self.withdrawn
+            .lock()
+            .expect("lock")
+            .push(approval_id.to_owned());
+    }
 }
 
 impl Recorder {
@@ -54,6 +61,12 @@ impl Recorder {
     }
     fn toasts(&self) -> Vec<Toast> {
         self.toasts.lock().expect("lock").clone()
+    }
+    fn withdrawn(&self) -> Vec<String> {
+        self.withdrawn.lock().expect("lock").clone()
+    }
+    fn events(&self) -> Vec<UiEvent> {
+        self.events.lock().expect("lock").clone()
     }
 }
 
@@ -100,6 +113,11 @@ impl Rig {
     /// Starts the shell with the configuration `text` (no file when `None`); `with_fake` starts the
     /// fake agent server and writes a configuration for it when `text` is `None`.
     fn start(text: Option<&str>, with_fake: bool) -> Rig {
+        Rig::start_with(text, with_fake, fast_options())
+    }
+
+    /// [`Rig::start`] with the engine's timings given.
+    fn start_with(text: Option<&str>, with_fake: bool, engine: EngineOptions) -> Rig {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().to_path_buf();
         let fake = with_fake.then(|| block_on(FakeStakpak::start()));
@@ -123,7 +141,7 @@ impl Rig {
                 data_dir: root.join("data"),
                 log_dir: root.join("data/logs"),
             },
-            engine: fast_options(),
+            engine,
             autostart: Autostart::new(
                 &root.join("autostart"),
                 vec!["switchboard".into(), "--hidden".into()],
@@ -584,4 +602,341 @@ fn watch_notifications_and_the_reply_to_them_raise_native_notifications() {
     let conversations = rig.ok("conversations", json!({}));
     assert_eq!(conversations[0]["routing_key"], key.as_str());
     assert_eq!(rig.host.toasts().len(), 2, "nothing is raised twice");
+}
+
+// ----- approvals ----------------------------------------------------------------------------------
+
+/// A run that proposes a `run_command` call, which waits for a decision in `ask` mode.
+const RUN_LS: &str = r#"USE_TOOL run_command {"command": "ls", "token": "abc123"}"#;
+
+impl Rig {
+    fn shell(&self) -> Arc<Shell> {
+        Arc::clone(self._app.state::<Arc<Shell>>().inner())
+    }
+
+    /// Sends `text` from peer 42 and waits until the Approvals page lists a pending call.
+    fn ask(&self, message_id: &str, text: &str) -> Value {
+        block_on(self.chat.inject(self.chat.dm("42", message_id, text))).expect("accepted");
+        wait("a pending approval", || {
+            let view = self.ok("approvals", json!({}));
+            let pending = view["pending"].as_array()?.first()?.clone();
+            Some(pending)
+        })
+    }
+
+    /// The replies the chat received that finish a run (`done: …`).
+    fn wait_done(&self, count: usize) -> Vec<String> {
+        block_on(self.chat.wait_until("the run's reply", WAIT, |sent| {
+            sent.iter().filter(|s| s.text.starts_with("done:")).count() >= count
+        }));
+        self.chat
+            .sent_to("42")
+            .into_iter()
+            .filter(|t| t.starts_with("done:"))
+            .collect()
+    }
+
+    fn fake(&self) -> &FakeStakpak {
+        self.fake.as_ref().expect("the fake server")
+    }
+}
+
+#[test]
+fn an_approval_is_listed_masked_decided_once_from_the_window_and_the_run_finishes() {
+    let rig = Rig::start(None, true);
+    let pending = rig.ask("m1", RUN_LS);
+    assert_eq!(pending["tool"], "stakpak__run_command");
+    assert_eq!(
+        pending["arguments"], "command: ls\ntoken: ••••••",
+        "readable, the secret masked"
+    );
+    assert_eq!(pending["requester"], "42");
+    assert_eq!(pending["channel"], "chat");
+    assert!(pending["session_id"].is_string(), "{pending}");
+    let key = pending["routing_key"].as_str().expect("key").to_owned();
+    assert!(
+        pending["deadline_ms"].as_i64().expect("deadline") > switchboard_engine::model::now_ms(),
+        "the deadline is ahead"
+    );
+    let id = pending["id"].as_str().expect("id").to_owned();
+    let conversations = rig.ok("conversations", json!({}));
+    assert_eq!(conversations[0]["routing_key"], key.as_str());
+
+    // The window was told, a notification with the approval was raised, the tray counts it.
+    wait("the window told of the request", || {
+        rig.host
+            .events()
+            .iter()
+            .any(|e| matches!(e, UiEvent::ApprovalRequested { approval } if approval.id == id && approval.arguments.contains("••••••")))
+            .then_some(())
+    });
+    let toast = wait("the approval notification", || {
+        rig.host
+            .toasts()
+            .into_iter()
+            .find(|t| t.approval.as_deref() == Some(id.as_str()))
+    });
+    assert_eq!(toast.summary, "42 asks to run stakpak__run_command");
+    assert!(!toast.body.contains("abc123"), "{}", toast.body);
+    let tray = wait("the tray counting it", || {
+        rig.host.last_tray().filter(|t| t.approvals == 1)
+    });
+    assert_eq!(tray.icon, crate::tray::TrayIconState::Attention);
+    assert!(tray.approvals_enabled());
+    assert!(rig.fake().decisions().is_empty(), "nothing decided yet");
+
+    let outcome = rig.ok(
+        "decide_approval",
+        json!({"approvalId": id, "choice": "approve"}),
+    );
+    assert_eq!(outcome["outcome"], "decided", "{outcome}");
+    assert_eq!(outcome["action"], "accept");
+    assert!(outcome["rule_id"].is_null());
+    let again = rig.ok(
+        "decide_approval",
+        json!({"approvalId": id, "choice": "reject"}),
+    );
+    assert_eq!(again["outcome"], "already_decided", "{again}");
+    assert_eq!(again["action"], "accept");
+    assert_eq!(again["decided_by"], crate::shell::local_user().as_str());
+    assert_eq!(again["surface"], "window");
+    assert!(
+        again["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("already approved by") && m.contains("(window)")),
+        "{again}"
+    );
+
+    let done = rig.wait_done(1);
+    assert_eq!(done.len(), 1, "{done:?}");
+    let actions: Vec<String> = rig
+        .fake()
+        .decisions()
+        .iter()
+        .map(|d| d.action.clone())
+        .collect();
+    assert_eq!(
+        actions,
+        ["accept"],
+        "exactly one decision reached the server"
+    );
+    assert!(rig.fake().misdecisions().is_empty());
+
+    wait("the notification withdrawn", || {
+        rig.host.withdrawn().contains(&id).then_some(())
+    });
+    assert!(rig.host.events().iter().any(|e| matches!(e,
+        UiEvent::ApprovalResolved { approval_id, action, surface, .. }
+            if *approval_id == id && action == "accept" && surface == "window")));
+    let view = rig.ok("approvals", json!({}));
+    assert_eq!(view["pending"], json!([]));
+    assert_eq!(view["history"][0]["tool"], "stakpak__run_command");
+    assert_eq!(view["history"][0]["action"], "accept");
+    assert_eq!(view["history"][0]["surface"], "window");
+    assert_eq!(
+        view["history"][0]["decided_by"],
+        crate::shell::local_user().as_str()
+    );
+    wait("the tray count back to zero", || {
+        rig.host.last_tray().filter(|t| t.approvals == 0)
+    });
+    let missing = rig.err(
+        "decide_approval",
+        json!({"approvalId": "no-such-approval", "choice": "approve"}),
+    );
+    assert_eq!(missing["code"], "not_found");
+    let bad = rig.err(
+        "decide_approval",
+        json!({"approvalId": id, "choice": "maybe"}),
+    );
+    assert!(bad.to_string().contains("maybe"), "{bad}");
+}
+
+#[test]
+fn always_allow_creates_a_rule_the_next_call_passes_and_revoking_asks_again() {
+    let rig = Rig::start(None, true);
+    let pending = rig.ask("m1", RUN_LS);
+    let outcome = rig.ok(
+        "decide_approval",
+        json!({"approvalId": pending["id"], "choice": "always_allow"}),
+    );
+    assert_eq!(outcome["outcome"], "decided", "{outcome}");
+    let rule_id = outcome["rule_id"].as_i64().expect("a rule");
+    rig.wait_done(1);
+    let rules = rig.ok("approvals", json!({}))["rules"].clone();
+    assert_eq!(rules.as_array().map(Vec::len), Some(1), "{rules}");
+    assert_eq!(rules[0]["id"], rule_id);
+    assert_eq!(rules[0]["tool"], "stakpak__run_command");
+    assert_eq!(rules[0]["created_by"], crate::shell::local_user().as_str());
+
+    // The next call of that tool passes without asking.
+    block_on(rig.chat.inject(rig.chat.dm("42", "m2", RUN_LS))).expect("accepted");
+    rig.wait_done(2);
+    let asked = rig
+        .host
+        .events()
+        .iter()
+        .filter(|e| matches!(e, UiEvent::ApprovalRequested { .. }))
+        .count();
+    assert_eq!(asked, 1, "the second call was not asked about");
+    assert_eq!(rig.fake().decisions().len(), 2);
+    assert!(rig.fake().misdecisions().is_empty());
+
+    assert_eq!(rig.ok("remove_rule", json!({"id": rule_id})), json!(true));
+    assert_eq!(rig.ok("approvals", json!({}))["rules"], json!([]));
+    assert_eq!(rig.ok("remove_rule", json!({"id": rule_id})), json!(false));
+    // Revoked: the tool asks again.
+    let again = rig.ask("m3", RUN_LS);
+    assert_eq!(again["tool"], "stakpak__run_command");
+}
+
+#[test]
+fn an_approval_decided_elsewhere_leaves_the_window_and_its_notification() {
+    let rig = Rig::start(None, true);
+    let pending = rig.ask("m1", RUN_LS);
+    let id = pending["id"].as_str().expect("id").to_owned();
+    // Decided from the chat's button by the person who asked.
+    let clicked = block_on(rig.chat.click(
+        &id,
+        switchboard_engine::approvals::ChatChoice::Reject,
+        "42",
+    ));
+    assert!(
+        matches!(
+            clicked,
+            switchboard_engine::approvals::ChoiceOutcome::Decided(_)
+        ),
+        "{clicked:?}"
+    );
+    wait("the notification withdrawn", || {
+        rig.host.withdrawn().contains(&id).then_some(())
+    });
+    assert!(rig.host.events().iter().any(|e| matches!(e,
+        UiEvent::ApprovalResolved { approval_id, action, surface, .. }
+            if *approval_id == id && action == "reject" && surface == "chat")));
+    let view = rig.ok("approvals", json!({}));
+    assert_eq!(view["pending"], json!([]), "it left the list");
+    assert_eq!(view["history"][0]["surface"], "chat");
+    assert_eq!(view["history"][0]["decided_by"], "42");
+    let late = rig.ok(
+        "decide_approval",
+        json!({"approvalId": id, "choice": "approve"}),
+    );
+    assert_eq!(late["outcome"], "already_decided");
+    assert!(
+        late["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("already rejected by 42 (chat)")),
+        "{late}"
+    );
+    let late_always = rig.ok(
+        "decide_approval",
+        json!({"approvalId": id, "choice": "always_allow"}),
+    );
+    assert_eq!(late_always["outcome"], "already_decided");
+    assert_eq!(
+        rig.ok("approvals", json!({}))["rules"],
+        json!([]),
+        "an answer that came too late creates no rule"
+    );
+    let done = rig.wait_done(1);
+    assert!(done[0].contains("rejected"), "{done:?}");
+    assert_eq!(rig.fake().decisions().len(), 1);
+
+    // The notification's Approve action decides from the "notification" surface.
+    let second = rig.ask("m2", RUN_LS);
+    let second_id = second["id"].as_str().expect("id").to_owned();
+    // As the app does it: on the async runtime.
+    let shell = rig.shell();
+    let outcome = block_on(async move {
+        shell.decide_approval(
+            &second_id,
+            crate::ipc::ApprovalChoice::Approve,
+            crate::shell::NOTIFICATION_SURFACE,
+        )
+    })
+    .expect("decided");
+    assert!(
+        matches!(outcome, crate::ipc::DecideOutcome::Decided { .. }),
+        "{outcome:?}"
+    );
+    rig.wait_done(2);
+    let view = rig.ok("approvals", json!({}));
+    assert_eq!(view["history"][0]["surface"], "notification");
+    assert_eq!(
+        rig.host
+            .toasts()
+            .iter()
+            .filter(|t| t.approval.is_some())
+            .count(),
+        2,
+        "one notification per approval"
+    );
+    assert!(rig.fake().misdecisions().is_empty());
+}
+
+#[test]
+fn approvals_raise_no_notification_under_do_not_disturb() {
+    let rig = Rig::start(None, true);
+    rig.ok("set_do_not_disturb", json!({"on": true}));
+    let pending = rig.ask("m1", RUN_LS);
+    assert_eq!(pending["tool"], "stakpak__run_command");
+    assert!(
+        rig.host.toasts().iter().all(|t| t.approval.is_none()),
+        "silent under do not disturb"
+    );
+    // The window still lists it and decides it.
+    rig.ok(
+        "decide_approval",
+        json!({"approvalId": pending["id"], "choice": "approve"}),
+    );
+    rig.wait_done(1);
+}
+
+#[test]
+fn an_expired_approval_leaves_the_window_and_withdraws_its_notification() {
+    let rig = Rig::start_with(
+        None,
+        true,
+        EngineOptions {
+            approval_timeout: Some(Duration::from_millis(1500)),
+            ..fast_options()
+        },
+    );
+    let pending = rig.ask("m1", RUN_LS);
+    let id = pending["id"].as_str().expect("id").to_owned();
+    wait("the notification raised", || {
+        rig.host
+            .toasts()
+            .iter()
+            .any(|t| t.approval.as_deref() == Some(id.as_str()))
+            .then_some(())
+    });
+    wait("the notification withdrawn at expiry", || {
+        rig.host.withdrawn().contains(&id).then_some(())
+    });
+    assert!(rig.host.events().iter().any(|e| matches!(e,
+        UiEvent::ApprovalResolved { approval_id, action, .. }
+            if *approval_id == id && action == "expired")));
+    let view = rig.ok("approvals", json!({}));
+    assert_eq!(view["pending"], json!([]));
+    assert_eq!(view["history"][0]["action"], "expired");
+    let late = rig.ok(
+        "decide_approval",
+        json!({"approvalId": id, "choice": "approve"}),
+    );
+    assert_eq!(late["outcome"], "already_decided");
+    assert!(
+        late["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("already expired")),
+        "{late}"
+    );
+    let actions: Vec<String> = rig
+        .fake()
+        .decisions()
+        .iter()
+        .map(|d| d.action.clone())
+        .collect();
+    assert_eq!(actions, ["reject"], "an expired call is rejected, once");
 }

@@ -21,7 +21,7 @@ use crate::ipc::{ConfigView, ServerState, Snapshot};
 pub enum MenuId {
     /// The status line (opens the window).
     Status,
-    /// Pending approvals (opens them; not clickable until the approvals feature).
+    /// Pending approvals: opens the window on the Approvals page (clickable while any wait).
     Approvals,
     /// Gateway running / paused.
     Gateway,
@@ -241,6 +241,11 @@ impl TrayModel {
         format!("Pending approvals ({})", self.approvals)
     }
 
+    /// Whether the "Pending approvals" item can be clicked: when there is something to decide.
+    pub fn approvals_enabled(&self) -> bool {
+        self.engine_running && self.approvals > 0
+    }
+
     /// Whether `other` needs a new menu rather than updated items.
     fn same_shape(&self, other: &TrayModel) -> bool {
         self.engine_running == other.engine_running
@@ -283,13 +288,11 @@ fn build_menu<R: Runtime>(
     let id = |id: MenuId| id.to_string();
     let running = model.engine_running;
     let status = MenuItem::with_id(app, id(MenuId::Status), &model.status, true, None::<&str>)?;
-    // Approvals are decided on the Approvals page once that feature lands; the entry keeps its
-    // place and shows the count meanwhile.
     let approvals = MenuItem::with_id(
         app,
         id(MenuId::Approvals),
         model.approvals_label(),
-        false,
+        model.approvals_enabled(),
         None::<&str>,
     )?;
     let gateway = CheckMenuItem::with_id(
@@ -440,6 +443,7 @@ impl<R: Runtime> TrayMenu<R> {
             let items = &self.items;
             items.status.set_text(&model.status)?;
             items.approvals.set_text(model.approvals_label())?;
+            items.approvals.set_enabled(model.approvals_enabled())?;
             items.gateway.set_checked(!model.paused)?;
             for (item, channel) in items.channels.iter().zip(&model.channels) {
                 item.set_text(&channel.label)?;
@@ -641,6 +645,22 @@ mod tests {
             !model.same_shape(&TrayModel::from_snapshot(&other)),
             "a removed channel needs a new menu"
         );
+    }
+
+    #[test]
+    fn the_approvals_item_shows_the_count_and_opens_when_any_wait() {
+        let mut s = snapshot();
+        let none = TrayModel::from_snapshot(&s);
+        assert_eq!(none.approvals_label(), "Pending approvals (0)");
+        assert!(!none.approvals_enabled(), "nothing to open");
+        s.pending_approvals = 3;
+        let some = TrayModel::from_snapshot(&s);
+        assert_eq!(some.approvals_label(), "Pending approvals (3)");
+        assert!(some.approvals_enabled());
+        assert_eq!(some.icon, TrayIconState::Attention, "needs attention");
+        assert!(some.same_shape(&none), "the item is updated in place");
+        s.engine_running = false;
+        assert!(!TrayModel::from_snapshot(&s).approvals_enabled());
     }
 
     #[test]

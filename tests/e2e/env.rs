@@ -249,7 +249,8 @@ pub struct Notification {
     pub actions: Vec<String>,
 }
 
-/// Every `org.freedesktop.Notifications.Notify` call on the session bus, as `dbus-monitor` saw it.
+/// Every `org.freedesktop.Notifications.Notify` (and `CloseNotification`) call on the session bus,
+/// as `dbus-monitor` saw it.
 pub struct NotificationLog {
     lines: Arc<Mutex<Vec<String>>>,
     _monitor: Child,
@@ -263,6 +264,7 @@ impl NotificationLog {
             .args([
                 "--session",
                 "type='method_call',interface='org.freedesktop.Notifications',member='Notify'",
+                "type='method_call',interface='org.freedesktop.Notifications',member='CloseNotification'",
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -295,6 +297,16 @@ impl NotificationLog {
     pub fn all(&self) -> Vec<Notification> {
         let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone();
         parse_notify_calls(&lines)
+    }
+
+    /// How many notifications their apps withdrew (`CloseNotification` calls) so far.
+    pub fn withdrawn(&self) -> usize {
+        self.lines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|line| line.contains("member=CloseNotification"))
+            .count()
     }
 }
 

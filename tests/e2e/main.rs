@@ -148,9 +148,8 @@ async fn a_chat_message_shows_in_sessions_with_its_reply() {
     }
     app.screenshot("activity").await;
     app.page("approvals").await;
-    app.wait_text("[data-testid=approvals-placeholder]", "approvals feature")
+    app.wait_text("[data-testid=no-approvals]", "Nothing waits")
         .await;
-    app.screenshot("approvals").await;
     app.page("settings").await;
     app.find("[data-testid=settings-form]").await;
     app.screenshot("settings").await;
@@ -366,6 +365,129 @@ async fn a_watch_notification_and_the_reply_to_it_raise_notifications() {
     .await;
     app.wait_text("[data-testid=messages]", "what should I do?")
         .await;
+    app.quit().await;
+}
+
+/// A message whose run proposes a `run_command` call (with a secret in it), which waits for a
+/// decision in `ask` mode.
+const RUN_LS: &str = r#"USE_TOOL run_command {"command": "ls", "api_token": "abc123"}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_are_decided_from_the_window_and_from_the_notification() {
+    let Some(env) = env::get() else { return };
+    let _turn = TURN.lock().await;
+    let fakes = Fakes::start().await;
+    let files = Files::new("approvals");
+    let app = launch_connected(env, &files, &fakes).await;
+    let tray = Tray::find();
+    let before = env.notifications.all().len();
+
+    // A call waits: the Approvals page lists it, readable and masked, with its countdown.
+    fakes.telegram.send_dm(USER, "Ada", RUN_LS);
+    app.page("approvals").await;
+    let card = app
+        .wait_text("[data-testid=approval]", "stakpak__run_command")
+        .await;
+    assert!(
+        card.contains("api_token: ••••••") && card.contains("command: ls"),
+        "readable arguments: {card}"
+    );
+    assert!(!card.contains("abc123"), "the secret is masked: {card}");
+    app.wait_for("the countdown", "[data-testid=countdown][data-deadline]")
+        .await;
+    // The tray counts it and its item opens the page.
+    let item = tray.wait_item("the count in the tray", "Pending approvals", |i| {
+        i.label == "Pending approvals (1)" && i.enabled
+    });
+    assert!(item.enabled);
+    // A notification with the two actions is on the bus.
+    let first = wait_notification(env, before, |n| {
+        n.summary.ends_with("asks to run stakpak__run_command")
+    })
+    .await;
+    assert_eq!(first.app, "Switchboard");
+    assert!(!first.body.contains("abc123"), "{first:?}");
+    assert_eq!(
+        first.actions,
+        ["approve", "Approve", "reject", "Reject"],
+        "Approve and Reject: {first:?}"
+    );
+    app.screenshot("approvals").await;
+
+    // Approve in the window: the run finishes with its reply in the chat, the decision is in the
+    // history, and the notification is withdrawn.
+    let withdrawn = env.notifications.withdrawn();
+    app.click("[data-testid=approval] [data-testid=approve]")
+        .await;
+    fakes
+        .telegram
+        .wait_for("the run's reply in the chat", |tg| {
+            tg.sent_to(USER).iter().any(|s| s.text.starts_with("done:"))
+        })
+        .await;
+    app.wait_text("[data-testid=decision]", "Approved").await;
+    app.wait_for("the list empty", "[data-testid=no-approvals]")
+        .await;
+    assert_eq!(fakes.stakpak.decisions().len(), 1, "one decision");
+    let deadline = std::time::Instant::now() + app::WAIT;
+    while env.notifications.withdrawn() <= withdrawn {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the notification of the approval decided in the window was not withdrawn"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tray.wait_item("the count back to zero", "Pending approvals", |i| {
+        i.label == "Pending approvals (0)" && !i.enabled
+    });
+
+    // Another call; Approve is invoked on its notification through the daemon.
+    app.page("channels").await;
+    let before = env.notifications.all().len();
+    fakes.telegram.send_dm(USER, "Ada", RUN_LS);
+    let second = wait_notification(env, before, |n| n.actions.iter().any(|a| a == "approve")).await;
+    assert!(second.summary.ends_with("asks to run stakpak__run_command"));
+    tray.wait_item("the count in the tray again", "Pending approvals", |i| {
+        i.label == "Pending approvals (1)"
+    });
+    tray.click("Pending approvals");
+    app.wait_for(
+        "the Approvals page opened from the tray",
+        "[data-page=approvals]",
+    )
+    .await;
+    app.wait_for("the second call listed", "[data-testid=approval]")
+        .await;
+    if let Err(e) = std::fs::write(env.dir.join("pick"), "Approve") {
+        panic!("cannot choose the action: {e}");
+    }
+    let invoked = std::process::Command::new("dunstctl")
+        .arg("context")
+        .status();
+    assert!(
+        invoked.is_ok_and(|s| s.success()),
+        "dunstctl context failed"
+    );
+    fakes
+        .telegram
+        .wait_for("the second run's reply in the chat", |tg| {
+            tg.sent_to(USER)
+                .iter()
+                .filter(|s| s.text.starts_with("done:"))
+                .count()
+                >= 2
+        })
+        .await;
+    app.wait_for("the list empty again", "[data-testid=no-approvals]")
+        .await;
+    app.wait_for(
+        "the decision from the notification in the history",
+        "[data-testid=decision][data-surface=notification]",
+    )
+    .await;
+    assert_eq!(fakes.stakpak.decisions().len(), 2, "one decision per call");
+    assert!(fakes.stakpak.misdecisions().is_empty());
+    app.screenshot("approvals-history").await;
     app.quit().await;
 }
 

@@ -214,6 +214,60 @@ export interface ServerCheck {
   version: string;
 }
 
+// ----- approvals -----
+
+/** A tool call waiting for a person's decision. */
+export interface ApprovalView {
+  id: string;
+  tool: string;
+  /** Readable: `key: value` lines, long values folded, secrets masked (by the engine). */
+  arguments: string;
+  routing_key: string;
+  session_id: string | null;
+  channel: string | null;
+  requester: string;
+  created_ms: number | null;
+  deadline_ms: number;
+}
+
+/** `accept`, `reject` or `expired`. */
+export type DecisionAction = "accept" | "reject" | "expired";
+
+/** One line of the decisions audit log. */
+export interface DecisionView {
+  at_ms: number;
+  session_id: string;
+  run_id: string;
+  tool_call_id: string;
+  tool: string;
+  action: DecisionAction | string;
+  decided_by: string;
+  surface: string;
+}
+
+/** An "always allow" rule. */
+export interface RuleView {
+  id: number;
+  tool: string;
+  arg_pattern: string | null;
+  created_ms: number;
+  created_by: string;
+}
+
+export interface ApprovalsView {
+  /** Soonest deadline first. */
+  pending: ApprovalView[];
+  /** Newest first. */
+  history: DecisionView[];
+  rules: RuleView[];
+}
+
+export type ApprovalChoice = "approve" | "reject" | "always_allow";
+
+export type DecideOutcome =
+  | { outcome: "decided"; action: string; rule_id: number | null; message: string }
+  | { outcome: "already_decided"; action: string; decided_by: string; surface: string; message: string };
+
 export type ErrorCode =
   | "not_running"
   | "invalid_settings"
@@ -237,7 +291,9 @@ export type UiEvent =
   | { kind: "streaming"; routing_key: string; run_id: string; text: string }
   | { kind: "run_finished"; routing_key: string; run_id: string; outcome: string }
   | { kind: "conversations_changed"; routing_key: string | null }
-  | { kind: "navigate"; page: Page; routing_key: string | null };
+  | { kind: "navigate"; page: Page; routing_key: string | null }
+  | { kind: "approval_requested"; approval: ApprovalView }
+  | { kind: "approval_resolved"; approval_id: string; action: string; decided_by: string; surface: string };
 
 /** Whatever a failed command threw, as an `IpcError` (Tauri itself may reject with a string). */
 export function toIpcError(error: unknown): IpcError {
@@ -276,6 +332,9 @@ export const commands = {
   saveSettings: (config: Config) => call<SaveOutcome>("save_settings", { config }),
   importAutopilot: (into: Config) => call<ImportView>("import_autopilot", { into }),
   activity: () => call<ActivityEntry[]>("activity"),
+  approvals: () => call<ApprovalsView>("approvals"),
+  decideApproval: (approvalId: string, choice: ApprovalChoice) => call<DecideOutcome>("decide_approval", { approvalId, choice }),
+  removeRule: (id: number) => call<boolean>("remove_rule", { id }),
 };
 
 /** Calls `handler` with each event from the shell. */

@@ -5,7 +5,7 @@ import type { Ctx } from "./ctx";
 import { commands, onUiEvent, PAGES, type IpcError, type Page, type UiEvent } from "./ipc";
 import { initialState, mergeActivity, reduce, type AppState } from "./state";
 import { renderActivity } from "./pages/activity";
-import { renderApprovals } from "./pages/approvals";
+import { renderApprovals, tickCountdowns } from "./pages/approvals";
 import { renderChannels } from "./pages/channels";
 import { renderSessions } from "./pages/sessions";
 import { forgetSettings, renderSettings } from "./pages/settings";
@@ -230,6 +230,9 @@ async function refreshForPage() {
       if (!selected || !conversations.some((c) => c.routing_key === selected)) selected = conversations[0]?.routing_key ?? null;
       const history = selected ? await commands.history(selected).catch(() => null) : null;
       state = { ...state, conversations, selected, history };
+    } else if (state.page === "approvals" && state.snapshot?.engine_running) {
+      const approvals = await commands.approvals().catch(() => state.approvals);
+      state = { ...state, approvals };
     } else if (state.page === "activity") {
       const entries = await commands.activity().catch(() => []);
       state = { ...state, activity: mergeActivity(state.activity, entries) };
@@ -295,6 +298,10 @@ async function boot() {
   window.setInterval(() => {
     if (state.page === "channels" || state.page === "sessions") render();
   }, 30_000);
+  // The approvals' countdowns tick in place, without rebuilding the page under the pointer.
+  window.setInterval(() => {
+    if (state.page === "approvals") tickCountdowns(content, Date.now());
+  }, 1000);
 }
 
 void boot();

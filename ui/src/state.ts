@@ -1,6 +1,7 @@
 // The window's state and the pure reducer that applies the shell's events to it.
 
-import type { ActivityEntry, ConversationView, HistoryView, LiveReply, Page, Snapshot, UiEvent } from "./ipc";
+import type { ActivityEntry, ApprovalsView, ConversationView, HistoryView, LiveReply, Page, Snapshot, UiEvent } from "./ipc";
+import { withRequested, withResolved } from "./approvals";
 
 /** How many activity entries the page keeps (the shell keeps its own, larger, log). */
 export const ACTIVITY_LIMIT = 2000;
@@ -16,6 +17,10 @@ export interface AppState {
   live: Record<string, LiveReply>;
   activity: ActivityEntry[];
   activityQuery: string;
+  /** The Approvals page's content, once fetched. */
+  approvals: ApprovalsView | null;
+  /** Approvals being decided from this window (their buttons wait). */
+  deciding: string[];
   /** Conversations (or the open history) changed and should be fetched again. */
   stale: boolean;
 }
@@ -30,6 +35,8 @@ export function initialState(): AppState {
     live: {},
     activity: [],
     activityQuery: "",
+    approvals: null,
+    deciding: [],
     stale: false,
   };
 }
@@ -60,6 +67,17 @@ export function reduce(state: AppState, event: UiEvent): AppState {
     }
     case "conversations_changed":
       return { ...state, stale: true };
+    case "approval_requested":
+      // Added at once when the list is loaded; fetched when it is not yet.
+      return { ...state, approvals: withRequested(state.approvals, event.approval), stale: state.stale || state.approvals === null };
+    case "approval_resolved":
+      // Decided here or elsewhere, or expired: it leaves the list; the history is fetched again.
+      return {
+        ...state,
+        approvals: withResolved(state.approvals, event.approval_id),
+        deciding: state.deciding.filter((id) => id !== event.approval_id),
+        stale: true,
+      };
     case "navigate":
       return {
         ...state,

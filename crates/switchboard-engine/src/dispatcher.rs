@@ -71,6 +71,8 @@ pub(crate) struct Dispatcher {
     /// Tools seen waiting for a decision at the head of a run's queue: the server does not approve
     /// them itself, so they can be decided together with the call before them.
     needs_decision: Mutex<HashSet<String>>,
+    server_state: Mutex<Option<(String, Option<String>)>>,
+    runtime: tokio::runtime::Handle,
 }
 
 #[derive(Clone)]
@@ -105,6 +107,8 @@ impl Dispatcher {
             active: Mutex::default(),
             server_epoch: Mutex::default(),
             needs_decision: Mutex::default(),
+            server_state: Mutex::default(),
+            runtime: tokio::runtime::Handle::current(),
         })
     }
 
@@ -180,7 +184,25 @@ impl Dispatcher {
     }
 
     pub(crate) fn emit(&self, event: EngineEvent) {
+        if let EngineEvent::ServerState { state, detail } = &event {
+            *self.server_state.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((state.clone(), detail.clone()));
+        }
         let _ = self.events.send(event);
+    }
+
+    /// The last reported state of the agent server, for a host that subscribed after the report.
+    pub(crate) fn server_state(&self) -> Option<(String, Option<String>)> {
+        self.server_state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Runs a task on the engine's runtime, also when called from a thread outside it (a host's
+    /// UI thread deciding an approval).
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.runtime.spawn(task);
     }
 
     /// Whether a run is in flight in this conversation.
@@ -1256,7 +1278,7 @@ impl Dispatcher {
             return;
         };
         let store = self.store.clone();
-        tokio::spawn(async move {
+        self.spawn(async move {
             let posted = match channel.post_approval(&approval.target, &prompt).await {
                 Ok(Some(message)) => Some(message),
                 Ok(None) => {
@@ -1417,7 +1439,7 @@ impl Dispatcher {
         let line =
             crate::approvals::outcome_line(&approval.tool, &approval.state, &decided_by, &surface);
         let target = approval.target.clone();
-        tokio::spawn(async move {
+        self.spawn(async move {
             if let Err(e) = channel.close_approval(&target, &message_id, &line).await {
                 tracing::debug!(error = %e, "cannot update the approval's chat message");
             }

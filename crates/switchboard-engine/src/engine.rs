@@ -711,10 +711,15 @@ impl EngineHandle {
 
     // ----- added for the desktop shell ------------------------------------------------------------
 
-    /// Checks the agent server again and reports the answer as an [`EngineEvent::ServerState`].
-    ///
-    /// A host that subscribes after [`EngineBuilder::start`] may have missed the first report, and a
-    /// person looking at "unreachable" wants to try again without changing any setting.
+    /// The agent server's last reported state (`ok`, `unreachable`, `unauthorized`) and its
+    /// detail; `None` until the first check answered. A host reads this after subscribing, so a
+    /// report sent before the subscription is not missed.
+    pub fn server_state(&self) -> Option<(String, Option<String>)> {
+        self.dispatcher().server_state()
+    }
+
+    /// Checks the agent server again and reports the answer as an [`EngineEvent::ServerState`]:
+    /// a person looking at "unreachable" wants to try again without changing any setting.
     pub fn recheck_server(&self) {
         self.check_server();
     }

@@ -420,6 +420,37 @@ async fn an_always_allow_rule_lets_the_tool_pass_until_it_is_revoked() {
     gw.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_from_a_thread_outside_the_runtime_goes_through() {
+    let fake = FakeStakpak::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config_for(&fake);
+    config.gateway.approval_mode = ApprovalMode::Ask;
+    let gw = Gateway::start(config, dir.path()).await;
+    gw.dm("ann", "1", RUN_LS).await;
+    let prompts = gw
+        .chat
+        .wait_prompts("the prompt", crate::harness::WAIT, |p| !p.is_empty())
+        .await;
+    let id = prompts[0].prompt.approval_id.clone();
+
+    // A desktop's UI thread has no Tokio runtime.
+    let engine = gw.engine.clone();
+    let decided =
+        std::thread::spawn(move || engine.decide(&id, ToolDecision::Accept, "me", "window"))
+            .join()
+            .expect("deciding from a plain thread does not panic")
+            .expect("decide");
+    assert!(matches!(decided, Resolution::Decided(_)));
+    assert!(gw.replies("ann", 1).await[0].starts_with("done:"));
+    gw.chat
+        .wait_prompts("the prompt closed", crate::harness::WAIT, |p| {
+            p[0].closed.is_some()
+        })
+        .await;
+    gw.stop().await;
+}
+
 mod from_the_chat {
     use switchboard_engine::agent::ToolDecision;
     use switchboard_engine::approvals::{ChatChoice, ChoiceOutcome};
