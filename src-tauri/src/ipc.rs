@@ -333,6 +333,8 @@ pub enum ErrorCode {
     ServerFailed,
     /// A file could not be read or written.
     Io,
+    /// An argument the page sent is not acceptable (the message says why).
+    InvalidArgument,
     /// Anything else the engine reported.
     Engine,
 }
@@ -473,8 +475,14 @@ async fn decide_approval(
     shell: ShellState<'_>,
     approval_id: String,
     choice: ApprovalChoice,
+    pattern: Option<String>,
 ) -> IpcResult<DecideOutcome> {
-    shell.decide_approval(&approval_id, choice, crate::shell::WINDOW_SURFACE)
+    shell.decide_approval_with_pattern(
+        &approval_id,
+        choice,
+        crate::shell::WINDOW_SURFACE,
+        pattern.as_deref(),
+    )
 }
 
 #[tauri::command]

@@ -887,6 +887,28 @@ impl Shell {
         choice: ApprovalChoice,
         surface: &str,
     ) -> IpcResult<DecideOutcome> {
+        self.decide_approval_with_pattern(approval_id, choice, surface, None)
+    }
+
+    /// [`Shell::decide_approval`], where "Always allow" may be narrowed to calls whose arguments
+    /// match `pattern` (`*` is a wildcard, matched against the arguments as the engine shows
+    /// them; a blank pattern allows every call of the tool).
+    pub fn decide_approval_with_pattern(
+        &self,
+        approval_id: &str,
+        choice: ApprovalChoice,
+        surface: &str,
+        pattern: Option<&str>,
+    ) -> IpcResult<DecideOutcome> {
+        let pattern = pattern.map(str::trim).filter(|p| !p.is_empty());
+        if let Some(p) = pattern {
+            if p.chars().count() > 500 || p.chars().any(char::is_control) {
+                return Err(IpcError::new(
+                    ErrorCode::InvalidArgument,
+                    "the argument pattern must be one line of at most 500 characters",
+                ));
+            }
+        }
         let handle = self.require_engine()?;
         let who = local_user();
         let decision = match choice {
@@ -912,13 +934,13 @@ impl Shell {
                 .rules()
                 .map_err(IpcError::engine)?
                 .into_iter()
-                .find(|r| r.tool == tool && r.arg_pattern.is_none())
+                .find(|r| r.tool == tool && r.arg_pattern.as_deref() == pattern)
                 .map(|r| r.id);
             rule_id = Some(match existing {
                 Some(id) => id,
                 None => {
                     let id = handle
-                        .add_rule(&tool, None, &who)
+                        .add_rule(&tool, pattern, &who)
                         .map_err(IpcError::engine)?;
                     created_rule = Some(id);
                     id

@@ -753,6 +753,36 @@ fn an_approval_is_listed_masked_decided_once_from_the_window_and_the_run_finishe
 }
 
 #[test]
+fn always_allow_can_be_narrowed_to_matching_arguments() {
+    let rig = Rig::start(None, true);
+    let pending = rig.ask("m1", RUN_LS);
+    let outcome = rig.ok(
+        "decide_approval",
+        // Several arguments: the pattern is matched against their JSON (one argument: its value).
+        json!({"approvalId": pending["id"], "choice": "always_allow", "pattern": "  {\"command\":\"ls\",*  "}),
+    );
+    assert_eq!(outcome["outcome"], "decided", "{outcome}");
+    rig.wait_done(1);
+    let rules = rig.ok("approvals", json!({}))["rules"].clone();
+    assert_eq!(
+        rules[0]["arg_pattern"], "{\"command\":\"ls\",*",
+        "the pattern is kept, trimmed: {rules}"
+    );
+
+    // A call the pattern covers passes; one it does not cover asks.
+    block_on(rig.chat.inject(rig.chat.dm("42", "m2", RUN_LS))).expect("accepted");
+    rig.wait_done(2);
+    let other = rig.ask("m3", r#"USE_TOOL run_command {"command": "rm -rf /tmp/x"}"#);
+    assert_eq!(other["tool"], "stakpak__run_command");
+
+    let refused = rig.err(
+        "decide_approval",
+        json!({"approvalId": other["id"], "choice": "always_allow", "pattern": "a\nb"}),
+    );
+    assert_eq!(refused["code"], "invalid_argument", "{refused}");
+}
+
+#[test]
 fn always_allow_creates_a_rule_the_next_call_passes_and_revoking_asks_again() {
     let rig = Rig::start(None, true);
     let pending = rig.ask("m1", RUN_LS);

@@ -275,6 +275,7 @@ export type ErrorCode =
   | "channel_failed"
   | "server_failed"
   | "io"
+  | "invalid_argument"
   | "engine"
   // Not from the shell: a failure of the IPC itself, wrapped by `toIpcError`.
   | "internal";
@@ -333,7 +334,8 @@ export const commands = {
   importAutopilot: (into: Config) => call<ImportView>("import_autopilot", { into }),
   activity: () => call<ActivityEntry[]>("activity"),
   approvals: () => call<ApprovalsView>("approvals"),
-  decideApproval: (approvalId: string, choice: ApprovalChoice) => call<DecideOutcome>("decide_approval", { approvalId, choice }),
+  decideApproval: (approvalId: string, choice: ApprovalChoice, pattern?: string) =>
+    call<DecideOutcome>("decide_approval", { approvalId, choice, pattern: pattern?.trim() ? pattern.trim() : null }),
   removeRule: (id: number) => call<boolean>("remove_rule", { id }),
 };
 

@@ -18,11 +18,11 @@ export async function loadApprovals(ctx: Ctx): Promise<void> {
   }
 }
 
-async function decide(ctx: Ctx, approval: ApprovalView, choice: ApprovalChoice): Promise<void> {
+async function decide(ctx: Ctx, approval: ApprovalView, choice: ApprovalChoice, pattern?: string): Promise<void> {
   if (ctx.state.deciding.includes(approval.id)) return;
   ctx.set({ deciding: [...ctx.state.deciding, approval.id] });
   try {
-    const outcome = await commands.decideApproval(approval.id, choice);
+    const outcome = await commands.decideApproval(approval.id, choice, pattern);
     ctx.notice(outcome.outcome === "decided" ? outcome.message : `Already decided: ${outcome.message}`, outcome.outcome === "decided" ? "ok" : "error");
   } catch (e) {
     ctx.notice(ctx.errorText(e), "error");
@@ -55,7 +55,12 @@ function pendingCard(ctx: Ctx, a: ApprovalView, now: number): HTMLElement {
         "data-testid": testid,
         "data-key": `${testid}-${a.id}`,
         disabled: busy,
-        onclick: () => void decide(ctx, a, choice),
+        onclick: (event: Event) => {
+          // "Always allow" may be narrowed by the pattern typed next to it.
+          const card = (event.currentTarget as HTMLElement).closest("[data-testid=approval]");
+          const pattern = card?.querySelector<HTMLInputElement>("[data-testid=always-allow-pattern]")?.value;
+          void decide(ctx, a, choice, choice === "always_allow" ? pattern : undefined);
+        },
       },
       label,
     );
@@ -82,6 +87,15 @@ function pendingCard(ctx: Ctx, a: ApprovalView, now: number): HTMLElement {
       button("approve", "Approve", "primary", "approve"),
       button("reject", "Reject", "danger", "reject"),
       button("always_allow", `Always allow ${a.tool}`, "", "always-allow"),
+      h("input", {
+        type: "text",
+        class: "mono pattern",
+        "data-testid": "always-allow-pattern",
+        "data-key": `always-allow-pattern-${a.id}`,
+        placeholder: "only when the arguments match… (optional; * is a wildcard; several arguments: match their JSON)",
+        "aria-label": `Narrow “Always allow ${a.tool}” to arguments matching a pattern`,
+        disabled: busy,
+      }),
       busy ? h("span", { class: "muted" }, "Deciding…") : null,
     ),
   );
