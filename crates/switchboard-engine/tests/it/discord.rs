@@ -84,27 +84,7 @@ impl Bridge {
 
     /// Waits until the Discord channel's status satisfies `check`.
     async fn channel(&self, what: &str, check: impl Fn(&ChannelStatus) -> bool) -> ChannelStatus {
-        let mut events = self.engine.subscribe();
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let status = self
-                .engine
-                .channels()
-                .into_iter()
-                .find(|c| c.name == "discord");
-            if let Some(status) = status.filter(|s| check(s)) {
-                return status;
-            }
-            if tokio::time::timeout_at(deadline, events.recv())
-                .await
-                .is_err()
-            {
-                panic!(
-                    "timed out waiting for the discord channel to be {what}: {:?}",
-                    self.engine.channels()
-                );
-            }
-        }
+        crate::harness::wait_channel(&self.engine, "discord", what, check).await
     }
 
     async fn connected(&self, dc: &FakeDiscord) {

@@ -152,3 +152,29 @@ impl Gateway {
 pub async fn settle() {
     tokio::time::sleep(Duration::from_millis(700)).await;
 }
+
+/// Waits until the status of the channel `name` satisfies `check`, woken by the engine's events.
+pub async fn wait_channel(
+    engine: &EngineHandle,
+    name: &str,
+    what: &str,
+    check: impl Fn(&switchboard_engine::model::ChannelStatus) -> bool,
+) -> switchboard_engine::model::ChannelStatus {
+    let mut events = engine.subscribe();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let status = engine.channels().into_iter().find(|c| c.name == name);
+        if let Some(status) = status.filter(|s| check(s)) {
+            return status;
+        }
+        if tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .is_err()
+        {
+            panic!(
+                "timed out waiting for the {name} channel to be {what}: {:?}",
+                engine.channels()
+            );
+        }
+    }
+}

@@ -64,27 +64,7 @@ impl Bridge {
 
     /// Waits until the Telegram channel's status satisfies `check`.
     async fn channel(&self, what: &str, check: impl Fn(&ChannelStatus) -> bool) -> ChannelStatus {
-        let mut events = self.engine.subscribe();
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let status = self
-                .engine
-                .channels()
-                .into_iter()
-                .find(|c| c.name == "telegram");
-            if let Some(status) = status.filter(|s| check(s)) {
-                return status;
-            }
-            if tokio::time::timeout_at(deadline, events.recv())
-                .await
-                .is_err()
-            {
-                panic!(
-                    "timed out waiting for the telegram channel to be {what}: {:?}",
-                    self.engine.channels()
-                );
-            }
-        }
+        crate::harness::wait_channel(&self.engine, "telegram", what, check).await
     }
 
     async fn connected(&self, tg: &FakeTelegram) {
