@@ -347,23 +347,22 @@ impl Api {
     }
 
     /// `PATCH /webhooks/{application}/{token}/messages/@original`: edits the message an
-    /// interaction answered (for a component: the message that holds it). Not counted against
-    /// the global limit.
+    /// interaction answered (for a component: the message that holds it).
     pub async fn edit_original(
         &self,
         application: &str,
         token: &str,
         body: &Value,
     ) -> Result<(), ApiError> {
-        let route = Route {
-            template: "PATCH /webhooks/{}/{}/messages/@original",
-            major: application.to_owned(),
-            global: false,
-        };
         let path = format!("/webhooks/{application}/{token}/messages/@original");
-        self.call(Method::PATCH, &route, &path, Some(body.clone()))
-            .await
-            .map(|_| ())
+        self.interaction_call(
+            Method::PATCH,
+            "PATCH /webhooks/{}/{}/messages/@original",
+            application,
+            &path,
+            body,
+        )
+        .await
     }
 
     /// `POST /webhooks/{application}/{token}`: a follow-up message to an interaction (with flags
@@ -374,32 +373,52 @@ impl Api {
         token: &str,
         body: &Value,
     ) -> Result<(), ApiError> {
-        let route = Route {
-            template: "POST /webhooks/{}/{}",
-            major: application.to_owned(),
-            global: false,
-        };
         let path = format!("/webhooks/{application}/{token}");
-        self.call(Method::POST, &route, &path, Some(body.clone()))
-            .await
-            .map(|_| ())
+        self.interaction_call(
+            Method::POST,
+            "POST /webhooks/{}/{}",
+            application,
+            &path,
+            body,
+        )
+        .await
     }
 
     /// `POST /interactions/{id}/{token}/callback`: answers a component click (type 7 updates the
-    /// message that holds the button). Not counted against the global limit.
+    /// message that holds the button).
     pub async fn answer_interaction(
         &self,
         id: &str,
         token: &str,
         response: &Value,
     ) -> Result<(), ApiError> {
+        let path = format!("/interactions/{id}/{token}/callback");
+        self.interaction_call(
+            Method::POST,
+            "POST /interactions/{}/{}/callback",
+            id,
+            &path,
+            response,
+        )
+        .await
+    }
+
+    /// The interaction endpoints: keyed on the interaction (or application), and not counted
+    /// against the global rate limit.
+    async fn interaction_call(
+        &self,
+        method: Method,
+        template: &'static str,
+        major: &str,
+        path: &str,
+        body: &Value,
+    ) -> Result<(), ApiError> {
         let route = Route {
-            template: "POST /interactions/{}/{}/callback",
-            major: id.to_owned(),
+            template,
+            major: major.to_owned(),
             global: false,
         };
-        let path = format!("/interactions/{id}/{token}/callback");
-        self.call(Method::POST, &route, &path, Some(response.clone()))
+        self.call(method, &route, path, Some(body.clone()))
             .await
             .map(|_| ())
     }
