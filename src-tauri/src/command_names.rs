@@ -21,4 +21,7 @@ pub const COMMAND_NAMES: &[&str] = &[
     "approvals",
     "decide_approval",
     "remove_rule",
+    "pairing_requests",
+    "admit_pairing",
+    "refuse_pairing",
 ];

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use switchboard_engine::access::PairingRequest;
 use switchboard_engine::config::{ApprovalMode, Config};
 use switchboard_engine::model::{ChannelStatus, ChatType, Identity, JournalState, Peer};
 use tauri::{Runtime, State};
@@ -66,6 +67,18 @@ pub enum UiEvent {
         action: String,
         decided_by: String,
         surface: String,
+    },
+    /// A stranger asks to talk to the agent; the Approvals page adds them.
+    PairingRequested { request: PairingView },
+    /// A pairing request was admitted or refused (here, from a chat or by the headless binary),
+    /// or its code expired; the Approvals page removes it.
+    PairingResolved {
+        channel: String,
+        code: String,
+        /// `admitted`, `refused` or `expired`.
+        state: String,
+        /// Who decided (empty when it expired).
+        decided_by: String,
     },
 }
 
@@ -131,6 +144,8 @@ pub struct Snapshot {
     pub active_runs: usize,
     pub queued: usize,
     pub pending_approvals: usize,
+    /// Strangers waiting to be admitted or refused (unexpired pairing codes).
+    pub pending_pairings: usize,
     pub do_not_disturb: bool,
     /// Whether notifications are held now by the quiet hours.
     pub quiet_now: bool,
@@ -314,6 +329,45 @@ pub enum DecideOutcome {
     },
 }
 
+/// A stranger asking to talk to the agent (a pending pairing code), as the window lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PairingView {
+    pub channel: String,
+    pub peer_id: String,
+    /// The sender's display name, or their id when the platform gives none.
+    pub peer_name: String,
+    pub code: String,
+    /// What they wrote first (at most 500 characters, as the engine keeps it). Text, never markup.
+    pub first_message: String,
+    pub created_ms: i64,
+    /// When the code stops working.
+    pub expires_ms: i64,
+}
+
+impl From<&PairingRequest> for PairingView {
+    fn from(r: &PairingRequest) -> Self {
+        PairingView {
+            channel: r.channel.clone(),
+            peer_id: r.peer_id.clone(),
+            peer_name: r.peer_name.clone(),
+            code: r.code.clone(),
+            first_message: r.first_message.clone(),
+            created_ms: r.created_ms,
+            expires_ms: r.expires_ms,
+        }
+    }
+}
+
+/// What admitting or refusing a pairing request did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PairingDecision {
+    /// `admitted` or `refused`.
+    pub state: String,
+    pub request: PairingView,
+    /// The outcome in words, for the page's notice.
+    pub message: String,
+}
+
 /// How many audit log lines the Approvals page shows.
 pub const HISTORY_LIMIT: usize = 200;
 
@@ -360,6 +414,12 @@ impl IpcError {
 
     pub fn engine(error: anyhow::Error) -> Self {
         IpcError::new(ErrorCode::Engine, format!("{error:#}"))
+    }
+
+    /// The same error, naming the argument (or setting) it is about.
+    pub fn with_field(mut self, field: &str) -> Self {
+        self.field = Some(field.to_owned());
+        self
     }
 }
 
@@ -490,6 +550,32 @@ async fn remove_rule(shell: ShellState<'_>, id: i64) -> IpcResult<bool> {
     shell.remove_rule(id)
 }
 
+/// The strangers waiting to be admitted, oldest first.
+#[tauri::command]
+async fn pairing_requests(shell: ShellState<'_>) -> IpcResult<Vec<PairingView>> {
+    shell.pairing_requests()
+}
+
+/// Admits the sender of a pairing code: their next message reaches the agent.
+#[tauri::command]
+async fn admit_pairing(
+    shell: ShellState<'_>,
+    channel: String,
+    code: String,
+) -> IpcResult<PairingDecision> {
+    shell.admit_pairing(&channel, &code, crate::shell::WINDOW_SURFACE)
+}
+
+/// Refuses the sender of a pairing code: they are ignored silently from now on.
+#[tauri::command]
+async fn refuse_pairing(
+    shell: ShellState<'_>,
+    channel: String,
+    code: String,
+) -> IpcResult<PairingDecision> {
+    shell.refuse_pairing(&channel, &code, crate::shell::WINDOW_SURFACE)
+}
+
 include!("command_names.rs");
 
 /// The invoke handler with every command, shared by the app and the `tauri::test` tests.
@@ -514,5 +600,8 @@ pub fn commands<R: Runtime>() -> impl Fn(tauri::ipc::Invoke<R>) -> bool + Send +
         approvals,
         decide_approval,
         remove_rule,
+        pairing_requests,
+        admit_pairing,
+        refuse_pairing,
     ]
 }

@@ -27,8 +27,8 @@ use tauri::{AppHandle, Emitter, Manager, Runtime, WebviewWindow, WindowEvent};
 
 use crate::autostart::Autostart;
 use crate::cli::Cli;
-use crate::ipc::{ApprovalChoice, DecideOutcome, Page, UiEvent, UI_EVENT};
-use crate::notify::Toast;
+use crate::ipc::{Page, UiEvent, UI_EVENT};
+use crate::notify::{Question, Toast};
 use crate::shell::{Host, Shell, ShellOptions};
 use crate::tray::{MenuId, TrayMenu, TrayModel};
 
@@ -98,7 +98,7 @@ fn setup<R: Runtime>(app: &AppHandle<R>, shell: Arc<Shell>, hidden: bool) {
     let host = Arc::new(TauriHost {
         app: app.clone(),
         tray: Mutex::new(None),
-        approval_notifications: Arc::default(),
+        questions: Arc::default(),
     });
     let initial = TrayModel::from_snapshot(&shell.snapshot());
     let on_click = {
@@ -188,31 +188,23 @@ fn show_main_window<R: Runtime>(app: &AppHandle<R>) {
 struct TauriHost<R: Runtime> {
     app: AppHandle<R>,
     tray: Mutex<Option<TrayMenu<R>>>,
-    /// The approval notifications shown now, by approval id: sending withdraws one.
-    approval_notifications: Arc<Mutex<HashMap<String, tokio::sync::oneshot::Sender<()>>>>,
+    /// The notifications asking a question shown now: sending withdraws one.
+    questions: Arc<Mutex<HashMap<Question, tokio::sync::oneshot::Sender<()>>>>,
 }
 
 impl<R: Runtime> TauriHost<R> {
-    /// Raises an approval's notification; its Approve and Reject actions decide from the
-    /// "notification" surface.
-    fn notify_approval(&self, approval_id: String, toast: Toast) {
+    /// Raises a notification that asks `question`; its actions (Approve / Reject, Admit /
+    /// Refuse) answer from the "notification" surface, as the window's buttons do from theirs.
+    fn notify_question(&self, question: Question, toast: Toast) {
         let (withdraw, withdrawn) = tokio::sync::oneshot::channel();
-        let shown = Arc::clone(&self.approval_notifications);
+        let shown = Arc::clone(&self.questions);
         shown
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(approval_id.clone(), withdraw);
+            .insert(question.clone(), withdraw);
         let app = self.app.clone();
-        let id = approval_id.clone();
-        let on_action = move |action: String| {
-            let choice = match action.as_str() {
-                notify::ACTION_APPROVE => ApprovalChoice::Approve,
-                notify::ACTION_REJECT => ApprovalChoice::Reject,
-                other => {
-                    tracing::debug!(action = other, "an approval notification's other action");
-                    return;
-                }
-            };
+        let asked = question.clone();
+        let on_answer = move |answer: notify::Answer| {
             let Some(shell) = app.try_state::<Arc<Shell>>() else {
                 return;
             };
@@ -220,26 +212,24 @@ impl<R: Runtime> TauriHost<R> {
             // Deciding updates the chat from a task, so it runs on the async runtime, not on the
             // notification's thread.
             tauri::async_runtime::spawn(async move {
-                match shell.decide_approval(&id, choice, shell::NOTIFICATION_SURFACE) {
-                    Ok(DecideOutcome::Decided { message, .. }) => {
-                        tracing::info!(%message, "approval decided from its notification")
-                    }
-                    Ok(DecideOutcome::AlreadyDecided { message, .. }) => {
-                        tracing::info!(%message, "approval notification answered too late")
-                    }
+                match shell.answer(&asked, answer) {
+                    Ok(message) => tracing::info!(%message, "answered from a notification"),
                     Err(error) => {
-                        tracing::warn!(error = %error.message, "cannot decide from the notification")
+                        tracing::warn!(error = %error.message, "cannot answer from the notification")
                     }
                 }
             });
         };
-        let on_done = move || {
-            shown
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&approval_id);
+        let on_done = {
+            let question = question.clone();
+            move || {
+                shown
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&question);
+            }
         };
-        notify::show_approval(toast, withdrawn, on_action, on_done);
+        notify::show_question(toast, question, withdrawn, on_answer, on_done);
     }
 }
 
@@ -260,8 +250,8 @@ impl<R: Runtime> Host for TauriHost<R> {
     }
 
     fn notify(&self, toast: Toast) {
-        if let Some(approval_id) = toast.approval.clone() {
-            self.notify_approval(approval_id, toast);
+        if let Some(question) = toast.question.clone() {
+            self.notify_question(question, toast);
             return;
         }
         let app = self.app.clone();
@@ -286,12 +276,12 @@ impl<R: Runtime> Host for TauriHost<R> {
         }
     }
 
-    fn withdraw(&self, approval_id: &str) {
+    fn withdraw(&self, question: &Question) {
         let withdraw = self
-            .approval_notifications
+            .questions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(approval_id);
+            .remove(question);
         if let Some(withdraw) = withdraw {
             let _ = withdraw.send(());
         }

@@ -3,12 +3,14 @@
 
 use std::collections::{HashMap, HashSet};
 
+use switchboard_engine::access::PairingRequest;
 use switchboard_engine::approvals::readable_arguments;
 use switchboard_engine::config::NotificationsConfig;
 use switchboard_engine::model::ChannelState;
 use switchboard_engine::EngineEvent;
 
 use crate::activity::preview;
+use crate::tray::title_case;
 
 /// A notification to show.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,21 +19,82 @@ pub struct Toast {
     pub body: String,
     /// The conversation its default action (a click) opens.
     pub open: Option<String>,
-    /// The pending approval it asks about: it gets Approve and Reject actions, and is withdrawn
-    /// when the approval is decided elsewhere or expires.
-    pub approval: Option<String>,
+    /// What it asks the person: its actions answer it, and it is withdrawn when the question is
+    /// answered elsewhere or stops waiting.
+    pub question: Option<Question>,
+}
+
+/// A question a notification asks, answered with its action buttons.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Question {
+    /// A tool call waiting for approval, by approval id.
+    Approval(String),
+    /// A stranger asking to talk to the agent, by their pairing code on a channel.
+    Pairing { channel: String, code: String },
+}
+
+impl Question {
+    /// The answers offered, as action buttons in this order.
+    pub fn answers(&self) -> [Answer; 2] {
+        match self {
+            Question::Approval(_) => [Answer::Approve, Answer::Reject],
+            Question::Pairing { .. } => [Answer::Admit, Answer::Refuse],
+        }
+    }
+}
+
+/// An answer given with a notification's action button.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Approve,
+    Reject,
+    Admit,
+    Refuse,
+}
+
+impl Answer {
+    const ALL: [Answer; 4] = [
+        Answer::Approve,
+        Answer::Reject,
+        Answer::Admit,
+        Answer::Refuse,
+    ];
+
+    /// The action's name on the bus.
+    pub fn action(self) -> &'static str {
+        match self {
+            Answer::Approve => "approve",
+            Answer::Reject => "reject",
+            Answer::Admit => "admit",
+            Answer::Refuse => "refuse",
+        }
+    }
+
+    /// The button's label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Answer::Approve => "Approve",
+            Answer::Reject => "Reject",
+            Answer::Admit => "Admit",
+            Answer::Refuse => "Refuse",
+        }
+    }
+
+    /// The answer an invoked action stands for (`None` for the default action or a stranger's).
+    pub fn from_action(action: &str) -> Option<Answer> {
+        Answer::ALL.into_iter().find(|a| a.action() == action)
+    }
 }
 
 /// Identical notifications closer together than this are one event seen twice.
 const REPEAT_WINDOW_MS: i64 = 60_000;
-/// How long an approval is remembered as notified (longer than any approval timeout in use).
-const APPROVAL_MEMORY_MS: i64 = 7 * 24 * 3_600_000;
+/// How long a question is remembered as notified (longer than any approval timeout in use, and
+/// than a pairing code's hour).
+const QUESTION_MEMORY_MS: i64 = 7 * 24 * 3_600_000;
 /// The longest body of an approval notification (the window shows the arguments whole).
 const APPROVAL_BODY_CHARS: usize = 300;
-
-/// The action names of an approval notification's buttons.
-pub const ACTION_APPROVE: &str = "approve";
-pub const ACTION_REJECT: &str = "reject";
+/// How much of a stranger's first message a pairing notification quotes.
+const FIRST_MESSAGE_CHARS: usize = 160;
 
 /// Decides which events become notifications: watch notifications delivered through `/send`, the
 /// agent's reply to one, a stranger asking to be admitted (pairing), and a channel that starts
@@ -43,8 +106,8 @@ pub struct Alerts {
     failing: HashSet<String>,
     /// When each recent notification was raised, so the same one is not raised twice.
     recent: HashMap<(String, String, Option<String>), i64>,
-    /// Approvals already notified (or held while muted), so none is raised twice.
-    approvals: HashMap<String, i64>,
+    /// Questions already notified (or held while muted), so none is raised twice.
+    asked: HashMap<Question, i64>,
 }
 
 impl Alerts {
@@ -60,10 +123,9 @@ impl Alerts {
         // The failure memory is kept even while muted, so that turning do-not-disturb off does not
         // announce a failure that is already old.
         let toast = self.toast_for(event)?;
-        if let Some(id) = &toast.approval {
-            self.approvals
-                .retain(|_, at| now_ms - *at < APPROVAL_MEMORY_MS);
-            if self.approvals.insert(id.clone(), now_ms).is_some() {
+        if let Some(question) = &toast.question {
+            self.asked.retain(|_, at| now_ms - *at < QUESTION_MEMORY_MS);
+            if self.asked.insert(question.clone(), now_ms).is_some() {
                 return None;
             }
         }
@@ -71,8 +133,8 @@ impl Alerts {
             tracing::debug!(summary = %toast.summary, "notification held (do not disturb or quiet hours)");
             return None;
         }
-        if toast.approval.is_some() {
-            // Each approval is its own question, even when it asks the same as another.
+        if toast.question.is_some() {
+            // Each question is its own, even when it reads the same as another.
             return Some(toast);
         }
         self.recent.retain(|_, at| now_ms - *at < REPEAT_WINDOW_MS);
@@ -98,7 +160,7 @@ impl Alerts {
                 summary: format!("{channel}/{}", target.place_key()),
                 body: text.clone(),
                 open: None,
-                approval: None,
+                question: None,
             }),
             EngineEvent::WatchReplyDelivered {
                 channel,
@@ -109,7 +171,7 @@ impl Alerts {
                 summary: format!("Reply in {channel}/{}", target.place_key()),
                 body: preview(text, 200),
                 open: Some(routing_key.clone()),
-                approval: None,
+                question: None,
             }),
             EngineEvent::ChannelState { status } => {
                 let failing = status.enabled
@@ -139,17 +201,17 @@ impl Alerts {
                     summary: format!("The {} channel {what}", status.name),
                     body: status.last_error.clone().unwrap_or_default(),
                     open: None,
-                    approval: None,
+                    question: None,
                 })
             }
             EngineEvent::PairingRequested { request } => Some(Toast {
                 summary: format!("{} asks to talk to the agent", request.peer_name),
-                body: format!(
-                    "On {}, as {}. Pairing code {}: admit or refuse it from a chat as an owner.",
-                    request.channel, request.peer_id, request.code
-                ),
+                body: pairing_body(request),
                 open: None,
-                approval: None,
+                question: Some(Question::Pairing {
+                    channel: request.channel.clone(),
+                    code: request.code.clone(),
+                }),
             }),
             EngineEvent::ApprovalRequested {
                 approval_id,
@@ -161,10 +223,70 @@ impl Alerts {
                 summary: format!("{requester} asks to run {tool}"),
                 body: clip(&readable_arguments(arguments), APPROVAL_BODY_CHARS),
                 open: None,
-                approval: Some(approval_id.clone()),
+                question: Some(Question::Approval(approval_id.clone())),
             }),
             _ => None,
         }
+    }
+}
+
+/// A pairing notification's body: who (on which channel, with which id), what they wrote first,
+/// and what the two answers do.
+fn pairing_body(request: &PairingRequest) -> String {
+    let who = if request.peer_name == request.peer_id {
+        format!("On {}", title_case(&request.channel))
+    } else {
+        format!(
+            "On {}, as {}",
+            title_case(&request.channel),
+            request.peer_id
+        )
+    };
+    let first = one_line(&request.first_message);
+    let quote = if first.is_empty() {
+        String::new()
+    } else {
+        format!(": \u{201c}{}\u{201d}", clip(&first, FIRST_MESSAGE_CHARS))
+    };
+    format!(
+        "{who}{quote}\nCode {}. Admit lets their messages reach the agent; Refuse ignores them from now on.",
+        request.code
+    )
+}
+
+/// `text` on one line: runs of whitespace and control characters become one space.
+fn one_line(text: &str) -> String {
+    text.split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `text` with the characters the notification markup gives meaning to escaped. Servers that
+/// advertise `body-markup` read the body as markup, where a stranger's `<a href=…>` would be a
+/// link; it must read as the characters that were sent.
+pub fn escape_markup(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The body as the notification server will read it: escaped when it reads markup.
+fn body_for_server(body: &str) -> String {
+    let markup = notify_rust::get_capabilities()
+        .map(|caps| caps.iter().any(|c| c == "body-markup"))
+        .unwrap_or(false);
+    if markup {
+        escape_markup(body)
+    } else {
+        body.to_owned()
     }
 }
 
@@ -209,7 +331,7 @@ pub fn local_minute_of_day() -> u16 {
 pub fn show(toast: Toast, on_open: impl FnOnce(String) + Send + 'static) {
     let spawned = std::thread::Builder::new().name("notification".into()).spawn(move || {
         let mut notification = notify_rust::Notification::new();
-        notification.appname("Switchboard").summary(&toast.summary).body(&toast.body).icon("switchboard");
+        notification.appname("Switchboard").summary(&toast.summary).body(&body_for_server(&toast.body)).icon("switchboard");
         if toast.open.is_some() {
             notification.action("default", "Open conversation");
         }
@@ -232,33 +354,35 @@ pub fn show(toast: Toast, on_open: impl FnOnce(String) + Send + 'static) {
     }
 }
 
-/// Shows an approval's notification with Approve and Reject actions, on a thread of its own.
-/// `on_action` runs with the action's name ([`ACTION_APPROVE`] or [`ACTION_REJECT`]) when one is
-/// invoked. A message on `withdraw` (or its sender going away) closes the notification: the
-/// approval was decided elsewhere or expired. `on_done` runs when the notification is gone,
-/// whichever way.
-pub fn show_approval(
+/// Shows a notification that asks `question`, with its answers as actions, on a thread of its
+/// own. `on_answer` runs with the answer when one of them is invoked. A message on `withdraw` (or
+/// its sender going away) closes the notification: the question was answered elsewhere or stopped
+/// waiting. `on_done` runs when the notification is gone, whichever way.
+pub fn show_question(
     toast: Toast,
+    question: Question,
     withdraw: tokio::sync::oneshot::Receiver<()>,
-    on_action: impl FnOnce(String) + Send + 'static,
+    on_answer: impl FnOnce(Answer) + Send + 'static,
     on_done: impl FnOnce() + Send + 'static,
 ) {
     let spawned = std::thread::Builder::new()
-        .name("approval-notification".into())
+        .name("question-notification".into())
         .spawn(move || {
             let mut notification = notify_rust::Notification::new();
             notification
                 .appname("Switchboard")
                 .summary(&toast.summary)
-                .body(&toast.body)
+                .body(&body_for_server(&toast.body))
                 .icon("switchboard")
-                .action(ACTION_APPROVE, "Approve")
-                .action(ACTION_REJECT, "Reject")
-                // It stays until answered, decided elsewhere or expired: then it is withdrawn.
+                // It stays until answered, answered elsewhere or no longer waiting: then it is
+                // withdrawn.
                 .timeout(notify_rust::Timeout::Never);
+            for answer in question.answers() {
+                notification.action(answer.action(), answer.label());
+            }
             match notification.show() {
                 Ok(handle) => {
-                    tracing::info!(id = handle.id(), summary = %toast.summary, "approval notification shown");
+                    tracing::info!(id = handle.id(), summary = %toast.summary, "question notification shown");
                     let (withdrawn, chosen) = tauri::async_runtime::block_on(async {
                         let mut chosen: Option<String> = None;
                         let withdrawn = tokio::select! {
@@ -275,10 +399,17 @@ pub fn show_approval(
                         (withdrawn, chosen)
                     });
                     if withdrawn {
-                        tracing::info!(id = handle.id(), "approval notification withdrawn");
+                        tracing::info!(id = handle.id(), "question notification withdrawn");
                     } else if let Some(action) = chosen {
-                        tracing::info!(id = handle.id(), %action, "approval notification answered");
-                        on_action(action);
+                        // Only the question's own answers count (not the default action, a click
+                        // on the body).
+                        match Answer::from_action(&action).filter(|a| question.answers().contains(a)) {
+                            Some(answer) => {
+                                tracing::info!(id = handle.id(), %action, "question notification answered");
+                                on_answer(answer);
+                            }
+                            None => tracing::debug!(id = handle.id(), %action, "a question notification's other action"),
+                        }
                     }
                 }
                 Err(error) => tracing::warn!(%error, "cannot show a notification (is a notification daemon running on the session bus?)"),
@@ -344,7 +475,7 @@ mod tests {
                 summary: "telegram/123".into(),
                 body: "Disk check failed on web-1".into(),
                 open: None,
-                approval: None,
+                question: None,
             }
         );
         let toast = alerts
@@ -508,7 +639,7 @@ mod tests {
             .expect("a toast");
         assert_eq!(toast.summary, "ann asks to run stakpak__run_command");
         assert_eq!(toast.body, "api_token: ••••••\ncommand: ls");
-        assert_eq!(toast.approval.as_deref(), Some("a1"));
+        assert_eq!(toast.question, Some(Question::Approval("a1".into())));
         assert!(
             alerts.decide(&approval("a1", "ls"), &s, 1, 600).is_none(),
             "never twice for one approval"
@@ -549,6 +680,102 @@ mod tests {
         assert!(alerts
             .decide(&approval("a2", "ls"), &quiet, 2, 23 * 60)
             .is_none());
+    }
+
+    fn pairing(peer_name: &str, code: &str, first_message: &str) -> EngineEvent {
+        EngineEvent::PairingRequested {
+            request: PairingRequest {
+                channel: "telegram".into(),
+                peer_id: "1111".into(),
+                peer_name: peer_name.into(),
+                code: code.into(),
+                first_message: first_message.into(),
+                created_ms: 0,
+                expires_ms: 3_600_000,
+                state: "pending".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_pairing_request_asks_to_admit_or_refuse_once() {
+        let mut alerts = Alerts::default();
+        let s = settings();
+        let toast = alerts
+            .decide(
+                &pairing("Ann", "ABCD2345", "hello,\n\nrun ls for me"),
+                &s,
+                0,
+                600,
+            )
+            .expect("a toast");
+        assert_eq!(toast.summary, "Ann asks to talk to the agent");
+        assert_eq!(
+            toast.body,
+            "On Telegram, as 1111: \u{201c}hello, run ls for me\u{201d}\nCode ABCD2345. Admit lets their messages reach the agent; Refuse ignores them from now on."
+        );
+        assert!(
+            !toast.body.contains("from a chat"),
+            "the window and the notification admit too"
+        );
+        let question = Question::Pairing {
+            channel: "telegram".into(),
+            code: "ABCD2345".into(),
+        };
+        assert_eq!(toast.question.as_ref(), Some(&question));
+        assert_eq!(question.answers(), [Answer::Admit, Answer::Refuse]);
+        assert!(
+            alerts
+                .decide(&pairing("Ann", "ABCD2345", "hello"), &s, 1, 600)
+                .is_none(),
+            "never twice for one code"
+        );
+        let nameless = alerts
+            .decide(
+                &pairing("1111", "WXYZ6789", &"long ".repeat(100)),
+                &s,
+                2,
+                600,
+            )
+            .expect("a toast");
+        assert!(
+            nameless.body.starts_with("On Telegram: \u{201c}long long"),
+            "{}",
+            nameless.body
+        );
+        assert!(
+            nameless.body.contains("…\u{201d}"),
+            "a long first message is clipped: {}",
+            nameless.body
+        );
+        let dnd = NotificationsConfig {
+            do_not_disturb: true,
+            ..settings()
+        };
+        assert!(alerts
+            .decide(&pairing("Bo", "QRST2345", "hi"), &dnd, 3, 600)
+            .is_none());
+    }
+
+    #[test]
+    fn answers_round_trip_through_their_action_names() {
+        for answer in Answer::ALL {
+            assert_eq!(Answer::from_action(answer.action()), Some(answer));
+        }
+        assert_eq!(Answer::from_action("default"), None);
+        assert_eq!(
+            Question::Approval("a1".into()).answers(),
+            [Answer::Approve, Answer::Reject]
+        );
+    }
+
+    #[test]
+    fn markup_in_a_body_reads_as_text() {
+        assert_eq!(
+            escape_markup("<a href=\"https://x\">click</a> & more"),
+            "&lt;a href=\"https://x\"&gt;click&lt;/a&gt; &amp; more"
+        );
+        assert_eq!(escape_markup("plain"), "plain");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! It knows nothing of Tauri: what it shows goes through a [`Host`], which the app implements
 //! with the window, the tray and the notification daemon, and tests implement with a recorder.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -24,10 +24,10 @@ use crate::autostart::Autostart;
 use crate::ipc::{
     ApprovalChoice, ApprovalView, ApprovalsView, ChatLine, ConfigView, ConversationView,
     DecideOutcome, DecisionView, ErrorCode, FieldProblem, HistoryView, ImportView, IpcError,
-    IpcResult, JournalLine, LiveReply, Page, RuleView, SaveOutcome, ServerCheck, ServerState,
-    ServerView, SettingsView, Snapshot, UiEvent, HISTORY_LIMIT,
+    IpcResult, JournalLine, LiveReply, Page, PairingDecision, PairingView, RuleView, SaveOutcome,
+    ServerCheck, ServerState, ServerView, SettingsView, Snapshot, UiEvent, HISTORY_LIMIT,
 };
-use crate::notify::{self, Alerts, Toast};
+use crate::notify::{self, Alerts, Answer, Question, Toast};
 use crate::tray::{MenuId, TrayModel};
 
 /// What the shell shows, and where.
@@ -40,9 +40,9 @@ pub trait Host: Send + Sync + 'static {
     fn notify(&self, toast: Toast);
     /// Shows and focuses the window, on `page` if given (and a conversation on Sessions).
     fn show_window(&self, page: Option<Page>, routing_key: Option<String>);
-    /// Closes the notification raised for an approval, if one is shown (it was decided elsewhere
-    /// or expired).
-    fn withdraw(&self, approval_id: &str);
+    /// Closes the notification raised for a question (an approval, a pairing request), if one is
+    /// shown: it was answered elsewhere or stopped waiting.
+    fn withdraw(&self, question: &Question);
 }
 
 /// The surface names the audit log records for decisions made here.
@@ -119,6 +119,9 @@ struct State {
     alerts: Alerts,
     /// The reply being written in each conversation with an active run.
     live: HashMap<String, LiveReply>,
+    /// The pairing requests known to wait, by channel and code, so that a code that expires
+    /// (the engine says nothing then) leaves the window, the tray and its notification.
+    pairings: HashMap<(String, String), PairingView>,
     autostart: bool,
 }
 
@@ -131,6 +134,8 @@ pub struct Shell {
 
 /// How long quitting waits for the engine to finish its current steps.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the shell looks for pairing codes that expired.
+const PAIRING_SWEEP: Duration = Duration::from_secs(15);
 
 impl Shell {
     /// Reads the configuration file (so the tray's first look is already right); the engine
@@ -150,6 +155,7 @@ impl Shell {
                 activity: ActivityLog::new(2000),
                 alerts: Alerts::default(),
                 live: HashMap::new(),
+                pairings: HashMap::new(),
                 autostart,
             }),
         })
@@ -268,15 +274,23 @@ impl Shell {
         }
     }
 
-    /// Hands the engine's events to [`Shell::on_engine_event`] until the engine stops.
+    /// Hands the engine's events to [`Shell::on_engine_event`] until the engine stops, and sweeps
+    /// expired pairing codes now and then (their expiry is no event).
     async fn forward(
         self: Arc<Self>,
         mut events: broadcast::Receiver<EngineEvent>,
         stop: CancellationToken,
     ) {
+        let mut sweep = tokio::time::interval(PAIRING_SWEEP);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let received = tokio::select! {
                 _ = stop.cancelled() => return,
+                // The first tick is at once: it learns the requests that waited before the start.
+                _ = sweep.tick() => {
+                    self.sweep_pairings();
+                    continue;
+                }
                 received = events.recv() => received,
             };
             match received {
@@ -287,6 +301,7 @@ impl Shell {
                         "the shell fell behind the engine's events; refreshing"
                     );
                     self.emit(UiEvent::ConversationsChanged { routing_key: None });
+                    self.sweep_pairings();
                     self.publish();
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
@@ -337,6 +352,16 @@ impl Shell {
                 }
                 EngineEvent::RunFinished { routing_key, .. } => {
                     s.live.remove(routing_key);
+                }
+                EngineEvent::PairingRequested { request } => {
+                    s.pairings.insert(
+                        (request.channel.clone(), request.code.clone()),
+                        PairingView::from(request),
+                    );
+                }
+                EngineEvent::PairingResolved { request, .. } => {
+                    s.pairings
+                        .remove(&(request.channel.clone(), request.code.clone()));
                 }
                 _ => {}
             }
@@ -418,13 +443,36 @@ impl Shell {
                 surface,
             } => {
                 if let Some(host) = self.host() {
-                    host.withdraw(&approval_id);
+                    host.withdraw(&Question::Approval(approval_id.clone()));
                 }
                 self.emit(UiEvent::ApprovalResolved {
                     approval_id,
                     action,
                     decided_by,
                     surface,
+                });
+            }
+            EngineEvent::PairingRequested { request } => {
+                self.emit(UiEvent::PairingRequested {
+                    request: PairingView::from(&request),
+                });
+            }
+            EngineEvent::PairingResolved {
+                request,
+                decided_by,
+            } => {
+                // Admitted or refused here, from a chat (`/admit`) or by the headless binary.
+                if let Some(host) = self.host() {
+                    host.withdraw(&Question::Pairing {
+                        channel: request.channel.clone(),
+                        code: request.code.clone(),
+                    });
+                }
+                self.emit(UiEvent::PairingResolved {
+                    channel: request.channel,
+                    code: request.code,
+                    state: request.state,
+                    decided_by,
                 });
             }
             EngineEvent::InboundAccepted { routing_key, .. }
@@ -547,6 +595,13 @@ impl Shell {
             active_runs: gateway.as_ref().map_or(0, |g| g.active_runs),
             queued: gateway.as_ref().map_or(0, |g| g.queued),
             pending_approvals: gateway.as_ref().map_or(0, |g| g.pending_approvals),
+            pending_pairings: handle.as_ref().map_or(0, |h| match h.pairing_requests() {
+                Ok(pending) => pending.len(),
+                Err(error) => {
+                    tracing::warn!(error = %format!("{error:#}"), "cannot read the pairing requests");
+                    0
+                }
+            }),
             do_not_disturb: config.notifications.do_not_disturb,
             quiet_now,
             autostart,
@@ -1023,6 +1078,172 @@ impl Shell {
         Ok(removed)
     }
 
+    /// The strangers waiting to be admitted or refused, oldest first.
+    pub fn pairing_requests(&self) -> IpcResult<Vec<PairingView>> {
+        Ok(self
+            .require_engine()?
+            .pairing_requests()
+            .map_err(IpcError::engine)?
+            .iter()
+            .map(PairingView::from)
+            .collect())
+    }
+
+    /// Admits the sender of a pending pairing code on `channel`, as the local user, from `surface`
+    /// (the window or a notification): their next message reaches the agent.
+    pub fn admit_pairing(
+        &self,
+        channel: &str,
+        code: &str,
+        surface: &str,
+    ) -> IpcResult<PairingDecision> {
+        self.resolve_pairing(channel, code, true, surface)
+    }
+
+    /// Refuses the sender of a pending pairing code: they are ignored silently from now on.
+    pub fn refuse_pairing(
+        &self,
+        channel: &str,
+        code: &str,
+        surface: &str,
+    ) -> IpcResult<PairingDecision> {
+        self.resolve_pairing(channel, code, false, surface)
+    }
+
+    fn resolve_pairing(
+        &self,
+        channel: &str,
+        code: &str,
+        admit: bool,
+        surface: &str,
+    ) -> IpcResult<PairingDecision> {
+        let handle = self.require_engine()?;
+        if !handle.channels().iter().any(|c| c.name == channel) {
+            return Err(IpcError::new(
+                ErrorCode::NotFound,
+                format!("there is no channel named {channel}"),
+            )
+            .with_field("channel"));
+        }
+        let who = local_user();
+        let resolved = if admit {
+            handle.admit_pairing(channel, code, &who)
+        } else {
+            handle.refuse_pairing(channel, code, &who)
+        };
+        // The engine tells every surface (the list, the notification, the tray) through its
+        // `PairingResolved` event, wherever the decision was made.
+        let Some(request) = resolved.map_err(IpcError::engine)? else {
+            return Err(IpcError::new(
+                ErrorCode::NotFound,
+                format!(
+                    "no pairing request with the code {code} waits on {channel}: it was admitted or refused already, or it expired"
+                ),
+            )
+            .with_field("code"));
+        };
+        tracing::info!(%channel, peer = %request.peer_id, state = %request.state, %surface, "pairing decided here");
+        let message = if admit {
+            format!(
+                "{} is admitted on {channel}: their next message reaches the agent",
+                peer_words(&request.peer_name, &request.peer_id)
+            )
+        } else {
+            format!(
+                "{} is refused on {channel}: their messages are ignored from now on",
+                peer_words(&request.peer_name, &request.peer_id)
+            )
+        };
+        Ok(PairingDecision {
+            state: request.state.clone(),
+            request: PairingView::from(&request),
+            message,
+        })
+    }
+
+    /// Carries out an answer given with a notification's action; the outcome in words. Call it on
+    /// the async runtime (deciding an approval updates the chat from a task).
+    pub fn answer(&self, question: &Question, answer: Answer) -> IpcResult<String> {
+        match (question, answer) {
+            (Question::Approval(id), Answer::Approve | Answer::Reject) => {
+                let choice = if answer == Answer::Approve {
+                    ApprovalChoice::Approve
+                } else {
+                    ApprovalChoice::Reject
+                };
+                match self.decide_approval(id, choice, NOTIFICATION_SURFACE)? {
+                    DecideOutcome::Decided { message, .. } => Ok(message),
+                    DecideOutcome::AlreadyDecided { message, .. } => Ok(message),
+                }
+            }
+            (Question::Pairing { channel, code }, Answer::Admit) => self
+                .admit_pairing(channel, code, NOTIFICATION_SURFACE)
+                .map(|d| d.message),
+            (Question::Pairing { channel, code }, Answer::Refuse) => self
+                .refuse_pairing(channel, code, NOTIFICATION_SURFACE)
+                .map(|d| d.message),
+            (question, answer) => Err(IpcError::new(
+                ErrorCode::InvalidArgument,
+                format!("{} does not answer {question:?}", answer.label()),
+            )),
+        }
+    }
+
+    /// Learns the pairing requests that wait (those from before the start, or missed events),
+    /// and lets go of those whose code expired: the window, the tray and the notification are
+    /// told, as for one admitted or refused.
+    fn sweep_pairings(&self) {
+        let Some(handle) = self.engine() else {
+            return;
+        };
+        let pending = match handle.pairing_requests() {
+            Ok(pending) => pending,
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "cannot read the pairing requests");
+                return;
+            }
+        };
+        let expired = {
+            let mut s = self.lock();
+            for request in &pending {
+                s.pairings
+                    .entry((request.channel.clone(), request.code.clone()))
+                    .or_insert_with(|| PairingView::from(request));
+            }
+            expired_pairings(&mut s.pairings, &pending, now_ms())
+        };
+        if expired.is_empty() {
+            return;
+        }
+        for request in expired {
+            tracing::info!(channel = %request.channel, peer = %request.peer_id, "pairing code expired");
+            if let Some(host) = self.host() {
+                host.withdraw(&Question::Pairing {
+                    channel: request.channel.clone(),
+                    code: request.code.clone(),
+                });
+            }
+            self.record(
+                Level::Info,
+                "pairing_expired",
+                &request.channel,
+                format!(
+                    "The pairing code {} of {} on {} expired",
+                    request.code,
+                    peer_words(&request.peer_name, &request.peer_id),
+                    request.channel
+                ),
+            );
+            self.emit(UiEvent::PairingResolved {
+                channel: request.channel,
+                code: request.code,
+                state: "expired".into(),
+                decided_by: String::new(),
+            });
+        }
+        self.publish();
+    }
+
     /// A click in the tray menu (other than Quit, which the app handles).
     pub fn on_menu(&self, id: MenuId) {
         let snapshot = self.snapshot();
@@ -1087,6 +1308,39 @@ impl Shell {
     }
 }
 
+/// "Ann (1111)", or the id alone when the platform gave no name.
+fn peer_words(name: &str, id: &str) -> String {
+    if name.is_empty() || name == id {
+        id.to_owned()
+    } else {
+        format!("{name} ({id})")
+    }
+}
+
+/// Takes out of `known` the requests whose code expired by `now`: past their expiry and no
+/// longer waiting in the store. One resolved a moment ago (its event not handled yet) is still
+/// before its expiry, so it is not taken for expired.
+fn expired_pairings(
+    known: &mut HashMap<(String, String), PairingView>,
+    pending: &[switchboard_engine::access::PairingRequest],
+    now: i64,
+) -> Vec<PairingView> {
+    let waiting: HashSet<(&str, &str)> = pending
+        .iter()
+        .map(|r| (r.channel.as_str(), r.code.as_str()))
+        .collect();
+    let gone: Vec<(String, String)> = known
+        .iter()
+        .filter(|((channel, code), view)| {
+            view.expires_ms <= now && !waiting.contains(&(channel.as_str(), code.as_str()))
+        })
+        .map(|(key, _)| key.clone())
+        .collect();
+    let mut expired: Vec<PairingView> = gone.iter().filter_map(|key| known.remove(key)).collect();
+    expired.sort_by_key(|v| v.expires_ms);
+    expired
+}
+
 /// The settings in force: the engine's (with its generated API token) or the draft.
 fn current_config(s: &State) -> Config {
     match &s.engine {
@@ -1147,4 +1401,64 @@ pub fn first_run_checklist(config: &Config) -> Vec<String> {
     }
     missing.push("Save the settings to create the configuration file and start.".to_owned());
     missing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_engine::access::PairingRequest;
+
+    fn request(code: &str, expires_ms: i64) -> PairingRequest {
+        PairingRequest {
+            channel: "telegram".into(),
+            peer_id: "1111".into(),
+            peer_name: "Ann".into(),
+            code: code.into(),
+            first_message: "hello".into(),
+            created_ms: 0,
+            expires_ms,
+            state: "pending".into(),
+        }
+    }
+
+    #[test]
+    fn only_codes_past_their_expiry_and_gone_from_the_store_expire() {
+        let requests = [
+            request("AAAA2222", 1000),
+            request("BBBB3333", 2000),
+            request("CCCC4444", 900),
+        ];
+        let mut known: HashMap<(String, String), PairingView> = requests
+            .iter()
+            .map(|r| ((r.channel.clone(), r.code.clone()), PairingView::from(r)))
+            .collect();
+        // At 1500: AAAA expired; BBBB has not (gone from the store means admitted or refused,
+        // and its event will say so); CCCC is past its expiry but the store still lists it (the
+        // clocks differ by a moment), so it waits for the next sweep.
+        let pending = [request("CCCC4444", 900)];
+        let expired = expired_pairings(&mut known, &pending, 1500);
+        assert_eq!(
+            expired.iter().map(|v| v.code.as_str()).collect::<Vec<_>>(),
+            ["AAAA2222"]
+        );
+        assert_eq!(known.len(), 2);
+        let expired = expired_pairings(&mut known, &[], 2500);
+        assert_eq!(
+            expired.iter().map(|v| v.code.as_str()).collect::<Vec<_>>(),
+            ["CCCC4444", "BBBB3333"],
+            "soonest first"
+        );
+        assert!(known.is_empty());
+        assert!(
+            expired_pairings(&mut known, &[], 9999).is_empty(),
+            "each expires once"
+        );
+    }
+
+    #[test]
+    fn a_peer_is_named_with_its_id() {
+        assert_eq!(peer_words("Ann", "1111"), "Ann (1111)");
+        assert_eq!(peer_words("1111", "1111"), "1111");
+        assert_eq!(peer_words("", "1111"), "1111");
+    }
 }

@@ -18,7 +18,7 @@ use tauri::{App, Manager, WebviewWindow, WebviewWindowBuilder};
 
 use crate::autostart::Autostart;
 use crate::ipc::{commands, UiEvent, COMMAND_NAMES};
-use crate::notify::Toast;
+use crate::notify::{Question, Toast};
 use crate::shell::{Host, Shell, ShellOptions};
 use crate::tray::TrayModel;
 
@@ -31,7 +31,7 @@ struct Recorder {
     trays: Mutex<Vec<TrayModel>>,
     toasts: Mutex<Vec<Toast>>,
     shown: Mutex<usize>,
-    withdrawn: Mutex<Vec<String>>,
+    withdrawn: Mutex<Vec<Question>>,
 }
 
 impl Host for Recorder {
@@ -47,11 +47,8 @@ impl Host for Recorder {
     fn show_window(&self, _page: Option<crate::ipc::Page>, _routing_key: Option<String>) {
         *self.shown.lock().expect("lock") += 1;
     }
-    fn withdraw(&self, approval_id: &str) {
-        self.withdrawn
-            .lock()
-            .expect("lock")
-            .push(approval_id.to_owned());
+    fn withdraw(&self, question: &Question) {
+        self.withdrawn.lock().expect("lock").push(question.clone());
     }
 }
 
@@ -62,7 +59,7 @@ impl Recorder {
     fn toasts(&self) -> Vec<Toast> {
         self.toasts.lock().expect("lock").clone()
     }
-    fn withdrawn(&self) -> Vec<String> {
+    fn withdrawn(&self) -> Vec<Question> {
         self.withdrawn.lock().expect("lock").clone()
     }
     fn events(&self) -> Vec<UiEvent> {
@@ -118,6 +115,30 @@ impl Rig {
 
     /// [`Rig::start`] with the engine's timings given.
     fn start_with(text: Option<&str>, with_fake: bool, engine: EngineOptions) -> Rig {
+        Rig::start_full(text, with_fake, engine, "chat", "")
+    }
+
+    /// The in-memory chat in the place of the configured Telegram channel, whose access settings
+    /// it keeps: strangers get a pairing code, 42 is allowed, 9999 is an owner.
+    fn start_pairing() -> Rig {
+        Rig::start_full(
+            None,
+            true,
+            fast_options(),
+            "telegram",
+            "\n[channels.telegram]\ntoken = \"1:tauri-test\"\nallowed_users = [\"42\"]\nowners = [\"9999\"]\n",
+        )
+    }
+
+    /// Starts the shell: the configuration `text` (or one for the fake server followed by `extra`),
+    /// the in-memory chat named `channel`.
+    fn start_full(
+        text: Option<&str>,
+        with_fake: bool,
+        engine: EngineOptions,
+        channel: &str,
+        extra: &str,
+    ) -> Rig {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().to_path_buf();
         let fake = with_fake.then(|| block_on(FakeStakpak::start()));
@@ -125,11 +146,13 @@ impl Rig {
         std::fs::create_dir_all(config_file.parent().expect("parent")).expect("config dir");
         match (text, &fake) {
             (Some(text), _) => std::fs::write(&config_file, text).expect("config"),
-            (None, Some(fake)) => std::fs::write(&config_file, config_text(fake)).expect("config"),
+            (None, Some(fake)) => {
+                std::fs::write(&config_file, config_text(fake) + extra).expect("config")
+            }
             (None, None) => {}
         }
         let chat = MemoryChannel::new(
-            "chat",
+            channel,
             TextLimit {
                 max: 4096,
                 unit: LengthUnit::Chars,
@@ -674,7 +697,7 @@ fn an_approval_is_listed_masked_decided_once_from_the_window_and_the_run_finishe
         rig.host
             .toasts()
             .into_iter()
-            .find(|t| t.approval.as_deref() == Some(id.as_str()))
+            .find(|t| t.question == Some(Question::Approval(id.clone())))
     });
     assert_eq!(toast.summary, "42 asks to run stakpak__run_command");
     assert!(!toast.body.contains("abc123"), "{}", toast.body);
@@ -723,7 +746,10 @@ fn an_approval_is_listed_masked_decided_once_from_the_window_and_the_run_finishe
     assert!(rig.fake().misdecisions().is_empty());
 
     wait("the notification withdrawn", || {
-        rig.host.withdrawn().contains(&id).then_some(())
+        rig.host
+            .withdrawn()
+            .contains(&Question::Approval(id.clone()))
+            .then_some(())
     });
     assert!(rig.host.events().iter().any(|e| matches!(e,
         UiEvent::ApprovalResolved { approval_id, action, surface, .. }
@@ -742,7 +768,7 @@ fn an_approval_is_listed_masked_decided_once_from_the_window_and_the_run_finishe
     });
     let missing = rig.err(
         "decide_approval",
-        json!({"approvalId": "no-such-approval", "choice": "approve"}),
+        json!({"approvalId": "0b6c1f9e-3a4d-4c2e-9f7a-2d5e8b1c4a90", "choice": "approve"}),
     );
     assert_eq!(missing["code"], "not_found");
     let bad = rig.err(
@@ -839,7 +865,10 @@ fn an_approval_decided_elsewhere_leaves_the_window_and_its_notification() {
         "{clicked:?}"
     );
     wait("the notification withdrawn", || {
-        rig.host.withdrawn().contains(&id).then_some(())
+        rig.host
+            .withdrawn()
+            .contains(&Question::Approval(id.clone()))
+            .then_some(())
     });
     assert!(rig.host.events().iter().any(|e| matches!(e,
         UiEvent::ApprovalResolved { approval_id, action, surface, .. }
@@ -876,20 +905,16 @@ fn an_approval_decided_elsewhere_leaves_the_window_and_its_notification() {
     // The notification's Approve action decides from the "notification" surface.
     let second = rig.ask("m2", RUN_LS);
     let second_id = second["id"].as_str().expect("id").to_owned();
-    // As the app does it: on the async runtime.
+    // As the app does it: the action's answer, on the async runtime.
     let shell = rig.shell();
-    let outcome = block_on(async move {
-        shell.decide_approval(
-            &second_id,
-            crate::ipc::ApprovalChoice::Approve,
-            crate::shell::NOTIFICATION_SURFACE,
+    let message = block_on(async move {
+        shell.answer(
+            &Question::Approval(second_id),
+            crate::notify::Answer::Approve,
         )
     })
     .expect("decided");
-    assert!(
-        matches!(outcome, crate::ipc::DecideOutcome::Decided { .. }),
-        "{outcome:?}"
-    );
+    assert!(message.contains("approved by"), "{message}");
     rig.wait_done(2);
     let view = rig.ok("approvals", json!({}));
     assert_eq!(view["history"][0]["surface"], "notification");
@@ -897,7 +922,7 @@ fn an_approval_decided_elsewhere_leaves_the_window_and_its_notification() {
         rig.host
             .toasts()
             .iter()
-            .filter(|t| t.approval.is_some())
+            .filter(|t| matches!(t.question, Some(Question::Approval(_))))
             .count(),
         2,
         "one notification per approval"
@@ -912,7 +937,7 @@ fn approvals_raise_no_notification_under_do_not_disturb() {
     let pending = rig.ask("m1", RUN_LS);
     assert_eq!(pending["tool"], "stakpak__run_command");
     assert!(
-        rig.host.toasts().iter().all(|t| t.approval.is_none()),
+        rig.host.toasts().iter().all(|t| t.question.is_none()),
         "silent under do not disturb"
     );
     // The window still lists it and decides it.
@@ -939,11 +964,14 @@ fn an_expired_approval_leaves_the_window_and_withdraws_its_notification() {
         rig.host
             .toasts()
             .iter()
-            .any(|t| t.approval.as_deref() == Some(id.as_str()))
+            .any(|t| t.question == Some(Question::Approval(id.clone())))
             .then_some(())
     });
     wait("the notification withdrawn at expiry", || {
-        rig.host.withdrawn().contains(&id).then_some(())
+        rig.host
+            .withdrawn()
+            .contains(&Question::Approval(id.clone()))
+            .then_some(())
     });
     assert!(rig.host.events().iter().any(|e| matches!(e,
         UiEvent::ApprovalResolved { approval_id, action, .. }
@@ -969,4 +997,289 @@ fn an_expired_approval_leaves_the_window_and_withdraws_its_notification() {
         .map(|d| d.action.clone())
         .collect();
     assert_eq!(actions, ["reject"], "an expired call is rejected, once");
+}
+
+// ----- pairing requests -------------------------------------------------------------------------
+
+/// The pairing code in the reply a stranger gets.
+fn code_in(reply: &str) -> String {
+    let at = reply
+        .find("pairing code is ")
+        .map(|i| i + "pairing code is ".len())
+        .unwrap_or_else(|| panic!("no code in {reply:?}"));
+    reply[at..].chars().take(8).collect()
+}
+
+impl Rig {
+    /// A direct message from `id` (named `name`), handled by the engine's access gate before this
+    /// returns.
+    fn dm_from(
+        &self,
+        id: &str,
+        name: &str,
+        message_id: &str,
+        text: &str,
+    ) -> switchboard_engine::channels::Accepted {
+        let mut message = self.chat.dm(id, message_id, text);
+        message.peer.name = Some(name.to_owned());
+        block_on(self.chat.inject(message)).expect("handled")
+    }
+
+    /// A stranger writes; the pairing code they got back.
+    fn stranger(&self, id: &str, name: &str, text: &str) -> String {
+        let accepted = self.dm_from(id, name, &format!("{id}-first"), text);
+        assert!(
+            matches!(accepted, switchboard_engine::channels::Accepted::Refused),
+            "a stranger's message is not passed on: {accepted:?}"
+        );
+        let replies = self.chat.sent_to(id);
+        assert_eq!(replies.len(), 1, "one reply, the code: {replies:?}");
+        code_in(&replies[0])
+    }
+
+    /// The texts the fake agent server received.
+    fn posted(&self) -> Vec<String> {
+        self.fake()
+            .posted_messages()
+            .into_iter()
+            .map(|m| m.text)
+            .collect()
+    }
+}
+
+fn pairing(channel: &str, code: &str) -> Question {
+    Question::Pairing {
+        channel: channel.into(),
+        code: code.into(),
+    }
+}
+
+#[test]
+fn a_stranger_is_listed_and_admitting_from_the_window_lets_the_next_message_through() {
+    let rig = Rig::start_pairing();
+    let code = rig.stranger("1111", "Ann", "hello, <b>run</b> ls for me");
+    assert!(
+        rig.posted().is_empty(),
+        "nothing of a stranger reaches the agent server"
+    );
+
+    let list = rig.ok("pairing_requests", json!({}));
+    let list = list.as_array().expect("a list");
+    assert_eq!(list.len(), 1, "{list:?}");
+    let request = &list[0];
+    assert_eq!(request["channel"], "telegram");
+    assert_eq!(request["peer_id"], "1111");
+    assert_eq!(request["peer_name"], "Ann");
+    assert_eq!(request["code"], code.as_str());
+    assert_eq!(
+        request["first_message"], "hello, <b>run</b> ls for me",
+        "the text as sent (the page puts it in as text)"
+    );
+    assert!(
+        request["expires_ms"].as_i64().expect("expiry") > switchboard_engine::model::now_ms(),
+        "{request}"
+    );
+
+    // The window, the notification and the tray are told.
+    wait("the window told of the request", || {
+        rig.host
+            .events()
+            .iter()
+            .any(|e| matches!(e, UiEvent::PairingRequested { request } if request.code == code && request.peer_name == "Ann"))
+            .then_some(())
+    });
+    let toast = wait("the pairing notification", || {
+        rig.host
+            .toasts()
+            .into_iter()
+            .find(|t| t.question == Some(pairing("telegram", &code)))
+    });
+    assert_eq!(toast.summary, "Ann asks to talk to the agent");
+    assert!(toast.body.contains(&code), "{}", toast.body);
+    let tray = wait("the tray counting the request", || {
+        rig.host.last_tray().filter(|t| t.pairings == 1)
+    });
+    assert_eq!(tray.icon, crate::tray::TrayIconState::Attention);
+    assert_eq!(tray.status, "1 asking to talk to the agent");
+    assert!(tray.approvals_enabled(), "the tray item opens the list");
+    assert_eq!(rig.ok("snapshot", json!({}))["pending_pairings"], 1);
+
+    // Admitted from the window (the code as a person might type it).
+    let typed = format!("{}-{}", &code[..4], &code[4..]).to_lowercase();
+    let decision = rig.ok(
+        "admit_pairing",
+        json!({"channel": "telegram", "code": typed}),
+    );
+    assert_eq!(decision["state"], "admitted", "{decision}");
+    assert_eq!(decision["request"]["peer_id"], "1111");
+    assert!(
+        decision["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Ann (1111) is admitted")),
+        "{decision}"
+    );
+    wait("the notification withdrawn", || {
+        rig.host
+            .withdrawn()
+            .contains(&pairing("telegram", &code))
+            .then_some(())
+    });
+    wait("the window told it was admitted", || {
+        rig.host
+            .events()
+            .iter()
+            .any(|e| {
+                matches!(e, UiEvent::PairingResolved { code: c, state, decided_by, .. }
+                if *c == code && state == "admitted" && *decided_by == crate::shell::local_user())
+            })
+            .then_some(())
+    });
+    assert_eq!(rig.ok("pairing_requests", json!({})), json!([]));
+    wait("the tray count back to zero", || {
+        rig.host.last_tray().filter(|t| t.pairings == 0)
+    });
+    let again = rig.err(
+        "admit_pairing",
+        json!({"channel": "telegram", "code": code}),
+    );
+    assert_eq!(again["code"], "not_found", "{again}");
+    assert_eq!(again["field"], "code");
+    assert!(
+        rig.posted().is_empty(),
+        "admitting sends nothing to the agent by itself"
+    );
+
+    // Their next message goes through, and it is the only one the agent server ever saw.
+    let accepted = rig.dm_from("1111", "Ann", "m2", "now?");
+    assert!(
+        matches!(accepted, switchboard_engine::channels::Accepted::New(_)),
+        "{accepted:?}"
+    );
+    block_on(rig.chat.wait_until("the agent's reply", WAIT, |sent| {
+        sent.iter().any(|s| s.text == "echo: now?")
+    }));
+    assert_eq!(
+        rig.posted(),
+        ["now?"],
+        "only the message after admission reached the agent"
+    );
+}
+
+#[test]
+fn a_stranger_refused_from_the_window_is_ignored_silently() {
+    let rig = Rig::start_pairing();
+    let code = rig.stranger("2222", "Bo", "let me in");
+    let decision = rig.ok(
+        "refuse_pairing",
+        json!({"channel": "telegram", "code": code}),
+    );
+    assert_eq!(decision["state"], "refused", "{decision}");
+    wait("the notification withdrawn", || {
+        rig.host
+            .withdrawn()
+            .contains(&pairing("telegram", &code))
+            .then_some(())
+    });
+    assert_eq!(rig.ok("pairing_requests", json!({})), json!([]));
+
+    let accepted = rig.dm_from("2222", "Bo", "m2", "please?");
+    assert!(
+        matches!(accepted, switchboard_engine::channels::Accepted::Refused),
+        "{accepted:?}"
+    );
+    // Someone allowed writes after them and is answered: the engine is working, and still Bo got
+    // nothing more than the first code.
+    rig.dm_from("42", "Cy", "m3", "hi");
+    block_on(
+        rig.chat
+            .wait_until("the allowed user's reply", WAIT, |sent| {
+                sent.iter().any(|s| s.text == "echo: hi")
+            }),
+    );
+    assert_eq!(
+        rig.chat.sent_to("2222").len(),
+        1,
+        "no reply, no new code: {:?}",
+        rig.chat.sent_to("2222")
+    );
+    assert_eq!(
+        rig.posted(),
+        ["hi"],
+        "nothing of Bo reached the agent server"
+    );
+    assert_eq!(
+        rig.ok("pairing_requests", json!({})),
+        json!([]),
+        "a refused sender makes no new request"
+    );
+}
+
+#[test]
+fn the_notification_admits_and_a_chat_admission_leaves_the_window_and_notification() {
+    let rig = Rig::start_pairing();
+    let code = rig.stranger("3333", "Di", "hi there");
+    let question = wait("the pairing notification", || {
+        rig.host
+            .toasts()
+            .into_iter()
+            .find_map(|t| t.question.filter(|q| *q == pairing("telegram", &code)))
+    });
+
+    // The notification's answers, as the app carries them out: on the async runtime.
+    let shell = rig.shell();
+    let wrong = {
+        let (shell, question) = (Arc::clone(&shell), question.clone());
+        block_on(async move { shell.answer(&question, crate::notify::Answer::Approve) })
+    };
+    assert_eq!(
+        wrong.expect_err("Approve does not answer a pairing").code,
+        crate::ipc::ErrorCode::InvalidArgument
+    );
+    let message = {
+        let (shell, question) = (Arc::clone(&shell), question.clone());
+        block_on(async move { shell.answer(&question, crate::notify::Answer::Admit) })
+    }
+    .expect("admitted");
+    assert!(message.contains("Di (3333) is admitted"), "{message}");
+    wait("the notification withdrawn", || {
+        rig.host.withdrawn().contains(&question).then_some(())
+    });
+    let late = block_on(async move { shell.answer(&question, crate::notify::Answer::Refuse) });
+    assert_eq!(
+        late.expect_err("already admitted").code,
+        crate::ipc::ErrorCode::NotFound
+    );
+    rig.dm_from("3333", "Di", "m2", "thanks");
+    block_on(rig.chat.wait_until("the agent's reply", WAIT, |sent| {
+        sent.iter().any(|s| s.text == "echo: thanks")
+    }));
+    assert_eq!(rig.posted(), ["thanks"]);
+
+    // An owner admits another stranger from the chat: the window's list and the notification
+    // follow.
+    let other = rig.stranger("4444", "Ed", "me too");
+    assert_eq!(
+        rig.ok("pairing_requests", json!({}))
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    rig.dm_from("9999", "Owner", "o1", &format!("/admit {other}"));
+    wait("the window told of the chat's admission", || {
+        rig.host
+            .events()
+            .iter()
+            .any(|e| {
+                matches!(e, UiEvent::PairingResolved { code, state, decided_by, .. }
+                if *code == other && state == "admitted" && decided_by.contains("Owner"))
+            })
+            .then_some(())
+    });
+    wait("its notification withdrawn", || {
+        rig.host
+            .withdrawn()
+            .contains(&pairing("telegram", &other))
+            .then_some(())
+    });
+    assert_eq!(rig.ok("pairing_requests", json!({})), json!([]));
 }

@@ -21,7 +21,8 @@ use crate::ipc::{ConfigView, ServerState, Snapshot};
 pub enum MenuId {
     /// The status line (opens the window).
     Status,
-    /// Pending approvals: opens the window on the Approvals page (clickable while any wait).
+    /// Pending approvals and pairing requests: opens the window on the Approvals page (clickable
+    /// while any wait).
     Approvals,
     /// Gateway running / paused.
     Gateway,
@@ -78,7 +79,8 @@ pub enum TrayIconState {
     Idle,
     /// A run is active.
     Working,
-    /// Something waits for the person: approvals, or the first-run setup.
+    /// Something waits for the person: approvals, a stranger asking to talk to the agent, or the
+    /// first-run setup.
     Attention,
     /// The server is unreachable, a channel fails, or the settings are wrong.
     Problem,
@@ -112,6 +114,8 @@ pub struct TrayModel {
     pub icon: TrayIconState,
     pub status: String,
     pub approvals: usize,
+    /// Strangers waiting to be admitted or refused.
+    pub pairings: usize,
     /// The engine runs; without it the engine's toggles are greyed out.
     pub engine_running: bool,
     pub paused: bool,
@@ -119,6 +123,19 @@ pub struct TrayModel {
     pub mode: ApprovalMode,
     pub do_not_disturb: bool,
     pub autostart: bool,
+}
+
+/// What waits for the person, for the status line: "2 waiting for approval",
+/// "1 asking to talk to the agent", or both.
+fn waiting_words(approvals: usize, pairings: usize) -> String {
+    let mut parts = Vec::new();
+    if approvals > 0 {
+        parts.push(format!("{approvals} waiting for approval"));
+    }
+    if pairings > 0 {
+        parts.push(format!("{pairings} asking to talk to the agent"));
+    }
+    parts.join(" · ")
 }
 
 /// The approval modes in menu order, with their labels.
@@ -179,10 +196,10 @@ impl TrayModel {
                             state_words(channel.state)
                         ),
                     )
-                } else if s.pending_approvals > 0 {
+                } else if s.pending_approvals > 0 || s.pending_pairings > 0 {
                     (
                         TrayIconState::Attention,
-                        format!("{} waiting for approval", s.pending_approvals),
+                        waiting_words(s.pending_approvals, s.pending_pairings),
                     )
                 } else if s.paused {
                     let waiting = if s.queued > 0 {
@@ -220,6 +237,7 @@ impl TrayModel {
             icon,
             status,
             approvals: s.pending_approvals,
+            pairings: s.pending_pairings,
             engine_running: s.engine_running,
             paused: s.paused,
             channels: s
@@ -238,12 +256,19 @@ impl TrayModel {
     }
 
     fn approvals_label(&self) -> String {
-        format!("Pending approvals ({})", self.approvals)
+        if self.pairings == 0 {
+            format!("Pending approvals ({})", self.approvals)
+        } else {
+            format!(
+                "Pending approvals ({}) · pairing requests ({})",
+                self.approvals, self.pairings
+            )
+        }
     }
 
     /// Whether the "Pending approvals" item can be clicked: when there is something to decide.
     pub fn approvals_enabled(&self) -> bool {
-        self.engine_running && self.approvals > 0
+        self.engine_running && (self.approvals > 0 || self.pairings > 0)
     }
 
     /// Whether `other` needs a new menu rather than updated items.
@@ -526,6 +551,7 @@ mod tests {
             active_runs: 0,
             queued: 0,
             pending_approvals: 0,
+            pending_pairings: 0,
             do_not_disturb: false,
             quiet_now: false,
             autostart: false,
@@ -566,6 +592,27 @@ mod tests {
                 }),
                 TrayIconState::Attention,
                 "2 waiting for approval",
+            ),
+            (
+                Box::new(|s| s.pending_pairings = 1),
+                TrayIconState::Attention,
+                "1 asking to talk to the agent",
+            ),
+            (
+                Box::new(|s| {
+                    s.pending_approvals = 2;
+                    s.pending_pairings = 3;
+                }),
+                TrayIconState::Attention,
+                "2 waiting for approval · 3 asking to talk to the agent",
+            ),
+            (
+                Box::new(|s| {
+                    s.pending_pairings = 1;
+                    s.server.state = ServerState::Unreachable;
+                }),
+                TrayIconState::Problem,
+                "Agent server unreachable",
             ),
             (
                 Box::new(|s| s.channels[0].state = ChannelState::AuthFailed),
@@ -661,6 +708,23 @@ mod tests {
         assert!(some.same_shape(&none), "the item is updated in place");
         s.engine_running = false;
         assert!(!TrayModel::from_snapshot(&s).approvals_enabled());
+    }
+
+    #[test]
+    fn the_approvals_item_counts_pairing_requests_too() {
+        let mut s = snapshot();
+        s.pending_pairings = 2;
+        let model = TrayModel::from_snapshot(&s);
+        assert_eq!(
+            model.approvals_label(),
+            "Pending approvals (0) · pairing requests (2)"
+        );
+        assert!(model.approvals_enabled(), "opens the list of strangers");
+        assert_eq!(model.icon, TrayIconState::Attention);
+        assert!(
+            model.same_shape(&TrayModel::from_snapshot(&snapshot())),
+            "the item is updated in place"
+        );
     }
 
     #[test]
