@@ -2,8 +2,10 @@
 //! event it receives, and the values they carry. `ui/src/ipc.ts` mirrors this file; keep the two
 //! in step.
 //!
-//! Commands are thin: each one calls [`Shell`], which calls the engine. Errors reach the page as
-//! [`IpcError`] (`{code, message, field?}`); the page decides on `code`, never on the message.
+//! Commands are thin: each one checks its arguments ([`crate::validate`]), then calls [`Shell`],
+//! which calls the engine. Errors reach the page as [`IpcError`] (`{code, message, field?}`); the
+//! page decides on `code`, never on the message. An argument that is missing, of the wrong type
+//! or out of shape is `invalid_argument` with `field` naming it as the page sends it.
 
 use std::sync::Arc;
 
@@ -11,10 +13,12 @@ use serde::{Deserialize, Serialize};
 use switchboard_engine::access::PairingRequest;
 use switchboard_engine::config::{ApprovalMode, Config};
 use switchboard_engine::model::{ChannelStatus, ChatType, Identity, JournalState, Peer};
+use tauri::ipc::{CommandArg, CommandItem, InvokeError};
 use tauri::{Runtime, State};
 
 use crate::activity::ActivityEntry;
 use crate::shell::Shell;
+use crate::validate;
 
 /// The one event name the shell emits to the window; the payload is a [`UiEvent`].
 pub const UI_EVENT: &str = "switchboard:ui";
@@ -427,6 +431,22 @@ pub type IpcResult<T> = Result<T, IpcError>;
 
 type ShellState<'a> = State<'a, Arc<Shell>>;
 
+/// A command argument read from the page's call. Tauri's own reading answers a missing or
+/// mistyped argument with a bare string; this answers it as an [`IpcError`] (`invalid_argument`,
+/// `field` = the argument's name as the page sends it), like every other error the page gets.
+pub struct Arg<T>(pub T);
+
+impl<'de, T: Deserialize<'de>, R: Runtime> CommandArg<'de, R> for Arg<T> {
+    fn from_command(item: CommandItem<'de, R>) -> Result<Self, InvokeError> {
+        let (command, key) = (item.name, item.key);
+        T::deserialize(item).map(Arg).map_err(|error| {
+            let message = validate::without_values(&error.to_string());
+            tracing::debug!(command, argument = key, %message, "a command argument was refused");
+            InvokeError::from(validate::invalid(key, format!("{key}: {message}")))
+        })
+    }
+}
+
 // ----- commands ---------------------------------------------------------------------------------
 // Each command is listed in `commands()` below and by name in `command_names.rs`, from which
 // `build.rs` generates the permission the capability grants.
@@ -442,61 +462,72 @@ async fn conversations(shell: ShellState<'_>) -> IpcResult<Vec<ConversationView>
 }
 
 #[tauri::command]
-async fn history(shell: ShellState<'_>, routing_key: String) -> IpcResult<HistoryView> {
-    shell.history(&routing_key).await
+async fn history(shell: ShellState<'_>, routing_key: Arg<String>) -> IpcResult<HistoryView> {
+    let routing_key = validate::routing_key("routingKey", &routing_key.0)?;
+    shell.history(routing_key).await
 }
 
 #[tauri::command]
-async fn cancel_run(shell: ShellState<'_>, routing_key: String) -> IpcResult<bool> {
-    shell.cancel_run(&routing_key)
+async fn cancel_run(shell: ShellState<'_>, routing_key: Arg<String>) -> IpcResult<bool> {
+    let routing_key = validate::routing_key("routingKey", &routing_key.0)?;
+    shell.cancel_run(routing_key)
 }
 
 #[tauri::command]
-async fn set_paused(shell: ShellState<'_>, paused: bool) -> IpcResult<Snapshot> {
-    shell.set_paused(paused)
+async fn set_paused(shell: ShellState<'_>, paused: Arg<bool>) -> IpcResult<Snapshot> {
+    shell.set_paused(paused.0)
 }
 
 #[tauri::command]
-async fn set_approval_mode(shell: ShellState<'_>, mode: ApprovalMode) -> IpcResult<Snapshot> {
-    shell.set_approval_mode(mode)
+async fn set_approval_mode(shell: ShellState<'_>, mode: Arg<ApprovalMode>) -> IpcResult<Snapshot> {
+    shell.set_approval_mode(mode.0)
 }
 
 #[tauri::command]
 async fn set_channel_enabled(
     shell: ShellState<'_>,
-    name: String,
-    enabled: bool,
+    name: Arg<String>,
+    enabled: Arg<bool>,
 ) -> IpcResult<Snapshot> {
-    shell.set_channel_enabled(&name, enabled)
+    let name = validate::channel_name("name", &name.0)?;
+    shell
+        .set_channel_enabled(name, enabled.0)
+        .map_err(|e| name_the(e, "name"))
 }
 
 #[tauri::command]
-async fn set_do_not_disturb(shell: ShellState<'_>, on: bool) -> IpcResult<Snapshot> {
-    shell.set_do_not_disturb(on)
+async fn set_do_not_disturb(shell: ShellState<'_>, on: Arg<bool>) -> IpcResult<Snapshot> {
+    shell.set_do_not_disturb(on.0)
 }
 
 #[tauri::command]
-async fn set_autostart(shell: ShellState<'_>, on: bool) -> IpcResult<Snapshot> {
-    shell.set_autostart(on)
+async fn set_autostart(shell: ShellState<'_>, on: Arg<bool>) -> IpcResult<Snapshot> {
+    shell.set_autostart(on.0)
 }
 
 /// Checks a channel's credentials; with `settings`, as those (unsaved) settings set them.
 #[tauri::command]
 async fn test_channel(
     shell: ShellState<'_>,
-    name: String,
-    settings: Option<Config>,
+    name: Arg<String>,
+    settings: Arg<Option<Config>>,
 ) -> IpcResult<Identity> {
-    shell.test_channel(&name, settings).await
+    let name = validate::channel_name("name", &name.0)?;
+    shell
+        .test_channel(name, settings.0)
+        .await
+        .map_err(|e| name_the(e, "name"))
 }
 
 #[tauri::command]
 async fn test_connection(
     shell: ShellState<'_>,
-    url: String,
-    token: String,
+    url: Arg<String>,
+    token: Arg<String>,
 ) -> IpcResult<ServerCheck> {
-    shell.test_connection(&url, &token).await
+    let url = validate::server_url("url", &url.0)?;
+    let token = validate::token("token", &token.0)?;
+    shell.test_connection(url, token).await
 }
 
 /// Asks the engine to check the agent server again.
@@ -510,14 +541,16 @@ async fn settings(shell: ShellState<'_>) -> IpcResult<SettingsView> {
     Ok(shell.settings())
 }
 
+/// The settings are checked field by field by `Config::validate` (an `invalid_settings` error
+/// naming the field) before anything is written.
 #[tauri::command]
-async fn save_settings(shell: ShellState<'_>, config: Config) -> IpcResult<SaveOutcome> {
-    Arc::clone(&shell).save_settings(config).await
+async fn save_settings(shell: ShellState<'_>, config: Arg<Config>) -> IpcResult<SaveOutcome> {
+    Arc::clone(&shell).save_settings(config.0).await
 }
 
 #[tauri::command]
-async fn import_autopilot(shell: ShellState<'_>, into: Config) -> IpcResult<ImportView> {
-    shell.import_autopilot(into)
+async fn import_autopilot(shell: ShellState<'_>, into: Arg<Config>) -> IpcResult<ImportView> {
+    shell.import_autopilot(into.0)
 }
 
 #[tauri::command]
@@ -533,20 +566,25 @@ async fn approvals(shell: ShellState<'_>) -> IpcResult<ApprovalsView> {
 #[tauri::command]
 async fn decide_approval(
     shell: ShellState<'_>,
-    approval_id: String,
-    choice: ApprovalChoice,
-    pattern: Option<String>,
+    approval_id: Arg<String>,
+    choice: Arg<ApprovalChoice>,
+    pattern: Arg<Option<String>>,
 ) -> IpcResult<DecideOutcome> {
-    shell.decide_approval_with_pattern(
-        &approval_id,
-        choice,
-        crate::shell::WINDOW_SURFACE,
-        pattern.as_deref(),
-    )
+    let approval_id = validate::approval_id("approvalId", &approval_id.0)?;
+    let pattern = validate::pattern("pattern", pattern.0.as_deref())?;
+    shell
+        .decide_approval_with_pattern(
+            approval_id,
+            choice.0,
+            crate::shell::WINDOW_SURFACE,
+            pattern.as_deref(),
+        )
+        .map_err(|e| name_the(e, "approvalId"))
 }
 
 #[tauri::command]
-async fn remove_rule(shell: ShellState<'_>, id: i64) -> IpcResult<bool> {
+async fn remove_rule(shell: ShellState<'_>, id: Arg<i64>) -> IpcResult<bool> {
+    let id = validate::rule_id("id", id.0)?;
     shell.remove_rule(id)
 }
 
@@ -560,20 +598,33 @@ async fn pairing_requests(shell: ShellState<'_>) -> IpcResult<Vec<PairingView>> 
 #[tauri::command]
 async fn admit_pairing(
     shell: ShellState<'_>,
-    channel: String,
-    code: String,
+    channel: Arg<String>,
+    code: Arg<String>,
 ) -> IpcResult<PairingDecision> {
-    shell.admit_pairing(&channel, &code, crate::shell::WINDOW_SURFACE)
+    let channel = validate::channel_name("channel", &channel.0)?;
+    let code = validate::pairing_code("code", &code.0)?;
+    shell.admit_pairing(channel, &code, crate::shell::WINDOW_SURFACE)
 }
 
 /// Refuses the sender of a pairing code: they are ignored silently from now on.
 #[tauri::command]
 async fn refuse_pairing(
     shell: ShellState<'_>,
-    channel: String,
-    code: String,
+    channel: Arg<String>,
+    code: Arg<String>,
 ) -> IpcResult<PairingDecision> {
-    shell.refuse_pairing(&channel, &code, crate::shell::WINDOW_SURFACE)
+    let channel = validate::channel_name("channel", &channel.0)?;
+    let code = validate::pairing_code("code", &code.0)?;
+    shell.refuse_pairing(channel, &code, crate::shell::WINDOW_SURFACE)
+}
+
+/// A `not_found` from the shell names the argument that named the missing thing.
+fn name_the(error: IpcError, field: &str) -> IpcError {
+    if error.code == ErrorCode::NotFound && error.field.is_none() {
+        error.with_field(field)
+    } else {
+        error
+    }
 }
 
 include!("command_names.rs");

@@ -13,6 +13,7 @@ pub mod logging;
 pub mod notify;
 pub mod shell;
 pub mod tray;
+pub mod validate;
 
 #[cfg(test)]
 mod tests;

@@ -771,6 +771,7 @@ fn an_approval_is_listed_masked_decided_once_from_the_window_and_the_run_finishe
         json!({"approvalId": "0b6c1f9e-3a4d-4c2e-9f7a-2d5e8b1c4a90", "choice": "approve"}),
     );
     assert_eq!(missing["code"], "not_found");
+    assert_eq!(missing["field"], "approvalId");
     let bad = rig.err(
         "decide_approval",
         json!({"approvalId": id, "choice": "maybe"}),
@@ -1282,4 +1283,327 @@ fn the_notification_admits_and_a_chat_admission_leaves_the_window_and_notificati
             .then_some(())
     });
     assert_eq!(rig.ok("pairing_requests", json!({})), json!([]));
+}
+
+/// The value of "no such approval": well formed, unknown.
+const UNKNOWN_APPROVAL: &str = "0b6c1f9e-3a4d-4c2e-9f7a-2d5e8b1c4a90";
+
+#[test]
+fn bad_arguments_are_refused_with_an_error_naming_them() {
+    let rig = Rig::start_pairing();
+    let long = "x".repeat(5000);
+    // (command, arguments, error code, the argument named)
+    let cases: Vec<(&str, Value, &str, &str)> = vec![
+        ("history", json!({}), "invalid_argument", "routingKey"),
+        (
+            "history",
+            json!({"routingKey": ""}),
+            "invalid_argument",
+            "routingKey",
+        ),
+        (
+            "history",
+            json!({"routingKey": 42}),
+            "invalid_argument",
+            "routingKey",
+        ),
+        (
+            "history",
+            json!({"routingKey": "a\nb"}),
+            "invalid_argument",
+            "routingKey",
+        ),
+        (
+            "history",
+            json!({"routingKey": long}),
+            "invalid_argument",
+            "routingKey",
+        ),
+        (
+            "cancel_run",
+            json!({"routingKey": "   "}),
+            "invalid_argument",
+            "routingKey",
+        ),
+        (
+            "set_paused",
+            json!({"paused": "yes"}),
+            "invalid_argument",
+            "paused",
+        ),
+        (
+            "set_approval_mode",
+            json!({"mode": "sometimes"}),
+            "invalid_argument",
+            "mode",
+        ),
+        (
+            "set_channel_enabled",
+            json!({"name": "", "enabled": true}),
+            "invalid_argument",
+            "name",
+        ),
+        (
+            "set_channel_enabled",
+            json!({"name": "tele gram", "enabled": true}),
+            "invalid_argument",
+            "name",
+        ),
+        (
+            "set_channel_enabled",
+            json!({"name": "irc", "enabled": true}),
+            "not_found",
+            "name",
+        ),
+        (
+            "set_channel_enabled",
+            json!({"name": "telegram", "enabled": null}),
+            "invalid_argument",
+            "enabled",
+        ),
+        (
+            "set_do_not_disturb",
+            json!({"on": 1}),
+            "invalid_argument",
+            "on",
+        ),
+        ("set_autostart", json!({}), "invalid_argument", "on"),
+        (
+            "test_channel",
+            json!({"name": long, "settings": null}),
+            "invalid_argument",
+            "name",
+        ),
+        (
+            "test_channel",
+            json!({"name": "irc", "settings": null}),
+            "not_found",
+            "name",
+        ),
+        (
+            "test_channel",
+            json!({"name": "telegram", "settings": {"server": 5}}),
+            "invalid_argument",
+            "settings",
+        ),
+        (
+            "test_connection",
+            json!({"url": "", "token": ""}),
+            "invalid_argument",
+            "url",
+        ),
+        (
+            "test_connection",
+            json!({"url": "127.0.0.1:4096", "token": ""}),
+            "invalid_argument",
+            "url",
+        ),
+        (
+            "test_connection",
+            json!({"url": "file:///etc/passwd", "token": ""}),
+            "invalid_argument",
+            "url",
+        ),
+        (
+            "test_connection",
+            json!({"url": "http://127.0.0.1:9", "token": "t0k\r\nX-Evil: 1"}),
+            "invalid_argument",
+            "token",
+        ),
+        (
+            "test_connection",
+            json!({"url": "http://127.0.0.1:9", "token": long}),
+            "invalid_argument",
+            "token",
+        ),
+        (
+            "test_connection",
+            json!({"url": "http://127.0.0.1:9"}),
+            "invalid_argument",
+            "token",
+        ),
+        (
+            "save_settings",
+            json!({"config": "not a config"}),
+            "invalid_argument",
+            "config",
+        ),
+        ("save_settings", json!({}), "invalid_argument", "config"),
+        (
+            "import_autopilot",
+            json!({"into": 7}),
+            "invalid_argument",
+            "into",
+        ),
+        (
+            "decide_approval",
+            json!({"approvalId": "", "choice": "approve"}),
+            "invalid_argument",
+            "approvalId",
+        ),
+        (
+            "decide_approval",
+            json!({"approvalId": "../../etc/passwd", "choice": "approve"}),
+            "invalid_argument",
+            "approvalId",
+        ),
+        (
+            "decide_approval",
+            json!({"approvalId": UNKNOWN_APPROVAL, "choice": "maybe"}),
+            "invalid_argument",
+            "choice",
+        ),
+        (
+            "decide_approval",
+            json!({"approvalId": UNKNOWN_APPROVAL, "choice": "always_allow", "pattern": "a\nb"}),
+            "invalid_argument",
+            "pattern",
+        ),
+        (
+            "decide_approval",
+            json!({"approvalId": UNKNOWN_APPROVAL, "choice": "always_allow", "pattern": long}),
+            "invalid_argument",
+            "pattern",
+        ),
+        (
+            "decide_approval",
+            json!({"approvalId": UNKNOWN_APPROVAL, "choice": "approve"}),
+            "not_found",
+            "approvalId",
+        ),
+        ("remove_rule", json!({"id": 0}), "invalid_argument", "id"),
+        ("remove_rule", json!({"id": "1"}), "invalid_argument", "id"),
+        ("remove_rule", json!({"id": 1.5}), "invalid_argument", "id"),
+        (
+            "admit_pairing",
+            json!({"channel": "telegram", "code": ""}),
+            "invalid_argument",
+            "code",
+        ),
+        (
+            "admit_pairing",
+            json!({"channel": "telegram", "code": "ABCD0000"}),
+            "invalid_argument",
+            "code",
+        ),
+        (
+            "admit_pairing",
+            json!({"channel": "telegram", "code": "ABC"}),
+            "invalid_argument",
+            "code",
+        ),
+        (
+            "admit_pairing",
+            json!({"channel": "telegram", "code": long}),
+            "invalid_argument",
+            "code",
+        ),
+        (
+            "admit_pairing",
+            json!({"channel": "", "code": "ABCD2345"}),
+            "invalid_argument",
+            "channel",
+        ),
+        (
+            "admit_pairing",
+            json!({"channel": "irc", "code": "ABCD2345"}),
+            "not_found",
+            "channel",
+        ),
+        (
+            "admit_pairing",
+            json!({"channel": "telegram", "code": "ABCD2345"}),
+            "not_found",
+            "code",
+        ),
+        (
+            "refuse_pairing",
+            json!({"channel": "telegram", "code": ["ABCD2345"]}),
+            "invalid_argument",
+            "code",
+        ),
+        (
+            "refuse_pairing",
+            json!({"channel": "telegram"}),
+            "invalid_argument",
+            "code",
+        ),
+    ];
+    for (command, args, code, field) in cases {
+        let error = rig.err(command, args.clone());
+        assert_eq!(
+            (error["code"].as_str(), error["field"].as_str()),
+            (Some(code), Some(field)),
+            "{command} {args}: {error}"
+        );
+        let message = error["message"].as_str().unwrap_or_default();
+        assert!(!message.is_empty(), "{command}: the error says why");
+        assert!(
+            !message.contains("X-Evil") && !message.contains(&long[..40]),
+            "a refused value is not repeated at length: {message}"
+        );
+    }
+    // Nothing was changed by the refused calls, and the app still answers.
+    let snapshot = rig.ok("snapshot", json!({}));
+    assert_eq!(snapshot["engine_running"], true);
+    assert_eq!(snapshot["paused"], false);
+    assert_eq!(snapshot["channels"][0]["enabled"], true);
+}
+
+/// Every command's arguments, as the page names them.
+const ARGUMENTS: &[(&str, &[&str])] = &[
+    ("snapshot", &[]),
+    ("conversations", &[]),
+    ("history", &["routingKey"]),
+    ("cancel_run", &["routingKey"]),
+    ("set_paused", &["paused"]),
+    ("set_approval_mode", &["mode"]),
+    ("set_channel_enabled", &["name", "enabled"]),
+    ("set_do_not_disturb", &["on"]),
+    ("set_autostart", &["on"]),
+    ("test_channel", &["name", "settings"]),
+    ("test_connection", &["url", "token"]),
+    ("check_server", &[]),
+    ("settings", &[]),
+    ("save_settings", &["config"]),
+    ("import_autopilot", &["into"]),
+    ("activity", &[]),
+    ("approvals", &[]),
+    ("decide_approval", &["approvalId", "choice", "pattern"]),
+    ("remove_rule", &["id"]),
+    ("pairing_requests", &[]),
+    ("admit_pairing", &["channel", "code"]),
+    ("refuse_pairing", &["channel", "code"]),
+];
+
+#[test]
+fn no_command_panics_or_answers_an_untyped_error_on_odd_input() {
+    let names: Vec<&str> = ARGUMENTS.iter().map(|(name, _)| *name).collect();
+    assert_eq!(names, COMMAND_NAMES, "every command is in this table");
+    let rig = Rig::start_pairing();
+    let odd = [
+        json!(null),
+        json!(-1),
+        json!(i64::MAX),
+        json!(9.75),
+        json!(""),
+        json!("\u{0}\u{202e}\u{fffd}"),
+        json!("x".repeat(100_000)),
+        json!({"nested": [[[]]]}),
+    ];
+    for (command, arguments) in ARGUMENTS {
+        for value in &odd {
+            let args: serde_json::Map<String, Value> = arguments
+                .iter()
+                .map(|name| ((*name).to_owned(), value.clone()))
+                .collect();
+            if let Err(error) = rig.invoke(command, Value::Object(args)) {
+                assert!(
+                    error["code"].is_string() && error["message"].is_string(),
+                    "{command} with {value}: a typed error, not {error}"
+                );
+            }
+        }
+    }
+    assert_eq!(rig.ok("snapshot", json!({}))["engine_running"], true);
 }
