@@ -60,6 +60,8 @@ export interface Snapshot {
   active_runs: number;
   queued: number;
   pending_approvals: number;
+  /** Strangers waiting to be admitted or refused (unexpired pairing codes). */
+  pending_pairings: number;
   do_not_disturb: boolean;
   quiet_now: boolean;
   autostart: boolean;
@@ -268,6 +270,30 @@ export type DecideOutcome =
   | { outcome: "decided"; action: string; rule_id: number | null; message: string }
   | { outcome: "already_decided"; action: string; decided_by: string; surface: string; message: string };
 
+// ----- pairing requests -----
+
+/** A stranger asking to talk to the agent (a pending pairing code). */
+export interface PairingView {
+  channel: string;
+  peer_id: string;
+  /** Their display name, or their id when the platform gives none. */
+  peer_name: string;
+  code: string;
+  /** What they wrote first, as they wrote it: put it in as text, never as markup. */
+  first_message: string;
+  created_ms: number;
+  expires_ms: number;
+}
+
+/** `admitted`, `refused`, or (in events) `expired`. */
+export type PairingState = "admitted" | "refused" | "expired";
+
+export interface PairingDecision {
+  state: PairingState;
+  request: PairingView;
+  message: string;
+}
+
 export type ErrorCode =
   | "not_running"
   | "invalid_settings"
@@ -294,7 +320,9 @@ export type UiEvent =
   | { kind: "conversations_changed"; routing_key: string | null }
   | { kind: "navigate"; page: Page; routing_key: string | null }
   | { kind: "approval_requested"; approval: ApprovalView }
-  | { kind: "approval_resolved"; approval_id: string; action: string; decided_by: string; surface: string };
+  | { kind: "approval_resolved"; approval_id: string; action: string; decided_by: string; surface: string }
+  | { kind: "pairing_requested"; request: PairingView }
+  | { kind: "pairing_resolved"; channel: string; code: string; state: PairingState; decided_by: string };
 
 /** Whatever a failed command threw, as an `IpcError` (Tauri itself may reject with a string). */
 export function toIpcError(error: unknown): IpcError {
@@ -337,6 +365,9 @@ export const commands = {
   decideApproval: (approvalId: string, choice: ApprovalChoice, pattern?: string) =>
     call<DecideOutcome>("decide_approval", { approvalId, choice, pattern: pattern?.trim() ? pattern.trim() : null }),
   removeRule: (id: number) => call<boolean>("remove_rule", { id }),
+  pairingRequests: () => call<PairingView[]>("pairing_requests"),
+  admitPairing: (channel: string, code: string) => call<PairingDecision>("admit_pairing", { channel, code }),
+  refusePairing: (channel: string, code: string) => call<PairingDecision>("refuse_pairing", { channel, code }),
 };
 
 /** Calls `handler` with each event from the shell. */

@@ -10,6 +10,7 @@ import { renderChannels } from "./pages/channels";
 import { renderSessions } from "./pages/sessions";
 import { forgetSettings, renderSettings } from "./pages/settings";
 import { serverStateLabel } from "./format";
+import { dropExpired } from "./pairing";
 
 const PAGE_LABELS: Record<Page, string> = {
   channels: "Channels",
@@ -79,7 +80,9 @@ let navKey = "";
 function renderNav() {
   const s = state.snapshot;
   // Redrawn only when it changes, so it keeps focus and hover while events stream in.
-  const key = `${state.page}|${s?.pending_approvals ?? 0}`;
+  // Approvals counts what waits for the person: tool calls and strangers asking to talk.
+  const waiting = (s?.pending_approvals ?? 0) + (s?.pending_pairings ?? 0);
+  const key = `${state.page}|${waiting}`;
   if (key === navKey) return;
   navKey = key;
   mount(
@@ -89,7 +92,7 @@ function renderNav() {
       "ul",
       {},
       PAGES.map((page) => {
-        const count = page === "approvals" && s && s.pending_approvals > 0 ? h("span", { class: "count" }, String(s.pending_approvals)) : null;
+        const count = page === "approvals" && waiting > 0 ? h("span", { class: "count", "data-testid": "approvals-waiting" }, String(waiting)) : null;
         return h(
           "li",
           {},
@@ -136,7 +139,7 @@ let bannersKey = "";
 
 function renderBanners() {
   const s = state.snapshot;
-  const key = JSON.stringify([state.page === "settings", s?.config, s?.engine_error, s?.engine_running, s?.server]);
+  const key = JSON.stringify([state.page, s?.config, s?.engine_error, s?.engine_running, s?.server, s?.pending_pairings]);
   if (key === bannersKey) return;
   bannersKey = key;
   const items: HTMLElement[] = [];
@@ -148,6 +151,17 @@ function renderBanners() {
     } else if (s.engine_error) {
       items.push(h("div", { class: "banner error", role: "alert" }, `Switchboard cannot start: ${s.engine_error}`));
     }
+  }
+  if (s && s.engine_running && s.pending_pairings > 0 && state.page !== "approvals" && state.page !== "settings") {
+    const who = s.pending_pairings === 1 ? "Someone you have not admitted asks" : `${s.pending_pairings} people you have not admitted ask`;
+    items.push(
+      h(
+        "div",
+        { class: "banner info", "data-testid": "pairing-banner" },
+        `${who} to talk to the agent. `,
+        h("button", { type: "button", class: "link", onclick: () => ctx.navigate("approvals") }, "Admit or refuse"),
+      ),
+    );
   }
   if (s && s.engine_running && (s.server.state === "unreachable" || s.server.state === "unauthorized")) {
     items.push(
@@ -231,8 +245,11 @@ async function refreshForPage() {
       const history = selected ? await commands.history(selected).catch(() => null) : null;
       state = { ...state, conversations, selected, history };
     } else if (state.page === "approvals" && state.snapshot?.engine_running) {
-      const approvals = await commands.approvals().catch(() => state.approvals);
-      state = { ...state, approvals };
+      const [approvals, pairings] = await Promise.all([
+        commands.approvals().catch(() => state.approvals),
+        commands.pairingRequests().catch(() => state.pairings),
+      ]);
+      state = { ...state, approvals, pairings };
     } else if (state.page === "activity") {
       const entries = await commands.activity().catch(() => []);
       state = { ...state, activity: mergeActivity(state.activity, entries) };
@@ -298,9 +315,13 @@ async function boot() {
   window.setInterval(() => {
     if (state.page === "channels" || state.page === "sessions") render();
   }, 30_000);
-  // The approvals' countdowns tick in place, without rebuilding the page under the pointer.
+  // The approvals' countdowns tick in place, without rebuilding the page under the pointer; a
+  // pairing code that runs out leaves the list at once (the shell confirms it a little later).
   window.setInterval(() => {
-    if (state.page === "approvals") tickCountdowns(content, Date.now());
+    if (state.page !== "approvals") return;
+    const now = Date.now();
+    if (state.pairings && state.pairings.some((p) => p.expires_ms <= now)) ctx.set({ pairings: dropExpired(state.pairings, now) });
+    tickCountdowns(content, now);
   }, 1000);
 }
 

@@ -1,7 +1,8 @@
 // The window's state and the pure reducer that applies the shell's events to it.
 
-import type { ActivityEntry, ApprovalsView, ConversationView, HistoryView, LiveReply, Page, Snapshot, UiEvent } from "./ipc";
+import type { ActivityEntry, ApprovalsView, ConversationView, HistoryView, LiveReply, Page, PairingView, Snapshot, UiEvent } from "./ipc";
 import { withRequested, withResolved } from "./approvals";
+import { addPairing, pairingKey, removePairing } from "./pairing";
 
 /** How many activity entries the page keeps (the shell keeps its own, larger, log). */
 export const ACTIVITY_LIMIT = 2000;
@@ -21,6 +22,10 @@ export interface AppState {
   approvals: ApprovalsView | null;
   /** Approvals being decided from this window (their buttons wait). */
   deciding: string[];
+  /** Strangers asking to talk to the agent, oldest first, once fetched. */
+  pairings: PairingView[] | null;
+  /** Pairing requests being admitted or refused from this window, by `pairingKey`. */
+  pairingBusy: string[];
   /** Conversations (or the open history) changed and should be fetched again. */
   stale: boolean;
 }
@@ -37,6 +42,8 @@ export function initialState(): AppState {
     activityQuery: "",
     approvals: null,
     deciding: [],
+    pairings: null,
+    pairingBusy: [],
     stale: false,
   };
 }
@@ -78,6 +85,20 @@ export function reduce(state: AppState, event: UiEvent): AppState {
         deciding: state.deciding.filter((id) => id !== event.approval_id),
         stale: true,
       };
+    case "pairing_requested":
+      // Added at once when the list is loaded; fetched when it is not yet.
+      return state.pairings
+        ? { ...state, pairings: addPairing(state.pairings, event.request) }
+        : { ...state, stale: true };
+    case "pairing_resolved": {
+      // Admitted or refused here, from a chat or by the headless binary, or expired: it leaves.
+      const key = pairingKey(event);
+      return {
+        ...state,
+        pairings: state.pairings ? removePairing(state.pairings, event.channel, event.code) : state.pairings,
+        pairingBusy: state.pairingBusy.filter((k) => k !== key),
+      };
+    }
     case "navigate":
       return {
         ...state,

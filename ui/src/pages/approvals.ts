@@ -1,21 +1,95 @@
-// Approvals: the tool calls waiting for a decision (with the time left, the tool, its readable
+// Approvals: what waits for the person. First the strangers asking to talk to the agent (who,
+// on which channel, what they wrote first, their code and its time left) with Admit / Refuse;
+// then the tool calls waiting for a decision (with the time left, the tool, its readable
 // arguments, the conversation and who asked), Approve / Reject / Always allow, the "always
 // allow" rules with Revoke, and the history of decisions from the audit log.
 
 import { h } from "../dom";
 import type { Ctx } from "../ctx";
-import { commands, type ApprovalChoice, type ApprovalView, type DecisionView, type RuleView } from "../ipc";
+import { commands, type ApprovalChoice, type ApprovalView, type DecisionView, type PairingView, type RuleView } from "../ipc";
 import { actionLabel, actionTone, countdown, countdownTone, decidedByLabel } from "../approvals";
-import { clockTime, plural, titleCase } from "../format";
+import { firstMessagePreview, pairingKey, removePairing, senderLabel } from "../pairing";
+import { clockTime, plural, timeAgo, titleCase } from "../format";
 
 /** Loads the page's content (after a decision, a revoke, or an event said it changed). */
 export async function loadApprovals(ctx: Ctx): Promise<void> {
   try {
-    const approvals = await commands.approvals();
-    ctx.set({ approvals });
+    const [approvals, pairings] = await Promise.all([commands.approvals(), commands.pairingRequests()]);
+    ctx.set({ approvals, pairings });
   } catch (e) {
     ctx.notice(ctx.errorText(e), "error");
   }
+}
+
+async function decidePairing(ctx: Ctx, p: PairingView, admit: boolean): Promise<void> {
+  const key = pairingKey(p);
+  if (ctx.state.pairingBusy.includes(key)) return;
+  ctx.set({ pairingBusy: [...ctx.state.pairingBusy, key] });
+  try {
+    const decision = admit ? await commands.admitPairing(p.channel, p.code) : await commands.refusePairing(p.channel, p.code);
+    ctx.notice(decision.message, "ok");
+    ctx.set({ pairings: removePairing(ctx.state.pairings ?? [], p.channel, p.code) });
+  } catch (e) {
+    // Most likely decided elsewhere a moment ago, or expired: the message says so.
+    ctx.notice(ctx.errorText(e), "error");
+  } finally {
+    ctx.set({ pairingBusy: ctx.state.pairingBusy.filter((k) => k !== key) });
+    await loadApprovals(ctx);
+  }
+}
+
+function pairingCard(ctx: Ctx, p: PairingView, now: number): HTMLElement {
+  const key = pairingKey(p);
+  const busy = ctx.state.pairingBusy.includes(key);
+  const preview = firstMessagePreview(p.first_message);
+  const sender = senderLabel(p);
+  const button = (admit: boolean) =>
+    h(
+      "button",
+      {
+        type: "button",
+        class: admit ? "primary" : "danger",
+        "data-testid": admit ? "admit" : "refuse",
+        "data-key": `${admit ? "admit" : "refuse"}-${key}`,
+        disabled: busy,
+        title: admit ? `Let ${sender} talk to the agent from now on` : `Ignore ${sender} silently from now on (no reply, nothing reaches the agent)`,
+        onclick: () => void decidePairing(ctx, p, admit),
+      },
+      admit ? "Admit" : "Refuse",
+    );
+  return h(
+    "li",
+    { class: "card pairing", "data-testid": "pairing", "data-channel": p.channel, "data-code": p.code, "aria-label": `${sender} on ${titleCase(p.channel)} asks to talk to the agent` },
+    h(
+      "header",
+      { class: "approval-head" },
+      h("h2", { class: "pairing-sender" }, h("span", { "data-testid": "pairing-sender" }, sender), h("span", { class: "badge off", "data-testid": "pairing-channel" }, titleCase(p.channel))),
+      h(
+        "span",
+        { class: "approval-deadline", title: `The code stops working at ${clockTime(p.expires_ms, now)}` },
+        "code expires in ",
+        h("span", { class: "countdown", "data-testid": "countdown", "data-deadline": String(p.expires_ms), "data-tone": countdownTone(p.expires_ms, now) }, countdown(p.expires_ms, now)),
+      ),
+    ),
+    preview.text.length > 0
+      ? h("blockquote", { class: "first-message wrap", "data-testid": "pairing-message", title: preview.clipped ? p.first_message : null }, preview.text)
+      : h("p", { class: "muted" }, "(their first message had no text)"),
+    h("p", { class: "muted" }, `Wrote ${timeAgo(p.created_ms, now)} · pairing code `, h("span", { class: "mono", "data-testid": "pairing-code" }, p.code)),
+    h("div", { class: "approval-actions" }, button(true), button(false), busy ? h("span", { class: "muted" }, "Deciding…") : null),
+  );
+}
+
+function pairingSection(ctx: Ctx, pairings: PairingView[] | null, now: number): HTMLElement {
+  return h(
+    "section",
+    { class: "approvals-section pairing-section", "aria-labelledby": "pairing-title", "data-testid": "pairings" },
+    h("h2", { id: "pairing-title" }, `Asking to talk to the agent${pairings && pairings.length > 0 ? ` (${pairings.length})` : ""}`),
+    pairings === null
+      ? h("p", { class: "muted" }, "Loading…")
+      : pairings.length === 0
+        ? h("p", { class: "muted", "data-testid": "no-pairings" }, "Nobody is waiting to be admitted. When someone the bot does not know writes to it directly, they get a pairing code, nothing reaches the agent, and they show up here for you to admit or refuse.")
+        : h("ul", { class: "approval-list", "aria-label": "Asking to talk to the agent" }, pairings.map((p) => pairingCard(ctx, p, now))),
+  );
 }
 
 async function decide(ctx: Ctx, approval: ApprovalView, choice: ApprovalChoice, pattern?: string): Promise<void> {
@@ -165,7 +239,11 @@ function historySection(history: DecisionView[], now: number): HTMLElement {
 export function renderApprovals(ctx: Ctx): HTMLElement {
   const { snapshot, approvals } = ctx.state;
   const now = Date.now();
-  const head = h("header", { class: "page-head" }, h("h1", {}, "Approvals"), approvals ? h("span", { class: "muted", "data-testid": "approvals-count" }, `${plural(approvals.pending.length, "call")} waiting`) : null);
+  const { pairings } = ctx.state;
+  const counts = approvals
+    ? [`${plural(approvals.pending.length, "call")} waiting`, pairings && pairings.length > 0 ? `${plural(pairings.length, "stranger")} asking to talk` : null].filter(Boolean).join(" · ")
+    : null;
+  const head = h("header", { class: "page-head" }, h("h1", {}, "Approvals"), counts ? h("span", { class: "muted", "data-testid": "approvals-count" }, counts) : null);
   if (!snapshot?.engine_running) {
     return h("section", { class: "page", "data-page": "approvals" }, head, h("p", { class: "empty muted" }, "Switchboard is not running yet."));
   }
@@ -180,6 +258,8 @@ export function renderApprovals(ctx: Ctx): HTMLElement {
     "section",
     { class: "page approvals", "data-page": "approvals" },
     head,
+    pairingSection(ctx, pairings, now),
+    h("h2", { class: "section-title" }, "Tool calls"),
     modeNote,
     approvals.pending.length === 0
       ? h("p", { class: "empty muted", "data-testid": "no-approvals" }, "Nothing waits for a decision. When the agent wants to run a tool that needs approval, it shows up here, in a notification and in the chat.")
