@@ -491,6 +491,121 @@ async fn approvals_are_decided_from_the_window_and_from_the_notification() {
     app.quit().await;
 }
 
+/// Someone the user has not admitted (not in `allowed_users`).
+const STRANGER: i64 = 5151;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_is_admitted_from_the_window_and_then_answered() {
+    let Some(env) = env::get() else { return };
+    let _turn = TURN.lock().await;
+    let fakes = Fakes::start().await;
+    let files = Files::new("pairing");
+    // Strangers get a pairing code (the default policy); the user stays allowed.
+    files.write_config(
+        &fakes
+            .config()
+            .replace("dm_policy = \"open\"", "dm_policy = \"pairing\""),
+    );
+    let app = App::launch(env, &files).await;
+    app.wait_for(
+        "Telegram connected",
+        "[data-testid=channel-telegram][data-state=connected]",
+    )
+    .await;
+    let tray = Tray::find();
+    let before = env.notifications.all().len();
+
+    fakes
+        .telegram
+        .send_dm(STRANGER, "Bea", "hello <b>agent</b>, are you there?");
+    fakes
+        .telegram
+        .wait_for("the pairing code in the stranger's chat", |tg| {
+            !tg.sent_to(STRANGER).is_empty()
+        })
+        .await;
+    let reply = fakes.telegram.sent_to(STRANGER)[0].text.clone();
+    let code: String = match reply.find("pairing code is ") {
+        Some(at) => reply[at + "pairing code is ".len()..]
+            .chars()
+            .take(8)
+            .collect(),
+        None => panic!("no pairing code in {reply:?}"),
+    };
+
+    // The window says so on any page, and lists the request where approvals are.
+    app.click("[data-testid=pairing-banner] button").await;
+    app.wait_for("the Approvals page", "[data-page=approvals]")
+        .await;
+    let card = app.wait_text("[data-testid=pairing]", "Bea").await;
+    assert!(
+        card.contains("Telegram")
+            && card.contains(&code)
+            && card.contains("hello <b>agent</b>, are you there?"),
+        "the sender, channel, code and first message, as text: {card}"
+    );
+    // A notification with Admit and Refuse, the stranger's markup escaped; the tray counts it.
+    let shown = wait_notification(env, before, |n| {
+        n.summary.ends_with("asks to talk to the agent")
+    })
+    .await;
+    assert_eq!(
+        shown.actions,
+        ["admit", "Admit", "refuse", "Refuse"],
+        "{shown:?}"
+    );
+    assert!(
+        shown.body.contains("&lt;b&gt;agent&lt;/b&gt;") && shown.body.contains(&code),
+        "{shown:?}"
+    );
+    tray.wait_item(
+        "the request counted in the tray",
+        "Pending approvals",
+        |i| i.label == "Pending approvals (0) · pairing requests (1)" && i.enabled,
+    );
+    app.screenshot("pairing").await;
+    assert!(
+        fakes.stakpak.posted_messages().is_empty(),
+        "nothing of a stranger reaches the agent server"
+    );
+
+    // Admit: the request leaves the list and its notification, and the next message is answered.
+    let withdrawn = env.notifications.withdrawn();
+    app.click("[data-testid=pairing] [data-testid=admit]").await;
+    app.wait_for("the list empty", "[data-testid=no-pairings]")
+        .await;
+    let deadline = std::time::Instant::now() + app::WAIT;
+    while env.notifications.withdrawn() <= withdrawn {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the notification of the request admitted in the window was not withdrawn"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    fakes.telegram.send_dm(STRANGER, "Bea", "now?");
+    fakes
+        .telegram
+        .wait_for("the agent's reply to the admitted sender", |tg| {
+            tg.sent_to(STRANGER).iter().any(|s| s.text == "echo: now?")
+        })
+        .await;
+    let posted: Vec<String> = fakes
+        .stakpak
+        .posted_messages()
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(
+        posted,
+        ["now?"],
+        "only the message after admission reached the agent"
+    );
+    tray.wait_item("the tray count back to zero", "Pending approvals", |i| {
+        i.label == "Pending approvals (0)"
+    });
+    app.quit().await;
+}
+
 /// Waits for a notification after the first `skip` that matches `check`.
 async fn wait_notification(
     env: &env::Env,
