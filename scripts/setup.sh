@@ -4,7 +4,7 @@
 #
 # - system packages: the compiler tool chain, WebKitGTK and the tray library for the desktop app,
 #   and the headless desktop the end-to-end tests drive (Xvfb, D-Bus, dunst, a tray host,
-#   WebKitWebDriver);
+#   WebKitWebDriver), and a Secret Service (gnome-keyring) for the token tests;
 # - the Rust tool chain (rustup) when cargo is missing;
 # - Node 20+ with npm (the window's UI build) and the UI's packages (npm ci, else npm install);
 # - tauri-driver (WebDriver for the app's window) with cargo install.
@@ -25,6 +25,8 @@ packages=(
   # a StatusNotifier host for the tray, the WebKit WebDriver, and small X tools.
   xvfb xauth dbus dbus-x11 dunst libnotify-bin at-spi2-core
   haskell-status-notifier-item-utils webkit2gtk-driver imagemagick x11-utils xdotool
+  # The token tests: a real Secret Service (gnome-keyring) and libsecret's CLI to look inside it.
+  gnome-keyring libsecret-tools
 )
 for pkg in "${packages[@]}"; do
   have_pkg "$pkg" || need_apt+=("$pkg")

@@ -14,6 +14,7 @@ use switchboard_engine::approvals::readable_arguments;
 use switchboard_engine::channels::{Channel, ChannelError};
 use switchboard_engine::config::{self, ApprovalMode, Config, ConfigError, Paths};
 use switchboard_engine::model::{now_ms, Identity};
+use switchboard_engine::secrets::Secrets;
 use switchboard_engine::store::{ApprovalRecord, Resolution};
 use switchboard_engine::{Engine, EngineEvent, EngineHandle, EngineOptions};
 use tokio::sync::broadcast;
@@ -838,8 +839,13 @@ impl Shell {
     pub async fn save_settings(self: Arc<Self>, config: Config) -> IpcResult<SaveOutcome> {
         let path = &self.options.paths.config_file;
         config.validate(path).map_err(config_error)?;
-        config.save(path).map_err(config_error)?;
-        tracing::info!(file = %path.display(), "settings saved");
+        // Tokens go to the keyring (or the private fallback file); the file gets references.
+        let vault = Secrets::new(path)
+            .keyring(self.options.engine.keyring.clone())
+            .save(&config)
+            .await
+            .map_err(config_error)?;
+        tracing::info!(file = %path.display(), tokens = vault.as_str(), "settings saved");
         self.record(
             Level::Info,
             "settings_saved",

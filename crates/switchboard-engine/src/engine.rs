@@ -17,6 +17,7 @@ use crate::config::{self, ApprovalMode, Config};
 use crate::dispatcher::{Dispatcher, DispatcherIntake, RunControl};
 use crate::events::EngineEvent;
 use crate::model::{now_ms, ChannelStatus, ChatType, Identity, Peer};
+use crate::secrets::{KeyringChoice, Secrets};
 use crate::store::{ApprovalRecord, ApprovalRule, DecisionRecord, JournalEntry, Resolution, Store};
 use crate::watch::WatchContext;
 
@@ -43,6 +44,9 @@ pub struct EngineOptions {
     pub serve_api: bool,
     /// Overrides `approval_timeout_minutes` (tests use milliseconds).
     pub approval_timeout: Option<Duration>,
+    /// Whether tokens may live in the OS keyring (with a configuration file); the default
+    /// follows `SWITCHBOARD_KEYRING`.
+    pub keyring: KeyringChoice,
 }
 
 impl Default for EngineOptions {
@@ -60,6 +64,7 @@ impl Default for EngineOptions {
             prune_interval: Duration::from_secs(3600),
             serve_api: true,
             approval_timeout: None,
+            keyring: KeyringChoice::from_env(),
         }
     }
 }
@@ -119,6 +124,13 @@ impl EngineBuilder {
             options,
             channels,
         } = self;
+        if let Some(path) = &config_path {
+            // Tokens come from the keyring; any still written in the file move there first.
+            Secrets::new(path)
+                .keyring(options.keyring.clone())
+                .settle(&mut config)
+                .await?;
+        }
         let store = Store::open(&data_dir)?;
         ensure_api_token(&mut config, config_path.as_deref())?;
         let (events, _) = broadcast::channel(4096);

@@ -19,6 +19,7 @@ mod engine;
 pub mod events;
 pub mod model;
 pub mod routing;
+pub mod secrets;
 pub mod sse;
 pub mod store;
 pub mod watch;

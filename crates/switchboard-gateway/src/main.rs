@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use switchboard_engine::config::{Config, Paths};
+use switchboard_engine::secrets::Secrets;
 use switchboard_engine::{Engine, EngineEvent};
 use tokio_util::sync::CancellationToken;
 
@@ -140,8 +141,19 @@ fn log_event(event: &EngineEvent) {
 }
 
 async fn check(paths: &Paths) -> anyhow::Result<()> {
-    let config = load(paths)?;
+    let mut config = load(paths)?;
     println!("configuration: {} is valid", paths.config_file.display());
+    let secrets = Secrets::new(&paths.config_file);
+    let settled = secrets.settle(&mut config).await?;
+    for (setting, vault) in &settled.moved {
+        println!("token: moved {setting} to {}", vault.as_str());
+    }
+    if let Some(reason) = &settled.keyring_unavailable {
+        println!(
+            "tokens: no keyring ({reason}); kept in {}, readable only by you",
+            secrets.fallback_file().display()
+        );
+    }
     let client = switchboard_engine::agent::AgentClient::new(
         &config.server.url,
         &config.server.token,
@@ -212,7 +224,10 @@ fn pair(paths: &Paths, action: PairAction) -> anyhow::Result<()> {
     let code = normalise_code(&code);
     match store.resolve_pairing(&channel, &code, state, "switchboard-gateway pair", now_ms())? {
         Some(request) => {
-            println!("{} ({}) on {channel} is {state}", request.peer_name, request.peer_id);
+            println!(
+                "{} ({}) on {channel} is {state}",
+                request.peer_name, request.peer_id
+            );
             Ok(())
         }
         None => anyhow::bail!(
