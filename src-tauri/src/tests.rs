@@ -458,7 +458,7 @@ fn settings_are_checked_saved_and_applied_without_a_restart() {
     assert_eq!(view["exists"], true);
     assert!(view["problem"].is_null());
     let mut config = view["config"].clone();
-    config["api"]["listen"] = json!("0.0.0.0:4097");
+    config["api"]["listen"] = json!("0.0.0.0");
     let refused = rig.err("save_settings", json!({"config": config}));
     assert_eq!(refused["code"], "invalid_settings");
     assert_eq!(refused["field"], "api.listen");

@@ -309,6 +309,16 @@ impl App {
             .unwrap_or_default()
     }
 
+    /// An attribute of `css` (e.g. an input's `type`).
+    pub async fn attr(&self, css: &str, name: &str) -> Option<String> {
+        self.find(css).await.attr(name).await.ok().flatten()
+    }
+
+    /// Every text the window shows.
+    pub async fn page_text(&self) -> String {
+        self.find("body").await.text().await.unwrap_or_default()
+    }
+
     /// Saves a picture of the window in `artifacts/screenshots/<name>.png`.
     pub async fn screenshot(&self, name: &str) -> PathBuf {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts/screenshots");

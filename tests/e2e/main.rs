@@ -634,6 +634,28 @@ async fn settings_saved_in_the_window_are_in_the_file_and_survive_a_restart() {
     let files = Files::new("settings");
     let app = launch_connected(env, &files, &fakes).await;
     app.page("settings").await;
+    // Tokens are masked until revealed, and the file kept references, not tokens, since start.
+    let tg_token = fakes.telegram.token();
+    let server_token = fakes.stakpak.token().unwrap_or_default();
+    let token_field = "[data-testid=field-channels-telegram-token]";
+    assert_eq!(
+        app.attr(token_field, "type").await.as_deref(),
+        Some("password")
+    );
+    assert!(
+        !app.page_text().await.contains(&tg_token),
+        "no token on the page"
+    );
+    app.click("[data-key=field-channels-telegram-token-reveal]")
+        .await;
+    assert_eq!(app.attr(token_field, "type").await.as_deref(), Some("text"));
+    assert_eq!(
+        app.value(token_field).await,
+        tg_token,
+        "revealed on request"
+    );
+    app.click("[data-key=field-channels-telegram-token-reveal]")
+        .await;
     app.fill("[data-testid=field-gateway-model]", "e2e-model")
         .await;
     app.fill(
@@ -664,18 +686,33 @@ async fn settings_saved_in_the_window_are_in_the_file_and_survive_a_restart() {
         text.starts_with("# Switchboard e2e configuration"),
         "the file's comments are kept: {text}"
     );
+    for token in [&tg_token, &server_token] {
+        assert!(
+            !text.contains(token.as_str()),
+            "no token in the file: {text}"
+        );
+    }
+    assert!(
+        text.contains(":channels.telegram.token\"") && text.contains(":server.token\""),
+        "the file refers to where the tokens are: {text}"
+    );
 
     // A mistake is refused, named, and not written.
-    app.fill("[data-testid=field-api-listen]", "0.0.0.0:4097")
+    app.fill("[data-testid=field-api-listen]", "localhost:4097")
         .await;
     app.click("[data-testid=settings-save]").await;
-    app.wait_text("[data-testid=field-problem]", "loopback")
+    app.wait_text("[data-testid=field-problem]", "IP address")
         .await;
     assert!(
-        !files.read_config().contains("0.0.0.0"),
+        !files.read_config().contains("localhost:4097"),
         "nothing is written when the settings are wrong"
     );
     app.quit().await;
+    let log = files.app_log();
+    assert!(log.contains("settings saved"), "the scan covers the log");
+    for token in [&tg_token, &server_token] {
+        assert!(!log.contains(token.as_str()), "no token in the app's log");
+    }
 
     let app = App::launch(env, &files).await;
     app.page("settings").await;

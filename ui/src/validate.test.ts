@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { Config } from "./ipc";
-import { isLoopbackListen, isTime, validateSettings } from "./validate";
+import { isListenAddress, isTime, validateSettings } from "./validate";
 
 function config(): Config {
   return {
@@ -36,7 +36,7 @@ describe("validateSettings", () => {
     ["a zero timeout", (c) => (c.gateway.approval_timeout_minutes = 0), "gateway.approval_timeout_minutes"],
     ["a fractional retention", (c) => (c.gateway.journal_retention_days = 1.5), "gateway.journal_retention_days"],
     ["an empty allowlist entry", (c) => (c.gateway.approval_allowlist = ["view", " "]), "gateway.approval_allowlist[1]"],
-    ["an API address off loopback", (c) => (c.api.listen = "0.0.0.0:4097"), "api.listen"],
+    ["an API address that is a name", (c) => (c.api.listen = "localhost:4097"), "api.listen"],
     ["an API address without a port", (c) => (c.api.listen = "127.0.0.1"), "api.listen"],
     ["half the quiet hours", (c) => (c.notifications.quiet_hours_start = "22:00"), "notifications.quiet_hours_end"],
     ["a quiet hour that is not a time", (c) => Object.assign(c.notifications, { quiet_hours_start: "25:00", quiet_hours_end: "07:00" }), "notifications.quiet_hours_start"],
@@ -74,9 +74,13 @@ describe("small checks", () => {
     ["127.0.0.1:4097", true],
     ["127.1.2.3:0", true],
     ["[::1]:4097", true],
-    ["192.168.1.2:4097", false],
+    ["192.168.1.2:4097", true],
+    ["0.0.0.0:4097", true],
+    ["[fe80::1]:4097", true],
     ["127.0.0.1:70000", false],
     ["127.0.0.300:80", false],
+    ["127.0.0.1", false],
+    ["[1234]:80", false],
     ["localhost:4097", false],
-  ])("isLoopbackListen(%s) = %s", (text, ok) => expect(isLoopbackListen(text)).toBe(ok));
+  ])("isListenAddress(%s) = %s", (text, ok) => expect(isListenAddress(text)).toBe(ok));
 });

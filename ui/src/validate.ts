@@ -19,14 +19,16 @@ export function isTime(value: string): boolean {
   return match !== null && Number(match[1]) < 24 && Number(match[2]) < 60;
 }
 
-/** A loopback `address:port` (IPv4 `127.x.x.x` or `[::1]`). */
-export function isLoopbackListen(value: string): boolean {
-  const v4 = /^127\.(\d{1,3})\.(\d{1,3})\.(\d{1,3}):(\d{1,5})$/.exec(value);
-  const v6 = /^\[::1\]:(\d{1,5})$/.exec(value);
-  const port = v4 ? Number(v4[4]) : v6 ? Number(v6[1]) : NaN;
-  if (v4 && v4.slice(1, 4).some((octet) => Number(octet) > 255)) return false;
+/** An IP `address:port` the API can listen on (IPv4 `a.b.c.d:port` or `[v6]:port`). */
+export function isListenAddress(value: string): boolean {
+  const v4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3}):(\d{1,5})$/.exec(value);
+  const v6 = /^\[([0-9a-fA-F:.]+)\]:(\d{1,5})$/.exec(value);
+  const port = v4 ? Number(v4[5]) : v6 ? Number(v6[2]) : NaN;
+  if (v4 && v4.slice(1, 5).some((octet) => Number(octet) > 255)) return false;
+  if (v6 && !v6[1].includes(":")) return false;
   return Number.isInteger(port) && port >= 0 && port <= 65535;
 }
+
 
 /** Every problem found, in the order of the form. */
 export function validateSettings(config: Config): FieldProblem[] {
@@ -60,7 +62,7 @@ export function validateSettings(config: Config): FieldProblem[] {
     if (b.direct && b.group) fail(field("group"), "a binding matches a direct peer or a group, not both");
   });
 
-  if (!isLoopbackListen(config.api.listen)) fail("api.listen", "use a loopback address and port, e.g. 127.0.0.1:4097");
+  if (!isListenAddress(config.api.listen)) fail("api.listen", "use an IP address and port, e.g. 127.0.0.1:4097");
 
   const { telegram, slack, discord } = config.channels;
   const channel = (name: string, enabled: boolean, apiBase: string, tokens: [string, string][]) => {

@@ -71,19 +71,31 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(json!({ "error": message, "code": code }))).into_response()
 }
 
-/// Whether a `Host` or `Origin` value names this machine.
-fn is_local_host(value: &str) -> bool {
+/// The host a `Host` or `Origin` value names, without scheme, port or brackets.
+fn host_of(value: &str) -> &str {
     let value = value.trim();
     let without_scheme = value.split_once("://").map_or(value, |(_, rest)| rest);
-    let host = if let Some(rest) = without_scheme.strip_prefix('[') {
+    if let Some(rest) = without_scheme.strip_prefix('[') {
         rest.split(']').next().unwrap_or_default()
     } else {
         without_scheme.split(':').next().unwrap_or_default()
-    };
+    }
+}
+
+/// Whether a `Host` or `Origin` value names this machine.
+fn is_local_host(value: &str) -> bool {
+    let host = host_of(value);
     host.eq_ignore_ascii_case("localhost")
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether a request addressed to `host` is answered: this machine by name or address, or, when
+/// the API listens beyond loopback, any IP address. DNS rebinding needs a name, so names other
+/// than localhost are refused either way.
+fn is_allowed_host(host: &str, beyond_loopback: bool) -> bool {
+    is_local_host(host) || (beyond_loopback && host_of(host).parse::<std::net::IpAddr>().is_ok())
 }
 
 async fn guard(
@@ -96,11 +108,17 @@ async fn guard(
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    if !is_local_host(host) {
+    let beyond_loopback = engine
+        .config()
+        .api
+        .listen
+        .parse::<SocketAddr>()
+        .is_ok_and(|addr| !addr.ip().is_loopback());
+    if !is_allowed_host(host, beyond_loopback) {
         return error(
             StatusCode::FORBIDDEN,
             "forbidden_host",
-            "requests must be addressed to localhost",
+            "requests must be addressed to localhost or an IP address",
         );
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
@@ -177,7 +195,7 @@ async fn send(State(engine): State<EngineHandle>, body: Bytes) -> Response {
                 StatusCode::BAD_REQUEST,
                 "invalid_json",
                 &format!("the body is not a valid send request: {e}"),
-            )
+            );
         }
     };
     match engine
@@ -211,7 +229,7 @@ async fn send(State(engine): State<EngineHandle>, body: Bytes) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::is_local_host;
+    use super::{is_allowed_host, is_local_host};
 
     #[test]
     fn only_local_hosts_pass() {
@@ -227,6 +245,24 @@ mod tests {
             ("http://attacker.test", false),
         ] {
             assert_eq!(is_local_host(host), local, "{host}");
+        }
+    }
+
+    #[test]
+    fn beyond_loopback_an_address_passes_but_a_name_does_not() {
+        for (host, loopback_only, beyond) in [
+            ("127.0.0.1:4097", true, true),
+            ("192.168.1.20:4097", false, true),
+            ("[fe80::1]:4097", false, true),
+            ("evil.example:4097", false, false),
+            ("192.168.1.20.nip.io", false, false),
+        ] {
+            assert_eq!(is_allowed_host(host, false), loopback_only, "{host}");
+            assert_eq!(
+                is_allowed_host(host, true),
+                beyond,
+                "{host} beyond loopback"
+            );
         }
     }
 }

@@ -469,7 +469,7 @@ function apiSection(ctx: Ctx): HTMLElement {
   return section(
     "api",
     "Gateway API",
-    textField("api.listen", "Listen on", { mono: true, help: "A loopback address and port for watch scripts (POST /v1/gateway/send). Takes effect after a restart." }),
+    textField("api.listen", "Listen on", { mono: true, help: "Address and port for watch scripts (POST /v1/gateway/send). Keep it on loopback (127.0.0.1): any other address lets other machines reach it with the token. Takes effect after a restart." }),
     secretField(ctx, "api.token", "API token", "Scripts send it as a bearer token; generated on first start."),
   );
 }
