@@ -5,6 +5,8 @@
 //! The page is Switchboard's own, so a failure here is a bug in the page or someone poking at
 //! the IPC; either way the answer must be a clear error, not a panic or a half-done action.
 
+use switchboard_engine::access::{is_code, CODE_LEN as PAIRING_CODE_LEN};
+
 use crate::ipc::{ErrorCode, IpcError, IpcResult};
 
 /// The longest channel name accepted (configured channels are `telegram`, `slack`, `discord`).
@@ -19,10 +21,6 @@ pub const MAX_URL: usize = 2048;
 pub const MAX_TOKEN: usize = 4096;
 /// How much a person may type around a pairing code (spaces, dashes) before it is refused.
 const MAX_CODE_INPUT: usize = 32;
-/// The pairing code's length and alphabet, as `switchboard_engine::access` makes them (letters
-/// and digits that cannot be mistaken for one another). A test checks new codes pass.
-pub const PAIRING_CODE_LEN: usize = 8;
-const PAIRING_ALPHABET: &str = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
 
 /// An `invalid_argument` error for the argument `field`.
 pub fn invalid(field: &str, message: impl Into<String>) -> IpcError {
@@ -132,7 +130,7 @@ pub fn pairing_code(field: &str, value: &str) -> IpcResult<String> {
         .filter(|c| !matches!(c, ' ' | '-'))
         .map(|c| c.to_ascii_uppercase())
         .collect();
-    if chars(&code) != PAIRING_CODE_LEN || !code.chars().all(|c| PAIRING_ALPHABET.contains(c)) {
+    if !is_code(&code) {
         return Err(wrong());
     }
     Ok(code)

@@ -14,6 +14,8 @@ pub const PAIRING_TTL_MS: i64 = 3_600_000;
 pub const MAX_PENDING_PER_CHANNEL: usize = 3;
 /// Letters and digits that cannot be mistaken for one another (no 0/O, 1/I).
 const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+/// How many characters a pairing code has.
+pub const CODE_LEN: usize = 8;
 
 /// A channel's access settings, read from its configuration table.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -160,7 +162,7 @@ pub fn verdict(policy: &Policy, chat: &ChatType, peer: &str, state: PeerState) -
 /// A new pairing code: 8 characters from an alphabet without look-alikes.
 pub fn new_code() -> String {
     let mut rng = rand::rng();
-    (0..8)
+    (0..CODE_LEN)
         .map(|_| CODE_ALPHABET[rng.random_range(0..CODE_ALPHABET.len())] as char)
         .collect()
 }
@@ -171,6 +173,11 @@ pub fn normalise_code(code: &str) -> String {
         .filter(|c| c.is_ascii_alphanumeric())
         .map(|c| c.to_ascii_uppercase())
         .collect()
+}
+
+/// Whether `code` (normalised) could be a pairing code: the length and the alphabet of one.
+pub fn is_code(code: &str) -> bool {
+    code.len() == CODE_LEN && code.bytes().all(|b| CODE_ALPHABET.contains(&b))
 }
 
 /// The reply a stranger gets: the code, and nothing else.
