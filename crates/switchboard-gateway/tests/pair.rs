@@ -6,6 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use switchboard_testkit::process::KillOnDrop;
 use switchboard_testkit::stakpak::FakeStakpak;
 use switchboard_testkit::telegram::FakeTelegram;
 
@@ -29,15 +30,17 @@ async fn a_code_admitted_with_the_pair_subcommand_lets_the_next_message_through(
         ),
     )
     .expect("write config");
-    let mut gateway = Command::new(BIN)
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(&data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the gateway");
+    let mut gateway = KillOnDrop(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the gateway"),
+    );
 
     tg.send_dm(1111, "Ann", "hello");
     tg.wait_for("the pairing code", |t| !t.sent_to(1111).is_empty())
@@ -93,17 +96,17 @@ async fn a_code_admitted_with_the_pair_subcommand_lets_the_next_message_through(
 
     let _ = Command::new("kill")
         .arg("-TERM")
-        .arg(gateway.id().to_string())
+        .arg(gateway.0.id().to_string())
         .status();
     let mut stopped = None;
     for _ in 0..200 {
-        if let Ok(Some(status)) = gateway.try_wait() {
+        if let Ok(Some(status)) = gateway.0.try_wait() {
             stopped = Some(status);
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = gateway.kill();
+    let _ = gateway.0.kill();
     assert!(
         stopped.is_some_and(|s| s.success()),
         "SIGTERM stops the gateway cleanly: {stopped:?}"

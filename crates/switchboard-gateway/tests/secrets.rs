@@ -9,10 +9,11 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use switchboard_testkit::discord::{Failure, FakeDiscord};
+use switchboard_testkit::process::KillOnDrop;
 use switchboard_testkit::slack::FakeSlack;
 use switchboard_testkit::stakpak::FakeStakpak;
 use switchboard_testkit::telegram::FakeTelegram;
@@ -32,7 +33,7 @@ const SETTINGS: [&str; 5] = [
 struct SessionBus {
     dir: tempfile::TempDir,
     address: String,
-    daemons: Vec<Child>,
+    daemons: Vec<KillOnDrop>,
 }
 
 impl SessionBus {
@@ -67,7 +68,7 @@ impl SessionBus {
         let mut session = SessionBus {
             address: address.trim().to_owned(),
             dir,
-            daemons: vec![bus],
+            daemons: vec![KillOnDrop(bus)],
         };
         if with_keyring {
             session.start_keyring();
@@ -106,7 +107,7 @@ impl SessionBus {
         let mut stdin = keyring.stdin.take().expect("stdin");
         stdin.write_all(b"test-password").expect("password");
         drop(stdin);
-        self.daemons.push(keyring);
+        self.daemons.push(KillOnDrop(keyring));
         // Ready once the login keyring is the default one.
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -162,10 +163,8 @@ impl SessionBus {
 
 impl Drop for SessionBus {
     fn drop(&mut self) {
-        for daemon in self.daemons.iter_mut().rev() {
-            let _ = daemon.kill();
-            let _ = daemon.wait();
-        }
+        // The keyring before its bus.
+        while self.daemons.pop().is_some() {}
     }
 }
 
@@ -302,14 +301,16 @@ impl Install {
         command
     }
 
-    fn start(&self, bus: Option<&SessionBus>, round: &str) -> Child {
+    fn start(&self, bus: Option<&SessionBus>, round: &str) -> KillOnDrop {
         let stderr = std::fs::File::create(self.dir.path().join(format!("stderr-{round}.log")))
             .expect("stderr file");
-        self.command(bus)
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("start the gateway")
+        KillOnDrop(
+            self.command(bus)
+                .stdout(Stdio::null())
+                .stderr(stderr)
+                .spawn()
+                .expect("start the gateway"),
+        )
     }
 
     /// Everything the gateway wrote: its stderr of every run and its log files.
@@ -465,7 +466,8 @@ async fn exercise_api(port: u16) -> Vec<String> {
     responses
 }
 
-fn stop(mut gateway: Child) {
+fn stop(mut gateway: KillOnDrop) {
+    let gateway = &mut gateway.0;
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(gateway.id().to_string())
