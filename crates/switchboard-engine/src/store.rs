@@ -16,6 +16,12 @@ use crate::channels::Accepted;
 use crate::model::{now_ms, ChatType, DeliveryTarget, InboundMessage, JournalState, Peer};
 use crate::watch::WatchContext;
 
+/// How many changed rows make a background checkpoint due (about a hundred messages' worth).
+const CHECKPOINT_AFTER_CHANGES: u32 = 500;
+/// A log longer than this many pages (4 KiB each, so about 20 MB) is truncated rather than left
+/// to grow; only steady writing with no pause makes one this long.
+const LONG_LOG_FRAMES: i64 = 5_000;
+
 /// Each entry moves the schema one version up; `PRAGMA user_version` records how far a file is.
 const MIGRATIONS: &[&str] = &[
     // 1: the first schema.
@@ -354,7 +360,67 @@ impl Store {
         let path = data_dir.join("switchboard.sqlite");
         let conn =
             Connection::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
-        Self::init(conn).with_context(|| format!("cannot prepare {}", path.display()))
+        let store =
+            Self::init(conn).with_context(|| format!("cannot prepare {}", path.display()))?;
+        store.checkpoint_in_background(&path)?;
+        Ok(store)
+    }
+
+    /// Moves WAL checkpoints off the writers' path. SQLite checkpoints on the commit that makes
+    /// the log long enough, and that commit then waits for the database file's fsync: a few
+    /// milliseconds on the message that happens to trigger it. Here the writers never checkpoint;
+    /// after every [`CHECKPOINT_AFTER_CHANGES`] changed rows a thread of its own, with its own
+    /// connection, runs a passive checkpoint (which never blocks a writer), or truncates a log
+    /// that has grown long. Idle, nothing runs. The thread ends with the store.
+    fn checkpoint_in_background(&self, path: &Path) -> anyhow::Result<()> {
+        let checkpointer = Connection::open(path)
+            .with_context(|| format!("cannot open {} to checkpoint it", path.display()))?;
+        checkpointer.busy_timeout(std::time::Duration::from_secs(5))?;
+        let (nudge, nudged) = std::sync::mpsc::sync_channel::<()>(1);
+        // Weak: the thread must not keep the store's connection (and so itself) alive.
+        let writers = Arc::downgrade(&self.conn);
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || {
+                let checkpoint = |conn: &Connection, mode: &str| {
+                    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+                        r.get::<_, i64>(1)
+                    })
+                };
+                while nudged.recv().is_ok() {
+                    let result = checkpoint(&checkpointer, "PASSIVE").and_then(|frames| {
+                        // A log only starts over when a writer finds it all copied, which
+                        // steady writing can keep from happening. A long one is truncated by
+                        // the writers' own connection, between two of their transactions (from
+                        // another connection it would break their snapshots).
+                        match writers.upgrade() {
+                            Some(writers) if frames > LONG_LOG_FRAMES => {
+                                let conn = writers.lock().unwrap_or_else(|e| e.into_inner());
+                                checkpoint(&conn, "TRUNCATE")
+                            }
+                            _ => Ok(frames),
+                        }
+                    });
+                    if let Err(e) = result {
+                        tracing::warn!(error = %e, "a database checkpoint failed; the next one retries");
+                    }
+                }
+            })
+            .context("cannot start the database checkpoint thread")?;
+        let conn = self.lock();
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let mut changes = 0u32;
+        conn.update_hook(Some(
+            move |_: rusqlite::hooks::Action, _: &str, _: &str, _: i64| {
+                changes += 1;
+                if changes >= CHECKPOINT_AFTER_CHANGES {
+                    changes = 0;
+                    // Full means one is already due; that one covers these changes too.
+                    let _ = nudge.try_send(());
+                }
+            },
+        ));
+        Ok(())
     }
 
     /// An in-memory database, for unit tests.
@@ -1330,6 +1396,26 @@ mod tests {
             dedup_keys: vec![format!("test:{id}")],
             received_at_ms: 0,
         }
+    }
+
+    #[test]
+    fn the_log_is_checkpointed_in_the_background_so_it_stays_small() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let wal = dir.path().join("switchboard.sqlite-wal");
+        // Writing without a pause keeps the log from starting over; 40,000 commits would make
+        // it about 80 MB if it were never truncated (the writers themselves never checkpoint).
+        for i in 0..40_000 {
+            store.set_meta("counter", &i.to_string()).expect("write");
+        }
+        let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        assert!(size < 40 * 1024 * 1024, "the log grew to {size} bytes");
+        drop(store);
+        let store = Store::open(dir.path()).expect("reopen");
+        assert_eq!(
+            store.meta("counter").expect("read").as_deref(),
+            Some("39999")
+        );
     }
 
     #[test]
