@@ -783,6 +783,13 @@ impl Shell {
 
     pub async fn test_channel(&self, name: &str, settings: Option<Config>) -> IpcResult<Identity> {
         let handle = self.require_engine()?;
+        if let Some(config) = &settings {
+            // Unsaved settings: this channel's address and tokens are checked before anything is
+            // sent to that address (the rest of the form may still be unfinished).
+            config
+                .validate_channel(name, &self.options.paths.config_file)
+                .map_err(config_error)?;
+        }
         let result = match &settings {
             Some(config) => handle.test_channel_settings(config, name).await,
             None => handle.test_channel(name).await,

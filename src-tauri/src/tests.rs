@@ -309,6 +309,27 @@ fn the_snapshot_shows_the_engine_its_channels_and_the_server() {
         json!({"name": "telegram", "settings": draft}),
     );
     assert_eq!(unreachable["code"], "channel_failed", "{unreachable}");
+    // An address that is not one, or an enabled bot without its token, is refused before
+    // anything is sent, naming the setting.
+    for (telegram, field) in [
+        (
+            json!({"token": "1:x", "api_base": "file:///etc/passwd"}),
+            "channels.telegram.api_base",
+        ),
+        (
+            json!({"token": "", "api_base": "http://127.0.0.1:9"}),
+            "channels.telegram.token",
+        ),
+    ] {
+        let mut wrong = draft.clone();
+        wrong["channels"]["telegram"] = telegram;
+        let refused = rig.err(
+            "test_channel",
+            json!({"name": "telegram", "settings": wrong}),
+        );
+        assert_eq!(refused["code"], "invalid_settings", "{refused}");
+        assert_eq!(refused["field"], field, "{refused}");
+    }
     let identity = rig.ok("test_channel", json!({"name": "chat", "settings": draft}));
     assert_eq!(identity["name"], "chat bot");
     assert!(

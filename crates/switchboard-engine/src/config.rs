@@ -691,55 +691,8 @@ impl Config {
             );
         }
 
-        if let Some(telegram) = &self.channels.telegram {
-            check_channel(
-                path,
-                "telegram",
-                telegram.enabled,
-                &telegram.api_base,
-                "https://api.telegram.org",
-                &[(
-                    "token",
-                    &telegram.token,
-                    "set the bot token from @BotFather",
-                )],
-            )?;
-        }
-        if let Some(slack) = &self.channels.slack {
-            check_channel(
-                path,
-                "slack",
-                slack.enabled,
-                &slack.api_base,
-                "https://slack.com/api",
-                &[
-                    (
-                        "bot_token",
-                        &slack.bot_token,
-                        "set the bot token (xoxb-…) from your Slack app's OAuth & Permissions page",
-                    ),
-                    (
-                        "app_token",
-                        &slack.app_token,
-                        "set the app-level token (xapp-…) with the connections:write scope \
-                         from your Slack app's Basic Information page",
-                    ),
-                ],
-            )?;
-        }
-        if let Some(discord) = &self.channels.discord {
-            check_channel(
-                path,
-                "discord",
-                discord.enabled,
-                &discord.api_base,
-                "https://discord.com/api/v10",
-                &[(
-                    "token",
-                    &discord.token,
-                    "set the bot token from the Discord Developer Portal (Bot page)",
-                )],
-            )?;
+        for name in CHANNEL_NAMES {
+            self.validate_channel(name, path)?;
         }
 
         let notifications = &self.notifications;
@@ -778,6 +731,72 @@ impl Config {
                     format!("\"{value}\" is not a time; use HH:MM in 24-hour form, e.g. 22:00"),
                 );
             }
+        }
+        Ok(())
+    }
+
+    /// Checks one channel's table alone (its address, and its tokens when it is enabled), for
+    /// testing a channel's unsaved settings while the rest of the form may be unfinished.
+    pub fn validate_channel(&self, name: &str, path: &Path) -> Result<(), ConfigError> {
+        match name {
+            "telegram" => {
+                if let Some(telegram) = &self.channels.telegram {
+                    check_channel(
+                        path,
+                        "telegram",
+                        telegram.enabled,
+                        &telegram.api_base,
+                        "https://api.telegram.org",
+                        &[(
+                            "token",
+                            &telegram.token,
+                            "set the bot token from @BotFather",
+                        )],
+                    )?;
+                }
+            }
+            "slack" => {
+                if let Some(slack) = &self.channels.slack {
+                    check_channel(
+                        path,
+                        "slack",
+                        slack.enabled,
+                        &slack.api_base,
+                        "https://slack.com/api",
+                        &[
+                            (
+                                "bot_token",
+                                &slack.bot_token,
+                                "set the bot token (xoxb-…) from your Slack app's OAuth & \
+                                 Permissions page",
+                            ),
+                            (
+                                "app_token",
+                                &slack.app_token,
+                                "set the app-level token (xapp-…) with the connections:write \
+                                 scope from your Slack app's Basic Information page",
+                            ),
+                        ],
+                    )?;
+                }
+            }
+            "discord" => {
+                if let Some(discord) = &self.channels.discord {
+                    check_channel(
+                        path,
+                        "discord",
+                        discord.enabled,
+                        &discord.api_base,
+                        "https://discord.com/api/v10",
+                        &[(
+                            "token",
+                            &discord.token,
+                            "set the bot token from the Discord Developer Portal (Bot page)",
+                        )],
+                    )?;
+                }
+            }
+            _ => {}
         }
         Ok(())
     }
