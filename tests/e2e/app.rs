@@ -13,6 +13,21 @@ use serde_json::json;
 
 use crate::env::{name_has_owner, name_pid, wait_until, Env};
 
+/// Whether a WebDriver error means the element was replaced by a redraw between finding and
+/// using it (WebKit says "stale", or that the node's identifier "was not found").
+fn redrawn(error: &str) -> bool {
+    let error = error.to_lowercase();
+    error.contains("stale") || error.contains("was not found")
+}
+
+/// What [`App::read`] reads of an element.
+#[derive(Clone, Copy)]
+enum Read<'a> {
+    Prop(&'a str),
+    Attr(&'a str),
+    Text,
+}
+
 /// How long the window has to show what a test waits for.
 pub const WAIT: Duration = Duration::from_secs(20);
 
@@ -206,10 +221,7 @@ impl App {
             {
                 Ok(element) => return element,
                 // The page redraws as the engine reports; an element found mid-redraw is stale.
-                Err(e)
-                    if Instant::now() < deadline
-                        && e.to_string().to_lowercase().contains("stale") =>
-                {
+                Err(e) if Instant::now() < deadline && redrawn(&e.to_string()) => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(e) => panic!("no element {css} in the window: {e} {}", self.log_hint()),
@@ -231,10 +243,7 @@ impl App {
             let element = self.find(css).await;
             match element.click().await {
                 Ok(()) => return,
-                Err(e)
-                    if Instant::now() < deadline
-                        && e.to_string().to_lowercase().contains("stale") =>
-                {
+                Err(e) if Instant::now() < deadline && redrawn(&e.to_string()) => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(e) => panic!("cannot click {css}: {e}"),
@@ -288,35 +297,59 @@ impl App {
         }
     }
 
-    /// Replaces the text of an input.
+    /// Replaces the text of an input, finding it again if the page was redrawn in between.
     pub async fn fill(&self, css: &str, text: &str) {
-        let input = self.find(css).await;
-        if let Err(e) = input.clear().await {
-            panic!("cannot clear {css}: {e}");
-        }
-        if let Err(e) = input.send_keys(text).await {
-            panic!("cannot type into {css}: {e}");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let input = self.find(css).await;
+            let filled = match input.clear().await {
+                Ok(()) => input.send_keys(text).await,
+                Err(e) => Err(e),
+            };
+            match filled {
+                Ok(()) => return,
+                Err(e) if Instant::now() < deadline && redrawn(&e.to_string()) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("cannot type into {css}: {e}"),
+            }
         }
     }
 
     pub async fn value(&self, css: &str) -> String {
-        self.find(css)
+        self.read(css, Read::Prop("value"))
             .await
-            .prop("value")
-            .await
-            .ok()
-            .flatten()
             .unwrap_or_default()
     }
 
     /// An attribute of `css` (e.g. an input's `type`).
     pub async fn attr(&self, css: &str, name: &str) -> Option<String> {
-        self.find(css).await.attr(name).await.ok().flatten()
+        self.read(css, Read::Attr(name)).await
     }
 
     /// Every text the window shows.
     pub async fn page_text(&self) -> String {
-        self.find("body").await.text().await.unwrap_or_default()
+        self.read("body", Read::Text).await.unwrap_or_default()
+    }
+
+    /// Reads from `css`, finding it again if the page was redrawn in between.
+    async fn read(&self, css: &str, what: Read<'_>) -> Option<String> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let element = self.find(css).await;
+            let read = match what {
+                Read::Prop(name) => element.prop(name).await,
+                Read::Attr(name) => element.attr(name).await,
+                Read::Text => element.text().await.map(Some),
+            };
+            match read {
+                Ok(value) => return value,
+                Err(e) if Instant::now() < deadline && redrawn(&e.to_string()) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("cannot read {css}: {e}"),
+            }
+        }
     }
 
     /// Saves a picture of the window in `artifacts/screenshots/<name>.png`.

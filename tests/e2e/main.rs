@@ -92,11 +92,8 @@ async fn a_chat_message_shows_in_sessions_with_its_reply() {
     fakes.reply_in_chat("echo: hello switchboard").await;
 
     app.page("sessions").await;
-    let conversation = app.find("[data-testid^=conversation-]").await;
-    conversation
-        .click()
-        .await
-        .unwrap_or_else(|e| panic!("cannot open the conversation: {e}"));
+    // Found again if the list is redrawn as the reply's events arrive.
+    app.click("[data-testid^=conversation-]").await;
     let messages = app
         .wait_text("[data-testid=messages]", "echo: hello switchboard")
         .await;
