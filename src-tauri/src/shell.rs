@@ -131,6 +131,9 @@ pub struct Shell {
     options: ShellOptions,
     host: OnceLock<Arc<dyn Host>>,
     state: Mutex<State>,
+    /// Held while a snapshot is taken and shown, so two publishers racing cannot leave the tray
+    /// and the window on the older of their two snapshots.
+    publishing: Mutex<()>,
 }
 
 /// How long quitting waits for the engine to finish its current steps.
@@ -147,6 +150,7 @@ impl Shell {
         Arc::new(Shell {
             options,
             host: OnceLock::new(),
+            publishing: Mutex::new(()),
             state: Mutex::new(State {
                 engine: None,
                 config,
@@ -510,6 +514,7 @@ impl Shell {
     }
 
     fn publish_with(&self, force_tray: bool) {
+        let _turn = self.publishing.lock().unwrap_or_else(|e| e.into_inner());
         let snapshot = self.snapshot();
         if let Some(host) = self.host() {
             host.update_tray(&TrayModel::from_snapshot(&snapshot), force_tray);

@@ -381,15 +381,16 @@ fn a_chat_message_appears_in_conversations_and_history_with_its_reply() {
     assert!(texts.contains(&"hello from the chat"), "{texts:?}");
     assert!(texts.contains(&"echo: hello from the chat"), "{texts:?}");
     assert_eq!(history["journal"][0]["text"], "hello from the chat");
-    let activity = rig.ok("activity", json!({}));
-    assert!(
+    // The engine's event reaches the shell on its own task, maybe after the journal is updated.
+    wait("the reply in the activity log", || {
+        let activity = rig.ok("activity", json!({}));
         activity
             .as_array()
             .expect("entries")
             .iter()
-            .any(|e| e["kind"] == "reply_delivered"),
-        "the reply is in the activity log"
-    );
+            .any(|e| e["kind"] == "reply_delivered")
+            .then_some(())
+    });
     assert!(
         rig.host.events.lock().expect("lock").iter().any(
             |e| matches!(e, UiEvent::ConversationsChanged { routing_key: Some(k) } if *k == key)
@@ -608,8 +609,12 @@ fn an_unreachable_server_is_a_state_with_its_reason() {
         "the reason is given: {snapshot}"
     );
     assert_eq!(snapshot["engine_running"], true, "the app keeps running");
-    let tray = rig.host.last_tray().expect("tray");
-    assert_eq!(tray.icon, crate::tray::TrayIconState::Problem);
+    // The tray is redrawn right after the window is told.
+    let tray = wait("the tray showing the problem", || {
+        rig.host
+            .last_tray()
+            .filter(|t| t.icon == crate::tray::TrayIconState::Problem)
+    });
     assert_eq!(tray.status, "Agent server unreachable");
     rig.ok("check_server", json!({}));
 }
@@ -1012,12 +1017,11 @@ fn an_expired_approval_leaves_the_window_and_withdraws_its_notification() {
             .is_some_and(|m| m.contains("already expired")),
         "{late}"
     );
-    let actions: Vec<String> = rig
-        .fake()
-        .decisions()
-        .iter()
-        .map(|d| d.action.clone())
-        .collect();
+    // The rejection travels to the server on the engine's own task.
+    let actions: Vec<String> = wait("the server told of the rejection", || {
+        let decisions = rig.fake().decisions();
+        (!decisions.is_empty()).then(|| decisions.iter().map(|d| d.action.clone()).collect())
+    });
     assert_eq!(actions, ["reject"], "an expired call is rejected, once");
 }
 
