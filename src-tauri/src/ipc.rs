@@ -12,7 +12,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use switchboard_engine::access::PairingRequest;
 use switchboard_engine::config::{ApprovalMode, Config};
-use switchboard_engine::model::{ChannelStatus, ChatType, Identity, JournalState, Peer};
+use switchboard_engine::model::{ChannelStatus, Identity, JournalState, Peer};
+use switchboard_engine::ConversationSummary;
 use tauri::ipc::{CommandArg, CommandItem, InvokeError};
 use tauri::{Runtime, State};
 
@@ -160,20 +161,8 @@ pub struct Snapshot {
     pub start_page: Page,
 }
 
-/// A conversation in the Sessions list.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ConversationView {
-    pub routing_key: String,
-    pub session_id: Option<String>,
-    pub title: Option<String>,
-    pub channel: String,
-    pub peer: Peer,
-    pub chat: ChatType,
-    /// `running`, `queued` or `idle`.
-    pub state: String,
-    pub queued: usize,
-    pub last_used_ms: i64,
-}
+/// A conversation in the Sessions list: the engine's summary as it is.
+pub type ConversationView = ConversationSummary;
 
 /// One message of the server's side of a conversation.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -333,34 +322,9 @@ pub enum DecideOutcome {
     },
 }
 
-/// A stranger asking to talk to the agent (a pending pairing code), as the window lists them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PairingView {
-    pub channel: String,
-    pub peer_id: String,
-    /// The sender's display name, or their id when the platform gives none.
-    pub peer_name: String,
-    pub code: String,
-    /// What they wrote first (at most 500 characters, as the engine keeps it). Text, never markup.
-    pub first_message: String,
-    pub created_ms: i64,
-    /// When the code stops working.
-    pub expires_ms: i64,
-}
-
-impl From<&PairingRequest> for PairingView {
-    fn from(r: &PairingRequest) -> Self {
-        PairingView {
-            channel: r.channel.clone(),
-            peer_id: r.peer_id.clone(),
-            peer_name: r.peer_name.clone(),
-            code: r.code.clone(),
-            first_message: r.first_message.clone(),
-            created_ms: r.created_ms,
-            expires_ms: r.expires_ms,
-        }
-    }
-}
+/// A stranger asking to talk to the agent (a pending pairing code), as the window lists them:
+/// the engine's record as it is (the first message is text, never markup).
+pub type PairingView = PairingRequest;
 
 /// What admitting or refusing a pairing request did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

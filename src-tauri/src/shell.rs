@@ -361,7 +361,7 @@ impl Shell {
                 EngineEvent::PairingRequested { request } => {
                     s.pairings.insert(
                         (request.channel.clone(), request.code.clone()),
-                        PairingView::from(request),
+                        request.clone(),
                     );
                 }
                 EngineEvent::PairingResolved { request, .. } => {
@@ -459,7 +459,7 @@ impl Shell {
             }
             EngineEvent::PairingRequested { request } => {
                 self.emit(UiEvent::PairingRequested {
-                    request: PairingView::from(&request),
+                    request: request.clone(),
                 });
             }
             EngineEvent::PairingResolved {
@@ -629,21 +629,7 @@ impl Shell {
 
     pub fn conversations(&self) -> IpcResult<Vec<ConversationView>> {
         let handle = self.require_engine()?;
-        let list = handle.conversations().map_err(IpcError::engine)?;
-        Ok(list
-            .into_iter()
-            .map(|c| ConversationView {
-                routing_key: c.routing_key,
-                session_id: c.session_id,
-                title: c.title,
-                channel: c.channel,
-                peer: c.peer,
-                chat: c.chat,
-                state: c.state,
-                queued: c.queued,
-                last_used_ms: c.last_used_ms,
-            })
-            .collect())
+        handle.conversations().map_err(IpcError::engine)
     }
 
     pub async fn history(&self, routing_key: &str) -> IpcResult<HistoryView> {
@@ -1098,13 +1084,9 @@ impl Shell {
 
     /// The strangers waiting to be admitted or refused, oldest first.
     pub fn pairing_requests(&self) -> IpcResult<Vec<PairingView>> {
-        Ok(self
-            .require_engine()?
+        self.require_engine()?
             .pairing_requests()
-            .map_err(IpcError::engine)?
-            .iter()
-            .map(PairingView::from)
-            .collect())
+            .map_err(IpcError::engine)
     }
 
     /// Admits the sender of a pending pairing code on `channel`, as the local user, from `surface`
@@ -1174,7 +1156,7 @@ impl Shell {
         };
         Ok(PairingDecision {
             state: request.state.clone(),
-            request: PairingView::from(&request),
+            request: request.clone(),
             message,
         })
     }
@@ -1226,7 +1208,7 @@ impl Shell {
             for request in &pending {
                 s.pairings
                     .entry((request.channel.clone(), request.code.clone()))
-                    .or_insert_with(|| PairingView::from(request));
+                    .or_insert_with(|| request.clone());
             }
             expired_pairings(&mut s.pairings, &pending, now_ms())
         };
@@ -1448,7 +1430,7 @@ mod tests {
         ];
         let mut known: HashMap<(String, String), PairingView> = requests
             .iter()
-            .map(|r| ((r.channel.clone(), r.code.clone()), PairingView::from(r)))
+            .map(|r| ((r.channel.clone(), r.code.clone()), r.clone()))
             .collect();
         // At 1500: AAAA expired; BBBB has not (gone from the store means admitted or refused,
         // and its event will say so); CCCC is past its expiry but the store still lists it (the

@@ -219,7 +219,7 @@ struct Inner {
 }
 
 /// A conversation as the host lists it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ConversationSummary {
     pub routing_key: String,
     pub session_id: Option<String>,

@@ -24,5 +24,5 @@ pub mod sse;
 pub mod store;
 pub mod watch;
 
-pub use engine::{Engine, EngineBuilder, EngineHandle, EngineOptions};
+pub use engine::{ConversationSummary, Engine, EngineBuilder, EngineHandle, EngineOptions};
 pub use events::EngineEvent;
