@@ -51,7 +51,6 @@ async fn start(
     );
     let shutdown = CancellationToken::new();
     let options = EngineOptions {
-        serve_api: false,
         ..EngineOptions::default()
     };
     let engine = Engine::builder(config, dir)

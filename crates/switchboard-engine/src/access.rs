@@ -198,8 +198,41 @@ pub struct PairingRequest {
     pub first_message: String,
     pub created_ms: i64,
     pub expires_ms: i64,
-    /// `pending`, `admitted`, `refused`.
-    pub state: String,
+    pub state: PairingState,
+}
+
+/// Where a pairing request is. Stored as text; an unknown value is an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PairingState {
+    Pending,
+    Admitted,
+    Refused,
+}
+
+impl PairingState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PairingState::Pending => "pending",
+            PairingState::Admitted => "admitted",
+            PairingState::Refused => "refused",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<PairingState> {
+        Some(match text {
+            "pending" => PairingState::Pending,
+            "admitted" => PairingState::Admitted,
+            "refused" => PairingState::Refused,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for PairingState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A chat command an owner can send in a DM to admit or refuse a code.

@@ -24,24 +24,30 @@ use crate::watch::WatchContext;
 /// Requests larger than this are refused (a notification is text, not a file).
 const BODY_LIMIT: usize = 1024 * 1024;
 
-/// Binds `listen` and serves the API until `shutdown`; returns the bound address.
-pub async fn serve(
-    engine: EngineHandle,
-    listen: &str,
-    shutdown: CancellationToken,
-) -> anyhow::Result<SocketAddr> {
+/// Binds `[api].listen` for the gateway API, warning when it is reachable beyond this machine.
+pub async fn bind(listen: &str) -> anyhow::Result<tokio::net::TcpListener> {
     let addr: SocketAddr = listen
         .parse()
         .map_err(|e| anyhow::anyhow!("api.listen {listen:?} is not an address: {e}"))?;
     if !addr.ip().is_loopback() {
         tracing::warn!(%addr, "the gateway API listens beyond this machine; anyone who can reach it and has the token can message your chats");
     }
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         anyhow::anyhow!(
             "cannot listen on {addr} (api.listen): {e}; pick another port or stop what uses it"
         )
-    })?;
+    })
+}
+
+/// Serves the API on `listener` until `shutdown`; returns the bound address (also reported by
+/// [`EngineHandle::api_addr`]).
+pub fn serve(
+    engine: EngineHandle,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<SocketAddr> {
     let bound = listener.local_addr()?;
+    engine.set_api_addr(bound);
     let app = router(engine);
     tokio::spawn(async move {
         let server = axum::serve(listener, app)
@@ -52,6 +58,24 @@ pub async fn serve(
     });
     tracing::info!(addr = %bound, "gateway API listening");
     Ok(bound)
+}
+
+/// Binds `[api].listen` and serves the API there; a failure is logged and reported to the host as
+/// an [`crate::EngineEvent::Error`] (the engine runs on without its API).
+pub async fn start(engine: &EngineHandle, shutdown: CancellationToken) -> Option<SocketAddr> {
+    let listen = engine.config().api.listen.clone();
+    let served = match bind(&listen).await {
+        Ok(listener) => serve(engine.clone(), listener, shutdown),
+        Err(e) => Err(e),
+    };
+    match served {
+        Ok(addr) => Some(addr),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "the gateway API is not available");
+            engine.report_error("api", &format!("{e:#}"));
+            None
+        }
+    }
 }
 
 /// The API's routes with their guards, for serving and for tests.

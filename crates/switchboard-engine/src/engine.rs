@@ -10,12 +10,13 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::{AgentClient, Message, Timeouts, ToolDecision};
+use crate::access::{PairingRequest, PairingState};
+use crate::agent::{AgentClient, Message, Timeouts};
+use crate::approvals::{Actor, Answer, Surface};
 use crate::channels::{Channel, ChannelContext, ChannelError, StatusBoard};
-use crate::chunk::chunk_text;
 use crate::config::{self, ApprovalMode, Config};
-use crate::dispatcher::{Dispatcher, DispatcherIntake, RunControl};
-use crate::events::EngineEvent;
+use crate::dispatch::{Delivery, DeliveryError, Dispatcher, DispatcherIntake, RunControl};
+use crate::events::{EngineEvent, ServerHealth};
 use crate::model::{now_ms, ChannelStatus, ChatType, Identity, Peer};
 use crate::secrets::{KeyringChoice, Secrets};
 use crate::store::{ApprovalRecord, ApprovalRule, DecisionRecord, JournalEntry, Resolution, Store};
@@ -40,8 +41,6 @@ pub struct EngineOptions {
     /// How many times a reply chunk is retried after transient failures before it is given up.
     pub delivery_attempts: u32,
     pub prune_interval: Duration,
-    /// Whether to serve the gateway HTTP API on `[api].listen`.
-    pub serve_api: bool,
     /// Overrides `approval_timeout_minutes` (tests use milliseconds).
     pub approval_timeout: Option<Duration>,
     /// Whether tokens may live in the OS keyring (with a configuration file); the default
@@ -62,7 +61,6 @@ impl Default for EngineOptions {
             retry_cap: Duration::from_secs(60),
             delivery_attempts: 8,
             prune_interval: Duration::from_secs(3600),
-            serve_api: true,
             approval_timeout: None,
             keyring: KeyringChoice::from_env(),
         }
@@ -114,7 +112,8 @@ impl EngineBuilder {
         self
     }
 
-    /// Starts the engine: opens the store, resumes unfinished work, starts the channels and the API.
+    /// Starts the engine: opens the store, resumes unfinished work and starts the channels. The
+    /// gateway API is the host's to serve ([`crate::api::serve`]) on a listener it binds.
     /// Everything stops when `shutdown` is cancelled; [`EngineHandle::stopped`] waits for that.
     pub async fn start(self, shutdown: CancellationToken) -> anyhow::Result<EngineHandle> {
         let EngineBuilder {
@@ -172,24 +171,6 @@ impl EngineBuilder {
         }
         dispatcher.close_orphan_approvals()?;
         dispatcher.resume_all()?;
-        if options.serve_api {
-            match crate::api::serve(handle.clone(), &config.api.listen, shutdown.clone()).await {
-                Ok(addr) => {
-                    *handle
-                        .inner
-                        .api_addr
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner()) = Some(addr)
-                }
-                Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), "the gateway API is not available");
-                    dispatcher.emit(EngineEvent::Error {
-                        scope: "api".into(),
-                        message: format!("{e:#}"),
-                    });
-                }
-            }
-        }
         handle.spawn_housekeeping();
         handle.check_server();
         Ok(handle)
@@ -277,6 +258,14 @@ impl EngineHandle {
         &self.inner.dispatcher
     }
 
+    /// Reports a problem a person may need to act on (the host shows it).
+    pub fn report_error(&self, scope: &str, message: &str) {
+        self.dispatcher().emit(EngineEvent::Error {
+            scope: scope.to_string(),
+            message: message.to_string(),
+        });
+    }
+
     /// The engine's events from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<EngineEvent> {
         self.dispatcher().events.subscribe()
@@ -285,6 +274,15 @@ impl EngineHandle {
     /// The current configuration (with the generated API token filled in).
     pub fn config(&self) -> Arc<Config> {
         self.dispatcher().config()
+    }
+
+    /// Records where the gateway API listens ([`crate::api::serve`] does).
+    pub(crate) fn set_api_addr(&self, addr: SocketAddr) {
+        *self
+            .inner
+            .api_addr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(addr);
     }
 
     /// Where the gateway API listens, once it does.
@@ -551,25 +549,13 @@ impl EngineHandle {
         if text.trim().is_empty() {
             return Err(SendError::InvalidTarget("the text is empty".into()));
         }
-        let chunks = chunk_text(text, ch.text_limit());
-        for chunk in &chunks {
-            let mut attempt = 0;
-            loop {
-                match ch.send(&target, chunk).await {
-                    Ok(_) => {
-                        d.board.touch(channel, false);
-                        break;
-                    }
-                    Err(ChannelError::RateLimited(wait))
-                        if attempt < 3 && wait <= Duration::from_secs(30) =>
-                    {
-                        attempt += 1;
-                        tokio::time::sleep(wait).await;
-                    }
-                    Err(e) => return Err(SendError::DeliveryFailed(e.to_string())),
-                }
-            }
-        }
+        let chunks = d
+            .deliver_text(&ch, &target, text, 0, Delivery::Request, |_| Ok(()))
+            .await
+            .map_err(|e| match e {
+                DeliveryError::Stopping => SendError::DeliveryFailed(e.to_string()),
+                DeliveryError::Failed(why) => SendError::DeliveryFailed(why),
+            })?;
         if let Some(context) = &context {
             let now = now_ms();
             let ttl = d.config().gateway.delivery_context_ttl_hours as i64 * 3_600_000;
@@ -583,7 +569,7 @@ impl EngineHandle {
         }
         tracing::info!(
             channel,
-            chunks = chunks.len(),
+            chunks,
             with_context = context.is_some(),
             "notification delivered"
         );
@@ -593,7 +579,7 @@ impl EngineHandle {
             text: text.to_string(),
             context,
         });
-        Ok(chunks.len())
+        Ok(chunks)
     }
 
     // ----- approvals ----------------------------------------------------------------------------
@@ -602,23 +588,31 @@ impl EngineHandle {
         self.dispatcher().store.pending_approvals()
     }
 
-    /// Decides a pending approval. The first answer wins; a later one gets `AlreadyDecided` with who
-    /// decided where.
+    /// One approval, whatever its state.
+    pub fn approval(&self, approval_id: &str) -> anyhow::Result<Option<ApprovalRecord>> {
+        self.dispatcher().store.approval(approval_id)
+    }
+
+    /// Answers a pending approval: the one path every surface's answer takes. The first answer
+    /// wins, and only before the deadline (a later one gets `AlreadyDecided` with who decided
+    /// where, or `TooLate`); the answer's scope is applied (a grant for the conversation, or a
+    /// rule); every surface is updated and the run tells the server. The caller has checked that
+    /// `actor` may answer.
     pub fn decide(
         &self,
         approval_id: &str,
-        decision: ToolDecision,
-        decided_by: &str,
-        surface: &str,
+        answer: &Answer,
+        actor: &Actor,
+        surface: Surface,
     ) -> anyhow::Result<Resolution> {
         self.dispatcher()
-            .decide(approval_id, decision, decided_by, surface)
+            .decide(approval_id, answer, actor, surface)
     }
 
     // ----- access control -----------------------------------------------------------------------
 
     /// Pairing requests waiting for a person, oldest first.
-    pub fn pairing_requests(&self) -> anyhow::Result<Vec<crate::access::PairingRequest>> {
+    pub fn pairing_requests(&self) -> anyhow::Result<Vec<PairingRequest>> {
         self.dispatcher().store.pending_pairings(None, now_ms())
     }
 
@@ -628,9 +622,9 @@ impl EngineHandle {
         channel: &str,
         code: &str,
         decided_by: &str,
-    ) -> anyhow::Result<Option<crate::access::PairingRequest>> {
+    ) -> anyhow::Result<Option<PairingRequest>> {
         self.dispatcher()
-            .resolve_pairing(channel, code, "admitted", decided_by)
+            .resolve_pairing(channel, code, PairingState::Admitted, decided_by)
     }
 
     /// Refuses the sender of a pairing code; they are ignored silently from then on.
@@ -639,24 +633,26 @@ impl EngineHandle {
         channel: &str,
         code: &str,
         decided_by: &str,
-    ) -> anyhow::Result<Option<crate::access::PairingRequest>> {
+    ) -> anyhow::Result<Option<PairingRequest>> {
         self.dispatcher()
-            .resolve_pairing(channel, code, "refused", decided_by)
+            .resolve_pairing(channel, code, PairingState::Refused, decided_by)
     }
 
     pub fn rules(&self) -> anyhow::Result<Vec<ApprovalRule>> {
         self.dispatcher().store.rules()
     }
 
+    /// Adds an "always allow" rule; `channel` limits it to that channel's conversations.
     pub fn add_rule(
         &self,
         tool: &str,
         arg_pattern: Option<&str>,
+        channel: Option<&str>,
         created_by: &str,
     ) -> anyhow::Result<i64> {
         self.dispatcher()
             .store
-            .add_rule(tool, arg_pattern, created_by)
+            .add_rule(tool, arg_pattern, channel, created_by)
     }
 
     pub fn remove_rule(&self, id: i64) -> anyhow::Result<bool> {
@@ -707,27 +703,32 @@ impl EngineHandle {
         let d = self.dispatcher().clone();
         d.tasks.clone().spawn(async move {
             let (state, detail) = match d.client().check().await {
-                Ok(health) => ("ok", Some(format!("version {}", health.version))),
+                Ok(health) => (
+                    ServerHealth::Ok,
+                    Some(format!("version {}", health.version)),
+                ),
                 Err(crate::agent::AgentError::Unauthorized) => (
-                    "unauthorized",
+                    ServerHealth::Unauthorized,
                     Some(crate::agent::AgentError::Unauthorized.to_string()),
                 ),
-                Err(e) => ("unreachable", Some(e.to_string())),
+                Err(e) => (ServerHealth::Unreachable, Some(e.to_string())),
             };
-            d.emit(EngineEvent::ServerState {
-                state: state.into(),
-                detail,
-            });
+            d.emit(EngineEvent::ServerState { state, detail });
         });
     }
 
     // ----- added for the desktop shell ------------------------------------------------------------
 
-    /// The agent server's last reported state (`ok`, `unreachable`, `unauthorized`) and its
-    /// detail; `None` until the first check answered. A host reads this after subscribing, so a
-    /// report sent before the subscription is not missed.
-    pub fn server_state(&self) -> Option<(String, Option<String>)> {
+    /// The agent server's last reported state and its detail; `None` until the first check
+    /// answered. A host reads this after subscribing, so a report sent before the subscription is
+    /// not missed.
+    pub fn server_state(&self) -> Option<(ServerHealth, Option<String>)> {
         self.dispatcher().server_state()
+    }
+
+    /// The reply being written in a conversation, while a run is in flight there.
+    pub fn live_reply(&self, routing_key: &str) -> Option<String> {
+        self.dispatcher().live_reply(routing_key)
     }
 
     /// Checks the agent server again and reports the answer as an [`EngineEvent::ServerState`]:

@@ -2,9 +2,68 @@
 
 use serde::Serialize;
 
+use crate::agent::Usage;
+use crate::approvals::{ApprovalState, Surface};
 use crate::config::ApprovalMode;
 use crate::model::{ChannelStatus, DeliveryTarget};
 use crate::watch::WatchContext;
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunOutcome {
+    /// `run_completed`.
+    Completed,
+    /// Cancelled (from here, or on the server).
+    Cancelled,
+    /// `run_error`, or the server refused the message.
+    Error,
+    /// Ended without a terminal event; settled by the watchdog from the session's state.
+    Settled,
+}
+
+impl RunOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunOutcome::Completed => "completed",
+            RunOutcome::Cancelled => "cancelled",
+            RunOutcome::Error => "error",
+            RunOutcome::Settled => "settled",
+        }
+    }
+}
+
+impl std::fmt::Display for RunOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether the agent server answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerHealth {
+    Ok,
+    Unreachable,
+    /// It refused the token (after a restart of `stakpak up`, the generated token changes).
+    Unauthorized,
+}
+
+impl ServerHealth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerHealth::Ok => "ok",
+            ServerHealth::Unreachable => "unreachable",
+            ServerHealth::Unauthorized => "unauthorized",
+        }
+    }
+}
+
+impl std::fmt::Display for ServerHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// One thing that happened in the engine. Hosts subscribe with
 /// [`EngineHandle::subscribe`](crate::EngineHandle::subscribe).
@@ -28,18 +87,21 @@ pub enum EngineEvent {
         session_id: String,
         run_id: String,
     },
-    /// The reply grew; `text` is the whole reply so far.
+    /// The reply grew by `delta`; `len` is the reply's length in bytes after it, so a host that
+    /// missed a piece can tell and read the whole text with `EngineHandle::live_reply`. Deltas
+    /// that come close together are sent as one.
     RunStreaming {
         routing_key: String,
         run_id: String,
-        text: String,
+        delta: String,
+        len: usize,
     },
-    /// A run ended; `outcome` is `completed`, `error`, `cancelled` or `settled` (ended without a
-    /// terminal event and settled by the watchdog).
+    /// A run ended, with the tokens it used when the server reported them.
     RunFinished {
         routing_key: String,
         run_id: String,
-        outcome: String,
+        outcome: RunOutcome,
+        usage: Usage,
     },
     /// A reply reached the chat.
     ReplyDelivered {
@@ -55,15 +117,24 @@ pub enum EngineEvent {
         routing_key: String,
         tool: String,
         arguments: serde_json::Value,
+        /// What the call will do, in a line ("run `cargo test`").
+        summary: String,
+        /// What will run, whole (command, diff, new file, arguments).
+        detail: String,
+        /// False when something in `detail` is masked or folded.
+        complete: bool,
         requester: String,
         deadline_ms: i64,
     },
-    /// A pending approval was decided (or expired).
+    /// An approval stopped waiting: decided, expired, or closed because its run ended or the
+    /// server dealt with the call.
     ApprovalResolved {
         approval_id: String,
-        action: String,
+        action: ApprovalState,
         decided_by: String,
-        surface: String,
+        surface: Surface,
+        /// How it ended, in the words every surface shows.
+        line: String,
     },
     /// A `POST /v1/gateway/send` notification reached a chat.
     WatchNotificationDelivered {
@@ -92,9 +163,9 @@ pub enum EngineEvent {
     Paused { paused: bool },
     /// The approval mode changed.
     ApprovalModeChanged { mode: ApprovalMode },
-    /// The agent server's reachability changed (`ok`, `unreachable`, `unauthorized`).
+    /// The agent server's reachability changed.
     ServerState {
-        state: String,
+        state: ServerHealth,
         detail: Option<String>,
     },
     /// A problem a person may need to act on.

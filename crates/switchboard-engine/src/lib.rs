@@ -14,7 +14,7 @@ pub mod backoff;
 pub mod channels;
 pub mod chunk;
 pub mod config;
-mod dispatcher;
+mod dispatch;
 mod engine;
 pub mod events;
 pub mod model;
@@ -25,4 +25,4 @@ pub mod store;
 pub mod watch;
 
 pub use engine::{ConversationSummary, Engine, EngineBuilder, EngineHandle, EngineOptions};
-pub use events::EngineEvent;
+pub use events::{EngineEvent, RunOutcome, ServerHealth};

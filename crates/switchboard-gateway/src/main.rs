@@ -100,6 +100,7 @@ async fn run(paths: &Paths) -> anyhow::Result<()> {
         .start(shutdown.clone())
         .await
         .context("cannot start the engine")?;
+    switchboard_engine::api::start(&engine, shutdown.clone()).await;
     tracing::info!(
         config = %paths.config_file.display(),
         data = %paths.data_dir.display(),
@@ -171,12 +172,7 @@ async fn check(paths: &Paths) -> anyhow::Result<()> {
         }
     }
     let shutdown = CancellationToken::new();
-    let options = switchboard_engine::EngineOptions {
-        serve_api: false,
-        ..Default::default()
-    };
     let engine = Engine::builder(config, &paths.data_dir)
-        .options(options)
         .start(shutdown.clone())
         .await?;
     for status in engine.channels() {
@@ -218,8 +214,16 @@ fn pair(paths: &Paths, action: PairAction) -> anyhow::Result<()> {
             }
             return Ok(());
         }
-        PairAction::Approve { channel, code } => (channel, code, "admitted"),
-        PairAction::Refuse { channel, code } => (channel, code, "refused"),
+        PairAction::Approve { channel, code } => (
+            channel,
+            code,
+            switchboard_engine::access::PairingState::Admitted,
+        ),
+        PairAction::Refuse { channel, code } => (
+            channel,
+            code,
+            switchboard_engine::access::PairingState::Refused,
+        ),
     };
     let code = normalise_code(&code);
     match store.resolve_pairing(&channel, &code, state, "switchboard-gateway pair", now_ms())? {

@@ -1,10 +1,10 @@
 //! The client of the Stakpak agent server (`../shared/contracts/stakpak-server.md`).
 
 mod client;
-mod wire;
+pub(crate) mod wire;
 
 pub use client::{AgentClient, EventStream, Timeouts};
 pub use wire::{
     AgentError, AgentEvent, Envelope, GapInfo, Health, Message, PendingTools, ProposedToolCall,
-    RunStatus, SessionDto, StreamItem, ToolDecision,
+    RunStatus, SessionDto, StreamItem, ToolDecision, Usage,
 };

@@ -138,6 +138,17 @@ impl ToolDecision {
     }
 }
 
+/// Tokens a turn or a run used, as the server reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    #[serde(default)]
+    pub total_tokens: u64,
+}
+
 /// The events of a session's stream that the engine acts on; the rest are kept by name only.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AgentEvent {
@@ -158,6 +169,10 @@ pub enum AgentEvent {
         tool_call_id: String,
         tool_name: String,
     },
+    ToolExecutionProgress {
+        tool_call_id: String,
+        message: String,
+    },
     ToolExecutionCompleted {
         tool_call_id: String,
         tool_name: String,
@@ -173,14 +188,32 @@ pub enum AgentEvent {
         delay_ms: u64,
         reason: String,
     },
+    TurnStarted {
+        turn: u64,
+    },
+    TurnCompleted {
+        turn: u64,
+        finish_reason: String,
+    },
+    ThinkingDelta {
+        delta: String,
+    },
+    UsageReport {
+        turn: u64,
+        usage: Usage,
+    },
+    CompactionStarted,
+    CompactionCompleted,
     RunCompleted {
         stop_reason: String,
+        total_turns: u64,
+        total_usage: Usage,
     },
     RunError {
         error: String,
         retryable: bool,
     },
-    /// Any other event (turns, thinking, usage, compaction, progress): named, not interpreted.
+    /// An event this client does not know: named, not interpreted.
     Other(String),
 }
 
@@ -237,6 +270,18 @@ fn str_field(payload: &Value, name: &str) -> String {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string()
+}
+
+fn u64_field(payload: &Value, name: &str) -> u64 {
+    payload.get(name).and_then(Value::as_u64).unwrap_or(0)
+}
+
+fn usage_field(payload: &Value, name: &str) -> Usage {
+    payload
+        .get(name)
+        .cloned()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default()
 }
 
 /// Decodes one SSE frame of the event stream. The frame's `id:` line wins over the envelope's id
@@ -300,12 +345,34 @@ pub(crate) fn decode_frame(frame: &crate::sse::SseFrame) -> StreamItem {
             reason: str_field(payload, "reason"),
         },
         "RetryAttempt" => AgentEvent::RetryAttempt {
-            attempt: payload.get("attempt").and_then(Value::as_u64).unwrap_or(0),
-            delay_ms: payload.get("delay_ms").and_then(Value::as_u64).unwrap_or(0),
+            attempt: u64_field(payload, "attempt"),
+            delay_ms: u64_field(payload, "delay_ms"),
             reason: str_field(payload, "reason"),
         },
+        "ToolExecutionProgress" => AgentEvent::ToolExecutionProgress {
+            tool_call_id: str_field(payload, "tool_call_id"),
+            message: str_field(payload, "message"),
+        },
+        "TurnStarted" => AgentEvent::TurnStarted {
+            turn: u64_field(payload, "turn"),
+        },
+        "TurnCompleted" => AgentEvent::TurnCompleted {
+            turn: u64_field(payload, "turn"),
+            finish_reason: str_field(payload, "finish_reason"),
+        },
+        "ThinkingDelta" => AgentEvent::ThinkingDelta {
+            delta: str_field(payload, "delta"),
+        },
+        "UsageReport" => AgentEvent::UsageReport {
+            turn: u64_field(payload, "turn"),
+            usage: usage_field(payload, "usage"),
+        },
+        "CompactionStarted" => AgentEvent::CompactionStarted,
+        "CompactionCompleted" => AgentEvent::CompactionCompleted,
         "RunCompleted" => AgentEvent::RunCompleted {
             stop_reason: str_field(payload, "stop_reason"),
+            total_turns: u64_field(payload, "total_turns"),
+            total_usage: usage_field(payload, "total_usage"),
         },
         "RunError" => AgentEvent::RunError {
             error: str_field(payload, "error"),

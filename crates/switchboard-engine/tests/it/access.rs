@@ -45,6 +45,7 @@ impl Bridge {
             .start(shutdown.clone())
             .await
             .expect("engine");
+        switchboard_engine::api::start(&engine, shutdown.clone()).await;
         tg.wait_for("the bot to poll", |t| t.active_polls() > 0)
             .await;
         Bridge { engine, shutdown }

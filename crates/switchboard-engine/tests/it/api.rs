@@ -229,6 +229,7 @@ async fn a_generated_api_token_is_saved_to_the_config_file() {
         .start(shutdown.clone())
         .await
         .expect("start");
+    switchboard_engine::api::start(&engine, shutdown.clone()).await;
     let token = engine.config().api.token.clone();
     assert!(token.len() >= 20, "a strong token was generated");
     let saved = switchboard_engine::config::Config::load(&path).expect("reload");

@@ -1,6 +1,6 @@
 //! Approval modes: decisions go to the server only for calls that really wait.
 
-use switchboard_engine::agent::ToolDecision;
+use switchboard_engine::approvals::{Actor, Answer, Surface};
 use switchboard_engine::config::ApprovalMode;
 use switchboard_engine::store::Resolution;
 use switchboard_engine::EngineEvent;
@@ -161,12 +161,22 @@ async fn ask_mode_waits_for_a_person_without_blocking_other_chats() {
 
     let first = gw
         .engine
-        .decide(&approval_id, ToolDecision::Accept, "me", "window")
+        .decide(
+            &approval_id,
+            &Answer::AllowOnce,
+            &Actor::local("me"),
+            Surface::Window,
+        )
         .expect("decide");
     assert!(matches!(first, Resolution::Decided(_)));
     let second = gw
         .engine
-        .decide(&approval_id, ToolDecision::Reject, "ann", "chat")
+        .decide(
+            &approval_id,
+            &Answer::Reject,
+            &Actor::local("ann"),
+            Surface::Chat,
+        )
         .expect("decide");
     assert!(
         matches!(second, Resolution::AlreadyDecided(ref a) if a.decided_by.as_deref() == Some("me")),
@@ -248,7 +258,12 @@ async fn a_pending_approval_survives_a_restart_and_can_still_be_decided() {
     assert_eq!(pending[0].tool, "stakpak__run_command");
     let decided = gw
         .engine
-        .decide(&pending[0].id, ToolDecision::Accept, "me", "window")
+        .decide(
+            &pending[0].id,
+            &Answer::AllowOnce,
+            &Actor::local("me"),
+            Surface::Window,
+        )
         .expect("decide");
     assert!(matches!(decided, Resolution::Decided(_)));
 
@@ -326,7 +341,12 @@ async fn a_message_behind_a_pending_approval_is_queued_with_a_reminder() {
     );
 
     gw.engine
-        .decide(&approval, ToolDecision::Accept, "me", "window")
+        .decide(
+            &approval,
+            &Answer::AllowOnce,
+            &Actor::local("me"),
+            Surface::Window,
+        )
         .expect("decide");
     let replies = gw.replies("ann", 3).await;
     assert!(replies[1].starts_with("done:"), "{replies:?}");
@@ -379,7 +399,7 @@ async fn an_always_allow_rule_lets_the_tool_pass_until_it_is_revoked() {
 
     let rule = gw
         .engine
-        .add_rule("run_command", Some("ls*"), "me")
+        .add_rule("run_command", Some("ls*"), None, "me")
         .expect("rule");
     gw.dm("ann", "1", RUN_LS).await;
     assert!(
@@ -402,7 +422,7 @@ async fn an_always_allow_rule_lets_the_tool_pass_until_it_is_revoked() {
         .id
         .clone();
     gw.engine
-        .decide(&id, ToolDecision::Reject, "me", "window")
+        .decide(&id, &Answer::Reject, &Actor::local("me"), Surface::Window)
         .expect("decide");
     gw.replies("ann", 2).await;
 
@@ -436,11 +456,17 @@ async fn a_decision_from_a_thread_outside_the_runtime_goes_through() {
 
     // A desktop's UI thread has no Tokio runtime.
     let engine = gw.engine.clone();
-    let decided =
-        std::thread::spawn(move || engine.decide(&id, ToolDecision::Accept, "me", "window"))
-            .join()
-            .expect("deciding from a plain thread does not panic")
-            .expect("decide");
+    let decided = std::thread::spawn(move || {
+        engine.decide(
+            &id,
+            &Answer::AllowOnce,
+            &Actor::local("me"),
+            Surface::Window,
+        )
+    })
+    .join()
+    .expect("deciding from a plain thread does not panic")
+    .expect("decide");
     assert!(matches!(decided, Resolution::Decided(_)));
     assert!(gw.replies("ann", 1).await[0].starts_with("done:"));
     gw.chat
@@ -452,7 +478,7 @@ async fn a_decision_from_a_thread_outside_the_runtime_goes_through() {
 }
 
 mod from_the_chat {
-    use switchboard_engine::agent::ToolDecision;
+    use switchboard_engine::approvals::{Actor, Answer, Surface};
     use switchboard_engine::approvals::{ChatChoice, ChoiceOutcome};
     use switchboard_engine::config::ApprovalMode;
     use switchboard_testkit::stakpak::FakeStakpak;
@@ -471,8 +497,8 @@ mod from_the_chat {
             .await;
         assert_eq!(prompts[0].prompt.tool, "stakpak__run_command");
         assert_eq!(
-            prompts[0].prompt.arguments, "command: ls",
-            "the arguments are shown readably"
+            prompts[0].prompt.arguments, "$ ls",
+            "the command is shown as it will run"
         );
         assert_eq!(
             prompts[0].target.chat_id, "ann",
@@ -543,10 +569,14 @@ mod from_the_chat {
 
         let engine = gw.engine.clone();
         let window_id = id.clone();
-        let window =
-            tokio::spawn(
-                async move { engine.decide(&window_id, ToolDecision::Reject, "me", "window") },
-            );
+        let window = tokio::spawn(async move {
+            engine.decide(
+                &window_id,
+                &Answer::Reject,
+                &Actor::local("me"),
+                Surface::Window,
+            )
+        });
         let chat = gw.chat.click(&id, ChatChoice::Approve, "ann").await;
         let window = window.await.expect("join").expect("decide");
 
@@ -576,6 +606,11 @@ mod from_the_chat {
         gw.replies("ann", 1).await;
         let rules = gw.engine.rules().expect("rules");
         assert_eq!(rules[0].tool, "stakpak__run_command");
+        assert_eq!(
+            rules[0].channel.as_deref(),
+            Some("chat"),
+            "a rule made in a chat covers that channel only"
+        );
 
         gw.dm("ann", "2", RUN_LS).await;
         assert!(

@@ -79,6 +79,7 @@ impl Bridge {
             .start(shutdown.clone())
             .await
             .expect("the engine starts");
+        switchboard_engine::api::start(&engine, shutdown.clone()).await;
         Bridge { engine, shutdown }
     }
 
@@ -858,8 +859,8 @@ mod approvals {
     use std::time::Duration;
 
     use serde_json::{json, Value};
-    use switchboard_engine::agent::ToolDecision;
     use switchboard_engine::approvals::{parse_callback, ChatChoice};
+    use switchboard_engine::approvals::{Actor, Answer, Surface};
     use switchboard_engine::channels::discord::{DiscordChannel, DiscordOptions};
     use switchboard_engine::config::{ApprovalMode, Config};
     use switchboard_engine::store::Resolution;
@@ -981,10 +982,13 @@ mod approvals {
         assert_eq!(prompt.allowed_mentions, Some(json!({"parse": []})));
         let (text, labels) = seen(&dc, &prompt.id);
         assert!(
-            text.starts_with("🔐 The agent wants to run **stakpak__run_command**\n```\ncommand: ls\n```\nRequested by Ann · expires in "),
+            text.starts_with("🔐 The agent wants to run `ls` (**stakpak__run_command**)\n```\n$ ls\n```\nRequested by Ann · expires in "),
             "the tool, its arguments, who asked and the expiry: {text}"
         );
-        assert_eq!(labels, ["Approve", "Reject", "Always allow"]);
+        assert_eq!(
+            labels,
+            ["Approve", "Reject", "Allow in this chat", "Always allow"]
+        );
         let pending = bridge.engine.pending_approvals().expect("pending");
         let styles: Vec<(u64, Option<(ChatChoice, String)>)> = dc
             .buttons(&prompt.id)
@@ -997,6 +1001,7 @@ mod approvals {
             vec![
                 (3, Some((ChatChoice::Approve, id.clone()))),
                 (4, Some((ChatChoice::Reject, id.clone()))),
+                (2, Some((ChatChoice::AllowHere, id.clone()))),
                 (2, Some((ChatChoice::AlwaysAllow, id.clone()))),
             ],
             "green, red and grey buttons for this approval"
@@ -1020,7 +1025,7 @@ mod approvals {
         )
         .await;
         assert!(
-            text.contains("```\ncommand: ls\n```"),
+            text.contains("```\n$ ls\n```"),
             "what was approved stays readable: {text}"
         );
         let thread = replies(&dc, THREAD, 2).await;
@@ -1119,7 +1124,12 @@ mod approvals {
 
         let decided = bridge
             .engine
-            .decide(&id, ToolDecision::Accept, "me", "window")
+            .decide(
+                &id,
+                &Answer::AllowOnce,
+                &Actor::local("me"),
+                Surface::Window,
+            )
             .expect("decide");
         assert!(matches!(decided, Resolution::Decided(_)));
         closed_with(
@@ -1166,7 +1176,7 @@ mod approvals {
             .clone();
         bridge
             .engine
-            .decide(&id, ToolDecision::Reject, "me", "window")
+            .decide(&id, &Answer::Reject, &Actor::local("me"), Surface::Window)
             .expect("decide");
         let text = closed_with(
             &dc,
@@ -1175,7 +1185,7 @@ mod approvals {
         )
         .await;
         assert!(
-            text.contains("```\ncommand: ls\n```"),
+            text.contains("```\n$ ls\n```"),
             "the prompt keeps what it asked: {text}"
         );
         let read = format!("/channels/{dm}/messages/{}", prompt.id);

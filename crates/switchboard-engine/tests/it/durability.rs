@@ -70,6 +70,7 @@ fn the_engine_killed_mid_run_delivers_the_reply_exactly_once_after_restart() {
             .start(shutdown.clone())
             .await
             .expect("engine restarts");
+        switchboard_engine::api::start(&engine, shutdown.clone()).await;
         second_chat
             .wait_until(
                 "the reply after the restart",

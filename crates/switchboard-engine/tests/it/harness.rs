@@ -95,6 +95,11 @@ impl Gateway {
             .start(shutdown.clone())
             .await
             .expect("the engine starts");
+        let listener = switchboard_engine::api::bind(&engine.config().api.listen)
+            .await
+            .expect("the API binds");
+        switchboard_engine::api::serve(engine.clone(), listener, shutdown.clone())
+            .expect("the API serves");
         let events = engine.subscribe();
         Gateway {
             engine,

@@ -98,11 +98,11 @@ async fn a_run_that_ends_silently_is_settled_by_the_watchdog() {
     );
     let outcome = gw
         .event("the run to finish", |e| match e {
-            EngineEvent::RunFinished { outcome, .. } => Some(outcome.clone()),
+            EngineEvent::RunFinished { outcome, .. } => Some(*outcome),
             _ => None,
         })
         .await;
-    assert_eq!(outcome, "settled");
+    assert_eq!(outcome, switchboard_engine::RunOutcome::Settled);
     gw.stop().await;
 }
 
@@ -197,7 +197,9 @@ async fn a_changed_server_token_is_reported_and_new_settings_resume_the_work() {
     gw.dm("ann", "2", "two").await;
     let state = gw
         .event("the server to be reported unauthorized", |e| match e {
-            EngineEvent::ServerState { state, detail } if state == "unauthorized" => {
+            EngineEvent::ServerState { state, detail }
+                if *state == switchboard_engine::ServerHealth::Unauthorized =>
+            {
                 Some(detail.clone().unwrap_or_default())
             }
             _ => None,

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use switchboard_engine::agent::ToolDecision;
 use switchboard_engine::approvals::{parse_callback, ChatChoice};
+use switchboard_engine::approvals::{Actor, Answer, Surface};
 use switchboard_engine::channels::slack::{SlackChannel, SlackOptions};
 use switchboard_engine::channels::ChannelError;
 use switchboard_engine::config::DmPolicy;
@@ -901,6 +901,7 @@ async fn start_with_channel(
         .start(shutdown.clone())
         .await
         .expect("the engine starts");
+    switchboard_engine::api::start(&engine, shutdown.clone()).await;
     (engine, shutdown)
 }
 
@@ -1166,7 +1167,7 @@ fn approval_id(prompt: &PostedMessage) -> String {
         .filter_map(|b| b.value.as_deref().and_then(parse_callback))
         .map(|(_, id)| id)
         .collect();
-    assert_eq!(ids.len(), 3, "three buttons with our payloads: {message:?}");
+    assert_eq!(ids.len(), 4, "four buttons with our payloads: {message:?}");
     assert!(ids.iter().all(|id| *id == ids[0]));
     ids[0].clone()
 }
@@ -1193,13 +1194,14 @@ async fn the_requester_approves_in_the_thread_and_the_prompt_shows_who() {
         vec![
             ("Approve".to_owned(), Some("primary".to_owned())),
             ("Reject".to_owned(), Some("danger".to_owned())),
+            ("Allow in this chat".to_owned(), None),
             ("Always allow".to_owned(), None),
         ]
     );
     let seen = unescape(&shown.shown());
     for part in [
         "stakpak__run_command",
-        "command: ls",
+        "$ ls",
         "Requested by Ann",
         "expires in 30 min",
     ] {
@@ -1231,7 +1233,7 @@ async fn the_requester_approves_in_the_thread_and_the_prompt_shows_who() {
         "the prompt says who decided, where: {closed}"
     );
     assert!(
-        closed.contains("command: ls"),
+        closed.contains("$ ls"),
         "and still shows what was approved: {closed}"
     );
     assert!(
@@ -1325,7 +1327,8 @@ async fn an_owner_may_decide_for_the_requester() {
 
 #[tokio::test]
 async fn always_allow_from_slack_lets_the_next_call_pass() {
-    let t = Setup::asking(&[], fast_options()).await;
+    // Only an owner makes a rule from a chat; Ann owns this bot.
+    let t = Setup::asking(&["U1ANN"], fast_options()).await;
     t.slack.send_dm("U1ANN", RUN_LS);
     let prompt = t.prompt_in("D1ANN").await;
     assert_eq!(
@@ -1338,6 +1341,11 @@ async fn always_allow_from_slack_lets_the_next_call_pass() {
     t.finished_in("D1ANN").await;
     let rules = t.gw.engine.rules().expect("rules");
     assert_eq!(rules[0].tool, "stakpak__run_command");
+    assert_eq!(
+        rules[0].channel.as_deref(),
+        Some("slack"),
+        "a rule made in a chat covers that channel only"
+    );
 
     t.slack.send_dm("U1ANN", RUN_LS);
     t.slack
@@ -1373,7 +1381,12 @@ async fn a_decision_in_the_window_closes_the_prompt_and_a_late_click_is_told() {
 
     let decided =
         t.gw.engine
-            .decide(&id, ToolDecision::Accept, "me", "window")
+            .decide(
+                &id,
+                &Answer::AllowOnce,
+                &Actor::local("me"),
+                Surface::Window,
+            )
             .expect("decide");
     assert!(matches!(decided, Resolution::Decided(_)));
 
@@ -1486,7 +1499,7 @@ async fn a_refusal_goes_through_the_response_url_when_ephemeral_messages_fail() 
     assert!(t.actions().is_empty());
     assert_eq!(
         t.shown(&prompt).buttons().len(),
-        3,
+        4,
         "the prompt is unchanged"
     );
     t.gw.stop().await;
@@ -1511,7 +1524,7 @@ async fn a_prompt_from_before_a_restart_still_decides_and_keeps_the_call_on_it()
     assert_eq!(t.actions(), vec!["accept"], "exactly one decision");
     let closed = t.closed(&prompt).await;
     assert!(
-        closed.contains("approved by Ann (slack)") && closed.contains("command: ls"),
+        closed.contains("approved by Ann (slack)") && closed.contains("$ ls"),
         "the new engine knew the prompt from the click: {closed}"
     );
     let prompts = t

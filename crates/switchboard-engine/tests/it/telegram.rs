@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use serde_json::{json, Value};
-use switchboard_engine::agent::ToolDecision;
 use switchboard_engine::approvals::{parse_callback, ChatChoice};
+use switchboard_engine::approvals::{Actor, Answer, Surface};
 use switchboard_engine::channels::QUEUED_NOTE;
 use switchboard_engine::config::DmPolicy;
 use switchboard_engine::config::{ApprovalMode, Config, TelegramConfig};
@@ -59,6 +59,7 @@ impl Bridge {
             .start(shutdown.clone())
             .await
             .expect("the engine starts");
+        switchboard_engine::api::start(&engine, shutdown.clone()).await;
         Bridge { engine, shutdown }
     }
 
@@ -1076,8 +1077,11 @@ fn approval_of(prompt: &Sent) -> String {
         .collect();
     assert_eq!(
         labels,
-        vec![vec!["Approve", "Reject"], vec!["Always allow"]],
-        "three buttons"
+        vec![
+            vec!["Approve", "Reject"],
+            vec!["Allow in this chat", "Always allow"]
+        ],
+        "four buttons"
     );
     let decoded: Vec<(ChatChoice, String)> = rows
         .iter()
@@ -1090,6 +1094,7 @@ fn approval_of(prompt: &Sent) -> String {
         vec![
             (ChatChoice::Approve, id.clone()),
             (ChatChoice::Reject, id.clone()),
+            (ChatChoice::AllowHere, id.clone()),
             (ChatChoice::AlwaysAllow, id.clone()),
         ],
         "each button decides the same approval its own way"
@@ -1137,13 +1142,16 @@ async fn the_requester_approves_from_the_prompt_in_their_topic_and_the_run_finis
     let asked = tg.send_topic(FORUM, 7, &ann(), call, true);
     let prompt = prompt_in(&tg, FORUM).await;
     let minutes = Config::default().gateway.approval_timeout_minutes;
-    let arguments = "command: echo <b>hi</b> *x* _y_ [a](b) `c` TOKEN=••••••";
+    // A command with a backtick could run anything: it is shown whole, secret and all.
+    let command = "echo <b>hi</b> *x* _y_ [a](b) `c` TOKEN=abc123";
+    let head = format!("🔐 The agent wants to run `{command}` (");
+    let arguments = format!("$ {command}");
     assert_eq!(
         prompt.text,
         format!(
-            "🔐 The agent wants to run stakpak__run_command\n{arguments}\nRequested by Ann · expires in {minutes} min"
+            "{head}stakpak__run_command)\n{arguments}\nRequested by Ann · expires in {minutes} min"
         ),
-        "tool, readable masked arguments, requester and expiry, shown literally"
+        "what runs, the command whole, requester and expiry, shown literally"
     );
     assert_eq!(
         (prompt.thread_id, prompt.reply_to),
@@ -1156,8 +1164,8 @@ async fn the_requester_approves_from_the_prompt_in_their_topic_and_the_run_finis
     );
     assert_eq!(
         prompt.body["entities"],
-        json!([{"type": "code", "offset": 26, "length": 20},
-               {"type": "pre", "offset": 47, "length": arguments.encode_utf16().count()}]),
+        json!([{"type": "code", "offset": head.encode_utf16().count(), "length": 20},
+               {"type": "pre", "offset": head.encode_utf16().count() + 22, "length": arguments.encode_utf16().count()}]),
         "the tool as code and the arguments as a block, by explicit entities"
     );
     let approval = approval_of(&prompt);
@@ -1212,9 +1220,15 @@ async fn the_requester_approves_from_the_prompt_in_their_topic_and_the_run_finis
         (
             log[0].action.as_str(),
             log[0].decided_by.as_str(),
-            log[0].surface.as_str()
+            log[0].decided_by_id.as_deref(),
+            log[0].surface.label(&log[0].channel)
         ),
-        ("accept", "Ann", "telegram"),
+        (
+            "accept",
+            "Ann",
+            Some(ANN.to_string().as_str()),
+            "telegram".to_string()
+        ),
         "the audit log says who decided what, where"
     );
     bridge.stop().await;
@@ -1291,7 +1305,7 @@ async fn a_stranger_is_refused_privately_and_an_owner_may_decide() {
         &tg,
         GROUP,
         prompt.message_id,
-        &format!("{line}\ncommand: ls\nRequested by Ann"),
+        &format!("{line}\n$ ls\nRequested by Ann"),
     )
     .await;
     bridge.stop().await;
@@ -1323,7 +1337,12 @@ async fn a_decision_in_the_window_shows_in_the_chat_and_a_late_click_is_told() {
     );
     let decided = bridge
         .engine
-        .decide(&approval, ToolDecision::Accept, "me", "window")
+        .decide(
+            &approval,
+            &Answer::AllowOnce,
+            &Actor::local("me"),
+            Surface::Window,
+        )
         .expect("decide");
     assert!(matches!(decided, Resolution::Decided(_)));
     let line = "✅ stakpak__run_command: approved by me (window)";
@@ -1331,7 +1350,7 @@ async fn a_decision_in_the_window_shows_in_the_chat_and_a_late_click_is_told() {
         &tg,
         ANN,
         prompt.message_id,
-        &format!("{line}\ncommand: ls\nRequested by Ann"),
+        &format!("{line}\n$ ls\nRequested by Ann"),
     )
     .await;
     assert!(
@@ -1395,7 +1414,7 @@ async fn an_unanswered_prompt_expires_and_the_chat_is_told() {
         &tg,
         ANN,
         prompt.message_id,
-        "⏱ stakpak__run_command: not answered in time, rejected\ncommand: ls\nRequested by Ann",
+        "⏱ stakpak__run_command: not answered in time, rejected\n$ ls\nRequested by Ann",
     )
     .await;
     tg.wait_for("the expiry notice and the run's reply", |tg| {
@@ -1421,7 +1440,7 @@ async fn an_unanswered_prompt_expires_and_the_chat_is_told() {
 }
 
 #[tokio::test]
-async fn always_allow_from_a_button_lets_the_next_call_pass() {
+async fn always_allow_is_for_owners_and_allow_in_this_chat_lets_the_next_call_pass() {
     let agent = FakeStakpak::start().await;
     let tg = FakeTelegram::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1430,23 +1449,44 @@ async fn always_allow_from_a_button_lets_the_next_call_pass() {
 
     tg.send_dm(ANN, "Ann", RUN_LS);
     let prompt = prompt_in(&tg, ANN).await;
+    // Ann asked, but does not own the bot: she may not make a rule for good.
     let click = tg.press(ANN, prompt.message_id, &ann(), "Always allow");
     let answer = answer_to(&tg, &click).await;
     assert_eq!(
         answer.text.as_deref(),
-        Some("✅ stakpak__run_command: approved by Ann (telegram)")
+        Some("Only an owner of this bot can always allow a tool. Use Approve, or Allow in this chat.")
+    );
+    assert!(
+        bridge.engine.rules().expect("rules").is_empty(),
+        "no rule was made"
+    );
+    assert!(agent.decisions().is_empty(), "nothing was decided");
+
+    let click = tg.press(ANN, prompt.message_id, &ann(), "Allow in this chat");
+    let answer = answer_to(&tg, &click).await;
+    assert_eq!(
+        answer.text.as_deref(),
+        Some("✅ stakpak__run_command: approved by Ann (telegram), allowed in this conversation from now on")
     );
     assert!(replies(&tg, ANN, 2).await[1].starts_with("done:"));
-    let rules = bridge.engine.rules().expect("rules");
-    assert_eq!(rules.len(), 1);
-    assert_eq!(rules[0].tool, "stakpak__run_command");
+    assert!(
+        bridge.engine.rules().expect("rules").is_empty(),
+        "a grant is not a rule"
+    );
 
     tg.send_dm(ANN, "Ann", RUN_LS);
     assert!(
         replies(&tg, ANN, 3).await[2].starts_with("done:"),
-        "the next call ran without asking"
+        "the next call in this conversation ran without asking"
     );
-    prompt_in(&tg, ANN).await;
     assert_eq!(actions(&agent), vec!["accept", "accept"]);
+    assert_eq!(
+        tg.sent_to(ANN)
+            .iter()
+            .filter(|s| s.reply_markup.is_some())
+            .count(),
+        1,
+        "asked once"
+    );
     bridge.stop().await;
 }

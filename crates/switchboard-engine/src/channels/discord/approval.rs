@@ -97,7 +97,11 @@ fn code_safe(text: &str) -> String {
 
 /// The prompt's text, at most 2000 characters: the arguments are cut when they would not fit.
 pub(crate) fn prompt_content(prompt: &ApprovalPrompt) -> String {
-    let header = format!("🔐 The agent wants to run **{}**", inline(&prompt.tool));
+    let header = format!(
+        "🔐 The agent wants to {} (**{}**)",
+        inline(&prompt.summary),
+        inline(&prompt.tool)
+    );
     let footer = format!(
         "Requested by {} · expires in {} min",
         inline(&prompt.requester),
@@ -144,15 +148,17 @@ pub(crate) fn closed_edit(body: Option<&str>, outcome: &str) -> Value {
     })
 }
 
-/// One action row: Approve (green), Reject (red), Always allow (grey), each with its payload.
+/// One action row: Approve (green), Reject (red), Allow in this chat and Always allow (grey), each
+/// with its payload.
 pub(crate) fn components(approval_id: &str) -> Result<Value, String> {
-    let buttons = [
-        (ChatChoice::Approve, "Approve", SUCCESS),
-        (ChatChoice::Reject, "Reject", DANGER),
-        (ChatChoice::AlwaysAllow, "Always allow", SECONDARY),
-    ]
+    let buttons = ChatChoice::BUTTONS
     .into_iter()
-    .map(|(choice, label, style)| {
+    .map(|(choice, label)| {
+        let style = match choice {
+            ChatChoice::Approve => SUCCESS,
+            ChatChoice::Reject => DANGER,
+            ChatChoice::AllowHere | ChatChoice::AlwaysAllow => SECONDARY,
+        };
         let custom_id = callback_data(choice, approval_id);
         if custom_id.chars().count() > MAX_CUSTOM_ID {
             return Err(format!(
@@ -231,6 +237,7 @@ mod tests {
         ApprovalPrompt {
             approval_id: "0b904f9e-530b-4a04-9250-9a3fa2312b75".into(),
             tool: tool.into(),
+            summary: "run `ls`".into(),
             arguments: arguments.into(),
             requester: requester.into(),
             expires_in_minutes: 30,
@@ -242,7 +249,7 @@ mod tests {
         let content = prompt_content(&prompt("stakpak__run_command", "command: ls", "Ann"));
         assert_eq!(
             content,
-            "🔐 The agent wants to run **stakpak\\_\\_run\\_command**\n```\ncommand: ls\n```\nRequested by Ann · expires in 30 min"
+            "🔐 The agent wants to run \\`ls\\` (**stakpak\\_\\_run\\_command**)\n```\ncommand: ls\n```\nRequested by Ann · expires in 30 min"
         );
         assert!(shown(&content).contains("**stakpak__run_command**"));
 
@@ -262,7 +269,7 @@ mod tests {
             shown(footer),
             "Requested by <@&1> [click](https://evil.example) # @everyone · expires in 30 min"
         );
-        assert!(content.starts_with("🔐 The agent wants to run **x\\*y\\***\n"));
+        assert!(content.starts_with("🔐 The agent wants to run \\`ls\\` (**x\\*y\\***)\n"));
     }
 
     #[test]
@@ -304,7 +311,7 @@ mod tests {
         let closed = closed_content(body, "✅ stakpak__run_command: approved by Ann (discord)");
         assert_eq!(
             shown(&closed),
-            "🔐 The agent wants to run **stakpak__run_command**\n```\ncommand: ls\n```\n✅ stakpak__run_command: approved by Ann (discord)"
+            "🔐 The agent wants to run `ls` (**stakpak__run_command**)\n```\ncommand: ls\n```\n✅ stakpak__run_command: approved by Ann (discord)"
         );
         assert_eq!(
             body_of(&closed),
@@ -326,7 +333,7 @@ mod tests {
     }
 
     #[test]
-    fn three_buttons_carry_the_payloads() {
+    fn four_buttons_carry_the_payloads() {
         let id = "0b904f9e-530b-4a04-9250-9a3fa2312b75";
         let rows = components(id).expect("components");
         let buttons = rows[0]["components"].as_array().expect("buttons");
@@ -347,6 +354,11 @@ mod tests {
             vec![
                 ("Approve".into(), 3, Some((ChatChoice::Approve, id.into()))),
                 ("Reject".into(), 4, Some((ChatChoice::Reject, id.into()))),
+                (
+                    "Allow in this chat".into(),
+                    2,
+                    Some((ChatChoice::AllowHere, id.into()))
+                ),
                 (
                     "Always allow".into(),
                     2,

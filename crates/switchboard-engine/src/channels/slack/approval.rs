@@ -62,7 +62,7 @@ pub(super) struct View {
 
 /// The prompt for a waiting tool call, and its summary section's text (kept for the closed view).
 pub(super) fn prompt_view(prompt: &ApprovalPrompt) -> (View, String) {
-    let summary = summary(&prompt.tool, &prompt.arguments);
+    let summary = summary(&prompt.summary, &prompt.tool, &prompt.arguments);
     let button = |label: &str, choice: ChatChoice, action: &str, style: Option<&str>| {
         let mut button = json!({
             "type": "button",
@@ -86,11 +86,13 @@ pub(super) fn prompt_view(prompt: &ApprovalPrompt) -> (View, String) {
         json!({"type": "actions", "block_id": ACTIONS_BLOCK, "elements": [
             button("Approve", ChatChoice::Approve, "sb_approve", Some("primary")),
             button("Reject", ChatChoice::Reject, "sb_reject", Some("danger")),
+            button("Allow in this chat", ChatChoice::AllowHere, "sb_allow_here", None),
             button("Always allow", ChatChoice::AlwaysAllow, "sb_always_allow", None),
         ]}),
     ];
     let text = text::escape(&format!(
-        "🔐 Approval needed: the agent wants to run {} (requested by {})",
+        "🔐 Approval needed: the agent wants to {} with {} (requested by {})",
+        cut(&prompt.summary, NAME_MAX),
         cut(&prompt.tool, NAME_MAX),
         cut(&prompt.requester, NAME_MAX)
     ));
@@ -115,10 +117,15 @@ pub(super) fn closed_view(summary: Option<&str>, outcome: &str) -> View {
     }
 }
 
-/// `🔐 *The agent wants to run* `tool`` and the arguments in a code block, within Slack's limit.
-fn summary(tool: &str, arguments: &str) -> String {
+/// `🔐 *The agent wants to* run `ls` (`tool`)` and what will run in a code block, within
+/// Slack's limit.
+fn summary(what: &str, tool: &str, arguments: &str) -> String {
     let tool: String = cut(tool, NAME_MAX).replace('`', "ˋ");
-    let head = format!("🔐 *The agent wants to run* `{}`\n", text::escape(&tool));
+    let head = format!(
+        "🔐 *The agent wants to* {} (`{}`)\n",
+        text::escape(&cut(what, NAME_MAX)),
+        text::escape(&tool)
+    );
     let arguments = if arguments.trim().is_empty() {
         "(no arguments)"
     } else {
@@ -424,6 +431,7 @@ mod tests {
         ApprovalPrompt {
             approval_id: "0b904f9e-530b-4a04-9250-9a3fa2312b75".into(),
             tool: tool.into(),
+            summary: "run `ls`".into(),
             arguments: arguments.into(),
             requester: "Ann".into(),
             expires_in_minutes: 30,
@@ -431,11 +439,11 @@ mod tests {
     }
 
     #[test]
-    fn the_prompt_has_the_call_the_requester_and_three_buttons() {
+    fn the_prompt_has_the_call_the_requester_and_four_buttons() {
         let (view, summary) = prompt_view(&prompt("stakpak__run_command", "command: ls -la"));
         assert_eq!(
             summary,
-            "🔐 *The agent wants to run* `stakpak__run_command`\n```command: ls -la```"
+            "🔐 *The agent wants to* run `ls` (`stakpak__run_command`)\n```command: ls -la```"
         );
         assert_eq!(view.blocks[0]["text"]["text"], summary);
         assert_eq!(view.blocks[0]["text"]["verbatim"], true);
@@ -466,6 +474,11 @@ mod tests {
                     "Reject",
                     "sb:r:0b904f9e-530b-4a04-9250-9a3fa2312b75",
                     Some("danger")
+                ),
+                (
+                    "Allow in this chat",
+                    "sb:c:0b904f9e-530b-4a04-9250-9a3fa2312b75",
+                    None
                 ),
                 (
                     "Always allow",
@@ -499,7 +512,7 @@ mod tests {
             ("", "(no arguments)"),
         ];
         for (arguments, want) in cases {
-            let summary = summary("tool", arguments);
+            let summary = summary("run `x`", "tool", arguments);
             let body = summary
                 .split_once("```")
                 .and_then(|(_, rest)| rest.strip_suffix("```"))
@@ -507,9 +520,9 @@ mod tests {
             assert_eq!(body, want, "{arguments}");
             assert!(!body.contains("``"), "no backtick run inside: {body:?}");
         }
-        let odd = summary("to`ol <x>", "a");
+        let odd = summary("run `x`", "to`ol <x>", "a");
         assert!(
-            odd.starts_with("🔐 *The agent wants to run* `toˋol &lt;x&gt;`"),
+            odd.starts_with("🔐 *The agent wants to* run `x` (`toˋol &lt;x&gt;`)"),
             "{odd}"
         );
     }
@@ -517,14 +530,14 @@ mod tests {
     #[test]
     fn long_arguments_are_cut_to_slacks_limit_and_say_so() {
         for arguments in ["x".repeat(10_000), "<".repeat(2_000), "`".repeat(5_000)] {
-            let summary = summary("tool", &arguments);
+            let summary = summary("run `x`", "tool", &arguments);
             let count = summary.chars().count();
             assert!(count <= SECTION_MAX, "{count}");
             assert!(summary.contains(" more characters)"), "{summary}");
             assert!(summary.ends_with("```"));
         }
         let exact = "y".repeat(SECTION_MAX - 50);
-        let summary = summary("tool", &exact);
+        let summary = summary("run `x`", "tool", &exact);
         assert!(summary.chars().count() <= SECTION_MAX);
         assert!(!summary.contains("more characters"), "fits whole");
         let (view, _) = prompt_view(&prompt(&"t".repeat(500), &"z".repeat(9_000)));

@@ -90,23 +90,26 @@ pub fn clip(text: &str, max: usize) -> String {
     out
 }
 
-/// The prompt: what runs, with which arguments, who asked and until when; the same words as
-/// [`ApprovalPrompt::text`], with the tool name as code and the arguments as a block. Arguments
-/// too long for one message are cut to fit.
+/// The prompt: what the call will do, with what exactly, who asked and until when; the same
+/// words as [`ApprovalPrompt::text`], with the tool name as code and what will run as a block.
+/// What will run is cut to fit one message only when it is longer than one.
 pub fn prompt(prompt: &ApprovalPrompt) -> Rendered {
-    let head = "🔐 The agent wants to run ";
+    let head = format!(
+        "🔐 The agent wants to {} (",
+        clip(&prompt.summary, NAME_MAX)
+    );
     let tool = clip(&prompt.tool, NAME_MAX);
     let tail = format!(
         "\nRequested by {} · expires in {} min",
         clip(&prompt.requester, NAME_MAX),
         prompt.expires_in_minutes
     );
-    let fixed = utf16_len(head) + utf16_len(&tool) + 1 + utf16_len(&tail);
+    let fixed = utf16_len(&head) + utf16_len(&tool) + 2 + utf16_len(&tail);
     let arguments = clip(&prompt.arguments, TEXT_MAX.saturating_sub(fixed));
     let mut out = Builder::default();
-    out.push(head)
+    out.push(&head)
         .styled("code", &tool)
-        .push("\n")
+        .push(")\n")
         .styled("pre", &arguments)
         .push(&tail);
     out.finish()
@@ -127,20 +130,17 @@ pub fn closed(outcome: &str, prompt: Option<&ApprovalPrompt>) -> Rendered {
     out.finish()
 }
 
-/// Approve and Reject side by side, Always allow under them.
+/// Approve and Reject side by side, the wider scopes under them.
 pub fn keyboard(approval_id: &str) -> InlineKeyboard {
-    let button = |text: &str, choice| InlineButton {
-        text: text.to_string(),
-        callback_data: callback_data(choice, approval_id),
-    };
+    let buttons: Vec<InlineButton> = ChatChoice::BUTTONS
+        .iter()
+        .map(|(choice, label)| InlineButton {
+            text: label.to_string(),
+            callback_data: callback_data(*choice, approval_id),
+        })
+        .collect();
     InlineKeyboard {
-        inline_keyboard: vec![
-            vec![
-                button("Approve", ChatChoice::Approve),
-                button("Reject", ChatChoice::Reject),
-            ],
-            vec![button("Always allow", ChatChoice::AlwaysAllow)],
-        ],
+        inline_keyboard: buttons.chunks(2).map(<[InlineButton]>::to_vec).collect(),
     }
 }
 
@@ -203,6 +203,7 @@ mod tests {
         ApprovalPrompt {
             approval_id: "0b904f9e-530b-4a04-9250-9a3fa2312b75".into(),
             tool: "stakpak__run_command".into(),
+            summary: "run `echo`".into(),
             arguments: arguments.into(),
             requester: "Ann".into(),
             expires_in_minutes: 60,
@@ -294,11 +295,16 @@ mod tests {
                 ("Approve", Some((ChatChoice::Approve, id.to_string()))),
                 ("Reject", Some((ChatChoice::Reject, id.to_string()))),
                 (
+                    "Allow in this chat",
+                    Some((ChatChoice::AllowHere, id.to_string()))
+                ),
+                (
                     "Always allow",
                     Some((ChatChoice::AlwaysAllow, id.to_string()))
                 ),
             ]
         );
+        assert_eq!(rows.len(), 2, "two rows of two");
         assert!(rows.iter().flatten().all(|b| b.callback_data.len() <= 64));
     }
 

@@ -16,6 +16,12 @@ use crate::channels::Accepted;
 use crate::model::{now_ms, ChatType, DeliveryTarget, InboundMessage, JournalState, Peer};
 use crate::watch::WatchContext;
 
+mod access;
+mod approvals;
+
+pub use crate::approvals::policy::{ApprovalRule, Grant};
+pub use approvals::{ApprovalRecord, DecisionRecord, Resolution};
+
 /// How many changed rows make a background checkpoint due (about a hundred messages' worth).
 const CHECKPOINT_AFTER_CHANGES: u32 = 500;
 /// A log longer than this many pages (4 KiB each, so about 20 MB) is truncated rather than left
@@ -172,6 +178,36 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX pairing_by_channel ON pairing_requests (channel, state, expires_ms);
     "#,
+    // 5: approvals belong to one run and one call (servers that number calls per run reuse ids);
+    // an answer is confirmed once the server took it; chat surfaces are stored as `chat` (the
+    // approval names its channel); the audit log keeps the decider's platform id; rules can be
+    // limited to a channel; "allow in this conversation" grants; a run's model is fixed when it
+    // is first posted.
+    r#"
+    DROP INDEX approvals_by_call;
+    CREATE UNIQUE INDEX approvals_by_run_call ON approvals (server_run_id, tool_call_id);
+    ALTER TABLE approvals ADD COLUMN decided_by_id TEXT;
+    ALTER TABLE approvals ADD COLUMN confirmed_ms INTEGER;
+    ALTER TABLE approvals ADD COLUMN note TEXT;
+    UPDATE approvals SET confirmed_ms = decided_ms WHERE state != 'pending';
+    UPDATE approvals SET surface = 'chat'
+        WHERE surface IS NOT NULL AND surface NOT IN ('window', 'notification', 'tray', 'cli', 'engine');
+    ALTER TABLE decisions ADD COLUMN channel TEXT NOT NULL DEFAULT '';
+    ALTER TABLE decisions ADD COLUMN decided_by_id TEXT;
+    ALTER TABLE decisions ADD COLUMN note TEXT;
+    UPDATE decisions SET channel = surface, surface = 'chat'
+        WHERE surface NOT IN ('window', 'notification', 'tray', 'cli', 'engine');
+    ALTER TABLE approval_rules ADD COLUMN channel TEXT;
+    CREATE TABLE grants (
+        routing_key   TEXT NOT NULL,
+        session_id    TEXT NOT NULL,
+        tool          TEXT NOT NULL,
+        created_ms    INTEGER NOT NULL,
+        created_by    TEXT NOT NULL,
+        PRIMARY KEY (routing_key, session_id, tool)
+    );
+    ALTER TABLE runs ADD COLUMN model TEXT;
+    "#,
 ];
 
 /// How long de-duplication keys are kept: longer than any platform redelivers (Slack's last retry
@@ -244,12 +280,13 @@ impl RunState {
         }
     }
 
-    fn parse(s: &str) -> RunState {
-        match s {
+    fn parse(s: &str) -> Option<RunState> {
+        Some(match s {
+            "posting" => RunState::Posting,
             "running" => RunState::Running,
             "delivering" => RunState::Delivering,
-            _ => RunState::Posting,
-        }
+            _ => return None,
+        })
     }
 }
 
@@ -269,66 +306,9 @@ pub struct RunRecord {
     pub journal_ids: Vec<i64>,
     pub reply: Option<String>,
     pub delivered_chunks: usize,
-}
-
-/// A tool call waiting for (or given) a person's decision.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ApprovalRecord {
-    pub id: String,
-    pub run_local_id: String,
-    pub routing_key: String,
-    pub session_id: String,
-    pub server_run_id: String,
-    pub tool_call_id: String,
-    pub tool: String,
-    pub arguments: serde_json::Value,
-    pub requester: String,
-    /// The requester's platform id.
-    pub requester_id: String,
-    pub channel: String,
-    pub target: DeliveryTarget,
-    /// The chat message showing the prompt, once posted.
-    pub chat_message_id: Option<String>,
-    pub created_ms: i64,
-    pub deadline_ms: i64,
-    /// `pending`, `accept`, `reject` or `expired`.
-    pub state: String,
-    pub decided_by: Option<String>,
-    pub surface: Option<String>,
-    pub decided_ms: Option<i64>,
-}
-
-/// An "always allow" rule.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ApprovalRule {
-    pub id: i64,
-    pub tool: String,
-    pub arg_pattern: Option<String>,
-    pub created_ms: i64,
-    pub created_by: String,
-}
-
-/// One line of the decisions audit log.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DecisionRecord {
-    pub at_ms: i64,
-    pub session_id: String,
-    pub run_id: String,
-    pub tool_call_id: String,
-    pub tool: String,
-    pub action: String,
-    pub decided_by: String,
-    pub surface: String,
-}
-
-/// The result of trying to decide a pending approval.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Resolution {
-    /// This answer decided it.
-    Decided(ApprovalRecord),
-    /// Someone answered first; here is what they decided.
-    AlreadyDecided(ApprovalRecord),
-    NotFound,
+    /// The model override sent with the message, fixed when the run was prepared so a retry
+    /// sends the same body (a changed body under the same key is refused by the server).
+    pub model: Option<String>,
 }
 
 /// How many rows pruning removed, per kind.
@@ -350,6 +330,39 @@ fn from_json<T: for<'de> Deserialize<'de>>(text: &str) -> rusqlite::Result<T> {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
     })
 }
+
+/// Closed sets stored as text: written with `as_str`, read back with `parse`, and a value the
+/// code does not know is an error that names it — never silently read as some default.
+macro_rules! text_enum_sql {
+    ($($ty:ty),* $(,)?) => {$(
+        impl rusqlite::types::ToSql for $ty {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                Ok(self.as_str().into())
+            }
+        }
+
+        impl rusqlite::types::FromSql for $ty {
+            fn column_result(
+                value: rusqlite::types::ValueRef<'_>,
+            ) -> rusqlite::types::FromSqlResult<Self> {
+                let text = value.as_str()?;
+                <$ty>::parse(text).ok_or_else(|| {
+                    rusqlite::types::FromSqlError::Other(
+                        format!("unknown {} {text:?} in the database", stringify!($ty)).into(),
+                    )
+                })
+            }
+        }
+    )*};
+}
+
+text_enum_sql!(
+    RunState,
+    JournalState,
+    crate::approvals::ApprovalState,
+    crate::approvals::Surface,
+    crate::access::PairingState,
+);
 
 impl Store {
     /// Opens (creating when needed) `switchboard.sqlite` in `data_dir` and brings its schema up to
@@ -535,6 +548,25 @@ impl Store {
         Ok(Accepted::New(id))
     }
 
+    /// Records the de-duplication keys of a message handled without being journaled (the access
+    /// gate answered it itself); false when any of them was seen before, so a redelivery does
+    /// not repeat what the gate did.
+    pub fn claim_keys(&self, keys: &[String], now: i64) -> anyhow::Result<bool> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        if keys_seen(&tx, keys)? {
+            return Ok(false);
+        }
+        for key in keys {
+            tx.execute(
+                "INSERT OR IGNORE INTO dedup (key, seen_ms) VALUES (?1, ?2)",
+                params![key, now],
+            )?;
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
     /// Whether any of these keys was recorded.
     pub fn is_duplicate(&self, keys: &[String]) -> anyhow::Result<bool> {
         let conn = self.lock();
@@ -593,7 +625,6 @@ impl Store {
         let rows = stmt
             .query_map(args, |r| {
                 let context: Option<String> = r.get(7)?;
-                let state: String = r.get(8)?;
                 Ok(JournalEntry {
                     id: r.get(0)?,
                     channel: r.get(1)?,
@@ -603,7 +634,7 @@ impl Store {
                     target: from_json(&r.get::<_, String>(5)?)?,
                     text: r.get(6)?,
                     context: context.as_deref().map(from_json).transpose()?,
-                    state: JournalState::parse(&state).unwrap_or(JournalState::Failed),
+                    state: r.get(8)?,
                     run_id: r.get(9)?,
                     error: r.get(10)?,
                     created_ms: r.get(11)?,
@@ -691,21 +722,22 @@ impl Store {
         let tx = conn.transaction()?;
         let now = now_ms();
         tx.execute(
-            "INSERT INTO runs (local_id, routing_key, session_id, server_run_id, state, text, idempotency_key, cursor_start, journal_ids, reply, delivered_chunks, created_ms, updated_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)",
+            "INSERT INTO runs (local_id, routing_key, session_id, server_run_id, state, text, idempotency_key, cursor_start, journal_ids, reply, delivered_chunks, created_ms, updated_ms, model)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13)",
             params![
                 run.local_id,
                 run.routing_key,
                 run.session_id,
                 run.server_run_id,
-                run.state.as_str(),
+                run.state,
                 run.text,
                 run.idempotency_key,
                 run.cursor_start,
                 to_json(&run.journal_ids),
                 run.reply,
                 run.delivered_chunks as i64,
-                now
+                now,
+                run.model
             ],
         )?;
         for id in &run.journal_ids {
@@ -722,19 +754,20 @@ impl Store {
     pub fn update_run(&self, run: &RunRecord) -> anyhow::Result<()> {
         self.lock().execute(
             "UPDATE runs SET session_id = ?2, server_run_id = ?3, state = ?4, text = ?5, idempotency_key = ?6, cursor_start = ?7,
-                 reply = ?8, delivered_chunks = ?9, journal_ids = ?10, updated_ms = ?11 WHERE local_id = ?1",
+                 reply = ?8, delivered_chunks = ?9, journal_ids = ?10, updated_ms = ?11, model = ?12 WHERE local_id = ?1",
             params![
                 run.local_id,
                 run.session_id,
                 run.server_run_id,
-                run.state.as_str(),
+                run.state,
                 run.text,
                 run.idempotency_key,
                 run.cursor_start,
                 run.reply,
                 run.delivered_chunks as i64,
                 to_json(&run.journal_ids),
-                now_ms()
+                now_ms(),
+                run.model
             ],
         )?;
         Ok(())
@@ -799,7 +832,7 @@ impl Store {
     ) -> anyhow::Result<Vec<RunRecord>> {
         let conn = self.lock();
         let sql = format!(
-            "SELECT local_id, routing_key, session_id, server_run_id, state, text, idempotency_key, cursor_start, journal_ids, reply, delivered_chunks
+            "SELECT local_id, routing_key, session_id, server_run_id, state, text, idempotency_key, cursor_start, journal_ids, reply, delivered_chunks, model
              FROM runs {tail}"
         );
         let mut stmt = conn.prepare_cached(&sql)?;
@@ -810,13 +843,14 @@ impl Store {
                     routing_key: r.get(1)?,
                     session_id: r.get(2)?,
                     server_run_id: r.get(3)?,
-                    state: RunState::parse(&r.get::<_, String>(4)?),
+                    state: r.get(4)?,
                     text: r.get(5)?,
                     idempotency_key: r.get(6)?,
                     cursor_start: r.get(7)?,
                     journal_ids: from_json(&r.get::<_, String>(8)?)?,
                     reply: r.get(9)?,
                     delivered_chunks: r.get::<_, i64>(10)? as usize,
+                    model: r.get(11)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -876,391 +910,6 @@ impl Store {
             params![channel, place, to_json(context), notification, now, expires_ms],
         )?;
         Ok(())
-    }
-
-    // ----- approvals ----------------------------------------------------------------------------
-
-    /// Stores a pending approval; a second one for the same call is ignored (returns false).
-    pub fn insert_approval(&self, a: &ApprovalRecord) -> anyhow::Result<bool> {
-        let inserted = self.lock().execute(
-            "INSERT OR IGNORE INTO approvals (id, run_local_id, routing_key, session_id, server_run_id, tool_call_id, tool, arguments, requester, channel, target, created_ms, deadline_ms, state, requester_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 'pending', ?14)",
-            params![
-                a.id,
-                a.run_local_id,
-                a.routing_key,
-                a.session_id,
-                a.server_run_id,
-                a.tool_call_id,
-                a.tool,
-                to_json(&a.arguments),
-                a.requester,
-                a.channel,
-                to_json(&a.target),
-                a.created_ms,
-                a.deadline_ms,
-                a.requester_id
-            ],
-        )?;
-        Ok(inserted == 1)
-    }
-
-    pub fn pending_approvals(&self) -> anyhow::Result<Vec<ApprovalRecord>> {
-        self.approvals_query("WHERE state = 'pending' ORDER BY created_ms", [])
-    }
-
-    pub fn approval(&self, id: &str) -> anyhow::Result<Option<ApprovalRecord>> {
-        Ok(self.approvals_query("WHERE id = ?1", params![id])?.pop())
-    }
-
-    pub fn approval_for_call(
-        &self,
-        session_id: &str,
-        tool_call_id: &str,
-    ) -> anyhow::Result<Option<ApprovalRecord>> {
-        Ok(self
-            .approvals_query(
-                "WHERE session_id = ?1 AND tool_call_id = ?2",
-                params![session_id, tool_call_id],
-            )?
-            .pop())
-    }
-
-    fn approvals_query(
-        &self,
-        tail: &str,
-        args: impl rusqlite::Params,
-    ) -> anyhow::Result<Vec<ApprovalRecord>> {
-        let conn = self.lock();
-        let sql = format!(
-            "SELECT id, run_local_id, routing_key, session_id, server_run_id, tool_call_id, tool, arguments, requester, channel, target,
-                    created_ms, deadline_ms, state, decided_by, surface, decided_ms, requester_id, chat_message_id FROM approvals {tail}"
-        );
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let rows = stmt
-            .query_map(args, |r| {
-                Ok(ApprovalRecord {
-                    id: r.get(0)?,
-                    run_local_id: r.get(1)?,
-                    routing_key: r.get(2)?,
-                    session_id: r.get(3)?,
-                    server_run_id: r.get(4)?,
-                    tool_call_id: r.get(5)?,
-                    tool: r.get(6)?,
-                    arguments: from_json(&r.get::<_, String>(7)?)?,
-                    requester: r.get(8)?,
-                    channel: r.get(9)?,
-                    target: from_json(&r.get::<_, String>(10)?)?,
-                    created_ms: r.get(11)?,
-                    deadline_ms: r.get(12)?,
-                    state: r.get(13)?,
-                    decided_by: r.get(14)?,
-                    surface: r.get(15)?,
-                    decided_ms: r.get(16)?,
-                    requester_id: r.get(17)?,
-                    chat_message_id: r.get(18)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
-    }
-
-    /// Remembers the chat message that shows an approval's prompt.
-    pub fn set_approval_message(&self, id: &str, message_id: &str) -> anyhow::Result<()> {
-        self.lock().execute(
-            "UPDATE approvals SET chat_message_id = ?2 WHERE id = ?1",
-            params![id, message_id],
-        )?;
-        Ok(())
-    }
-
-    /// Decides a pending approval if nobody has yet (first answer wins) and writes the audit log.
-    pub fn resolve_approval(
-        &self,
-        id: &str,
-        action: &str,
-        decided_by: &str,
-        surface: &str,
-        now: i64,
-    ) -> anyhow::Result<Resolution> {
-        {
-            let mut conn = self.lock();
-            let tx = conn.transaction()?;
-            let changed = tx.execute(
-                "UPDATE approvals SET state = ?2, decided_by = ?3, surface = ?4, decided_ms = ?5 WHERE id = ?1 AND state = 'pending'",
-                params![id, action, decided_by, surface, now],
-            )?;
-            if changed == 1 {
-                tx.execute(
-                    "INSERT INTO decisions (at_ms, session_id, run_id, tool_call_id, tool, action, decided_by, surface)
-                     SELECT ?2, session_id, server_run_id, tool_call_id, tool, ?3, ?4, ?5 FROM approvals WHERE id = ?1",
-                    params![id, now, action, decided_by, surface],
-                )?;
-                tx.commit()?;
-                drop(conn);
-                return Ok(match self.approval(id)? {
-                    Some(a) => Resolution::Decided(a),
-                    None => Resolution::NotFound,
-                });
-            }
-        }
-        Ok(match self.approval(id)? {
-            Some(a) => Resolution::AlreadyDecided(a),
-            None => Resolution::NotFound,
-        })
-    }
-
-    /// Writes a decision the engine made by policy (a mode or a rule) to the audit log.
-    pub fn log_decision(&self, d: &DecisionRecord) -> anyhow::Result<()> {
-        self.lock().execute(
-            "INSERT INTO decisions (at_ms, session_id, run_id, tool_call_id, tool, action, decided_by, surface) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![d.at_ms, d.session_id, d.run_id, d.tool_call_id, d.tool, d.action, d.decided_by, d.surface],
-        )?;
-        Ok(())
-    }
-
-    /// The audit log, newest first.
-    pub fn decisions(&self, limit: usize) -> anyhow::Result<Vec<DecisionRecord>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare(
-            "SELECT at_ms, session_id, run_id, tool_call_id, tool, action, decided_by, surface FROM decisions ORDER BY id DESC LIMIT ?1",
-        )?;
-        let rows = stmt
-            .query_map(params![limit as i64], |r| {
-                Ok(DecisionRecord {
-                    at_ms: r.get(0)?,
-                    session_id: r.get(1)?,
-                    run_id: r.get(2)?,
-                    tool_call_id: r.get(3)?,
-                    tool: r.get(4)?,
-                    action: r.get(5)?,
-                    decided_by: r.get(6)?,
-                    surface: r.get(7)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
-    }
-
-    pub fn add_rule(
-        &self,
-        tool: &str,
-        arg_pattern: Option<&str>,
-        created_by: &str,
-    ) -> anyhow::Result<i64> {
-        let conn = self.lock();
-        conn.execute(
-            "INSERT INTO approval_rules (tool, arg_pattern, created_ms, created_by) VALUES (?1, ?2, ?3, ?4)",
-            params![tool, arg_pattern, now_ms(), created_by],
-        )?;
-        Ok(conn.last_insert_rowid())
-    }
-
-    pub fn remove_rule(&self, id: i64) -> anyhow::Result<bool> {
-        Ok(self
-            .lock()
-            .execute("DELETE FROM approval_rules WHERE id = ?1", params![id])?
-            == 1)
-    }
-
-    pub fn rules(&self) -> anyhow::Result<Vec<ApprovalRule>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare(
-            "SELECT id, tool, arg_pattern, created_ms, created_by FROM approval_rules ORDER BY id",
-        )?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(ApprovalRule {
-                    id: r.get(0)?,
-                    tool: r.get(1)?,
-                    arg_pattern: r.get(2)?,
-                    created_ms: r.get(3)?,
-                    created_by: r.get(4)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
-    }
-
-    // ----- access control -----------------------------------------------------------------------
-
-    /// Whether a sender was admitted or refused on a channel.
-    pub fn peer_state(
-        &self,
-        channel: &str,
-        peer_id: &str,
-    ) -> anyhow::Result<crate::access::PeerState> {
-        let state: Option<String> = self
-            .lock()
-            .query_row(
-                "SELECT state FROM peers WHERE channel = ?1 AND peer_id = ?2",
-                params![channel, peer_id],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(match state.as_deref() {
-            Some("admitted") => crate::access::PeerState::Admitted,
-            Some("refused") => crate::access::PeerState::Refused,
-            _ => crate::access::PeerState::Unknown,
-        })
-    }
-
-    /// The sender's pending, unexpired pairing request on a channel.
-    pub fn pending_pairing_for(
-        &self,
-        channel: &str,
-        peer_id: &str,
-        now: i64,
-    ) -> anyhow::Result<Option<crate::access::PairingRequest>> {
-        Ok(self
-            .pairing_query(
-                "WHERE channel = ?1 AND peer_id = ?2 AND state = 'pending' AND expires_ms > ?3 ORDER BY created_ms DESC LIMIT 1",
-                params![channel, peer_id, now],
-            )?
-            .pop())
-    }
-
-    /// Pending, unexpired pairing requests (of one channel, or all), oldest first.
-    pub fn pending_pairings(
-        &self,
-        channel: Option<&str>,
-        now: i64,
-    ) -> anyhow::Result<Vec<crate::access::PairingRequest>> {
-        match channel {
-            Some(channel) => self.pairing_query(
-                "WHERE channel = ?1 AND state = 'pending' AND expires_ms > ?2 ORDER BY created_ms",
-                params![channel, now],
-            ),
-            None => self.pairing_query(
-                "WHERE state = 'pending' AND expires_ms > ?1 ORDER BY created_ms",
-                params![now],
-            ),
-        }
-    }
-
-    fn pairing_query(
-        &self,
-        tail: &str,
-        args: impl rusqlite::Params,
-    ) -> anyhow::Result<Vec<crate::access::PairingRequest>> {
-        let conn = self.lock();
-        let sql = format!(
-            "SELECT channel, peer_id, peer_name, code, first_message, created_ms, expires_ms, state FROM pairing_requests {tail}"
-        );
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let rows = stmt
-            .query_map(args, |r| {
-                Ok(crate::access::PairingRequest {
-                    channel: r.get(0)?,
-                    peer_id: r.get(1)?,
-                    peer_name: r.get(2)?,
-                    code: r.get(3)?,
-                    first_message: r.get(4)?,
-                    created_ms: r.get(5)?,
-                    expires_ms: r.get(6)?,
-                    state: r.get(7)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
-    }
-
-    /// Files a pairing request unless the channel already has `max_pending` waiting; returns
-    /// whether it was filed. The check and the insert are one transaction.
-    pub fn insert_pairing(
-        &self,
-        request: &crate::access::PairingRequest,
-        max_pending: usize,
-    ) -> anyhow::Result<bool> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        let pending: i64 = tx.query_row(
-            "SELECT COUNT(*) FROM pairing_requests WHERE channel = ?1 AND state = 'pending' AND expires_ms > ?2",
-            params![request.channel, request.created_ms],
-            |r| r.get(0),
-        )?;
-        if pending as usize >= max_pending {
-            return Ok(false);
-        }
-        tx.execute(
-            "INSERT INTO pairing_requests (channel, peer_id, peer_name, code, first_message, created_ms, expires_ms, state)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending')",
-            params![
-                request.channel,
-                request.peer_id,
-                request.peer_name,
-                request.code,
-                request.first_message,
-                request.created_ms,
-                request.expires_ms
-            ],
-        )?;
-        tx.commit()?;
-        Ok(true)
-    }
-
-    /// Admits (`admitted`) or refuses (`refused`) the sender of a pending, unexpired code; the
-    /// sender's state is stored with the request's, in one transaction. `None` when no such code
-    /// waits.
-    pub fn resolve_pairing(
-        &self,
-        channel: &str,
-        code: &str,
-        state: &str,
-        decided_by: &str,
-        now: i64,
-    ) -> anyhow::Result<Option<crate::access::PairingRequest>> {
-        let Some(mut request) = self
-            .pairing_query(
-                "WHERE channel = ?1 AND code = ?2 AND state = 'pending' AND expires_ms > ?3",
-                params![channel, code, now],
-            )?
-            .pop()
-        else {
-            return Ok(None);
-        };
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        tx.execute(
-            "UPDATE pairing_requests SET state = ?3 WHERE channel = ?1 AND code = ?2 AND state = 'pending'",
-            params![channel, code, state],
-        )?;
-        tx.execute(
-            "INSERT INTO peers (channel, peer_id, name, state, decided_by, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (channel, peer_id) DO UPDATE SET name = ?3, state = ?4, decided_by = ?5, updated_ms = ?6",
-            params![channel, request.peer_id, request.peer_name, state, decided_by, now],
-        )?;
-        tx.commit()?;
-        request.state = state.to_string();
-        Ok(Some(request))
-    }
-
-    /// Admits or refuses a sender directly (the window's list of known senders).
-    pub fn set_peer_state(
-        &self,
-        channel: &str,
-        peer_id: &str,
-        name: &str,
-        state: &str,
-        decided_by: &str,
-    ) -> anyhow::Result<()> {
-        self.lock().execute(
-            "INSERT INTO peers (channel, peer_id, name, state, decided_by, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (channel, peer_id) DO UPDATE SET name = ?3, state = ?4, decided_by = ?5, updated_ms = ?6",
-            params![channel, peer_id, name, state, decided_by, now_ms()],
-        )?;
-        Ok(())
-    }
-
-    /// Admitted and refused senders: (channel, peer id, name, state).
-    pub fn peers(&self) -> anyhow::Result<Vec<(String, String, String, String)>> {
-        let conn = self.lock();
-        let mut stmt =
-            conn.prepare("SELECT channel, peer_id, name, state FROM peers ORDER BY channel, name")?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
     }
 
     // ----- channel offsets and meta -------------------------------------------------------------
@@ -1324,7 +973,7 @@ impl Store {
             params![now - retention_ms],
         )?;
         tx.execute(
-            "DELETE FROM approvals WHERE state != 'pending' AND decided_ms < ?1",
+            "DELETE FROM approvals WHERE state != 'pending' AND confirmed_ms IS NOT NULL AND decided_ms < ?1",
             params![now - retention_ms],
         )?;
         let contexts = tx.execute(
@@ -1376,7 +1025,7 @@ fn mark_journal_tx(
         "UPDATE journal SET state = ?1, error = ?2, updated_ms = ?3 WHERE id = ?4",
     )?;
     for id in ids {
-        stmt.execute(params![state.as_str(), error, now, id])?;
+        stmt.execute(params![state, error, now, id])?;
     }
     Ok(())
 }
@@ -1473,55 +1122,6 @@ mod tests {
             .accept(&message("1", "late"), "k", 1000)
             .expect("accept");
         assert_eq!(store.queued("k").expect("queued")[0].context, None);
-    }
-
-    #[test]
-    fn first_answer_wins_and_is_audited() {
-        let store = Store::open_in_memory().expect("store");
-        let approval = ApprovalRecord {
-            id: "a1".into(),
-            run_local_id: "r".into(),
-            routing_key: "k".into(),
-            session_id: "s".into(),
-            server_run_id: "run".into(),
-            tool_call_id: "call".into(),
-            tool: "stakpak__run_command".into(),
-            arguments: serde_json::json!({"command": "ls"}),
-            requester: "ann".into(),
-            requester_id: "ann".into(),
-            channel: "test".into(),
-            target: DeliveryTarget::chat("ann"),
-            chat_message_id: None,
-            created_ms: 0,
-            deadline_ms: 10,
-            state: "pending".into(),
-            decided_by: None,
-            surface: None,
-            decided_ms: None,
-        };
-        assert!(store.insert_approval(&approval).expect("insert"));
-        assert!(!store.insert_approval(&approval).expect("insert twice"));
-        assert!(matches!(
-            store
-                .resolve_approval("a1", "accept", "ann", "window", 5)
-                .expect("resolve"),
-            Resolution::Decided(_)
-        ));
-        match store
-            .resolve_approval("a1", "reject", "bob", "chat", 6)
-            .expect("resolve")
-        {
-            Resolution::AlreadyDecided(a) => assert_eq!(
-                (a.state.as_str(), a.decided_by.as_deref()),
-                ("accept", Some("ann"))
-            ),
-            other => panic!("second answer must lose, got {other:?}"),
-        }
-        assert_eq!(
-            store.decisions(10).expect("log").len(),
-            1,
-            "one decision in the audit log"
-        );
     }
 
     #[test]

@@ -1,0 +1,198 @@
+//! Delivery into a chat: a text split to fit the channel, sent chunk by chunk, with rate limits
+//! waited out and transient failures retried. Runs deliver their replies through it (recording
+//! each chunk, so a restart continues after the last one sent, then finishing the run) and so
+//! does the gateway API's `/send`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Dispatcher;
+use crate::backoff;
+use crate::channels::{Channel, ChannelError};
+use crate::chunk::chunk_text;
+use crate::events::EngineEvent;
+use crate::model::{DeliveryTarget, JournalState};
+use crate::store::RunRecord;
+
+/// How long a delivery may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// A run's reply: it was promised, so it waits out any rate limit and retries transient
+    /// failures `delivery_attempts` times, however long that takes.
+    Reply,
+    /// An answer to a request someone is waiting on (`POST /v1/gateway/send`): short rate
+    /// limits are waited out a few times, anything else fails at once.
+    Request,
+}
+
+/// Why a delivery did not finish.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum DeliveryError {
+    /// The engine is stopping; what was sent is recorded, the rest goes after a restart.
+    #[error("the engine is stopping")]
+    Stopping,
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The longest rate-limit wait a [`Delivery::Request`] accepts.
+const REQUEST_MAX_WAIT: Duration = Duration::from_secs(30);
+const REQUEST_RATE_LIMIT_TRIES: u32 = 3;
+
+impl Dispatcher {
+    /// Sends `text` to `target`, split for the channel, starting with chunk `from`; `sent(i)` is
+    /// called after chunk `i` reached the chat (and may fail, which stops the delivery). Returns
+    /// the number of chunks the text has.
+    pub(crate) async fn deliver_text(
+        &self,
+        channel: &Arc<dyn Channel>,
+        target: &DeliveryTarget,
+        text: &str,
+        from: usize,
+        how: Delivery,
+        mut sent: impl FnMut(usize) -> anyhow::Result<()>,
+    ) -> Result<usize, DeliveryError> {
+        let chunks = chunk_text(text, channel.text_limit());
+        for (index, chunk) in chunks.iter().enumerate().skip(from) {
+            let mut attempt = 0u32;
+            let mut limited = 0u32;
+            loop {
+                let wait = match channel.send(target, chunk).await {
+                    Ok(_) => {
+                        self.board.touch(channel.name(), false);
+                        sent(index).map_err(|e| DeliveryError::Failed(format!("{e:#}")))?;
+                        break;
+                    }
+                    Err(ChannelError::RateLimited(wait)) => match how {
+                        Delivery::Reply => wait,
+                        Delivery::Request
+                            if limited < REQUEST_RATE_LIMIT_TRIES && wait <= REQUEST_MAX_WAIT =>
+                        {
+                            limited += 1;
+                            wait
+                        }
+                        Delivery::Request => {
+                            return Err(DeliveryError::Failed(
+                                ChannelError::RateLimited(wait).to_string(),
+                            ))
+                        }
+                    },
+                    Err(e)
+                        if how == Delivery::Reply
+                            && e.is_transient()
+                            && attempt < self.options.delivery_attempts =>
+                    {
+                        let delay = backoff::delay(
+                            attempt,
+                            self.options.retry_base,
+                            self.options.retry_cap,
+                        );
+                        attempt += 1;
+                        tracing::info!(channel = %channel.name(), error = %e, ?delay, "send failed; retrying");
+                        delay
+                    }
+                    Err(e) => return Err(DeliveryError::Failed(e.to_string())),
+                };
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => return Err(DeliveryError::Stopping),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+        Ok(chunks.len())
+    }
+
+    /// The channel named `name` once it is on, waiting (with backoff) while it is off or gone.
+    /// `None` when the engine stops first.
+    pub(crate) async fn channel_when_on(&self, name: &str) -> Option<Arc<dyn Channel>> {
+        let mut attempt = 0u32;
+        loop {
+            match self.channel(name) {
+                Some(channel) if self.board.get(name).is_none_or(|s| s.enabled) => {
+                    return Some(channel)
+                }
+                _ => {
+                    tracing::info!(channel = %name, "channel unavailable; holding the reply");
+                    let delay =
+                        backoff::delay(attempt, self.options.retry_base, self.options.retry_cap);
+                    attempt += 1;
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends the reply to the chat, split for the channel, resuming after the chunks already sent.
+    pub(super) async fn deliver_reply(
+        self: &Arc<Self>,
+        run: &mut RunRecord,
+        reply: &str,
+        success: bool,
+    ) -> anyhow::Result<()> {
+        let Some((channel_name, target)) = self.reply_target(run) else {
+            self.store.finish_run(
+                run,
+                JournalState::Failed,
+                Some("no conversation to reply to"),
+            )?;
+            return Ok(());
+        };
+        let Some(channel) = self.channel_when_on(&channel_name).await else {
+            return Ok(());
+        };
+        let store = self.store.clone();
+        let from = run.delivered_chunks;
+        let delivered = self
+            .deliver_text(&channel, &target, reply, from, Delivery::Reply, |index| {
+                run.delivered_chunks = index + 1;
+                store.update_run(run)
+            })
+            .await;
+        let chunks = match delivered {
+            Ok(chunks) => chunks,
+            Err(DeliveryError::Stopping) => return Ok(()),
+            Err(DeliveryError::Failed(error)) => {
+                tracing::warn!(channel = %channel_name, %error, "reply could not be delivered");
+                self.store
+                    .finish_run(run, JournalState::Failed, Some(&error))?;
+                self.emit(EngineEvent::Error {
+                    scope: channel_name.clone(),
+                    message: format!("a reply could not be delivered: {error}"),
+                });
+                return Ok(());
+            }
+        };
+        let state = if success {
+            JournalState::Replied
+        } else {
+            JournalState::Failed
+        };
+        let error = (!success).then_some(reply);
+        // Which of the run's messages answered a watch notification, read before the rows change.
+        let answered_watch = self
+            .journal_rows(run)
+            .iter()
+            .any(|entry| entry.context.is_some());
+        self.store.finish_run(run, state, error)?;
+        tracing::info!(conversation = %run.routing_key, channel = %channel_name, chunks, "reply delivered");
+        self.emit(EngineEvent::ReplyDelivered {
+            routing_key: run.routing_key.clone(),
+            channel: channel_name.clone(),
+            target: target.clone(),
+            text: reply.to_string(),
+            chunks,
+        });
+        if answered_watch {
+            self.emit(EngineEvent::WatchReplyDelivered {
+                channel: channel_name,
+                routing_key: run.routing_key.clone(),
+                target,
+                text: reply.to_string(),
+            });
+        }
+        Ok(())
+    }
+}

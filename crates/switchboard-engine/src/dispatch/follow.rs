@@ -1,0 +1,410 @@
+//! Following a run's events to its end: a loop over a closed set of inputs — a stream item, a
+//! control message, or one of the timers (watchdog, approval review, approval expiry, typing,
+//! live-text flush) — where the pure [`Progress`] says what each event means and this module does
+//! the I/O.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::progress::{CallState, Progress, Step};
+use super::run::Followed;
+use super::{Dispatcher, RunControl};
+use crate::agent::{AgentError, EventStream, StreamItem};
+use crate::backoff;
+use crate::events::{EngineEvent, RunOutcome};
+use crate::model::DeliveryTarget;
+use crate::store::RunRecord;
+
+/// Deltas that come within this long of each other are shown as one update.
+const LIVE_FLUSH: Duration = Duration::from_millis(100);
+
+impl Dispatcher {
+    /// Follows a run's events to its end.
+    pub(super) async fn follow(
+        self: &Arc<Self>,
+        run: &RunRecord,
+        stream: Option<EventStream>,
+        control: &mut mpsc::UnboundedReceiver<RunControl>,
+        live: Arc<Mutex<String>>,
+    ) -> anyhow::Result<Followed> {
+        let Some(server_run) = run.server_run_id.clone() else {
+            anyhow::bail!("run {} has no server run id", run.local_id);
+        };
+        let now = Instant::now();
+        let resumed = stream.is_none();
+        let mut follower = Follower {
+            d: self,
+            run,
+            progress: Progress::new(&server_run),
+            server_run,
+            stream,
+            // Without a stored cursor, a resubscription replays everything the server still holds
+            // (filtered by run) rather than only live events, so nothing of the run is missed.
+            last_id: run.cursor_start.or(Some(0)),
+            reconnects: 0,
+            watchdog_at: now + self.options.watchdog,
+            settle_pending: false,
+            // Resumed after a restart: what waits now is what the server says, not what was
+            // stored; look once calls the server approves itself have had their moment.
+            review_at: resumed.then(|| now + self.options.approval_grace),
+            review_failures: 0,
+            expiry_at: self.next_expiry(run),
+            typing_at: Some(now),
+            typing_target: self.reply_target(run),
+            waiting_for_person: false,
+            live,
+            unsent: String::new(),
+            flush_at: None,
+        };
+        let followed = loop {
+            if !follower.ensure_stream().await {
+                break Followed::Stopping;
+            }
+            let input = follower.next(control).await;
+            if let Some(followed) = follower.handle(input).await? {
+                break followed;
+            }
+        };
+        follower.flush();
+        if let Followed::Ended { .. } = followed {
+            self.save_cursor(&run.session_id, follower.last_id).await;
+        }
+        Ok(followed)
+    }
+
+    async fn save_cursor(&self, session: &str, last_id: Option<i64>) {
+        if let (Some(id), Some(epoch)) = (last_id, self.server_epoch().await) {
+            if let Err(e) = self.store.set_cursor(session, id, epoch) {
+                tracing::warn!(error = %e, "cannot save the event cursor");
+            }
+        }
+    }
+}
+
+/// What can happen while a run is followed.
+enum Input {
+    Shutdown,
+    Stream(Option<Result<StreamItem, AgentError>>),
+    Control(RunControl),
+    /// No event for a while, or the stream broke: ask the server how the run is.
+    Watchdog,
+    /// Look at what waits for a decision.
+    Review,
+    /// An approval's deadline passed.
+    Expiry,
+    Typing,
+    /// Show the text written since the last update.
+    Flush,
+}
+
+/// The state of following one run: the pure progress, the stream and the timers.
+struct Follower<'a> {
+    d: &'a Arc<Dispatcher>,
+    run: &'a RunRecord,
+    server_run: String,
+    progress: Progress,
+    stream: Option<EventStream>,
+    last_id: Option<i64>,
+    reconnects: u32,
+    watchdog_at: Instant,
+    /// The server said the run is over; waiting a moment for the stream's last events.
+    settle_pending: bool,
+    review_at: Option<Instant>,
+    review_failures: u32,
+    expiry_at: Option<Instant>,
+    typing_at: Option<Instant>,
+    typing_target: Option<(String, DeliveryTarget)>,
+    /// A call waits for a person: no typing indicator meanwhile.
+    waiting_for_person: bool,
+    live: Arc<Mutex<String>>,
+    unsent: String,
+    flush_at: Option<Instant>,
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Follower<'_> {
+    /// Opens the stream again after it ended or broke; false when the engine stops first.
+    async fn ensure_stream(&mut self) -> bool {
+        while self.stream.is_none() {
+            if self.d.shutdown.is_cancelled() {
+                return false;
+            }
+            match self
+                .d
+                .client()
+                .subscribe(&self.run.session_id, self.last_id)
+                .await
+            {
+                Ok(stream) => {
+                    self.reconnects = 0;
+                    self.stream = Some(stream);
+                    // The run may have ended while we were away; the replay tells, and if the
+                    // server lost the events the watchdog's status check does.
+                    self.watchdog_at = self.watchdog_at.min(Instant::now());
+                }
+                Err(e) => {
+                    if !self.d.wait_after_server_error(&e, self.reconnects).await {
+                        return false;
+                    }
+                    self.reconnects += 1;
+                }
+            }
+        }
+        true
+    }
+
+    async fn next(&mut self, control: &mut mpsc::UnboundedReceiver<RunControl>) -> Input {
+        let (watchdog, review, expiry, typing, flush) = (
+            self.watchdog_at,
+            self.review_at,
+            self.expiry_at,
+            self.typing_at,
+            self.flush_at,
+        );
+        let Some(stream) = self.stream.as_mut() else {
+            return Input::Watchdog;
+        };
+        tokio::select! {
+            _ = self.d.shutdown.cancelled() => Input::Shutdown,
+            Some(message) = control.recv() => Input::Control(message),
+            item = stream.next() => Input::Stream(item),
+            _ = tokio::time::sleep_until(watchdog) => Input::Watchdog,
+            _ = sleep_until(review) => Input::Review,
+            _ = sleep_until(expiry) => Input::Expiry,
+            _ = sleep_until(typing) => Input::Typing,
+            _ = sleep_until(flush) => Input::Flush,
+        }
+    }
+
+    async fn handle(&mut self, input: Input) -> anyhow::Result<Option<Followed>> {
+        match input {
+            Input::Shutdown => return Ok(Some(Followed::Stopping)),
+            Input::Stream(item) => return self.stream_item(item).await,
+            Input::Control(RunControl::Cancel) => {
+                self.d
+                    .cancel_run(self.run, &self.server_run, &self.progress)
+                    .await;
+            }
+            Input::Control(RunControl::Review) | Input::Review => self.review().await,
+            Input::Watchdog => return self.watchdog().await,
+            Input::Expiry => {
+                self.d.expire_approvals(self.run).await;
+                self.expiry_at = self.d.next_expiry(self.run);
+                // The expired calls are rejected on the server by the next review.
+                self.review_at = Some(Instant::now());
+            }
+            Input::Typing => {
+                self.typing_at = None;
+                if !self.waiting_for_person {
+                    self.typing();
+                    self.typing_at = Some(Instant::now() + self.d.options.typing_interval);
+                }
+            }
+            Input::Flush => self.flush(),
+        }
+        Ok(None)
+    }
+
+    async fn stream_item(
+        &mut self,
+        item: Option<Result<StreamItem, AgentError>>,
+    ) -> anyhow::Result<Option<Followed>> {
+        match item {
+            Some(Ok(StreamItem::Event(envelope))) => {
+                if let Some(id) = envelope.id {
+                    if self.last_id.is_some_and(|last| id <= last) {
+                        // Ids went backwards: the server restarted and numbers from 1 again.
+                        tracing::info!(session = %self.run.session_id, id, "event ids restarted; the agent server restarted");
+                        self.d.forget_server_epoch();
+                    }
+                    self.last_id = Some(id);
+                }
+                if envelope.run_id.as_deref() == Some(self.server_run.as_str()) {
+                    self.watchdog_at = Instant::now() + self.d.options.watchdog;
+                }
+                let finished_before = self.progress.finished().is_some();
+                for step in self.progress.apply(&envelope) {
+                    self.step(step);
+                }
+                if !finished_before && self.progress.finished().is_some() {
+                    let (reply, outcome) = self.d.final_reply(self.run, &self.progress).await;
+                    return Ok(Some(self.ended(reply, outcome)));
+                }
+            }
+            Some(Ok(StreamItem::Gap(gap))) => {
+                tracing::warn!(session = %self.run.session_id, after = gap.requested_after_id, oldest = gap.oldest_available_id, "events were lost; the final reply will be fetched");
+                self.progress.lost_events();
+                self.watchdog_at = Instant::now();
+            }
+            Some(Ok(StreamItem::Keepalive)) => {}
+            Some(Ok(StreamItem::Malformed(why))) => {
+                tracing::warn!(session = %self.run.session_id, %why, "skipped a malformed event");
+            }
+            Some(Err(e)) => {
+                tracing::info!(session = %self.run.session_id, error = %e, "event stream broke; resuming from the cursor");
+                self.stream = None;
+                self.d.forget_server_epoch();
+                self.watchdog_at = Instant::now();
+            }
+            None => {
+                tracing::info!(session = %self.run.session_id, "event stream ended; resuming from the cursor");
+                self.stream = None;
+                self.watchdog_at = Instant::now();
+            }
+        }
+        Ok(None)
+    }
+
+    fn step(&mut self, step: Step) {
+        match step {
+            Step::Text { delta } => {
+                self.live
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push_str(&delta);
+                self.unsent.push_str(&delta);
+                if self.flush_at.is_none() {
+                    self.flush_at = Some(Instant::now() + LIVE_FLUSH);
+                }
+            }
+            Step::TurnText => self.flush(),
+            Step::CallsWaiting => {
+                // Give calls the server approves itself a moment to start, so no decision is
+                // ever sent for a call that is not really waiting.
+                let at = Instant::now() + self.d.options.approval_grace;
+                self.review_at = Some(self.review_at.map_or(at, |r| r.min(at)));
+            }
+            Step::ToolStarted { call_id, .. } | Step::ToolDone { call_id, .. } => {
+                let note =
+                    if self.progress.call(&call_id).map(|c| c.state) == Some(CallState::Running) {
+                        "it ran: approved by another client or by the agent server"
+                    } else {
+                        "the agent server settled it"
+                    };
+                self.d.call_dealt_with(&self.server_run, &call_id, note);
+            }
+            Step::ToolRejected { call_id, .. } => {
+                self.d.call_dealt_with(
+                    &self.server_run,
+                    &call_id,
+                    "rejected by another client or by the agent server",
+                );
+            }
+            Step::ToolProgress { .. } | Step::Finished(_) => {}
+        }
+    }
+
+    /// Emits the text written since the last update as one event.
+    fn flush(&mut self) {
+        self.flush_at = None;
+        if self.unsent.is_empty() {
+            return;
+        }
+        let delta = std::mem::take(&mut self.unsent);
+        self.d.emit(EngineEvent::RunStreaming {
+            routing_key: self.run.routing_key.clone(),
+            run_id: self.server_run.clone(),
+            delta,
+            len: self.progress.text().len(),
+        });
+    }
+
+    async fn review(&mut self) {
+        self.review_at = None;
+        match self
+            .d
+            .review(self.run, &self.server_run, &mut self.progress)
+            .await
+        {
+            Ok(waiting_for_person) => {
+                self.review_failures = 0;
+                let was_waiting =
+                    std::mem::replace(&mut self.waiting_for_person, waiting_for_person);
+                if was_waiting && !waiting_for_person {
+                    self.typing_at = Some(Instant::now());
+                }
+            }
+            Err(e) => {
+                // Nothing waits without a timer: look again after a while, whatever failed.
+                let delay = backoff::delay(
+                    self.review_failures,
+                    self.d.options.retry_base,
+                    self.d.options.retry_cap,
+                );
+                self.review_failures += 1;
+                tracing::warn!(conversation = %self.run.routing_key, error = %format!("{e:#}"), ?delay, "cannot settle the waiting tool calls yet; will look again");
+                self.review_at = Some(Instant::now() + delay);
+            }
+        }
+        self.expiry_at = self.d.next_expiry(self.run);
+    }
+
+    async fn watchdog(&mut self) -> anyhow::Result<Option<Followed>> {
+        match self.d.client().session(&self.run.session_id).await {
+            Ok(session)
+                if session.run_status.is_busy()
+                    && session
+                        .run_status
+                        .run_id
+                        .as_deref()
+                        .is_none_or(|id| id == self.server_run) =>
+            {
+                self.watchdog_at = Instant::now() + self.d.options.watchdog;
+                // A silent run may be waiting for a decision whose event we never saw (a gap, a
+                // resubscription without a cursor): the server's list is the truth.
+                self.review().await;
+            }
+            Ok(_) | Err(AgentError::NotFound(_)) => {
+                // Let a stream that is still delivering the run's last events finish first: only
+                // settle when nothing more arrives.
+                if self.stream.is_some() && !self.settle_pending {
+                    self.settle_pending = true;
+                    self.watchdog_at = Instant::now() + self.d.options.settle_grace;
+                    return Ok(None);
+                }
+                tracing::warn!(conversation = %self.run.routing_key, run = %self.server_run, "run ended without a terminal event; settling it");
+                let (reply, outcome) = self.d.settled_reply(self.run, &self.progress).await;
+                return Ok(Some(self.ended(reply, outcome)));
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot ask the server about the run; will ask again");
+                self.watchdog_at = Instant::now()
+                    + backoff::delay(
+                        self.reconnects,
+                        self.d.options.retry_base,
+                        self.d.options.watchdog,
+                    );
+                self.reconnects += 1;
+            }
+        }
+        Ok(None)
+    }
+
+    fn ended(&mut self, reply: String, outcome: RunOutcome) -> Followed {
+        Followed::Ended {
+            reply,
+            outcome,
+            usage: self.progress.usage(),
+        }
+    }
+
+    fn typing(&self) {
+        if let Some((channel, target)) = &self.typing_target {
+            if let Some(channel) = self.d.channel(channel) {
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let _ = channel.typing(&target).await;
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The dispatcher: takes accepted messages, keeps one task per conversation, runs them on the agent
+//! server one at a time per session, and delivers the replies.
+//!
+//! The stages, one module each:
+//! - [`intake`]: the access gate and the journal (what channels hand in: messages and button
+//!   clicks);
+//! - [`scheduler`]: one task per conversation, queueing and merging, sessions, server errors;
+//! - [`run`]: a run from its POST ([`post`]) through its events ([`follow`], around the pure
+//!   state machine in [`progress`]) to its reply;
+//! - [`decide`]: approvals — what the policy decides, what waits for a person, the one path every
+//!   answer takes, and closing them when their run ends;
+//! - [`deliver`]: replies and notifications into a chat, split to fit.
+//!
+//! Conversations run concurrently and independently (one slow session or server call never delays
+//! another), and in order within a conversation. Every step that matters is written to the store
+//! before it is acted on, so a restart resumes each conversation where it stopped.
+
+mod decide;
+mod deliver;
+mod follow;
+mod intake;
+mod post;
+mod progress;
+mod run;
+mod scheduler;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::sync::{broadcast, mpsc, watch, Notify};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::agent::AgentClient;
+use crate::channels::{Channel, StatusBoard};
+use crate::config::Config;
+use crate::events::{EngineEvent, ServerHealth};
+use crate::store::Store;
+use crate::EngineOptions;
+
+pub(crate) use deliver::{Delivery, DeliveryError};
+pub(crate) use intake::DispatcherIntake;
+
+/// What a run task can be told while it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RunControl {
+    /// An answer to one of its approvals was recorded: look at what waits now.
+    Review,
+    /// Cancel the run.
+    Cancel,
+}
+
+/// Everything the dispatcher's tasks share.
+pub(crate) struct Dispatcher {
+    pub(crate) store: Store,
+    pub(crate) events: broadcast::Sender<EngineEvent>,
+    pub(crate) board: StatusBoard,
+    pub(crate) options: EngineOptions,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+    config: RwLock<Arc<Config>>,
+    client: RwLock<AgentClient>,
+    channels: RwLock<HashMap<String, Arc<dyn Channel>>>,
+    paused: watch::Sender<bool>,
+    /// Woken when the server settings change, so work held back by a refused token resumes.
+    server_changed: Notify,
+    conversations: Mutex<HashMap<String, mpsc::UnboundedSender<()>>>,
+    /// Conversations with a run in flight, and the way to reach that run.
+    active: Mutex<HashMap<String, ActiveRun>>,
+    /// The agent server's start time (Unix seconds), to tell its restarts apart.
+    server_epoch: Mutex<Option<i64>>,
+    /// Tools seen waiting for a decision at the head of a run's queue: the server does not approve
+    /// them itself, so they can be decided together with the call before them.
+    needs_decision: Mutex<HashSet<String>>,
+    server_state: Mutex<Option<(ServerHealth, Option<String>)>>,
+    runtime: tokio::runtime::Handle,
+}
+
+/// A run in flight, as others reach it.
+#[derive(Clone)]
+struct ActiveRun {
+    local_id: String,
+    control: mpsc::UnboundedSender<RunControl>,
+    /// The reply written so far, for a host that opens the conversation mid-run.
+    live: Arc<Mutex<String>>,
+}
+
+impl Dispatcher {
+    pub(crate) fn new(
+        config: Config,
+        client: AgentClient,
+        store: Store,
+        board: StatusBoard,
+        options: EngineOptions,
+        shutdown: CancellationToken,
+        paused: bool,
+    ) -> Arc<Dispatcher> {
+        Arc::new(Dispatcher {
+            store,
+            events: board.events(),
+            board,
+            options,
+            shutdown,
+            tasks: TaskTracker::new(),
+            config: RwLock::new(Arc::new(config)),
+            client: RwLock::new(client),
+            channels: RwLock::default(),
+            paused: watch::channel(paused).0,
+            server_changed: Notify::new(),
+            conversations: Mutex::default(),
+            active: Mutex::default(),
+            server_epoch: Mutex::default(),
+            needs_decision: Mutex::default(),
+            server_state: Mutex::default(),
+            runtime: tokio::runtime::Handle::current(),
+        })
+    }
+
+    pub(crate) fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_config(&self, config: Config) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+    }
+
+    pub(crate) fn client(&self) -> AgentClient {
+        self.client
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the agent client (new URL or token) and wakes everything waiting on the server.
+    pub(crate) fn set_client(self: &Arc<Self>, client: AgentClient) {
+        *self.client.write().unwrap_or_else(|e| e.into_inner()) = client;
+        *self.server_epoch.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.server_changed.notify_waiters();
+        let keys: Vec<String> = self
+            .conversations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        for key in keys {
+            self.wake(&key);
+        }
+    }
+
+    pub(crate) fn channel(&self, name: &str) -> Option<Arc<dyn Channel>> {
+        self.channels
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    pub(crate) fn add_channel(&self, channel: Arc<dyn Channel>) {
+        self.channels
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(channel.name().to_string(), channel);
+    }
+
+    pub(crate) fn channel_names(&self) -> Vec<String> {
+        self.channels
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    pub(crate) fn is_paused(&self) -> bool {
+        *self.paused.borrow()
+    }
+
+    pub(crate) fn set_paused(&self, paused: bool) {
+        if self.paused.send_replace(paused) != paused {
+            let _ = self.events.send(EngineEvent::Paused { paused });
+        }
+    }
+
+    pub(crate) fn emit(&self, event: EngineEvent) {
+        if let EngineEvent::ServerState { state, detail } = &event {
+            *self.server_state.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((*state, detail.clone()));
+        }
+        let _ = self.events.send(event);
+    }
+
+    /// The last reported state of the agent server, for a host that subscribed after the report.
+    pub(crate) fn server_state(&self) -> Option<(ServerHealth, Option<String>)> {
+        self.server_state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Runs a task on the engine's runtime, also when called from a thread outside it (a host's
+    /// UI thread deciding an approval).
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.runtime.spawn(task);
+    }
+
+    /// Whether a run is in flight in this conversation.
+    pub(crate) fn is_active(&self, key: &str) -> bool {
+        self.active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(key)
+    }
+
+    pub(crate) fn active_keys(&self) -> HashSet<String> {
+        self.active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// The reply being written in a conversation, if a run is in flight.
+    pub(crate) fn live_reply(&self, key: &str) -> Option<String> {
+        let active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        let run = active.get(key)?;
+        let text = run.live.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        Some(text)
+    }
+
+    /// Sends a control message to the run in flight in a conversation; false when there is none.
+    pub(crate) fn control(&self, key: &str, control: RunControl) -> bool {
+        let active = self
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned();
+        active.is_some_and(|run| run.control.send(control).is_ok())
+    }
+
+    /// Sends a control message to a run by its local id.
+    pub(crate) fn control_run(&self, local_id: &str, control: RunControl) -> bool {
+        let active = self
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .find(|r| r.local_id == local_id)
+            .cloned();
+        active.is_some_and(|run| run.control.send(control).is_ok())
+    }
+
+    fn needs_decision(&self, tool: &str) -> bool {
+        self.needs_decision
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(tool)
+    }
+
+    fn learn_needs_decision(&self, tool: &str) {
+        self.needs_decision
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(tool.to_string());
+    }
+}

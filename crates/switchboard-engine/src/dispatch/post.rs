@@ -1,0 +1,195 @@
+//! Posting a run's message: subscribe first, then post, and handle what the server answers — a
+//! deleted session, a run already going (ours, whose answer was lost, or someone else's), a
+//! refused token, a transient failure or a refusal.
+
+use std::sync::Arc;
+
+use super::Dispatcher;
+use crate::agent::{AgentError, EventStream, StreamItem};
+use crate::channels::Notice;
+use crate::events::EngineEvent;
+use crate::model::JournalState;
+use crate::store::{RunRecord, RunState};
+
+impl Dispatcher {
+    /// Subscribes to the session's events, then posts the run's message. Handles a deleted session
+    /// (new session, once), a run already going (ours, whose answer was lost: adopt it; someone
+    /// else's: wait until idle, then post) and a refused token (the messages go back to the queue
+    /// until the settings change).
+    pub(super) async fn post(
+        self: &Arc<Self>,
+        run: &mut RunRecord,
+    ) -> anyhow::Result<Option<EventStream>> {
+        let mut replaced_session = false;
+        let mut attempt = 0;
+        loop {
+            if self.shutdown.is_cancelled() {
+                return Ok(None);
+            }
+            let client = self.client();
+            // Subscribe first: events of the run that come before the subscription are otherwise
+            // lost, and a run that ends before it would never be seen to end.
+            let stream = match client.subscribe(&run.session_id, run.cursor_start).await {
+                Ok(stream) => stream,
+                Err(e) => {
+                    if !self.wait_after_server_error(&e, attempt).await {
+                        return Ok(None);
+                    }
+                    attempt += 1;
+                    continue;
+                }
+            };
+            let posted = client
+                .post_message(
+                    &run.session_id,
+                    &run.text,
+                    run.model.as_deref(),
+                    &run.idempotency_key,
+                )
+                .await;
+            match posted {
+                Ok(server_run) => {
+                    self.started(run, server_run)?;
+                    return Ok(Some(stream));
+                }
+                Err(AgentError::NotFound(_)) if !replaced_session => {
+                    // The session was deleted on the server: drop the mapping and start a new one,
+                    // once. A second 404 is an error, never a loop.
+                    tracing::warn!(conversation = %run.routing_key, session = %run.session_id, "session gone on the server; creating a new one");
+                    replaced_session = true;
+                    self.store.set_session(&run.routing_key, None, None)?;
+                    let rows = self.journal_rows(run);
+                    let Some(session) = self.ensure_session(&run.routing_key, &rows).await? else {
+                        return Ok(None);
+                    };
+                    run.session_id = session;
+                    run.cursor_start = None;
+                    run.idempotency_key = uuid::Uuid::new_v4().to_string();
+                    self.store.update_run(run)?;
+                }
+                Err(e) if e.is_conflict("session_already_running") => {
+                    // Our own earlier attempt may have started this run and only its answer was
+                    // lost: then it is ours, and the stream (from the cursor taken before the
+                    // first attempt) replays it.
+                    if let Some(ours) = self.own_active_run(run).await {
+                        tracing::info!(conversation = %run.routing_key, run = %ours, "the run our earlier attempt started is going; following it");
+                        self.started(run, ours)?;
+                        return Ok(Some(stream));
+                    }
+                    // A run nobody here started (the user used the session elsewhere). Tell the
+                    // chat, wait until the session is idle, then post everything queued meanwhile
+                    // too.
+                    drop(stream);
+                    tracing::info!(conversation = %run.routing_key, "session busy with another run; waiting");
+                    self.notice_run(run, Notice::Queued).await;
+                    if !self.wait_until_idle(&run.session_id).await {
+                        return Ok(None);
+                    }
+                    let more = self.store.queued(&run.routing_key)?;
+                    super::scheduler::absorb(run, &more);
+                    run.cursor_start = self.current_cursor(&run.session_id).await;
+                    self.store.update_run(run)?;
+                }
+                Err(AgentError::Unauthorized) => {
+                    self.store.requeue_run(run)?;
+                    self.wait_after_server_error(&AgentError::Unauthorized, 0)
+                        .await;
+                    return Ok(None);
+                }
+                Err(e) if e.is_transient() => {
+                    // The POST may or may not have arrived: the same key and body make the retry
+                    // safe either way.
+                    if !self.wait_after_server_error(&e, attempt).await {
+                        return Ok(None);
+                    }
+                    attempt += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(conversation = %run.routing_key, error = %e, "the agent server refused the message");
+                    run.server_run_id = None;
+                    run.state = RunState::Delivering;
+                    let reply = format!("⚠️ {e}");
+                    run.reply = Some(reply.clone());
+                    self.store.update_run(run)?;
+                    self.deliver_reply(run, &reply, false).await?;
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// Records that the server started the run.
+    fn started(&self, run: &mut RunRecord, server_run: String) -> anyhow::Result<()> {
+        run.server_run_id = Some(server_run.clone());
+        run.state = RunState::Running;
+        self.store.update_run(run)?;
+        self.store
+            .mark_journal(&run.journal_ids, JournalState::Sent, None)?;
+        tracing::info!(conversation = %run.routing_key, session = %run.session_id, run = %server_run, "run started");
+        self.emit(EngineEvent::RunStarted {
+            routing_key: run.routing_key.clone(),
+            session_id: run.session_id.clone(),
+            run_id: server_run,
+        });
+        Ok(())
+    }
+
+    /// The active run of the session if it is the one our message started: the session is busy
+    /// and its latest user message is ours (the server may put its own context before it).
+    async fn own_active_run(&self, run: &RunRecord) -> Option<String> {
+        let client = self.client();
+        let session = client.session(&run.session_id).await.ok()?;
+        let active = session
+            .run_status
+            .is_busy()
+            .then_some(session.run_status.run_id)??;
+        let messages = client.latest_messages(&run.session_id, 10).await.ok()?;
+        let last_user = messages.iter().rev().find(|m| m.role == "user")?;
+        last_user
+            .text()
+            .trim_end()
+            .ends_with(run.text.trim_end())
+            .then_some(active)
+    }
+
+    /// Waits until a session has no run going: woken by the end of the run on the session's
+    /// stream, with a status check every watchdog period in case that event is lost.
+    async fn wait_until_idle(&self, session: &str) -> bool {
+        let mut attempt = 0;
+        let mut stream: Option<EventStream> = None;
+        loop {
+            if stream.is_none() {
+                stream = self.client().subscribe(session, None).await.ok();
+            }
+            match self.client().session(session).await {
+                Ok(s) if !s.run_status.is_busy() => return true,
+                Ok(_) => attempt = 0,
+                Err(AgentError::NotFound(_)) => return true,
+                Err(e) => {
+                    if !self.wait_after_server_error(&e, attempt).await {
+                        return false;
+                    }
+                    attempt += 1;
+                    continue;
+                }
+            }
+            let ended = async {
+                match stream.as_mut() {
+                    Some(s) => loop {
+                        match s.next().await {
+                            Some(Ok(StreamItem::Event(e))) if e.event.is_terminal() => break true,
+                            None | Some(Err(_)) => break false,
+                            _ => {}
+                        }
+                    },
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return false,
+                ok = ended => if !ok { stream = None; tokio::time::sleep(self.options.busy_poll).await },
+                _ = tokio::time::sleep(self.options.watchdog) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! A run from its POST to its delivered reply.
+//!
+//! [`Dispatcher::drive`] takes a stored run from wherever it stopped: `posting` (subscribe, then
+//! post), `running` (follow its events) or `delivering` (send the rest of the reply). Following
+//! is a loop over a closed set of inputs — a stream item, a control message, or one of the
+//! timers (watchdog, approval review, approval expiry, typing, live-text flush) — where the pure
+//! [`Progress`] says what each event means and this module does the I/O. Every way a run ends
+//! closes its approvals on every surface with the real outcome.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+use super::progress::{Finish, Progress};
+use super::{ActiveRun, Dispatcher, RunControl};
+use crate::agent::Usage;
+use crate::channels::Notice;
+use crate::events::{EngineEvent, RunOutcome};
+use crate::model::DeliveryTarget;
+use crate::store::{JournalEntry, RunRecord, RunState};
+
+/// Said in the chat when a run ends without any reply.
+const NO_REPLY: &str = "⚠️ The agent stopped without replying. Send your message again to retry.";
+
+/// How following a run ended.
+pub(super) enum Followed {
+    Ended {
+        reply: String,
+        outcome: RunOutcome,
+        usage: Usage,
+    },
+    /// The engine is stopping; the run resumes after a restart.
+    Stopping,
+}
+
+impl Dispatcher {
+    /// Takes a stored run from wherever it is to its delivered reply.
+    pub(super) async fn drive(self: &Arc<Self>, mut run: RunRecord) -> anyhow::Result<()> {
+        let (control_tx, mut control_rx) = mpsc::unbounded_channel();
+        let live = Arc::new(Mutex::new(String::new()));
+        self.active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                run.routing_key.clone(),
+                ActiveRun {
+                    local_id: run.local_id.clone(),
+                    control: control_tx,
+                    live: live.clone(),
+                },
+            );
+        let result = self.drive_inner(&mut run, &mut control_rx, live).await;
+        self.active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&run.routing_key);
+        result
+    }
+
+    async fn drive_inner(
+        self: &Arc<Self>,
+        run: &mut RunRecord,
+        control: &mut mpsc::UnboundedReceiver<RunControl>,
+        live: Arc<Mutex<String>>,
+    ) -> anyhow::Result<()> {
+        let followed = match run.state {
+            RunState::Delivering => None,
+            RunState::Posting => {
+                let Some(stream) = self.post(run).await? else {
+                    return Ok(());
+                };
+                Some(self.follow(run, Some(stream), control, live).await?)
+            }
+            RunState::Running => Some(self.follow(run, None, control, live).await?),
+        };
+        let (reply, outcome, usage) = match followed {
+            Some(Followed::Stopping) => return Ok(()),
+            Some(Followed::Ended {
+                reply,
+                outcome,
+                usage,
+            }) => (reply, outcome, usage),
+            None => match run.reply.clone() {
+                Some(reply) => (reply, RunOutcome::Completed, Usage::default()),
+                None => return Ok(()),
+            },
+        };
+        if run.state != RunState::Delivering {
+            self.close_run_approvals(run, &format!("the run ended ({outcome})"));
+            run.reply = Some(reply.clone());
+            run.state = RunState::Delivering;
+            self.store.update_run(run)?;
+            if let Some(server_run) = &run.server_run_id {
+                self.emit(EngineEvent::RunFinished {
+                    routing_key: run.routing_key.clone(),
+                    run_id: server_run.clone(),
+                    outcome,
+                    usage,
+                });
+            }
+        }
+        self.deliver_reply(run, &reply, outcome != RunOutcome::Error)
+            .await
+    }
+
+    /// The reply of a run that ended with a terminal event: its streamed text, else the latest
+    /// assistant message.
+    pub(super) async fn final_reply(
+        &self,
+        run: &RunRecord,
+        progress: &Progress,
+    ) -> (String, RunOutcome) {
+        let outcome = match progress.finished() {
+            Some(Finish::Cancelled) => RunOutcome::Cancelled,
+            Some(Finish::Failed { error }) => return (format!("⚠️ {error}"), RunOutcome::Error),
+            _ => RunOutcome::Completed,
+        };
+        if let Some(text) = progress.reply() {
+            return (text.to_string(), outcome);
+        }
+        match self.client().latest_reply(&run.session_id).await {
+            Ok(Some(text)) => (text, outcome),
+            Ok(None) if outcome == RunOutcome::Cancelled => ("⚠️ Cancelled.".to_string(), outcome),
+            Ok(None) => (NO_REPLY.to_string(), outcome),
+            Err(e) => (
+                format!("⚠️ The agent finished but its reply could not be read: {e}"),
+                RunOutcome::Error,
+            ),
+        }
+    }
+
+    /// The reply of a run that ended without a terminal event.
+    pub(super) async fn settled_reply(
+        &self,
+        run: &RunRecord,
+        progress: &Progress,
+    ) -> (String, RunOutcome) {
+        match self.client().latest_reply(&run.session_id).await {
+            Ok(Some(text)) => (text, RunOutcome::Settled),
+            Ok(None) => match progress.reply() {
+                Some(text) => (text.to_string(), RunOutcome::Settled),
+                None => (NO_REPLY.to_string(), RunOutcome::Settled),
+            },
+            Err(e) => (
+                format!("⚠️ The run ended without a reply and the session could not be read: {e}"),
+                RunOutcome::Error,
+            ),
+        }
+    }
+
+    pub(super) fn journal_rows(&self, run: &RunRecord) -> Vec<JournalEntry> {
+        run.journal_ids
+            .iter()
+            .filter_map(|id| self.store.journal_entry(*id).ok().flatten())
+            .collect()
+    }
+
+    /// Where the run's reply goes: the chat of its last message, else the conversation's.
+    pub(super) fn reply_target(&self, run: &RunRecord) -> Option<(String, DeliveryTarget)> {
+        let last = run
+            .journal_ids
+            .last()
+            .and_then(|id| self.store.journal_entry(*id).ok().flatten());
+        match last {
+            Some(entry) => Some((entry.channel, entry.target)),
+            None => self
+                .store
+                .conversation(&run.routing_key)
+                .ok()
+                .flatten()
+                .map(|c| (c.channel, c.target)),
+        }
+    }
+
+    pub(super) async fn notice_run(&self, run: &RunRecord, notice: Notice) {
+        if let Some((channel, target)) = self.reply_target(run) {
+            if let Some(channel) = self.channel(&channel) {
+                if let Err(e) = channel.notice(&target, notice).await {
+                    tracing::debug!(error = %e, "notice not shown");
+                }
+            }
+        }
+    }
+}

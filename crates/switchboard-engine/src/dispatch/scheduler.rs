@@ -1,0 +1,342 @@
+//! The conversation scheduler: one task per conversation that finishes what was in flight, then
+//! turns its queue into runs, one at a time; the session behind each conversation; and how to
+//! wait after the agent server failed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use super::Dispatcher;
+use crate::agent::AgentError;
+use crate::backoff;
+use crate::events::{EngineEvent, ServerHealth};
+use crate::model::now_ms;
+use crate::routing::session_title;
+use crate::store::{JournalEntry, RunRecord, RunState};
+use crate::watch::enrich;
+
+/// How long an idle conversation task lives before it is dropped (it is recreated on demand).
+const CONVERSATION_IDLE: Duration = Duration::from_secs(600);
+
+impl Dispatcher {
+    /// Makes sure the conversation's task runs and tells it to look at its queue.
+    pub(crate) fn wake(self: &Arc<Self>, key: &str) {
+        let mut conversations = self.conversations.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = conversations.get(key) {
+            if tx.send(()).is_ok() {
+                return;
+            }
+        }
+        if self.shutdown.is_cancelled() {
+            return;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = tx.send(());
+        conversations.insert(key.to_string(), tx);
+        let this = Arc::clone(self);
+        let key = key.to_string();
+        self.tasks
+            .spawn(async move { this.conversation(key, rx).await });
+    }
+
+    /// Starts the conversations that have work left from before a restart.
+    pub(crate) fn resume_all(self: &Arc<Self>) -> anyhow::Result<()> {
+        let mut keys: Vec<String> = self
+            .store
+            .unfinished_runs()?
+            .into_iter()
+            .map(|r| r.routing_key)
+            .collect();
+        keys.extend(self.store.keys_with_queued()?);
+        keys.sort();
+        keys.dedup();
+        for key in keys {
+            self.wake(&key);
+        }
+        Ok(())
+    }
+
+    async fn conversation(self: Arc<Self>, key: String, mut rx: mpsc::UnboundedReceiver<()>) {
+        let mut paused = self.paused.subscribe();
+        loop {
+            // Finish what was in flight before a restart first, then drain the queue.
+            if let Err(e) = self.work(&key, &mut paused).await {
+                tracing::error!(conversation = %key, error = %format!("{e:#}"), "conversation failed; will retry");
+                self.emit(EngineEvent::Error {
+                    scope: key.clone(),
+                    message: format!("{e:#}"),
+                });
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                }
+            }
+            if self.shutdown.is_cancelled() {
+                return;
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                woke = rx.recv() => if woke.is_none() { return },
+                _ = tokio::time::sleep(CONVERSATION_IDLE) => {
+                    let mut conversations = self.conversations.lock().unwrap_or_else(|e| e.into_inner());
+                    // Under the lock no wake can slip in between this check and the removal.
+                    if rx.is_empty() {
+                        conversations.remove(&key);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn work(
+        self: &Arc<Self>,
+        key: &str,
+        paused: &mut watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        if let Some(run) = self.store.unfinished_run(key)? {
+            self.drive(run).await?;
+        }
+        loop {
+            if self.shutdown.is_cancelled() {
+                return Ok(());
+            }
+            // Paused means: keep storing, start nothing. Runs already in flight finish.
+            while *paused.borrow_and_update() {
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => return Ok(()),
+                    _ = paused.changed() => {}
+                }
+            }
+            let rows = self.store.queued(key)?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let Some(run) = self.prepare_run(key, rows).await? else {
+                return Ok(());
+            };
+            self.drive(run).await?;
+        }
+    }
+
+    /// Turns queued messages into a stored run in `Posting` state, creating the session if needed.
+    /// The message's body (text and model) and its idempotency key are fixed here, so every retry
+    /// of the POST sends exactly the same request. Returns `None` when the engine is stopping or
+    /// the server refuses us (the messages stay queued).
+    async fn prepare_run(
+        self: &Arc<Self>,
+        key: &str,
+        rows: Vec<JournalEntry>,
+    ) -> anyhow::Result<Option<RunRecord>> {
+        let Some(session_id) = self.ensure_session(key, &rows).await? else {
+            return Ok(None);
+        };
+        let model = self.config().gateway.model.clone();
+        let mut run = RunRecord {
+            local_id: uuid::Uuid::new_v4().to_string(),
+            routing_key: key.to_string(),
+            session_id,
+            server_run_id: None,
+            state: RunState::Posting,
+            text: String::new(),
+            idempotency_key: String::new(),
+            cursor_start: None,
+            journal_ids: vec![],
+            reply: None,
+            delivered_chunks: 0,
+            model: (!model.is_empty()).then_some(model),
+        };
+        absorb(&mut run, &rows);
+        run.cursor_start = self.current_cursor(&run.session_id).await;
+        self.store.insert_run(&run)?;
+        Ok(Some(run))
+    }
+
+    /// The session of a conversation, created on first use with a title from the template.
+    pub(super) async fn ensure_session(
+        self: &Arc<Self>,
+        key: &str,
+        rows: &[JournalEntry],
+    ) -> anyhow::Result<Option<String>> {
+        let conversation = self.store.conversation(key)?;
+        if let Some(session) = conversation.as_ref().and_then(|c| c.session_id.clone()) {
+            return Ok(Some(session));
+        }
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let config = self.config();
+        let title = session_title(
+            &config.gateway.title_template,
+            &first.channel,
+            &first.peer,
+            &first.chat,
+        );
+        // Keyed on the first message, so a retry after a crash cannot create a second session.
+        let idempotency_key = format!("session:{key}:{}", first.id);
+        let mut attempt = 0;
+        loop {
+            match self.client().create_session(&title, &idempotency_key).await {
+                Ok(session) => {
+                    self.store
+                        .set_session(key, Some(&session.id), Some(&title))?;
+                    tracing::info!(conversation = %key, session = %session.id, "session created");
+                    return Ok(Some(session.id));
+                }
+                Err(e) => {
+                    if !self.wait_after_server_error(&e, attempt).await {
+                        return Ok(None);
+                    }
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// The cursor to resume a session's stream from: the stored one, unless the server restarted
+    /// since it was stored (event ids restart at 1 then, so the old cursor would hide new events).
+    pub(super) async fn current_cursor(&self, session: &str) -> Option<i64> {
+        let (id, epoch) = self.store.cursor(session).ok().flatten()?;
+        let current = self.server_epoch().await?;
+        same_epoch(epoch, current).then_some(id)
+    }
+
+    /// The server's start time, asked once and again after anything suggests a restart.
+    pub(super) async fn server_epoch(&self) -> Option<i64> {
+        if let Some(epoch) = *self.server_epoch.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Some(epoch);
+        }
+        let health = self.client().health().await.ok()?;
+        let epoch = now_ms() / 1000 - health.uptime_seconds as i64;
+        *self.server_epoch.lock().unwrap_or_else(|e| e.into_inner()) = Some(epoch);
+        Some(epoch)
+    }
+
+    pub(super) fn forget_server_epoch(&self) {
+        *self.server_epoch.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// After a failed server call: waits as the error deserves and says whether to try again. A
+    /// refused token waits for new settings (retrying would only be refused again); transient
+    /// failures back off; others are reported and waited out slowly.
+    pub(super) async fn wait_after_server_error(&self, error: &AgentError, attempt: u32) -> bool {
+        let delay = match error {
+            AgentError::Unauthorized => {
+                self.emit(EngineEvent::ServerState {
+                    state: ServerHealth::Unauthorized,
+                    detail: Some(error.to_string()),
+                });
+                tracing::warn!("the agent server refused the token; waiting for new settings");
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => return false,
+                    _ = self.server_changed.notified() => return true,
+                }
+            }
+            e if e.is_transient() => {
+                if attempt == 0 {
+                    self.forget_server_epoch();
+                    self.emit(EngineEvent::ServerState {
+                        state: ServerHealth::Unreachable,
+                        detail: Some(e.to_string()),
+                    });
+                }
+                backoff::delay(attempt, self.options.retry_base, self.options.retry_cap)
+            }
+            e => {
+                self.emit(EngineEvent::Error {
+                    scope: "server".into(),
+                    message: e.to_string(),
+                });
+                self.options.retry_cap
+            }
+        };
+        tracing::debug!(error = %error, ?delay, "agent server call failed; retrying");
+        tokio::select! {
+            _ = self.shutdown.cancelled() => false,
+            _ = self.server_changed.notified() => true,
+            _ = tokio::time::sleep(delay) => true,
+        }
+    }
+}
+
+/// Adds queued messages to a run: texts joined with a blank line, watch contexts folded in.
+pub(super) fn absorb(run: &mut RunRecord, rows: &[JournalEntry]) {
+    let mut parts: Vec<String> = if run.text.is_empty() {
+        Vec::new()
+    } else {
+        vec![run.text.clone()]
+    };
+    for row in rows {
+        if run.journal_ids.contains(&row.id) {
+            continue;
+        }
+        run.journal_ids.push(row.id);
+        parts.push(match &row.context {
+            Some(consumed) => enrich(&consumed.context, &consumed.notification, &row.text),
+            None => row.text.clone(),
+        });
+    }
+    run.text = parts.join("\n\n");
+    // A new body needs a new key: the server answers a reused key with a different body with 409.
+    run.idempotency_key = uuid::Uuid::new_v4().to_string();
+}
+
+/// Two server start times within a few seconds are the same start (uptime is whole seconds).
+fn same_epoch(a: i64, b: i64) -> bool {
+    (a - b).abs() <= 3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::JournalState;
+
+    #[test]
+    fn absorbed_messages_join_with_a_blank_line() {
+        let mut run = RunRecord {
+            local_id: "l".into(),
+            routing_key: "k".into(),
+            session_id: "s".into(),
+            server_run_id: None,
+            state: RunState::Posting,
+            text: String::new(),
+            idempotency_key: String::new(),
+            cursor_start: None,
+            journal_ids: vec![],
+            reply: None,
+            delivered_chunks: 0,
+            model: None,
+        };
+        let row = |id: i64, text: &str| JournalEntry {
+            id,
+            channel: "c".into(),
+            routing_key: "k".into(),
+            peer: crate::model::Peer::new("p"),
+            chat: crate::model::ChatType::Direct,
+            target: crate::model::DeliveryTarget::chat("p"),
+            text: text.into(),
+            context: None,
+            state: JournalState::Queued,
+            run_id: None,
+            error: None,
+            created_ms: 0,
+            updated_ms: 0,
+        };
+        absorb(&mut run, &[row(1, "one"), row(2, "two")]);
+        let first_key = run.idempotency_key.clone();
+        absorb(&mut run, &[row(2, "two"), row(3, "three")]);
+        assert_eq!(run.text, "one\n\ntwo\n\nthree");
+        assert_eq!(run.journal_ids, vec![1, 2, 3]);
+        assert_ne!(
+            run.idempotency_key, first_key,
+            "a changed body needs a new idempotency key"
+        );
+    }
+
+    #[test]
+    fn server_epochs_within_a_few_seconds_are_one_start() {
+        assert!(same_epoch(100, 103));
+        assert!(!same_epoch(100, 110));
+    }
+}

@@ -1,0 +1,156 @@
+//! Who may talk to the agent: admitted and refused senders, and pairing requests.
+
+use rusqlite::{params, OptionalExtension};
+
+use super::Store;
+use crate::access::{PairingRequest, PairingState, PeerState};
+
+impl Store {
+    /// Whether a sender was admitted or refused on a channel.
+    pub fn peer_state(&self, channel: &str, peer_id: &str) -> anyhow::Result<PeerState> {
+        let state: Option<String> = self
+            .lock()
+            .query_row(
+                "SELECT state FROM peers WHERE channel = ?1 AND peer_id = ?2",
+                params![channel, peer_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(match state.as_deref() {
+            Some("admitted") => PeerState::Admitted,
+            Some("refused") => PeerState::Refused,
+            None => PeerState::Unknown,
+            Some(other) => anyhow::bail!("unknown sender state {other:?} in the database"),
+        })
+    }
+
+    /// The sender's pending, unexpired pairing request on a channel.
+    pub fn pending_pairing_for(
+        &self,
+        channel: &str,
+        peer_id: &str,
+        now: i64,
+    ) -> anyhow::Result<Option<PairingRequest>> {
+        Ok(self
+            .pairing_query(
+                "WHERE channel = ?1 AND peer_id = ?2 AND state = 'pending' AND expires_ms > ?3 ORDER BY created_ms DESC LIMIT 1",
+                params![channel, peer_id, now],
+            )?
+            .pop())
+    }
+
+    /// Pending, unexpired pairing requests (of one channel, or all), oldest first.
+    pub fn pending_pairings(
+        &self,
+        channel: Option<&str>,
+        now: i64,
+    ) -> anyhow::Result<Vec<PairingRequest>> {
+        match channel {
+            Some(channel) => self.pairing_query(
+                "WHERE channel = ?1 AND state = 'pending' AND expires_ms > ?2 ORDER BY created_ms",
+                params![channel, now],
+            ),
+            None => self.pairing_query(
+                "WHERE state = 'pending' AND expires_ms > ?1 ORDER BY created_ms",
+                params![now],
+            ),
+        }
+    }
+
+    fn pairing_query(
+        &self,
+        tail: &str,
+        args: impl rusqlite::Params,
+    ) -> anyhow::Result<Vec<PairingRequest>> {
+        let conn = self.lock();
+        let sql = format!(
+            "SELECT channel, peer_id, peer_name, code, first_message, created_ms, expires_ms, state FROM pairing_requests {tail}"
+        );
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let rows = stmt
+            .query_map(args, |r| {
+                Ok(PairingRequest {
+                    channel: r.get(0)?,
+                    peer_id: r.get(1)?,
+                    peer_name: r.get(2)?,
+                    code: r.get(3)?,
+                    first_message: r.get(4)?,
+                    created_ms: r.get(5)?,
+                    expires_ms: r.get(6)?,
+                    state: r.get(7)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Files a pairing request unless the channel already has `max_pending` waiting; returns
+    /// whether it was filed. The check and the insert are one transaction.
+    pub fn insert_pairing(
+        &self,
+        request: &PairingRequest,
+        max_pending: usize,
+    ) -> anyhow::Result<bool> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let pending: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM pairing_requests WHERE channel = ?1 AND state = 'pending' AND expires_ms > ?2",
+            params![request.channel, request.created_ms],
+            |r| r.get(0),
+        )?;
+        if pending as usize >= max_pending {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO pairing_requests (channel, peer_id, peer_name, code, first_message, created_ms, expires_ms, state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending')",
+            params![
+                request.channel,
+                request.peer_id,
+                request.peer_name,
+                request.code,
+                request.first_message,
+                request.created_ms,
+                request.expires_ms
+            ],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Admits (`admitted`) or refuses (`refused`) the sender of a pending, unexpired code; the
+    /// sender's state is stored with the request's, in one transaction. `None` when no such code
+    /// waits.
+    pub fn resolve_pairing(
+        &self,
+        channel: &str,
+        code: &str,
+        state: PairingState,
+        decided_by: &str,
+        now: i64,
+    ) -> anyhow::Result<Option<PairingRequest>> {
+        let Some(mut request) = self
+            .pairing_query(
+                "WHERE channel = ?1 AND code = ?2 AND state = 'pending' AND expires_ms > ?3",
+                params![channel, code, now],
+            )?
+            .pop()
+        else {
+            return Ok(None);
+        };
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE pairing_requests SET state = ?3 WHERE channel = ?1 AND code = ?2 AND state = 'pending'",
+            params![channel, code, state.as_str()],
+        )?;
+        tx.execute(
+            "INSERT INTO peers (channel, peer_id, name, state, decided_by, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (channel, peer_id) DO UPDATE SET name = ?3, state = ?4, decided_by = ?5, updated_ms = ?6",
+            params![channel, request.peer_id, request.peer_name, state.as_str(), decided_by, now],
+        )?;
+        tx.commit()?;
+        request.state = state;
+        Ok(Some(request))
+    }
+}
