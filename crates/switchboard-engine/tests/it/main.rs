@@ -8,6 +8,7 @@ mod api;
 mod approvals;
 mod discord;
 mod durability;
+mod faults;
 mod resilience;
 mod routing;
 mod runs;

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::run;
 use super::script::{AutoApprove, Script};
 use super::sse::{self, Writing};
-use super::state::{Decision, RunState, Shared, State as FakeState};
+use super::state::{Decision, Faults as FakeFaults, RunState, Shared, State as FakeState};
 use super::wire::{self, Action, AutoApproveWire, MessageKind};
 use super::{PostedMessage, RecordedBody, RecordedDecision, RecordedRequest, VERSION};
 
@@ -48,6 +48,7 @@ pub(crate) fn router(shared: App) -> Router {
             "/v1/sessions/{id}/tools/{tool_call_id}/decision",
             post(single_decision),
         )
+        .layer(middleware::from_fn_with_state(shared.clone(), faults))
         .layer(middleware::from_fn_with_state(shared.clone(), auth))
         .layer(middleware::from_fn_with_state(shared.clone(), record))
         .with_state(shared)
@@ -129,6 +130,47 @@ async fn auth(State(shared): State<App>, req: Request, next: Next) -> Response {
         }
     }
     next.run(req).await
+}
+
+/// Faults a test armed with [`super::FakeStakpak::fail_next`] and
+/// [`super::FakeStakpak::lose_next_answer`].
+async fn faults(State(shared): State<App>, req: Request, next: Next) -> Response {
+    let Some(route) = super::Route::of(req.method().as_str(), req.uri().path()) else {
+        return next.run(req).await;
+    };
+    let (fail, lose) = {
+        let mut st = shared.lock();
+        let fail = FakeFaults::take(&mut st.faults.fail, route);
+        (fail, !fail && FakeFaults::take(&mut st.faults.lose, route))
+    };
+    if fail {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"error":"Service unavailable (injected by the test)","code":"unavailable"}"#,
+        )
+            .into_response();
+    }
+    if !lose {
+        return next.run(req).await;
+    }
+    let path = req.uri().path().to_string();
+    let key = idempotency_key(req.headers());
+    let response = next.run(req).await;
+    if response.status().is_success() {
+        // The connection broke while the answer was written: the client sees a gateway error and
+        // the server, which records a key only once its answer is out, remembers nothing.
+        if let Some(key) = key {
+            shared.lock().idempotency.remove(&(path, key));
+        }
+        return (
+            StatusCode::BAD_GATEWAY,
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"error":"Bad gateway (answer lost, injected by the test)","code":"bad_gateway"}"#,
+        )
+            .into_response();
+    }
+    response
 }
 
 // ---------------------------------------------------------------------------------------------

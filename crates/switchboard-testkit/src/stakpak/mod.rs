@@ -35,6 +35,8 @@
 //! | `HOLD <name>` | waits until [`FakeStakpak::release`]`(name)` (an early release counts), then replies |
 //! | `DROP_STREAM` | after `run_started` + `turn_started`, cuts the session's open streams, then carries on |
 //! | `MALFORMED_SSE` | writes junk (no-colon line, non-JSON `data:`, unknown event, bad `retry:`) before the reply |
+//! | `SAY_FIRST` | with `USE_TOOL`: the turn that proposes the calls first says `I'll look into it.`, as real models do |
+//! | `DROP_WAITING` | with `USE_TOOL`: `tool_calls_proposed` and `waiting_for_tool_approval` are never sent (only `tools/pending` lists the calls) |
 
 mod http;
 mod run;
@@ -84,6 +86,9 @@ pub struct FakeOptions {
     /// Give the server a new random token on [`FakeStakpak::restart`], as `stakpak up` does when it
     /// generates its token. Off by default.
     pub rotate_token_on_restart: bool,
+    /// Number tool calls from `call_0` in every run, as servers with positional ids do, so a later
+    /// run reuses the ids of an earlier one. Off by default (ids are unique for the server's life).
+    pub positional_tool_ids: bool,
 }
 
 impl Default for FakeOptions {
@@ -97,6 +102,7 @@ impl Default for FakeOptions {
             split_writes: false,
             ring_capacity: 4096,
             rotate_token_on_restart: false,
+            positional_tool_ids: false,
         }
     }
 }
@@ -108,6 +114,42 @@ impl FakeOptions {
             crlf: self.crlf,
         }
     }
+}
+
+/// A route a test can make misbehave with [`FakeStakpak::fail_next`] and
+/// [`FakeStakpak::lose_next_answer`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// `POST /v1/sessions/{id}/messages`.
+    Messages,
+    /// `GET /v1/sessions/{id}/tools/pending`.
+    Pending,
+    /// `POST /v1/sessions/{id}/tools/decisions` (and `/tools/resolve`).
+    Decisions,
+}
+
+impl Route {
+    pub(crate) fn of(method: &str, path: &str) -> Option<Route> {
+        let rest = path.strip_prefix("/v1/sessions/")?;
+        let (_, tail) = rest.split_once('/')?;
+        match (method, tail) {
+            ("POST", "messages") => Some(Route::Messages),
+            ("GET", "tools/pending") => Some(Route::Pending),
+            ("POST", "tools/decisions" | "tools/resolve") => Some(Route::Decisions),
+            _ => None,
+        }
+    }
+}
+
+/// How [`FakeStakpak::end_waiting_run`] ends a run whose calls wait for a decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunEnd {
+    /// `run_completed` (stop reason `completed`), the session idle.
+    Completed,
+    /// `run_error`, the session `failed`.
+    Error,
+    /// No event at all: the session is idle, and only its status says so.
+    Silent,
 }
 
 /// One HTTP exchange the fake answered.
@@ -435,6 +477,74 @@ impl FakeStakpak {
             script,
             script::AutoApprove::ReadOnly,
         );
+    }
+
+    /// Makes the next `n` requests to `route` fail with 503 before the server acts on them.
+    pub fn fail_next(&self, route: Route, n: u32) {
+        *self.shared().lock().faults.fail.entry(route).or_default() += n;
+    }
+
+    /// Disarms every fault armed with [`FakeStakpak::fail_next`] and
+    /// [`FakeStakpak::lose_next_answer`].
+    pub fn heal(&self) {
+        let mut st = self.shared().lock();
+        st.faults.fail.clear();
+        st.faults.lose.clear();
+    }
+
+    /// Makes the next request to `route` act, then lose its answer: the client gets 502 and the
+    /// server keeps no idempotency record of it (a connection cut while the answer was written).
+    /// For [`Route::Messages`] the run has started, so the client's retry gets 409
+    /// `session_already_running`.
+    pub fn lose_next_answer(&self, route: Route) {
+        *self.shared().lock().faults.lose.entry(route).or_default() += 1;
+    }
+
+    /// Another client of the server answers every call of the session that waits for a decision
+    /// (`accept` or not): the run goes on as if a decision had been posted, but none is recorded.
+    /// Returns how many calls it decided.
+    pub fn decide_elsewhere(&self, session_id: &str, accept: bool) -> usize {
+        let Ok(id) = Uuid::parse_str(session_id) else {
+            return 0;
+        };
+        let mut st = self.shared().lock();
+        let Some(run) = st.sessions.get_mut(&id).and_then(|s| s.active_mut()) else {
+            return 0;
+        };
+        let decision = if accept {
+            state::Decision::Accept
+        } else {
+            state::Decision::Reject
+        };
+        let mut decided = 0;
+        if let Some(round) = run.round.as_mut() {
+            for call in round.calls.iter_mut() {
+                if !call.auto && !call.done && call.decision.is_none() {
+                    call.decision = Some(decision.clone());
+                    decided += 1;
+                }
+            }
+        }
+        run.wake.notify_one();
+        decided
+    }
+
+    /// Ends the session's run while its calls wait for a decision, the way `end` says (the calls
+    /// never run). Returns false if the session has no run waiting.
+    pub fn end_waiting_run(&self, session_id: &str, end: RunEnd) -> bool {
+        let Ok(id) = Uuid::parse_str(session_id) else {
+            return false;
+        };
+        let mut st = self.shared().lock();
+        let Some(run) = st.sessions.get_mut(&id).and_then(|s| s.active_mut()) else {
+            return false;
+        };
+        if run.round.is_none() {
+            return false;
+        }
+        run.forced_end = Some(end);
+        run.wake.notify_one();
+        true
     }
 
     /// Polls `f` every 10 ms until it holds.

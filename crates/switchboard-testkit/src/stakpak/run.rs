@@ -14,6 +14,7 @@ use super::state::{ActiveRun, Decision, RoundCall, RunState, Session, Shared, St
 use super::wire::{
     EventPayload, Message, MessageContent, Part, ProposedToolCall, TotalUsage, Usage,
 };
+use super::RunEnd;
 
 /// How long the fake really waits between scripted retries (it reports the real server's delays).
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
@@ -66,6 +67,8 @@ enum Cycle {
     Results(Vec<String>),
     /// The run was cancelled while calls waited; it has already ended.
     Cancelled,
+    /// A test ended the run while calls waited.
+    Ended(RunEnd),
 }
 
 /// What the run does next for call `i` of the round.
@@ -73,6 +76,7 @@ enum Step {
     Execute(Decision),
     Wait,
     Cancelled,
+    End(RunEnd),
 }
 
 impl Run {
@@ -181,8 +185,9 @@ impl Run {
         }
 
         let reply = if !script.tools.is_empty() {
-            match self.tool_cycle(&script.tools, &auto).await? {
+            match self.tool_cycle(&script, &auto).await? {
                 Cycle::Cancelled => return Some(()),
+                Cycle::Ended(end) => return self.end_while_waiting(end),
                 Cycle::Results(results) => {
                     if self.cancel_requested()? {
                         return self.complete_cancelled();
@@ -316,6 +321,41 @@ impl Run {
         Some(())
     }
 
+    /// Ends the run where its calls wait, as [`super::FakeStakpak::end_waiting_run`] asked; the
+    /// calls never run.
+    fn end_while_waiting(&mut self, end: RunEnd) -> Option<()> {
+        let mut st = self.guard()?;
+        match end {
+            RunEnd::Completed => self.emit_locked(
+                &mut st,
+                EventPayload::RunCompleted {
+                    run_id: self.run_id,
+                    total_turns: self.turn,
+                    total_usage: self.total,
+                    stop_reason: "completed".into(),
+                },
+            ),
+            RunEnd::Error => self.emit_locked(
+                &mut st,
+                EventPayload::RunError {
+                    run_id: self.run_id,
+                    error: "The agent stopped while tool calls waited (injected by the test)"
+                        .into(),
+                    retryable: false,
+                },
+            ),
+            RunEnd::Silent => {}
+        }
+        let session = self.session(&mut st)?;
+        session.run = if end == RunEnd::Error {
+            RunState::Failed
+        } else {
+            RunState::Idle
+        };
+        session.touch();
+        Some(())
+    }
+
     fn complete_cancelled(&mut self) -> Option<()> {
         let mut st = self.guard()?;
         self.emit_locked(
@@ -335,19 +375,29 @@ impl Run {
 
     /// Proposes the calls, then settles them strictly in proposal order: a later call never runs
     /// before an earlier one is decided, as on the real server.
-    async fn tool_cycle(&mut self, tools: &[ToolRequest], auto: &AutoApprove) -> Option<Cycle> {
-        let usage = self.usage("");
+    async fn tool_cycle(&mut self, script: &Script, auto: &AutoApprove) -> Option<Cycle> {
+        let tools: &[ToolRequest] = &script.tools;
+        let said = script.say_first.then_some(script::SAY_FIRST_TEXT);
+        let usage = self.usage(said.unwrap_or(""));
         {
             let mut st = self.guard()?;
-            let calls: Vec<ProposedToolCall> = tools
-                .iter()
-                .map(|t| ProposedToolCall {
-                    id: st.next_tool_call_id(),
+            let positional = self.shared.opts.positional_tool_ids;
+            let mut calls: Vec<ProposedToolCall> = Vec::with_capacity(tools.len());
+            for t in tools {
+                let id = if positional {
+                    let run = self.session(&mut st)?.active_mut()?;
+                    run.calls_proposed += 1;
+                    format!("call_{}", run.calls_proposed - 1)
+                } else {
+                    st.next_tool_call_id()
+                };
+                calls.push(ProposedToolCall {
+                    id,
                     name: t.name.clone(),
                     arguments: t.arguments.clone(),
                     metadata: None,
-                })
-                .collect();
+                });
+            }
             // The round is in place before the calls are announced, so a decision that follows the
             // announcement always finds it.
             let round = ToolRound {
@@ -370,21 +420,43 @@ impl Run {
                     usage,
                 },
             );
-            let ids = calls.iter().map(|c| c.id.clone()).collect();
-            self.emit_locked(
-                &mut st,
-                EventPayload::ToolCallsProposed {
-                    run_id: self.run_id,
-                    tool_calls: calls,
-                },
-            );
-            self.emit_locked(
-                &mut st,
-                EventPayload::WaitingForToolApproval {
-                    run_id: self.run_id,
-                    pending_tool_call_ids: ids,
-                },
-            );
+            if let Some(text) = said {
+                // The model's words before its calls, in the same turn (real models do this).
+                self.emit_locked(
+                    &mut st,
+                    EventPayload::TextDelta {
+                        run_id: self.run_id,
+                        delta: text.to_string(),
+                    },
+                );
+                self.emit_locked(
+                    &mut st,
+                    EventPayload::TextComplete {
+                        run_id: self.run_id,
+                        text: text.to_string(),
+                    },
+                );
+                self.session(&mut st)?
+                    .messages
+                    .push(Message::assistant_text(text));
+            }
+            if !script.drop_waiting {
+                let ids = calls.iter().map(|c| c.id.clone()).collect();
+                self.emit_locked(
+                    &mut st,
+                    EventPayload::ToolCallsProposed {
+                        run_id: self.run_id,
+                        tool_calls: calls,
+                    },
+                );
+                self.emit_locked(
+                    &mut st,
+                    EventPayload::WaitingForToolApproval {
+                        run_id: self.run_id,
+                        pending_tool_call_ids: ids,
+                    },
+                );
+            }
         }
 
         let mut results = Vec::with_capacity(tools.len());
@@ -401,6 +473,7 @@ impl Run {
                         self.cancel_round(i)?;
                         return Some(Cycle::Cancelled);
                     }
+                    Step::End(end) => return Some(Cycle::Ended(end)),
                     Step::Wait => notified.await,
                 }
             };
@@ -464,6 +537,9 @@ impl Run {
         let mut st = self.guard()?;
         let run = self.session(&mut st)?.active_mut()?;
         let cancelled = run.cancel_requested;
+        if let Some(end) = run.forced_end {
+            return Some(Step::End(end));
+        }
         let call = run.round.as_ref()?.calls.get(i)?;
         Some(if call.auto {
             Step::Execute(Decision::Accept)

@@ -41,7 +41,12 @@ pub(crate) struct Script {
     pub hold: Option<String>,
     pub drop_stream: bool,
     pub malformed_sse: bool,
+    pub say_first: bool,
+    pub drop_waiting: bool,
 }
+
+/// What `SAY_FIRST` makes the model say before its tool calls.
+pub(crate) const SAY_FIRST_TEXT: &str = "I'll look into it.";
 
 /// One `USE_TOOL <name> <json-args>` line.
 #[derive(Clone, Debug, PartialEq)]
@@ -91,6 +96,8 @@ impl Script {
                     }
                     "DROP_STREAM" => script.drop_stream = true,
                     "MALFORMED_SSE" => script.malformed_sse = true,
+                    "SAY_FIRST" => script.say_first = true,
+                    "DROP_WAITING" => script.drop_waiting = true,
                     _ => {}
                 }
             }

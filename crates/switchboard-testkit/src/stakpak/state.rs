@@ -54,6 +54,29 @@ pub(crate) struct State {
     pub connections: CancellationToken,
     pub next_tool_call: u64,
     pub records: Records,
+    pub faults: Faults,
+}
+
+/// Misbehaviour armed by a test: the next requests of a route fail, or lose their answer.
+#[derive(Default)]
+pub(crate) struct Faults {
+    /// Answer 503 without acting, this many times.
+    pub fail: HashMap<super::Route, u32>,
+    /// Act, then answer 502 and keep no idempotency record, this many times.
+    pub lose: HashMap<super::Route, u32>,
+}
+
+impl Faults {
+    /// Takes one armed fault of `route` from `table`, if any is left.
+    pub(crate) fn take(table: &mut HashMap<super::Route, u32>, route: super::Route) -> bool {
+        match table.get_mut(&route) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -101,6 +124,10 @@ pub(crate) struct ActiveRun {
     /// Woken when a decision arrives.
     pub wake: Arc<Notify>,
     pub task: Option<AbortHandle>,
+    /// Set by [`super::FakeStakpak::end_waiting_run`]: end the run instead of waiting on.
+    pub forced_end: Option<super::RunEnd>,
+    /// Tool calls proposed so far in this run (for positional ids).
+    pub calls_proposed: u64,
 }
 
 impl ActiveRun {
@@ -113,6 +140,8 @@ impl ActiveRun {
             round: None,
             wake: Arc::new(Notify::new()),
             task: None,
+            forced_end: None,
+            calls_proposed: 0,
         }
     }
 }
@@ -294,6 +323,7 @@ impl State {
             connections,
             next_tool_call: 0,
             records: Records::default(),
+            faults: Faults::default(),
         }
     }
 
