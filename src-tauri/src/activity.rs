@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 
 use serde::Serialize;
 use switchboard_engine::model::ChannelState;
-use switchboard_engine::EngineEvent;
+use switchboard_engine::{EngineEvent, ServerHealth};
 
 /// How much an entry matters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -175,13 +175,8 @@ pub fn describe(event: &EngineEvent) -> Option<(Level, &'static str, String, Str
                 text,
             )
         }
-        EngineEvent::ApprovalResolved {
-            approval_id,
-            action,
-            decided_by,
-            surface,
-        } => {
-            let text = format!("Approval {approval_id}: {action} by {decided_by} ({surface})");
+        EngineEvent::ApprovalResolved { line, .. } => {
+            let text = line.clone();
             (
                 Level::Info,
                 "approval_resolved",
@@ -239,16 +234,15 @@ pub fn describe(event: &EngineEvent) -> Option<(Level, &'static str, String, Str
             format!("Approval mode is now {mode}"),
         ),
         EngineEvent::ServerState { state, detail } => {
-            let level = if state == "ok" {
+            let level = if *state == ServerHealth::Ok {
                 Level::Info
             } else {
                 Level::Error
             };
-            let words = match state.as_str() {
-                "ok" => "reachable",
-                "unreachable" => "unreachable",
-                "unauthorized" => "refusing the token",
-                other => other,
+            let words = match state {
+                ServerHealth::Ok => "reachable",
+                ServerHealth::Unreachable => "unreachable",
+                ServerHealth::Unauthorized => "refusing the token",
             };
             let mut text = format!("Agent server {words}");
             if let Some(detail) = detail {
@@ -357,7 +351,7 @@ mod tests {
             ),
             (
                 EngineEvent::ServerState {
-                    state: "unreachable".into(),
+                    state: ServerHealth::Unreachable,
                     detail: Some("connection refused".into()),
                 },
                 Level::Error,
@@ -368,7 +362,8 @@ mod tests {
                 EngineEvent::RunFinished {
                     routing_key: "k".into(),
                     run_id: "r".into(),
-                    outcome: "error".into(),
+                    outcome: switchboard_engine::RunOutcome::Error,
+                    usage: Default::default(),
                 },
                 Level::Error,
                 "k",
@@ -386,7 +381,8 @@ mod tests {
         let streaming = EngineEvent::RunStreaming {
             routing_key: "k".into(),
             run_id: "r".into(),
-            text: "partial".into(),
+            delta: "partial".into(),
+            len: 7,
         };
         assert!(
             describe(&streaming).is_none(),

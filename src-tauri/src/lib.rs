@@ -1,19 +1,20 @@
 //! Switchboard's desktop app: a thin Tauri shell around the engine.
 //!
 //! The engine does all the work; this crate shows it (tray, window, notifications) and turns
-//! clicks into engine calls. [`shell::Shell`] is the Tauri-free core, [`ipc`] the typed contract
+//! clicks into engine calls. [`shell::Shell`] is the Tauri-free core, [`views`] and [`commands`] the typed contract
 //! with the page, [`tray`] the tray menu, [`notify`] the notification policy, [`run`] the app.
 #![forbid(unsafe_code)]
 
 pub mod activity;
 pub mod autostart;
 pub mod cli;
-pub mod ipc;
+pub mod commands;
 pub mod logging;
 pub mod notify;
 pub mod shell;
 pub mod tray;
 pub mod validate;
+pub mod views;
 
 #[cfg(test)]
 mod tests;
@@ -28,10 +29,10 @@ use tauri::{AppHandle, Emitter, Manager, Runtime, WebviewWindow, WindowEvent};
 
 use crate::autostart::Autostart;
 use crate::cli::Cli;
-use crate::ipc::{Page, UiEvent, UI_EVENT};
 use crate::notify::{Question, Toast};
 use crate::shell::{Host, Shell, ShellOptions};
 use crate::tray::{MenuId, TrayMenu, TrayModel};
+use crate::views::{Page, UiEvent, UI_EVENT};
 
 /// The window's label, as `tauri.conf.json` and the capability name it.
 pub const MAIN_WINDOW: &str = "main";
@@ -58,7 +59,7 @@ pub fn run() {
             show_main_window(app);
         }))
         .manage(Arc::clone(&shell))
-        .invoke_handler(ipc::commands())
+        .invoke_handler(commands::commands())
         .setup({
             let shell = Arc::clone(&shell);
             move |app| {

@@ -4,7 +4,6 @@
 use std::collections::{HashMap, HashSet};
 
 use switchboard_engine::access::PairingRequest;
-use switchboard_engine::approvals::readable_arguments;
 use switchboard_engine::config::NotificationsConfig;
 use switchboard_engine::model::ChannelState;
 use switchboard_engine::EngineEvent;
@@ -215,13 +214,13 @@ impl Alerts {
             }),
             EngineEvent::ApprovalRequested {
                 approval_id,
-                tool,
-                arguments,
+                summary,
+                detail,
                 requester,
                 ..
             } => Some(Toast {
-                summary: format!("{requester} asks to run {tool}"),
-                body: clip(&readable_arguments(arguments), APPROVAL_BODY_CHARS),
+                summary: format!("{requester} asks to {summary}"),
+                body: clip(detail, APPROVAL_BODY_CHARS),
                 open: None,
                 question: Some(Question::Approval(approval_id.clone())),
             }),
@@ -620,11 +619,17 @@ mod tests {
     }
 
     fn approval(id: &str, command: &str) -> EngineEvent {
+        let tool = "stakpak__run_command";
+        let arguments = serde_json::json!({"command": command, "api_token": "abc123"});
+        let preview = switchboard_engine::approvals::Preview::of(tool, &arguments);
         EngineEvent::ApprovalRequested {
             approval_id: id.into(),
             routing_key: "chat:dm:42".into(),
-            tool: "stakpak__run_command".into(),
-            arguments: serde_json::json!({"command": command, "api_token": "abc123"}),
+            tool: tool.into(),
+            arguments,
+            summary: preview.summary,
+            detail: preview.detail,
+            complete: preview.complete,
             requester: "ann".into(),
             deadline_ms: 60_000,
         }
@@ -637,8 +642,12 @@ mod tests {
         let toast = alerts
             .decide(&approval("a1", "ls"), &s, 0, 600)
             .expect("a toast");
-        assert_eq!(toast.summary, "ann asks to run stakpak__run_command");
-        assert_eq!(toast.body, "api_token: ••••••\ncommand: ls");
+        assert_eq!(toast.summary, "ann asks to run `ls`");
+        assert!(
+            toast.body.starts_with("$ ls") && !toast.body.contains("abc123"),
+            "the command, whole, and no secret: {}",
+            toast.body
+        );
         assert_eq!(toast.question, Some(Question::Approval("a1".into())));
         assert!(
             alerts.decide(&approval("a1", "ls"), &s, 1, 600).is_none(),
@@ -692,7 +701,7 @@ mod tests {
                 first_message: first_message.into(),
                 created_ms: 0,
                 expires_ms: 3_600_000,
-                state: "pending".into(),
+                state: switchboard_engine::access::PairingState::Pending,
             },
         }
     }

@@ -9,8 +9,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use switchboard_engine::agent::{AgentClient, Timeouts, ToolDecision};
-use switchboard_engine::approvals::readable_arguments;
+use switchboard_engine::agent::{AgentClient, Timeouts};
+use switchboard_engine::approvals::{
+    readable_arguments, Actor, Answer as Scope, ApprovalState, Outcome, Preview, Surface,
+};
 use switchboard_engine::channels::{Channel, ChannelError};
 use switchboard_engine::config::{self, ApprovalMode, Config, ConfigError, Paths};
 use switchboard_engine::model::{now_ms, Identity};
@@ -22,14 +24,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::activity::{ActivityEntry, ActivityLog, Level};
 use crate::autostart::Autostart;
-use crate::ipc::{
-    ApprovalChoice, ApprovalView, ApprovalsView, ChatLine, ConfigView, ConversationView,
-    DecideOutcome, DecisionView, ErrorCode, FieldProblem, HistoryView, ImportView, IpcError,
-    IpcResult, JournalLine, LiveReply, Page, PairingDecision, PairingView, RuleView, SaveOutcome,
-    ServerCheck, ServerState, ServerView, SettingsView, Snapshot, UiEvent, HISTORY_LIMIT,
-};
 use crate::notify::{self, Alerts, Answer, Question, Toast};
 use crate::tray::{MenuId, TrayModel};
+use crate::views::{
+    ApprovalChoice, ApprovalView, ApprovalsView, ChatLine, ConfigView, ConversationView,
+    DecideOutcome, DecisionView, ErrorCode, FieldProblem, HistoryView, ImportView, IpcError,
+    IpcResult, JournalLine, LiveReply, Page, PairingDecision, PairingOutcome, PairingView,
+    RuleView, SaveOutcome, ServerCheck, ServerState, ServerView, SettingsView, Snapshot, UiEvent,
+    HISTORY_LIMIT,
+};
 
 /// What the shell shows, and where.
 pub trait Host: Send + Sync + 'static {
@@ -46,10 +49,6 @@ pub trait Host: Send + Sync + 'static {
     fn withdraw(&self, question: &Question);
 }
 
-/// The surface names the audit log records for decisions made here.
-pub const WINDOW_SURFACE: &str = "window";
-pub const NOTIFICATION_SURFACE: &str = "notification";
-
 /// Who decides from the window or a notification: the local user's name, or "you".
 pub fn local_user() -> String {
     ["USER", "USERNAME", "LOGNAME"]
@@ -62,9 +61,13 @@ pub fn local_user() -> String {
 
 /// A stored approval as the Approvals page shows it.
 fn approval_view(a: &ApprovalRecord) -> ApprovalView {
+    let preview = Preview::of(&a.tool, &a.arguments);
     ApprovalView {
         id: a.id.clone(),
         tool: a.tool.clone(),
+        summary: preview.summary,
+        detail: preview.detail,
+        complete: preview.complete,
         arguments: readable_arguments(&a.arguments),
         routing_key: a.routing_key.clone(),
         session_id: Some(a.session_id.clone()).filter(|s| !s.is_empty()),
@@ -75,14 +78,17 @@ fn approval_view(a: &ApprovalRecord) -> ApprovalView {
     }
 }
 
-/// What a decision was, in words: "approved", "rejected", "expired".
-fn action_words(action: &str) -> &str {
-    match action {
-        "accept" => "approved",
-        "reject" => "rejected",
-        "expired" => "expired (not answered in time)",
-        other => other,
+/// How a stored approval ended, in the words every surface uses.
+fn outcome_line(a: &ApprovalRecord) -> String {
+    let surface = a.surface.map(|s| s.label(&a.channel)).unwrap_or_default();
+    Outcome {
+        tool: &a.tool,
+        state: a.state,
+        decided_by: a.decided_by.as_deref().unwrap_or(""),
+        surface: &surface,
+        note: a.note.as_deref(),
     }
+    .line()
 }
 
 /// What the shell is started with.
@@ -228,6 +234,9 @@ impl Shell {
         match builder.start(stop.clone()).await {
             Ok(handle) => {
                 let events = handle.subscribe();
+                // The gateway API (watch notifications, the scheduler's sends); a port in use is
+                // reported as an engine error and the rest runs on.
+                switchboard_engine::api::start(&handle, stop.clone()).await;
                 {
                     let mut s = self.lock();
                     s.engine = Some(Running {
@@ -240,7 +249,7 @@ impl Shell {
                     // What the engine already knows of the server (a report may have gone out
                     // before the subscription); later reports arrive as events.
                     s.server = match handle.server_state() {
-                        Some((state, detail)) => (ServerState::parse(&state), detail),
+                        Some((state, detail)) => (state.into(), detail),
                         None => (ServerState::Unknown, None),
                     };
                 }
@@ -323,7 +332,7 @@ impl Shell {
             let entry = s.activity.record(now, &event);
             match &event {
                 EngineEvent::ServerState { state, detail } => {
-                    s.server = (ServerState::parse(state), detail.clone())
+                    s.server = ((*state).into(), detail.clone())
                 }
                 EngineEvent::RunStarted {
                     routing_key,
@@ -345,15 +354,35 @@ impl Shell {
                 EngineEvent::RunStreaming {
                     routing_key,
                     run_id,
-                    text,
+                    delta,
+                    len,
                 } => {
-                    s.live.insert(
-                        routing_key.clone(),
-                        LiveReply {
+                    let live = s
+                        .live
+                        .entry(routing_key.clone())
+                        .or_insert_with(|| LiveReply {
                             run_id: run_id.clone(),
-                            text: text.clone(),
-                        },
-                    );
+                            text: String::new(),
+                        });
+                    if live.run_id != *run_id {
+                        *live = LiveReply {
+                            run_id: run_id.clone(),
+                            text: String::new(),
+                        };
+                    }
+                    live.text.push_str(delta);
+                    if live.text.len() != *len {
+                        // A piece was missed (the shell fell behind): read the whole text.
+                        if let Some(text) = s
+                            .engine
+                            .as_ref()
+                            .and_then(|e| e.handle.live_reply(routing_key))
+                        {
+                            if let Some(live) = s.live.get_mut(routing_key) {
+                                live.text = text;
+                            }
+                        }
+                    }
                 }
                 EngineEvent::RunFinished { routing_key, .. } => {
                     s.live.remove(routing_key);
@@ -388,9 +417,15 @@ impl Shell {
             EngineEvent::RunStreaming {
                 routing_key,
                 run_id,
-                text,
+                ..
             } => {
                 // The growing reply changes nothing else; skip the snapshot.
+                let text = self
+                    .lock()
+                    .live
+                    .get(&routing_key)
+                    .map(|live| live.text.clone())
+                    .unwrap_or_default();
                 self.emit(UiEvent::Streaming {
                     routing_key,
                     run_id,
@@ -402,6 +437,7 @@ impl Shell {
                 routing_key,
                 run_id,
                 outcome,
+                ..
             } => {
                 self.emit(UiEvent::RunFinished {
                     routing_key: routing_key.clone(),
@@ -417,6 +453,9 @@ impl Shell {
                 routing_key,
                 tool,
                 arguments,
+                summary,
+                detail,
+                complete,
                 requester,
                 deadline_ms,
             } => {
@@ -424,12 +463,15 @@ impl Shell {
                 // when it cannot be read.
                 let stored = self
                     .engine()
-                    .and_then(|h| h.store().approval(&approval_id).ok().flatten());
+                    .and_then(|h| h.approval(&approval_id).ok().flatten());
                 let approval = match stored {
                     Some(record) => approval_view(&record),
                     None => ApprovalView {
                         id: approval_id,
                         tool,
+                        summary,
+                        detail,
+                        complete,
                         arguments: readable_arguments(&arguments),
                         routing_key,
                         session_id: None,
@@ -446,6 +488,7 @@ impl Shell {
                 action,
                 decided_by,
                 surface,
+                line,
             } => {
                 if let Some(host) = self.host() {
                     host.withdraw(&Question::Approval(approval_id.clone()));
@@ -455,6 +498,7 @@ impl Shell {
                     action,
                     decided_by,
                     surface,
+                    line,
                 });
             }
             EngineEvent::PairingRequested { request } => {
@@ -476,7 +520,7 @@ impl Shell {
                 self.emit(UiEvent::PairingResolved {
                     channel: request.channel,
                     code: request.code,
-                    state: request.state,
+                    state: request.state.into(),
                     decided_by,
                 });
             }
@@ -914,7 +958,8 @@ impl Shell {
                 tool: d.tool,
                 action: d.action,
                 decided_by: d.decided_by,
-                surface: d.surface,
+                surface: d.surface.label(&d.channel),
+                note: d.note,
             })
             .collect();
         let rules = handle
@@ -925,6 +970,7 @@ impl Shell {
                 id: r.id,
                 tool: r.tool,
                 arg_pattern: r.arg_pattern,
+                channel: r.channel,
                 created_ms: r.created_ms,
                 created_by: r.created_by,
             })
@@ -938,25 +984,25 @@ impl Shell {
 
     /// Answers a pending approval from `surface` (the window or a notification), as the local
     /// user. The first answer wins: a later one is told who decided, where, and nothing changes.
-    /// "Always allow" also creates a rule for the tool (unless one exists). Call it on the async
-    /// runtime: the engine updates the chat's prompt from a task.
+    /// Call it on the async runtime: the engine updates the chat's prompt from a task.
     pub fn decide_approval(
         &self,
         approval_id: &str,
         choice: ApprovalChoice,
-        surface: &str,
+        surface: Surface,
     ) -> IpcResult<DecideOutcome> {
         self.decide_approval_with_pattern(approval_id, choice, surface, None)
     }
 
     /// [`Shell::decide_approval`], where "Always allow" may be narrowed to calls whose arguments
-    /// match `pattern` (`*` is a wildcard, matched against the arguments as the engine shows
-    /// them; a blank pattern allows every call of the tool).
+    /// match `pattern` (`key=glob; key=glob`, or a glob on the call's main argument — the command,
+    /// the path; a blank pattern allows every call of the tool). A rule made here covers every
+    /// channel: the person at the desktop owns the machine.
     pub fn decide_approval_with_pattern(
         &self,
         approval_id: &str,
         choice: ApprovalChoice,
-        surface: &str,
+        surface: Surface,
         pattern: Option<&str>,
     ) -> IpcResult<DecideOutcome> {
         let pattern = pattern.map(str::trim).filter(|p| !p.is_empty());
@@ -969,95 +1015,53 @@ impl Shell {
             }
         }
         let handle = self.require_engine()?;
-        let who = local_user();
-        let decision = match choice {
-            ApprovalChoice::Reject => ToolDecision::Reject,
-            ApprovalChoice::Approve | ApprovalChoice::AlwaysAllow => ToolDecision::Accept,
+        let who = Actor::local(local_user());
+        let scope = match choice {
+            ApprovalChoice::Approve => Scope::AllowOnce,
+            ApprovalChoice::AllowConversation => Scope::AllowConversation,
+            ApprovalChoice::AlwaysAllow => Scope::AllowAlways {
+                pattern: pattern.map(str::to_owned),
+                global: true,
+            },
+            ApprovalChoice::Reject => Scope::Reject,
         };
-        // "Always allow" creates the rule before deciding, so the run's next call of the tool
-        // already finds it; the rule is taken back if this answer came too late.
-        let mut created_rule = None;
-        let mut rule_id = None;
-        if choice == ApprovalChoice::AlwaysAllow {
-            let tool = match handle.store().approval(approval_id) {
-                Ok(Some(approval)) => approval.tool,
-                Ok(None) => {
-                    return Err(IpcError::new(
-                        ErrorCode::NotFound,
-                        "this approval is no longer pending (it may have expired long ago)",
-                    ))
-                }
-                Err(error) => return Err(IpcError::engine(error)),
-            };
-            let existing = handle
-                .rules()
-                .map_err(IpcError::engine)?
-                .into_iter()
-                .find(|r| r.tool == tool && r.arg_pattern.as_deref() == pattern)
-                .map(|r| r.id);
-            rule_id = Some(match existing {
-                Some(id) => id,
-                None => {
-                    let id = handle
-                        .add_rule(&tool, pattern, &who)
-                        .map_err(IpcError::engine)?;
-                    created_rule = Some(id);
-                    id
-                }
-            });
-        }
-        let resolution = handle.decide(approval_id, decision, &who, surface);
-        if !matches!(resolution, Ok(Resolution::Decided(_))) {
-            if let Some(id) = created_rule {
-                if let Err(error) = handle.remove_rule(id) {
-                    tracing::warn!(error = %format!("{error:#}"), "cannot take back the always-allow rule");
-                }
-            }
-        }
-        match resolution.map_err(IpcError::engine)? {
+        match handle
+            .decide(approval_id, &scope, &who, surface)
+            .map_err(IpcError::engine)?
+        {
             Resolution::Decided(approval) => {
-                let mut message = format!(
-                    "{}: {} by {who} ({surface})",
-                    approval.tool,
-                    action_words(decision.as_str())
+                let message = outcome_line(&approval);
+                tracing::info!(tool = %approval.tool, action = %approval.state, %surface, "approval decided here");
+                self.record(
+                    Level::Info,
+                    "approval_decided",
+                    surface.as_str(),
+                    message.clone(),
                 );
-                if rule_id.is_some() {
-                    message.push_str(&format!(
-                        "; {} is always allowed from now on",
-                        approval.tool
-                    ));
-                }
-                tracing::info!(tool = %approval.tool, action = decision.as_str(), %surface, "approval decided here");
-                self.record(Level::Info, "approval_decided", surface, message.clone());
                 self.publish();
                 Ok(DecideOutcome::Decided {
-                    action: decision.as_str().to_owned(),
-                    rule_id,
-                    message,
-                })
-            }
-            Resolution::AlreadyDecided(approval) => {
-                let decided_by = approval.decided_by.clone().unwrap_or_default();
-                let surface = approval.surface.clone().unwrap_or_default();
-                let message = if approval.state == "expired" {
-                    format!(
-                        "{} already expired: it was not answered in time",
-                        approval.tool
-                    )
-                } else {
-                    format!(
-                        "{} was already {} by {decided_by} ({surface})",
-                        approval.tool,
-                        action_words(&approval.state)
-                    )
-                };
-                Ok(DecideOutcome::AlreadyDecided {
                     action: approval.state,
-                    decided_by,
-                    surface,
                     message,
                 })
             }
+            Resolution::AlreadyDecided(approval) => Ok(DecideOutcome::AlreadyDecided {
+                action: approval.state,
+                decided_by: approval.decided_by.clone().unwrap_or_default(),
+                surface: approval
+                    .surface
+                    .map(|s| s.label(&approval.channel))
+                    .unwrap_or_default(),
+                message: format!("Already decided: {}", outcome_line(&approval)),
+            }),
+            Resolution::TooLate(approval) => Ok(DecideOutcome::AlreadyDecided {
+                action: ApprovalState::Expired,
+                decided_by: String::new(),
+                surface: Surface::Engine.as_str().to_owned(),
+                message: format!(
+                    "{}: the answer came after its deadline, so it was rejected",
+                    approval.tool
+                ),
+            }),
             Resolution::NotFound => Err(IpcError::new(
                 ErrorCode::NotFound,
                 "this approval is no longer pending (it may have expired long ago)",
@@ -1095,7 +1099,7 @@ impl Shell {
         &self,
         channel: &str,
         code: &str,
-        surface: &str,
+        surface: Surface,
     ) -> IpcResult<PairingDecision> {
         self.resolve_pairing(channel, code, true, surface)
     }
@@ -1105,7 +1109,7 @@ impl Shell {
         &self,
         channel: &str,
         code: &str,
-        surface: &str,
+        surface: Surface,
     ) -> IpcResult<PairingDecision> {
         self.resolve_pairing(channel, code, false, surface)
     }
@@ -1115,7 +1119,7 @@ impl Shell {
         channel: &str,
         code: &str,
         admit: bool,
-        surface: &str,
+        surface: Surface,
     ) -> IpcResult<PairingDecision> {
         let handle = self.require_engine()?;
         if !handle.channels().iter().any(|c| c.name == channel) {
@@ -1155,7 +1159,7 @@ impl Shell {
             )
         };
         Ok(PairingDecision {
-            state: request.state.clone(),
+            state: request.state,
             request: request.clone(),
             message,
         })
@@ -1171,16 +1175,16 @@ impl Shell {
                 } else {
                     ApprovalChoice::Reject
                 };
-                match self.decide_approval(id, choice, NOTIFICATION_SURFACE)? {
+                match self.decide_approval(id, choice, Surface::Notification)? {
                     DecideOutcome::Decided { message, .. } => Ok(message),
                     DecideOutcome::AlreadyDecided { message, .. } => Ok(message),
                 }
             }
             (Question::Pairing { channel, code }, Answer::Admit) => self
-                .admit_pairing(channel, code, NOTIFICATION_SURFACE)
+                .admit_pairing(channel, code, Surface::Notification)
                 .map(|d| d.message),
             (Question::Pairing { channel, code }, Answer::Refuse) => self
-                .refuse_pairing(channel, code, NOTIFICATION_SURFACE)
+                .refuse_pairing(channel, code, Surface::Notification)
                 .map(|d| d.message),
             (question, answer) => Err(IpcError::new(
                 ErrorCode::InvalidArgument,
@@ -1237,7 +1241,7 @@ impl Shell {
             self.emit(UiEvent::PairingResolved {
                 channel: request.channel,
                 code: request.code,
-                state: "expired".into(),
+                state: PairingOutcome::Expired,
                 decided_by: String::new(),
             });
         }
@@ -1417,7 +1421,7 @@ mod tests {
             first_message: "hello".into(),
             created_ms: 0,
             expires_ms,
-            state: "pending".into(),
+            state: switchboard_engine::access::PairingState::Pending,
         }
     }
 

@@ -17,10 +17,12 @@ use tauri::webview::InvokeRequest;
 use tauri::{App, Manager, WebviewWindow, WebviewWindowBuilder};
 
 use crate::autostart::Autostart;
-use crate::ipc::{commands, UiEvent, COMMAND_NAMES};
+use crate::commands::{commands, COMMAND_NAMES};
 use crate::notify::{Question, Toast};
 use crate::shell::{Host, Shell, ShellOptions};
 use crate::tray::TrayModel;
+use crate::views::{PairingOutcome, UiEvent};
+use switchboard_engine::approvals::{ApprovalState, Surface};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -44,7 +46,7 @@ impl Host for Recorder {
     fn notify(&self, toast: Toast) {
         self.toasts.lock().expect("lock").push(toast);
     }
-    fn show_window(&self, _page: Option<crate::ipc::Page>, _routing_key: Option<String>) {
+    fn show_window(&self, _page: Option<crate::views::Page>, _routing_key: Option<String>) {
         *self.shown.lock().expect("lock") += 1;
     }
     fn withdraw(&self, question: &Question) {
@@ -725,7 +727,7 @@ fn an_approval_is_listed_masked_decided_once_from_the_window_and_the_run_finishe
             .into_iter()
             .find(|t| t.question == Some(Question::Approval(id.clone())))
     });
-    assert_eq!(toast.summary, "42 asks to run stakpak__run_command");
+    assert_eq!(toast.summary, "42 asks to run `ls`");
     assert!(!toast.body.contains("abc123"), "{}", toast.body);
     let tray = wait("the tray counting it", || {
         rig.host.last_tray().filter(|t| t.approvals == 1)
@@ -740,7 +742,12 @@ fn an_approval_is_listed_masked_decided_once_from_the_window_and_the_run_finishe
     );
     assert_eq!(outcome["outcome"], "decided", "{outcome}");
     assert_eq!(outcome["action"], "accept");
-    assert!(outcome["rule_id"].is_null());
+    assert!(
+        rig.ok("approvals", json!({}))["rules"]
+            .as_array()
+            .is_some_and(Vec::is_empty),
+        "allowing once makes no rule"
+    );
     let again = rig.ok(
         "decide_approval",
         json!({"approvalId": id, "choice": "reject"}),
@@ -752,7 +759,9 @@ fn an_approval_is_listed_masked_decided_once_from_the_window_and_the_run_finishe
     assert!(
         again["message"]
             .as_str()
-            .is_some_and(|m| m.contains("already approved by") && m.contains("(window)")),
+            .is_some_and(|m| m.starts_with("Already decided")
+                && m.contains("approved by")
+                && m.contains("(window)")),
         "{again}"
     );
 
@@ -779,7 +788,7 @@ fn an_approval_is_listed_masked_decided_once_from_the_window_and_the_run_finishe
     });
     assert!(rig.host.events().iter().any(|e| matches!(e,
         UiEvent::ApprovalResolved { approval_id, action, surface, .. }
-            if *approval_id == id && action == "accept" && surface == "window")));
+            if *approval_id == id && *action == ApprovalState::Accepted && *surface == Surface::Window)));
     let view = rig.ok("approvals", json!({}));
     assert_eq!(view["pending"], json!([]));
     assert_eq!(view["history"][0]["tool"], "stakpak__run_command");
@@ -811,14 +820,14 @@ fn always_allow_can_be_narrowed_to_matching_arguments() {
     let pending = rig.ask("m1", RUN_LS);
     let outcome = rig.ok(
         "decide_approval",
-        // Several arguments: the pattern is matched against their JSON (one argument: its value).
-        json!({"approvalId": pending["id"], "choice": "always_allow", "pattern": "  {\"command\":\"ls\",*  "}),
+        // Several arguments: a pattern names the one it is about (a bare glob is for the command).
+        json!({"approvalId": pending["id"], "choice": "always_allow", "pattern": "  command=ls  "}),
     );
     assert_eq!(outcome["outcome"], "decided", "{outcome}");
     rig.wait_done(1);
     let rules = rig.ok("approvals", json!({}))["rules"].clone();
     assert_eq!(
-        rules[0]["arg_pattern"], "{\"command\":\"ls\",*",
+        rules[0]["arg_pattern"], "command=ls",
         "the pattern is kept, trimmed: {rules}"
     );
 
@@ -844,11 +853,14 @@ fn always_allow_creates_a_rule_the_next_call_passes_and_revoking_asks_again() {
         json!({"approvalId": pending["id"], "choice": "always_allow"}),
     );
     assert_eq!(outcome["outcome"], "decided", "{outcome}");
-    let rule_id = outcome["rule_id"].as_i64().expect("a rule");
     rig.wait_done(1);
     let rules = rig.ok("approvals", json!({}))["rules"].clone();
     assert_eq!(rules.as_array().map(Vec::len), Some(1), "{rules}");
-    assert_eq!(rules[0]["id"], rule_id);
+    let rule_id = rules[0]["id"].as_i64().expect("a rule");
+    assert!(
+        rules[0]["channel"].is_null(),
+        "a rule made at the desktop covers every channel: {rules}"
+    );
     assert_eq!(rules[0]["tool"], "stakpak__run_command");
     assert_eq!(rules[0]["created_by"], crate::shell::local_user().as_str());
 
@@ -899,7 +911,7 @@ fn an_approval_decided_elsewhere_leaves_the_window_and_its_notification() {
     });
     assert!(rig.host.events().iter().any(|e| matches!(e,
         UiEvent::ApprovalResolved { approval_id, action, surface, .. }
-            if *approval_id == id && action == "reject" && surface == "chat")));
+            if *approval_id == id && *action == ApprovalState::Rejected && *surface == Surface::Chat)));
     let view = rig.ok("approvals", json!({}));
     assert_eq!(view["pending"], json!([]), "it left the list");
     assert_eq!(view["history"][0]["surface"], "chat");
@@ -910,9 +922,9 @@ fn an_approval_decided_elsewhere_leaves_the_window_and_its_notification() {
     );
     assert_eq!(late["outcome"], "already_decided");
     assert!(
-        late["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("already rejected by 42 (chat)")),
+        late["message"].as_str().is_some_and(
+            |m| m.starts_with("Already decided") && m.contains("rejected by 42 (chat)")
+        ),
         "{late}"
     );
     let late_always = rig.ok(
@@ -1002,7 +1014,7 @@ fn an_expired_approval_leaves_the_window_and_withdraws_its_notification() {
     });
     assert!(rig.host.events().iter().any(|e| matches!(e,
         UiEvent::ApprovalResolved { approval_id, action, .. }
-            if *approval_id == id && action == "expired")));
+            if *approval_id == id && *action == ApprovalState::Expired)));
     let view = rig.ok("approvals", json!({}));
     assert_eq!(view["pending"], json!([]));
     assert_eq!(view["history"][0]["action"], "expired");
@@ -1011,10 +1023,11 @@ fn an_expired_approval_leaves_the_window_and_withdraws_its_notification() {
         json!({"approvalId": id, "choice": "approve"}),
     );
     assert_eq!(late["outcome"], "already_decided");
+    assert_eq!(late["action"], "expired");
     assert!(
         late["message"]
             .as_str()
-            .is_some_and(|m| m.contains("already expired")),
+            .is_some_and(|m| m.contains("not answered in time")),
         "{late}"
     );
     // The rejection travels to the server on the engine's own task.
@@ -1156,7 +1169,7 @@ fn a_stranger_is_listed_and_admitting_from_the_window_lets_the_next_message_thro
             .iter()
             .any(|e| {
                 matches!(e, UiEvent::PairingResolved { code: c, state, decided_by, .. }
-                if *c == code && state == "admitted" && *decided_by == crate::shell::local_user())
+                if *c == code && *state == PairingOutcome::Admitted && *decided_by == crate::shell::local_user())
             })
             .then_some(())
     });
@@ -1259,7 +1272,7 @@ fn the_notification_admits_and_a_chat_admission_leaves_the_window_and_notificati
     };
     assert_eq!(
         wrong.expect_err("Approve does not answer a pairing").code,
-        crate::ipc::ErrorCode::InvalidArgument
+        crate::views::ErrorCode::InvalidArgument
     );
     let message = {
         let (shell, question) = (Arc::clone(&shell), question.clone());
@@ -1273,7 +1286,7 @@ fn the_notification_admits_and_a_chat_admission_leaves_the_window_and_notificati
     let late = block_on(async move { shell.answer(&question, crate::notify::Answer::Refuse) });
     assert_eq!(
         late.expect_err("already admitted").code,
-        crate::ipc::ErrorCode::NotFound
+        crate::views::ErrorCode::NotFound
     );
     rig.dm_from("3333", "Di", "m2", "thanks");
     block_on(rig.chat.wait_until("the agent's reply", WAIT, |sent| {
@@ -1297,7 +1310,7 @@ fn the_notification_admits_and_a_chat_admission_leaves_the_window_and_notificati
             .iter()
             .any(|e| {
                 matches!(e, UiEvent::PairingResolved { code, state, decided_by, .. }
-                if *code == other && state == "admitted" && decided_by.contains("Owner"))
+                if *code == other && *state == PairingOutcome::Admitted && decided_by.contains("Owner"))
             })
             .then_some(())
     });

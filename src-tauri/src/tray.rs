@@ -14,7 +14,7 @@ use tauri::tray::{TrayIcon, TrayIconBuilder};
 use tauri::{AppHandle, Runtime};
 
 use crate::activity::state_words;
-use crate::ipc::{ConfigView, ServerState, Snapshot};
+use crate::views::{ConfigView, ServerState, Snapshot};
 
 /// Every item of the tray menu that does something.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -488,7 +488,7 @@ impl<R: Runtime> TrayMenu<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipc::{Page, ServerView};
+    use crate::views::{Page, ServerView};
     use switchboard_engine::model::{ChannelState, ChannelStatus};
 
     #[test]

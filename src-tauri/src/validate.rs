@@ -7,7 +7,7 @@
 
 use switchboard_engine::access::{is_code, CODE_LEN as PAIRING_CODE_LEN};
 
-use crate::ipc::{ErrorCode, IpcError, IpcResult};
+use crate::views::{ErrorCode, IpcError, IpcResult};
 
 /// The longest channel name accepted (configured channels are `telegram`, `slack`, `discord`).
 pub const MAX_CHANNEL_NAME: usize = 64;

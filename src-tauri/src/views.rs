@@ -1,25 +1,19 @@
-//! The typed contract between the window and the shell: every command the page may call, every
-//! event it receives, and the values they carry. `ui/src/ipc.ts` mirrors this file; keep the two
-//! in step.
+//! The values the window receives: every command's result, every event, every error. Plain data,
+//! importing nothing from the rest of the shell; [`crate::commands`] is the commands that return
+//! them. The TypeScript declarations in `ui/src/gen/ipc.ts` are generated from these types (see
+//! [`typescript`]); a test fails when the checked-in file is not what they generate.
 //!
-//! Commands are thin: each one checks its arguments ([`crate::validate`]), then calls [`Shell`],
-//! which calls the engine. Errors reach the page as [`IpcError`] (`{code, message, field?}`); the
-//! page decides on `code`, never on the message. An argument that is missing, of the wrong type
-//! or out of shape is `invalid_argument` with `field` naming it as the page sends it.
-
-use std::sync::Arc;
+//! Errors reach the page as [`IpcError`] (`{code, message, field?}`); the page decides on `code`,
+//! never on the message.
 
 use serde::{Deserialize, Serialize};
-use switchboard_engine::access::PairingRequest;
+use switchboard_engine::access::{PairingRequest, PairingState};
+use switchboard_engine::approvals::{ApprovalState, Surface};
 use switchboard_engine::config::{ApprovalMode, Config};
-use switchboard_engine::model::{ChannelStatus, Identity, JournalState, Peer};
-use switchboard_engine::ConversationSummary;
-use tauri::ipc::{CommandArg, CommandItem, InvokeError};
-use tauri::{Runtime, State};
+use switchboard_engine::model::{ChannelStatus, JournalState, Peer};
+use switchboard_engine::{ConversationSummary, RunOutcome, ServerHealth};
 
 use crate::activity::ActivityEntry;
-use crate::shell::Shell;
-use crate::validate;
 
 /// The one event name the shell emits to the window; the payload is a [`UiEvent`].
 pub const UI_EVENT: &str = "switchboard:ui";
@@ -49,11 +43,11 @@ pub enum UiEvent {
         run_id: String,
         text: String,
     },
-    /// A run ended (`completed`, `error`, `cancelled`, `settled`).
+    /// A run ended.
     RunFinished {
         routing_key: String,
         run_id: String,
-        outcome: String,
+        outcome: RunOutcome,
     },
     /// Conversations or their histories changed; the page reloads what it shows.
     ConversationsChanged { routing_key: Option<String> },
@@ -68,10 +62,11 @@ pub enum UiEvent {
     /// it and reloads the history.
     ApprovalResolved {
         approval_id: String,
-        /// `accept`, `reject` or `expired`.
-        action: String,
+        action: ApprovalState,
         decided_by: String,
-        surface: String,
+        surface: Surface,
+        /// How it ended, in the words the chat and the notifications show.
+        line: String,
     },
     /// A stranger asks to talk to the agent; the Approvals page adds them.
     PairingRequested { request: PairingView },
@@ -80,11 +75,31 @@ pub enum UiEvent {
     PairingResolved {
         channel: String,
         code: String,
-        /// `admitted`, `refused` or `expired`.
-        state: String,
+        state: PairingOutcome,
         /// Who decided (empty when it expired).
         decided_by: String,
     },
+}
+
+/// How a pairing request stopped waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PairingOutcome {
+    Admitted,
+    Refused,
+    /// Its code ran out before anyone answered.
+    Expired,
+}
+
+impl From<PairingState> for PairingOutcome {
+    /// A resolved request's outcome (a pending one, which has none, reads as expired).
+    fn from(state: PairingState) -> PairingOutcome {
+        match state {
+            PairingState::Admitted => PairingOutcome::Admitted,
+            PairingState::Refused => PairingOutcome::Refused,
+            PairingState::Pending => PairingOutcome::Expired,
+        }
+    }
 }
 
 /// The agent server's reachability as last reported.
@@ -98,13 +113,12 @@ pub enum ServerState {
     Unauthorized,
 }
 
-impl ServerState {
-    pub fn parse(word: &str) -> ServerState {
-        match word {
-            "ok" => ServerState::Ok,
-            "unreachable" => ServerState::Unreachable,
-            "unauthorized" => ServerState::Unauthorized,
-            _ => ServerState::Unknown,
+impl From<ServerHealth> for ServerState {
+    fn from(health: ServerHealth) -> ServerState {
+        match health {
+            ServerHealth::Ok => ServerState::Ok,
+            ServerHealth::Unreachable => ServerState::Unreachable,
+            ServerHealth::Unauthorized => ServerState::Unauthorized,
         }
     }
 }
@@ -248,6 +262,12 @@ pub struct ServerCheck {
 pub struct ApprovalView {
     pub id: String,
     pub tool: String,
+    /// What the call will do, in a line ("run `cargo test`", "edit src/main.rs").
+    pub summary: String,
+    /// Everything it will do: the whole command, the diff, the new file, or every argument.
+    pub detail: String,
+    /// False when something in `detail` is masked (a secret) or folded.
+    pub complete: bool,
     /// The arguments made readable: `key: value` lines, long values folded, secrets masked.
     pub arguments: String,
     pub routing_key: String,
@@ -266,10 +286,12 @@ pub struct DecisionView {
     pub run_id: String,
     pub tool_call_id: String,
     pub tool: String,
-    /// `accept`, `reject` or `expired`.
-    pub action: String,
+    pub action: ApprovalState,
     pub decided_by: String,
+    /// Where it was decided, as a person reads it ("window", "telegram", "engine").
     pub surface: String,
+    /// Why it closed, or the scope it was given ("allowed in this chat from now on").
+    pub note: Option<String>,
 }
 
 /// An "always allow" rule.
@@ -278,6 +300,8 @@ pub struct RuleView {
     pub id: i64,
     pub tool: String,
     pub arg_pattern: Option<String>,
+    /// The channel it is limited to; `None` for every channel.
+    pub channel: Option<String>,
     pub created_ms: i64,
     pub created_by: String,
 }
@@ -296,10 +320,14 @@ pub struct ApprovalsView {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ApprovalChoice {
+    /// Run this call; ask again next time.
     Approve,
-    Reject,
-    /// Approve, and create a rule so the tool passes without asking from now on.
+    /// Run this call, and let the tool pass in this conversation until it starts a new session.
+    AllowConversation,
+    /// Run this call, and create a rule (for every channel) so the tool passes without asking
+    /// from now on; a pattern narrows it to matching arguments.
     AlwaysAllow,
+    Reject,
 }
 
 /// What answering an approval did.
@@ -308,15 +336,14 @@ pub enum ApprovalChoice {
 pub enum DecideOutcome {
     /// This answer decided it.
     Decided {
-        action: String,
-        /// The rule "Always allow" created (or found).
-        rule_id: Option<i64>,
+        action: ApprovalState,
         message: String,
     },
-    /// Someone answered first; nothing changed.
+    /// Someone answered first, it ran out of time, or it stopped waiting; nothing changed.
     AlreadyDecided {
-        action: String,
+        action: ApprovalState,
         decided_by: String,
+        /// Where it was decided, as a person reads it.
         surface: String,
         message: String,
     },
@@ -329,8 +356,7 @@ pub type PairingView = PairingRequest;
 /// What admitting or refusing a pairing request did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PairingDecision {
-    /// `admitted` or `refused`.
-    pub state: String,
+    pub state: PairingState,
     pub request: PairingView,
     /// The outcome in words, for the page's notice.
     pub message: String,
@@ -392,231 +418,3 @@ impl IpcError {
 }
 
 pub type IpcResult<T> = Result<T, IpcError>;
-
-type ShellState<'a> = State<'a, Arc<Shell>>;
-
-/// A command argument read from the page's call. Tauri's own reading answers a missing or
-/// mistyped argument with a bare string; this answers it as an [`IpcError`] (`invalid_argument`,
-/// `field` = the argument's name as the page sends it), like every other error the page gets.
-pub struct Arg<T>(pub T);
-
-impl<'de, T: Deserialize<'de>, R: Runtime> CommandArg<'de, R> for Arg<T> {
-    fn from_command(item: CommandItem<'de, R>) -> Result<Self, InvokeError> {
-        let (command, key) = (item.name, item.key);
-        T::deserialize(item).map(Arg).map_err(|error| {
-            let message = validate::without_values(&error.to_string());
-            tracing::debug!(command, argument = key, %message, "a command argument was refused");
-            InvokeError::from(validate::invalid(key, format!("{key}: {message}")))
-        })
-    }
-}
-
-// ----- commands ---------------------------------------------------------------------------------
-// Each command is listed in `commands()` below and by name in `command_names.rs`, from which
-// `build.rs` generates the permission the capability grants.
-
-#[tauri::command]
-async fn snapshot(shell: ShellState<'_>) -> IpcResult<Snapshot> {
-    Ok(shell.snapshot())
-}
-
-#[tauri::command]
-async fn conversations(shell: ShellState<'_>) -> IpcResult<Vec<ConversationView>> {
-    shell.conversations()
-}
-
-#[tauri::command]
-async fn history(shell: ShellState<'_>, routing_key: Arg<String>) -> IpcResult<HistoryView> {
-    let routing_key = validate::routing_key("routingKey", &routing_key.0)?;
-    shell.history(routing_key).await
-}
-
-#[tauri::command]
-async fn cancel_run(shell: ShellState<'_>, routing_key: Arg<String>) -> IpcResult<bool> {
-    let routing_key = validate::routing_key("routingKey", &routing_key.0)?;
-    shell.cancel_run(routing_key)
-}
-
-#[tauri::command]
-async fn set_paused(shell: ShellState<'_>, paused: Arg<bool>) -> IpcResult<Snapshot> {
-    shell.set_paused(paused.0)
-}
-
-#[tauri::command]
-async fn set_approval_mode(shell: ShellState<'_>, mode: Arg<ApprovalMode>) -> IpcResult<Snapshot> {
-    shell.set_approval_mode(mode.0)
-}
-
-#[tauri::command]
-async fn set_channel_enabled(
-    shell: ShellState<'_>,
-    name: Arg<String>,
-    enabled: Arg<bool>,
-) -> IpcResult<Snapshot> {
-    let name = validate::channel_name("name", &name.0)?;
-    shell
-        .set_channel_enabled(name, enabled.0)
-        .map_err(|e| name_the(e, "name"))
-}
-
-#[tauri::command]
-async fn set_do_not_disturb(shell: ShellState<'_>, on: Arg<bool>) -> IpcResult<Snapshot> {
-    shell.set_do_not_disturb(on.0)
-}
-
-#[tauri::command]
-async fn set_autostart(shell: ShellState<'_>, on: Arg<bool>) -> IpcResult<Snapshot> {
-    shell.set_autostart(on.0)
-}
-
-/// Checks a channel's credentials; with `settings`, as those (unsaved) settings set them.
-#[tauri::command]
-async fn test_channel(
-    shell: ShellState<'_>,
-    name: Arg<String>,
-    settings: Arg<Option<Config>>,
-) -> IpcResult<Identity> {
-    let name = validate::channel_name("name", &name.0)?;
-    shell
-        .test_channel(name, settings.0)
-        .await
-        .map_err(|e| name_the(e, "name"))
-}
-
-#[tauri::command]
-async fn test_connection(
-    shell: ShellState<'_>,
-    url: Arg<String>,
-    token: Arg<String>,
-) -> IpcResult<ServerCheck> {
-    let url = validate::server_url("url", &url.0)?;
-    let token = validate::token("token", &token.0)?;
-    shell.test_connection(url, token).await
-}
-
-/// Asks the engine to check the agent server again.
-#[tauri::command]
-async fn check_server(shell: ShellState<'_>) -> IpcResult<()> {
-    shell.check_server()
-}
-
-#[tauri::command]
-async fn settings(shell: ShellState<'_>) -> IpcResult<SettingsView> {
-    Ok(shell.settings())
-}
-
-/// The settings are checked field by field by `Config::validate` (an `invalid_settings` error
-/// naming the field) before anything is written.
-#[tauri::command]
-async fn save_settings(shell: ShellState<'_>, config: Arg<Config>) -> IpcResult<SaveOutcome> {
-    Arc::clone(&shell).save_settings(config.0).await
-}
-
-#[tauri::command]
-async fn import_autopilot(shell: ShellState<'_>, into: Arg<Config>) -> IpcResult<ImportView> {
-    shell.import_autopilot(into.0)
-}
-
-#[tauri::command]
-async fn activity(shell: ShellState<'_>) -> IpcResult<Vec<ActivityEntry>> {
-    Ok(shell.activity())
-}
-
-#[tauri::command]
-async fn approvals(shell: ShellState<'_>) -> IpcResult<ApprovalsView> {
-    shell.approvals()
-}
-
-#[tauri::command]
-async fn decide_approval(
-    shell: ShellState<'_>,
-    approval_id: Arg<String>,
-    choice: Arg<ApprovalChoice>,
-    pattern: Arg<Option<String>>,
-) -> IpcResult<DecideOutcome> {
-    let approval_id = validate::approval_id("approvalId", &approval_id.0)?;
-    let pattern = validate::pattern("pattern", pattern.0.as_deref())?;
-    shell
-        .decide_approval_with_pattern(
-            approval_id,
-            choice.0,
-            crate::shell::WINDOW_SURFACE,
-            pattern.as_deref(),
-        )
-        .map_err(|e| name_the(e, "approvalId"))
-}
-
-#[tauri::command]
-async fn remove_rule(shell: ShellState<'_>, id: Arg<i64>) -> IpcResult<bool> {
-    let id = validate::rule_id("id", id.0)?;
-    shell.remove_rule(id)
-}
-
-/// The strangers waiting to be admitted, oldest first.
-#[tauri::command]
-async fn pairing_requests(shell: ShellState<'_>) -> IpcResult<Vec<PairingView>> {
-    shell.pairing_requests()
-}
-
-/// Admits the sender of a pairing code: their next message reaches the agent.
-#[tauri::command]
-async fn admit_pairing(
-    shell: ShellState<'_>,
-    channel: Arg<String>,
-    code: Arg<String>,
-) -> IpcResult<PairingDecision> {
-    let channel = validate::channel_name("channel", &channel.0)?;
-    let code = validate::pairing_code("code", &code.0)?;
-    shell.admit_pairing(channel, &code, crate::shell::WINDOW_SURFACE)
-}
-
-/// Refuses the sender of a pairing code: they are ignored silently from now on.
-#[tauri::command]
-async fn refuse_pairing(
-    shell: ShellState<'_>,
-    channel: Arg<String>,
-    code: Arg<String>,
-) -> IpcResult<PairingDecision> {
-    let channel = validate::channel_name("channel", &channel.0)?;
-    let code = validate::pairing_code("code", &code.0)?;
-    shell.refuse_pairing(channel, &code, crate::shell::WINDOW_SURFACE)
-}
-
-/// A `not_found` from the shell names the argument that named the missing thing.
-fn name_the(error: IpcError, field: &str) -> IpcError {
-    if error.code == ErrorCode::NotFound && error.field.is_none() {
-        error.with_field(field)
-    } else {
-        error
-    }
-}
-
-include!("command_names.rs");
-
-/// The invoke handler with every command, shared by the app and the `tauri::test` tests.
-pub fn commands<R: Runtime>() -> impl Fn(tauri::ipc::Invoke<R>) -> bool + Send + Sync + 'static {
-    tauri::generate_handler![
-        snapshot,
-        conversations,
-        history,
-        cancel_run,
-        set_paused,
-        set_approval_mode,
-        set_channel_enabled,
-        set_do_not_disturb,
-        set_autostart,
-        test_channel,
-        test_connection,
-        check_server,
-        settings,
-        save_settings,
-        import_autopilot,
-        activity,
-        approvals,
-        decide_approval,
-        remove_rule,
-        pairing_requests,
-        admit_pairing,
-        refuse_pairing,
-    ]
-}
