@@ -9,6 +9,7 @@ use switchboard_engine::{EngineEvent, ServerHealth};
 
 /// How much an entry matters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum Level {
     Info,
@@ -18,6 +19,7 @@ pub enum Level {
 
 /// One line of the Activity page.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct ActivityEntry {
     /// Increasing; the page uses it as a key.
     pub id: u64,

@@ -20,6 +20,7 @@ pub const UI_EVENT: &str = "switchboard:ui";
 
 /// The window's pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum Page {
     Channels,
@@ -31,6 +32,7 @@ pub enum Page {
 
 /// What the shell tells the window.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum UiEvent {
     /// The state at a glance changed; the whole snapshot is sent (it is small).
@@ -83,6 +85,7 @@ pub enum UiEvent {
 
 /// How a pairing request stopped waiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum PairingOutcome {
     Admitted,
@@ -104,6 +107,7 @@ impl From<PairingState> for PairingOutcome {
 
 /// The agent server's reachability as last reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum ServerState {
     /// Not checked yet (or the engine is not running).
@@ -124,6 +128,7 @@ impl From<ServerHealth> for ServerState {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct ServerView {
     pub url: String,
     pub state: ServerState,
@@ -133,6 +138,7 @@ pub struct ServerView {
 
 /// How the configuration file stands.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum ConfigView {
     /// Read and valid; the engine runs from it.
@@ -148,6 +154,7 @@ pub enum ConfigView {
 
 /// Everything the window and the tray show at a glance.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Snapshot {
     pub config_file: String,
     pub config: ConfigView,
@@ -180,6 +187,7 @@ pub type ConversationView = ConversationSummary;
 
 /// One message of the server's side of a conversation.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct ChatLine {
     pub role: String,
     pub text: String,
@@ -187,6 +195,7 @@ pub struct ChatLine {
 
 /// One message received from the chat, as the local journal keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct JournalLine {
     pub id: i64,
     pub peer: Peer,
@@ -200,6 +209,7 @@ pub struct JournalLine {
 
 /// The reply being written now.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct LiveReply {
     pub run_id: String,
     pub text: String,
@@ -208,6 +218,7 @@ pub struct LiveReply {
 /// A conversation's history: the server's messages (or why they could not be read), the journal
 /// and the live reply.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct HistoryView {
     pub routing_key: String,
     pub server: Vec<ChatLine>,
@@ -218,6 +229,7 @@ pub struct HistoryView {
 
 /// The Settings page's content.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct SettingsView {
     pub path: String,
     pub exists: bool,
@@ -230,6 +242,7 @@ pub struct SettingsView {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct FieldProblem {
     pub field: String,
     pub message: String,
@@ -237,6 +250,7 @@ pub struct FieldProblem {
 
 /// What saving the settings did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct SaveOutcome {
     pub snapshot: Snapshot,
     /// Settings that take effect after a restart of the app (the gateway API address).
@@ -245,6 +259,7 @@ pub struct SaveOutcome {
 
 /// Settings proposed from `~/.stakpak/autopilot.toml`, not saved yet.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct ImportView {
     pub config: Config,
     /// The dotted names of the settings it filled in.
@@ -253,12 +268,14 @@ pub struct ImportView {
 
 /// The agent server's answer to "Test connection".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct ServerCheck {
     pub version: String,
 }
 
 /// A tool call waiting for a person's decision, as the Approvals page shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct ApprovalView {
     pub id: String,
     pub tool: String,
@@ -280,6 +297,7 @@ pub struct ApprovalView {
 
 /// One line of the decisions audit log.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct DecisionView {
     pub at_ms: i64,
     pub session_id: String,
@@ -296,6 +314,7 @@ pub struct DecisionView {
 
 /// An "always allow" rule.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct RuleView {
     pub id: i64,
     pub tool: String,
@@ -308,6 +327,7 @@ pub struct RuleView {
 
 /// The Approvals page's content.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct ApprovalsView {
     /// Waiting now, the soonest deadline first.
     pub pending: Vec<ApprovalView>,
@@ -318,6 +338,7 @@ pub struct ApprovalsView {
 
 /// What a person answers to a pending approval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum ApprovalChoice {
     /// Run this call; ask again next time.
@@ -332,6 +353,7 @@ pub enum ApprovalChoice {
 
 /// What answering an approval did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum DecideOutcome {
     /// This answer decided it.
@@ -355,6 +377,7 @@ pub type PairingView = PairingRequest;
 
 /// What admitting or refusing a pairing request did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct PairingDecision {
     pub state: PairingState,
     pub request: PairingView,
@@ -367,6 +390,7 @@ pub const HISTORY_LIMIT: usize = 200;
 
 /// The kinds of failure the page acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The engine is not running (no or invalid configuration): save the settings first.
@@ -389,11 +413,13 @@ pub enum ErrorCode {
 
 /// An error as the page receives it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[error("{message}")]
 pub struct IpcError {
     pub code: ErrorCode,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
     pub field: Option<String>,
 }
 
@@ -418,3 +444,137 @@ impl IpcError {
 }
 
 pub type IpcResult<T> = Result<T, IpcError>;
+
+/// The TypeScript declarations of the view types, as `ui/src/gen/ipc.ts` holds them. The test
+/// fails when the checked-in file differs; `UPDATE_TS=1 cargo test -p switchboard --lib
+/// typescript` rewrites it.
+#[cfg(test)]
+mod typescript {
+    use std::collections::BTreeSet;
+
+    use switchboard_engine::access::{PairingRequest, PairingState};
+    use switchboard_engine::approvals::{ApprovalState, Surface};
+    use switchboard_engine::config::{
+        ApiConfig, ApprovalMode, Binding, ChannelsConfig, Config, DiscordConfig, DmPolicy, DmScope,
+        GatewayConfig, NotificationsConfig, RoutingConfig, ServerConfig, SlackConfig,
+        TelegramConfig,
+    };
+    use switchboard_engine::model::{
+        ChannelState, ChannelStatus, ChatType, Identity, JournalState, Peer,
+    };
+    use switchboard_engine::{ConversationSummary, RunOutcome};
+    use ts_rs::TS;
+
+    use super::*;
+    use crate::activity::{ActivityEntry, Level};
+
+    const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/ui/src/gen/ipc.ts");
+
+    /// One declaration per type, and the names each refers to.
+    struct Decls {
+        cfg: ts_rs::Config,
+        text: String,
+        declared: BTreeSet<String>,
+        used: BTreeSet<String>,
+    }
+
+    impl Decls {
+        fn add<T: TS + 'static>(&mut self) -> &mut Self {
+            let docs = T::docs().unwrap_or_default();
+            self.text
+                .push_str(&format!("{docs}export {}\n\n", T::decl(&self.cfg)));
+            self.declared.insert(T::ident(&self.cfg));
+            for dep in T::dependencies(&self.cfg) {
+                self.used.insert(dep.ts_name);
+            }
+            self
+        }
+    }
+
+    fn generate() -> (String, BTreeSet<String>) {
+        let mut d = Decls {
+            cfg: ts_rs::Config::new().with_large_int("number"),
+            text: String::from(
+                "// Generated from the Rust view types (src-tauri/src/views.rs and the engine types \
+                 they carry).\n// Do not edit: `UPDATE_TS=1 cargo test -p switchboard --lib \
+                 typescript` rewrites it.\n\n",
+            ),
+            declared: BTreeSet::new(),
+            used: BTreeSet::new(),
+        };
+        d.add::<Page>()
+            .add::<UiEvent>()
+            .add::<Snapshot>()
+            .add::<ConfigView>()
+            .add::<ServerView>()
+            .add::<ServerState>()
+            .add::<ChannelStatus>()
+            .add::<ChannelState>()
+            .add::<Identity>()
+            .add::<ConversationSummary>()
+            .add::<Peer>()
+            .add::<ChatType>()
+            .add::<HistoryView>()
+            .add::<ChatLine>()
+            .add::<JournalLine>()
+            .add::<JournalState>()
+            .add::<LiveReply>()
+            .add::<RunOutcome>()
+            .add::<ActivityEntry>()
+            .add::<Level>()
+            .add::<SettingsView>()
+            .add::<FieldProblem>()
+            .add::<SaveOutcome>()
+            .add::<ImportView>()
+            .add::<ServerCheck>()
+            .add::<Config>()
+            .add::<ServerConfig>()
+            .add::<GatewayConfig>()
+            .add::<ApprovalMode>()
+            .add::<RoutingConfig>()
+            .add::<DmScope>()
+            .add::<Binding>()
+            .add::<ApiConfig>()
+            .add::<ChannelsConfig>()
+            .add::<TelegramConfig>()
+            .add::<SlackConfig>()
+            .add::<DiscordConfig>()
+            .add::<DmPolicy>()
+            .add::<NotificationsConfig>()
+            .add::<ApprovalsView>()
+            .add::<ApprovalView>()
+            .add::<DecisionView>()
+            .add::<RuleView>()
+            .add::<ApprovalState>()
+            .add::<Surface>()
+            .add::<ApprovalChoice>()
+            .add::<DecideOutcome>()
+            .add::<PairingRequest>()
+            .add::<PairingState>()
+            .add::<PairingOutcome>()
+            .add::<PairingDecision>()
+            .add::<ErrorCode>()
+            .add::<IpcError>();
+        let missing = d.used.difference(&d.declared).cloned().collect();
+        (d.text.trim_end().to_owned() + "\n", missing)
+    }
+
+    #[test]
+    fn the_ui_types_are_the_ones_the_rust_views_generate() {
+        let (text, missing) = generate();
+        assert!(
+            missing.is_empty(),
+            "types referred to but not declared: {missing:?}"
+        );
+        if std::env::var_os("UPDATE_TS").is_some() {
+            std::fs::write(PATH, &text).expect("write ui/src/gen/ipc.ts");
+            return;
+        }
+        let checked_in = std::fs::read_to_string(PATH).unwrap_or_default();
+        assert!(
+            checked_in == text,
+            "ui/src/gen/ipc.ts is not what the Rust view types generate; run \
+             `UPDATE_TS=1 cargo test -p switchboard --lib typescript` and commit the result"
+        );
+    }
+}

@@ -398,10 +398,7 @@ async fn approvals_are_decided_from_the_window_and_from_the_notification() {
     });
     assert!(item.enabled);
     // A notification with the two actions is on the bus.
-    let first = wait_notification(env, before, |n| {
-        n.summary.ends_with("asks to run stakpak__run_command")
-    })
-    .await;
+    let first = wait_notification(env, before, |n| n.summary.ends_with("asks to run `ls`")).await;
     assert_eq!(first.app, "Switchboard");
     assert!(!first.body.contains("abc123"), "{first:?}");
     assert_eq!(
@@ -443,7 +440,7 @@ async fn approvals_are_decided_from_the_window_and_from_the_notification() {
     let before = env.notifications.all().len();
     fakes.telegram.send_dm(USER, "Ada", RUN_LS);
     let second = wait_notification(env, before, |n| n.actions.iter().any(|a| a == "approve")).await;
-    assert!(second.summary.ends_with("asks to run stakpak__run_command"));
+    assert!(second.summary.ends_with("asks to run `ls`"), "{second:?}");
     tray.wait_item("the count in the tray again", "Pending approvals", |i| {
         i.label == "Pending approvals (1)"
     });

@@ -6,6 +6,9 @@ import { initialState, reduce, type AppState } from "./state";
 const approval = (id: string, deadline_ms: number): ApprovalView => ({
   id,
   tool: "stakpak__run_command",
+  summary: "run `ls`",
+  detail: "ls",
+  complete: true,
   arguments: "command: ls\ntoken: ••••••",
   routing_key: "chat:dm:42",
   session_id: "s1",
@@ -74,7 +77,7 @@ describe("reduce approvals", () => {
 
   it("drops an approval decided elsewhere and fetches the history again", () => {
     let state = { ...loaded([approval("a", 5000), approval("b", 6000)]), deciding: ["a"] };
-    state = reduce(state, { kind: "approval_resolved", approval_id: "a", action: "accept", decided_by: "ann", surface: "telegram" });
+    state = reduce(state, { kind: "approval_resolved", approval_id: "a", action: "accept", decided_by: "ann", surface: "chat", line: "✅ stakpak__run_command: approved by ann (telegram)" });
     expect(state.approvals?.pending.map((a) => a.id)).toEqual(["b"]);
     expect(state.deciding).toEqual([]);
     expect(state.stale).toBe(true);
@@ -89,5 +92,10 @@ describe("decisions in words", () => {
     expect(decidedByLabel({ action: "accept", decided_by: "ann", surface: "telegram" })).toBe("ann (telegram)");
     expect(decidedByLabel({ action: "expired", decided_by: "timeout", surface: "engine" })).toBe("nobody: not answered in time");
     expect(decidedByLabel({ action: "expired", decided_by: "server", surface: "engine" })).toBe("nobody: the server no longer waited for it");
+  });
+
+  it("tells a call that stopped waiting from one somebody decided", () => {
+    expect(actionLabel("closed")).toBe("Closed");
+    expect(decidedByLabel({ action: "closed", decided_by: "engine", surface: "engine" })).toBe("nobody: it stopped waiting");
   });
 });

@@ -53,6 +53,8 @@ export function actionLabel(action: string): string {
       return "Rejected";
     case "expired":
       return "Expired";
+    case "closed":
+      return "Closed";
     default:
       return action;
   }
@@ -65,6 +67,8 @@ export function actionTone(action: string): "good" | "bad" | "off" {
 
 /** Who decided and where, for the history: "ann (telegram)", or why nobody did. */
 export function decidedByLabel(d: Pick<DecisionView, "action" | "decided_by" | "surface">): string {
+  // Closed: the run ended or the call was dealt with elsewhere; the note says how.
+  if (d.action === "closed") return "nobody: it stopped waiting";
   // The engine records expiries as decided by "timeout" (or by "server" when the server no
   // longer waited for the call after a restart), from the "engine".
   if (d.action === "expired") return d.decided_by === "server" ? "nobody: the server no longer waited for it" : "nobody: not answered in time";

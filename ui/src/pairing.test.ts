@@ -9,6 +9,7 @@ const request = (code: string, created_ms: number, overrides: Partial<PairingVie
   peer_name: "Ann",
   code,
   first_message: "hello",
+  state: "pending",
   created_ms,
   expires_ms: created_ms + 3_600_000,
   ...overrides,

@@ -190,6 +190,7 @@ pub fn pairing_reply(code: &str) -> String {
 
 /// A pairing request as the host shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct PairingRequest {
     pub channel: String,
     pub peer_id: String,
@@ -203,6 +204,7 @@ pub struct PairingRequest {
 
 /// Where a pairing request is. Stored as text; an unknown value is an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum PairingState {
     Pending,

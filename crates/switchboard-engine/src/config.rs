@@ -18,6 +18,7 @@ use toml_edit::{DocumentMut, InlineTable, Item, Table, Value};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// The Stakpak agent server.
@@ -36,6 +37,7 @@ pub struct Config {
 
 /// `[server]`: the Stakpak agent server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// The server's base URL.
@@ -55,6 +57,7 @@ impl Default for ServerConfig {
 
 /// `[gateway]`: how conversations run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(default, deny_unknown_fields)]
 pub struct GatewayConfig {
     /// A model override sent with each message; empty for the server's default.
@@ -92,6 +95,7 @@ impl Default for GatewayConfig {
 
 /// `[routing]`: which conversation (routing key) a message belongs to.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(default, deny_unknown_fields)]
 pub struct RoutingConfig {
     /// How direct messages are grouped when no binding matches.
@@ -102,6 +106,7 @@ pub struct RoutingConfig {
 
 /// `[[routing.bindings]]`: route a peer, a group, or a whole channel to a routing key.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(default, deny_unknown_fields)]
 pub struct Binding {
     /// The channel it applies to: `telegram`, `slack` or `discord`.
@@ -113,17 +118,20 @@ pub struct Binding {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "optional_id"
     )]
+    #[cfg_attr(feature = "ts", ts(optional = nullable))]
     pub direct: Option<String>,
     /// A group id to match (also matches that group's threads).
     #[serde(
         skip_serializing_if = "Option::is_none",
         deserialize_with = "optional_id"
     )]
+    #[cfg_attr(feature = "ts", ts(optional = nullable))]
     pub group: Option<String>,
 }
 
 /// `[api]`: Switchboard's gateway HTTP API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
     /// The loopback address and port it listens on.
@@ -143,21 +151,26 @@ impl Default for ApiConfig {
 
 /// `[channels]`: the chat platforms; a missing section means the platform is not set up.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(default, deny_unknown_fields)]
 pub struct ChannelsConfig {
     /// `[channels.telegram]`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional = nullable))]
     pub telegram: Option<TelegramConfig>,
     /// `[channels.slack]`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional = nullable))]
     pub slack: Option<SlackConfig>,
     /// `[channels.discord]`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional = nullable))]
     pub discord: Option<DiscordConfig>,
 }
 
 /// `[channels.telegram]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(default, deny_unknown_fields)]
 pub struct TelegramConfig {
     /// Whether the adapter runs.
@@ -203,6 +216,7 @@ impl Default for TelegramConfig {
 
 /// `[channels.slack]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(default, deny_unknown_fields)]
 pub struct SlackConfig {
     /// Whether the adapter runs.
@@ -251,6 +265,7 @@ impl Default for SlackConfig {
 
 /// `[channels.discord]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(default, deny_unknown_fields)]
 pub struct DiscordConfig {
     /// Whether the adapter runs.
@@ -296,6 +311,7 @@ impl Default for DiscordConfig {
 
 /// `[notifications]`: desktop notifications.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(default, deny_unknown_fields)]
 pub struct NotificationsConfig {
     /// Whether native notifications are shown at all.
@@ -364,8 +380,9 @@ macro_rules! keyword_enum {
     ) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+        #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
         pub enum $name {
-            $($(#[$variant_meta])* $variant,)+
+            $($(#[$variant_meta])* #[cfg_attr(feature = "ts", ts(rename = $word))] $variant,)+
         }
 
         impl $name {

@@ -201,6 +201,7 @@ struct Inner {
 
 /// A conversation as the host lists it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ConversationSummary {
     pub routing_key: String,
     pub session_id: Option<String>,
@@ -209,6 +210,7 @@ pub struct ConversationSummary {
     pub peer: Peer,
     pub chat: ChatType,
     /// `running`, `queued` or `idle`.
+    #[cfg_attr(feature = "ts", ts(type = r#""running" | "queued" | "idle""#))]
     pub state: String,
     pub queued: usize,
     pub last_used_ms: i64,

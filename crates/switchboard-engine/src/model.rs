@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// Who sent a message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Peer {
     /// The platform's stable user id.
     pub id: String,
@@ -28,6 +29,7 @@ impl Peer {
 
 /// Where in a platform a message was written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ChatType {
     Direct,
@@ -96,6 +98,7 @@ pub struct InboundMessage {
 
 /// The bot identity a channel reports after checking its credentials.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Identity {
     pub id: String,
     pub name: String,
@@ -103,6 +106,7 @@ pub struct Identity {
 
 /// A channel's health, as shown in the tray, the window and `GET /v1/gateway/channels`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum ChannelState {
     Connecting,
@@ -133,6 +137,7 @@ impl ChannelState {
 
 /// What a person sees of a channel.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ChannelStatus {
     pub name: String,
     pub enabled: bool,
@@ -147,6 +152,7 @@ pub struct ChannelStatus {
 
 /// The state of one journal entry (an accepted inbound message).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum JournalState {
     /// Stored, waiting for its conversation to be free (or the gateway to resume).

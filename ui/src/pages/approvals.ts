@@ -97,7 +97,8 @@ async function decide(ctx: Ctx, approval: ApprovalView, choice: ApprovalChoice, 
   ctx.set({ deciding: [...ctx.state.deciding, approval.id] });
   try {
     const outcome = await commands.decideApproval(approval.id, choice, pattern);
-    ctx.notice(outcome.outcome === "decided" ? outcome.message : `Already decided: ${outcome.message}`, outcome.outcome === "decided" ? "ok" : "error");
+    // The shell's message says it all, including "Already decided: …" when someone was first.
+    ctx.notice(outcome.message, outcome.outcome === "decided" ? "ok" : "error");
   } catch (e) {
     ctx.notice(ctx.errorText(e), "error");
   } finally {
@@ -154,19 +155,25 @@ function pendingCard(ctx: Ctx, a: ApprovalView, now: number): HTMLElement {
     ),
     h("p", { class: "muted" }, "Asked by ", h("strong", { "data-testid": "approval-requester" }, a.requester), ` in ${where}`),
     a.session_id ? h("p", { class: "muted mono" }, `session ${a.session_id}`) : null,
-    h("pre", { class: "arguments wrap mono", "data-testid": "approval-arguments" }, a.arguments),
+    // What will run: the command, the file and its diff, or the arguments.
+    h("p", { class: "approval-summary", "data-testid": "approval-summary" }, `Wants to ${a.summary}`),
+    h("pre", { class: "arguments wrap mono", "data-testid": "approval-detail" }, a.detail),
+    a.complete ? null : h("p", { class: "banner warning", "data-testid": "approval-incomplete" }, "Only part of what it will do can be shown here: read the arguments before you allow it."),
+    h("details", { class: "approval-arguments" }, h("summary", {}, "All arguments"), h("pre", { class: "arguments wrap mono", "data-testid": "approval-arguments" }, a.arguments)),
     h(
       "div",
       { class: "approval-actions" },
-      button("approve", "Approve", "primary", "approve"),
-      button("reject", "Reject", "danger", "reject"),
+      button("approve", "Allow once", "primary", "approve"),
+      button("allow_conversation", "Allow in this conversation", "", "allow-conversation"),
       button("always_allow", `Always allow ${a.tool}`, "", "always-allow"),
+      button("reject", "Reject", "danger", "reject"),
       h("input", {
         type: "text",
         class: "mono pattern",
         "data-testid": "always-allow-pattern",
         "data-key": `always-allow-pattern-${a.id}`,
-        placeholder: "only when the arguments match… (optional; * is a wildcard; several arguments: match their JSON)",
+        placeholder: "always allow only… e.g. git *  or  command=cargo *; work_dir=/home/me/*",
+        title: "Optional. A glob for the command (or path), or name=glob conditions separated by ;. * never matches ; | & or other shell operators.",
         "aria-label": `Narrow “Always allow ${a.tool}” to arguments matching a pattern`,
         disabled: busy,
       }),
@@ -191,6 +198,7 @@ function rulesSection(ctx: Ctx, rules: RuleView[], now: number): HTMLElement {
               { class: "rule", "data-testid": "rule", "data-id": String(r.id) },
               h("span", { class: "mono" }, r.tool),
               r.arg_pattern ? h("span", { class: "muted mono" }, ` matching ${r.arg_pattern}`) : null,
+              h("span", { class: "muted", "data-testid": "rule-scope" }, r.channel ? ` · only in ${titleCase(r.channel)}` : " · every channel"),
               h("span", { class: "muted" }, ` · by ${r.created_by} · ${clockTime(r.created_ms, now)}`),
               h(
                 "button",
@@ -229,7 +237,7 @@ function historySection(history: DecisionView[], now: number): HTMLElement {
               h("time", { datetime: new Date(d.at_ms).toISOString() }, clockTime(d.at_ms, now)),
               h("span", { class: `badge ${actionTone(d.action)}` }, actionLabel(d.action)),
               h("span", { class: "mono scope" }, d.tool),
-              h("span", { class: "text wrap" }, `by ${decidedByLabel(d)}`, h("span", { class: "muted mono" }, ` · session ${d.session_id}`)),
+              h("span", { class: "text wrap" }, `by ${decidedByLabel(d)}`, d.note ? h("span", { class: "muted", "data-testid": "decision-note" }, ` · ${d.note}`) : null, h("span", { class: "muted mono" }, ` · session ${d.session_id}`)),
             ),
           ),
         ),

@@ -22,12 +22,12 @@ import { MODE_LABELS } from "./channels";
 
 /** The Rust defaults of a channel section (config.rs), for "Use Telegram" and the like. */
 export function defaultChannel(name: ChannelName): TelegramConfig | SlackConfig | DiscordConfig {
-  const common = { enabled: true, dm_policy: "pairing" as const, allowed_users: [], owners: [], require_mention: true };
+  const common = { enabled: true, dm_policy: "pairing" as const, allowed_users: [], owners: [], require_mention: true, open_groups: [] };
   switch (name) {
     case "telegram":
-      return { ...common, token: "", api_base: "https://api.telegram.org" };
+      return { ...common, token: "", api_base: "https://api.telegram.org", groups: [] };
     case "slack":
-      return { ...common, bot_token: "", app_token: "", api_base: "https://slack.com/api" };
+      return { ...common, bot_token: "", app_token: "", api_base: "https://slack.com/api", groups: [] };
     case "discord":
       return { ...common, token: "", api_base: "https://discord.com/api/v10", guilds: [] };
   }
@@ -416,13 +416,11 @@ function channelSection(ctx: Ctx, draft: Config, name: ChannelName): HTMLElement
       listField(`${base}.owners`, "Owners", "User ids who may decide approvals and admit others from a chat."),
       checkField(`${base}.require_mention`, "In groups, answer only when mentioned"),
     );
-    // Newer settings: shown when the engine knows them (they come with the file's defaults).
-    if (config.groups !== undefined) {
+    // Telegram and Slack list their groups; Discord lists its servers (below).
+    if ("groups" in config) {
       body.push(listField(`${base}.groups`, name === "slack" ? "Channels (ids)" : "Groups (ids)", "Where the bot answers; empty: none."));
     }
-    if (config.open_groups !== undefined) {
-      body.push(listField(`${base}.open_groups`, "Open to everyone in", "Groups where anyone may talk to the agent; elsewhere senders must be admitted."));
-    }
+    body.push(listField(`${base}.open_groups`, "Open to everyone in", "Groups where anyone may talk to the agent; elsewhere senders must be admitted."));
     if (name === "discord") body.push(listField(`${base}.guilds`, "Servers (guild ids)", "Where the bot may answer mentions; empty: none."));
     body.push(
       h(

@@ -12,6 +12,7 @@ pub use show::{readable_arguments, Preview};
 
 /// Where an approval is in its life. Stored as text; an unknown value is an error, never a guess.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub enum ApprovalState {
     /// Waiting for a person.
     #[serde(rename = "pending")]
@@ -67,6 +68,7 @@ impl std::fmt::Display for ApprovalState {
 /// Where an answer came from. A chat answer always comes from the approval's own channel (a
 /// button decides only the approval shown in its chat), so the channel is not repeated here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum Surface {
     /// The desktop window's Approvals page (or its inline prompt).
