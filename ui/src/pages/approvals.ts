@@ -158,7 +158,7 @@ function pendingCard(ctx: Ctx, a: ApprovalView, now: number): HTMLElement {
     // What will run: the command, the file and its diff, or the arguments.
     h("p", { class: "approval-summary", "data-testid": "approval-summary" }, `Wants to ${a.summary}`),
     h("pre", { class: "arguments wrap mono", "data-testid": "approval-detail" }, a.detail),
-    a.complete ? null : h("p", { class: "banner warning", "data-testid": "approval-incomplete" }, "Only part of what it will do can be shown here: read the arguments before you allow it."),
+    a.complete ? null : h("p", { class: "banner warning", "data-testid": "approval-incomplete" }, "Not all of this call is shown: a secret is masked or a long value shortened. Allow it only if what you see is enough."),
     h("details", { class: "approval-arguments" }, h("summary", {}, "All arguments"), h("pre", { class: "arguments wrap mono", "data-testid": "approval-arguments" }, a.arguments)),
     h(
       "div",
