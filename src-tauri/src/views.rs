@@ -455,9 +455,9 @@ mod typescript {
     use switchboard_engine::access::{PairingRequest, PairingState};
     use switchboard_engine::approvals::{ApprovalState, Surface};
     use switchboard_engine::config::{
-        ApiConfig, ApprovalMode, Binding, ChannelsConfig, Config, DiscordConfig, DmPolicy, DmScope,
-        GatewayConfig, NotificationsConfig, RoutingConfig, ServerConfig, SlackConfig,
-        TelegramConfig,
+        ApiConfig, ApprovalMode, Approvers, Binding, ChannelsConfig, Config, DiscordConfig,
+        DmPolicy, DmScope, GatewayConfig, NotificationsConfig, RoutingConfig, ServerConfig,
+        SlackConfig, TelegramConfig,
     };
     use switchboard_engine::model::{
         ChannelState, ChannelStatus, ChatType, Identity, JournalState, Peer,
@@ -540,6 +540,7 @@ mod typescript {
             .add::<SlackConfig>()
             .add::<DiscordConfig>()
             .add::<DmPolicy>()
+            .add::<Approvers>()
             .add::<NotificationsConfig>()
             .add::<ApprovalsView>()
             .add::<ApprovalView>()

@@ -5,7 +5,7 @@
 use rand::Rng;
 use serde::Serialize;
 
-use crate::config::{Config, DmPolicy};
+use crate::config::{Approvers, Config, DmPolicy};
 use crate::model::ChatType;
 
 /// How long a pairing code is valid.
@@ -23,6 +23,8 @@ pub struct Policy {
     pub dm_policy: DmPolicy,
     pub allowed_users: Vec<String>,
     pub owners: Vec<String>,
+    /// Who may approve a tool call from the chat besides the owners.
+    pub approvers: Approvers,
     /// Groups (Telegram chats, Slack channels, Discord guilds) where the bot answers at all; `*`
     /// for every group.
     pub groups: Vec<String>,
@@ -40,12 +42,13 @@ impl Policy {
     /// in-process channel) is unrestricted, since nobody outside the process can reach it.
     pub fn of(config: &Config, channel: &str) -> Policy {
         let c = &config.channels;
-        let (dm_policy, allowed_users, owners, groups, open_groups) = match channel {
+        let (dm_policy, allowed_users, owners, approvers, groups, open_groups) = match channel {
             "telegram" => match &c.telegram {
                 Some(t) => (
                     t.dm_policy,
                     &t.allowed_users,
                     &t.owners,
+                    t.approvers,
                     t.groups.clone(),
                     &t.open_groups,
                 ),
@@ -56,6 +59,7 @@ impl Policy {
                     s.dm_policy,
                     &s.allowed_users,
                     &s.owners,
+                    s.approvers,
                     s.groups.clone(),
                     &s.open_groups,
                 ),
@@ -67,6 +71,7 @@ impl Policy {
                         dm_policy: d.dm_policy,
                         allowed_users: d.allowed_users.clone(),
                         owners: d.owners.clone(),
+                        approvers: d.approvers,
                         groups: d.guilds.clone(),
                         open_groups: d.open_groups.clone(),
                         unrestricted: false,
@@ -86,10 +91,21 @@ impl Policy {
             dm_policy,
             allowed_users: allowed_users.clone(),
             owners: owners.clone(),
+            approvers,
             groups,
             open_groups: open_groups.clone(),
             unrestricted: false,
             groups_checked_by_adapter: false,
+        }
+    }
+
+    /// Whether the person who asked for a tool call may approve it themselves (an owner always
+    /// may). `auto` leaves it to the owners once there are any.
+    pub fn requester_may_approve(&self) -> bool {
+        match self.approvers {
+            Approvers::Requester => true,
+            Approvers::Owners => false,
+            Approvers::Auto => self.owners.is_empty(),
         }
     }
 
@@ -271,11 +287,31 @@ mod tests {
             dm_policy: dm,
             allowed_users: vec!["friend".into()],
             owners: vec!["owner".into()],
+            approvers: Approvers::Auto,
             groups: vec!["-100".into(), "G1".into()],
             open_groups: vec!["-200".into()],
             unrestricted: false,
             groups_checked_by_adapter: false,
         }
+    }
+
+    #[test]
+    fn with_owners_approving_is_theirs_unless_the_requester_is_named() {
+        let mut p = policy(DmPolicy::Pairing);
+        assert!(
+            !p.requester_may_approve(),
+            "auto with owners: owners approve"
+        );
+        p.approvers = Approvers::Requester;
+        assert!(p.requester_may_approve());
+        p.approvers = Approvers::Auto;
+        p.owners.clear();
+        assert!(
+            p.requester_may_approve(),
+            "auto without owners: the requester"
+        );
+        p.approvers = Approvers::Owners;
+        assert!(!p.requester_may_approve());
     }
 
     fn group(id: &str) -> ChatType {

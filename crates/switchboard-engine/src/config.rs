@@ -187,6 +187,9 @@ pub struct TelegramConfig {
     /// User ids who may decide approvals and admit others from a chat.
     #[serde(deserialize_with = "ids")]
     pub owners: Vec<String>,
+    /// Who may approve a tool call from the chat: `auto` (owners when there are any, else the
+    /// person who asked), `requester` or `owners`.
+    pub approvers: Approvers,
     /// In groups, answer only when mentioned (or replied to).
     pub require_mention: bool,
     /// Group ids (Telegram chats, Slack channels) where the bot answers; empty: none.
@@ -207,6 +210,7 @@ impl Default for TelegramConfig {
             dm_policy: DmPolicy::default(),
             allowed_users: Vec::new(),
             owners: Vec::new(),
+            approvers: Approvers::Auto,
             require_mention: true,
             groups: Vec::new(),
             open_groups: Vec::new(),
@@ -235,6 +239,9 @@ pub struct SlackConfig {
     /// User ids who may decide approvals and admit others from a chat.
     #[serde(deserialize_with = "ids")]
     pub owners: Vec<String>,
+    /// Who may approve a tool call from the chat: `auto` (owners when there are any, else the
+    /// person who asked), `requester` or `owners`.
+    pub approvers: Approvers,
     /// In channels, answer only when mentioned (or in a thread it is part of).
     pub require_mention: bool,
     /// Group ids (Telegram chats, Slack channels) where the bot answers; empty: none.
@@ -256,6 +263,7 @@ impl Default for SlackConfig {
             dm_policy: DmPolicy::default(),
             allowed_users: Vec::new(),
             owners: Vec::new(),
+            approvers: Approvers::Auto,
             require_mention: true,
             groups: Vec::new(),
             open_groups: Vec::new(),
@@ -282,6 +290,9 @@ pub struct DiscordConfig {
     /// User ids who may decide approvals and admit others from a chat.
     #[serde(deserialize_with = "ids")]
     pub owners: Vec<String>,
+    /// Who may approve a tool call from the chat: `auto` (owners when there are any, else the
+    /// person who asked), `requester` or `owners`.
+    pub approvers: Approvers,
     /// In guild channels, answer only when mentioned (or in a thread it is part of).
     pub require_mention: bool,
     /// Guild ids where it may answer; empty: none.
@@ -302,6 +313,7 @@ impl Default for DiscordConfig {
             dm_policy: DmPolicy::default(),
             allowed_users: Vec::new(),
             owners: Vec::new(),
+            approvers: Approvers::Auto,
             require_mention: true,
             guilds: Vec::new(),
             open_groups: Vec::new(),
@@ -471,6 +483,19 @@ keyword_enum! {
         Allowlist = "allowlist",
         /// Anyone may talk to the agent.
         Open = "open",
+    }
+}
+
+keyword_enum! {
+    /// Who may approve a tool call from a chat (an owner always may; so may the desktop).
+    pub enum Approvers ("approvers") {
+        /// `owners` when the channel has owners, else `requester`.
+        #[default]
+        Auto = "auto",
+        /// The person who asked, or an owner.
+        Requester = "requester",
+        /// Only an owner: someone who is not one cannot approve their own request.
+        Owners = "owners",
     }
 }
 
@@ -710,6 +735,7 @@ impl Config {
 
         for name in CHANNEL_NAMES {
             self.validate_channel(name, path)?;
+            self.check_approvers(name, path)?;
         }
 
         let notifications = &self.notifications;
@@ -1092,6 +1118,85 @@ fn check_channel(
         }
     }
     Ok(())
+}
+
+/// The access settings of one channel table, for the checks that span several of them.
+struct Access<'a> {
+    enabled: bool,
+    dm_policy: DmPolicy,
+    open_groups: &'a [String],
+    owners: &'a [String],
+    approvers: Approvers,
+}
+
+impl Config {
+    fn access(&self, name: &str) -> Option<Access<'_>> {
+        let c = &self.channels;
+        match name {
+            "telegram" => c.telegram.as_ref().map(|t| Access {
+                enabled: t.enabled,
+                dm_policy: t.dm_policy,
+                open_groups: &t.open_groups,
+                owners: &t.owners,
+                approvers: t.approvers,
+            }),
+            "slack" => c.slack.as_ref().map(|t| Access {
+                enabled: t.enabled,
+                dm_policy: t.dm_policy,
+                open_groups: &t.open_groups,
+                owners: &t.owners,
+                approvers: t.approvers,
+            }),
+            "discord" => c.discord.as_ref().map(|t| Access {
+                enabled: t.enabled,
+                dm_policy: t.dm_policy,
+                open_groups: &t.open_groups,
+                owners: &t.owners,
+                approvers: t.approvers,
+            }),
+            _ => None,
+        }
+    }
+
+    /// In `ask` mode a channel open to strangers (open DMs or open groups) must leave approving
+    /// to its owners: otherwise anyone who writes to the bot can approve their own commands.
+    fn check_approvers(&self, name: &str, path: &Path) -> Result<(), ConfigError> {
+        let Some(access) = self.access(name) else {
+            return Ok(());
+        };
+        if !access.enabled || self.gateway.approval_mode != ApprovalMode::Ask {
+            return Ok(());
+        }
+        let open = if access.dm_policy == DmPolicy::Open {
+            "dm_policy = \"open\""
+        } else if !access.open_groups.is_empty() {
+            "open_groups"
+        } else {
+            return Ok(());
+        };
+        if access.owners.is_empty() {
+            return Err(invalid(
+                path,
+                format!("channels.{name}.owners"),
+                format!(
+                    "empty while {open} lets anyone talk to the agent in ask mode, so anyone \
+                     could approve their own tool calls; add your user id to owners (owners \
+                     approve), or set dm_policy = \"pairing\" and clear open_groups"
+                ),
+            ));
+        }
+        if access.approvers == Approvers::Requester {
+            return Err(invalid(
+                path,
+                format!("channels.{name}.approvers"),
+                format!(
+                    "\"requester\" lets anyone {open} admits approve their own tool calls; use \
+                     \"owners\" (or \"auto\")"
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Sets one setting in the file at `path`, e.g. `set_value(p, "api.token", "abc")`, creating
@@ -1778,6 +1883,30 @@ guilds = []                   # guild ids where it may answer (mentions); empty:
             Err(ConfigError::Invalid { field, message, .. }) => (field, message),
             other => panic!("{text:?} must be invalid, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_channel_open_to_strangers_in_ask_mode_leaves_approving_to_owners() {
+        let tg = "[channels.telegram]\ntoken = \"1:x\"\n";
+        let (field, message) = parse_err(&format!("{tg}dm_policy = \"open\""));
+        assert_eq!(field, "channels.telegram.owners");
+        assert!(message.contains("add your user id to owners"), "{message}");
+        let (field, _) = parse_err(&format!("{tg}open_groups = [\"-100\"]"));
+        assert_eq!(field, "channels.telegram.owners");
+        let (field, message) = parse_err(&format!(
+            "{tg}dm_policy = \"open\"\nowners = [\"7\"]\napprovers = \"requester\""
+        ));
+        assert_eq!(field, "channels.telegram.approvers");
+        assert!(message.contains("use \"owners\""), "{message}");
+        // With owners, or when calls are not asked about, or closed to strangers: fine.
+        let ok = parse_ok(&format!("{tg}dm_policy = \"open\"\nowners = [\"7\"]"));
+        let telegram = ok.channels.telegram.expect("telegram");
+        assert_eq!(telegram.approvers, Approvers::Auto);
+        parse_ok(&format!(
+            "[gateway]\napproval_mode = \"deny_all\"\n{tg}dm_policy = \"open\""
+        ));
+        parse_ok(&format!("{tg}approvers = \"requester\""));
+        parse_ok(&format!("{tg}enabled = false\ndm_policy = \"open\""));
     }
 
     #[test]

@@ -392,6 +392,11 @@ allowed_users: Array<string>,
  */
 owners: Array<string>, 
 /**
+ * Who may approve a tool call from the chat: `auto` (owners when there are any, else the
+ * person who asked), `requester` or `owners`.
+ */
+approvers: Approvers, 
+/**
  * In groups, answer only when mentioned (or replied to).
  */
 require_mention: boolean, 
@@ -438,6 +443,11 @@ allowed_users: Array<string>,
  */
 owners: Array<string>, 
 /**
+ * Who may approve a tool call from the chat: `auto` (owners when there are any, else the
+ * person who asked), `requester` or `owners`.
+ */
+approvers: Approvers, 
+/**
  * In channels, answer only when mentioned (or in a thread it is part of).
  */
 require_mention: boolean, 
@@ -480,6 +490,11 @@ allowed_users: Array<string>,
  */
 owners: Array<string>, 
 /**
+ * Who may approve a tool call from the chat: `auto` (owners when there are any, else the
+ * person who asked), `requester` or `owners`.
+ */
+approvers: Approvers, 
+/**
  * In guild channels, answer only when mentioned (or in a thread it is part of).
  */
 require_mention: boolean, 
@@ -497,6 +512,11 @@ open_groups: Array<string>, };
  * How a direct message from a sender not on the allowlist is treated.
  */
 export type DmPolicy = "pairing" | "allowlist" | "open";
+
+/**
+ * Who may approve a tool call from a chat (an owner always may; so may the desktop).
+ */
+export type Approvers = "auto" | "requester" | "owners";
 
 /**
  * `[notifications]`: desktop notifications.

@@ -22,7 +22,7 @@ import { MODE_LABELS } from "./channels";
 
 /** The Rust defaults of a channel section (config.rs), for "Use Telegram" and the like. */
 export function defaultChannel(name: ChannelName): TelegramConfig | SlackConfig | DiscordConfig {
-  const common = { enabled: true, dm_policy: "pairing" as const, allowed_users: [], owners: [], require_mention: true, open_groups: [] };
+  const common = { enabled: true, dm_policy: "pairing" as const, allowed_users: [], owners: [], require_mention: true, open_groups: [], approvers: "auto" as const };
   switch (name) {
     case "telegram":
       return { ...common, token: "", api_base: "https://api.telegram.org", groups: [] };
@@ -414,6 +414,11 @@ function channelSection(ctx: Ctx, draft: Config, name: ChannelName): HTMLElement
       ]),
       listField(`${base}.allowed_users`, "Allowed users", "User ids admitted without pairing, separated by commas."),
       listField(`${base}.owners`, "Owners", "User ids who may decide approvals and admit others from a chat."),
+      selectField(`${base}.approvers`, "Who approves tool calls from the chat", [
+        ["auto", "The owners, once there are any (else the person who asked)"],
+        ["owners", "Only the owners"],
+        ["requester", "The person who asked, or an owner"],
+      ]),
       checkField(`${base}.require_mention`, "In groups, answer only when mentioned"),
     );
     // Telegram and Slack list their groups; Discord lists its servers (below).

@@ -396,19 +396,6 @@ pub(crate) fn set_enabled_in(config: &mut crate::config::Config, name: &str, ena
     }
 }
 
-/// The ids of a platform channel's owners: who may decide approvals from a chat besides the
-/// requester.
-pub(crate) fn owners_in(config: &crate::config::Config, name: &str) -> Vec<String> {
-    let c = &config.channels;
-    match name {
-        "telegram" => c.telegram.as_ref().map(|t| t.owners.clone()),
-        "slack" => c.slack.as_ref().map(|s| s.owners.clone()),
-        "discord" => c.discord.as_ref().map(|d| d.owners.clone()),
-        _ => None,
-    }
-    .unwrap_or_default()
-}
-
 /// Whether a channel's settings differ between two configurations (other than being enabled, which
 /// is switched without rebuilding the adapter).
 pub(crate) fn settings_changed(

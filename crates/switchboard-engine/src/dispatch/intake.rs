@@ -53,19 +53,35 @@ impl Intake for DispatcherIntake {
             Err(e) => return ChoiceOutcome::NotFound(format!("Cannot read the request: {e}")),
         };
         let config = dispatcher.config();
-        let is_owner = crate::channels::owners_in(&config, surface).contains(&clicker.id);
+        let policy = access::Policy::of(&config, surface);
+        let is_owner = policy.owners.contains(&clicker.id);
+        // An in-process channel (the desktop's, a test's) is reachable only from this machine.
+        let in_process = policy.unrestricted;
+        let is_requester = clicker.id == approval.requester_id;
         // Only the person who asked, or an owner, decides what runs on the user's machine.
-        if clicker.id != approval.requester_id && !is_owner {
+        if !is_requester && !is_owner {
             tracing::info!(clicker = %clicker.id, tool = %approval.tool, "refused an approval click from someone else");
             return ChoiceOutcome::NotAllowed(format!(
                 "Sorry, only {} or an owner of this bot can decide this request.",
                 approval.requester
             ));
         }
-        // A rule outlives the conversation: only an owner makes one from a chat. An in-process
-        // channel (the desktop's, a test's) is reachable only from this machine, so there the
+        // Asking is not allowing: where approving is the owners' (`approvers`), the person who
+        // asked may still reject their own request, but not run it.
+        if !is_owner
+            && !in_process
+            && choice != ChatChoice::Reject
+            && !policy.requester_may_approve()
+        {
+            tracing::info!(clicker = %clicker.id, tool = %approval.tool, "refused a self-approval by someone who is not an owner");
+            return ChoiceOutcome::NotAllowed(
+                "Only an owner of this bot can approve this request. Ask one, or approve it in \
+                 Switchboard on the desktop."
+                    .into(),
+            );
+        }
+        // A rule outlives the conversation: only an owner makes one from a chat; in process, the
         // person who asked may.
-        let in_process = access::Policy::of(&config, surface).unrestricted;
         if choice == ChatChoice::AlwaysAllow && !is_owner && !in_process {
             return ChoiceOutcome::NotAllowed(
                 "Only an owner of this bot can always allow a tool. Use Approve, or Allow in this chat."
