@@ -10,18 +10,26 @@ pub fn init(paths: &Paths) -> Option<WorkerGuard> {
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{fmt, EnvFilter};
 
-    let filter =
-        EnvFilter::try_from_env("SWITCHBOARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::new(switchboard_engine::private::log_directives(
+        std::env::var("SWITCHBOARD_LOG").ok().as_deref(),
+    ));
     let stderr = fmt::layer().with_writer(std::io::stderr);
-    let file = std::fs::create_dir_all(&paths.log_dir).ok().and_then(|_| {
-        tracing_appender::rolling::Builder::new()
-            .rotation(tracing_appender::rolling::Rotation::DAILY)
-            .filename_prefix("switchboard-desktop")
-            .filename_suffix("log")
-            .max_log_files(7)
-            .build(&paths.log_dir)
-            .ok()
-    });
+    let log_dir = paths.log_dir.as_path();
+    let file = switchboard_engine::private::private_dir(log_dir)
+        .ok()
+        .and_then(|_| {
+            tracing_appender::rolling::Builder::new()
+                .rotation(tracing_appender::rolling::Rotation::DAILY)
+                .filename_prefix("switchboard-desktop")
+                .filename_suffix("log")
+                .max_log_files(7)
+                .build(log_dir)
+                .ok()
+        })
+        .inspect(|_| {
+            // Today's file is open now; earlier days' too may predate the rule.
+            let _ = switchboard_engine::private::private_files_in(log_dir);
+        });
     match file {
         Some(appender) => {
             let (writer, guard) = tracing_appender::non_blocking(appender);

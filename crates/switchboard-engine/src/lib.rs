@@ -18,6 +18,7 @@ mod dispatch;
 mod engine;
 pub mod events;
 pub mod model;
+pub mod private;
 pub mod routing;
 pub mod secrets;
 pub mod sse;

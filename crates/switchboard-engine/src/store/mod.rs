@@ -368,13 +368,22 @@ impl Store {
     /// Opens (creating when needed) `switchboard.sqlite` in `data_dir` and brings its schema up to
     /// date.
     pub fn open(data_dir: &Path) -> anyhow::Result<Store> {
-        std::fs::create_dir_all(data_dir)
+        crate::private::private_dir(data_dir)
             .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
         let path = data_dir.join("switchboard.sqlite");
         let conn =
             Connection::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
         let store =
             Self::init(conn).with_context(|| format!("cannot prepare {}", path.display()))?;
+        // SQLite gives its -wal and -shm files the database file's mode.
+        for file in [
+            "switchboard.sqlite",
+            "switchboard.sqlite-wal",
+            "switchboard.sqlite-shm",
+        ] {
+            crate::private::private_file(&data_dir.join(file))
+                .with_context(|| format!("cannot make {file} private"))?;
+        }
         store.checkpoint_in_background(&path)?;
         Ok(store)
     }
@@ -1122,6 +1131,28 @@ mod tests {
             .accept(&message("1", "late"), "k", 1000)
             .expect("accept");
         assert_eq!(store.queued("k").expect("queued")[0].context, None);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_data_directory_and_database_are_the_users_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let store = Store::open(&data).expect("open");
+        store
+            .accept(&message("1", "secret plans"), "k", 1000)
+            .expect("accept");
+        let mode = |name: &str| {
+            std::fs::metadata(data.join(name))
+                .expect("meta")
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode(""), 0o700);
+        assert_eq!(mode("switchboard.sqlite"), 0o600);
+        assert_eq!(mode("switchboard.sqlite-wal"), 0o600, "SQLite copies the mode");
     }
 
     #[test]
