@@ -277,6 +277,23 @@ pub fn escape_markup(text: &str) -> String {
     out
 }
 
+/// A summary (title) safe on every server. The specification says titles are plain text, but
+/// some servers (dunst with markup on) format the title as markup too, where a stranger's
+/// chosen name `<a href=…>` would be a link. Escaping would show `&amp;` on the servers that
+/// follow the specification, so the three characters markup gives meaning to become look-alikes,
+/// and line breaks and control characters become spaces.
+pub fn plain_summary(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '<' => '‹',
+            '>' => '›',
+            '&' => '＆',
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .collect()
+}
+
 /// The body as the notification server will read it: escaped when it reads markup.
 fn body_for_server(body: &str) -> String {
     let markup = notify_rust::get_capabilities()
@@ -330,7 +347,7 @@ pub fn local_minute_of_day() -> u16 {
 pub fn show(toast: Toast, on_open: impl FnOnce(String) + Send + 'static) {
     let spawned = std::thread::Builder::new().name("notification".into()).spawn(move || {
         let mut notification = notify_rust::Notification::new();
-        notification.appname("Switchboard").summary(&toast.summary).body(&body_for_server(&toast.body)).icon("switchboard");
+        notification.appname("Switchboard").summary(&plain_summary(&toast.summary)).body(&body_for_server(&toast.body)).icon("switchboard");
         if toast.open.is_some() {
             notification.action("default", "Open conversation");
         }
@@ -370,7 +387,7 @@ pub fn show_question(
             let mut notification = notify_rust::Notification::new();
             notification
                 .appname("Switchboard")
-                .summary(&toast.summary)
+                .summary(&plain_summary(&toast.summary))
                 .body(&body_for_server(&toast.body))
                 .icon("switchboard")
                 // It stays until answered, answered elsewhere or no longer waiting: then it is
@@ -785,6 +802,11 @@ mod tests {
             "&lt;a href=\"https://x\"&gt;click&lt;/a&gt; &amp; more"
         );
         assert_eq!(escape_markup("plain"), "plain");
+        assert_eq!(
+            plain_summary("<a href=\"x\">Ann</a> & co\nasks"),
+            "‹a href=\"x\"›Ann‹/a› ＆ co asks",
+            "a stranger's name can neither link nor break the title"
+        );
     }
 
     #[test]

@@ -1152,7 +1152,11 @@ mod tests {
         };
         assert_eq!(mode(""), 0o700);
         assert_eq!(mode("switchboard.sqlite"), 0o600);
-        assert_eq!(mode("switchboard.sqlite-wal"), 0o600, "SQLite copies the mode");
+        assert_eq!(
+            mode("switchboard.sqlite-wal"),
+            0o600,
+            "SQLite copies the mode"
+        );
     }
 
     #[test]
