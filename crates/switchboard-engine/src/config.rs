@@ -1069,6 +1069,28 @@ fn check_http_url(value: &str, example: &str) -> Result<(), String> {
     }
 }
 
+/// A chat platform's API base: the bot's token goes with every request, so plain `http` only to
+/// this machine (a local Bot API server, a proxy on loopback).
+fn check_platform_url(value: &str, example: &str) -> Result<(), String> {
+    check_http_url(value, example)?;
+    let Ok(url) = url::Url::parse(value) else {
+        return Ok(());
+    };
+    let loopback = match url.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    if url.scheme() == "http" && !loopback {
+        return Err(format!(
+            "\"{value}\" would send the bot token unencrypted; use https (plain http only to this \
+             machine, e.g. http://127.0.0.1:8081 for a local Bot API server), e.g. {example}"
+        ));
+    }
+    Ok(())
+}
+
 fn check_title_template(template: &str) -> Result<(), String> {
     let mut rest = template;
     while let Some(open) = rest.find('{') {
@@ -1098,7 +1120,7 @@ fn check_channel(
     default_base: &str,
     tokens: &[(&str, &String, &str)],
 ) -> Result<(), ConfigError> {
-    if let Err(message) = check_http_url(api_base, default_base) {
+    if let Err(message) = check_platform_url(api_base, default_base) {
         return Err(invalid(
             path,
             format!("channels.{channel}.api_base"),
@@ -1886,6 +1908,22 @@ guilds = []                   # guild ids where it may answer (mentions); empty:
     }
 
     #[test]
+    fn plain_http_to_a_platform_is_for_this_machine_only() {
+        for base in [
+            "http://127.0.0.1:8081",
+            "http://localhost:8081/",
+            "http://[::1]:9",
+            "https://tg.example",
+        ] {
+            parse_ok(&format!(
+                "[channels.telegram]\ntoken = \"1:x\"\napi_base = \"{base}\""
+            ));
+        }
+        let (field, _) = parse_err("[channels.slack]\nbot_token = \"b\"\napp_token = \"a\"\napi_base = \"http://10.0.0.2/api\"");
+        assert_eq!(field, "channels.slack.api_base");
+    }
+
+    #[test]
     fn a_channel_open_to_strangers_in_ask_mode_leaves_approving_to_owners() {
         let tg = "[channels.telegram]\ntoken = \"1:x\"\n";
         let (field, message) = parse_err(&format!("{tg}dm_policy = \"open\""));
@@ -2207,6 +2245,12 @@ group = -100123
                 format!("{telegram}api_base = \"api.telegram.org\""),
                 "channels.telegram.api_base",
                 "is not an http(s) URL; use e.g. https://api.telegram.org",
+            ),
+            (
+                "plain http to another machine",
+                format!("{telegram}api_base = \"http://proxy.example:8081\""),
+                "channels.telegram.api_base",
+                "would send the bot token unencrypted; use https",
             ),
             (
                 "disabled channel still needs a valid api_base",
