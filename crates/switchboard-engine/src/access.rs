@@ -139,6 +139,17 @@ pub enum Verdict {
     Pair,
 }
 
+/// A message where only the sender and the bot are: the DM policy decides.
+fn dm(policy: &Policy, known: bool) -> Verdict {
+    if known || policy.dm_policy == DmPolicy::Open {
+        Verdict::Admit
+    } else if policy.dm_policy == DmPolicy::Pairing {
+        Verdict::Pair
+    } else {
+        Verdict::Ignore("sender not on the allowlist")
+    }
+}
+
 /// The decision for one message from `peer` in `chat`.
 pub fn verdict(policy: &Policy, chat: &ChatType, peer: &str, state: PeerState) -> Verdict {
     if policy.unrestricted {
@@ -149,15 +160,8 @@ pub fn verdict(policy: &Policy, chat: &ChatType, peer: &str, state: PeerState) -
     }
     let known = policy.is_known(peer, state == PeerState::Admitted);
     match chat {
-        ChatType::Direct => {
-            if known || policy.dm_policy == DmPolicy::Open {
-                Verdict::Admit
-            } else if policy.dm_policy == DmPolicy::Pairing {
-                Verdict::Pair
-            } else {
-                Verdict::Ignore("sender not on the allowlist")
-            }
-        }
+        ChatType::Direct => dm(policy, known),
+        ChatType::Thread { .. } if chat.is_private_with(peer) => dm(policy, known),
         ChatType::Group { id } | ChatType::Thread { group_id: id, .. } => {
             // `*` stands for every group: written by the user, never assumed.
             let listed = |list: &[String]| list.iter().any(|g| g == id || g == "*");
@@ -312,6 +316,24 @@ mod tests {
         );
         p.approvers = Approvers::Owners;
         assert!(!p.requester_may_approve());
+    }
+
+    #[test]
+    fn a_topic_of_a_private_chat_is_a_direct_message() {
+        let topic = ChatType::Thread {
+            group_id: "stranger".into(),
+            thread_id: "7".into(),
+        };
+        let p = policy(DmPolicy::Pairing);
+        assert_eq!(
+            verdict(&p, &topic, "stranger", PeerState::Unknown),
+            Verdict::Pair,
+            "the stranger gets a code, as in a direct message"
+        );
+        assert_eq!(
+            verdict(&p, &topic, "owner", PeerState::Unknown),
+            Verdict::Ignore("group not allowed")
+        );
     }
 
     fn group(id: &str) -> ChatType {

@@ -45,6 +45,17 @@ impl ChatType {
             ChatType::Thread { .. } => "thread",
         }
     }
+
+    /// Whether only `peer` and the bot are in this chat: a direct message, or a topic of the
+    /// private chat with `peer` (Telegram's private chats can have topics; their chat id is the
+    /// user's id). Access rules treat such a topic as a direct message, not as a group.
+    pub fn is_private_with(&self, peer: &str) -> bool {
+        match self {
+            ChatType::Direct => true,
+            ChatType::Thread { group_id, .. } => group_id == peer,
+            ChatType::Group { .. } => false,
+        }
+    }
 }
 
 /// Where a reply goes: the platform's chat, optionally a thread in it and a message to reply to.

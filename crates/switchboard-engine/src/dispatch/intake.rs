@@ -202,7 +202,7 @@ impl Dispatcher {
             return Ok(Gate::Pass);
         }
         let peer = &message.peer;
-        if matches!(message.chat, ChatType::Direct) && policy.is_owner(&peer.id) {
+        if message.chat.is_private_with(&peer.id) && policy.is_owner(&peer.id) {
             if let Some(command) = access::owner_command(&message.text) {
                 if !self.claim(message)? {
                     return Ok(Gate::Duplicate);
