@@ -958,6 +958,7 @@ impl Shell {
                 tool: d.tool,
                 action: d.action,
                 decided_by: d.decided_by,
+                decided_by_id: d.decided_by_id,
                 surface: d.surface.label(&d.channel),
                 note: d.note,
             })

@@ -306,6 +306,9 @@ pub struct DecisionView {
     pub tool: String,
     pub action: ApprovalState,
     pub decided_by: String,
+    /// The platform id of whoever decided from a chat: a display name is the person's choice
+    /// ("Ann (owner)"), the id is not.
+    pub decided_by_id: Option<String>,
     /// Where it was decided, as a person reads it ("window", "telegram", "engine").
     pub surface: String,
     /// Why it closed, or the scope it was given ("allowed in this chat from now on").
@@ -447,7 +450,8 @@ pub type IpcResult<T> = Result<T, IpcError>;
 
 /// The TypeScript declarations of the view types, as `ui/src/gen/ipc.ts` holds them. The test
 /// fails when the checked-in file differs; `UPDATE_TS=1 cargo test -p switchboard --lib
-/// typescript` rewrites it.
+/// typescript` rewrites it. The build embeds the UI, so the UI must compile for the test to run:
+/// add a field in Rust and regenerate before the page uses it.
 #[cfg(test)]
 mod typescript {
     use std::collections::BTreeSet;

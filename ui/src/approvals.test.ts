@@ -90,6 +90,7 @@ describe("decisions in words", () => {
     expect(actionLabel("reject")).toBe("Rejected");
     expect(actionLabel("expired")).toBe("Expired");
     expect(decidedByLabel({ action: "accept", decided_by: "ann", surface: "telegram" })).toBe("ann (telegram)");
+    expect(decidedByLabel({ action: "accept", decided_by: "Ann (owner)", decided_by_id: "1111", surface: "telegram" })).toBe("Ann (owner) [1111] (telegram)");
     expect(decidedByLabel({ action: "expired", decided_by: "timeout", surface: "engine" })).toBe("nobody: not answered in time");
     expect(decidedByLabel({ action: "expired", decided_by: "server", surface: "engine" })).toBe("nobody: the server no longer waited for it");
   });

@@ -66,12 +66,14 @@ export function actionTone(action: string): "good" | "bad" | "off" {
 }
 
 /** Who decided and where, for the history: "ann (telegram)", or why nobody did. */
-export function decidedByLabel(d: Pick<DecisionView, "action" | "decided_by" | "surface">): string {
+export function decidedByLabel(d: Pick<DecisionView, "action" | "decided_by" | "surface"> & Partial<Pick<DecisionView, "decided_by_id">>): string {
   // Closed: the run ended or the call was dealt with elsewhere; the note says how.
   if (d.action === "closed") return "nobody: it stopped waiting";
   // The engine records expiries as decided by "timeout" (or by "server" when the server no
   // longer waited for the call after a restart), from the "engine".
   if (d.action === "expired") return d.decided_by === "server" ? "nobody: the server no longer waited for it" : "nobody: not answered in time";
-  if (d.surface.length === 0) return d.decided_by;
-  return `${d.decided_by || "someone"} (${d.surface})`;
+  // A chat name is whatever the person chose; the platform id next to it is what they are.
+  const who = d.decided_by_id && d.decided_by_id !== d.decided_by ? `${d.decided_by || "someone"} [${d.decided_by_id}]` : d.decided_by || "someone";
+  if (d.surface.length === 0) return who;
+  return `${who} (${d.surface})`;
 }

@@ -578,6 +578,11 @@ arguments: string, routing_key: string, session_id: string | null, channel: stri
  */
 export type DecisionView = { at_ms: number, session_id: string, run_id: string, tool_call_id: string, tool: string, action: ApprovalState, decided_by: string, 
 /**
+ * The platform id of whoever decided from a chat: a display name is the person's choice
+ * ("Ann (owner)"), the id is not.
+ */
+decided_by_id: string | null, 
+/**
  * Where it was decided, as a person reads it ("window", "telegram", "engine").
  */
 surface: string, 
