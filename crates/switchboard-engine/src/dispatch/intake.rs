@@ -12,7 +12,7 @@ use crate::approvals::{Actor, ChatChoice, ChoiceOutcome, Surface};
 use crate::channels::{Accepted, Intake, Notice};
 use crate::config::Config;
 use crate::events::EngineEvent;
-use crate::model::{now_ms, ChatType, InboundMessage, Peer};
+use crate::model::{now_ms, InboundMessage, Peer};
 use crate::routing::routing_key;
 use crate::store::{ApprovalRecord, Resolution};
 
