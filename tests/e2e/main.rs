@@ -47,7 +47,7 @@ impl Fakes {
              [server]\nurl = \"{}\"\ntoken = \"{}\"\n\n\
              [gateway]\napproval_mode = \"ask\"\n\n\
              [api]\nlisten = \"127.0.0.1:{}\"\ntoken = \"{API_TOKEN}\"\n\n\
-             [channels.telegram]\ntoken = \"{}\"\napi_base = \"{}\"\ndm_policy = \"open\"\nallowed_users = [{USER}]\n",
+             [channels.telegram]\ntoken = \"{}\"\napi_base = \"{}\"\ndm_policy = \"open\"\nallowed_users = [{USER}]\nowners = [{USER}]\n",
             self.stakpak.url(),
             self.stakpak.token().unwrap_or_default(),
             self.api_port,
