@@ -21,6 +21,20 @@ pub struct Toast {
     /// What it asks the person: its actions answer it, and it is withdrawn when the question is
     /// answered elsewhere or stops waiting.
     pub question: Option<Question>,
+    /// The notification could not show the question whole (the call's text was masked or cut):
+    /// it offers to open the window, never to approve unseen.
+    pub partial: bool,
+}
+
+impl Toast {
+    /// The action buttons it offers, in order.
+    pub fn answers(&self) -> Vec<Answer> {
+        match &self.question {
+            Some(Question::Approval(_)) if self.partial => vec![Answer::Open, Answer::Reject],
+            Some(question) => question.answers().to_vec(),
+            None => Vec::new(),
+        }
+    }
 }
 
 /// A question a notification asks, answered with its action buttons.
@@ -49,14 +63,18 @@ pub enum Answer {
     Reject,
     Admit,
     Refuse,
+    /// Opens the window on the question (offered instead of Approve when the notification
+    /// could not show the whole call).
+    Open,
 }
 
 impl Answer {
-    const ALL: [Answer; 4] = [
+    const ALL: [Answer; 5] = [
         Answer::Approve,
         Answer::Reject,
         Answer::Admit,
         Answer::Refuse,
+        Answer::Open,
     ];
 
     /// The action's name on the bus.
@@ -66,6 +84,7 @@ impl Answer {
             Answer::Reject => "reject",
             Answer::Admit => "admit",
             Answer::Refuse => "refuse",
+            Answer::Open => "open",
         }
     }
 
@@ -76,6 +95,7 @@ impl Answer {
             Answer::Reject => "Reject",
             Answer::Admit => "Admit",
             Answer::Refuse => "Refuse",
+            Answer::Open => "Open Switchboard",
         }
     }
 
@@ -160,6 +180,7 @@ impl Alerts {
                 body: text.clone(),
                 open: None,
                 question: None,
+                partial: false,
             }),
             EngineEvent::WatchReplyDelivered {
                 channel,
@@ -171,6 +192,7 @@ impl Alerts {
                 body: preview(text, 200),
                 open: Some(routing_key.clone()),
                 question: None,
+                partial: false,
             }),
             EngineEvent::ChannelState { status } => {
                 let failing = status.enabled
@@ -201,6 +223,7 @@ impl Alerts {
                     body: status.last_error.clone().unwrap_or_default(),
                     open: None,
                     question: None,
+                    partial: false,
                 })
             }
             EngineEvent::PairingRequested { request } => Some(Toast {
@@ -211,19 +234,31 @@ impl Alerts {
                     channel: request.channel.clone(),
                     code: request.code.clone(),
                 }),
+                partial: false,
             }),
             EngineEvent::ApprovalRequested {
                 approval_id,
                 summary,
                 detail,
+                complete,
                 requester,
                 ..
-            } => Some(Toast {
-                summary: format!("{requester} asks to {summary}"),
-                body: clip(detail, APPROVAL_BODY_CHARS),
-                open: None,
-                question: Some(Question::Approval(approval_id.clone())),
-            }),
+            } => {
+                let body = clip(detail, APPROVAL_BODY_CHARS);
+                // Approving from here is only for a call the notification shows whole.
+                let partial = !*complete || body != *detail;
+                Some(Toast {
+                    summary: format!("{requester} asks to {summary}"),
+                    body: if partial {
+                        format!("{body}\n(Not all of it is shown here: open Switchboard to see it before you approve.)")
+                    } else {
+                        body
+                    },
+                    open: None,
+                    question: Some(Question::Approval(approval_id.clone())),
+                    partial,
+                })
+            }
             _ => None,
         }
     }
@@ -393,7 +428,8 @@ pub fn show_question(
                 // It stays until answered, answered elsewhere or no longer waiting: then it is
                 // withdrawn.
                 .timeout(notify_rust::Timeout::Never);
-            for answer in question.answers() {
+            let answers = toast.answers();
+            for answer in &answers {
                 notification.action(answer.action(), answer.label());
             }
             match notification.show() {
@@ -419,7 +455,7 @@ pub fn show_question(
                     } else if let Some(action) = chosen {
                         // Only the question's own answers count (not the default action, a click
                         // on the body).
-                        match Answer::from_action(&action).filter(|a| question.answers().contains(a)) {
+                        match Answer::from_action(&action).filter(|a| answers.contains(a)) {
                             Some(answer) => {
                                 tracing::info!(id = handle.id(), %action, "question notification answered");
                                 on_answer(answer);
@@ -492,6 +528,7 @@ mod tests {
                 body: "Disk check failed on web-1".into(),
                 open: None,
                 question: None,
+                partial: false,
             }
         );
         let toast = alerts
@@ -636,8 +673,11 @@ mod tests {
     }
 
     fn approval(id: &str, command: &str) -> EngineEvent {
+        approval_with(id, serde_json::json!({"command": command}))
+    }
+
+    fn approval_with(id: &str, arguments: serde_json::Value) -> EngineEvent {
         let tool = "stakpak__run_command";
-        let arguments = serde_json::json!({"command": command, "api_token": "abc123"});
         let preview = switchboard_engine::approvals::Preview::of(tool, &arguments);
         EngineEvent::ApprovalRequested {
             approval_id: id.into(),
@@ -660,12 +700,27 @@ mod tests {
             .decide(&approval("a1", "ls"), &s, 0, 600)
             .expect("a toast");
         assert_eq!(toast.summary, "ann asks to run `ls`");
-        assert!(
-            toast.body.starts_with("$ ls") && !toast.body.contains("abc123"),
-            "the command, whole, and no secret: {}",
-            toast.body
-        );
+        assert_eq!(toast.body, "$ ls", "the command, whole");
         assert_eq!(toast.question, Some(Question::Approval("a1".into())));
+        assert_eq!(toast.answers(), [Answer::Approve, Answer::Reject]);
+        let masked = alerts
+            .decide(
+                &approval_with(
+                    "m1",
+                    serde_json::json!({"command": "ls", "api_token": "abc123"}),
+                ),
+                &s,
+                0,
+                600,
+            )
+            .expect("a toast");
+        assert!(!masked.body.contains("abc123"), "{}", masked.body);
+        assert_eq!(
+            masked.answers(),
+            [Answer::Open, Answer::Reject],
+            "what is not shown whole is not approved from here"
+        );
+        assert!(masked.body.contains("open Switchboard"), "{}", masked.body);
         assert!(
             alerts.decide(&approval("a1", "ls"), &s, 1, 600).is_none(),
             "never twice for one approval"
@@ -678,9 +733,14 @@ mod tests {
             .decide(&approval("a3", &"x".repeat(2000)), &s, 3, 600)
             .expect("a toast");
         assert!(
-            long.body.chars().count() <= APPROVAL_BODY_CHARS + 1,
+            long.body.chars().count() <= APPROVAL_BODY_CHARS + 100,
             "{}",
             long.body
+        );
+        assert_eq!(
+            long.answers(),
+            [Answer::Open, Answer::Reject],
+            "cut: no Approve"
         );
     }
 

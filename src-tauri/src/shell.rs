@@ -1181,6 +1181,10 @@ impl Shell {
                     DecideOutcome::AlreadyDecided { message, .. } => Ok(message),
                 }
             }
+            (Question::Approval(_), Answer::Open) => {
+                self.show(Some(Page::Approvals), None);
+                Ok("opened the Approvals page".to_owned())
+            }
             (Question::Pairing { channel, code }, Answer::Admit) => self
                 .admit_pairing(channel, code, Surface::Notification)
                 .map(|d| d.message),

@@ -403,8 +403,8 @@ async fn approvals_are_decided_from_the_window_and_from_the_notification() {
     assert!(!first.body.contains("abc123"), "{first:?}");
     assert_eq!(
         first.actions,
-        ["approve", "Approve", "reject", "Reject"],
-        "Approve and Reject: {first:?}"
+        ["open", "Open Switchboard", "reject", "Reject"],
+        "a call with a masked secret is not approved unseen: Open and Reject: {first:?}"
     );
     app.screenshot("approvals").await;
 
@@ -435,10 +435,13 @@ async fn approvals_are_decided_from_the_window_and_from_the_notification() {
         i.label == "Pending approvals (0)" && !i.enabled
     });
 
-    // Another call; Approve is invoked on its notification through the daemon.
+    // Another call, shown whole this time; Approve is invoked on its notification through the
+    // daemon.
     app.page("channels").await;
     let before = env.notifications.all().len();
-    fakes.telegram.send_dm(USER, "Ada", RUN_LS);
+    fakes
+        .telegram
+        .send_dm(USER, "Ada", r#"USE_TOOL run_command {"command": "ls"}"#);
     let second = wait_notification(env, before, |n| n.actions.iter().any(|a| a == "approve")).await;
     assert!(second.summary.ends_with("asks to run `ls`"), "{second:?}");
     tray.wait_item("the count in the tray again", "Pending approvals", |i| {
