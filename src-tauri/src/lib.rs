@@ -231,7 +231,7 @@ impl<R: Runtime> TauriHost<R> {
                     .remove(&question);
             }
         };
-        notify::show_question(toast, question, withdrawn, on_answer, on_done);
+        notify::show_question(toast, withdrawn, on_answer, on_done);
     }
 }
 

@@ -405,13 +405,12 @@ pub fn show(toast: Toast, on_open: impl FnOnce(String) + Send + 'static) {
     }
 }
 
-/// Shows a notification that asks `question`, with its answers as actions, on a thread of its
-/// own. `on_answer` runs with the answer when one of them is invoked. A message on `withdraw` (or
+/// Shows a notification that asks the toast's question, with [`Toast::answers`] as actions, on a
+/// thread of its own. `on_answer` runs with the answer when one of them is invoked. A message on `withdraw` (or
 /// its sender going away) closes the notification: the question was answered elsewhere or stopped
 /// waiting. `on_done` runs when the notification is gone, whichever way.
 pub fn show_question(
     toast: Toast,
-    question: Question,
     withdraw: tokio::sync::oneshot::Receiver<()>,
     on_answer: impl FnOnce(Answer) + Send + 'static,
     on_done: impl FnOnce() + Send + 'static,
