@@ -69,6 +69,7 @@ fn approval_view(a: &ApprovalRecord) -> ApprovalView {
         detail: preview.detail,
         complete: preview.complete,
         arguments: readable_arguments(&a.arguments),
+        arguments_whole: whole_arguments(&a.arguments),
         routing_key: a.routing_key.clone(),
         session_id: Some(a.session_id.clone()).filter(|s| !s.is_empty()),
         channel: Some(a.channel.clone()).filter(|c| !c.is_empty()),
@@ -76,6 +77,12 @@ fn approval_view(a: &ApprovalRecord) -> ApprovalView {
         created_ms: Some(a.created_ms),
         deadline_ms: a.deadline_ms,
     }
+}
+
+/// A call's arguments exactly as the agent sent them, nothing masked or folded, for the window's
+/// "Show masked values": the person at this machine may see what they are asked to run.
+fn whole_arguments(arguments: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(arguments).unwrap_or_else(|_| arguments.to_string())
 }
 
 /// How a stored approval ended, in the words every surface uses.
@@ -473,6 +480,7 @@ impl Shell {
                         detail,
                         complete,
                         arguments: readable_arguments(&arguments),
+                        arguments_whole: whole_arguments(&arguments),
                         routing_key,
                         session_id: None,
                         channel: None,

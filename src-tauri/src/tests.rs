@@ -701,6 +701,12 @@ fn an_approval_is_listed_masked_decided_once_from_the_window_and_the_run_finishe
         pending["arguments"], "command: ls\ntoken: ••••••",
         "readable, the secret masked"
     );
+    assert!(
+        pending["arguments_whole"]
+            .as_str()
+            .is_some_and(|w| w.contains("\"command\": \"ls\"") && w.contains("abc123")),
+        "the arguments exactly as sent, for the window's Show masked values: {pending}"
+    );
     assert_eq!(pending["requester"], "42");
     assert_eq!(pending["channel"], "chat");
     assert!(pending["session_id"].is_string(), "{pending}");

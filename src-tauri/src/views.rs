@@ -287,6 +287,9 @@ pub struct ApprovalView {
     pub complete: bool,
     /// The arguments made readable: `key: value` lines, long values folded, secrets masked.
     pub arguments: String,
+    /// The arguments exactly as sent (pretty JSON), nothing masked or folded; the window shows
+    /// them only when asked ("Show masked values").
+    pub arguments_whole: String,
     pub routing_key: String,
     pub session_id: Option<String>,
     pub channel: Option<String>,

@@ -390,6 +390,15 @@ async fn approvals_are_decided_from_the_window_and_from_the_notification() {
         "readable arguments: {card}"
     );
     assert!(!card.contains("abc123"), "the secret is masked: {card}");
+    // Asked for, the window shows the arguments exactly as sent.
+    app.click("[data-testid=approval] details summary").await;
+    app.click("[data-testid=approval] [data-testid=reveal-arguments]")
+        .await;
+    app.wait_text(
+        "[data-testid=approval] [data-testid=approval-arguments]",
+        "abc123",
+    )
+    .await;
     app.wait_for("the countdown", "[data-testid=countdown][data-deadline]")
         .await;
     // The tray counts it and its item opens the page.

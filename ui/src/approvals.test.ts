@@ -10,6 +10,7 @@ const approval = (id: string, deadline_ms: number): ApprovalView => ({
   detail: "ls",
   complete: true,
   arguments: "command: ls\ntoken: ••••••",
+  arguments_whole: '{\n  "command": "ls",\n  "token": "abc123"\n}',
   routing_key: "chat:dm:42",
   session_id: "s1",
   channel: "chat",

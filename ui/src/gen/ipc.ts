@@ -571,7 +571,12 @@ complete: boolean,
 /**
  * The arguments made readable: `key: value` lines, long values folded, secrets masked.
  */
-arguments: string, routing_key: string, session_id: string | null, channel: string | null, requester: string, created_ms: number | null, deadline_ms: number, };
+arguments: string, 
+/**
+ * The arguments exactly as sent (pretty JSON), nothing masked or folded; the window shows
+ * them only when asked ("Show masked values").
+ */
+arguments_whole: string, routing_key: string, session_id: string | null, channel: string | null, requester: string, created_ms: number | null, deadline_ms: number, };
 
 /**
  * One line of the decisions audit log.

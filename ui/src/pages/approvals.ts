@@ -118,6 +118,38 @@ export function tickCountdowns(root: ParentNode, now: number): void {
   }
 }
 
+/**
+ * Every argument: readable, secrets masked, long values folded; "Show masked values" puts the
+ * arguments exactly as the agent sent them in their place (and back). Those are written into the
+ * page only when asked for.
+ */
+function argumentsBlock(a: ApprovalView): HTMLElement {
+  const pre = h("pre", { class: "arguments wrap mono", "data-testid": "approval-arguments" }, a.arguments);
+  // Something is masked or folded: the preview says so, or the readable form shows a mask or a fold.
+  const masked = !a.complete || /•|more characters\)/.test(a.arguments);
+  const toggle = masked
+    ? h(
+        "button",
+        {
+          type: "button",
+          class: "small",
+          "data-testid": "reveal-arguments",
+          "data-key": `reveal-arguments-${a.id}`,
+          "aria-pressed": "false",
+          onclick: (event: Event) => {
+            const button = event.currentTarget as HTMLButtonElement;
+            const shown = button.getAttribute("aria-pressed") === "true";
+            pre.textContent = shown ? a.arguments : a.arguments_whole;
+            button.setAttribute("aria-pressed", shown ? "false" : "true");
+            button.textContent = shown ? "Show masked values" : "Hide masked values";
+          },
+        },
+        "Show masked values",
+      )
+    : null;
+  return h("details", { class: "approval-arguments" }, h("summary", {}, "All arguments"), toggle, pre);
+}
+
 function pendingCard(ctx: Ctx, a: ApprovalView, now: number): HTMLElement {
   const busy = ctx.state.deciding.includes(a.id);
   const where = [a.channel ? titleCase(a.channel) : null, a.routing_key].filter(Boolean).join(" · ");
@@ -159,7 +191,7 @@ function pendingCard(ctx: Ctx, a: ApprovalView, now: number): HTMLElement {
     h("p", { class: "approval-summary", "data-testid": "approval-summary" }, `Wants to ${a.summary}`),
     h("pre", { class: "arguments wrap mono", "data-testid": "approval-detail" }, a.detail),
     a.complete ? null : h("p", { class: "banner warning", "data-testid": "approval-incomplete" }, "Not all of this call is shown: a secret is masked or a long value shortened. Allow it only if what you see is enough."),
-    h("details", { class: "approval-arguments" }, h("summary", {}, "All arguments"), h("pre", { class: "arguments wrap mono", "data-testid": "approval-arguments" }, a.arguments)),
+    argumentsBlock(a),
     h(
       "div",
       { class: "approval-actions" },
