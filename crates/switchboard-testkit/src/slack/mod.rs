@@ -343,6 +343,8 @@ struct State {
     next_socket: u64,
     envelopes: Vec<Pending>,
     lose_acks: usize,
+    /// Only envelopes at this index or later lose their acks.
+    lose_acks_from: usize,
     last_ts_micros: u64,
     next_event: u64,
     records: Records,
@@ -425,6 +427,7 @@ impl FakeSlack {
             next_socket: 1,
             envelopes: Vec::new(),
             lose_acks: 0,
+            lose_acks_from: 0,
             last_ts_micros: now_secs * 1_000_000,
             next_event: 1,
             records: Records::default(),
@@ -712,10 +715,13 @@ impl FakeSlack {
         self.shared().lock().invalid_auth = on;
     }
 
-    /// The next `n` acks are lost: recorded with `lost: true`, the envelopes stay unacknowledged
-    /// and are delivered again.
+    /// The next `n` acks of envelopes delivered from now on are lost: recorded with `lost: true`,
+    /// the envelopes stay unacknowledged and are delivered again. A late ack of an envelope
+    /// delivered before the call is not one of them, so the fault hits what the test sends next.
     pub fn lose_acks(&self, n: usize) {
-        self.shared().lock().lose_acks += n;
+        let mut st = self.shared().lock();
+        st.lose_acks += n;
+        st.lose_acks_from = st.envelopes.len();
     }
 
     /// Slack's routine refresh on every open socket: `disconnect` `warning`, then (after

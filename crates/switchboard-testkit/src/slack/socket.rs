@@ -116,11 +116,12 @@ fn on_text(shared: &Shared, socket: u64, text: &str) {
         return;
     };
     let mut st = shared.lock();
-    let lost = st.lose_acks > 0;
+    let index = st.envelopes.iter().position(|e| e.id == envelope_id);
+    let lost = st.lose_acks > 0 && index.is_some_and(|i| i >= st.lose_acks_from);
     if lost {
         st.lose_acks -= 1;
-    } else if let Some(envelope) = st.envelopes.iter_mut().find(|e| e.id == envelope_id) {
-        envelope.acked = true;
+    } else if let Some(i) = index {
+        st.envelopes[i].acked = true;
     }
     st.records.acks.push(Ack {
         envelope_id: envelope_id.to_owned(),
