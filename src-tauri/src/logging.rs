@@ -14,22 +14,7 @@ pub fn init(paths: &Paths) -> Option<WorkerGuard> {
         std::env::var("SWITCHBOARD_LOG").ok().as_deref(),
     ));
     let stderr = fmt::layer().with_writer(std::io::stderr);
-    let log_dir = paths.log_dir.as_path();
-    let file = switchboard_engine::private::private_dir(log_dir)
-        .ok()
-        .and_then(|_| {
-            tracing_appender::rolling::Builder::new()
-                .rotation(tracing_appender::rolling::Rotation::DAILY)
-                .filename_prefix("switchboard-desktop")
-                .filename_suffix("log")
-                .max_log_files(7)
-                .build(log_dir)
-                .ok()
-        })
-        .inspect(|_| {
-            // Today's file is open now; earlier days' too may predate the rule.
-            let _ = switchboard_engine::private::private_files_in(log_dir);
-        });
+    let file = switchboard_engine::private::log_file(&paths.log_dir, "switchboard-desktop");
     match file {
         Some(appender) => {
             let (writer, guard) = tracing_appender::non_blocking(appender);

@@ -42,6 +42,26 @@ fn restrict(path: &Path, _mode: u32) -> io::Result<()> {
     std::fs::metadata(path).map(|_| ())
 }
 
+/// The log file of a binary: `{prefix}.YYYY-MM-DD.log` in `dir`, rotated daily with seven days
+/// kept, in a private directory, today's and earlier days' files made private. `None` when the
+/// directory or the file cannot be made (the binary then logs to stderr alone).
+pub fn log_file(
+    dir: &Path,
+    prefix: &str,
+) -> Option<tracing_appender::rolling::RollingFileAppender> {
+    private_dir(dir).ok()?;
+    let appender = tracing_appender::rolling::Builder::new()
+        .rotation(tracing_appender::rolling::Rotation::DAILY)
+        .filename_prefix(prefix)
+        .filename_suffix("log")
+        .max_log_files(7)
+        .build(dir)
+        .ok()?;
+    // Today's file is open now; earlier days' may predate the rule.
+    let _ = private_files_in(dir);
+    Some(appender)
+}
+
 /// The tracing filter for a `SWITCHBOARD_LOG` value: a bare level (`debug`, `trace`) applies to
 /// Switchboard's own crates, while the libraries it uses stay at `info`, so `trace` does not
 /// turn on every HTTP and TLS library's tracing (which would log request URLs and headers, and

@@ -62,26 +62,21 @@ impl Store {
         tail: &str,
         args: impl rusqlite::Params,
     ) -> anyhow::Result<Vec<PairingRequest>> {
-        let conn = self.lock();
         let sql = format!(
             "SELECT channel, peer_id, peer_name, code, first_message, created_ms, expires_ms, state FROM pairing_requests {tail}"
         );
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let rows = stmt
-            .query_map(args, |r| {
-                Ok(PairingRequest {
-                    channel: r.get(0)?,
-                    peer_id: r.get(1)?,
-                    peer_name: r.get(2)?,
-                    code: r.get(3)?,
-                    first_message: r.get(4)?,
-                    created_ms: r.get(5)?,
-                    expires_ms: r.get(6)?,
-                    state: r.get(7)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        self.select(&sql, args, |r| {
+            Ok(PairingRequest {
+                channel: r.get(0)?,
+                peer_id: r.get(1)?,
+                peer_name: r.get(2)?,
+                code: r.get(3)?,
+                first_message: r.get(4)?,
+                created_ms: r.get(5)?,
+                expires_ms: r.get(6)?,
+                state: r.get(7)?,
+            })
+        })
     }
 
     /// Files a pairing request unless the channel already has `max_pending` waiting; returns

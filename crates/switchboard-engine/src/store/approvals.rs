@@ -185,38 +185,33 @@ impl Store {
         tail: &str,
         args: impl rusqlite::Params,
     ) -> anyhow::Result<Vec<ApprovalRecord>> {
-        let conn = self.lock();
         let sql = format!("SELECT {APPROVAL_COLUMNS} FROM approvals {tail}");
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let rows = stmt
-            .query_map(args, |r| {
-                Ok(ApprovalRecord {
-                    id: r.get(0)?,
-                    run_local_id: r.get(1)?,
-                    routing_key: r.get(2)?,
-                    session_id: r.get(3)?,
-                    server_run_id: r.get(4)?,
-                    tool_call_id: r.get(5)?,
-                    tool: r.get(6)?,
-                    arguments: from_json(&r.get::<_, String>(7)?)?,
-                    requester: r.get(8)?,
-                    channel: r.get(9)?,
-                    target: from_json(&r.get::<_, String>(10)?)?,
-                    created_ms: r.get(11)?,
-                    deadline_ms: r.get(12)?,
-                    state: r.get(13)?,
-                    decided_by: r.get(14)?,
-                    surface: r.get(15)?,
-                    decided_ms: r.get(16)?,
-                    requester_id: r.get(17)?,
-                    chat_message_id: r.get(18)?,
-                    decided_by_id: r.get(19)?,
-                    confirmed_ms: r.get(20)?,
-                    note: r.get(21)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        self.select(&sql, args, |r| {
+            Ok(ApprovalRecord {
+                id: r.get(0)?,
+                run_local_id: r.get(1)?,
+                routing_key: r.get(2)?,
+                session_id: r.get(3)?,
+                server_run_id: r.get(4)?,
+                tool_call_id: r.get(5)?,
+                tool: r.get(6)?,
+                arguments: from_json(&r.get::<_, String>(7)?)?,
+                requester: r.get(8)?,
+                channel: r.get(9)?,
+                target: from_json(&r.get::<_, String>(10)?)?,
+                created_ms: r.get(11)?,
+                deadline_ms: r.get(12)?,
+                state: r.get(13)?,
+                decided_by: r.get(14)?,
+                surface: r.get(15)?,
+                decided_ms: r.get(16)?,
+                requester_id: r.get(17)?,
+                chat_message_id: r.get(18)?,
+                decided_by_id: r.get(19)?,
+                confirmed_ms: r.get(20)?,
+                note: r.get(21)?,
+            })
+        })
     }
 
     /// Remembers the chat message that shows an approval's prompt.
@@ -391,29 +386,22 @@ impl Store {
 
     /// The audit log, newest first.
     pub fn decisions(&self, limit: usize) -> anyhow::Result<Vec<DecisionRecord>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare(
-            "SELECT at_ms, session_id, run_id, tool_call_id, tool, action, decided_by, decided_by_id, surface, channel, note
-             FROM decisions ORDER BY id DESC LIMIT ?1",
-        )?;
-        let rows = stmt
-            .query_map(params![limit as i64], |r| {
-                Ok(DecisionRecord {
-                    at_ms: r.get(0)?,
-                    session_id: r.get(1)?,
-                    run_id: r.get(2)?,
-                    tool_call_id: r.get(3)?,
-                    tool: r.get(4)?,
-                    action: r.get(5)?,
-                    decided_by: r.get(6)?,
-                    decided_by_id: r.get(7)?,
-                    surface: r.get(8)?,
-                    channel: r.get(9)?,
-                    note: r.get(10)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        self.select("SELECT at_ms, session_id, run_id, tool_call_id, tool, action, decided_by, decided_by_id, surface, channel, note
+             FROM decisions ORDER BY id DESC LIMIT ?1", params![limit as i64], |r| {
+            Ok(DecisionRecord {
+                at_ms: r.get(0)?,
+                session_id: r.get(1)?,
+                run_id: r.get(2)?,
+                tool_call_id: r.get(3)?,
+                tool: r.get(4)?,
+                action: r.get(5)?,
+                decided_by: r.get(6)?,
+                decided_by_id: r.get(7)?,
+                surface: r.get(8)?,
+                channel: r.get(9)?,
+                note: r.get(10)?,
+            })
+        })
     }
 
     // ----- rules and grants ---------------------------------------------------------------------
@@ -442,23 +430,16 @@ impl Store {
     }
 
     pub fn rules(&self) -> anyhow::Result<Vec<ApprovalRule>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, tool, arg_pattern, channel, created_ms, created_by FROM approval_rules ORDER BY id",
-        )?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(ApprovalRule {
-                    id: r.get(0)?,
-                    tool: r.get(1)?,
-                    arg_pattern: r.get(2)?,
-                    channel: r.get(3)?,
-                    created_ms: r.get(4)?,
-                    created_by: r.get(5)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        self.select("SELECT id, tool, arg_pattern, channel, created_ms, created_by FROM approval_rules ORDER BY id", [], |r| {
+            Ok(ApprovalRule {
+                id: r.get(0)?,
+                tool: r.get(1)?,
+                arg_pattern: r.get(2)?,
+                channel: r.get(3)?,
+                created_ms: r.get(4)?,
+                created_by: r.get(5)?,
+            })
+        })
     }
 
     /// Lets `tool` pass in this conversation while it stays on `session_id`.
@@ -478,20 +459,17 @@ impl Store {
 
     /// The grants of a conversation's current session.
     pub fn grants(&self, routing_key: &str, session_id: &str) -> anyhow::Result<Vec<Grant>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
+        self.select(
             "SELECT tool FROM grants WHERE routing_key = ?1 AND session_id = ?2 ORDER BY tool",
-        )?;
-        let rows = stmt
-            .query_map(params![routing_key, session_id], |r| {
+            params![routing_key, session_id],
+            |r| {
                 Ok(Grant {
                     routing_key: routing_key.to_string(),
                     session_id: session_id.to_string(),
                     tool: r.get(0)?,
                 })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+            },
+        )
     }
 }
 

@@ -365,6 +365,19 @@ text_enum_sql!(
 );
 
 impl Store {
+    /// Runs a read query (its statement cached) and maps every row with `map`.
+    fn select<T>(
+        &self,
+        sql: &str,
+        args: impl rusqlite::Params,
+        map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> anyhow::Result<Vec<T>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(sql)?;
+        let rows = stmt.query_map(args, map)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
     /// Opens (creating when needed) `switchboard.sqlite` in `data_dir` and brings its schema up to
     /// date.
     pub fn open(data_dir: &Path) -> anyhow::Result<Store> {
@@ -626,32 +639,27 @@ impl Store {
         tail: &str,
         args: impl rusqlite::Params,
     ) -> anyhow::Result<Vec<JournalEntry>> {
-        let conn = self.lock();
         let sql = format!(
             "SELECT id, channel, routing_key, peer, chat, target, text, context, state, run_id, error, created_ms, updated_ms FROM journal {tail}"
         );
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let rows = stmt
-            .query_map(args, |r| {
-                let context: Option<String> = r.get(7)?;
-                Ok(JournalEntry {
-                    id: r.get(0)?,
-                    channel: r.get(1)?,
-                    routing_key: r.get(2)?,
-                    peer: from_json(&r.get::<_, String>(3)?)?,
-                    chat: from_json(&r.get::<_, String>(4)?)?,
-                    target: from_json(&r.get::<_, String>(5)?)?,
-                    text: r.get(6)?,
-                    context: context.as_deref().map(from_json).transpose()?,
-                    state: r.get(8)?,
-                    run_id: r.get(9)?,
-                    error: r.get(10)?,
-                    created_ms: r.get(11)?,
-                    updated_ms: r.get(12)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        self.select(&sql, args, |r| {
+            let context: Option<String> = r.get(7)?;
+            Ok(JournalEntry {
+                id: r.get(0)?,
+                channel: r.get(1)?,
+                routing_key: r.get(2)?,
+                peer: from_json(&r.get::<_, String>(3)?)?,
+                chat: from_json(&r.get::<_, String>(4)?)?,
+                target: from_json(&r.get::<_, String>(5)?)?,
+                text: r.get(6)?,
+                context: context.as_deref().map(from_json).transpose()?,
+                state: r.get(8)?,
+                run_id: r.get(9)?,
+                error: r.get(10)?,
+                created_ms: r.get(11)?,
+                updated_ms: r.get(12)?,
+            })
+        })
     }
 
     /// Sets the state of journal entries (and the error, for failures).
@@ -686,27 +694,22 @@ impl Store {
         tail: &str,
         args: impl rusqlite::Params,
     ) -> anyhow::Result<Vec<Conversation>> {
-        let conn = self.lock();
         let sql = format!(
             "SELECT routing_key, session_id, channel, peer, chat, target, title, created_ms, last_used_ms FROM conversations {tail}"
         );
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let rows = stmt
-            .query_map(args, |r| {
-                Ok(Conversation {
-                    routing_key: r.get(0)?,
-                    session_id: r.get(1)?,
-                    channel: r.get(2)?,
-                    peer: from_json(&r.get::<_, String>(3)?)?,
-                    chat: from_json(&r.get::<_, String>(4)?)?,
-                    target: from_json(&r.get::<_, String>(5)?)?,
-                    title: r.get(6)?,
-                    created_ms: r.get(7)?,
-                    last_used_ms: r.get(8)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        self.select(&sql, args, |r| {
+            Ok(Conversation {
+                routing_key: r.get(0)?,
+                session_id: r.get(1)?,
+                channel: r.get(2)?,
+                peer: from_json(&r.get::<_, String>(3)?)?,
+                chat: from_json(&r.get::<_, String>(4)?)?,
+                target: from_json(&r.get::<_, String>(5)?)?,
+                title: r.get(6)?,
+                created_ms: r.get(7)?,
+                last_used_ms: r.get(8)?,
+            })
+        })
     }
 
     /// Maps a conversation to a server session (or forgets its session with `None`).
@@ -839,31 +842,26 @@ impl Store {
         tail: &str,
         args: impl rusqlite::Params,
     ) -> anyhow::Result<Vec<RunRecord>> {
-        let conn = self.lock();
         let sql = format!(
             "SELECT local_id, routing_key, session_id, server_run_id, state, text, idempotency_key, cursor_start, journal_ids, reply, delivered_chunks, model
              FROM runs {tail}"
         );
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let rows = stmt
-            .query_map(args, |r| {
-                Ok(RunRecord {
-                    local_id: r.get(0)?,
-                    routing_key: r.get(1)?,
-                    session_id: r.get(2)?,
-                    server_run_id: r.get(3)?,
-                    state: r.get(4)?,
-                    text: r.get(5)?,
-                    idempotency_key: r.get(6)?,
-                    cursor_start: r.get(7)?,
-                    journal_ids: from_json(&r.get::<_, String>(8)?)?,
-                    reply: r.get(9)?,
-                    delivered_chunks: r.get::<_, i64>(10)? as usize,
-                    model: r.get(11)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        self.select(&sql, args, |r| {
+            Ok(RunRecord {
+                local_id: r.get(0)?,
+                routing_key: r.get(1)?,
+                session_id: r.get(2)?,
+                server_run_id: r.get(3)?,
+                state: r.get(4)?,
+                text: r.get(5)?,
+                idempotency_key: r.get(6)?,
+                cursor_start: r.get(7)?,
+                journal_ids: from_json(&r.get::<_, String>(8)?)?,
+                reply: r.get(9)?,
+                delivered_chunks: r.get::<_, i64>(10)? as usize,
+                model: r.get(11)?,
+            })
+        })
     }
 
     // ----- event cursors ------------------------------------------------------------------------

@@ -278,26 +278,31 @@ impl Run {
         Some(self.session(&mut st)?.active()?.cancel_requested)
     }
 
+    /// A turn's text as one `text_delta` (a non-streaming model) and its `text_complete`.
+    fn emit_text(&self, st: &mut State, text: &str) {
+        self.emit_locked(
+            st,
+            EventPayload::TextDelta {
+                run_id: self.run_id,
+                delta: text.to_string(),
+            },
+        );
+        self.emit_locked(
+            st,
+            EventPayload::TextComplete {
+                run_id: self.run_id,
+                text: text.to_string(),
+            },
+        );
+    }
+
     /// `text_delta` (the whole text at once, like a non-streaming model), `text_complete`,
     /// `usage_report`, `turn_completed`, and the assistant message.
     fn reply_turn(&mut self, text: &str, stream_text: bool) -> Option<()> {
         let usage = self.usage(text);
         let mut st = self.guard()?;
         if stream_text {
-            self.emit_locked(
-                &mut st,
-                EventPayload::TextDelta {
-                    run_id: self.run_id,
-                    delta: text.to_string(),
-                },
-            );
-            self.emit_locked(
-                &mut st,
-                EventPayload::TextComplete {
-                    run_id: self.run_id,
-                    text: text.to_string(),
-                },
-            );
+            self.emit_text(&mut st, text);
         }
         self.emit_locked(
             &mut st,
@@ -422,20 +427,7 @@ impl Run {
             );
             if let Some(text) = said {
                 // The model's words before its calls, in the same turn (real models do this).
-                self.emit_locked(
-                    &mut st,
-                    EventPayload::TextDelta {
-                        run_id: self.run_id,
-                        delta: text.to_string(),
-                    },
-                );
-                self.emit_locked(
-                    &mut st,
-                    EventPayload::TextComplete {
-                        run_id: self.run_id,
-                        text: text.to_string(),
-                    },
-                );
+                self.emit_text(&mut st, text);
                 self.session(&mut st)?
                     .messages
                     .push(Message::assistant_text(text));
