@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 
 use serde::Serialize;
+use switchboard_engine::access::PairingState;
 use switchboard_engine::model::ChannelState;
 use switchboard_engine::{EngineEvent, ServerHealth};
 
@@ -268,10 +269,17 @@ pub fn describe(event: &EngineEvent) -> Option<(Level, &'static str, String, Str
             request,
             decided_by,
         } => {
-            let text = format!(
-                "{} ({}) on {}: {} by {decided_by}",
-                request.peer_name, request.peer_id, request.channel, request.state
-            );
+            let text = if request.state == PairingState::Pending {
+                format!(
+                    "The pairing code {} of {} ({}) on {} stopped waiting: too many strangers asked after it",
+                    request.code, request.peer_name, request.peer_id, request.channel
+                )
+            } else {
+                format!(
+                    "{} ({}) on {}: {} by {decided_by}",
+                    request.peer_name, request.peer_id, request.channel, request.state
+                )
+            };
             (
                 Level::Info,
                 "pairing_resolved",

@@ -2,6 +2,8 @@
 //! its allowed and admitted senders, and its allowed and open groups. Pure; the store keeps who was
 //! admitted or refused and the pending pairing requests.
 
+use std::collections::{HashMap, VecDeque};
+
 use rand::Rng;
 use serde::Serialize;
 
@@ -10,8 +12,22 @@ use crate::model::ChatType;
 
 /// How long a pairing code is valid.
 pub const PAIRING_TTL_MS: i64 = 3_600_000;
-/// At most this many pairing requests wait per channel; more strangers get no code.
-pub const MAX_PENDING_PER_CHANNEL: usize = 3;
+/// At most this many pairing requests wait per channel; a newer one pushes out the oldest, so
+/// a few throwaway accounts cannot keep real newcomers out.
+pub const MAX_PENDING_PER_CHANNEL: usize = 10;
+/// A stranger the gate answered (with a code or a "try again later") hears nothing more from it
+/// for this long, whatever they send.
+pub const PEER_QUIET_MS: i64 = 600_000;
+/// The window over which a channel's codes and refusals are counted.
+pub const PAIRING_WINDOW_MS: i64 = 3_600_000;
+/// At most this many new codes per channel per window; strangers beyond it are asked to try
+/// again later.
+pub const CODES_PER_WINDOW: usize = 30;
+/// At most this many "try again later" per channel per window; beyond it the gate is silent.
+pub const DECLINES_PER_WINDOW: usize = 30;
+/// How many strangers the limiter remembers per channel; past it, new ones get no answer until
+/// older ones are forgotten (the channel caps bound the answers anyway).
+const MAX_REMEMBERED: usize = 4096;
 /// Letters and digits that cannot be mistaken for one another (no 0/O, 1/I).
 const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
 /// How many characters a pairing code has.
@@ -207,6 +223,76 @@ pub fn pairing_reply(code: &str) -> String {
          Ask the owner of this bot to admit it in Switchboard; it is valid for one hour."
     )
 }
+
+/// What the gate does for a stranger who has no waiting code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairingStep {
+    /// Give them a new code.
+    Issue,
+    /// Tell them, politely, that too many people are asking.
+    TryLater,
+    /// Say nothing (they were answered a moment ago, or the channel is flooded).
+    Silent(&'static str),
+}
+
+/// Keeps what strangers cost in bounds: each is answered at most once per [`PEER_QUIET_MS`], and a
+/// channel gives at most [`CODES_PER_WINDOW`] codes and [`DECLINES_PER_WINDOW`] refusals an hour.
+/// In memory: after a restart the stored codes still stop repeats.
+#[derive(Debug, Default)]
+pub struct PairingLimiter {
+    channels: HashMap<String, ChannelLimits>,
+}
+
+#[derive(Debug, Default)]
+struct ChannelLimits {
+    /// When each stranger was last answered.
+    answered: HashMap<String, i64>,
+    issued: VecDeque<i64>,
+    declined: VecDeque<i64>,
+}
+
+impl PairingLimiter {
+    /// Decides, and counts, the gate's answer to `peer` on `channel` at `now`.
+    pub fn step(&mut self, channel: &str, peer: &str, now: i64) -> PairingStep {
+        let limits = self.channels.entry(channel.to_string()).or_default();
+        if limits
+            .answered
+            .get(peer)
+            .is_some_and(|&at| now - at < PEER_QUIET_MS)
+        {
+            return PairingStep::Silent("answered a moment ago");
+        }
+        if limits.answered.len() >= MAX_REMEMBERED && !limits.answered.contains_key(peer) {
+            limits.answered.retain(|_, at| now - *at < PEER_QUIET_MS);
+            if limits.answered.len() >= MAX_REMEMBERED {
+                return PairingStep::Silent("too many strangers at once");
+            }
+        }
+        for times in [&mut limits.issued, &mut limits.declined] {
+            while times
+                .front()
+                .is_some_and(|&at| now - at >= PAIRING_WINDOW_MS)
+            {
+                times.pop_front();
+            }
+        }
+        let step = if limits.issued.len() < CODES_PER_WINDOW {
+            limits.issued.push_back(now);
+            PairingStep::Issue
+        } else if limits.declined.len() < DECLINES_PER_WINDOW {
+            limits.declined.push_back(now);
+            PairingStep::TryLater
+        } else {
+            return PairingStep::Silent("too many strangers at once");
+        };
+        limits.answered.insert(peer.to_string(), now);
+        step
+    }
+}
+
+/// What a stranger hears when the channel has given out too many codes lately.
+pub const TRY_LATER_REPLY: &str = "⏳ Too many people are asking to talk to this bot right now. \
+     Please try again in an hour.";
 
 /// A pairing request as the host shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -489,6 +575,51 @@ mod tests {
             assert!(code.bytes().all(|b| CODE_ALPHABET.contains(&b)), "{code}");
         }
         assert_eq!(normalise_code(" abcd-2345 "), "ABCD2345");
+    }
+
+    #[test]
+    fn a_stranger_is_answered_once_per_quiet_period() {
+        let mut limiter = PairingLimiter::default();
+        assert_eq!(limiter.step("telegram", "s", 0), PairingStep::Issue);
+        for t in [1, 1_000, PEER_QUIET_MS - 1] {
+            assert!(matches!(
+                limiter.step("telegram", "s", t),
+                PairingStep::Silent(_)
+            ));
+        }
+        assert_eq!(
+            limiter.step("slack", "s", 1),
+            PairingStep::Issue,
+            "channels count apart"
+        );
+        assert_eq!(
+            limiter.step("telegram", "s", PEER_QUIET_MS),
+            PairingStep::Issue
+        );
+    }
+
+    #[test]
+    fn a_flooded_channel_declines_politely_then_goes_quiet_then_recovers() {
+        let mut limiter = PairingLimiter::default();
+        let steps: Vec<PairingStep> = (0..CODES_PER_WINDOW + DECLINES_PER_WINDOW + 5)
+            .map(|i| limiter.step("telegram", &format!("p{i}"), i as i64))
+            .collect();
+        assert!(steps[..CODES_PER_WINDOW]
+            .iter()
+            .all(|s| *s == PairingStep::Issue));
+        assert!(
+            steps[CODES_PER_WINDOW..CODES_PER_WINDOW + DECLINES_PER_WINDOW]
+                .iter()
+                .all(|s| *s == PairingStep::TryLater)
+        );
+        assert!(steps[CODES_PER_WINDOW + DECLINES_PER_WINDOW..]
+            .iter()
+            .all(|s| matches!(s, PairingStep::Silent(_))));
+        assert_eq!(
+            limiter.step("telegram", "newcomer", PAIRING_WINDOW_MS + 10),
+            PairingStep::Issue,
+            "an hour later codes are given again"
+        );
     }
 
     #[test]

@@ -1,28 +1,39 @@
 //! The gateway HTTP API: status, channels, sessions and `POST /v1/gateway/send`, for watch
 //! scripts and other local tools.
 //!
-//! It listens on loopback by default, requires the bearer token from `[api].token` on every route,
-//! and refuses requests whose `Host` or `Origin` is not local, so a web page the user visits cannot
+//! It listens on loopback by default, requires a bearer token on every route — `[api].token`, or
+//! the agent server's own `[server].token`, which is what the Stakpak watch scheduler sends — and
+//! refuses requests whose `Host` or `Origin` is not local, so a web page the user visits cannot
 //! reach it through DNS rebinding.
+//!
+//! The Stakpak watch scheduler replaces a gateway URL on `localhost`/`127.0.0.1` with its own
+//! server's, so the API also listens on a second loopback address (`[api].scheduler_listen`,
+//! `127.0.0.2` and the same port by default) that the scheduler keeps.
 
 use std::net::SocketAddr;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
+use crate::dispatch::{CallerContext, InteractiveRun};
 use crate::engine::{EngineHandle, SendError};
 use crate::watch::WatchContext;
 
 /// Requests larger than this are refused (a notification is text, not a file).
 const BODY_LIMIT: usize = 1024 * 1024;
+/// An interactive run's prompt, its context items and their total, as upstream's gateway limits
+/// them.
+const MAX_PROMPT_BYTES: usize = 32 * 1024;
+const MAX_CONTEXT_ITEMS: usize = 50;
+const MAX_INTERACTIVE_BYTES: usize = 100 * 1024;
 
 /// Binds `[api].listen` for the gateway API, warning when it is reachable beyond this machine.
 pub async fn bind(listen: &str) -> anyhow::Result<tokio::net::TcpListener> {
@@ -60,22 +71,53 @@ pub fn serve(
     Ok(bound)
 }
 
-/// Binds `[api].listen` and serves the API there; a failure is logged and reported to the host as
-/// an [`crate::EngineEvent::Error`] (the engine runs on without its API).
+/// Binds `[api].listen` and serves the API there, and on `[api].scheduler_listen` too (see the
+/// module's documentation); a failure of the first is logged and reported to the host as an
+/// [`crate::EngineEvent::Error`] (the engine runs on without its API), one of the second only
+/// logged and reported.
 pub async fn start(engine: &EngineHandle, shutdown: CancellationToken) -> Option<SocketAddr> {
-    let listen = engine.config().api.listen.clone();
+    let config = engine.config();
+    let listen = config.api.listen.clone();
     let served = match bind(&listen).await {
-        Ok(listener) => serve(engine.clone(), listener, shutdown),
+        Ok(listener) => serve(engine.clone(), listener, shutdown.clone()),
         Err(e) => Err(e),
     };
-    match served {
-        Ok(addr) => Some(addr),
+    let addr = match served {
+        Ok(addr) => addr,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "the gateway API is not available");
             engine.report_error("api", &format!("{e:#}"));
-            None
+            return None;
+        }
+    };
+    if let Some(second) = config.api.scheduler_addr(addr) {
+        match tokio::net::TcpListener::bind(second).await {
+            Ok(listener) => {
+                let bound = listener.local_addr().ok();
+                let app = router(engine.clone());
+                let stop = shutdown.clone();
+                tokio::spawn(async move {
+                    let server = axum::serve(listener, app)
+                        .with_graceful_shutdown(async move { stop.cancelled().await });
+                    if let Err(e) = server.await {
+                        tracing::error!(error = %e, "the gateway API's scheduler address stopped");
+                    }
+                });
+                if let Some(bound) = bound {
+                    engine.set_scheduler_addr(bound);
+                    tracing::info!(addr = %bound, "gateway API listening for the Stakpak watch scheduler");
+                }
+            }
+            Err(e) => {
+                let message = format!(
+                    "cannot listen on {second} (api.scheduler_listen) for the Stakpak watch scheduler: {e}; pick another address or set it to \"off\""
+                );
+                tracing::warn!("{message}");
+                engine.report_error("api", &message);
+            }
         }
     }
+    Some(addr)
 }
 
 /// The API's routes with their guards, for serving and for tests.
@@ -84,6 +126,7 @@ pub fn router(engine: EngineHandle) -> Router {
         .route("/v1/gateway/status", get(status))
         .route("/v1/gateway/channels", get(channels))
         .route("/v1/gateway/sessions", get(sessions))
+        .route("/v1/gateway/sessions/{id}", get(session))
         .route("/v1/gateway/send", post(send))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(middleware::from_fn_with_state(engine.clone(), guard))
@@ -154,13 +197,21 @@ async fn guard(
             );
         }
     }
-    let expected = engine.config().api.token.clone();
+    let config = engine.config();
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    if expected.is_empty() || !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+    // The agent server's token is accepted too: the Stakpak watch scheduler always sends its
+    // server's. Both are compared, in constant time, so timing tells nothing of either.
+    let matches = [config.api.token.as_str(), config.server.token.as_str()]
+        .iter()
+        .filter(|t| !t.is_empty())
+        .fold(false, |hit, t| {
+            constant_time_eq(given.as_bytes(), t.as_bytes()) | hit
+        });
+    if given.is_empty() || !matches {
         return error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -200,14 +251,137 @@ async fn sessions(State(engine): State<EngineHandle>) -> Response {
     }
 }
 
+/// `GET /v1/gateway/sessions/{id}`: whether the conversation bound to an agent session is busy,
+/// for the watch scheduler's polling of an interactive run.
+async fn session(State(engine): State<EngineHandle>, Path(id): Path<String>) -> Response {
+    match engine.session_activity(&id) {
+        Ok(Some((routing_key, active))) => Json(json!({
+            "session_id": id,
+            "active": active,
+            "routing_key": routing_key,
+        }))
+        .into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "session_not_found",
+            "no conversation here has this session",
+        ),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            &format!("{e:#}"),
+        ),
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SendRequest {
     channel: String,
-    target: String,
+    /// A string in the channel's format, or an object as the Stakpak watch scheduler sends it.
+    target: Value,
     text: String,
     #[serde(default)]
     context: Option<WatchContext>,
+    #[serde(default)]
+    interactive: Option<InteractiveRequest>,
+}
+
+/// What the Stakpak watch scheduler sends for an `interactive` schedule.
+#[derive(Deserialize)]
+struct InteractiveRequest {
+    prompt: String,
+    #[serde(default)]
+    caller_context: Vec<CallerContext>,
+    #[serde(default)]
+    title: Option<String>,
+    /// Seconds.
+    #[serde(default)]
+    timeout: Option<u64>,
+    /// Not honoured: the agent server decides where tools run.
+    #[serde(default)]
+    #[allow(dead_code)]
+    sandbox: Option<bool>,
+}
+
+/// The target as text in the channel's own format: a string as it is, a number as digits, or one
+/// of the objects the watch scheduler sends (`{"chat_id"}`, `{"channel_id"}`, `{"channel"}`, with
+/// an optional `thread_id`/`topic_id`).
+fn target_text(target: &Value) -> Result<String, String> {
+    let scalar = |v: &Value| match v {
+        Value::String(s) => Some(s.trim().to_owned()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    match target {
+        Value::Object(fields) => {
+            let id = ["chat_id", "channel_id", "channel", "user_id"]
+                .iter()
+                .find_map(|k| fields.get(*k).and_then(scalar))
+                .filter(|id| !id.is_empty())
+                .ok_or_else(|| {
+                    "the target object names no chat: expected chat_id, channel_id or channel"
+                        .to_owned()
+                })?;
+            let thread = ["thread_id", "topic_id", "thread_ts"]
+                .iter()
+                .find_map(|k| fields.get(*k).and_then(scalar))
+                .filter(|t| !t.is_empty());
+            Ok(match thread {
+                Some(thread) => format!("{id}:{thread}"),
+                None => id,
+            })
+        }
+        other => scalar(other).ok_or_else(|| {
+            "the target must be a string, a number or an object with chat_id, channel_id or channel"
+                .to_owned()
+        }),
+    }
+}
+
+/// Checks an interactive request against the limits; the message says which one it broke.
+fn check_interactive(request: &InteractiveRequest) -> Result<(), String> {
+    if request.prompt.trim().is_empty() {
+        return Err("interactive.prompt is empty".into());
+    }
+    if request.prompt.len() > MAX_PROMPT_BYTES {
+        return Err(format!(
+            "interactive.prompt is {} bytes; at most {MAX_PROMPT_BYTES} are taken",
+            request.prompt.len()
+        ));
+    }
+    if request.caller_context.len() > MAX_CONTEXT_ITEMS {
+        return Err(format!(
+            "interactive.caller_context has {} items; at most {MAX_CONTEXT_ITEMS} are taken",
+            request.caller_context.len()
+        ));
+    }
+    let total = request.prompt.len()
+        + request
+            .caller_context
+            .iter()
+            .map(|c| c.name.len() + c.content.len())
+            .sum::<usize>();
+    if total > MAX_INTERACTIVE_BYTES {
+        return Err(format!(
+            "the interactive prompt and its context are {total} bytes; at most {MAX_INTERACTIVE_BYTES} are taken"
+        ));
+    }
+    Ok(())
+}
+
+fn send_error(e: SendError) -> Response {
+    match e {
+        e @ SendError::ChannelNotFound(_) => {
+            error(StatusCode::NOT_FOUND, "channel_not_found", &e.to_string())
+        }
+        e @ SendError::InvalidTarget(_) => {
+            error(StatusCode::BAD_REQUEST, "invalid_target", &e.to_string())
+        }
+        e @ SendError::DeliveryFailed(_) => {
+            error(StatusCode::BAD_GATEWAY, "delivery_failed", &e.to_string())
+        }
+    }
 }
 
 async fn send(State(engine): State<EngineHandle>, body: Bytes) -> Response {
@@ -222,32 +396,72 @@ async fn send(State(engine): State<EngineHandle>, body: Bytes) -> Response {
             );
         }
     };
+    let target = match target_text(&request.target) {
+        Ok(target) => target,
+        Err(why) => return error(StatusCode::BAD_REQUEST, "invalid_target", &why),
+    };
+    let Some(interactive) = request.interactive else {
+        return match engine
+            .send(
+                &request.channel,
+                &target,
+                &request.text,
+                request.context.clone(),
+            )
+            .await
+        {
+            Ok(chunks) => Json(json!({
+                "delivered": true,
+                "channel": request.channel,
+                "target": target,
+                "chunks": chunks,
+                "context_stored": request.context.is_some(),
+            }))
+            .into_response(),
+            Err(e) => send_error(e),
+        };
+    };
+    if let Err(why) = check_interactive(&interactive) {
+        return error(StatusCode::BAD_REQUEST, "interactive_too_large", &why);
+    }
+    let schedule = request
+        .context
+        .as_ref()
+        .and_then(|c| c.schedule.clone())
+        .or_else(|| interactive.title.clone())
+        .unwrap_or_else(|| "watch".to_owned());
+    let run = InteractiveRun {
+        schedule,
+        prompt: interactive.prompt,
+        context: interactive.caller_context,
+        title: interactive.title,
+        timeout: interactive
+            .timeout
+            .filter(|t| *t > 0)
+            .map(std::time::Duration::from_secs),
+    };
     match engine
-        .send(
+        .send_interactive(
             &request.channel,
-            &request.target,
+            &target,
             &request.text,
-            request.context.clone(),
+            request.context,
+            run,
         )
         .await
     {
-        Ok(chunks) => Json(json!({
+        Ok((chunks, started)) => Json(json!({
             "delivered": true,
             "channel": request.channel,
-            "target": request.target,
+            "target": target,
             "chunks": chunks,
-            "context_stored": request.context.is_some(),
+            "context_stored": false,
+            "session_id": started.session_id,
+            "thread_id": started.thread_id,
+            "routing_key": started.routing_key,
         }))
         .into_response(),
-        Err(e @ SendError::ChannelNotFound(_)) => {
-            error(StatusCode::NOT_FOUND, "channel_not_found", &e.to_string())
-        }
-        Err(e @ SendError::InvalidTarget(_)) => {
-            error(StatusCode::BAD_REQUEST, "invalid_target", &e.to_string())
-        }
-        Err(e @ SendError::DeliveryFailed(_)) => {
-            error(StatusCode::BAD_GATEWAY, "delivery_failed", &e.to_string())
-        }
+        Err(e) => send_error(e),
     }
 }
 

@@ -138,6 +138,10 @@ pub struct ApiConfig {
     pub listen: String,
     /// Its bearer token; generated and saved on first start when empty.
     pub token: String,
+    /// A second address for the Stakpak watch scheduler, which replaces a gateway URL on
+    /// `localhost` or `127.0.0.1` with its own server's: `auto` (127.0.0.2 and the port of
+    /// `listen`, when `listen` is on 127.0.0.1), `off`, or an address and port.
+    pub scheduler_listen: String,
 }
 
 impl Default for ApiConfig {
@@ -145,8 +149,48 @@ impl Default for ApiConfig {
         Self {
             listen: "127.0.0.1:4097".to_owned(),
             token: String::new(),
+            scheduler_listen: "auto".to_owned(),
         }
     }
+}
+
+impl ApiConfig {
+    /// Where to listen for the watch scheduler, given where the API itself listens (`bound`).
+    pub fn scheduler_addr(&self, bound: SocketAddr) -> Option<SocketAddr> {
+        match self.scheduler_listen.trim() {
+            "" | "off" => None,
+            "auto" => match bound {
+                SocketAddr::V4(v4) if *v4.ip() == std::net::Ipv4Addr::LOCALHOST => Some(
+                    SocketAddr::from((std::net::Ipv4Addr::new(127, 0, 0, 2), v4.port())),
+                ),
+                // Any other address is one the scheduler keeps already.
+                _ => None,
+            },
+            explicit => explicit.parse().ok(),
+        }
+    }
+}
+
+/// The `[notifications]` table for `~/.stakpak/autopilot.toml` that sends the watch scheduler's
+/// notifications through Switchboard at `addr`: the scheduler sends its server's token, which
+/// Switchboard accepts, so `gateway_token` only matters for a server run with `--no-auth`.
+pub fn autopilot_notifications(addr: &SocketAddr, config: &Config) -> String {
+    // The first configured channel, to its first owner's direct chat when there is one.
+    let c = &config.channels;
+    let (channel, chat) = if let Some(t) = &c.telegram {
+        ("telegram", t.owners.first().cloned())
+    } else if let Some(s) = &c.slack {
+        ("slack", s.owners.first().cloned())
+    } else if let Some(d) = &c.discord {
+        ("discord", d.owners.first().map(|o| format!("dm:{o}")))
+    } else {
+        ("telegram", None)
+    };
+    let chat = chat.unwrap_or_else(|| "<chat id>".to_owned());
+    format!(
+        "[notifications]\ngateway_url = \"http://{addr}\"\ngateway_token = \"{}\"\nchannel = \"{channel}\"\nchat_id = \"{chat}\"\n",
+        config.api.token
+    )
 }
 
 /// `[channels]`: the chat platforms; a missing section means the platform is not set up.
@@ -729,6 +773,16 @@ impl Config {
                 format!(
                     "\"{}\" is not an IP address and port; use e.g. 127.0.0.1:4097",
                     self.api.listen
+                ),
+            );
+        }
+
+        let scheduler = self.api.scheduler_listen.trim();
+        if !matches!(scheduler, "" | "auto" | "off") && scheduler.parse::<SocketAddr>().is_err() {
+            return fail(
+                "api.scheduler_listen",
+                format!(
+                    "\"{scheduler}\" is not an IP address and port; use \"auto\", \"off\" or e.g. 127.0.0.2:4097"
                 ),
             );
         }

@@ -15,9 +15,12 @@ use crate::agent::{AgentClient, Message, Timeouts};
 use crate::approvals::{Actor, Answer, Surface};
 use crate::channels::{Channel, ChannelContext, ChannelError, StatusBoard};
 use crate::config::{self, ApprovalMode, Config};
-use crate::dispatch::{Delivery, DeliveryError, Dispatcher, DispatcherIntake, RunControl};
+use crate::dispatch::{
+    Delivery, DeliveryError, Dispatcher, DispatcherIntake, InteractiveRun, RunControl, StartError,
+    StartedRun,
+};
 use crate::events::{EngineEvent, ServerHealth};
-use crate::model::{now_ms, ChannelStatus, ChatType, Identity, Peer};
+use crate::model::{now_ms, ChannelStatus, ChatType, DeliveryTarget, Identity, Peer};
 use crate::secrets::{KeyringChoice, Secrets};
 use crate::store::{ApprovalRecord, ApprovalRule, DecisionRecord, JournalEntry, Resolution, Store};
 use crate::watch::WatchContext;
@@ -151,6 +154,7 @@ impl EngineBuilder {
                 config_path,
                 running: Mutex::default(),
                 api_addr: Mutex::default(),
+                scheduler_addr: Mutex::default(),
                 shutdown: shutdown.clone(),
             }),
         };
@@ -196,6 +200,8 @@ struct Inner {
     /// Each enabled channel's receive loop, stopped by cancelling its token.
     running: Mutex<HashMap<String, CancellationToken>>,
     api_addr: Mutex<Option<SocketAddr>>,
+    /// The API's second address, for the Stakpak watch scheduler.
+    scheduler_addr: Mutex<Option<SocketAddr>>,
     shutdown: CancellationToken,
 }
 
@@ -294,6 +300,30 @@ impl EngineHandle {
             .api_addr
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn set_scheduler_addr(&self, addr: SocketAddr) {
+        *self
+            .inner
+            .scheduler_addr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(addr);
+    }
+
+    /// Where the gateway API listens for the Stakpak watch scheduler, once it does.
+    pub fn scheduler_addr(&self) -> Option<SocketAddr> {
+        *self
+            .inner
+            .scheduler_addr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The `[notifications]` lines for `~/.stakpak/autopilot.toml` that send the watch
+    /// scheduler's notifications through this gateway; `None` until the API listens there.
+    pub fn autopilot_lines(&self) -> Option<String> {
+        let addr = self.scheduler_addr()?;
+        Some(config::autopilot_notifications(&addr, &self.config()))
     }
 
     pub fn store(&self) -> &Store {
@@ -538,26 +568,12 @@ impl EngineHandle {
         text: &str,
         context: Option<WatchContext>,
     ) -> Result<usize, SendError> {
-        let d = self.dispatcher();
-        let Some(ch) = d.channel(channel) else {
-            return Err(SendError::ChannelNotFound(channel.to_string()));
-        };
-        if d.board.get(channel).is_some_and(|s| !s.enabled) {
-            return Err(SendError::DeliveryFailed(format!(
-                "the {channel} channel is turned off"
-            )));
-        }
-        let target = ch.parse_target(target).map_err(SendError::InvalidTarget)?;
+        let (ch, target) = self.send_target(channel, target).await?;
         if text.trim().is_empty() {
             return Err(SendError::InvalidTarget("the text is empty".into()));
         }
-        let chunks = d
-            .deliver_text(&ch, &target, text, 0, Delivery::Request, |_| Ok(()))
-            .await
-            .map_err(|e| match e {
-                DeliveryError::Stopping => SendError::DeliveryFailed(e.to_string()),
-                DeliveryError::Failed(why) => SendError::DeliveryFailed(why),
-            })?;
+        let d = self.dispatcher();
+        let (chunks, _) = self.post_notice(&ch, &target, text).await?;
         if let Some(context) = &context {
             let now = now_ms();
             let ttl = d.config().gateway.delivery_context_ttl_hours as i64 * 3_600_000;
@@ -582,6 +598,111 @@ impl EngineHandle {
             context,
         });
         Ok(chunks)
+    }
+
+    /// An interactive watch run (`POST /v1/gateway/send` with `interactive`): the notice and the
+    /// check output go to the chat, then `run`'s prompt runs in that chat's conversation, whose
+    /// session is returned; the chat's next message continues it.
+    pub async fn send_interactive(
+        &self,
+        channel: &str,
+        target: &str,
+        text: &str,
+        context: Option<WatchContext>,
+        run: InteractiveRun,
+    ) -> Result<(usize, StartedRun), SendError> {
+        let (ch, target) = self.send_target(channel, target).await?;
+        if run.prompt.trim().is_empty() {
+            return Err(SendError::InvalidTarget(
+                "the interactive prompt is empty".into(),
+            ));
+        }
+        let d = self.dispatcher();
+        let mut notice = text.trim().to_owned();
+        if let Some(output) = context
+            .as_ref()
+            .and_then(|c| c.check_output.as_deref())
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+        {
+            notice.push_str(&format!("\n\nCheck output:\n{output}"));
+        }
+        if notice.is_empty() {
+            notice = format!("🕐 Schedule {} started", run.schedule);
+        }
+        let (chunks, first) = self.post_notice(&ch, &target, &notice).await?;
+        let started = d
+            .start_interactive(&ch, &target, first.as_deref(), run)
+            .await
+            .map_err(|e| match e {
+                StartError::Target(why) => SendError::InvalidTarget(why),
+                other => SendError::DeliveryFailed(format!(
+                    "the notice was delivered, but the run could not start: {other}"
+                )),
+            })?;
+        d.emit(EngineEvent::WatchNotificationDelivered {
+            channel: channel.to_string(),
+            target,
+            text: text.to_string(),
+            context,
+        });
+        Ok((chunks, started))
+    }
+
+    /// Whether the conversation bound to an agent session is busy (`GET /v1/gateway/sessions/{id}`):
+    /// its routing key and whether a run is in flight or messages wait; `None` for a session no
+    /// conversation has.
+    pub fn session_activity(&self, session_id: &str) -> anyhow::Result<Option<(String, bool)>> {
+        self.dispatcher().session_activity(session_id)
+    }
+
+    /// The channel and the parsed target of a `/send` (names resolved, such as Slack's `#ops`).
+    async fn send_target(
+        &self,
+        channel: &str,
+        target: &str,
+    ) -> Result<(Arc<dyn Channel>, DeliveryTarget), SendError> {
+        let d = self.dispatcher();
+        let Some(ch) = d.channel(channel) else {
+            return Err(SendError::ChannelNotFound(channel.to_string()));
+        };
+        if d.board.get(channel).is_some_and(|s| !s.enabled) {
+            return Err(SendError::DeliveryFailed(format!(
+                "the {channel} channel is turned off"
+            )));
+        }
+        let resolved = ch
+            .resolve_target(target)
+            .await
+            .map_err(SendError::InvalidTarget)?;
+        let target = ch
+            .parse_target(&resolved)
+            .map_err(SendError::InvalidTarget)?;
+        Ok((ch, target))
+    }
+
+    /// Posts a notice, split to fit; returns the number of parts and the first part's message id.
+    async fn post_notice(
+        &self,
+        ch: &Arc<dyn Channel>,
+        target: &DeliveryTarget,
+        text: &str,
+    ) -> Result<(usize, Option<String>), SendError> {
+        let mut first = None;
+        let chunks = self
+            .dispatcher()
+            .deliver_text(ch, target, text, 0, Delivery::Request, |index, sent| {
+                if index == 0 {
+                    first = Some(sent.id.clone());
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| match e {
+                DeliveryError::Stopping => SendError::DeliveryFailed(e.to_string()),
+                DeliveryError::Failed(why) => SendError::DeliveryFailed(why),
+            })?;
+        Ok((chunks, first))
     }
 
     // ----- approvals ----------------------------------------------------------------------------

@@ -155,7 +155,8 @@ pub enum EngineEvent {
     PairingRequested {
         request: crate::access::PairingRequest,
     },
-    /// A pairing request was admitted or refused (`state`), by whom.
+    /// A pairing request was admitted or refused (`state`), by whom; or, still `pending` with no
+    /// one named, it stopped waiting because a newer stranger took its place.
     PairingResolved {
         request: crate::access::PairingRequest,
         decided_by: String,

@@ -25,5 +25,6 @@ pub mod sse;
 pub mod store;
 pub mod watch;
 
+pub use dispatch::{CallerContext, InteractiveRun, StartedRun};
 pub use engine::{ConversationSummary, Engine, EngineBuilder, EngineHandle, EngineOptions};
 pub use events::{EngineEvent, RunOutcome, ServerHealth};

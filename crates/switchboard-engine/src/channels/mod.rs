@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::chunk::TextLimit;
 use crate::events::EngineEvent;
 use crate::model::{
-    now_ms, ChannelState, ChannelStatus, DeliveryTarget, Identity, InboundMessage, Peer,
+    now_ms, ChannelState, ChannelStatus, ChatType, DeliveryTarget, Identity, InboundMessage, Peer,
 };
 use crate::store::Store;
 
@@ -109,6 +109,33 @@ pub trait Channel: Send + Sync + 'static {
     /// Parses a `POST /v1/gateway/send` target in this platform's format.
     fn parse_target(&self, target: &str) -> Result<DeliveryTarget, String>;
 
+    /// Turns a target a person wrote by name (Slack's `#ops`) into one [`Channel::parse_target`]
+    /// takes. Platforms without names return the target as it is.
+    async fn resolve_target(&self, target: &str) -> Result<String, String> {
+        Ok(target.to_owned())
+    }
+
+    /// Where a conversation that starts from the gateway API at `target` lives (an interactive
+    /// watch run): the chat a message from there carries, the person's id when only they and the
+    /// bot are in it, and where its replies go. `notice` is the message that announced it, for
+    /// platforms whose channel conversations are threads under a message (Slack).
+    fn conversation_at(&self, target: &DeliveryTarget, _notice: Option<&str>) -> ConversationPlace {
+        let chat = match &target.thread_id {
+            Some(thread) => ChatType::Thread {
+                group_id: target.chat_id.clone(),
+                thread_id: thread.clone(),
+            },
+            None => ChatType::Group {
+                id: target.chat_id.clone(),
+            },
+        };
+        ConversationPlace {
+            chat,
+            peer_id: None,
+            target: target.clone(),
+        }
+    }
+
     /// Posts an approval prompt with Approve / Reject / Always allow buttons whose payloads come
     /// from [`crate::approvals::callback_data`]; a click goes to [`ChannelContext::decide`]. Returns
     /// the posted message, so it can be updated when the approval is decided anywhere, or `None`
@@ -130,6 +157,15 @@ pub trait Channel: Send + Sync + 'static {
     ) -> Result<(), ChannelError> {
         Ok(())
     }
+}
+
+/// Where a conversation started from the gateway API lives; see [`Channel::conversation_at`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConversationPlace {
+    pub chat: ChatType,
+    /// The person, in a direct chat.
+    pub peer_id: Option<String>,
+    pub target: DeliveryTarget,
 }
 
 /// The outcome of handing a message to the engine.
@@ -218,6 +254,13 @@ impl ChannelContext {
 
     pub fn save_offset(&self, key: &str, value: &str) -> anyhow::Result<()> {
         self.store.set_channel_offset(&self.name, key, value)
+    }
+
+    /// Forgets this channel's offsets under `prefix` whose value, a time in ms, is before
+    /// `before_ms`.
+    pub fn prune_offsets(&self, prefix: &str, before_ms: i64) -> anyhow::Result<usize> {
+        self.store
+            .prune_channel_offsets(&self.name, prefix, before_ms)
     }
 
     /// A person clicked an approval button. Only the requester or one of the channel's owners may

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::Dispatcher;
 use crate::backoff;
-use crate::channels::{Channel, ChannelError};
+use crate::channels::{Channel, ChannelError, SentMessage};
 use crate::chunk::chunk_text;
 use crate::events::EngineEvent;
 use crate::model::{DeliveryTarget, JournalState};
@@ -40,9 +40,9 @@ const REQUEST_MAX_WAIT: Duration = Duration::from_secs(30);
 const REQUEST_RATE_LIMIT_TRIES: u32 = 3;
 
 impl Dispatcher {
-    /// Sends `text` to `target`, split for the channel, starting with chunk `from`; `sent(i)` is
-    /// called after chunk `i` reached the chat (and may fail, which stops the delivery). Returns
-    /// the number of chunks the text has.
+    /// Sends `text` to `target`, split for the channel, starting with chunk `from`; `sent(i, m)`
+    /// is called after chunk `i` reached the chat as message `m` (and may fail, which stops the
+    /// delivery). Returns the number of chunks the text has.
     pub(crate) async fn deliver_text(
         &self,
         channel: &Arc<dyn Channel>,
@@ -50,7 +50,7 @@ impl Dispatcher {
         text: &str,
         from: usize,
         how: Delivery,
-        mut sent: impl FnMut(usize) -> anyhow::Result<()>,
+        mut sent: impl FnMut(usize, &SentMessage) -> anyhow::Result<()>,
     ) -> Result<usize, DeliveryError> {
         let chunks = chunk_text(text, channel.text_limit());
         for (index, chunk) in chunks.iter().enumerate().skip(from) {
@@ -58,9 +58,10 @@ impl Dispatcher {
             let mut limited = 0u32;
             loop {
                 let wait = match channel.send(target, chunk).await {
-                    Ok(_) => {
+                    Ok(message) => {
                         self.board.touch(channel.name(), false);
-                        sent(index).map_err(|e| DeliveryError::Failed(format!("{e:#}")))?;
+                        sent(index, &message)
+                            .map_err(|e| DeliveryError::Failed(format!("{e:#}")))?;
                         break;
                     }
                     Err(ChannelError::RateLimited(wait)) => match how {
@@ -146,10 +147,17 @@ impl Dispatcher {
         let store = self.store.clone();
         let from = run.delivered_chunks;
         let delivered = self
-            .deliver_text(&channel, &target, reply, from, Delivery::Reply, |index| {
-                run.delivered_chunks = index + 1;
-                store.update_run(run)
-            })
+            .deliver_text(
+                &channel,
+                &target,
+                reply,
+                from,
+                Delivery::Reply,
+                |index, _| {
+                    run.delivered_chunks = index + 1;
+                    store.update_run(run)
+                },
+            )
             .await;
         let chunks = match delivered {
             Ok(chunks) => chunks,

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::gate::Gate;
 use super::Dispatcher;
-use crate::access::{self, PairingRequest, PairingState, Verdict};
+use crate::access;
 use crate::approvals::{Actor, ChatChoice, ChoiceOutcome, Surface};
 use crate::channels::{Accepted, Intake, Notice};
-use crate::config::Config;
 use crate::events::EngineEvent;
 use crate::model::{now_ms, InboundMessage, Peer};
 use crate::routing::routing_key;
@@ -114,7 +114,7 @@ impl Intake for DispatcherIntake {
             tracing::debug!(channel = %message.channel, "duplicate message dropped");
             return Ok(Accepted::Duplicate);
         }
-        match dispatcher.admit(&config, &message).await? {
+        match dispatcher.admit(&config, &message)? {
             Gate::Pass => {}
             Gate::Duplicate => return Ok(Accepted::Duplicate),
             Gate::Refused => return Ok(Accepted::Refused),
@@ -175,134 +175,5 @@ impl Intake for DispatcherIntake {
         }
         dispatcher.wake(&key);
         Ok(accepted)
-    }
-}
-
-/// What the access gate says about a message.
-enum Gate {
-    /// It may reach the agent.
-    Pass,
-    /// A redelivery of a message already handled here (answered with a code, say).
-    Duplicate,
-    /// It does not reach the agent (dropped, or answered by the gate itself).
-    Refused,
-}
-
-impl Dispatcher {
-    /// Access control, before anything is stored: whether the message may reach the agent. A
-    /// stranger's DM under the pairing policy is answered with a pairing code (the same code again
-    /// for a repeated message, none when the channel has too many waiting); an owner's pairing
-    /// command is carried out here. Nothing of a refused message reaches the agent server.
-    ///
-    /// Anything the gate does itself (a reply, an owner's command) happens once per platform
-    /// message: its de-duplication keys are claimed first, so a redelivery does nothing.
-    async fn admit(&self, config: &Config, message: &InboundMessage) -> anyhow::Result<Gate> {
-        let policy = access::Policy::of(config, &message.channel);
-        if policy.unrestricted {
-            return Ok(Gate::Pass);
-        }
-        let peer = &message.peer;
-        if message.chat.is_private_with(&peer.id) && policy.is_owner(&peer.id) {
-            if let Some(command) = access::owner_command(&message.text) {
-                if !self.claim(message)? {
-                    return Ok(Gate::Duplicate);
-                }
-                let (state, code) = match command {
-                    access::OwnerCommand::Admit(code) => (PairingState::Admitted, code),
-                    access::OwnerCommand::Refuse(code) => (PairingState::Refused, code),
-                };
-                let reply =
-                    match self.resolve_pairing(&message.channel, &code, state, peer.label())? {
-                        Some(request) => format!("Done: {} is {state}.", request.peer_name),
-                        None => format!(
-                            "No pairing request with the code {code} is waiting on {}.",
-                            message.channel
-                        ),
-                    };
-                self.reply_direct(message, &reply).await;
-                return Ok(Gate::Refused);
-            }
-        }
-        let state = self.store.peer_state(&message.channel, &peer.id)?;
-        match access::verdict(&policy, &message.chat, &peer.id, state) {
-            Verdict::Admit => Ok(Gate::Pass),
-            Verdict::Ignore(why) => {
-                tracing::info!(channel = %message.channel, peer = %peer.id, why, "message not passed on");
-                Ok(Gate::Refused)
-            }
-            Verdict::Pair => {
-                if !self.claim(message)? {
-                    return Ok(Gate::Duplicate);
-                }
-                let now = now_ms();
-                if let Some(pending) =
-                    self.store
-                        .pending_pairing_for(&message.channel, &peer.id, now)?
-                {
-                    self.reply_direct(message, &access::pairing_reply(&pending.code))
-                        .await;
-                    return Ok(Gate::Refused);
-                }
-                let request = PairingRequest {
-                    channel: message.channel.clone(),
-                    peer_id: peer.id.clone(),
-                    peer_name: peer.label().to_string(),
-                    code: access::new_code(),
-                    first_message: message.text.chars().take(500).collect(),
-                    created_ms: now,
-                    expires_ms: now + access::PAIRING_TTL_MS,
-                    state: PairingState::Pending,
-                };
-                if self
-                    .store
-                    .insert_pairing(&request, access::MAX_PENDING_PER_CHANNEL)?
-                {
-                    tracing::info!(channel = %message.channel, peer = %peer.id, "pairing requested");
-                    self.reply_direct(message, &access::pairing_reply(&request.code))
-                        .await;
-                    self.emit(EngineEvent::PairingRequested { request });
-                } else {
-                    tracing::warn!(channel = %message.channel, peer = %peer.id, "too many pairing requests waiting; no code given");
-                }
-                Ok(Gate::Refused)
-            }
-        }
-    }
-
-    /// Records a message's de-duplication keys for a message the gate handles itself; false when
-    /// they were seen already (a redelivery).
-    fn claim(&self, message: &InboundMessage) -> anyhow::Result<bool> {
-        self.store.claim_keys(&message.dedup_keys, now_ms())
-    }
-
-    /// Admits or refuses a pending pairing code; `None` when no such code waits.
-    pub(crate) fn resolve_pairing(
-        &self,
-        channel: &str,
-        code: &str,
-        state: PairingState,
-        decided_by: &str,
-    ) -> anyhow::Result<Option<PairingRequest>> {
-        let code = access::normalise_code(code);
-        let resolved = self
-            .store
-            .resolve_pairing(channel, &code, state, decided_by, now_ms())?;
-        if let Some(request) = &resolved {
-            tracing::info!(%channel, peer = %request.peer_id, %state, "pairing resolved");
-            self.emit(EngineEvent::PairingResolved {
-                request: request.clone(),
-                decided_by: decided_by.to_string(),
-            });
-        }
-        Ok(resolved)
-    }
-
-    /// Answers a message directly in its chat (not through the agent).
-    async fn reply_direct(&self, message: &InboundMessage, text: &str) {
-        if let Some(channel) = self.channel(&message.channel) {
-            if let Err(e) = channel.send(&message.target, text).await {
-                tracing::warn!(channel = %message.channel, error = %e, "cannot answer in the chat");
-            }
-        }
     }
 }

@@ -18,7 +18,9 @@
 mod decide;
 mod deliver;
 mod follow;
+mod gate;
 mod intake;
+mod interactive;
 mod post;
 mod progress;
 mod run;
@@ -31,6 +33,7 @@ use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::access::PairingLimiter;
 use crate::agent::AgentClient;
 use crate::channels::{Channel, StatusBoard};
 use crate::config::Config;
@@ -40,6 +43,7 @@ use crate::EngineOptions;
 
 pub(crate) use deliver::{Delivery, DeliveryError};
 pub(crate) use intake::DispatcherIntake;
+pub use interactive::{CallerContext, InteractiveRun, StartError, StartedRun};
 
 /// What a run task can be told while it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +77,10 @@ pub(crate) struct Dispatcher {
     /// them itself, so they can be decided together with the call before them.
     needs_decision: Mutex<HashSet<String>>,
     server_state: Mutex<Option<(ServerHealth, Option<String>)>>,
+    /// What strangers have been told lately, to keep what they cost in bounds.
+    pairing_limits: Mutex<PairingLimiter>,
+    /// The access gate's answers, sent by a task of their own (see [`gate`]).
+    gate_answers: mpsc::Sender<gate::GateAnswer>,
     runtime: tokio::runtime::Handle,
 }
 
@@ -95,7 +103,8 @@ impl Dispatcher {
         shutdown: CancellationToken,
         paused: bool,
     ) -> Arc<Dispatcher> {
-        Arc::new(Dispatcher {
+        let (gate_answers, answers) = mpsc::channel(gate::ANSWER_QUEUE);
+        let dispatcher = Arc::new(Dispatcher {
             store,
             events: board.events(),
             board,
@@ -112,8 +121,12 @@ impl Dispatcher {
             server_epoch: Mutex::default(),
             needs_decision: Mutex::default(),
             server_state: Mutex::default(),
+            pairing_limits: Mutex::default(),
+            gate_answers,
             runtime: tokio::runtime::Handle::current(),
-        })
+        });
+        tokio::spawn(gate::send_answers(Arc::downgrade(&dispatcher), answers));
+        dispatcher
     }
 
     pub(crate) fn config(&self) -> Arc<Config> {

@@ -5,6 +5,22 @@ use rusqlite::{params, OptionalExtension};
 use super::Store;
 use crate::access::{PairingRequest, PairingState, PeerState};
 
+const PAIRING_COLUMNS: &str =
+    "channel, peer_id, peer_name, code, first_message, created_ms, expires_ms, state";
+
+fn pairing_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PairingRequest> {
+    Ok(PairingRequest {
+        channel: r.get(0)?,
+        peer_id: r.get(1)?,
+        peer_name: r.get(2)?,
+        code: r.get(3)?,
+        first_message: r.get(4)?,
+        created_ms: r.get(5)?,
+        expires_ms: r.get(6)?,
+        state: r.get(7)?,
+    })
+}
+
 impl Store {
     /// Whether a sender was admitted or refused on a channel.
     pub fn peer_state(&self, channel: &str, peer_id: &str) -> anyhow::Result<PeerState> {
@@ -62,39 +78,38 @@ impl Store {
         tail: &str,
         args: impl rusqlite::Params,
     ) -> anyhow::Result<Vec<PairingRequest>> {
-        let sql = format!(
-            "SELECT channel, peer_id, peer_name, code, first_message, created_ms, expires_ms, state FROM pairing_requests {tail}"
-        );
-        self.select(&sql, args, |r| {
-            Ok(PairingRequest {
-                channel: r.get(0)?,
-                peer_id: r.get(1)?,
-                peer_name: r.get(2)?,
-                code: r.get(3)?,
-                first_message: r.get(4)?,
-                created_ms: r.get(5)?,
-                expires_ms: r.get(6)?,
-                state: r.get(7)?,
-            })
-        })
+        let sql = format!("SELECT {PAIRING_COLUMNS} FROM pairing_requests {tail}");
+        self.select(&sql, args, pairing_row)
     }
 
-    /// Files a pairing request unless the channel already has `max_pending` waiting; returns
-    /// whether it was filed. The check and the insert are one transaction.
+    /// Files a pairing request. When the channel already has `max_pending` waiting, the oldest
+    /// stop waiting (their codes expire now) and are returned, so whoever shows them can let go.
+    /// The count, the eviction and the insert are one transaction.
     pub fn insert_pairing(
         &self,
         request: &PairingRequest,
         max_pending: usize,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<Vec<PairingRequest>> {
+        let now = request.created_ms;
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let pending: i64 = tx.query_row(
-            "SELECT COUNT(*) FROM pairing_requests WHERE channel = ?1 AND state = 'pending' AND expires_ms > ?2",
-            params![request.channel, request.created_ms],
-            |r| r.get(0),
-        )?;
-        if pending as usize >= max_pending {
-            return Ok(false);
+        let waiting = tx
+            .prepare(&format!(
+                "SELECT {PAIRING_COLUMNS} FROM pairing_requests WHERE channel = ?1 AND state = 'pending' AND expires_ms > ?2 ORDER BY created_ms"
+            ))?
+            .query_map(params![request.channel, now], pairing_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        let excess = (waiting.len() + 1).saturating_sub(max_pending.max(1));
+        let mut evicted = Vec::with_capacity(excess);
+        for mut old in waiting.into_iter().take(excess) {
+            let changed = tx.execute(
+                "UPDATE pairing_requests SET expires_ms = ?3 WHERE channel = ?1 AND code = ?2 AND state = 'pending' AND expires_ms > ?3",
+                params![old.channel, old.code, now],
+            )?;
+            if changed == 1 {
+                old.expires_ms = now;
+                evicted.push(old);
+            }
         }
         tx.execute(
             "INSERT INTO pairing_requests (channel, peer_id, peer_name, code, first_message, created_ms, expires_ms, state)
@@ -110,7 +125,7 @@ impl Store {
             ],
         )?;
         tx.commit()?;
-        Ok(true)
+        Ok(evicted)
     }
 
     /// Admits (`admitted`) or refuses (`refused`) the sender of a pending, unexpired code; the

@@ -940,6 +940,20 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets a channel's offsets under `prefix` whose value (a time in ms) is before `before_ms`;
+    /// returns how many went.
+    pub fn prune_channel_offsets(
+        &self,
+        channel: &str,
+        prefix: &str,
+        before_ms: i64,
+    ) -> anyhow::Result<usize> {
+        Ok(self.lock().execute(
+            "DELETE FROM channel_offsets WHERE channel = ?1 AND substr(key, 1, length(?2)) = ?2 AND CAST(value AS INTEGER) < ?3",
+            params![channel, prefix, before_ms],
+        )?)
+    }
+
     pub fn meta(&self, key: &str) -> anyhow::Result<Option<String>> {
         Ok(self
             .lock()

@@ -98,12 +98,13 @@ async fn a_stranger_gets_a_code_and_nothing_reaches_the_agent_until_admitted() {
     assert_eq!(pending.len(), 1, "the request is listed for the window");
 
     tg.send_dm(1111, "Ann", "hello?");
-    tg.wait_for("a second answer", |t| t.sent_to(1111).len() == 2)
+    tg.wait_for("the message to be read", |t| t.pending_updates() == 0)
         .await;
+    settle().await;
     assert_eq!(
-        code_in(&texts(&tg, 1111)[1]),
-        code,
-        "a repeated message gets the same code, not a new one"
+        texts(&tg, 1111).len(),
+        1,
+        "a stranger is told their code once; a repeated message gets nothing more"
     );
     assert_eq!(bridge.engine.pairing_requests().expect("requests").len(), 1);
 
@@ -113,10 +114,10 @@ async fn a_stranger_gets_a_code_and_nothing_reaches_the_agent_until_admitted() {
         .expect("admit");
     assert_eq!(admitted.map(|r| r.peer_id), Some("1111".to_string()));
     tg.send_dm(1111, "Ann", "now?");
-    tg.wait_for("the agent's answer", |t| t.sent_to(1111).len() == 3)
+    tg.wait_for("the agent's answer", |t| t.sent_to(1111).len() == 2)
         .await;
     assert_eq!(
-        texts(&tg, 1111)[2],
+        texts(&tg, 1111)[1],
         "echo: now?",
         "the next message after admission goes through"
     );
@@ -154,22 +155,49 @@ async fn a_refused_stranger_is_ignored_silently() {
 }
 
 #[tokio::test]
-async fn the_fourth_pending_request_gets_no_code() {
+async fn a_full_queue_lets_the_newest_stranger_in_and_drops_the_oldest_code() {
     let agent = FakeStakpak::start().await;
     let tg = FakeTelegram::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let bridge = Bridge::start(config(&agent, &tg, |_| {}), dir.path(), &tg).await;
+    let mut events = bridge.engine.subscribe();
+    let max = switchboard_engine::access::MAX_PENDING_PER_CHANNEL as i64;
 
-    for user in 1..=3 {
+    for user in 1..=max + 1 {
         tg.send_dm(user, &format!("user{user}"), "hi");
         tg.wait_for("a code", |t| !t.sent_to(user).is_empty()).await;
     }
-    tg.send_dm(4, "user4", "hi");
-    tg.wait_for("the message to be read", |t| t.pending_updates() == 0)
-        .await;
-    settle().await;
-    assert!(tg.sent_to(4).is_empty(), "no fourth code while three wait");
-    assert_eq!(bridge.engine.pairing_requests().expect("requests").len(), 3);
+    let waiting = bridge.engine.pairing_requests().expect("requests");
+    assert_eq!(waiting.len(), max as usize, "the cap holds");
+    assert!(
+        waiting.iter().all(|r| r.peer_id != "1"),
+        "the oldest request made room"
+    );
+    assert!(waiting.iter().any(|r| r.peer_id == (max + 1).to_string()));
+    let dropped = loop {
+        match events.recv().await {
+            Ok(EngineEvent::PairingResolved {
+                request,
+                decided_by,
+            }) => break (request, decided_by),
+            Ok(_) => {}
+            Err(e) => panic!("no event for the dropped request: {e}"),
+        }
+    };
+    assert_eq!(
+        (dropped.0.peer_id.as_str(), dropped.1.as_str()),
+        ("1", ""),
+        "the window is told the oldest code stopped waiting, decided by no one"
+    );
+    let first_code = code_in(&texts(&tg, 1)[0]);
+    assert_eq!(
+        bridge
+            .engine
+            .admit_pairing("telegram", &first_code, "me")
+            .expect("admit"),
+        None,
+        "the dropped code admits nobody"
+    );
     assert!(agent.posted_messages().is_empty());
     bridge.stop().await;
 }

@@ -12,6 +12,7 @@ mod faults;
 mod resilience;
 mod routing;
 mod runs;
+mod scheduler;
 mod slack;
 mod telegram;
 mod watch;

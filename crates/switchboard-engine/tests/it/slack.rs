@@ -707,7 +707,24 @@ async fn gateway_send_reaches_channels_threads_and_users() {
         "a user id reaches the user's DM"
     );
 
-    let bad = send("#alerts", "x").await.expect("request");
+    let unknown = send("#alerts", "x").await.expect("request");
+    assert_eq!(unknown.status(), 400);
+    let body: Value = unknown.json().await.expect("json");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no Slack channel named #alerts"),
+        "an unknown name is a clear 400: {body}"
+    );
+    t.slack.name_channel("C0ALERTS", "alerts");
+    let named = send("#alerts", "by name").await.expect("request");
+    assert_eq!(named.status(), 200, "a channel name is looked up");
+    assert_eq!(
+        t.slack.posted_in("C0ALERTS").last().map(|p| p.text.clone()),
+        Some("by name".to_owned())
+    );
+    let bad = send("not a target", "x").await.expect("request");
     assert_eq!(bad.status(), 400);
     let body: Value = bad.json().await.expect("json");
     assert!(
@@ -731,9 +748,9 @@ async fn gateway_send_reaches_channels_threads_and_users() {
     // A reply in the notification's thread reaches the agent without a mention.
     t.slack
         .send_thread_reply("C0ALERTS", &parent, "U1ANN", "what failed?");
-    let posted = t.posted_in("C0ALERTS", 3).await;
-    assert_eq!(posted[2].text, "echo: what failed?");
-    assert_eq!(posted[2].thread_ts.as_deref(), Some(parent.as_str()));
+    let posted = t.posted_in("C0ALERTS", 4).await;
+    assert_eq!(posted[3].text, "echo: what failed?");
+    assert_eq!(posted[3].thread_ts.as_deref(), Some(parent.as_str()));
     t.gw.stop().await;
 }
 

@@ -336,6 +336,8 @@ struct State {
     failures: HashMap<String, VecDeque<Failure>>,
     slow: HashMap<String, Duration>,
     user_names: HashMap<String, String>,
+    /// Public and private channels by id, with their names (`conversations.list`).
+    channel_names: BTreeMap<String, String>,
     channels: BTreeSet<String>,
     messages: HashMap<(String, String), StoredMessage>,
     tickets: HashSet<String>,
@@ -420,6 +422,7 @@ impl FakeSlack {
             failures: HashMap::new(),
             slow: HashMap::new(),
             user_names: HashMap::new(),
+            channel_names: BTreeMap::new(),
             channels: BTreeSet::new(),
             messages: HashMap::new(),
             tickets: HashSet::new(),
@@ -492,6 +495,13 @@ impl FakeSlack {
             .lock()
             .user_names
             .insert(user.to_owned(), name.to_owned());
+    }
+
+    /// Names channel `id` (`#name`), as `conversations.list` lists it; the bot can post there.
+    pub fn name_channel(&self, id: &str, name: &str) {
+        let mut st = self.shared().lock();
+        st.channel_names.insert(id.to_owned(), name.to_owned());
+        st.channels.insert(id.to_owned());
     }
 
     /// Creates a conversation the bot can post to without a user writing there first.

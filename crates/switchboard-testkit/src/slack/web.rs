@@ -349,6 +349,29 @@ fn answer(
                 "profile": {"display_name": name, "real_name": name},
             }}))
         }
+        "conversations.list" => {
+            // Pages of `limit` (default 100, as Slack caps at 1000), the cursor an offset.
+            let limit = arg("limit")
+                .and_then(|l| l.parse::<usize>().ok())
+                .unwrap_or(100)
+                .clamp(1, 1000);
+            let start = arg("cursor")
+                .and_then(|c| c.parse::<usize>().ok())
+                .unwrap_or(0);
+            let all: Vec<(&String, &String)> = st.channel_names.iter().collect();
+            let page: Vec<Value> = all
+                .iter()
+                .skip(start)
+                .take(limit)
+                .map(|(id, name)| json!({"id": id, "name": name, "is_channel": true, "is_member": true}))
+                .collect();
+            let next = if start + limit < all.len() {
+                (start + limit).to_string()
+            } else {
+                String::new()
+            };
+            Answer::ok(json!({"channels": page, "response_metadata": {"next_cursor": next}}))
+        }
         "assistant.threads.setStatus" => {
             if arg("channel_id").is_none() || arg("thread_ts").is_none() {
                 return Answer::error("invalid_arguments");

@@ -309,6 +309,17 @@ impl FakeTelegram {
         })
     }
 
+    /// `from` writes to the bot in topic `topic_id` of their private chat (a bot with threaded
+    /// mode: the chat stays `private`, the message carries `message_thread_id`).
+    pub fn send_private_topic(&self, from: &Person, topic_id: i64, text: &str) -> i64 {
+        self.update(|w| {
+            let chat = w.private_chat(from);
+            let message = w.new_message(chat, from, text, Some((topic_id, true)), None);
+            w.push_update("message", message.clone());
+            message_id(&message)
+        })
+    }
+
     /// A message in a group (created as a supergroup without topics if unknown). With `mention`
     /// the text starts with `@botusername`, as a client writes it.
     pub fn send_group(&self, chat_id: i64, from: &Person, text: &str, mention: bool) -> i64 {

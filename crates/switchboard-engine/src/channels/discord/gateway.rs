@@ -88,7 +88,7 @@ pub(crate) enum Ending {
 pub(crate) struct Link<'a> {
     pub token: &'a str,
     pub shutdown: &'a CancellationToken,
-    pub out: &'a mpsc::UnboundedSender<Incoming>,
+    pub out: &'a mpsc::Sender<Incoming>,
     pub hello_timeout: Duration,
     /// The session as last seen; updated as frames arrive.
     pub session: Option<Session>,
@@ -443,27 +443,42 @@ impl<'l, 'a> Connection<'l, 'a> {
                 }
             }
             _ => {
-                let Some(session) = &mut self.link.session else {
+                let Some(session) = &self.link.session else {
                     return Step::Continue;
                 };
                 // Keep the last non-null `s`: it is what a heartbeat and a RESUME carry.
                 let seq = frame.s.unwrap_or(session.seq);
-                session.seq = session.seq.max(seq);
                 let incoming = Incoming::Dispatch {
                     session_id: session.session_id.clone(),
                     seq,
                     name,
                     data: frame.d,
                 };
-                self.pass(incoming);
+                if !self.pass(incoming) {
+                    // The sequence stays before this event, so the RESUME replays it.
+                    return Step::End(Ending::Resume {
+                        why: "Discord events came faster than they could be handled".into(),
+                        planned: false,
+                    });
+                }
+                if let Some(session) = &mut self.link.session {
+                    session.seq = session.seq.max(seq);
+                }
             }
         }
         Step::Continue
     }
 
-    fn pass(&self, incoming: Incoming) {
-        // The receiver lives as long as the channel runs; if it is gone the channel is stopping.
-        let _ = self.link.out.send(incoming);
+    /// Hands an event to the handler; false when its queue is full (the handler is behind), so
+    /// the connection ends and resumes from the last event handed on: memory stays bounded and
+    /// nothing is lost.
+    fn pass(&self, incoming: Incoming) -> bool {
+        match self.link.out.try_send(incoming) {
+            Ok(()) => true,
+            // The receiver lives as long as the channel runs; if it is gone the channel is stopping.
+            Err(mpsc::error::TrySendError::Closed(_)) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => false,
+        }
     }
 
     /// Ends the connection the way `ending` needs: a closing frame that keeps the session

@@ -41,12 +41,15 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{Accepted, Channel, ChannelContext, ChannelError, Notice, SentMessage, QUEUED_NOTE};
+use super::{
+    Accepted, Channel, ChannelContext, ChannelError, ConversationPlace, Notice, SentMessage,
+    QUEUED_NOTE,
+};
 use crate::approvals::{ApprovalPrompt, ChatChoice, ChoiceOutcome};
 use crate::backoff;
 use crate::chunk::TextLimit;
 use crate::config::DiscordConfig;
-use crate::model::{now_ms, ChannelState, DeliveryTarget, Identity, Peer};
+use crate::model::{now_ms, ChannelState, ChatType, DeliveryTarget, Identity, Peer};
 
 use api::{Api, ApiError};
 use decode::{Addressing, Destination, Place, Verdict};
@@ -66,6 +69,12 @@ const RECENT_CLICKS: usize = 64;
 const EDIT_ATTEMPTS: u32 = 3;
 /// The part of Discord's 3 s for answering a click that may pass before the answer is sent
 /// (the rest is for the request itself).
+/// How many Discord events may wait for the handler; a gateway that sends more ends its
+/// connection and resumes (see `gateway::Connection::pass`).
+const EVENT_QUEUE: usize = 512;
+/// How many channels, threads and DM channels the adapter remembers; they are caches of what
+/// Discord answers, so a full one is cleared and learned again.
+const MAX_REMEMBERED: usize = 10_000;
 const CLICK_DEADLINE: Duration = Duration::from_millis(2500);
 
 /// Timings of the Discord adapter. The defaults follow Discord's advice; tests shorten them.
@@ -199,7 +208,7 @@ impl Inner {
                     .open_dm(&user)
                     .await
                     .map_err(ApiError::into_channel_error)?;
-                self.lock().dms.insert(user, channel.id.clone());
+                remember(&mut self.lock().dms, user, channel.id.clone());
                 Ok(channel.id)
             }
         }
@@ -234,7 +243,7 @@ impl Inner {
                     .get(channel)
                     .is_some_and(|p| wire::channel_type::is_thread(p.kind))
                 {
-                    state.threads.insert(channel.to_owned(), Membership::Member);
+                    remember(&mut state.threads, channel.to_owned(), Membership::Member);
                 }
                 Ok(SentMessage { id: created.id })
             }
@@ -349,6 +358,26 @@ impl Channel for DiscordChannel {
     /// `<channel_id>` (a text channel or thread) or `dm:<user_id>`; see `decode::parse_target`.
     fn parse_target(&self, target: &str) -> Result<DeliveryTarget, String> {
         decode::parse_target(target)
+    }
+
+    /// `dm:<user>` is the person's direct chat (addressed by the user, as the decoder does); any
+    /// other id a guild channel. A thread's parent is not known without a lookup, so a thread
+    /// target counts as its own channel until someone writes there.
+    fn conversation_at(&self, target: &DeliveryTarget, _notice: Option<&str>) -> ConversationPlace {
+        match target.chat_id.strip_prefix("dm:") {
+            Some(user) => ConversationPlace {
+                chat: ChatType::Direct,
+                peer_id: Some(user.to_owned()),
+                target: target.clone(),
+            },
+            None => ConversationPlace {
+                chat: ChatType::Group {
+                    id: target.chat_id.clone(),
+                },
+                peer_id: None,
+                target: target.clone(),
+            },
+        }
     }
 
     /// Posts the prompt where the conversation is (the DM, the channel or the thread), replying
@@ -481,7 +510,7 @@ impl Runner<'_> {
             // A session of another bot (the token was changed) cannot be resumed.
             .filter(|stored| stored.bot_id == me.id)
             .map(|stored| stored.session);
-        let (out, incoming) = mpsc::unbounded_channel();
+        let (out, incoming) = mpsc::channel(EVENT_QUEUE);
         tokio::join!(
             self.connect(&api, gateway.url, stored.clone(), out),
             self.handle(&api, stored, incoming)
@@ -543,7 +572,7 @@ impl Runner<'_> {
         api: &Api,
         mut gateway_url: String,
         mut session: Option<Session>,
-        out: mpsc::UnboundedSender<Incoming>,
+        out: mpsc::Sender<Incoming>,
     ) {
         let token = self.inner.config.token.trim().to_owned();
         // Connections in a row that never became ready; reset by READY / RESUMED.
@@ -684,7 +713,7 @@ impl Runner<'_> {
         &self,
         api: &Api,
         mut current: Option<Session>,
-        mut incoming: mpsc::UnboundedReceiver<Incoming>,
+        mut incoming: mpsc::Receiver<Incoming>,
     ) {
         // Whether `current` moved past what is stored. Skipped messages are saved lazily: were
         // they replayed after a crash they would only be skipped again.
@@ -832,10 +861,10 @@ impl Runner<'_> {
                             };
                             let mut state = self.inner.lock();
                             if channel.owner_id.as_deref() == Some(bot_id.as_str()) {
-                                state.threads.insert(id.clone(), Membership::Member);
+                                remember(&mut state.threads, id.clone(), Membership::Member);
                                 member = Some(true);
                             }
-                            state.places.insert(id, found.clone());
+                            remember(&mut state.places, id, found.clone());
                             place = Some(found);
                         }
                         Lookup::Refused(error) => {
@@ -858,7 +887,7 @@ impl Runner<'_> {
                     } else {
                         Membership::NotMember(Instant::now())
                     };
-                    self.inner.lock().threads.insert(thread, known);
+                    remember(&mut self.inner.lock().threads, thread, known);
                     member = Some(is_member);
                 }
                 Verdict::NeedChannel(_) | Verdict::NeedMembership(_) => {
@@ -867,21 +896,29 @@ impl Runner<'_> {
                 }
                 Verdict::Accept(inbound) => {
                     let inbound = *inbound;
-                    {
+                    let direct = inbound.chat == crate::model::ChatType::Direct;
+                    let thread = matches!(inbound.chat, crate::model::ChatType::Thread { .. });
+                    let handled = self.accept(inbound).await;
+                    // Learned only from messages past the access gate: strangers fill nothing.
+                    if handled == Handled::Stored {
                         let mut state = self.inner.lock();
-                        if inbound.chat == crate::model::ChatType::Direct {
-                            state
-                                .dms
-                                .insert(message.author.id.clone(), message.channel_id.clone());
+                        if direct {
+                            remember(
+                                &mut state.dms,
+                                message.author.id.clone(),
+                                message.channel_id.clone(),
+                            );
                         }
-                        if matches!(inbound.chat, crate::model::ChatType::Thread { .. }) {
+                        if thread {
                             // The bot answers here, which makes it part of the thread.
-                            state
-                                .threads
-                                .insert(message.channel_id.clone(), Membership::Member);
+                            remember(
+                                &mut state.threads,
+                                message.channel_id.clone(),
+                                Membership::Member,
+                            );
                         }
                     }
-                    return self.accept(inbound).await;
+                    return handled;
                 }
             }
         }
@@ -943,6 +980,14 @@ impl Runner<'_> {
             }
         }
     }
+}
+
+/// Caches `key → value` in a map that never grows past [`MAX_REMEMBERED`].
+fn remember<V>(map: &mut HashMap<String, V>, key: String, value: V) {
+    if map.len() >= MAX_REMEMBERED && !map.contains_key(&key) {
+        map.clear();
+    }
+    map.insert(key, value);
 }
 
 /// What became of a dispatch.

@@ -12,7 +12,7 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::wire::{AuthTest, ConnectionsOpen, Posted, UsersInfo};
+use super::wire::{AuthTest, ConnectionsOpen, ConversationsPage, Posted, UsersInfo};
 use crate::channels::ChannelError;
 
 /// When Slack sends a 429 without a usable `Retry-After`.
@@ -252,6 +252,23 @@ impl WebApi {
     /// `users.info` (form-encoded: this method does not read JSON bodies).
     pub(crate) async fn users_info(&self, user: &str) -> Result<UsersInfo, ApiError> {
         self.call("users.info", Token::Bot, Body::Form(&[("user", user)]))
+            .await
+    }
+
+    /// One page of `conversations.list` (public and private channels, no archived ones).
+    pub(crate) async fn conversations_page(
+        &self,
+        cursor: &str,
+    ) -> Result<ConversationsPage, ApiError> {
+        let mut form = vec![
+            ("types", "public_channel,private_channel"),
+            ("exclude_archived", "true"),
+            ("limit", "200"),
+        ];
+        if !cursor.is_empty() {
+            form.push(("cursor", cursor));
+        }
+        self.call("conversations.list", Token::Bot, Body::Form(&form))
             .await
     }
 

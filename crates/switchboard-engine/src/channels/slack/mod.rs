@@ -60,11 +60,13 @@ use tokio::time::Instant;
 
 pub use decode::ButtonClick;
 
-use super::{Channel, ChannelContext, ChannelError, Notice, SentMessage, QUEUED_NOTE};
+use super::{
+    Channel, ChannelContext, ChannelError, ConversationPlace, Notice, SentMessage, QUEUED_NOTE,
+};
 use crate::approvals::ApprovalPrompt;
 use crate::chunk::TextLimit;
 use crate::config::SlackConfig;
-use crate::model::{DeliveryTarget, Identity};
+use crate::model::{ChatType, DeliveryTarget, Identity};
 use api::WebApi;
 use approval::Approvals;
 use pace::{Pacer, Rate};
@@ -110,6 +112,12 @@ const NO_NAME_TTL: Duration = Duration::from_secs(300);
 /// Bounds on the in-memory caches (the thread list is also kept durably).
 const MAX_NAMES: usize = 10_000;
 const MAX_THREADS: usize = 10_000;
+/// How long the bot keeps answering a channel thread it joined without being mentioned again.
+const THREAD_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// At most this many pages of `conversations.list` are read to find a channel by name.
+const MAX_CHANNEL_PAGES: usize = 50;
+/// How often old threads are looked for.
+const THREAD_PRUNE_EVERY_MS: i64 = 3_600_000;
 
 /// The Slack adapter.
 pub struct SlackChannel {
@@ -122,6 +130,10 @@ pub struct SlackChannel {
     generation: std::sync::atomic::AtomicU64,
     /// Channel threads the bot takes part in: `(channel, parent ts)`.
     threads: Mutex<HashSet<(String, String)>>,
+    /// Channel names (lower case) → ids, learned from `conversations.list`.
+    channel_ids: Mutex<HashMap<String, String>>,
+    /// When the stored threads were last pruned (ms; 0: not yet).
+    threads_pruned_ms: std::sync::atomic::AtomicI64,
     names: Arc<Names>,
     approvals: Arc<Approvals>,
     pacer: Mutex<Pacer>,
@@ -196,6 +208,8 @@ impl SlackChannel {
             ctx: Mutex::new(None),
             generation: Default::default(),
             threads: Mutex::default(),
+            threads_pruned_ms: Default::default(),
+            channel_ids: Mutex::default(),
             pacer: Mutex::new(Pacer::new(rate)),
         }
     }
@@ -218,7 +232,8 @@ impl SlackChannel {
     }
 
     /// Remembers that the bot takes part in a channel thread, durably, so that follow-ups there
-    /// are answered without a mention, after a restart too.
+    /// are answered without a mention, after a restart too. Called only for messages past the
+    /// access gate; the stored threads are forgotten [`THREAD_TTL`] after the bot joined them.
     fn join_thread(&self, channel: &str, thread_ts: &str) {
         let fresh = {
             let mut threads = lock(&self.threads);
@@ -227,13 +242,66 @@ impl SlackChannel {
             }
             threads.insert((channel.to_owned(), thread_ts.to_owned()))
         };
-        if fresh {
-            if let Some(ctx) = self.context() {
-                if let Err(e) = ctx.save_offset(&thread_key(channel, thread_ts), "1") {
-                    tracing::warn!(error = %e, "slack: cannot store a thread the bot takes part in");
-                }
+        if !fresh {
+            return;
+        }
+        let Some(ctx) = self.context() else {
+            return;
+        };
+        let now = crate::model::now_ms();
+        if let Err(e) = ctx.save_offset(&thread_key(channel, thread_ts), &now.to_string()) {
+            tracing::warn!(error = %e, "slack: cannot store a thread the bot takes part in");
+        }
+        let last = self
+            .threads_pruned_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if now - last >= THREAD_PRUNE_EVERY_MS {
+            self.threads_pruned_ms
+                .store(now, std::sync::atomic::Ordering::Relaxed);
+            let ttl_ms = THREAD_TTL.as_millis() as i64;
+            match ctx.prune_offsets("thread:", now - ttl_ms) {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(forgotten = n, "slack: old threads forgotten"),
+                Err(e) => tracing::warn!(error = %e, "slack: cannot forget old threads"),
             }
         }
+    }
+
+    /// The id of the channel called `name`, from a cache or `conversations.list` (all pages).
+    async fn channel_id_named(&self, name: &str) -> Result<String, String> {
+        let name = name.trim().to_ascii_lowercase();
+        if let Some(id) = lock(&self.channel_ids).get(&name) {
+            return Ok(id.clone());
+        }
+        let mut cursor = String::new();
+        for _ in 0..MAX_CHANNEL_PAGES {
+            let page = self
+                .api
+                .conversations_page(&cursor)
+                .await
+                .map_err(|e| format!("cannot look up the Slack channel #{name}: {e}"))?;
+            let mut ids = lock(&self.channel_ids);
+            if ids.len() > MAX_THREADS {
+                ids.clear();
+            }
+            for entry in page.channels {
+                ids.insert(entry.name.to_ascii_lowercase(), entry.id);
+            }
+            if let Some(id) = ids.get(&name) {
+                return Ok(id.clone());
+            }
+            drop(ids);
+            cursor = page
+                .response_metadata
+                .map(|m| m.next_cursor)
+                .unwrap_or_default();
+            if cursor.is_empty() {
+                break;
+            }
+        }
+        Err(format!(
+            "no Slack channel named #{name} is visible to the bot; invite the bot there or use the channel id (C…)"
+        ))
     }
 
     /// The sender's display name, from a cache or `users.info` (briefly: the ack is waiting).
@@ -353,6 +421,67 @@ impl Channel for SlackChannel {
 
     fn parse_target(&self, target: &str) -> Result<DeliveryTarget, String> {
         decode::parse_target(target)
+    }
+
+    /// `#name` (or a bare name) is looked up among the channels the bot can see.
+    async fn resolve_target(&self, target: &str) -> Result<String, String> {
+        let target = target.trim();
+        let (head, thread) = match target.split_once(':') {
+            Some((head, thread)) => (head, Some(thread)),
+            None => (target, None),
+        };
+        // Slack's channel names: lower case letters, digits, `-` and `_`, at most 80.
+        let name = head.strip_prefix('#').unwrap_or(head);
+        let is_name = (head.starts_with('#') || decode::parse_target(head).is_err())
+            && (1..=80).contains(&name.len())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        if !is_name {
+            return Ok(target.to_owned());
+        }
+        let id = self.channel_id_named(name).await?;
+        Ok(match thread {
+            Some(thread) => format!("{id}:{thread}"),
+            None => id,
+        })
+    }
+
+    /// A user id or `D…` is a direct chat; a channel's conversations are threads, so one that
+    /// starts here lives in the thread under its notice.
+    fn conversation_at(&self, target: &DeliveryTarget, notice: Option<&str>) -> ConversationPlace {
+        let id = target.chat_id.as_str();
+        if id.starts_with(['U', 'W']) {
+            return ConversationPlace {
+                chat: ChatType::Direct,
+                peer_id: Some(id.to_owned()),
+                target: target.clone(),
+            };
+        }
+        if id.starts_with('D') {
+            return ConversationPlace {
+                chat: ChatType::Direct,
+                peer_id: None,
+                target: target.clone(),
+            };
+        }
+        let thread = target
+            .thread_id
+            .clone()
+            .or_else(|| notice.map(str::to_owned))
+            .unwrap_or_default();
+        ConversationPlace {
+            chat: ChatType::Thread {
+                group_id: id.to_owned(),
+                thread_id: thread.clone(),
+            },
+            peer_id: None,
+            target: DeliveryTarget {
+                chat_id: id.to_owned(),
+                thread_id: Some(thread),
+                reply_to: None,
+            },
+        }
     }
 
     async fn post_approval(

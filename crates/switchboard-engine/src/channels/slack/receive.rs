@@ -19,7 +19,7 @@ use super::link::{Link, LinkEvent, LinkTiming};
 use super::wire::{Envelope, Frame};
 use super::SlackChannel;
 use crate::backoff;
-use crate::channels::ChannelContext;
+use crate::channels::{Accepted, ChannelContext};
 use crate::model::{ChannelState, Identity};
 
 /// A socket that lived this long after hello counts as having worked.
@@ -419,7 +419,9 @@ impl Receiver<'_> {
                                 attempt = envelope.retry_attempt,
                                 "slack: message stored"
                             );
-                            if let Some((c, t)) = thread {
+                            // A thread is joined by a message that reaches the agent, not by a
+                            // refused sender's.
+                            if let (Accepted::New(_), Some((c, t))) = (&accepted, thread) {
                                 channel.join_thread(&c, &t);
                             }
                             true

@@ -208,6 +208,28 @@ pub(crate) struct Posted {
     pub ts: String,
 }
 
+/// One page of `conversations.list`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub(crate) struct ConversationsPage {
+    #[serde(default)]
+    pub channels: Vec<ConversationEntry>,
+    #[serde(default)]
+    pub response_metadata: Option<ResponseMetadata>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub(crate) struct ConversationEntry {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub(crate) struct ResponseMetadata {
+    #[serde(default)]
+    pub next_cursor: String,
+}
+
 /// `users.info`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub(crate) struct UsersInfo {

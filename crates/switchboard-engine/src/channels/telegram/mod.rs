@@ -33,12 +33,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::{Channel, ChannelContext, ChannelError, Notice, SentMessage, QUEUED_NOTE};
+use super::{
+    Channel, ChannelContext, ChannelError, ConversationPlace, Notice, SentMessage, QUEUED_NOTE,
+};
 use crate::approvals::{self, ApprovalPrompt, ChoiceOutcome};
 use crate::backoff;
 use crate::chunk::TextLimit;
 use crate::config::TelegramConfig;
-use crate::model::{ChannelState, DeliveryTarget, Identity, Peer};
+use crate::model::{ChannelState, ChatType, DeliveryTarget, Identity, Peer};
 
 use api::{Api, ApiError};
 use decode::{Bot, Decoded};
@@ -675,6 +677,27 @@ impl Channel for TelegramChannel {
     /// `<chat_id>`, `<chat_id>:<topic_id>` or `@channelusername`; see [`parse_target`].
     fn parse_target(&self, target: &str) -> Result<DeliveryTarget, String> {
         parse_target(target)
+    }
+
+    /// A positive chat id is a private chat, whose id is the person's; a topic is a thread of its
+    /// chat, private or not, as the decoder reads messages from there.
+    fn conversation_at(&self, target: &DeliveryTarget, _notice: Option<&str>) -> ConversationPlace {
+        let private = target.chat_id.parse::<i64>().is_ok_and(|id| id > 0);
+        let chat = match (&target.thread_id, private) {
+            (Some(thread), _) => ChatType::Thread {
+                group_id: target.chat_id.clone(),
+                thread_id: thread.clone(),
+            },
+            (None, true) => ChatType::Direct,
+            (None, false) => ChatType::Group {
+                id: target.chat_id.clone(),
+            },
+        };
+        ConversationPlace {
+            chat,
+            peer_id: private.then(|| target.chat_id.clone()),
+            target: target.clone(),
+        }
     }
 
     /// The prompt with Approve / Reject / Always allow under it, in the conversation's topic and
