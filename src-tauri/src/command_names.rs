@@ -17,6 +17,7 @@ pub const COMMAND_NAMES: &[&str] = &[
     "settings",
     "save_settings",
     "import_autopilot",
+    "connect_autopilot",
     "activity",
     "approvals",
     "decide_approval",

@@ -141,6 +141,13 @@ async fn import_autopilot(shell: ShellState<'_>, into: Arg<Config>) -> IpcResult
     shell.import_autopilot(into.0)
 }
 
+/// Points `~/.stakpak/autopilot.toml`'s `[notifications]` at Switchboard (keeping the file's
+/// comments); returns the settings it changed.
+#[tauri::command]
+async fn connect_autopilot(shell: ShellState<'_>) -> IpcResult<Vec<String>> {
+    shell.connect_autopilot()
+}
+
 #[tauri::command]
 async fn activity(shell: ShellState<'_>) -> IpcResult<Vec<ActivityEntry>> {
     Ok(shell.activity())
@@ -230,6 +237,7 @@ pub fn commands<R: Runtime>() -> impl Fn(tauri::ipc::Invoke<R>) -> bool + Send +
         settings,
         save_settings,
         import_autopilot,
+        connect_autopilot,
         activity,
         approvals,
         decide_approval,

@@ -667,6 +667,7 @@ impl Shell {
                 .as_ref()
                 .and_then(|h| h.api_addr())
                 .map(|a| a.to_string()),
+            autopilot_lines: handle.as_ref().and_then(|h| h.autopilot_lines()),
             start_page,
         }
     }
@@ -938,6 +939,28 @@ impl Shell {
             config: into,
             imported,
         })
+    }
+
+    /// Writes the `[notifications]` lines into `~/.stakpak/autopilot.toml`, so the Stakpak watch
+    /// scheduler sends its notifications here; the file's comments and other settings stay.
+    pub fn connect_autopilot(&self) -> IpcResult<Vec<String>> {
+        let Some(file) = self.options.autopilot_file.as_ref().filter(|p| p.is_file()) else {
+            return Err(IpcError::new(
+                ErrorCode::NotFound,
+                "no ~/.stakpak/autopilot.toml was found; create it with `stakpak autopilot init` first",
+            ));
+        };
+        let handle = self.require_engine()?;
+        let Some(addr) = handle.scheduler_addr() else {
+            return Err(IpcError::new(
+                ErrorCode::NotFound,
+                "Switchboard does not listen for the watch scheduler (api.scheduler_listen is off or its address was taken)",
+            ));
+        };
+        let changed =
+            config::connect_autopilot_file(file, &addr, &handle.config()).map_err(config_error)?;
+        tracing::info!(file = %file.display(), ?changed, "autopilot.toml points at Switchboard");
+        Ok(changed)
     }
 
     pub fn activity(&self) -> Vec<ActivityEntry> {

@@ -569,6 +569,27 @@ fn a_first_run_opens_settings_imports_autopilot_and_starts_on_save() {
     assert!(read(&rig.config_file()).contains(&fake.url()));
     rig.wait_snapshot("the server reachable", |s| s["server"]["state"] == "ok");
     rig.ok("conversations", json!({}));
+
+    // The Stakpak watch scheduler is pointed at Switchboard's second address, in its own file.
+    let snapshot = rig.wait_snapshot("the scheduler address", |s| {
+        s["autopilot_lines"].is_string()
+    });
+    let lines = snapshot["autopilot_lines"].as_str().unwrap_or_default();
+    assert!(
+        lines.contains("gateway_url = \"http://127.0.0.2:"),
+        "the lines name the address the scheduler keeps: {lines}"
+    );
+    let changed = rig.ok("connect_autopilot", json!({}));
+    assert_eq!(
+        changed,
+        json!(["notifications.gateway_url", "notifications.channel"])
+    );
+    let written = read(&rig.root.join("autopilot.toml"));
+    assert!(
+        written.starts_with("[server]") && written.contains("gateway_url = \"http://127.0.0.2:"),
+        "{written}"
+    );
+    assert_eq!(rig.ok("connect_autopilot", json!({})), json!([]));
 }
 
 #[test]
@@ -1077,7 +1098,11 @@ impl Rig {
             matches!(accepted, switchboard_engine::channels::Accepted::Refused),
             "a stranger's message is not passed on: {accepted:?}"
         );
-        let replies = self.chat.sent_to(id);
+        // The gate answers beside the receive path: wait for it.
+        let replies = wait("the pairing code", || {
+            let sent = self.chat.sent_to(id);
+            (!sent.is_empty()).then_some(sent)
+        });
         assert_eq!(replies.len(), 1, "one reply, the code: {replies:?}");
         code_in(&replies[0])
     }
@@ -1611,6 +1636,7 @@ const ARGUMENTS: &[(&str, &[&str])] = &[
     ("settings", &[]),
     ("save_settings", &["config"]),
     ("import_autopilot", &["into"]),
+    ("connect_autopilot", &[]),
     ("activity", &[]),
     ("approvals", &[]),
     ("decide_approval", &["approvalId", "choice", "pattern"]),

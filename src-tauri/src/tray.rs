@@ -556,6 +556,7 @@ mod tests {
             quiet_now: false,
             autostart: false,
             api_addr: None,
+            autopilot_lines: None,
             start_page: Page::Channels,
         }
     }

@@ -178,6 +178,9 @@ pub struct Snapshot {
     pub autostart: bool,
     /// Where the gateway API listens (for watch scripts), when it does.
     pub api_addr: Option<String>,
+    /// The `[notifications]` lines for `~/.stakpak/autopilot.toml` that send the Stakpak watch
+    /// scheduler's notifications through Switchboard, once the API listens for it.
+    pub autopilot_lines: Option<String>,
     /// The page the window opens on.
     pub start_page: Page,
 }

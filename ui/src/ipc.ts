@@ -90,6 +90,7 @@ export const commands = {
   settings: () => call<SettingsView>("settings"),
   saveSettings: (config: Config) => call<SaveOutcome>("save_settings", { config }),
   importAutopilot: (into: Config) => call<ImportView>("import_autopilot", { into }),
+  connectAutopilot: () => call<string[]>("connect_autopilot"),
   activity: () => call<ActivityEntry[]>("activity"),
   approvals: () => call<ApprovalsView>("approvals"),
   decideApproval: (approvalId: string, choice: ApprovalChoice, pattern?: string) =>

@@ -16,7 +16,7 @@ function config(): Config {
       journal_retention_days: 30,
     },
     routing: { dm_scope: "per_channel_peer", bindings: [] },
-    api: { listen: "127.0.0.1:4097", token: "sb_x" },
+    api: { listen: "127.0.0.1:4097", token: "sb_x", scheduler_listen: "auto" },
     channels: {},
     notifications: { enabled: true, do_not_disturb: false, quiet_hours_start: "", quiet_hours_end: "" },
   };
@@ -38,6 +38,7 @@ describe("validateSettings", () => {
     ["an empty allowlist entry", (c) => (c.gateway.approval_allowlist = ["view", " "]), "gateway.approval_allowlist[1]"],
     ["an API address that is a name", (c) => (c.api.listen = "localhost:4097"), "api.listen"],
     ["an API address without a port", (c) => (c.api.listen = "127.0.0.1"), "api.listen"],
+    ["a scheduler address that is a name", (c) => (c.api.scheduler_listen = "localhost:4097"), "api.scheduler_listen"],
     ["half the quiet hours", (c) => (c.notifications.quiet_hours_start = "22:00"), "notifications.quiet_hours_end"],
     ["a quiet hour that is not a time", (c) => Object.assign(c.notifications, { quiet_hours_start: "25:00", quiet_hours_end: "07:00" }), "notifications.quiet_hours_start"],
     ["a binding with both a peer and a group", (c) => c.routing.bindings.push({ channel: "telegram", routing_key: "ops", direct: "1", group: "2" }), "routing.bindings[0].group"],

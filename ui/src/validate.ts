@@ -63,6 +63,10 @@ export function validateSettings(config: Config): FieldProblem[] {
   });
 
   if (!isListenAddress(config.api.listen)) fail("api.listen", "use an IP address and port, e.g. 127.0.0.1:4097");
+  const scheduler = config.api.scheduler_listen.trim();
+  if (!["", "auto", "off"].includes(scheduler) && !isListenAddress(scheduler)) {
+    fail("api.scheduler_listen", "use auto, off, or an IP address and port, e.g. 127.0.0.2:4097");
+  }
 
   const { telegram, slack, discord } = config.channels;
   const channel = (name: string, enabled: boolean, apiBase: string, tokens: [string, string][]) => {

@@ -172,24 +172,15 @@ impl ApiConfig {
 }
 
 /// The `[notifications]` table for `~/.stakpak/autopilot.toml` that sends the watch scheduler's
-/// notifications through Switchboard at `addr`: the scheduler sends its server's token, which
-/// Switchboard accepts, so `gateway_token` only matters for a server run with `--no-auth`.
+/// notifications through Switchboard at `addr`. No token is written: the scheduler sends its
+/// server's token, which Switchboard accepts; only a server run with `--no-auth` needs
+/// `gateway_token` (Switchboard's `[api].token`), as the comment says.
 pub fn autopilot_notifications(addr: &SocketAddr, config: &Config) -> String {
-    // The first configured channel, to its first owner's direct chat when there is one.
-    let c = &config.channels;
-    let (channel, chat) = if let Some(t) = &c.telegram {
-        ("telegram", t.owners.first().cloned())
-    } else if let Some(s) = &c.slack {
-        ("slack", s.owners.first().cloned())
-    } else if let Some(d) = &c.discord {
-        ("discord", d.owners.first().map(|o| format!("dm:{o}")))
-    } else {
-        ("telegram", None)
-    };
+    let (channel, chat) = default_delivery(config);
     let chat = chat.unwrap_or_else(|| "<chat id>".to_owned());
     format!(
-        "[notifications]\ngateway_url = \"http://{addr}\"\ngateway_token = \"{}\"\nchannel = \"{channel}\"\nchat_id = \"{chat}\"\n",
-        config.api.token
+        "[notifications]\ngateway_url = \"http://{addr}\"\nchannel = \"{channel}\"\nchat_id = \"{chat}\"\n\
+         # Only for a server run with --no-auth: gateway_token = Switchboard's [api].token\n"
     )
 }
 
@@ -1788,6 +1779,82 @@ impl Paths {
     }
 }
 
+/// Points the watch scheduler's notifications in `~/.stakpak/autopilot.toml` (`text`) at
+/// Switchboard's address for it, keeping the file's comments and layout: `gateway_url` is set;
+/// `channel` and `chat_id` only when the file has none (to the first configured channel and its
+/// first owner's chat). Returns the new text and the names of the settings it changed.
+pub fn connect_autopilot(
+    text: &str,
+    addr: &SocketAddr,
+    config: &Config,
+) -> Result<(String, Vec<String>), ConfigError> {
+    let source = Path::new("~/.stakpak/autopilot.toml");
+    let mut document: DocumentMut = text
+        .parse()
+        .map_err(|error: toml_edit::TomlError| toml_edit_syntax_error(text, source, &error))?;
+    if !document.contains_key("notifications") {
+        document.insert("notifications", Item::Table(Table::new()));
+    }
+    let Some(table) = document
+        .get_mut("notifications")
+        .and_then(Item::as_table_like_mut)
+    else {
+        return Err(invalid(
+            source,
+            "notifications",
+            "is a value where a table is expected; make it a [notifications] table",
+        ));
+    };
+    let mut changed = Vec::new();
+    let url = format!("http://{addr}");
+    if table.get("gateway_url").and_then(Item::as_str) != Some(url.as_str()) {
+        table.insert("gateway_url", toml_edit::value(url));
+        changed.push("notifications.gateway_url".to_owned());
+    }
+    let (channel, chat) = default_delivery(config);
+    if table.get("channel").is_none() {
+        table.insert("channel", toml_edit::value(channel));
+        changed.push("notifications.channel".to_owned());
+    }
+    if let (None, Some(chat)) = (table.get("chat_id"), chat) {
+        table.insert("chat_id", toml_edit::value(chat));
+        changed.push("notifications.chat_id".to_owned());
+    }
+    Ok((document.to_string(), changed))
+}
+
+/// [`connect_autopilot`] on the file at `path`, written in place (atomically) when it changed.
+pub fn connect_autopilot_file(
+    path: &Path,
+    addr: &SocketAddr,
+    config: &Config,
+) -> Result<Vec<String>, ConfigError> {
+    let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let (updated, changed) = connect_autopilot(&text, addr, config)?;
+    if !changed.is_empty() {
+        write_atomically(path, &updated)?;
+    }
+    Ok(changed)
+}
+
+/// The channel a schedule's notifications go to by default, and the chat: the first configured
+/// channel, to its first owner's direct chat when there is one.
+fn default_delivery(config: &Config) -> (&'static str, Option<String>) {
+    let c = &config.channels;
+    if let Some(t) = &c.telegram {
+        ("telegram", t.owners.first().cloned())
+    } else if let Some(s) = &c.slack {
+        ("slack", s.owners.first().cloned())
+    } else if let Some(d) = &c.discord {
+        ("discord", d.owners.first().map(|o| format!("dm:{o}")))
+    } else {
+        ("telegram", None)
+    }
+}
+
 /// Reads the text of Stakpak's `~/.stakpak/autopilot.toml` and copies the settings Switchboard
 /// shares with it into `into`: the server's address and token and each channel's tokens. It is
 /// lenient, since that file's layout has changed between Stakpak versions: the server comes
@@ -2790,6 +2857,69 @@ group = -100123
             PathBuf::from("/xdg/data/switchboard"),
             "an empty variable is unset"
         );
+    }
+
+    #[test]
+    fn the_scheduler_address_and_the_autopilot_lines() {
+        let mut config = Config::default();
+        let at = |s: &str| s.parse::<SocketAddr>().expect("addr");
+        assert_eq!(
+            config.api.scheduler_addr(at("127.0.0.1:4097")),
+            Some(at("127.0.0.2:4097")),
+            "auto: 127.0.0.2 on the same port"
+        );
+        assert_eq!(config.api.scheduler_addr(at("127.0.0.5:4097")), None);
+        config.api.scheduler_listen = "off".into();
+        assert_eq!(config.api.scheduler_addr(at("127.0.0.1:4097")), None);
+        config.api.scheduler_listen = "127.0.0.9:5000".into();
+        assert_eq!(
+            config.api.scheduler_addr(at("127.0.0.1:4097")),
+            Some(at("127.0.0.9:5000"))
+        );
+        config.channels.telegram = Some(TelegramConfig {
+            owners: vec!["4242".into()],
+            ..TelegramConfig::default()
+        });
+        config.api.token = "sb_secret".into();
+        let lines = autopilot_notifications(&at("127.0.0.2:4097"), &config);
+        assert!(lines.starts_with(
+            "[notifications]\ngateway_url = \"http://127.0.0.2:4097\"\nchannel = \"telegram\"\nchat_id = \"4242\"\n"
+        ));
+        assert!(!lines.contains("sb_secret"), "no token is printed");
+        let parsed: toml::Table = toml::from_str(&lines).expect("valid TOML");
+        assert!(parsed.contains_key("notifications"));
+
+        config.api.scheduler_listen = "localhost:1".into();
+        assert!(matches!(
+            config.validate(Path::new("c.toml")),
+            Err(ConfigError::Invalid { field, .. }) if field == "api.scheduler_listen"
+        ));
+    }
+
+    #[test]
+    fn connecting_autopilot_keeps_its_comments_and_its_own_choices() {
+        let mut config = Config::default();
+        config.channels.telegram = Some(TelegramConfig {
+            owners: vec!["4242".into()],
+            ..TelegramConfig::default()
+        });
+        let addr: SocketAddr = "127.0.0.2:4097".parse().expect("addr");
+        let text = "# my schedules\n[notifications]\ngateway_url = \"http://127.0.0.1:4096\" # old\nchannel = \"slack\"\n\n[[schedules]]\nname = \"disk\" # keep\n";
+        let (updated, changed) = connect_autopilot(text, &addr, &config).expect("connect");
+        assert_eq!(
+            changed,
+            vec!["notifications.gateway_url", "notifications.chat_id"]
+        );
+        assert!(updated.contains("# my schedules") && updated.contains("name = \"disk\" # keep"));
+        assert!(updated.contains("gateway_url = \"http://127.0.0.2:4097\""));
+        assert!(
+            updated.contains("channel = \"slack\""),
+            "the file's channel stays"
+        );
+        let (_, again) = connect_autopilot(&updated, &addr, &config).expect("again");
+        assert!(again.is_empty(), "nothing to change the second time");
+        let (fresh, _) = connect_autopilot("", &addr, &config).expect("empty file");
+        assert!(fresh.contains("[notifications]") && fresh.contains("chat_id = \"4242\""));
     }
 
     #[test]

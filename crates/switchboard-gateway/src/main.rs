@@ -107,6 +107,9 @@ async fn run(paths: &Paths) -> anyhow::Result<()> {
         api = ?engine.api_addr(),
         "switchboard-gateway running"
     );
+    if let Some(addr) = engine.scheduler_addr() {
+        tracing::info!(gateway_url = %format!("http://{addr}"), "for stakpak autopilot: set [notifications] gateway_url to this (see `switchboard-gateway check`)");
+    }
     let mut events = engine.subscribe();
     let log_events = tokio::spawn(async move {
         while let Ok(event) = events.recv().await {
@@ -186,6 +189,23 @@ async fn check(paths: &Paths) -> anyhow::Result<()> {
                 println!("channel {}: FAILED: {e}", status.name);
             }
         }
+    }
+    let config = engine.config();
+    let scheduler = config
+        .api
+        .listen
+        .parse()
+        .ok()
+        .and_then(|listen| config.api.scheduler_addr(listen));
+    match scheduler {
+        Some(addr) => println!(
+            "stakpak autopilot: to get its watch notifications here, put these lines in ~/.stakpak/autopilot.toml (chat_id: your chat) and restart it:\n\n{}",
+            switchboard_engine::config::autopilot_notifications(&addr, &config)
+        ),
+        None => println!(
+            "stakpak autopilot: point [notifications] gateway_url at http://{} (api.scheduler_listen is off)",
+            config.api.listen
+        ),
     }
     engine.shutdown();
     engine.stopped().await;

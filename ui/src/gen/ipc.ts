@@ -44,6 +44,11 @@ quiet_now: boolean, autostart: boolean,
  */
 api_addr: string | null, 
 /**
+ * The `[notifications]` lines for `~/.stakpak/autopilot.toml` that send the Stakpak watch
+ * scheduler's notifications through Switchboard, once the API listens for it.
+ */
+autopilot_lines: string | null, 
+/**
  * The page the window opens on.
  */
 start_page: Page, };
@@ -344,7 +349,13 @@ listen: string,
 /**
  * Its bearer token; generated and saved on first start when empty.
  */
-token: string, };
+token: string, 
+/**
+ * A second address for the Stakpak watch scheduler, which replaces a gateway URL on
+ * `localhost` or `127.0.0.1` with its own server's: `auto` (127.0.0.2 and the port of
+ * `listen`, when `listen` is on 127.0.0.1), `off`, or an address and port.
+ */
+scheduler_listen: string, };
 
 /**
  * `[channels]`: the chat platforms; a missing section means the platform is not set up.

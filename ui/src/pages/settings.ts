@@ -469,11 +469,41 @@ function notificationsSection(): HTMLElement {
 }
 
 function apiSection(ctx: Ctx): HTMLElement {
+  const lines = ctx.state.snapshot?.autopilot_lines ?? null;
   return section(
     "api",
     "Gateway API",
     textField("api.listen", "Listen on", { mono: true, help: "Address and port for watch scripts (POST /v1/gateway/send). Keep it on loopback (127.0.0.1): any other address lets other machines reach it with the token. Takes effect after a restart." }),
-    secretField(ctx, "api.token", "API token", "Scripts send it as a bearer token; generated on first start."),
+    secretField(ctx, "api.token", "API token", "Scripts send it as a bearer token; the Stakpak watch scheduler may send its server's token instead. Generated on first start."),
+    textField("api.scheduler_listen", "Address for stakpak autopilot", { mono: true, help: "The watch scheduler replaces a gateway on localhost or 127.0.0.1 with its own server, so Switchboard also listens here: auto (127.0.0.2, same port), off, or an address and port. Takes effect after a restart." }),
+    lines
+      ? h(
+          "div",
+          { class: "autopilot-lines" },
+          h("p", { class: "help" }, "To get the watch scheduler's notifications here, put these lines in ~/.stakpak/autopilot.toml (set chat_id to your chat) and restart stakpak autopilot:"),
+          h("pre", { class: "mono", "data-testid": "autopilot-lines" }, lines),
+          page.view?.autopilot
+            ? h(
+                "button",
+                {
+                  type: "button",
+                  "data-testid": "connect-autopilot",
+                  onclick: async () => {
+                    const changed = await ctx.run(commands.connectAutopilot());
+                    if (changed === undefined) return;
+                    ctx.notice(
+                      changed.length > 0
+                        ? `Updated ${page.view?.autopilot}: ${changed.join(", ")}. Restart stakpak autopilot to use it.`
+                        : "autopilot.toml already points here.",
+                      "ok",
+                    );
+                  },
+                },
+                "Write them into autopilot.toml",
+              )
+            : null,
+        )
+      : null,
   );
 }
 
