@@ -13,6 +13,7 @@ pub mod approvals;
 pub mod backoff;
 pub mod channels;
 pub mod chunk;
+pub mod commands;
 pub mod config;
 mod dispatch;
 mod engine;

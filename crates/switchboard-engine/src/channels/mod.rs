@@ -178,6 +178,9 @@ pub enum Accepted {
     /// Not admitted (access control): dropped, or answered with a pairing code; it never reaches
     /// the agent. Confirm it to the platform like any handled message.
     Refused,
+    /// A chat command (`/status`, `/stop`, …), answered by Switchboard itself; it never reaches
+    /// the agent.
+    Command,
 }
 
 /// The part of the engine that takes inbound messages and chat decisions.

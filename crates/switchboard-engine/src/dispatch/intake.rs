@@ -11,6 +11,7 @@ use super::Dispatcher;
 use crate::access;
 use crate::approvals::{Actor, ChatChoice, ChoiceOutcome, Surface};
 use crate::channels::{Accepted, Intake, Notice};
+use crate::commands;
 use crate::events::EngineEvent;
 use crate::model::{now_ms, InboundMessage, Peer};
 use crate::routing::routing_key;
@@ -125,6 +126,23 @@ impl Intake for DispatcherIntake {
             &message.peer,
             &message.chat,
         );
+        let bot = dispatcher
+            .board
+            .get(&message.channel)
+            .and_then(|s| s.identity)
+            .map(|i| i.name.trim_start_matches('@').to_owned());
+        if let Some(command) = commands::parse(&message.text, bot.as_deref()) {
+            // Handled once per platform message, beside the receive path.
+            if !dispatcher.store.claim_keys(&message.dedup_keys, now_ms())? {
+                return Ok(Accepted::Duplicate);
+            }
+            dispatcher
+                .store
+                .ensure_conversation(&message, &key, now_ms())?;
+            let d = dispatcher.clone();
+            tokio::spawn(async move { d.run_command(command, message, key).await });
+            return Ok(Accepted::Command);
+        }
         let accepted = dispatcher.store.accept(&message, &key, now_ms())?;
         let Accepted::New(journal_id) = accepted else {
             tracing::debug!(channel = %message.channel, "duplicate message dropped");

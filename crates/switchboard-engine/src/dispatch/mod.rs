@@ -15,6 +15,7 @@
 //! another), and in order within a conversation. Every step that matters is written to the store
 //! before it is acted on, so a restart resumes each conversation where it stopped.
 
+mod command;
 mod decide;
 mod deliver;
 mod follow;
@@ -89,6 +90,8 @@ pub(crate) struct Dispatcher {
 struct ActiveRun {
     local_id: String,
     control: mpsc::UnboundedSender<RunControl>,
+    /// When this process started driving it (ms), for `/status`.
+    started_ms: i64,
     /// The reply written so far, for a host that opens the conversation mid-run.
     live: Arc<Mutex<String>>,
 }
@@ -226,6 +229,15 @@ impl Dispatcher {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .contains_key(key)
+    }
+
+    /// Since when the conversation's run has been driven here (ms), if one is.
+    pub(crate) fn active_since(&self, key: &str) -> Option<i64> {
+        self.active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .map(|run| run.started_ms)
     }
 
     pub(crate) fn active_keys(&self) -> HashSet<String> {

@@ -46,6 +46,7 @@ impl Dispatcher {
                 ActiveRun {
                     local_id: run.local_id.clone(),
                     control: control_tx,
+                    started_ms: crate::model::now_ms(),
                     live: live.clone(),
                 },
             );
@@ -90,6 +91,9 @@ impl Dispatcher {
             run.reply = Some(reply.clone());
             run.state = RunState::Delivering;
             self.store.update_run(run)?;
+            if usage != Usage::default() {
+                self.store.record_usage(&run.routing_key, &usage)?;
+            }
             if let Some(server_run) = &run.server_run_id {
                 self.emit(EngineEvent::RunFinished {
                     routing_key: run.routing_key.clone(),

@@ -132,7 +132,11 @@ impl Dispatcher {
         let Some(session_id) = self.ensure_session(key, &rows).await? else {
             return Ok(None);
         };
-        let model = self.config().gateway.model.clone();
+        // The conversation's own model (`/model`), else the configured one.
+        let model = match self.store.conversation_model(key)? {
+            Some(model) => model,
+            None => self.config().gateway.model.clone(),
+        };
         let mut run = RunRecord {
             local_id: uuid::Uuid::new_v4().to_string(),
             routing_key: key.to_string(),

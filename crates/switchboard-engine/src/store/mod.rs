@@ -18,6 +18,9 @@ use crate::watch::WatchContext;
 
 mod access;
 mod approvals;
+mod commands;
+
+pub use commands::{SessionEntry, UsageTotals};
 
 pub use crate::approvals::policy::{ApprovalRule, Grant};
 pub use approvals::{ApprovalRecord, DecisionRecord, Resolution};
@@ -207,6 +210,27 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (routing_key, session_id, tool)
     );
     ALTER TABLE runs ADD COLUMN model TEXT;
+    "#,
+    // 6: chat commands: a conversation's own model, the sessions it had (for /sessions and
+    // /resume), and what its runs cost.
+    r#"
+    ALTER TABLE conversations ADD COLUMN model TEXT;
+    ALTER TABLE conversations ADD COLUMN usage_runs INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE conversations ADD COLUMN usage_prompt INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE conversations ADD COLUMN usage_completion INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE conversations ADD COLUMN usage_total INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE conversations ADD COLUMN last_prompt INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE conversations ADD COLUMN last_completion INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE conversations ADD COLUMN last_total INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE conversation_sessions (
+        routing_key   TEXT NOT NULL,
+        session_id    TEXT NOT NULL,
+        title         TEXT,
+        started_ms    INTEGER NOT NULL,
+        PRIMARY KEY (routing_key, session_id)
+    );
+    INSERT OR IGNORE INTO conversation_sessions (routing_key, session_id, title, started_ms)
+        SELECT routing_key, session_id, title, created_ms FROM conversations WHERE session_id IS NOT NULL;
     "#,
 ];
 
@@ -719,10 +743,22 @@ impl Store {
         session_id: Option<&str>,
         title: Option<&str>,
     ) -> anyhow::Result<()> {
-        self.lock().execute(
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
             "UPDATE conversations SET session_id = ?2, title = COALESCE(?3, title) WHERE routing_key = ?1",
             params![routing_key, session_id, title],
         )?;
+        if let Some(session) = session_id {
+            // The conversation's sessions, for /sessions and /resume.
+            tx.execute(
+                "INSERT INTO conversation_sessions (routing_key, session_id, title, started_ms)
+                 SELECT routing_key, session_id, title, ?3 FROM conversations WHERE routing_key = ?1 AND session_id = ?2
+                 ON CONFLICT (routing_key, session_id) DO NOTHING",
+                params![routing_key, session, now_ms()],
+            )?;
+        }
+        tx.commit()?;
         Ok(())
     }
 
@@ -984,6 +1020,10 @@ impl Store {
                AND routing_key NOT IN (SELECT routing_key FROM journal WHERE state IN ('queued', 'sent'))
                AND routing_key NOT IN (SELECT routing_key FROM runs)",
             params![now - idle_ms],
+        )?;
+        tx.execute(
+            "DELETE FROM conversation_sessions WHERE routing_key NOT IN (SELECT routing_key FROM conversations)",
+            [],
         )?;
         let journal = tx.execute(
             "DELETE FROM journal WHERE state IN ('replied', 'failed') AND updated_ms < ?1",

@@ -6,6 +6,7 @@ mod harness;
 mod access;
 mod api;
 mod approvals;
+mod commands;
 mod discord;
 mod durability;
 mod faults;

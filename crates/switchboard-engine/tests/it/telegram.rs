@@ -228,11 +228,11 @@ async fn in_a_group_only_messages_addressed_to_the_bot_are_answered() {
         "echo: and then?",
         "a reply to the bot addresses it"
     );
-    tg.send_group(GROUP, &ann(), "/status@switchboard_test_bot now", false);
+    tg.send_group(GROUP, &ann(), "/deploy@switchboard_test_bot now", false);
     assert_eq!(
         replies(&tg, GROUP, 3).await[2],
-        "echo: /status now",
-        "a command for the bot addresses it"
+        "echo: /deploy now",
+        "a command for the bot addresses it (one that is not Switchboard's goes to the agent)"
     );
     let keys: Vec<String> = bridge
         .engine

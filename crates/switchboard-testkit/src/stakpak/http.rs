@@ -564,6 +564,7 @@ async fn post_message(
             idempotency_key: idempotency_key(&headers),
             context: msg.context.clone().unwrap_or_default(),
             overrides: raw.get("overrides").cloned(),
+            model: raw.get("model").and_then(Value::as_str).map(str::to_string),
             replayed,
         });
     }

@@ -212,6 +212,8 @@ pub struct PostedMessage {
     pub idempotency_key: Option<String>,
     pub context: Vec<ContextItem>,
     pub overrides: Option<Value>,
+    /// `model` as sent (null or absent: the server's default).
+    pub model: Option<String>,
     /// Answered from the idempotency store: no new run was started.
     pub replayed: bool,
 }

@@ -277,6 +277,14 @@ async fn answer(shared: &Arc<Shared>, token: &str, method: &str, params: &Value)
         "setmessagereaction" => set_reaction(w, params),
         "sendchataction" => chat_action(w, params),
         "getfile" => get_file(params),
+        "setmycommands" => match params.get("commands") {
+            Some(Value::Array(commands)) => {
+                w.commands = commands.clone();
+                Ok(json!(true))
+            }
+            _ => Err(bad_request("commands must be an array")),
+        },
+        "getmycommands" => Ok(Value::Array(w.commands.clone())),
         _ => Err(error(404, "Not Found")),
     });
     match result {

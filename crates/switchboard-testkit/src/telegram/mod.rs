@@ -664,6 +664,11 @@ impl FakeTelegram {
     }
 
     /// The webhook set now, if any.
+    /// The bot's command menu as last set with `setMyCommands`.
+    pub fn commands(&self) -> Vec<Value> {
+        self.world().commands.clone()
+    }
+
     pub fn webhook(&self) -> Option<String> {
         self.world().webhook.clone()
     }

@@ -79,6 +79,8 @@ pub(crate) struct World {
     pub token_valid: bool,
     pub bot: Person,
     pub webhook: Option<String>,
+    /// The bot's command menu (`setMyCommands`).
+    pub commands: Vec<Value>,
     pub next_update_id: i64,
     pub updates: VecDeque<QueuedUpdate>,
     /// Every update ever queued, for replays.
@@ -155,6 +157,7 @@ impl World {
             token_valid: true,
             bot,
             webhook: None,
+            commands: Vec::new(),
             next_update_id: first_update_id,
             updates: VecDeque::new(),
             history: Vec::new(),

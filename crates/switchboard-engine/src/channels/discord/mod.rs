@@ -968,7 +968,9 @@ impl Runner<'_> {
                     tracing::debug!(journal, "Discord message accepted");
                     return Handled::Stored;
                 }
-                Ok(Accepted::Duplicate | Accepted::Refused) => return Handled::Skipped,
+                Ok(Accepted::Duplicate | Accepted::Refused | Accepted::Command) => {
+                    return Handled::Skipped
+                }
                 Err(e) => {
                     let delay = self.inner.retry_delay(attempt);
                     attempt = attempt.saturating_add(1);

@@ -165,6 +165,11 @@ impl Api {
         self.call("getUpdates", &body, timeout + POLL_GRACE).await
     }
 
+    /// `setMyCommands`: the bot's command menu, for every chat.
+    pub async fn set_my_commands(&self, body: &Value) -> Result<bool, ApiError> {
+        self.call("setMyCommands", body, CALL_TIMEOUT).await
+    }
+
     pub async fn send_message(
         &self,
         body: &SendMessage<'_>,

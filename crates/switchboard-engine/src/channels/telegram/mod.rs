@@ -54,6 +54,8 @@ pub use target::parse_target;
 /// How long one long poll waits for updates by default (the server caps it at 50 s).
 pub const DEFAULT_POLL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Where the command menu last set for the bot is kept (its fingerprint).
+const COMMANDS_KEY: &str = "commands";
 const RETRY_BASE: Duration = Duration::from_millis(500);
 const RETRY_CAP: Duration = Duration::from_secs(30);
 
@@ -233,8 +235,40 @@ impl TelegramChannel {
                 }
             }
         }
+        self.register_commands(ctx, &bot).await;
         ctx.report(ChannelState::Connected, None);
         Some(bot)
+    }
+
+    /// Sets the bot's command menu when it differs from the one this bot last got (kept with the
+    /// channel's offsets), so a restart sends nothing: repeated command syncs are what get bots
+    /// rate-limited. A failure is only logged; the next connection tries again.
+    async fn register_commands(&self, ctx: &ChannelContext, bot: &Bot) {
+        let menu: Vec<Value> = crate::commands::MENU
+            .iter()
+            .map(|(command, description)| {
+                serde_json::json!({"command": command, "description": description})
+            })
+            .collect();
+        let fingerprint = format!("{}:{}", bot.id, Value::Array(menu.clone()));
+        if ctx.offset(COMMANDS_KEY).as_deref() == Some(fingerprint.as_str()) {
+            return;
+        }
+        match self
+            .api
+            .set_my_commands(&serde_json::json!({ "commands": menu }))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(channel = "telegram", "command menu set");
+                if let Err(e) = ctx.save_offset(COMMANDS_KEY, &fingerprint) {
+                    tracing::warn!(channel = "telegram", error = %e, "cannot remember the command menu");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(channel = "telegram", error = %e, "the command menu was not set; trying again at the next connection")
+            }
+        }
     }
 
     /// Reports a failed call and waits before the next attempt. False when the loop must end:

@@ -1,0 +1,317 @@
+//! Chat commands through the real engine and the Telegram adapter: each answers in the chat and
+//! none reaches the agent.
+
+use std::path::Path;
+
+use switchboard_engine::config::{ApprovalMode, Config, TelegramConfig};
+use switchboard_engine::{Engine, EngineHandle};
+use switchboard_testkit::stakpak::FakeStakpak;
+use switchboard_testkit::telegram::{FakeTelegram, Person};
+use tokio_util::sync::CancellationToken;
+
+use crate::harness::{config_for, fast_options, settle};
+
+const OWNER: i64 = 4242;
+const ANN: i64 = 1111;
+const BOB: i64 = 2222;
+const GROUP: i64 = -1005550001;
+
+fn config(agent: &FakeStakpak, tg: &FakeTelegram) -> Config {
+    let mut config = config_for(agent);
+    config.gateway.approval_mode = ApprovalMode::Ask;
+    config.channels.telegram = Some(TelegramConfig {
+        token: tg.token(),
+        api_base: tg.api_base(),
+        owners: vec![OWNER.to_string()],
+        allowed_users: vec![ANN.to_string()],
+        open_groups: vec![GROUP.to_string()],
+        require_mention: false,
+        ..TelegramConfig::default()
+    });
+    config
+}
+
+struct Bridge {
+    engine: EngineHandle,
+    shutdown: CancellationToken,
+}
+
+impl Bridge {
+    async fn start(config: Config, dir: &Path, tg: &FakeTelegram) -> Bridge {
+        let shutdown = CancellationToken::new();
+        let engine = Engine::builder(config, dir)
+            .options(fast_options())
+            .start(shutdown.clone())
+            .await
+            .expect("engine");
+        tg.wait_for("the bot to poll", |t| t.active_polls() > 0)
+            .await;
+        Bridge { engine, shutdown }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.engine.stopped().await;
+    }
+}
+
+/// Sends `text` as Ann and waits for the `n`-th message to her chat; returns it.
+async fn ask(tg: &FakeTelegram, text: &str, n: usize) -> String {
+    tg.send_dm(ANN, "Ann", text);
+    nth(tg, ANN, n).await
+}
+
+async fn nth(tg: &FakeTelegram, chat: i64, n: usize) -> String {
+    tg.wait_for(&format!("message {n} in chat {chat}"), |t| {
+        t.sent_to(chat).len() >= n
+    })
+    .await;
+    tg.sent_to(chat)[n - 1].text.clone()
+}
+
+fn texts(agent: &FakeStakpak) -> Vec<String> {
+    agent
+        .posted_messages()
+        .into_iter()
+        .map(|p| p.text)
+        .collect()
+}
+
+#[tokio::test]
+async fn help_status_usage_and_model_answer_in_the_chat_and_never_reach_the_agent() {
+    let agent = FakeStakpak::start().await;
+    let tg = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(&agent, &tg);
+    let bridge = Bridge::start(config.clone(), dir.path(), &tg).await;
+
+    let help = ask(&tg, "/help", 1).await;
+    for command in [
+        "/status",
+        "/stop",
+        "/new",
+        "/resume N",
+        "/model [name]",
+        "/usage",
+    ] {
+        assert!(help.contains(command), "{command} in {help}");
+    }
+    let status = ask(&tg, "/status", 2).await;
+    assert!(status.contains("Session: none yet"), "{status}");
+    assert!(status.contains("Run: idle"), "{status}");
+    let usage = ask(&tg, "/usage", 3).await;
+    assert!(usage.contains("No run"), "{usage}");
+
+    assert_eq!(ask(&tg, "hello", 4).await, "echo: hello");
+    let usage = ask(&tg, "/usage", 5).await;
+    assert!(
+        usage.starts_with("Last run: ") && usage.contains("over 1 runs"),
+        "the run's reported usage: {usage}"
+    );
+    let status = ask(&tg, "/status", 6).await;
+    assert!(status.contains("Agent server: reachable"), "{status}");
+    assert!(status.contains("Session: "), "{status}");
+    assert!(!status.contains("none yet"), "{status}");
+
+    let set = ask(&tg, "/model fake-large", 7).await;
+    assert!(set.contains("fake-large"), "{set}");
+    assert_eq!(ask(&tg, "which model?", 8).await, "echo: which model?");
+    bridge.stop().await;
+
+    // The model survives a restart and goes with the next run.
+    let bridge = Bridge::start(config, dir.path(), &tg).await;
+    assert_eq!(ask(&tg, "still?", 9).await, "echo: still?");
+    let models: Vec<Option<String>> = agent
+        .posted_messages()
+        .into_iter()
+        .map(|p| p.model)
+        .collect();
+    assert_eq!(
+        models,
+        vec![None, Some("fake-large".into()), Some("fake-large".into())]
+    );
+    let shown = ask(&tg, "/model", 10).await;
+    assert!(
+        shown.contains("fake-large (set for this conversation)"),
+        "{shown}"
+    );
+    let cleared = ask(&tg, "/model default", 11).await;
+    assert!(cleared.contains("again"), "{cleared}");
+    assert_eq!(
+        texts(&agent),
+        vec!["hello", "which model?", "still?"],
+        "no command reached the agent"
+    );
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn stop_ends_the_run_on_the_server_rejects_its_waiting_call_and_drops_the_queue() {
+    let agent = FakeStakpak::start().await;
+    let tg = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bridge = Bridge::start(config(&agent, &tg), dir.path(), &tg).await;
+
+    tg.send_dm(
+        ANN,
+        "Ann",
+        r#"USE_TOOL run_command {"command": "rm -rf build"}"#,
+    );
+    tg.wait_for("the approval prompt", |t| {
+        t.sent_to(ANN).iter().any(|s| s.reply_markup.is_some())
+    })
+    .await;
+    tg.send_dm(ANN, "Ann", "and after that, this");
+    tg.wait_for("the queued note", |t| t.sent_to(ANN).len() >= 2)
+        .await;
+    let status = ask(&tg, "/status", 3).await;
+    assert!(status.contains("Run: running for"), "{status}");
+    assert!(status.contains("Queued: 1"), "{status}");
+    assert!(
+        status.contains("Waiting for approval: stakpak__run_command ["),
+        "{status}"
+    );
+
+    tg.send_dm(ANN, "Ann", "/stop");
+    tg.wait_for("the stop's answer", |t| {
+        t.sent_to(ANN)
+            .iter()
+            .any(|s| s.text.starts_with("⏹ Stopping"))
+    })
+    .await;
+    let stopped = tg
+        .sent_to(ANN)
+        .into_iter()
+        .find(|s| s.text.starts_with("⏹ Stopping"))
+        .expect("answer")
+        .text;
+    assert!(
+        stopped.contains("1 queued message was dropped"),
+        "{stopped}"
+    );
+    let session = agent.posted_messages()[0].session_id.clone();
+    let mut idle = false;
+    for _ in 0..80 {
+        if agent.run_state(&session).as_deref() == Some("idle") {
+            idle = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(idle, "the run ended on the server");
+    assert!(
+        agent.decisions().iter().all(|d| d.action == "reject"),
+        "the waiting call was rejected, nothing accepted: {:?}",
+        agent.decisions()
+    );
+    settle().await;
+    assert_eq!(
+        texts(&agent).len(),
+        1,
+        "the queued message was dropped, not sent"
+    );
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn new_starts_a_session_and_resume_goes_back() {
+    let agent = FakeStakpak::start().await;
+    let tg = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bridge = Bridge::start(config(&agent, &tg), dir.path(), &tg).await;
+
+    assert_eq!(ask(&tg, "first", 1).await, "echo: first");
+    let fresh = ask(&tg, "/new", 2).await;
+    assert!(fresh.contains("new agent session"), "{fresh}");
+    assert_eq!(ask(&tg, "second", 3).await, "echo: second");
+    let posted = agent.posted_messages();
+    let (old, new) = (posted[0].session_id.clone(), posted[1].session_id.clone());
+    assert_ne!(old, new, "the message after /new went to a new session");
+
+    let list = ask(&tg, "/sessions", 4).await;
+    assert!(
+        list.contains("1. ") && list.contains(&new) && list.contains(&old),
+        "{list}"
+    );
+    assert!(list.contains(&format!("{new} (current)")), "{list}");
+    let back = ask(&tg, "/resume 2", 5).await;
+    assert!(back.starts_with("↩️ Back to session 2"), "{back}");
+    assert_eq!(ask(&tg, "third", 6).await, "echo: third");
+    assert_eq!(
+        agent.posted_messages()[2].session_id,
+        old,
+        "/resume went back to the first session"
+    );
+    let wrong = ask(&tg, "/resume 9", 7).await;
+    assert!(wrong.contains("no session 9"), "{wrong}");
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn approve_by_text_has_the_buttons_authority() {
+    let agent = FakeStakpak::start().await;
+    let tg = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bridge = Bridge::start(config(&agent, &tg), dir.path(), &tg).await;
+    let ann = Person::new(ANN, "Ann");
+
+    tg.send_group(
+        GROUP,
+        &ann,
+        r#"USE_TOOL run_command {"command": "ls"}"#,
+        false,
+    );
+    tg.wait_for("the prompt", |t| {
+        t.sent_to(GROUP).iter().any(|s| s.reply_markup.is_some())
+    })
+    .await;
+    let before = tg.sent_to(GROUP).len();
+
+    // Bob may talk here (an open group), but not approve Ann's call.
+    tg.send_group(GROUP, &Person::new(BOB, "Bob"), "/approve", false);
+    let refused = nth(&tg, GROUP, before + 1).await;
+    assert!(refused.starts_with("Sorry, only Ann"), "{refused}");
+    // Ann asked, but this channel's owners approve.
+    tg.send_group(GROUP, &ann, "/approve", false);
+    let not_hers = nth(&tg, GROUP, before + 2).await;
+    assert!(not_hers.contains("Only an owner"), "{not_hers}");
+    assert!(agent.decisions().is_empty(), "nothing decided yet");
+
+    tg.send_group(GROUP, &Person::new(OWNER, "Olga"), "/approve", false);
+    let approved = nth(&tg, GROUP, before + 3).await;
+    assert!(approved.contains("approved by Olga"), "{approved}");
+    tg.wait_for("the run's reply", |t| {
+        t.sent_to(GROUP).iter().any(|s| s.text.starts_with("done:"))
+    })
+    .await;
+    assert_eq!(agent.decisions()[0].action, "accept");
+    assert!(
+        texts(&agent).iter().all(|t| !t.starts_with('/')),
+        "no command reached the agent"
+    );
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn the_command_menu_is_set_once_not_at_every_restart() {
+    let agent = FakeStakpak::start().await;
+    let tg = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(&agent, &tg);
+    let bridge = Bridge::start(config.clone(), dir.path(), &tg).await;
+    assert_eq!(tg.requests_for("setMyCommands").len(), 1);
+    let menu = tg.commands();
+    assert!(menu
+        .iter()
+        .any(|c| c["command"] == "stop" && c["description"].is_string()));
+    bridge.stop().await;
+
+    let bridge = Bridge::start(config, dir.path(), &tg).await;
+    settle().await;
+    assert_eq!(
+        tg.requests_for("setMyCommands").len(),
+        1,
+        "a restart does not send the same menu again"
+    );
+    bridge.stop().await;
+}
