@@ -522,6 +522,7 @@ mod typescript {
             .add::<ChannelState>()
             .add::<Identity>()
             .add::<ConversationSummary>()
+            .add::<switchboard_engine::store::UsageTotals>()
             .add::<Peer>()
             .add::<ChatType>()
             .add::<HistoryView>()

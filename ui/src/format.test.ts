@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { channelStateLabel, channelTone, chatLabel, clockTime, filterActivity, formatList, maskSecret, parseList, peerLabel, plural, timeAgo, titleCase } from "./format";
+import { channelStateLabel, channelTone, chatLabel, clockTime, filterActivity, formatList, formatTokens, maskSecret, parseList, peerLabel, plural, timeAgo, titleCase } from "./format";
 import type { ActivityEntry } from "./ipc";
 
 describe("timeAgo", () => {
@@ -77,5 +77,14 @@ describe("activity search", () => {
     expect(filterActivity(entries, "42 slack").map((e) => e.id)).toEqual([1]);
     expect(filterActivity(entries, "error").map((e) => e.id)).toEqual([2]);
     expect(filterActivity(entries, "nothing-like-this")).toEqual([]);
+  });
+});
+
+describe("formatTokens", () => {
+  it("keeps small counts exact and shortens large ones", () => {
+    expect(formatTokens(950)).toBe("950");
+    expect(formatTokens(1234)).toBe("1.2k");
+    expect(formatTokens(12_345)).toBe("12k");
+    expect(formatTokens(4_100_000)).toBe("4.1M");
   });
 });

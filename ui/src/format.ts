@@ -127,3 +127,10 @@ export function parseList(text: string): string[] {
 export function formatList(items: readonly string[]): string {
   return items.join(", ");
 }
+
+/** A token count: 950, 1.2k, 12k, 4.1M. */
+export function formatTokens(n: number): string {
+  if (n < 1000) return String(n);
+  if (n < 1_000_000) return `${(n / 1000).toFixed(n < 10_000 ? 1 : 0)}k`;
+  return `${(n / 1_000_000).toFixed(1)}M`;
+}

@@ -14,6 +14,7 @@ function config(): Config {
       prune_after_hours: 168,
       delivery_context_ttl_hours: 4,
       journal_retention_days: 30,
+      usage_footer: false,
     },
     routing: { dm_scope: "per_channel_peer", bindings: [] },
     api: { listen: "127.0.0.1:4097", token: "sb_x", scheduler_listen: "auto" },

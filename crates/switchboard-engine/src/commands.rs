@@ -123,6 +123,26 @@ pub fn short_id(approval_id: &str) -> String {
         .to_ascii_lowercase()
 }
 
+/// A token count as a person reads it: `950`, `1.2k`, `12k`, `4.1M`.
+pub fn tokens(n: u64) -> String {
+    match n {
+        0..=999 => n.to_string(),
+        1_000..=9_999 => format!("{:.1}k", n as f64 / 1000.0),
+        10_000..=999_999 => format!("{}k", n / 1000),
+        _ => format!("{:.1}M", n as f64 / 1_000_000.0),
+    }
+}
+
+/// The line under a reply when `usage_footer` is on.
+pub fn usage_footer(usage: &crate::agent::Usage) -> String {
+    format!(
+        "— {} tokens ({} in, {} out)",
+        tokens(usage.total_tokens),
+        tokens(usage.prompt_tokens),
+        tokens(usage.completion_tokens)
+    )
+}
+
 /// A duration as a person says it: `45 s`, `3 min`, `2 h 5 min`.
 pub fn for_how_long(ms: i64) -> String {
     let secs = (ms.max(0) / 1000) as u64;
@@ -193,6 +213,10 @@ mod tests {
             assert!(help.contains(&format!("/{name}")), "{name} in {help}");
         }
         assert_eq!(short_id("3F2A-91bc-77"), "3f2a91");
+        assert_eq!(tokens(950), "950");
+        assert_eq!(tokens(1234), "1.2k");
+        assert_eq!(tokens(12_345), "12k");
+        assert_eq!(tokens(4_100_000), "4.1M");
         assert_eq!(for_how_long(45_000), "45 s");
         assert_eq!(for_how_long(185_000), "3 min");
         assert_eq!(for_how_long(7_500_000), "2 h 5 min");

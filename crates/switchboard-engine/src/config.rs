@@ -76,6 +76,8 @@ pub struct GatewayConfig {
     pub delivery_context_ttl_hours: u64,
     /// How long finished journal rows and the decisions log are kept.
     pub journal_retention_days: u64,
+    /// A line under each reply in the chat with the tokens its run used.
+    pub usage_footer: bool,
 }
 
 impl Default for GatewayConfig {
@@ -89,6 +91,7 @@ impl Default for GatewayConfig {
             prune_after_hours: 168,
             delivery_context_ttl_hours: 4,
             journal_retention_days: 30,
+            usage_footer: false,
         }
     }
 }

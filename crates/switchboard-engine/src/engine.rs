@@ -220,6 +220,8 @@ pub struct ConversationSummary {
     pub state: String,
     pub queued: usize,
     pub last_used_ms: i64,
+    /// The tokens its runs used: the last run's and the totals.
+    pub usage: crate::store::UsageTotals,
 }
 
 /// A conversation's history: the server's messages (or why they could not be read) and the local
@@ -455,6 +457,7 @@ impl EngineHandle {
             } else {
                 "idle"
             };
+            let usage = d.store.usage(&c.routing_key)?;
             out.push(ConversationSummary {
                 routing_key: c.routing_key,
                 session_id: c.session_id,
@@ -465,6 +468,7 @@ impl EngineHandle {
                 state: state.to_string(),
                 queued,
                 last_used_ms: c.last_used_ms,
+                usage,
             });
         }
         Ok(out)

@@ -95,7 +95,16 @@ export type ConversationSummary = { routing_key: string, session_id: string | nu
 /**
  * `running`, `queued` or `idle`.
  */
-state: "running" | "queued" | "idle", queued: number, last_used_ms: number, };
+state: "running" | "queued" | "idle", queued: number, last_used_ms: number, 
+/**
+ * The tokens its runs used: the last run's and the totals.
+ */
+usage: UsageTotals, };
+
+/**
+ * The tokens a conversation's runs used: the last run's and the totals.
+ */
+export type UsageTotals = { runs: number, prompt_tokens: number, completion_tokens: number, total_tokens: number, last_prompt_tokens: number, last_completion_tokens: number, last_total_tokens: number, };
 
 /**
  * Who sent a message.
@@ -292,7 +301,11 @@ delivery_context_ttl_hours: number,
 /**
  * How long finished journal rows and the decisions log are kept.
  */
-journal_retention_days: number, };
+journal_retention_days: number, 
+/**
+ * A line under each reply in the chat with the tokens its run used.
+ */
+usage_footer: boolean, };
 
 /**
  * How the agent's tool calls are approved.

@@ -4,7 +4,7 @@
 import { h } from "../dom";
 import type { Ctx } from "../ctx";
 import { commands, type ConversationView, type HistoryView } from "../ipc";
-import { chatLabel, clockTime, conversationTitle, peerLabel, plural, timeAgo, titleCase } from "../format";
+import { chatLabel, clockTime, conversationTitle, formatTokens, peerLabel, plural, timeAgo, titleCase } from "../format";
 import { liveReplyFor } from "../state";
 
 function conversationItem(ctx: Ctx, c: ConversationView, selected: boolean): HTMLElement {
@@ -34,6 +34,17 @@ function conversationItem(ctx: Ctx, c: ConversationView, selected: boolean): HTM
   );
 }
 
+/** What the conversation's runs cost, as their usage reports say. */
+function usageLine(c: ConversationView): HTMLElement | null {
+  const u = c.usage;
+  if (!u || u.runs === 0) return null;
+  return h(
+    "p",
+    { class: "muted", "data-testid": "usage" },
+    `Last run ${formatTokens(u.last_total_tokens)} tokens (${formatTokens(u.last_prompt_tokens)} in, ${formatTokens(u.last_completion_tokens)} out) · ${formatTokens(u.total_tokens)} over ${plural(u.runs, "run")}`,
+  );
+}
+
 function historyPane(ctx: Ctx, c: ConversationView, history: HistoryView | null): HTMLElement {
   const live = liveReplyFor(ctx.state, c.routing_key);
   const now = Date.now();
@@ -60,7 +71,7 @@ function historyPane(ctx: Ctx, c: ConversationView, history: HistoryView | null)
     h(
       "header",
       { class: "detail-head" },
-      h("div", {}, h("h2", {}, conversationTitle(c)), h("p", { class: "muted" }, `${titleCase(c.channel)} · ${peerLabel(c.peer)} · ${chatLabel(c.chat)}`), h("p", { class: "muted mono" }, c.session_id ? `session ${c.session_id}` : "no session yet")),
+      h("div", {}, h("h2", {}, conversationTitle(c)), h("p", { class: "muted" }, `${titleCase(c.channel)} · ${peerLabel(c.peer)} · ${chatLabel(c.chat)}`), h("p", { class: "muted mono" }, c.session_id ? `session ${c.session_id}` : "no session yet"), usageLine(c)),
       h(
         "div",
         { class: "detail-actions" },

@@ -288,8 +288,9 @@ function gatewaySection(): HTMLElement {
   return section(
     "gateway",
     "Model and sessions",
-    textField("gateway.model", "Model", { placeholder: "the server's default", help: "Sent with each message; leave empty for the server's default." }),
+    textField("gateway.model", "Model", { placeholder: "the server's default", help: "Sent with each message; leave empty for the server's default. A chat can pick its own with /model." }),
     textField("gateway.title_template", "Session title", { mono: true, help: "Placeholders: {channel} {peer} {chat_type} {chat_id}." }),
+    checkField("gateway.usage_footer", "Show each reply's token usage under it in the chat", "A line like “— 1.2k tokens (900 in, 300 out)”; /usage in a chat tells the same on request."),
   );
 }
 

@@ -74,7 +74,7 @@ impl Dispatcher {
             }
             RunState::Running => Some(self.follow(run, None, control, live).await?),
         };
-        let (reply, outcome, usage) = match followed {
+        let (mut reply, outcome, usage) = match followed {
             Some(Followed::Stopping) => return Ok(()),
             Some(Followed::Ended {
                 reply,
@@ -88,6 +88,10 @@ impl Dispatcher {
         };
         if run.state != RunState::Delivering {
             self.close_run_approvals(run, &format!("the run ended ({outcome})"));
+            // Stored with the reply, so a delivery resumed after a restart shows it too.
+            if self.config().gateway.usage_footer && usage.total_tokens > 0 {
+                reply = format!("{reply}\n\n{}", crate::commands::usage_footer(&usage));
+            }
             run.reply = Some(reply.clone());
             run.state = RunState::Delivering;
             self.store.update_run(run)?;

@@ -315,3 +315,85 @@ async fn the_command_menu_is_set_once_not_at_every_restart() {
     );
     bridge.stop().await;
 }
+
+#[tokio::test]
+async fn slack_slash_commands_are_answered_where_they_were_typed() {
+    use switchboard_engine::config::{DmPolicy, SlackConfig};
+    use switchboard_testkit::slack::FakeSlack;
+
+    let agent = FakeStakpak::start().await;
+    let slack = FakeSlack::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config_for(&agent);
+    config.channels.slack = Some(SlackConfig {
+        bot_token: slack.bot_token(),
+        app_token: slack.app_token(),
+        api_base: slack.api_base(),
+        dm_policy: DmPolicy::Open,
+        ..SlackConfig::default()
+    });
+    let shutdown = CancellationToken::new();
+    let engine = Engine::builder(config, dir.path())
+        .options(fast_options())
+        .start(shutdown.clone())
+        .await
+        .expect("engine");
+    slack.wait_for("the socket", |s| s.open_sockets() > 0).await;
+
+    slack.send_dm("U1ANN", "hello");
+    slack
+        .wait_for("the reply", |s| s.posted_in("D1ANN").len() == 1)
+        .await;
+    let envelope = slack.slash_command("D1ANN", "U1ANN", "/status", "");
+    slack
+        .wait_for("the status", |s| s.posted_in("D1ANN").len() == 2)
+        .await;
+    let status = slack.posted_in("D1ANN")[1].text.clone();
+    assert!(
+        status.contains("Agent server: reachable") && status.contains("Run: idle"),
+        "{status}"
+    );
+    assert!(
+        slack.acks().iter().any(|a| a.envelope_id == envelope),
+        "the envelope was acknowledged"
+    );
+    slack.slash_command("D1ANN", "U1ANN", "/model", "fake-small");
+    slack
+        .wait_for("the model's answer", |s| s.posted_in("D1ANN").len() == 3)
+        .await;
+    slack.send_dm("U1ANN", "again");
+    slack
+        .wait_for("the reply", |s| s.posted_in("D1ANN").len() == 4)
+        .await;
+    let posted = agent.posted_messages();
+    assert_eq!(
+        posted.iter().map(|p| p.text.as_str()).collect::<Vec<_>>(),
+        vec!["hello", "again"],
+        "no command reached the agent"
+    );
+    assert_eq!(
+        posted[1].model.as_deref(),
+        Some("fake-small"),
+        "a slash command set the DM conversation's model"
+    );
+    shutdown.cancel();
+    engine.stopped().await;
+}
+
+#[tokio::test]
+async fn with_the_usage_footer_each_reply_says_what_it_cost() {
+    let agent = FakeStakpak::start().await;
+    let tg = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config(&agent, &tg);
+    config.gateway.usage_footer = true;
+    let bridge = Bridge::start(config, dir.path(), &tg).await;
+    let reply = ask(&tg, "hello", 1).await;
+    let (text, footer) = reply.split_once("\n\n— ").expect("a footer");
+    assert_eq!(text, "echo: hello");
+    assert!(
+        footer.contains(" tokens (") && footer.ends_with(" out)"),
+        "{footer}"
+    );
+    bridge.stop().await;
+}

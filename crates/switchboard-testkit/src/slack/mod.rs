@@ -541,6 +541,28 @@ impl FakeSlack {
         self.post_as_user(channel, user, text, Some(thread_ts))
     }
 
+    /// A user types a slash command registered in the app's manifest (`/status`, with `text`
+    /// after it) in `channel`: a `slash_commands` envelope. Returns the envelope id.
+    pub fn slash_command(&self, channel: &str, user: &str, command: &str, text: &str) -> String {
+        let username = self.user_name(user);
+        let channel_name = if channel.starts_with('D') {
+            "directmessage".to_owned()
+        } else {
+            channel.to_ascii_lowercase()
+        };
+        let payload = json!({
+            "token": "verification-token-unused", "team_id": TEAM_ID, "team_domain": "fake",
+            "channel_id": channel, "channel_name": channel_name,
+            "user_id": user, "user_name": username,
+            "command": command, "text": text, "api_app_id": APP_ID, "is_enterprise_install": "false",
+            "response_url": format!("http://{}/commands/{}", self.shared().addr, Uuid::new_v4().simple()),
+            "trigger_id": format!("{}.{}.fake", self.inner.shared.lock().next_event, Uuid::new_v4().simple()),
+        });
+        let mut st = self.shared().lock();
+        st.channels.insert(channel.to_owned());
+        socket::enqueue(&mut st, "slash_commands", payload)
+    }
+
     /// A user clicks a button (`action_id`, `value`) on the message `message_ts`: an
     /// `interactive` envelope with a `block_actions` payload. Returns the envelope id.
     ///

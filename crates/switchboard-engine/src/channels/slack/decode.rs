@@ -98,8 +98,60 @@ pub(crate) fn classify(
             )
         }
         "interactive" => click(&envelope.payload),
-        "slash_commands" => Outcome::Ignore("slash commands are not handled"),
+        "slash_commands" => slash_command(&envelope.payload),
         _ => Outcome::Ignore("an envelope type the bridge does not handle"),
+    }
+}
+
+/// A slash command (`/status`, registered in the app's manifest): a message with the command's
+/// text, from the person who typed it, in the conversation where they did (a DM, or the channel
+/// itself: a slash command carries no thread). Answered like any message there.
+fn slash_command(payload: &Value) -> Outcome {
+    let field = |name: &str| {
+        payload
+            .get(name)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    };
+    let (command, user, channel, trigger) = (
+        field("command"),
+        field("user_id"),
+        field("channel_id"),
+        field("trigger_id"),
+    );
+    if !command.starts_with('/') || user.is_empty() || channel.is_empty() || trigger.is_empty() {
+        return Outcome::Ignore("a malformed slash command");
+    }
+    let args = field("text").trim();
+    let text = if args.is_empty() {
+        command.to_owned()
+    } else {
+        format!("{command} {args}")
+    };
+    let chat = if channel.starts_with('D') {
+        ChatType::Direct
+    } else {
+        ChatType::Group {
+            id: channel.to_owned(),
+        }
+    };
+    let name = Some(field("user_name"))
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned);
+    Outcome::Message {
+        message: InboundMessage {
+            channel: NAME.to_owned(),
+            peer: Peer {
+                id: user.to_owned(),
+                name,
+            },
+            chat,
+            text,
+            target: DeliveryTarget::chat(channel),
+            dedup_keys: vec![format!("{NAME}:slash:{trigger}")],
+            received_at_ms: crate::model::now_ms(),
+        },
+        thread: None,
     }
 }
 
