@@ -397,3 +397,87 @@ async fn with_the_usage_footer_each_reply_says_what_it_cost() {
     );
     bridge.stop().await;
 }
+
+#[tokio::test]
+async fn discord_slash_commands_are_registered_once_and_answered_in_place() {
+    use switchboard_engine::config::{DiscordConfig, DmPolicy};
+    use switchboard_testkit::discord::FakeDiscord;
+
+    let agent = FakeStakpak::start().await;
+    let dc = FakeDiscord::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config_for(&agent);
+    config.channels.discord = Some(DiscordConfig {
+        token: dc.token(),
+        api_base: dc.api_base(),
+        dm_policy: DmPolicy::Open,
+        ..DiscordConfig::default()
+    });
+    let start = |config: Config| {
+        let dir = dir.path().to_owned();
+        async move {
+            let shutdown = CancellationToken::new();
+            let engine = Engine::builder(config, &dir)
+                .options(fast_options())
+                .start(shutdown.clone())
+                .await
+                .expect("engine");
+            (engine, shutdown)
+        }
+    };
+    let (engine, shutdown) = start(config.clone()).await;
+    dc.wait_for("the commands registered", |d| !d.command_puts().is_empty())
+        .await;
+    let registered = dc.command_puts().remove(0);
+    let names: Vec<&str> = registered
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"status") && names.contains(&"resume"),
+        "{names:?}"
+    );
+
+    let dm = dc.dm_channel("900000000000000042");
+    let id = dc.slash_command(&dm, "900000000000000042", "status", serde_json::json!([]));
+    dc.wait_for("the answer in place", |d| {
+        d.ephemerals()
+            .iter()
+            .any(|e| e.interaction == id && e.content.contains("Run: idle"))
+    })
+    .await;
+    let id = dc.slash_command(
+        &dm,
+        "900000000000000042",
+        "model",
+        serde_json::json!([{"name": "name", "type": 3, "value": "fake-tiny"}]),
+    );
+    dc.wait_for("the model's answer", |d| {
+        d.ephemerals()
+            .iter()
+            .any(|e| e.interaction == id && e.content.contains("fake-tiny"))
+    })
+    .await;
+    assert!(
+        agent.posted_messages().is_empty(),
+        "no command reached the agent"
+    );
+    shutdown.cancel();
+    engine.stopped().await;
+
+    let (engine, shutdown) = start(config).await;
+    dc.wait_for("the bot to connect again", |d| {
+        d.identifies().len() + d.resumes().len() >= 2
+    })
+    .await;
+    settle().await;
+    assert_eq!(
+        dc.command_puts().len(),
+        1,
+        "a restart does not register the same commands again"
+    );
+    shutdown.cancel();
+    engine.stopped().await;
+}

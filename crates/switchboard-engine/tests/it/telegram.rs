@@ -168,12 +168,12 @@ async fn a_direct_message_is_answered_in_the_same_chat() {
         .requests()
         .iter()
         .map(|r| r.method.clone())
-        .take(3)
+        .take(4)
         .collect();
     assert_eq!(
         methods,
-        ["getMe", "deleteWebhook", "getUpdates"],
-        "token checked, webhook removed, then polling"
+        ["getMe", "deleteWebhook", "setMyCommands", "getUpdates"],
+        "token checked, webhook removed, the command menu set (first start), then polling"
     );
     let poll = &tg.requests_for("getUpdates")[0];
     assert_eq!(

@@ -546,6 +546,53 @@ impl FakeDiscord {
         id
     }
 
+    /// `user` uses slash command `name` with `options` (`[{"name","type","value"}]`) in
+    /// `channel` (a DM channel from [`FakeDiscord::dm_channel`] or a guild channel): an
+    /// APPLICATION_COMMAND interaction. Returns the interaction id.
+    pub fn slash_command(&self, channel: &str, user: &str, name: &str, options: Value) -> String {
+        let mut st = self.shared().lock();
+        let id = st.snowflake();
+        let token = format!("interaction.{}", uuid::Uuid::new_v4().simple());
+        let guild = st.channels.get(channel).and_then(|c| c.guild.clone());
+        let command_id = st.snowflake();
+        let mut data = json!({
+            "id": id,
+            "application_id": st.app_id,
+            "type": 2,
+            "token": token,
+            "version": 1,
+            "data": { "id": command_id, "name": name, "type": 1, "options": options },
+            "channel_id": channel,
+            "app_permissions": "0",
+            "locale": "en-US",
+        });
+        match guild {
+            Some(guild) => {
+                data["guild_id"] = json!(guild);
+                data["member"] = json!({ "user": st.user(user, false), "roles": [] });
+            }
+            None => data["user"] = st.user(user, false),
+        }
+        st.interactions.insert(
+            id.clone(),
+            state::Interaction {
+                token,
+                created: Instant::now(),
+                channel: channel.to_owned(),
+                message: String::new(),
+                user: user.to_owned(),
+                original: None,
+            },
+        );
+        st.dispatch("INTERACTION_CREATE", &data);
+        id
+    }
+
+    /// Every set of slash commands the bot registered (`PUT /applications/{id}/commands`).
+    pub fn command_puts(&self) -> Vec<Value> {
+        self.shared().lock().records.command_puts.clone()
+    }
+
     // ----- what the bot did -------------------------------------------------------------------
 
     /// Every REST request answered, in order.

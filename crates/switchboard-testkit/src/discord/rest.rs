@@ -43,6 +43,7 @@ pub(crate) fn router(shared: Shared_) -> Router {
             "/channels/{channel}/thread-members/{user}",
             get(thread_member),
         )
+        .route("/applications/{application}/commands", put(put_commands))
         .route("/interactions/{id}/{token}/callback", post(callback))
         .route(
             "/webhooks/{application}/{token}/messages/@original",
@@ -589,6 +590,37 @@ async fn get_message(
         }
         _ => unknown_message(),
     }
+}
+
+/// `PUT /applications/{id}/commands`: the bot's global slash commands, replaced.
+async fn put_commands(
+    State(shared): State<Shared_>,
+    Path(application): Path<String>,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    let mut st = shared.lock();
+    if application != st.app_id {
+        return error(StatusCode::FORBIDDEN, 50001, "Missing Access");
+    }
+    let Some(commands) = body.as_array() else {
+        return invalid_form("commands", "BASE_TYPE_ARRAY", "Must be an array.");
+    };
+    let bad = commands.iter().any(|c| {
+        let name = c["name"].as_str().unwrap_or_default();
+        let description = c["description"].as_str().unwrap_or_default();
+        name.is_empty()
+            || name.len() > 32
+            || name
+                .chars()
+                .any(|ch| ch.is_ascii_uppercase() || ch.is_whitespace())
+            || description.is_empty()
+            || description.chars().count() > 100
+    });
+    if bad {
+        return invalid_form("name", "APPLICATION_COMMAND_INVALID", "Invalid command.");
+    }
+    st.records.command_puts.push(body.clone());
+    axum::Json(body).into_response()
 }
 
 async fn typing(State(shared): State<Shared_>, Path(channel): Path<String>) -> Response {

@@ -141,6 +141,8 @@ pub(crate) struct Records {
     pub resumes: Vec<ResumeRecord>,
     pub heartbeats: Vec<HeartbeatRecord>,
     pub connections: Vec<ConnectionRecord>,
+    /// Every `PUT /applications/{id}/commands` body, in order.
+    pub command_puts: Vec<Value>,
 }
 
 pub(crate) struct State {

@@ -321,6 +321,15 @@ impl Api {
         .await
     }
 
+    /// `PUT /applications/{id}/commands`: replaces the bot's global slash commands with `body`.
+    pub async fn put_commands(&self, application: &str, body: &Value) -> Result<(), ApiError> {
+        let route = route("PUT /applications/{}/commands", application);
+        let path = format!("/applications/{application}/commands");
+        self.call(Method::PUT, &route, &path, Some(body.clone()))
+            .await
+            .map(|_| ())
+    }
+
     /// `PATCH /channels/{id}/messages/{id}`: edits a message the bot posted (the fields given
     /// replace the old ones; the rest stay).
     pub async fn edit_message(

@@ -55,7 +55,11 @@ pub(crate) enum Opening {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Incoming {
     /// A new session (READY).
-    Ready { session: Session, user: wire::User },
+    Ready {
+        session: Session,
+        user: wire::User,
+        application_id: Option<String>,
+    },
     /// A session resumed (RESUMED), after the missed events were replayed.
     Resumed { session: Session },
     /// Any other dispatch.
@@ -430,6 +434,7 @@ impl<'l, 'a> Connection<'l, 'a> {
                 self.pass(Incoming::Ready {
                     session,
                     user: ready.user,
+                    application_id: ready.application.map(|a| a.id),
                 });
             }
             "RESUMED" => {

@@ -136,6 +136,8 @@ struct State {
     prompts: HashMap<String, String>,
     /// Interaction ids answered lately, newest last.
     clicks: VecDeque<String>,
+    /// Slash commands waiting for their answer: interaction id → (application, token, when).
+    commands: HashMap<String, (String, String, Instant)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -297,6 +299,37 @@ impl Channel for DiscordChannel {
                 "a Discord message holds at most {} characters, this one has {length}",
                 TextLimit::DISCORD.max
             )));
+        }
+        // The answer to a slash command replaces its "thinking…" while the interaction's token
+        // is valid (15 minutes); after that it is a message in the channel.
+        if let Some(id) = target
+            .reply_to
+            .as_deref()
+            .and_then(|r| r.strip_prefix(COMMAND_REPLY))
+        {
+            let waiting = self.inner.lock().commands.remove(id);
+            if let Some((application, token, at)) = waiting {
+                if at.elapsed() < COMMAND_TOKEN_VALID {
+                    let body = serde_json::json!({
+                        "content": text,
+                        "allowed_mentions": {"parse": []},
+                    });
+                    self.inner
+                        .api()?
+                        .edit_original(&application, &token, &body)
+                        .await
+                        .map_err(ApiError::into_channel_error)?;
+                    return Ok(SentMessage {
+                        id: format!("{COMMAND_REPLY}{id}"),
+                    });
+                }
+            }
+            let plain = DeliveryTarget {
+                reply_to: None,
+                ..target.clone()
+            };
+            let channel = self.inner.resolve(&plain).await?;
+            return self.inner.post(&channel, text, None, None).await;
         }
         let channel = self.inner.resolve(target).await?;
         self.inner
@@ -725,9 +758,20 @@ impl Runner<'_> {
             };
             let Some(item) = item else { break };
             match item {
-                Incoming::Ready { session, user } => {
+                Incoming::Ready {
+                    session,
+                    user,
+                    application_id,
+                } => {
                     tracing::info!(bot = %user.id, "Discord gateway ready (new session)");
                     self.inner.lock().bot_id = Some(user.id.clone());
+                    if let Some(application) = application_id {
+                        tokio::spawn(register_commands(
+                            api.clone(),
+                            self.ctx.clone(),
+                            application,
+                        ));
+                    }
                     self.connected();
                     self.save(&session);
                     unsaved = false;
@@ -1030,6 +1074,129 @@ struct Click {
     content: String,
 }
 
+/// A slash command someone used.
+struct SlashCommand {
+    interaction: String,
+    token: String,
+    application: String,
+    message: crate::model::InboundMessage,
+}
+
+/// The commands' fingerprint is kept under this offset key, so an unchanged list is not sent again.
+const COMMANDS_KEY: &str = "commands";
+/// A reply target whose `reply_to` starts with this answers a slash command (the interaction id
+/// follows).
+const COMMAND_REPLY: &str = "interaction:";
+/// How long an interaction's token edits its answer (Discord: 15 minutes).
+const COMMAND_TOKEN_VALID: Duration = Duration::from_secs(14 * 60);
+
+/// The bot's slash commands, as `PUT /applications/{id}/commands` takes them.
+fn command_list() -> Value {
+    let option = |kind: u8, name: &str, description: &str, required: bool| serde_json::json!({"type": kind, "name": name, "description": description, "required": required});
+    let commands: Vec<Value> = crate::commands::MENU
+        .iter()
+        .map(|(name, description)| {
+            let options = match *name {
+                "resume" => vec![option(4, "n", "The session's number in /sessions", true)],
+                "model" => vec![option(3, "name", "A model name, or default", false)],
+                "approve" | "deny" => vec![option(3, "id", "The call's short id from /status", false)],
+                _ => Vec::new(),
+            };
+            serde_json::json!({"name": name, "description": description, "type": 1, "options": options})
+        })
+        .collect();
+    Value::Array(commands)
+}
+
+/// Registers the slash commands when they differ from the ones this application last got, so a
+/// reconnect or a restart sends nothing. A failure is only logged; the next READY tries again.
+async fn register_commands(api: Api, ctx: ChannelContext, application: String) {
+    let list = command_list();
+    let fingerprint = format!("{application}:{list}");
+    if ctx.offset(COMMANDS_KEY).as_deref() == Some(fingerprint.as_str()) {
+        return;
+    }
+    match api.put_commands(&application, &list).await {
+        Ok(()) => {
+            tracing::info!("Discord slash commands registered");
+            if let Err(e) = ctx.save_offset(COMMANDS_KEY, &fingerprint) {
+                tracing::warn!(error = %e, "cannot remember the registered commands");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "the Discord slash commands were not registered"),
+    }
+}
+
+/// Reads a slash command as the message it stands for (`/resume 2`), answered in place.
+fn read_command(interaction: wire::Interaction) -> Option<SlashCommand> {
+    let data = interaction.data?;
+    let name = data.name.filter(|n| !n.is_empty())?;
+    let user = interaction
+        .member
+        .and_then(|m| m.user)
+        .or(interaction.user)?;
+    let channel = interaction.channel_id?;
+    let application = interaction.application_id?;
+    let mut text = format!("/{name}");
+    for option in &data.options {
+        match &option.value {
+            Some(Value::String(s)) => text.push_str(&format!(" {s}")),
+            Some(other) => text.push_str(&format!(" {other}")),
+            None => {}
+        }
+    }
+    let (chat, chat_id) = match interaction.guild_id {
+        None => (ChatType::Direct, format!("dm:{}", user.id)),
+        Some(_) => (
+            ChatType::Group {
+                id: channel.clone(),
+            },
+            channel,
+        ),
+    };
+    Some(SlashCommand {
+        message: crate::model::InboundMessage {
+            channel: "discord".to_owned(),
+            peer: Peer {
+                id: user.id.clone(),
+                name: Some(user.display_name().to_owned()).filter(|n| !n.is_empty()),
+            },
+            chat,
+            text,
+            target: DeliveryTarget {
+                chat_id,
+                thread_id: None,
+                reply_to: Some(format!("{COMMAND_REPLY}{}", interaction.id)),
+            },
+            dedup_keys: vec![format!("discord:interaction:{}", interaction.id)],
+            received_at_ms: now_ms(),
+        },
+        interaction: interaction.id,
+        token: interaction.token,
+        application,
+    })
+}
+
+/// Acknowledges a slash command at once (an answer only its user sees, "thinking…"), then hands
+/// it to the engine, whose answer replaces the acknowledgement.
+async fn answer_command(api: Api, ctx: ChannelContext, command: SlashCommand) {
+    let deferred = serde_json::json!({
+        "type": wire::callback::DEFERRED_CHANNEL_MESSAGE,
+        "data": {"flags": 64},
+    });
+    if let Err(e) = api
+        .answer_interaction(&command.interaction, &command.token, &deferred)
+        .await
+    {
+        tracing::warn!(error = %e, "cannot acknowledge a Discord slash command");
+        return;
+    }
+    match ctx.accept(command.message).await {
+        Ok(accepted) => tracing::debug!(?accepted, "Discord slash command handed on"),
+        Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot take a Discord slash command"),
+    }
+}
+
 /// Reads a click on an approval button; `None` (logged) for any other interaction.
 fn read_click(interaction: wire::Interaction) -> Option<Click> {
     if interaction.kind != wire::INTERACTION_MESSAGE_COMPONENT {
@@ -1074,6 +1241,22 @@ impl Runner<'_> {
                 return;
             }
         };
+        if interaction.kind == wire::INTERACTION_APPLICATION_COMMAND {
+            let Some(command) = read_command(interaction) else {
+                return;
+            };
+            remember(
+                &mut self.inner.lock().commands,
+                command.interaction.clone(),
+                (
+                    command.application.clone(),
+                    command.token.clone(),
+                    Instant::now(),
+                ),
+            );
+            tokio::spawn(answer_command(api.clone(), self.ctx.clone(), command));
+            return;
+        }
         let Some(click) = read_click(interaction) else {
             return;
         };

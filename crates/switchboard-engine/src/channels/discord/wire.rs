@@ -86,6 +86,14 @@ pub(crate) struct Ready {
     pub session_id: String,
     pub resume_gateway_url: String,
     pub user: User,
+    /// The bot's application (for its commands).
+    #[serde(default)]
+    pub application: Option<Application>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub(crate) struct Application {
+    pub id: String,
 }
 
 /// A user (the bot itself, a message author, a mentioned user).
@@ -222,6 +230,8 @@ pub(crate) struct Interaction {
 }
 
 pub(crate) const INTERACTION_MESSAGE_COMPONENT: u8 = 3;
+/// A slash command the bot registered.
+pub(crate) const INTERACTION_APPLICATION_COMMAND: u8 = 2;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub(crate) struct InteractionData {
@@ -229,6 +239,19 @@ pub(crate) struct InteractionData {
     pub custom_id: Option<String>,
     #[serde(default)]
     pub component_type: Option<u8>,
+    /// A command's name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A command's options, as the person filled them in.
+    #[serde(default)]
+    pub options: Vec<CommandOption>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub(crate) struct CommandOption {
+    pub name: String,
+    #[serde(default)]
+    pub value: Option<Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -249,6 +272,8 @@ pub(crate) struct InteractionMessage {
 pub(crate) mod callback {
     /// A new message answering the interaction (with flags 64: seen only by the clicker).
     pub const CHANNEL_MESSAGE: u8 = 4;
+    /// Acknowledge now ("thinking…"), answer later by editing `@original`.
+    pub const DEFERRED_CHANNEL_MESSAGE: u8 = 5;
     /// Components only: acknowledge now, edit the message later (`@original`).
     pub const DEFERRED_UPDATE_MESSAGE: u8 = 6;
     /// Components only: edit the message that holds the component.
