@@ -552,6 +552,7 @@ mod typescript {
             .add::<DiscordConfig>()
             .add::<DmPolicy>()
             .add::<Approvers>()
+            .add::<switchboard_engine::config::Streaming>()
             .add::<NotificationsConfig>()
             .add::<ApprovalsView>()
             .add::<ApprovalView>()

@@ -230,6 +230,9 @@ pub struct TelegramConfig {
     pub approvers: Approvers,
     /// In groups, answer only when mentioned (or replied to).
     pub require_mention: bool,
+    /// How the reply reaches the chat while the agent works: `auto` (each finished turn as soon
+    /// as it is done), `paragraphs` (the same), or `off` (the whole reply when the run ends).
+    pub streaming: Streaming,
     /// Group ids (Telegram chats, Slack channels) where the bot answers; empty: none.
     #[serde(deserialize_with = "ids")]
     pub groups: Vec<String>,
@@ -250,6 +253,7 @@ impl Default for TelegramConfig {
             owners: Vec::new(),
             approvers: Approvers::Auto,
             require_mention: true,
+            streaming: Streaming::Auto,
             groups: Vec::new(),
             open_groups: Vec::new(),
         }
@@ -282,6 +286,9 @@ pub struct SlackConfig {
     pub approvers: Approvers,
     /// In channels, answer only when mentioned (or in a thread it is part of).
     pub require_mention: bool,
+    /// How the reply reaches the chat while the agent works: `auto` (each finished turn as soon
+    /// as it is done), `paragraphs` (the same), or `off` (the whole reply when the run ends).
+    pub streaming: Streaming,
     /// Group ids (Telegram chats, Slack channels) where the bot answers; empty: none.
     #[serde(deserialize_with = "ids")]
     pub groups: Vec<String>,
@@ -303,6 +310,7 @@ impl Default for SlackConfig {
             owners: Vec::new(),
             approvers: Approvers::Auto,
             require_mention: true,
+            streaming: Streaming::Auto,
             groups: Vec::new(),
             open_groups: Vec::new(),
         }
@@ -333,6 +341,9 @@ pub struct DiscordConfig {
     pub approvers: Approvers,
     /// In guild channels, answer only when mentioned (or in a thread it is part of).
     pub require_mention: bool,
+    /// How the reply reaches the chat while the agent works: `auto` (each finished turn as soon
+    /// as it is done), `paragraphs` (the same), or `off` (the whole reply when the run ends).
+    pub streaming: Streaming,
     /// Guild ids where it may answer; empty: none.
     #[serde(deserialize_with = "ids")]
     pub guilds: Vec<String>,
@@ -353,6 +364,7 @@ impl Default for DiscordConfig {
             owners: Vec::new(),
             approvers: Approvers::Auto,
             require_mention: true,
+            streaming: Streaming::Auto,
             guilds: Vec::new(),
             open_groups: Vec::new(),
         }
@@ -521,6 +533,20 @@ keyword_enum! {
         Allowlist = "allowlist",
         /// Anyone may talk to the agent.
         Open = "open",
+    }
+}
+
+keyword_enum! {
+    /// How a reply reaches the chat while the run goes on.
+    pub enum Streaming ("streaming") {
+        /// What suits the platform: today, each finished turn as its own message.
+        #[default]
+        Auto = "auto",
+        /// Each finished turn (a paragraph block, code fences kept whole) as its own message, as
+        /// soon as it is done.
+        Paragraphs = "paragraphs",
+        /// Nothing until the run ends, then the whole reply.
+        Off = "off",
     }
 }
 

@@ -425,6 +425,11 @@ approvers: Approvers,
  */
 require_mention: boolean, 
 /**
+ * How the reply reaches the chat while the agent works: `auto` (each finished turn as soon
+ * as it is done), `paragraphs` (the same), or `off` (the whole reply when the run ends).
+ */
+streaming: Streaming, 
+/**
  * Group ids (Telegram chats, Slack channels) where the bot answers; empty: none.
  */
 groups: Array<string>, 
@@ -476,6 +481,11 @@ approvers: Approvers,
  */
 require_mention: boolean, 
 /**
+ * How the reply reaches the chat while the agent works: `auto` (each finished turn as soon
+ * as it is done), `paragraphs` (the same), or `off` (the whole reply when the run ends).
+ */
+streaming: Streaming, 
+/**
  * Group ids (Telegram chats, Slack channels) where the bot answers; empty: none.
  */
 groups: Array<string>, 
@@ -523,6 +533,11 @@ approvers: Approvers,
  */
 require_mention: boolean, 
 /**
+ * How the reply reaches the chat while the agent works: `auto` (each finished turn as soon
+ * as it is done), `paragraphs` (the same), or `off` (the whole reply when the run ends).
+ */
+streaming: Streaming, 
+/**
  * Guild ids where it may answer; empty: none.
  */
 guilds: Array<string>, 
@@ -541,6 +556,11 @@ export type DmPolicy = "pairing" | "allowlist" | "open";
  * Who may approve a tool call from a chat (an owner always may; so may the desktop).
  */
 export type Approvers = "auto" | "requester" | "owners";
+
+/**
+ * How a reply reaches the chat while the run goes on.
+ */
+export type Streaming = "auto" | "paragraphs" | "off";
 
 /**
  * `[notifications]`: desktop notifications.

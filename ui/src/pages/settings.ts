@@ -22,7 +22,7 @@ import { MODE_LABELS } from "./channels";
 
 /** The Rust defaults of a channel section (config.rs), for "Use Telegram" and the like. */
 export function defaultChannel(name: ChannelName): TelegramConfig | SlackConfig | DiscordConfig {
-  const common = { enabled: true, dm_policy: "pairing" as const, allowed_users: [], owners: [], require_mention: true, open_groups: [], approvers: "auto" as const };
+  const common = { enabled: true, dm_policy: "pairing" as const, allowed_users: [], owners: [], require_mention: true, open_groups: [], approvers: "auto" as const, streaming: "auto" as const };
   switch (name) {
     case "telegram":
       return { ...common, token: "", api_base: "https://api.telegram.org", groups: [] };
@@ -421,6 +421,16 @@ function channelSection(ctx: Ctx, draft: Config, name: ChannelName): HTMLElement
         ["requester", "The person who asked, or an owner"],
       ]),
       checkField(`${base}.require_mention`, "In groups, answer only when mentioned"),
+      selectField(
+        `${base}.streaming`,
+        "While the agent works",
+        [
+          ["auto", "What suits the chat (now: each finished step at once)"],
+          ["paragraphs", "Each finished step of the reply at once"],
+          ["off", "Send the whole reply when the agent is done"],
+        ],
+        "A coding agent may work for minutes: with steps sent at once, what it says before running a tool is in the chat while the tool runs.",
+      ),
     );
     // Telegram and Slack list their groups; Discord lists its servers (below).
     if ("groups" in config) {

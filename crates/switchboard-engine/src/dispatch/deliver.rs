@@ -146,8 +146,11 @@ impl Dispatcher {
         };
         let store = self.store.clone();
         let from = run.delivered_chunks;
-        let delivered = self
-            .deliver_text(
+        // Everything went to the chat turn by turn already: nothing is left to send.
+        let delivered = if reply.trim().is_empty() && !run.streamed.is_empty() {
+            Ok(0)
+        } else {
+            self.deliver_text(
                 &channel,
                 &target,
                 reply,
@@ -158,7 +161,8 @@ impl Dispatcher {
                     store.update_run(run)
                 },
             )
-            .await;
+            .await
+        };
         let chunks = match delivered {
             Ok(chunks) => chunks,
             Err(DeliveryError::Stopping) => return Ok(()),

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::deliver::Delivery;
 use super::progress::{CallState, Progress, Step};
 use super::run::Followed;
 use super::{Dispatcher, RunControl};
@@ -53,6 +54,12 @@ impl Dispatcher {
             review_failures: 0,
             expiry_at: self.next_expiry(run),
             typing_at: Some(now),
+            streams_turns: self
+                .reply_target(run)
+                .is_some_and(|(channel, _)| self.streams_turns(&channel)),
+            streamed: run.streamed.clone(),
+            turn_end: None,
+            send_turn: false,
             typing_target: self.reply_target(run),
             waiting_for_person: false,
             live,
@@ -119,6 +126,15 @@ struct Follower<'a> {
     typing_target: Option<(String, DeliveryTarget)>,
     /// A call waits for a person: no typing indicator meanwhile.
     waiting_for_person: bool,
+    /// Each finished turn goes to the chat at once (the channel's `streaming`).
+    streams_turns: bool,
+    /// The reply's start that is in the chat already (kept with the run).
+    streamed: String,
+    /// Where the last finished turn's text ends in the reply.
+    turn_end: Option<usize>,
+    /// The run went on after a finished turn (tools, or the next turn's text): send the turn.
+    /// The last turn is never sent this way: it comes with the final reply when the run ends.
+    send_turn: bool,
     live: Arc<Mutex<String>>,
     unsent: String,
     flush_at: Option<Instant>,
@@ -239,6 +255,9 @@ impl Follower<'_> {
                     let (reply, outcome) = self.d.final_reply(self.run, &self.progress).await;
                     return Ok(Some(self.ended(reply, outcome)));
                 }
+                if std::mem::take(&mut self.send_turn) && self.streams_turns {
+                    self.send_turn().await;
+                }
             }
             Some(Ok(StreamItem::Gap(gap))) => {
                 tracing::warn!(session = %self.run.session_id, after = gap.requested_after_id, oldest = gap.oldest_available_id, "events were lost; the final reply will be fetched");
@@ -265,6 +284,19 @@ impl Follower<'_> {
     }
 
     fn step(&mut self, step: Step) {
+        if self.turn_end.is_some()
+            && matches!(
+                step,
+                Step::Text { .. }
+                    | Step::CallsWaiting
+                    | Step::ToolStarted { .. }
+                    | Step::ToolProgress { .. }
+                    | Step::ToolDone { .. }
+                    | Step::ToolRejected { .. }
+            )
+        {
+            self.send_turn = true;
+        }
         match step {
             Step::Text { delta } => {
                 self.live
@@ -276,7 +308,10 @@ impl Follower<'_> {
                     self.flush_at = Some(Instant::now() + LIVE_FLUSH);
                 }
             }
-            Step::TurnText => self.flush(),
+            Step::TurnText => {
+                self.flush();
+                self.turn_end = Some(self.progress.text().len());
+            }
             Step::CallsWaiting => {
                 // Give calls the server approves itself a moment to start, so no decision is
                 // ever sent for a call that is not really waiting.
@@ -394,6 +429,58 @@ impl Follower<'_> {
             reply,
             outcome,
             usage: self.progress.usage(),
+            streamed: self.streamed.clone(),
+        }
+    }
+
+    /// Sends the turns finished since the last one sent (up to where the last finished turn
+    /// ends), as their own message(s), and records
+    /// them with the run, so the final delivery sends only the rest and a restart repeats
+    /// nothing. A failure (or a text that no longer starts with what was sent, after a resync)
+    /// leaves it to the final delivery, which is durable.
+    async fn send_turn(&mut self) {
+        let Some(end) = self.turn_end.take() else {
+            return;
+        };
+        let Some(text) = self.progress.text().get(..end).map(str::to_owned) else {
+            return;
+        };
+        let Some(new) = text.strip_prefix(self.streamed.as_str()) else {
+            return;
+        };
+        let part = new.trim();
+        if part.is_empty() {
+            return;
+        }
+        let Some((channel_name, target)) = self.d.reply_target(self.run) else {
+            return;
+        };
+        let Some(channel) = self.d.channel(&channel_name) else {
+            return;
+        };
+        match self
+            .d
+            .deliver_text(&channel, &target, part, 0, Delivery::Request, |_, _| Ok(()))
+            .await
+        {
+            Ok(chunks) => {
+                tracing::debug!(conversation = %self.run.routing_key, chunks, "a finished turn went to the chat");
+                self.streamed = text;
+                if let Err(e) = self
+                    .d
+                    .store
+                    .set_run_streamed(&self.run.local_id, &self.streamed)
+                {
+                    tracing::warn!(error = %e, "cannot record the turn sent; the final reply repeats it");
+                }
+                // The chat shows the bot's message; typing goes on while the run does.
+                if !self.waiting_for_person {
+                    self.typing_at = Some(Instant::now());
+                }
+            }
+            Err(e) => {
+                tracing::info!(conversation = %self.run.routing_key, error = %e, "a finished turn was not sent; it comes with the final reply");
+            }
         }
     }
 

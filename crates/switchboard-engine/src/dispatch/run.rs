@@ -15,6 +15,7 @@ use super::progress::{Finish, Progress};
 use super::{ActiveRun, Dispatcher, RunControl};
 use crate::agent::Usage;
 use crate::channels::Notice;
+use crate::config::Streaming;
 use crate::events::{EngineEvent, RunOutcome};
 use crate::model::DeliveryTarget;
 use crate::store::{JournalEntry, RunRecord, RunState};
@@ -28,12 +29,44 @@ pub(super) enum Followed {
         reply: String,
         outcome: RunOutcome,
         usage: Usage,
+        /// The reply's start that went to the chat turn by turn.
+        streamed: String,
     },
     /// The engine is stopping; the run resumes after a restart.
     Stopping,
 }
 
+/// What of the final `reply` is not in the chat yet, when `streamed` (its start, turn by turn)
+/// is: the rest after it; nothing when the reply is what was sent last (a server that gives only
+/// the last turn's message); the whole reply when they do not match (better twice than lost).
+pub(super) fn unsent_part(streamed: &str, reply: String) -> String {
+    if streamed.trim().is_empty() {
+        return reply;
+    }
+    if let Some(rest) = reply.strip_prefix(streamed) {
+        return rest.trim_start().to_owned();
+    }
+    if streamed.trim_end().ends_with(reply.trim()) {
+        return String::new();
+    }
+    reply
+}
+
 impl Dispatcher {
+    /// Whether a channel's replies go out turn by turn (its `streaming` setting); in-process
+    /// channels get the whole reply at the end.
+    pub(super) fn streams_turns(&self, channel: &str) -> bool {
+        let config = self.config();
+        let c = &config.channels;
+        let mode = match channel {
+            "telegram" => c.telegram.as_ref().map(|t| t.streaming),
+            "slack" => c.slack.as_ref().map(|s| s.streaming),
+            "discord" => c.discord.as_ref().map(|d| d.streaming),
+            _ => None,
+        };
+        matches!(mode, Some(Streaming::Auto | Streaming::Paragraphs))
+    }
+
     /// Takes a stored run from wherever it is to its delivered reply.
     pub(super) async fn drive(self: &Arc<Self>, mut run: RunRecord) -> anyhow::Result<()> {
         let (control_tx, mut control_rx) = mpsc::unbounded_channel();
@@ -80,7 +113,11 @@ impl Dispatcher {
                 reply,
                 outcome,
                 usage,
-            }) => (reply, outcome, usage),
+                streamed,
+            }) => {
+                run.streamed = streamed;
+                (unsent_part(&run.streamed, reply), outcome, usage)
+            }
             None => match run.reply.clone() {
                 Some(reply) => (reply, RunOutcome::Completed, Usage::default()),
                 None => return Ok(()),

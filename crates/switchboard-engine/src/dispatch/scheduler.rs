@@ -150,6 +150,7 @@ impl Dispatcher {
             reply: None,
             delivered_chunks: 0,
             model: (!model.is_empty()).then_some(model),
+            streamed: String::new(),
         };
         absorb(&mut run, &rows);
         run.cursor_start = self.current_cursor(&run.session_id).await;
@@ -311,6 +312,7 @@ mod tests {
             reply: None,
             delivered_chunks: 0,
             model: None,
+            streamed: String::new(),
         };
         let row = |id: i64, text: &str| JournalEntry {
             id,

@@ -232,6 +232,10 @@ const MIGRATIONS: &[&str] = &[
     INSERT OR IGNORE INTO conversation_sessions (routing_key, session_id, title, started_ms)
         SELECT routing_key, session_id, title, created_ms FROM conversations WHERE session_id IS NOT NULL;
     "#,
+    // 7: a run's reply reaches the chat turn by turn: the part already there.
+    r#"
+    ALTER TABLE runs ADD COLUMN streamed TEXT NOT NULL DEFAULT '';
+    "#,
 ];
 
 /// How long de-duplication keys are kept: longer than any platform redelivers (Slack's last retry
@@ -333,6 +337,9 @@ pub struct RunRecord {
     /// The model override sent with the message, fixed when the run was prepared so a retry
     /// sends the same body (a changed body under the same key is refused by the server).
     pub model: Option<String>,
+    /// The reply text already in the chat, sent turn by turn while the run went on (the reply's
+    /// start; the rest is delivered when the run ends).
+    pub streamed: String,
 }
 
 /// How many rows pruning removed, per kind.
@@ -770,8 +777,8 @@ impl Store {
         let tx = conn.transaction()?;
         let now = now_ms();
         tx.execute(
-            "INSERT INTO runs (local_id, routing_key, session_id, server_run_id, state, text, idempotency_key, cursor_start, journal_ids, reply, delivered_chunks, created_ms, updated_ms, model)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13)",
+            "INSERT INTO runs (local_id, routing_key, session_id, server_run_id, state, text, idempotency_key, cursor_start, journal_ids, reply, delivered_chunks, created_ms, updated_ms, model, streamed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14)",
             params![
                 run.local_id,
                 run.routing_key,
@@ -785,7 +792,8 @@ impl Store {
                 run.reply,
                 run.delivered_chunks as i64,
                 now,
-                run.model
+                run.model,
+                run.streamed
             ],
         )?;
         for id in &run.journal_ids {
@@ -802,7 +810,7 @@ impl Store {
     pub fn update_run(&self, run: &RunRecord) -> anyhow::Result<()> {
         self.lock().execute(
             "UPDATE runs SET session_id = ?2, server_run_id = ?3, state = ?4, text = ?5, idempotency_key = ?6, cursor_start = ?7,
-                 reply = ?8, delivered_chunks = ?9, journal_ids = ?10, updated_ms = ?11, model = ?12 WHERE local_id = ?1",
+                 reply = ?8, delivered_chunks = ?9, journal_ids = ?10, updated_ms = ?11, model = ?12, streamed = ?13 WHERE local_id = ?1",
             params![
                 run.local_id,
                 run.session_id,
@@ -815,8 +823,18 @@ impl Store {
                 run.delivered_chunks as i64,
                 to_json(&run.journal_ids),
                 now_ms(),
-                run.model
+                run.model,
+                run.streamed
             ],
+        )?;
+        Ok(())
+    }
+
+    /// Records the part of a run's reply that is in the chat already.
+    pub fn set_run_streamed(&self, local_id: &str, streamed: &str) -> anyhow::Result<()> {
+        self.lock().execute(
+            "UPDATE runs SET streamed = ?2, updated_ms = ?3 WHERE local_id = ?1",
+            params![local_id, streamed, now_ms()],
         )?;
         Ok(())
     }
@@ -879,7 +897,7 @@ impl Store {
         args: impl rusqlite::Params,
     ) -> anyhow::Result<Vec<RunRecord>> {
         let sql = format!(
-            "SELECT local_id, routing_key, session_id, server_run_id, state, text, idempotency_key, cursor_start, journal_ids, reply, delivered_chunks, model
+            "SELECT local_id, routing_key, session_id, server_run_id, state, text, idempotency_key, cursor_start, journal_ids, reply, delivered_chunks, model, streamed
              FROM runs {tail}"
         );
         self.select(&sql, args, |r| {
@@ -896,6 +914,7 @@ impl Store {
                 reply: r.get(9)?,
                 delivered_chunks: r.get::<_, i64>(10)? as usize,
                 model: r.get(11)?,
+                streamed: r.get(12)?,
             })
         })
     }

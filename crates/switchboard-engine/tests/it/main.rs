@@ -15,5 +15,6 @@ mod routing;
 mod runs;
 mod scheduler;
 mod slack;
+mod streaming;
 mod telegram;
 mod watch;

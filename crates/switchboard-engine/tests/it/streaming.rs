@@ -1,0 +1,172 @@
+//! Replies turn by turn: with the real server's shape (each turn's text in one delta, then tool
+//! calls, then the next turn), each finished turn is in the chat while the run goes on, the final
+//! message holds only what was not sent, and a restart repeats nothing.
+
+use std::path::Path;
+
+use switchboard_engine::config::{ApprovalMode, Config, Streaming, TelegramConfig};
+use switchboard_engine::{Engine, EngineHandle};
+use switchboard_testkit::stakpak::FakeStakpak;
+use switchboard_testkit::telegram::{FakeTelegram, Person};
+use tokio_util::sync::CancellationToken;
+
+use crate::harness::{config_for, fast_options, settle};
+
+const OWNER: i64 = 4242;
+const CALL: &str = "SAY_FIRST\nUSE_TOOL run_command {\"command\": \"cargo test\"}";
+
+fn config(agent: &FakeStakpak, tg: &FakeTelegram, streaming: Streaming) -> Config {
+    let mut config = config_for(agent);
+    config.gateway.approval_mode = ApprovalMode::Ask;
+    config.channels.telegram = Some(TelegramConfig {
+        token: tg.token(),
+        api_base: tg.api_base(),
+        owners: vec![OWNER.to_string()],
+        streaming,
+        ..TelegramConfig::default()
+    });
+    config
+}
+
+async fn start(config: Config, dir: &Path, tg: &FakeTelegram) -> (EngineHandle, CancellationToken) {
+    let shutdown = CancellationToken::new();
+    let engine = Engine::builder(config, dir)
+        .options(fast_options())
+        .start(shutdown.clone())
+        .await
+        .expect("engine");
+    tg.wait_for("the bot to poll", |t| t.active_polls() > 0)
+        .await;
+    (engine, shutdown)
+}
+
+fn texts(tg: &FakeTelegram) -> Vec<String> {
+    tg.sent_to(OWNER).into_iter().map(|s| s.text).collect()
+}
+
+/// Presses Approve on the prompt in the owner's chat.
+async fn approve(tg: &FakeTelegram) {
+    tg.wait_for("the approval prompt", |t| {
+        t.sent_to(OWNER).iter().any(|s| s.reply_markup.is_some())
+    })
+    .await;
+    let prompt = tg
+        .sent_to(OWNER)
+        .into_iter()
+        .find(|s| s.reply_markup.is_some())
+        .expect("prompt");
+    tg.press(
+        OWNER,
+        prompt.message_id,
+        &Person::new(OWNER, "Olga"),
+        "Approve",
+    );
+}
+
+#[tokio::test]
+async fn each_finished_turn_is_in_the_chat_while_the_run_goes_on() {
+    let agent = FakeStakpak::start().await;
+    let tg = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (engine, shutdown) = start(config(&agent, &tg, Streaming::Auto), dir.path(), &tg).await;
+
+    tg.send_dm(OWNER, "Olga", CALL);
+    // While the call waits for a person, the first turn is already in the chat, before its
+    // prompt.
+    tg.wait_for("the approval prompt", |t| {
+        t.sent_to(OWNER).iter().any(|s| s.reply_markup.is_some())
+    })
+    .await;
+    let before = tg.sent_to(OWNER);
+    assert_eq!(before[0].text, "I'll look into it.", "{before:#?}");
+    assert!(before[0].reply_markup.is_none());
+    approve(&tg).await;
+    tg.wait_for("the final turn", |t| {
+        t.sent_to(OWNER).iter().any(|s| s.text.starts_with("done:"))
+    })
+    .await;
+    settle().await;
+    let all = texts(&tg);
+    let first_turn = all
+        .iter()
+        .filter(|t| t.contains("I'll look into it."))
+        .count();
+    assert_eq!(
+        first_turn, 1,
+        "the first turn is in the chat once: {all:#?}"
+    );
+    let last = all.last().expect("a reply");
+    assert!(
+        last.starts_with("done:") && !last.contains("I'll look into it."),
+        "the final message holds only the last turn: {all:#?}"
+    );
+    shutdown.cancel();
+    engine.stopped().await;
+}
+
+#[tokio::test]
+async fn with_streaming_off_the_whole_reply_comes_at_the_end() {
+    let agent = FakeStakpak::start().await;
+    let tg = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (engine, shutdown) = start(config(&agent, &tg, Streaming::Off), dir.path(), &tg).await;
+
+    tg.send_dm(OWNER, "Olga", CALL);
+    approve(&tg).await;
+    tg.wait_for("the reply", |t| {
+        t.sent_to(OWNER).iter().any(|s| s.text.contains("done:"))
+    })
+    .await;
+    let all = texts(&tg);
+    let reply = all.iter().find(|t| t.contains("done:")).expect("reply");
+    assert!(
+        reply.starts_with("I'll look into it.\n\ndone:"),
+        "both turns in one message, a blank line between: {all:#?}"
+    );
+    assert_eq!(
+        all.iter()
+            .filter(|t| t.contains("I'll look into it."))
+            .count(),
+        1
+    );
+    shutdown.cancel();
+    engine.stopped().await;
+}
+
+#[tokio::test]
+async fn a_restart_after_a_turn_was_sent_repeats_nothing() {
+    let agent = FakeStakpak::start().await;
+    let tg = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(&agent, &tg, Streaming::Paragraphs);
+    let (engine, shutdown) = start(config.clone(), dir.path(), &tg).await;
+
+    tg.send_dm(OWNER, "Olga", CALL);
+    tg.wait_for("the approval prompt", |t| {
+        t.sent_to(OWNER).iter().any(|s| s.reply_markup.is_some())
+    })
+    .await;
+    assert_eq!(texts(&tg)[0], "I'll look into it.");
+    shutdown.cancel();
+    engine.stopped().await;
+
+    let (engine, shutdown) = start(config, dir.path(), &tg).await;
+    // The prompt may be posted again for the resumed run; any one of them decides.
+    approve(&tg).await;
+    tg.wait_for("the final turn", |t| {
+        t.sent_to(OWNER).iter().any(|s| s.text.starts_with("done:"))
+    })
+    .await;
+    settle().await;
+    let all = texts(&tg);
+    assert_eq!(
+        all.iter()
+            .filter(|t| t.contains("I'll look into it."))
+            .count(),
+        1,
+        "the turn sent before the restart is not sent again: {all:#?}"
+    );
+    assert_eq!(all.iter().filter(|t| t.starts_with("done:")).count(), 1);
+    shutdown.cancel();
+    engine.stopped().await;
+}
