@@ -467,7 +467,69 @@ async fn send(State(engine): State<EngineHandle>, body: Bytes) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_allowed_host, is_local_host};
+    use super::{
+        check_interactive, is_allowed_host, is_local_host, target_text, InteractiveRequest,
+    };
+    use serde_json::json;
+
+    #[test]
+    fn targets_come_as_strings_numbers_or_the_schedulers_objects() {
+        let cases = [
+            (json!("4242"), Ok("4242")),
+            (json!(-1001234567890i64), Ok("-1001234567890")),
+            (json!({"chat_id": "4242"}), Ok("4242")),
+            (json!({"chat_id": 4242}), Ok("4242")),
+            (
+                json!({"channel_id": "1200000000000000001"}),
+                Ok("1200000000000000001"),
+            ),
+            (json!({"channel": "#ops"}), Ok("#ops")),
+            (
+                json!({"channel": "C0OPS", "thread_ts": "1767225600.000100"}),
+                Ok("C0OPS:1767225600.000100"),
+            ),
+            (
+                json!({"chat_id": "-100123", "thread_id": 7}),
+                Ok("-100123:7"),
+            ),
+        ];
+        for (target, want) in cases {
+            assert_eq!(
+                target_text(&target).as_deref(),
+                want.map(str::to_owned).as_deref(),
+                "{target}"
+            );
+        }
+        for bad in [
+            json!({}),
+            json!({"chat_id": ""}),
+            json!([1]),
+            json!(null),
+            json!(true),
+        ] {
+            assert!(target_text(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn interactive_limits_are_upstreams() {
+        let request = |prompt: &str, items: usize, size: usize| -> InteractiveRequest {
+            serde_json::from_value(json!({
+                "prompt": prompt,
+                "caller_context": (0..items).map(|i| json!({"name": format!("c{i}"), "content": "x".repeat(size)})).collect::<Vec<_>>(),
+            }))
+            .expect("request")
+        };
+        assert!(check_interactive(&request("check the disk", 3, 100)).is_ok());
+        assert!(check_interactive(&request("  ", 0, 0)).is_err());
+        assert!(check_interactive(&request(&"p".repeat(32 * 1024 + 1), 0, 0)).is_err());
+        assert!(check_interactive(&request("p", 50, 10)).is_ok());
+        assert!(check_interactive(&request("p", 51, 10)).is_err());
+        assert!(
+            check_interactive(&request("p", 4, 26 * 1024)).is_err(),
+            "over 100 KiB in all"
+        );
+    }
 
     #[test]
     fn only_local_hosts_pass() {

@@ -358,3 +358,40 @@ async fn a_slack_schedule_by_channel_name_runs_in_the_thread_under_its_notice() 
         .contains("no Slack channel named #nowhere"));
     bridge.stop().await;
 }
+
+#[tokio::test]
+async fn a_discord_schedule_by_channel_id_reaches_the_channel() {
+    use switchboard_engine::config::DiscordConfig;
+    use switchboard_testkit::discord::FakeDiscord;
+
+    const GUILD: &str = "1100000000000000001";
+    const CHANNEL: &str = "1200000000000000077";
+    let agent = FakeStakpak::start().await;
+    let dc = FakeDiscord::start().await;
+    dc.add_channel(GUILD, CHANNEL);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config_for(&agent);
+    config.channels.discord = Some(DiscordConfig {
+        token: dc.token(),
+        api_base: dc.api_base(),
+        guilds: vec![GUILD.to_owned()],
+        ..DiscordConfig::default()
+    });
+    let bridge = Bridge::start(config, dir.path()).await;
+    dc.wait_for("the bot to connect", |d| d.is_connected())
+        .await;
+
+    let (status, body) = bridge
+        .post(json!({
+            "channel": "discord",
+            "target": {"channel_id": CHANNEL},
+            "text": "✅ Schedule backup completed",
+            "context": {"schedule": "backup", "status": "completed"}
+        }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    dc.wait_for("the notification", |d| !d.posted_to(CHANNEL).is_empty())
+        .await;
+    assert_eq!(dc.posted_to(CHANNEL)[0], "✅ Schedule backup completed");
+    bridge.stop().await;
+}
