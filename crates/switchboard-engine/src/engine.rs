@@ -622,6 +622,11 @@ impl EngineHandle {
             ));
         }
         let d = self.dispatcher();
+        d.check_interactive_target(&ch, &target)
+            .map_err(|e| match e {
+                StartError::Target(why) => SendError::InvalidTarget(why),
+                other => SendError::DeliveryFailed(other.to_string()),
+            })?;
         let mut notice = text.trim().to_owned();
         if let Some(output) = context
             .as_ref()

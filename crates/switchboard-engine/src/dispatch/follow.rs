@@ -434,10 +434,9 @@ impl Follower<'_> {
     }
 
     /// Sends the turns finished since the last one sent (up to where the last finished turn
-    /// ends), as their own message(s), and records
-    /// them with the run, so the final delivery sends only the rest and a restart repeats
-    /// nothing. A failure (or a text that no longer starts with what was sent, after a resync)
-    /// leaves it to the final delivery, which is durable.
+    /// ends) as their own message(s) and records them with the run, so the final delivery sends
+    /// only the rest and a restart repeats nothing. A failure (or a text that no longer starts
+    /// with what was sent, after a resync) leaves it to the final delivery, which is durable.
     async fn send_turn(&mut self) {
         let Some(end) = self.turn_end.take() else {
             return;

@@ -77,6 +77,29 @@ pub(crate) fn prompt_text(run: &InteractiveRun) -> String {
 }
 
 impl Dispatcher {
+    /// Whether an interactive run can start at `target` (checked before its notice is posted, so
+    /// a refusal leaves the chat untouched): a direct chat must name its person.
+    pub(crate) fn check_interactive_target(
+        &self,
+        channel: &Arc<dyn Channel>,
+        target: &DeliveryTarget,
+    ) -> Result<(), StartError> {
+        if self
+            .conversation_at_place(channel.name(), target)?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let place = channel.conversation_at(target, None);
+        if place.chat == ChatType::Direct && place.peer_id.is_none() {
+            return Err(StartError::Target(format!(
+                "cannot tell whose direct chat {} is; name the person (for Slack their user id, U…)",
+                target.chat_id
+            )));
+        }
+        Ok(())
+    }
+
     /// Starts `run` in the conversation at `target` of `channel`, whose notice (message id
     /// `notice`) was just posted there.
     pub(crate) async fn start_interactive(
