@@ -2,17 +2,26 @@
 //! messages it moves per second across many conversations. Prints numbers; asserts only that no
 //! message was lost or duplicated.
 //!
-//! `cargo bench -p switchboard-engine --bench relay` (add `-- --quick` for a short run).
+//! `cargo bench -p switchboard-engine --bench relay` (add `-- --quick` for a short run,
+//! `-- --unmerged-only` for the unmerged workloads alone).
+//!
+//! The unmerged workloads send each conversation's next message only after its reply, so no two
+//! messages merge into one run: every message is a run, as when people wait for answers. The
+//! model answers 50 ms after each message (`SLOW 0.05`).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use switchboard_engine::channels::memory::MemoryChannel;
+use switchboard_engine::channels::{Channel, ChannelContext, ChannelError, SentMessage};
 use switchboard_engine::chunk::{LengthUnit, TextLimit};
 use switchboard_engine::config::{ApprovalMode, Config};
+use switchboard_engine::model::{ChatType, DeliveryTarget, Identity, InboundMessage, Peer};
 use switchboard_engine::{Engine, EngineHandle, EngineOptions};
 use switchboard_testkit::stakpak::FakeStakpak;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 fn main() {
@@ -27,9 +36,18 @@ fn main() {
         } else {
             (2000, 1000, 3)
         };
-        latency(latency_messages).await;
-        if !std::env::args().any(|a| a == "--latency-only") {
-            throughput(conversations, per_conversation).await;
+        let unmerged_only = std::env::args().any(|a| a == "--unmerged-only");
+        if !unmerged_only {
+            latency(latency_messages).await;
+            if !std::env::args().any(|a| a == "--latency-only") {
+                throughput(conversations, per_conversation).await;
+            }
+        }
+        if quick {
+            unmerged(100, 3).await;
+        } else {
+            unmerged(200, 5).await;
+            unmerged(1000, 2).await;
         }
     });
 }
@@ -214,6 +232,164 @@ async fn throughput(conversations: usize, per_conversation: usize) {
     );
     assert_eq!(lost, 0, "no message may be lost");
     assert_eq!(duplicated, 0, "no message may be answered twice");
+    shutdown.cancel();
+    engine.stopped().await;
+}
+
+/// Where one conversation's replies go: their text and when they were sent.
+type Lane = mpsc::UnboundedSender<(String, Instant)>;
+
+/// A chat for the unmerged workloads: each reply is handed straight to the conversation waiting
+/// for it (no shared list to scan), so the harness costs next to nothing beside the engine.
+#[derive(Clone)]
+struct LaneChannel {
+    ctx: watch::Sender<Option<ChannelContext>>,
+    lanes: Arc<Mutex<HashMap<String, Lane>>>,
+}
+
+impl LaneChannel {
+    fn new() -> Self {
+        LaneChannel {
+            ctx: watch::channel(None).0,
+            lanes: Arc::default(),
+        }
+    }
+
+    /// The replies to conversation `peer`, as they are sent.
+    fn lane(&self, peer: &str) -> mpsc::UnboundedReceiver<(String, Instant)> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.lanes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(peer.to_owned(), tx);
+        rx
+    }
+
+    async fn context(&self) -> ChannelContext {
+        let mut ctx = self.ctx.subscribe();
+        loop {
+            if let Some(ctx) = ctx.borrow_and_update().clone() {
+                return ctx;
+            }
+            ctx.changed().await.expect("the channel runs");
+        }
+    }
+}
+
+#[async_trait]
+impl Channel for LaneChannel {
+    fn name(&self) -> &str {
+        "lanes"
+    }
+
+    fn text_limit(&self) -> TextLimit {
+        TextLimit {
+            max: 4096,
+            unit: LengthUnit::Chars,
+        }
+    }
+
+    async fn run(&self, ctx: ChannelContext) {
+        let shutdown = ctx.shutdown.clone();
+        self.ctx.send_replace(Some(ctx));
+        shutdown.cancelled().await;
+    }
+
+    async fn send(&self, target: &DeliveryTarget, text: &str) -> Result<SentMessage, ChannelError> {
+        let lane = self
+            .lanes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&target.chat_id)
+            .cloned();
+        if let Some(lane) = lane {
+            let _ = lane.send((text.to_owned(), Instant::now()));
+        }
+        Ok(SentMessage { id: String::new() })
+    }
+
+    async fn test(&self) -> Result<Identity, ChannelError> {
+        Ok(Identity {
+            id: "lanes".into(),
+            name: "lanes".into(),
+        })
+    }
+
+    fn parse_target(&self, target: &str) -> Result<DeliveryTarget, String> {
+        Ok(DeliveryTarget::chat(target))
+    }
+}
+
+/// `conversations` conversations, each sending `per_conversation` messages one after the other,
+/// the next only once the reply to the last arrived; the model takes 50 ms. Prints replies per
+/// second and the latency from handing a message in to its reply.
+async fn unmerged(conversations: usize, per_conversation: usize) {
+    let fake = FakeStakpak::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = Config::default();
+    config.server.url = fake.url();
+    config.server.token = fake.token().unwrap_or_default();
+    config.gateway.approval_mode = ApprovalMode::AllowAll;
+    let chat = LaneChannel::new();
+    let shutdown = CancellationToken::new();
+    let engine = Engine::builder(config, dir.path())
+        .options(EngineOptions::default())
+        .channel(Arc::new(chat.clone()))
+        .start(shutdown.clone())
+        .await
+        .expect("engine starts");
+    let ctx = chat.context().await;
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for c in 0..conversations {
+        let ctx = ctx.clone();
+        let peer = format!("u{c}");
+        let mut replies = chat.lane(&peer);
+        handles.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(per_conversation);
+            let mut answered = 0;
+            for m in 0..per_conversation {
+                let text = format!("SLOW 0.05 un-{c}-{m}");
+                let message = InboundMessage {
+                    channel: "lanes".into(),
+                    peer: Peer::new(peer.clone()),
+                    chat: ChatType::Direct,
+                    text: text.clone(),
+                    target: DeliveryTarget::chat(peer.clone()),
+                    dedup_keys: vec![format!("lanes:{c}:{m}")],
+                    received_at_ms: switchboard_engine::model::now_ms(),
+                };
+                let at = Instant::now();
+                ctx.accept(message).await.expect("accept");
+                let Some((reply, when)) = replies.recv().await else {
+                    break;
+                };
+                if reply == format!("echo: {text}") {
+                    answered += 1;
+                }
+                latencies.push(when.saturating_duration_since(at));
+            }
+            (latencies, answered)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut answered = 0;
+    for handle in handles {
+        let (l, a) = handle.await.expect("conversation");
+        latencies.extend(l);
+        answered += a;
+    }
+    let elapsed = started.elapsed();
+    let total = conversations * per_conversation;
+    println!(
+        "unmerged: {conversations} conversations x {per_conversation} messages, model 50 ms: {total} replies in {:.2} s = {:.0} replies/s; runs: {}; wrong or lost: {}",
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64(),
+        fake.runs_started(),
+        total - answered,
+    );
+    report("  message handed in -> its reply sent", latencies);
+    assert_eq!(answered, total, "every message answered with its own reply");
     shutdown.cancel();
     engine.stopped().await;
 }
