@@ -231,7 +231,8 @@ pub struct TelegramConfig {
     /// In groups, answer only when mentioned (or replied to).
     pub require_mention: bool,
     /// How the reply reaches the chat while the agent works: `auto` (each finished turn as soon
-    /// as it is done), `paragraphs` (the same), or `off` (the whole reply when the run ends).
+    /// as it is done), `paragraphs` (the same), `edit` (one message that grows as the agent
+    /// writes), or `off` (the whole reply when the run ends).
     pub streaming: Streaming,
     /// Group ids (Telegram chats, Slack channels) where the bot answers; empty: none.
     #[serde(deserialize_with = "ids")]
@@ -287,7 +288,8 @@ pub struct SlackConfig {
     /// In channels, answer only when mentioned (or in a thread it is part of).
     pub require_mention: bool,
     /// How the reply reaches the chat while the agent works: `auto` (each finished turn as soon
-    /// as it is done), `paragraphs` (the same), or `off` (the whole reply when the run ends).
+    /// as it is done), `paragraphs` (the same), `edit` (one message that grows as the agent
+    /// writes), or `off` (the whole reply when the run ends).
     pub streaming: Streaming,
     /// Group ids (Telegram chats, Slack channels) where the bot answers; empty: none.
     #[serde(deserialize_with = "ids")]
@@ -342,7 +344,8 @@ pub struct DiscordConfig {
     /// In guild channels, answer only when mentioned (or in a thread it is part of).
     pub require_mention: bool,
     /// How the reply reaches the chat while the agent works: `auto` (each finished turn as soon
-    /// as it is done), `paragraphs` (the same), or `off` (the whole reply when the run ends).
+    /// as it is done), `paragraphs` (the same), `edit` (one message that grows as the agent
+    /// writes), or `off` (the whole reply when the run ends).
     pub streaming: Streaming,
     /// Guild ids where it may answer; empty: none.
     #[serde(deserialize_with = "ids")]
@@ -545,6 +548,9 @@ keyword_enum! {
         /// Each finished turn (a paragraph block, code fences kept whole) as its own message, as
         /// soon as it is done.
         Paragraphs = "paragraphs",
+        /// One message that grows as the agent writes (edited about once a second), with a line
+        /// for the tool that runs; a reply past the platform's limit goes on in a new message.
+        Edit = "edit",
         /// Nothing until the run ends, then the whole reply.
         Off = "off",
     }

@@ -426,7 +426,8 @@ approvers: Approvers,
 require_mention: boolean, 
 /**
  * How the reply reaches the chat while the agent works: `auto` (each finished turn as soon
- * as it is done), `paragraphs` (the same), or `off` (the whole reply when the run ends).
+ * as it is done), `paragraphs` (the same), `edit` (one message that grows as the agent
+ * writes), or `off` (the whole reply when the run ends).
  */
 streaming: Streaming, 
 /**
@@ -482,7 +483,8 @@ approvers: Approvers,
 require_mention: boolean, 
 /**
  * How the reply reaches the chat while the agent works: `auto` (each finished turn as soon
- * as it is done), `paragraphs` (the same), or `off` (the whole reply when the run ends).
+ * as it is done), `paragraphs` (the same), `edit` (one message that grows as the agent
+ * writes), or `off` (the whole reply when the run ends).
  */
 streaming: Streaming, 
 /**
@@ -534,7 +536,8 @@ approvers: Approvers,
 require_mention: boolean, 
 /**
  * How the reply reaches the chat while the agent works: `auto` (each finished turn as soon
- * as it is done), `paragraphs` (the same), or `off` (the whole reply when the run ends).
+ * as it is done), `paragraphs` (the same), `edit` (one message that grows as the agent
+ * writes), or `off` (the whole reply when the run ends).
  */
 streaming: Streaming, 
 /**
@@ -560,7 +563,7 @@ export type Approvers = "auto" | "requester" | "owners";
 /**
  * How a reply reaches the chat while the run goes on.
  */
-export type Streaming = "auto" | "paragraphs" | "off";
+export type Streaming = "auto" | "paragraphs" | "edit" | "off";
 
 /**
  * `[notifications]`: desktop notifications.

@@ -427,6 +427,7 @@ function channelSection(ctx: Ctx, draft: Config, name: ChannelName): HTMLElement
         [
           ["auto", "What suits the chat (now: each finished step at once)"],
           ["paragraphs", "Each finished step of the reply at once"],
+          ["edit", "One message that grows as the agent writes, with the tool that runs"],
           ["off", "Send the whole reply when the agent is done"],
         ],
         "A coding agent may work for minutes: with steps sent at once, what it says before running a tool is in the chat while the tool runs.",

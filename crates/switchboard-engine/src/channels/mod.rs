@@ -92,6 +92,21 @@ pub trait Channel: Send + Sync + 'static {
     /// safely on the platform.
     async fn send(&self, target: &DeliveryTarget, text: &str) -> Result<SentMessage, ChannelError>;
 
+    /// Replaces the text of message `message_id` (one [`Channel::send`] returned) with `text`
+    /// (already within [`Channel::text_limit`]), for a reply shown while it is written. Platforms
+    /// that cannot edit say so; the reply then comes whole at the end.
+    async fn edit(
+        &self,
+        _target: &DeliveryTarget,
+        _message_id: &str,
+        _text: &str,
+    ) -> Result<(), ChannelError> {
+        Err(ChannelError::Rejected(format!(
+            "{} cannot edit messages",
+            self.name()
+        )))
+    }
+
     /// Shows a typing indicator, where the platform has one. The dispatcher repeats it while a run is
     /// active.
     async fn typing(&self, _target: &DeliveryTarget) -> Result<(), ChannelError> {

@@ -127,6 +127,42 @@ impl Dispatcher {
     }
 
     /// Sends the reply to the chat, split for the channel, resuming after the chunks already sent.
+    /// Edits `message` into `text`, waiting out rate limits and retrying transient failures as a
+    /// reply's delivery does; false when it cannot (the text is then sent as a new message).
+    async fn edit_final(
+        &self,
+        channel: &Arc<dyn Channel>,
+        target: &DeliveryTarget,
+        message: &str,
+        text: &str,
+    ) -> bool {
+        let mut attempt = 0u32;
+        loop {
+            match channel.edit(target, message, text).await {
+                Ok(()) => return true,
+                Err(ChannelError::RateLimited(wait)) => {
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return false,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+                Err(e) if e.is_transient() && attempt < self.options.delivery_attempts => {
+                    let delay =
+                        backoff::delay(attempt, self.options.retry_base, self.options.retry_cap);
+                    attempt += 1;
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return false,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "the growing reply could not be completed in place; sending it anew");
+                    return false;
+                }
+            }
+        }
+    }
+
     pub(super) async fn deliver_reply(
         self: &Arc<Self>,
         run: &mut RunRecord,
@@ -145,6 +181,20 @@ impl Dispatcher {
             return Ok(());
         };
         let store = self.store.clone();
+        // The message that showed the reply as it grew becomes its first part.
+        if let Some(preview) = run.preview.clone() {
+            if run.delivered_chunks == 0 && !reply.trim().is_empty() {
+                let first = chunk_text(reply, channel.text_limit())
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default();
+                if self.edit_final(&channel, &target, &preview, &first).await {
+                    run.delivered_chunks = 1;
+                }
+            }
+            run.preview = None;
+            store.update_run(run)?;
+        }
         let from = run.delivered_chunks;
         // Everything went to the chat turn by turn already: nothing is left to send.
         let delivered = if reply.trim().is_empty() && !run.streamed.is_empty() {

@@ -21,6 +21,12 @@ use crate::store::RunRecord;
 
 /// Deltas that come within this long of each other are shown as one update.
 const LIVE_FLUSH: Duration = Duration::from_millis(100);
+/// A growing reply (`streaming = "edit"`) is updated at most this often per chat, so edits stay
+/// well inside the platforms' budgets (Discord's is tighter).
+const EDIT_EVERY: Duration = Duration::from_millis(1000);
+const EDIT_EVERY_DISCORD: Duration = Duration::from_millis(1200);
+/// Room kept free in a growing message for the tool line.
+const EDIT_MARGIN: usize = 120;
 
 impl Dispatcher {
     /// Follows a run's events to its end.
@@ -57,6 +63,14 @@ impl Dispatcher {
             streams_turns: self
                 .reply_target(run)
                 .is_some_and(|(channel, _)| self.streams_turns(&channel)),
+            edits: self
+                .reply_target(run)
+                .is_some_and(|(channel, _)| self.edits_replies(&channel)),
+            preview: run.preview.clone(),
+            shown: String::new(),
+            edit_at: None,
+            last_edit: None,
+            tool_line: None,
             streamed: run.streamed.clone(),
             turn_end: None,
             send_turn: false,
@@ -105,6 +119,8 @@ enum Input {
     Typing,
     /// Show the text written since the last update.
     Flush,
+    /// Update the growing reply in the chat.
+    Edit,
 }
 
 /// The state of following one run: the pure progress, the stream and the timers.
@@ -135,9 +151,44 @@ struct Follower<'a> {
     /// The run went on after a finished turn (tools, or the next turn's text): send the turn.
     /// The last turn is never sent this way: it comes with the final reply when the run ends.
     send_turn: bool,
+    /// The reply is shown in one message that grows (`streaming = "edit"`).
+    edits: bool,
+    /// That message, once sent (kept with the run).
+    preview: Option<String>,
+    /// What it shows now.
+    shown: String,
+    /// When to update it next.
+    edit_at: Option<Instant>,
+    last_edit: Option<Instant>,
+    /// The tool that runs now, as a line under the text.
+    tool_line: Option<String>,
     live: Arc<Mutex<String>>,
     unsent: String,
     flush_at: Option<Instant>,
+}
+
+/// Where to end a message of `text` that is too long: the last paragraph break that fits, else
+/// the last line break, else the last character that fits (never 0, never inside a character).
+fn cut_point(text: &str, fits: impl Fn(&str) -> bool) -> usize {
+    let mut best_paragraph = None;
+    let mut best_line = None;
+    let mut best_char = 0;
+    for (i, c) in text.char_indices() {
+        let end = i + c.len_utf8();
+        if !fits(&text[..end]) {
+            break;
+        }
+        best_char = end;
+        if text[..end].ends_with("\n\n") {
+            best_paragraph = Some(end);
+        } else if c == '\n' {
+            best_line = Some(end);
+        }
+    }
+    best_paragraph
+        .or(best_line)
+        .unwrap_or(best_char)
+        .max(text.chars().next().map_or(0, char::len_utf8))
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -179,12 +230,13 @@ impl Follower<'_> {
     }
 
     async fn next(&mut self, control: &mut mpsc::UnboundedReceiver<RunControl>) -> Input {
-        let (watchdog, review, expiry, typing, flush) = (
+        let (watchdog, review, expiry, typing, flush, edit) = (
             self.watchdog_at,
             self.review_at,
             self.expiry_at,
             self.typing_at,
             self.flush_at,
+            self.edit_at,
         );
         let Some(stream) = self.stream.as_mut() else {
             return Input::Watchdog;
@@ -198,6 +250,7 @@ impl Follower<'_> {
             _ = sleep_until(expiry) => Input::Expiry,
             _ = sleep_until(typing) => Input::Typing,
             _ = sleep_until(flush) => Input::Flush,
+            _ = sleep_until(edit) => Input::Edit,
         }
     }
 
@@ -226,6 +279,7 @@ impl Follower<'_> {
                 }
             }
             Input::Flush => self.flush(),
+            Input::Edit => self.update_preview().await,
         }
         Ok(None)
     }
@@ -255,7 +309,7 @@ impl Follower<'_> {
                     let (reply, outcome) = self.d.final_reply(self.run, &self.progress).await;
                     return Ok(Some(self.ended(reply, outcome)));
                 }
-                if std::mem::take(&mut self.send_turn) && self.streams_turns {
+                if std::mem::take(&mut self.send_turn) && self.streams_turns && !self.edits {
                     self.send_turn().await;
                 }
             }
@@ -296,6 +350,35 @@ impl Follower<'_> {
             )
         {
             self.send_turn = true;
+        }
+        if self.edits {
+            match &step {
+                Step::ToolStarted { call_id, tool } => {
+                    let summary = self
+                        .progress
+                        .call(call_id)
+                        .map(|c| crate::approvals::Preview::of(&c.name, &c.arguments).summary)
+                        .unwrap_or_else(|| tool.clone());
+                    self.tool_line = Some(format!("⚙️ {summary}…"));
+                }
+                Step::ToolDone { .. } | Step::ToolRejected { .. } => self.tool_line = None,
+                _ => {}
+            }
+            if matches!(
+                step,
+                Step::Text { .. }
+                    | Step::ToolStarted { .. }
+                    | Step::ToolDone { .. }
+                    | Step::ToolRejected { .. }
+            ) && self.edit_at.is_none()
+            {
+                let every = self.edit_every();
+                let at = self
+                    .last_edit
+                    .map_or_else(Instant::now, |last| last + every)
+                    .max(Instant::now());
+                self.edit_at = Some(at);
+            }
         }
         match step {
             Step::Text { delta } => {
@@ -430,7 +513,107 @@ impl Follower<'_> {
             outcome,
             usage: self.progress.usage(),
             streamed: self.streamed.clone(),
+            preview: self.preview.clone(),
         }
+    }
+
+    fn edit_every(&self) -> Duration {
+        match self
+            .typing_target
+            .as_ref()
+            .map(|(channel, _)| channel.as_str())
+        {
+            Some("discord") => EDIT_EVERY_DISCORD,
+            _ => EDIT_EVERY,
+        }
+    }
+
+    /// Shows the reply as written so far in its message: sent the first time, edited after. A
+    /// reply that outgrows the platform's limit finishes the current message at a paragraph (or
+    /// line) and goes on in a new one; what is finished counts as sent. A 429 waits; any other
+    /// failure stops the updates (the final delivery is durable and brings the whole reply).
+    async fn update_preview(&mut self) {
+        self.edit_at = None;
+        let Some((channel_name, target)) = self.typing_target.clone() else {
+            return;
+        };
+        let Some(channel) = self.d.channel(&channel_name) else {
+            return;
+        };
+        let text = self.progress.text().to_owned();
+        let Some(segment) = text.strip_prefix(self.streamed.as_str()) else {
+            self.edits = false;
+            return;
+        };
+        let lead = segment.len() - segment.trim_start().len();
+        let segment = &segment[lead..];
+        let limit = channel.text_limit();
+        let room = limit.max.saturating_sub(EDIT_MARGIN).max(1);
+        let (body, finished) = if limit.measure(segment) > room {
+            let cut = cut_point(segment, |s| limit.measure(s) <= room);
+            (segment[..cut].trim_end().to_owned(), Some(cut))
+        } else {
+            let mut body = segment.to_owned();
+            if let Some(line) = &self.tool_line {
+                if !body.is_empty() {
+                    body.push_str("\n\n");
+                }
+                body.push_str(line);
+            }
+            (body, None)
+        };
+        if body.trim().is_empty() || (body == self.shown && finished.is_none()) {
+            return;
+        }
+        let result = match &self.preview {
+            Some(id) => channel.edit(&target, id, &body).await.map(|()| id.clone()),
+            None => channel.send(&target, &body).await.map(|sent| sent.id),
+        };
+        self.last_edit = Some(Instant::now());
+        match result {
+            Ok(id) => {
+                self.board_touch(&channel_name);
+                match finished {
+                    Some(cut) => {
+                        // This message is complete: the rest goes on in a new one.
+                        self.streamed = text[..self.streamed.len() + lead + cut].to_owned();
+                        self.preview = None;
+                        self.shown.clear();
+                        self.edit_at = Some(Instant::now());
+                        let store = &self.d.store;
+                        if let Err(e) = store
+                            .set_run_streamed(&self.run.local_id, &self.streamed)
+                            .and_then(|()| store.set_run_preview(&self.run.local_id, None))
+                        {
+                            tracing::warn!(error = %e, "cannot record the finished part of a reply");
+                        }
+                    }
+                    None => {
+                        if self.preview.is_none() {
+                            if let Err(e) =
+                                self.d.store.set_run_preview(&self.run.local_id, Some(&id))
+                            {
+                                tracing::warn!(error = %e, "cannot record the message that shows the reply");
+                            }
+                            self.preview = Some(id);
+                        }
+                        self.shown = body;
+                    }
+                }
+            }
+            Err(crate::channels::ChannelError::RateLimited(wait)) => {
+                tracing::debug!(?wait, "the growing reply waits out a rate limit");
+                self.edit_at = Some(Instant::now() + wait);
+            }
+            Err(e) => {
+                tracing::info!(conversation = %self.run.routing_key, error = %e, "the reply is no longer shown as it grows; it comes whole at the end");
+                self.edits = false;
+            }
+        }
+    }
+
+    fn board_touch(&self, channel: &str) {
+        self.d.board.touch(channel, false);
     }
 
     /// Sends the turns finished since the last one sent (up to where the last finished turn

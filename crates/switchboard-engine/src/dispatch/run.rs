@@ -31,6 +31,8 @@ pub(super) enum Followed {
         usage: Usage,
         /// The reply's start that went to the chat turn by turn.
         streamed: String,
+        /// The message that showed the reply while it was written.
+        preview: Option<String>,
     },
     /// The engine is stopping; the run resumes after a restart.
     Stopping,
@@ -53,18 +55,30 @@ pub(super) fn unsent_part(streamed: &str, reply: String) -> String {
 }
 
 impl Dispatcher {
-    /// Whether a channel's replies go out turn by turn (its `streaming` setting); in-process
-    /// channels get the whole reply at the end.
-    pub(super) fn streams_turns(&self, channel: &str) -> bool {
+    /// A channel's `streaming` setting; in-process channels have none (the whole reply at the
+    /// end).
+    fn streaming_mode(&self, channel: &str) -> Option<Streaming> {
         let config = self.config();
         let c = &config.channels;
-        let mode = match channel {
+        match channel {
             "telegram" => c.telegram.as_ref().map(|t| t.streaming),
             "slack" => c.slack.as_ref().map(|s| s.streaming),
             "discord" => c.discord.as_ref().map(|d| d.streaming),
             _ => None,
-        };
-        matches!(mode, Some(Streaming::Auto | Streaming::Paragraphs))
+        }
+    }
+
+    /// Whether a channel's replies go out turn by turn.
+    pub(super) fn streams_turns(&self, channel: &str) -> bool {
+        matches!(
+            self.streaming_mode(channel),
+            Some(Streaming::Auto | Streaming::Paragraphs)
+        )
+    }
+
+    /// Whether a channel shows the reply in one message that grows (`streaming = "edit"`).
+    pub(super) fn edits_replies(&self, channel: &str) -> bool {
+        self.streaming_mode(channel) == Some(Streaming::Edit)
     }
 
     /// Takes a stored run from wherever it is to its delivered reply.
@@ -114,8 +128,10 @@ impl Dispatcher {
                 outcome,
                 usage,
                 streamed,
+                preview,
             }) => {
                 run.streamed = streamed;
+                run.preview = preview;
                 (unsent_part(&run.streamed, reply), outcome, usage)
             }
             None => match run.reply.clone() {

@@ -151,6 +151,7 @@ impl Dispatcher {
             delivered_chunks: 0,
             model: (!model.is_empty()).then_some(model),
             streamed: String::new(),
+            preview: None,
         };
         absorb(&mut run, &rows);
         run.cursor_start = self.current_cursor(&run.session_id).await;
@@ -313,6 +314,7 @@ mod tests {
             delivered_chunks: 0,
             model: None,
             streamed: String::new(),
+            preview: None,
         };
         let row = |id: i64, text: &str| JournalEntry {
             id,

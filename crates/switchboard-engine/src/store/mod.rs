@@ -236,6 +236,11 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE runs ADD COLUMN streamed TEXT NOT NULL DEFAULT '';
     "#,
+    // 8: a reply shown while it is written: the message that shows it, edited into the final
+    // reply when the run ends.
+    r#"
+    ALTER TABLE runs ADD COLUMN preview TEXT;
+    "#,
 ];
 
 /// How long de-duplication keys are kept: longer than any platform redelivers (Slack's last retry
@@ -340,6 +345,9 @@ pub struct RunRecord {
     /// The reply text already in the chat, sent turn by turn while the run went on (the reply's
     /// start; the rest is delivered when the run ends).
     pub streamed: String,
+    /// The message that shows the reply while it is written (`streaming = "edit"`); the final
+    /// reply's first part replaces it.
+    pub preview: Option<String>,
 }
 
 /// How many rows pruning removed, per kind.
@@ -777,8 +785,8 @@ impl Store {
         let tx = conn.transaction()?;
         let now = now_ms();
         tx.execute(
-            "INSERT INTO runs (local_id, routing_key, session_id, server_run_id, state, text, idempotency_key, cursor_start, journal_ids, reply, delivered_chunks, created_ms, updated_ms, model, streamed)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14)",
+            "INSERT INTO runs (local_id, routing_key, session_id, server_run_id, state, text, idempotency_key, cursor_start, journal_ids, reply, delivered_chunks, created_ms, updated_ms, model, streamed, preview)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15)",
             params![
                 run.local_id,
                 run.routing_key,
@@ -793,7 +801,8 @@ impl Store {
                 run.delivered_chunks as i64,
                 now,
                 run.model,
-                run.streamed
+                run.streamed,
+                run.preview
             ],
         )?;
         for id in &run.journal_ids {
@@ -810,7 +819,7 @@ impl Store {
     pub fn update_run(&self, run: &RunRecord) -> anyhow::Result<()> {
         self.lock().execute(
             "UPDATE runs SET session_id = ?2, server_run_id = ?3, state = ?4, text = ?5, idempotency_key = ?6, cursor_start = ?7,
-                 reply = ?8, delivered_chunks = ?9, journal_ids = ?10, updated_ms = ?11, model = ?12, streamed = ?13 WHERE local_id = ?1",
+                 reply = ?8, delivered_chunks = ?9, journal_ids = ?10, updated_ms = ?11, model = ?12, streamed = ?13, preview = ?14 WHERE local_id = ?1",
             params![
                 run.local_id,
                 run.session_id,
@@ -824,8 +833,18 @@ impl Store {
                 to_json(&run.journal_ids),
                 now_ms(),
                 run.model,
-                run.streamed
+                run.streamed,
+                run.preview
             ],
+        )?;
+        Ok(())
+    }
+
+    /// Records (or with `None` forgets) the message that shows a run's reply while it is written.
+    pub fn set_run_preview(&self, local_id: &str, preview: Option<&str>) -> anyhow::Result<()> {
+        self.lock().execute(
+            "UPDATE runs SET preview = ?2, updated_ms = ?3 WHERE local_id = ?1",
+            params![local_id, preview, now_ms()],
         )?;
         Ok(())
     }
@@ -897,7 +916,7 @@ impl Store {
         args: impl rusqlite::Params,
     ) -> anyhow::Result<Vec<RunRecord>> {
         let sql = format!(
-            "SELECT local_id, routing_key, session_id, server_run_id, state, text, idempotency_key, cursor_start, journal_ids, reply, delivered_chunks, model, streamed
+            "SELECT local_id, routing_key, session_id, server_run_id, state, text, idempotency_key, cursor_start, journal_ids, reply, delivered_chunks, model, streamed, preview
              FROM runs {tail}"
         );
         self.select(&sql, args, |r| {
@@ -915,6 +934,7 @@ impl Store {
                 delivered_chunks: r.get::<_, i64>(10)? as usize,
                 model: r.get(11)?,
                 streamed: r.get(12)?,
+                preview: r.get(13)?,
             })
         })
     }

@@ -170,3 +170,181 @@ async fn a_restart_after_a_turn_was_sent_repeats_nothing() {
     shutdown.cancel();
     engine.stopped().await;
 }
+
+/// The message a reply grows in: what the chat shows for it now (its last edit, or as sent).
+fn shown(tg: &FakeTelegram, message_id: i64) -> String {
+    tg.edits()
+        .into_iter()
+        .rev()
+        .filter(|e| e.chat_id == OWNER && e.message_id == message_id)
+        .find_map(|e| e.text)
+        .unwrap_or_else(|| {
+            tg.sent_to(OWNER)
+                .into_iter()
+                .find(|s| s.message_id == message_id)
+                .map(|s| s.text)
+                .unwrap_or_default()
+        })
+}
+
+#[tokio::test]
+async fn in_edit_mode_the_reply_grows_in_one_message_and_ends_whole() {
+    let agent = FakeStakpak::start().await;
+    let tg = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config(&agent, &tg, Streaming::Edit);
+    config.gateway.approval_mode = ApprovalMode::AllowAll;
+    let (engine, shutdown) = start(config, dir.path(), &tg).await;
+
+    let text = "DRIP 20 2.5 please write a long and careful answer about the weather today";
+    tg.send_dm(OWNER, "Olga", text);
+    // Text shows well before the run ends, and grows.
+    tg.wait_for("the reply to start", |t| !t.sent_to(OWNER).is_empty())
+        .await;
+    let first = tg.sent_to(OWNER)[0].clone();
+    let want = format!("echo: {text}");
+    assert!(
+        want.starts_with(&first.text) && first.text.len() < want.len(),
+        "a part of the reply, not all of it: {first:?}"
+    );
+    tg.wait_for("the whole reply in the message", |t| {
+        shown(t, first.message_id) == want
+    })
+    .await;
+    settle().await;
+    assert_eq!(
+        tg.sent_to(OWNER).len(),
+        1,
+        "one message, edited as it grew: {:#?}",
+        tg.sent_to(OWNER)
+    );
+    let edits = tg
+        .edits()
+        .into_iter()
+        .filter(|e| e.message_id == first.message_id)
+        .count();
+    assert!(
+        (1..=6).contains(&edits),
+        "about one edit a second over 2.5 s, not one per delta: {edits}"
+    );
+    shutdown.cancel();
+    engine.stopped().await;
+}
+
+#[tokio::test]
+async fn in_edit_mode_a_running_tool_shows_as_a_line_that_goes() {
+    let agent = FakeStakpak::start().await;
+    let tg = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (engine, shutdown) = start(config(&agent, &tg, Streaming::Edit), dir.path(), &tg).await;
+
+    tg.send_dm(OWNER, "Olga", &format!("TOOL_SECS 1.5 {CALL}"));
+    approve(&tg).await;
+    tg.wait_for("the final reply", |t| {
+        t.sent_to(OWNER)
+            .iter()
+            .any(|s| s.text.starts_with("I'll look into it."))
+            && t.edits().iter().any(|e| {
+                e.text
+                    .as_deref()
+                    .is_some_and(|x| x.starts_with("I'll look into it.\n\ndone:"))
+            })
+    })
+    .await;
+    settle().await;
+    let preview = tg
+        .sent_to(OWNER)
+        .into_iter()
+        .find(|s| s.text.starts_with("I'll look into it."))
+        .expect("the growing message");
+    let all: Vec<String> = tg
+        .edits()
+        .into_iter()
+        .filter(|e| e.message_id == preview.message_id)
+        .filter_map(|e| e.text)
+        .collect();
+    assert!(
+        all.iter().any(|t| t.contains("⚙️ run `cargo test`…")),
+        "the running tool showed: {all:#?}"
+    );
+    let last = shown(&tg, preview.message_id);
+    assert!(
+        last.starts_with("I'll look into it.\n\ndone:") && !last.contains("⚙️"),
+        "the final text, without the tool line: {last}"
+    );
+    shutdown.cancel();
+    engine.stopped().await;
+}
+
+#[tokio::test]
+async fn in_edit_mode_a_long_reply_goes_on_in_new_messages_with_nothing_lost() {
+    let agent = FakeStakpak::start().await;
+    let tg = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config(&agent, &tg, Streaming::Edit);
+    config.gateway.approval_mode = ApprovalMode::AllowAll;
+    let (engine, shutdown) = start(config, dir.path(), &tg).await;
+
+    tg.send_dm(OWNER, "Olga", "LONG_REPLY 44 DRIP 10 1");
+    tg.wait_for("the run to end", |t| t.sent_to(OWNER).len() >= 3)
+        .await;
+    settle().await;
+    settle().await;
+    let messages: Vec<String> = tg
+        .sent_to(OWNER)
+        .into_iter()
+        .map(|s| shown(&tg, s.message_id))
+        .collect();
+    assert!(
+        messages.iter().all(|m| m.chars().count() <= 4096),
+        "every message within Telegram's limit"
+    );
+    let joined: String = messages.join("\n\n");
+    let paragraphs = |t: &str| -> Vec<String> {
+        t.split("\n\n")
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty())
+            .collect()
+    };
+    let got = paragraphs(&joined);
+    // Each of the 44 paragraphs has its text and its list: 88 blocks, each once.
+    assert_eq!(got.len(), 88, "every block once: {}", got.len());
+    let unique: std::collections::HashSet<&String> = got.iter().collect();
+    assert_eq!(unique.len(), 88, "nothing repeated");
+    shutdown.cancel();
+    engine.stopped().await;
+}
+
+#[tokio::test]
+async fn in_edit_mode_a_restart_mid_stream_completes_the_same_message() {
+    let agent = FakeStakpak::start().await;
+    let tg = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config(&agent, &tg, Streaming::Edit);
+    config.gateway.approval_mode = ApprovalMode::AllowAll;
+    let (engine, shutdown) = start(config.clone(), dir.path(), &tg).await;
+
+    let text = "DRIP 12 3 a reply that is still being written when the engine stops";
+    tg.send_dm(OWNER, "Olga", text);
+    tg.wait_for("the reply to start", |t| !t.sent_to(OWNER).is_empty())
+        .await;
+    shutdown.cancel();
+    engine.stopped().await;
+
+    let (engine, shutdown) = start(config, dir.path(), &tg).await;
+    let first = tg.sent_to(OWNER)[0].message_id;
+    let want = format!("echo: {text}");
+    tg.wait_for("the whole reply in the same message", |t| {
+        shown(t, first) == want
+    })
+    .await;
+    settle().await;
+    assert_eq!(
+        tg.sent_to(OWNER).len(),
+        1,
+        "completed in place, not sent again: {:#?}",
+        tg.sent_to(OWNER)
+    );
+    shutdown.cancel();
+    engine.stopped().await;
+}

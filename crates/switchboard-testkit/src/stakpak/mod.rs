@@ -30,6 +30,8 @@
 //! | `FAIL_500` | two `retry_attempt` (reported 2000 / 4000 ms, really 20 ms), then `run_error`; `run_status` `failed` |
 //! | `FAIL_500_ONCE` | one `retry_attempt`, then the normal reply |
 //! | `SLOW <secs>` | waits that long (float) before answering |
+//! | `DRIP <n> <secs>` | a model that streams: the reply in `n` `text_delta`s spread over `secs` |
+//! | `TOOL_SECS <secs>` | with `USE_TOOL`: each approved call takes that long to run |
 //! | `SILENT_END` | after `run_started`, `turn_started`: no more events; the reply is stored as a message and the run is idle |
 //! | `EMPTY_REPLY` | no `text_delta`/`text_complete`, but `run_completed` and a stored reply `fallback: <user text>` |
 //! | `HOLD <name>` | waits until [`FakeStakpak::release`]`(name)` (an early release counts), then replies |

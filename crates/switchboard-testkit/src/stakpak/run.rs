@@ -216,6 +216,23 @@ impl Run {
         if script.empty_reply {
             let fallback = format!("fallback: {}", self.user_text);
             self.reply_turn(&fallback, false)?;
+        } else if let Some((pieces, over)) = script.drip {
+            // A model that streams: the text in pieces, spread over `over`, then the rest.
+            let chars: Vec<char> = reply.chars().collect();
+            let size = chars.len().div_ceil(pieces).max(1);
+            let pause = over / pieces as u32;
+            for piece in chars.chunks(size) {
+                self.emit(EventPayload::TextDelta {
+                    run_id: self.run_id,
+                    delta: piece.iter().collect(),
+                })?;
+                tokio::time::sleep(pause).await;
+            }
+            self.emit(EventPayload::TextComplete {
+                run_id: self.run_id,
+                text: reply.clone(),
+            })?;
+            self.reply_turn(&reply, false)?;
         } else {
             self.reply_turn(&reply, true)?;
         }
@@ -469,8 +486,8 @@ impl Run {
                     Step::Wait => notified.await,
                 }
             };
-            let mut st = self.guard()?;
             let call = {
+                let mut st = self.guard()?;
                 let run = self.session(&mut st)?.active_mut()?;
                 let round_call = run.round.as_mut()?.calls.get_mut(i)?;
                 round_call.done = true;
@@ -478,32 +495,29 @@ impl Run {
             };
             let result = match decision {
                 Decision::Accept => {
-                    self.emit_locked(
-                        &mut st,
-                        EventPayload::ToolExecutionStarted {
-                            run_id: self.run_id,
-                            tool_call_id: call.id.clone(),
-                            tool_name: call.name.clone(),
-                        },
-                    );
+                    self.emit(EventPayload::ToolExecutionStarted {
+                        run_id: self.run_id,
+                        tool_call_id: call.id.clone(),
+                        tool_name: call.name.clone(),
+                    })?;
+                    if let Some(pause) = script.tool_secs {
+                        tokio::time::sleep(pause).await;
+                    }
                     let result = script::tool_result(&call.name, &call.arguments);
-                    self.emit_locked(&mut st, completed(self.run_id, &call, &result, false));
+                    self.emit(completed(self.run_id, &call, &result, false))?;
                     result
                 }
                 Decision::Reject => {
-                    self.emit_locked(
-                        &mut st,
-                        EventPayload::ToolRejected {
-                            run_id: self.run_id,
-                            tool_call_id: call.id.clone(),
-                            tool_name: call.name.clone(),
-                            reason: REJECTED_REASON.into(),
-                        },
-                    );
+                    self.emit(EventPayload::ToolRejected {
+                        run_id: self.run_id,
+                        tool_call_id: call.id.clone(),
+                        tool_name: call.name.clone(),
+                        reason: REJECTED_REASON.into(),
+                    })?;
                     REJECTED_REASON.to_string()
                 }
                 Decision::Custom(content) => {
-                    self.emit_locked(&mut st, completed(self.run_id, &call, &content, false));
+                    self.emit(completed(self.run_id, &call, &content, false))?;
                     content
                 }
             };

@@ -43,6 +43,10 @@ pub(crate) struct Script {
     pub malformed_sse: bool,
     pub say_first: bool,
     pub drop_waiting: bool,
+    /// `DRIP <n> <secs>`: the reply in `n` deltas spread over `secs` (a model that streams).
+    pub drip: Option<(usize, Duration)>,
+    /// `TOOL_SECS <secs>`: each approved tool takes that long to run.
+    pub tool_secs: Option<Duration>,
 }
 
 /// What `SAY_FIRST` makes the model say before its tool calls.
@@ -97,6 +101,23 @@ impl Script {
                     "DROP_STREAM" => script.drop_stream = true,
                     "MALFORMED_SSE" => script.malformed_sse = true,
                     "SAY_FIRST" => script.say_first = true,
+                    "TOOL_SECS" => {
+                        let secs = next.and_then(|w| w.parse::<f64>().ok());
+                        if let Some(secs) = secs.filter(|s| s.is_finite() && *s >= 0.0) {
+                            script.tool_secs = Some(Duration::from_secs_f64(secs.min(600.0)));
+                        }
+                    }
+                    "DRIP" => {
+                        let n = next.and_then(|w| w.parse::<usize>().ok());
+                        let secs = words
+                            .get(i + 2)
+                            .and_then(|w| w.parse::<f64>().ok())
+                            .filter(|s| s.is_finite() && *s >= 0.0);
+                        if let (Some(n), Some(secs)) = (n, secs) {
+                            script.drip =
+                                Some((n.clamp(1, 1000), Duration::from_secs_f64(secs.min(600.0))));
+                        }
+                    }
                     "DROP_WAITING" => script.drop_waiting = true,
                     _ => {}
                 }

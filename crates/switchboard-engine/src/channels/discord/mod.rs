@@ -337,6 +337,23 @@ impl Channel for DiscordChannel {
             .await
     }
 
+    /// `PATCH /channels/{id}/messages/{id}` with the new content, mentioning nobody.
+    async fn edit(
+        &self,
+        target: &DeliveryTarget,
+        message_id: &str,
+        text: &str,
+    ) -> Result<(), ChannelError> {
+        let channel = self.inner.resolve(target).await?;
+        let body = serde_json::json!({"content": text, "allowed_mentions": {"parse": []}});
+        self.inner
+            .api()?
+            .edit_message(&channel, message_id, &body)
+            .await
+            .map(|_| ())
+            .map_err(ApiError::into_channel_error)
+    }
+
     async fn typing(&self, target: &DeliveryTarget) -> Result<(), ChannelError> {
         let channel = self.inner.resolve(target).await?;
         self.inner

@@ -393,6 +393,22 @@ impl Channel for SlackChannel {
         self.post(target, text).await
     }
 
+    /// `chat.update`, paced with the conversation's other messages.
+    async fn edit(
+        &self,
+        target: &DeliveryTarget,
+        message_id: &str,
+        text: &str,
+    ) -> Result<(), ChannelError> {
+        let wait = lock(&self.pacer).reserve(&target.chat_id, Instant::now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        let body =
+            json!({ "channel": target.chat_id, "ts": message_id, "text": text::escape(text) });
+        Ok(self.api.update_message(&body).await?)
+    }
+
     async fn notice(&self, target: &DeliveryTarget, notice: Notice) -> Result<(), ChannelError> {
         let reaction = match notice {
             Notice::Received => "eyes",

@@ -662,6 +662,37 @@ impl Channel for TelegramChannel {
         }
     }
 
+    /// `editMessageText`, as plain text; "message is not modified" is not an error.
+    async fn edit(
+        &self,
+        target: &DeliveryTarget,
+        message_id: &str,
+        text: &str,
+    ) -> Result<(), ChannelError> {
+        let message_id: i64 = message_id.parse().map_err(|_| {
+            ChannelError::Rejected(format!("{message_id:?} is not a Telegram message id"))
+        })?;
+        let body = EditMessageText {
+            chat_id: ChatRef::parse(&target.chat_id),
+            message_id,
+            text,
+            entities: &[],
+        };
+        match self.api.edit_message_text(&body).await {
+            Ok(_) => {
+                self.clear_rate_limit();
+                Ok(())
+            }
+            Err(e) if e.code() == Some(400) && e.says("message is not modified") => Ok(()),
+            Err(e) => {
+                if e.retry_after().is_some() {
+                    self.note_rate_limit(&e);
+                }
+                Err(e.into())
+            }
+        }
+    }
+
     async fn send(&self, target: &DeliveryTarget, text: &str) -> Result<SentMessage, ChannelError> {
         let (_, message_id) = self.post(target, text, &[], None).await?;
         Ok(SentMessage {
