@@ -348,3 +348,85 @@ async fn in_edit_mode_a_restart_mid_stream_completes_the_same_message() {
     shutdown.cancel();
     engine.stopped().await;
 }
+
+const GROWING: &str = "DRIP 12 2 an answer that grows while the agent writes it";
+
+#[tokio::test]
+async fn in_edit_mode_slack_grows_one_message_with_chat_update() {
+    use switchboard_engine::config::{DmPolicy, SlackConfig};
+    use switchboard_testkit::slack::FakeSlack;
+
+    let agent = FakeStakpak::start().await;
+    let slack = FakeSlack::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config_for(&agent);
+    config.channels.slack = Some(SlackConfig {
+        bot_token: slack.bot_token(),
+        app_token: slack.app_token(),
+        api_base: slack.api_base(),
+        dm_policy: DmPolicy::Open,
+        streaming: Streaming::Edit,
+        ..SlackConfig::default()
+    });
+    let shutdown = CancellationToken::new();
+    let engine = Engine::builder(config, dir.path())
+        .options(fast_options())
+        .start(shutdown.clone())
+        .await
+        .expect("engine");
+    slack.wait_for("the socket", |s| s.open_sockets() > 0).await;
+    slack.send_dm("U1ANN", GROWING);
+    let want = format!("echo: {GROWING}");
+    slack
+        .wait_for("the whole reply in place", |s| {
+            s.updates().last().is_some_and(|u| u.text == want)
+        })
+        .await;
+    settle().await;
+    let posted = slack.posted_in("D1ANN");
+    assert_eq!(posted.len(), 1, "one message: {posted:#?}");
+    assert!(want.starts_with(&posted[0].text) && posted[0].text.len() < want.len());
+    assert!(slack.updates().iter().all(|u| u.ts == posted[0].ts));
+    shutdown.cancel();
+    engine.stopped().await;
+}
+
+#[tokio::test]
+async fn in_edit_mode_discord_grows_one_message_with_edits() {
+    use switchboard_engine::config::{DiscordConfig, DmPolicy};
+    use switchboard_testkit::discord::FakeDiscord;
+
+    let agent = FakeStakpak::start().await;
+    let dc = FakeDiscord::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config_for(&agent);
+    config.channels.discord = Some(DiscordConfig {
+        token: dc.token(),
+        api_base: dc.api_base(),
+        dm_policy: DmPolicy::Open,
+        streaming: Streaming::Edit,
+        ..DiscordConfig::default()
+    });
+    let shutdown = CancellationToken::new();
+    let engine = Engine::builder(config, dir.path())
+        .options(fast_options())
+        .start(shutdown.clone())
+        .await
+        .expect("engine");
+    dc.wait_for("the bot to connect", |d| d.is_connected())
+        .await;
+    let user = "900000000000000042";
+    dc.send_dm(user, GROWING);
+    let want = format!("echo: {GROWING}");
+    dc.wait_for("the whole reply in place", |d| {
+        d.edits().last().is_some_and(|e| e.content == want)
+    })
+    .await;
+    settle().await;
+    let dm = dc.dm_channel(user);
+    let posted = dc.posted_to(&dm);
+    assert_eq!(posted.len(), 1, "one message: {posted:#?}");
+    assert!(want.starts_with(&posted[0]) && posted[0].len() < want.len());
+    shutdown.cancel();
+    engine.stopped().await;
+}
