@@ -430,3 +430,39 @@ async fn in_edit_mode_discord_grows_one_message_with_edits() {
     shutdown.cancel();
     engine.stopped().await;
 }
+
+#[tokio::test]
+async fn in_edit_mode_a_storm_of_429s_on_edits_still_ends_with_the_whole_reply_once() {
+    let agent = FakeStakpak::start().await;
+    let tg = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config(&agent, &tg, Streaming::Edit);
+    config.gateway.approval_mode = ApprovalMode::AllowAll;
+    let (engine, shutdown) = start(config, dir.path(), &tg).await;
+    for _ in 0..6 {
+        tg.fail_next(
+            "editMessageText",
+            429,
+            "Too Many Requests: retry after 1",
+            Some(1),
+        );
+    }
+    tg.send_dm(OWNER, "Olga", GROWING);
+    tg.wait_for("the reply to start", |t| !t.sent_to(OWNER).is_empty())
+        .await;
+    let first = tg.sent_to(OWNER)[0].message_id;
+    let want = format!("echo: {GROWING}");
+    tg.wait_for("the whole reply in place despite the 429s", |t| {
+        shown(t, first) == want
+    })
+    .await;
+    settle().await;
+    assert_eq!(
+        tg.sent_to(OWNER).len(),
+        1,
+        "once, in place: {:#?}",
+        tg.sent_to(OWNER)
+    );
+    shutdown.cancel();
+    engine.stopped().await;
+}
