@@ -53,12 +53,12 @@ describe("validateSettings", () => {
 
   it("asks for the tokens of an enabled channel only", () => {
     const c = config();
-    const telegram = { enabled: true, token: "", api_base: "https://api.telegram.org", dm_policy: "pairing" as const, allowed_users: [], owners: [], require_mention: true, groups: [], open_groups: [], approvers: "auto" as const, streaming: "auto" as const };
+    const telegram = { enabled: true, token: "", api_base: "https://api.telegram.org", dm_policy: "pairing" as const, allowed_users: [], owners: [], require_mention: true, groups: [], open_groups: [], approvers: "auto" as const, streaming: "auto" as const, show_tools: true };
     c.channels.telegram = telegram;
     expect(fields(c)).toEqual(["channels.telegram.token"]);
     telegram.enabled = false;
     expect(fields(c)).toEqual([]);
-    c.channels.slack = { enabled: true, bot_token: "xoxb-1", app_token: "", api_base: "not a url", dm_policy: "open", allowed_users: [], owners: [], require_mention: true, groups: [], open_groups: [], approvers: "auto" as const, streaming: "auto" as const };
+    c.channels.slack = { enabled: true, bot_token: "xoxb-1", app_token: "", api_base: "not a url", dm_policy: "open", allowed_users: [], owners: [], require_mention: true, groups: [], open_groups: [], approvers: "auto" as const, streaming: "auto" as const, show_tools: true };
     expect(fields(c)).toEqual(["channels.slack.api_base", "channels.slack.app_token"]);
   });
 });

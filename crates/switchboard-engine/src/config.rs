@@ -234,6 +234,8 @@ pub struct TelegramConfig {
     /// as it is done), `paragraphs` (the same), `edit` (one message that grows as the agent
     /// writes), or `off` (the whole reply when the run ends).
     pub streaming: Streaming,
+    /// With `streaming = "edit"`: a line under the growing reply for the tool that runs.
+    pub show_tools: bool,
     /// Group ids (Telegram chats, Slack channels) where the bot answers; empty: none.
     #[serde(deserialize_with = "ids")]
     pub groups: Vec<String>,
@@ -255,6 +257,7 @@ impl Default for TelegramConfig {
             approvers: Approvers::Auto,
             require_mention: true,
             streaming: Streaming::Auto,
+            show_tools: true,
             groups: Vec::new(),
             open_groups: Vec::new(),
         }
@@ -291,6 +294,8 @@ pub struct SlackConfig {
     /// as it is done), `paragraphs` (the same), `edit` (one message that grows as the agent
     /// writes), or `off` (the whole reply when the run ends).
     pub streaming: Streaming,
+    /// With `streaming = "edit"`: a line under the growing reply for the tool that runs.
+    pub show_tools: bool,
     /// Group ids (Telegram chats, Slack channels) where the bot answers; empty: none.
     #[serde(deserialize_with = "ids")]
     pub groups: Vec<String>,
@@ -313,6 +318,7 @@ impl Default for SlackConfig {
             approvers: Approvers::Auto,
             require_mention: true,
             streaming: Streaming::Auto,
+            show_tools: true,
             groups: Vec::new(),
             open_groups: Vec::new(),
         }
@@ -347,6 +353,8 @@ pub struct DiscordConfig {
     /// as it is done), `paragraphs` (the same), `edit` (one message that grows as the agent
     /// writes), or `off` (the whole reply when the run ends).
     pub streaming: Streaming,
+    /// With `streaming = "edit"`: a line under the growing reply for the tool that runs.
+    pub show_tools: bool,
     /// Guild ids where it may answer; empty: none.
     #[serde(deserialize_with = "ids")]
     pub guilds: Vec<String>,
@@ -368,6 +376,7 @@ impl Default for DiscordConfig {
             approvers: Approvers::Auto,
             require_mention: true,
             streaming: Streaming::Auto,
+            show_tools: true,
             guilds: Vec::new(),
             open_groups: Vec::new(),
         }

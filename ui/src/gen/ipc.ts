@@ -431,6 +431,10 @@ require_mention: boolean,
  */
 streaming: Streaming, 
 /**
+ * With `streaming = "edit"`: a line under the growing reply for the tool that runs.
+ */
+show_tools: boolean, 
+/**
  * Group ids (Telegram chats, Slack channels) where the bot answers; empty: none.
  */
 groups: Array<string>, 
@@ -488,6 +492,10 @@ require_mention: boolean,
  */
 streaming: Streaming, 
 /**
+ * With `streaming = "edit"`: a line under the growing reply for the tool that runs.
+ */
+show_tools: boolean, 
+/**
  * Group ids (Telegram chats, Slack channels) where the bot answers; empty: none.
  */
 groups: Array<string>, 
@@ -540,6 +548,10 @@ require_mention: boolean,
  * writes), or `off` (the whole reply when the run ends).
  */
 streaming: Streaming, 
+/**
+ * With `streaming = "edit"`: a line under the growing reply for the tool that runs.
+ */
+show_tools: boolean, 
 /**
  * Guild ids where it may answer; empty: none.
  */

@@ -22,7 +22,7 @@ import { MODE_LABELS } from "./channels";
 
 /** The Rust defaults of a channel section (config.rs), for "Use Telegram" and the like. */
 export function defaultChannel(name: ChannelName): TelegramConfig | SlackConfig | DiscordConfig {
-  const common = { enabled: true, dm_policy: "pairing" as const, allowed_users: [], owners: [], require_mention: true, open_groups: [], approvers: "auto" as const, streaming: "auto" as const };
+  const common = { enabled: true, dm_policy: "pairing" as const, allowed_users: [], owners: [], require_mention: true, open_groups: [], approvers: "auto" as const, streaming: "auto" as const, show_tools: true };
   switch (name) {
     case "telegram":
       return { ...common, token: "", api_base: "https://api.telegram.org", groups: [] };
@@ -432,6 +432,7 @@ function channelSection(ctx: Ctx, draft: Config, name: ChannelName): HTMLElement
         ],
         "A coding agent may work for minutes: with steps sent at once, what it says before running a tool is in the chat while the tool runs.",
       ),
+      checkField(`${base}.show_tools`, "Show the tool that runs under a growing reply", "With “One message that grows”: a line such as “⚙️ run `cargo test`…” while the tool runs."),
     );
     // Telegram and Slack list their groups; Discord lists its servers (below).
     if ("groups" in config) {

@@ -71,6 +71,10 @@ impl Dispatcher {
             edit_at: None,
             last_edit: None,
             tool_line: None,
+            show_tools: self
+                .reply_target(run)
+                .is_none_or(|(channel, _)| self.shows_tools(&channel)),
+            status_line: None,
             streamed: run.streamed.clone(),
             turn_end: None,
             send_turn: false,
@@ -160,8 +164,12 @@ struct Follower<'a> {
     /// When to update it next.
     edit_at: Option<Instant>,
     last_edit: Option<Instant>,
-    /// The tool that runs now, as a line under the text.
+    /// The tool that runs now, as a line under the text (unless the channel's `show_tools` is
+    /// off).
     tool_line: Option<String>,
+    show_tools: bool,
+    /// What holds the run up (a call waiting for a person), as a line under the text.
+    status_line: Option<String>,
     live: Arc<Mutex<String>>,
     unsent: String,
     flush_at: Option<Instant>,
@@ -450,6 +458,12 @@ impl Follower<'_> {
                 if was_waiting && !waiting_for_person {
                     self.typing_at = Some(Instant::now());
                 }
+                // The growing reply says what holds it up, instead of a typing indicator.
+                if self.edits && was_waiting != waiting_for_person {
+                    self.status_line = waiting_for_person
+                        .then(|| "⏸ Waiting for your approval (the buttons below).".to_owned());
+                    self.edit_at.get_or_insert_with(Instant::now);
+                }
             }
             Err(e) => {
                 // Nothing waits without a timer: look again after a while, whatever failed.
@@ -554,7 +568,8 @@ impl Follower<'_> {
             (segment[..cut].trim_end().to_owned(), Some(cut))
         } else {
             let mut body = segment.to_owned();
-            if let Some(line) = &self.tool_line {
+            let tool = self.tool_line.as_ref().filter(|_| self.show_tools);
+            for line in [self.status_line.as_ref(), tool].into_iter().flatten() {
                 if !body.is_empty() {
                     body.push_str("\n\n");
                 }

@@ -76,6 +76,18 @@ impl Dispatcher {
         )
     }
 
+    /// Whether a channel's growing reply shows the tool that runs (`show_tools`).
+    pub(super) fn shows_tools(&self, channel: &str) -> bool {
+        let config = self.config();
+        let c = &config.channels;
+        match channel {
+            "telegram" => c.telegram.as_ref().is_none_or(|t| t.show_tools),
+            "slack" => c.slack.as_ref().is_none_or(|s| s.show_tools),
+            "discord" => c.discord.as_ref().is_none_or(|d| d.show_tools),
+            _ => true,
+        }
+    }
+
     /// Whether a channel shows the reply in one message that grows (`streaming = "edit"`).
     pub(super) fn edits_replies(&self, channel: &str) -> bool {
         self.streaming_mode(channel) == Some(Streaming::Edit)

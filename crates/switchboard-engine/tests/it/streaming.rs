@@ -267,6 +267,12 @@ async fn in_edit_mode_a_running_tool_shows_as_a_line_that_goes() {
         all.iter().any(|t| t.contains("⚙️ run `cargo test`…")),
         "the running tool showed: {all:#?}"
     );
+    assert!(
+        all.iter()
+            .any(|t| t.starts_with("I'll look into it.")
+                && t.contains("⏸ Waiting for your approval")),
+        "while the call waited, the message said so: {all:#?}"
+    );
     let last = shown(&tg, preview.message_id);
     assert!(
         last.starts_with("I'll look into it.\n\ndone:") && !last.contains("⚙️"),
