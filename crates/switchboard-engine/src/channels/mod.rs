@@ -144,11 +144,7 @@ pub trait Channel: Send + Sync + 'static {
                 id: target.chat_id.clone(),
             },
         };
-        ConversationPlace {
-            chat,
-            peer_id: None,
-            target: target.clone(),
-        }
+        ConversationPlace::at(target, chat, None)
     }
 
     /// Posts an approval prompt with Approve / Reject / Always allow buttons whose payloads come
@@ -181,6 +177,17 @@ pub struct ConversationPlace {
     /// The person, in a direct chat.
     pub peer_id: Option<String>,
     pub target: DeliveryTarget,
+}
+
+impl ConversationPlace {
+    /// A place whose replies go to `target` itself.
+    pub fn at(target: &DeliveryTarget, chat: ChatType, peer_id: Option<String>) -> Self {
+        ConversationPlace {
+            chat,
+            peer_id,
+            target: target.clone(),
+        }
+    }
 }
 
 /// The outcome of handing a message to the engine.

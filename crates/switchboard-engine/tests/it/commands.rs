@@ -3,13 +3,10 @@
 
 use std::path::Path;
 
+use crate::harness::{config_for, open_discord, open_slack, settle, Running};
 use switchboard_engine::config::{ApprovalMode, Config, TelegramConfig};
-use switchboard_engine::{Engine, EngineHandle};
 use switchboard_testkit::stakpak::FakeStakpak;
 use switchboard_testkit::telegram::{FakeTelegram, Person};
-use tokio_util::sync::CancellationToken;
-
-use crate::harness::{config_for, fast_options, settle};
 
 const OWNER: i64 = 4242;
 const ANN: i64 = 1111;
@@ -31,28 +28,12 @@ fn config(agent: &FakeStakpak, tg: &FakeTelegram) -> Config {
     config
 }
 
-struct Bridge {
-    engine: EngineHandle,
-    shutdown: CancellationToken,
-}
-
-impl Bridge {
-    async fn start(config: Config, dir: &Path, tg: &FakeTelegram) -> Bridge {
-        let shutdown = CancellationToken::new();
-        let engine = Engine::builder(config, dir)
-            .options(fast_options())
-            .start(shutdown.clone())
-            .await
-            .expect("engine");
-        tg.wait_for("the bot to poll", |t| t.active_polls() > 0)
-            .await;
-        Bridge { engine, shutdown }
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        self.engine.stopped().await;
-    }
+/// The engine with the Telegram bot polling.
+async fn start(config: Config, dir: &Path, tg: &FakeTelegram) -> Running {
+    let running = Running::start(config, dir).await;
+    tg.wait_for("the bot to poll", |t| t.active_polls() > 0)
+        .await;
+    running
 }
 
 /// Sends `text` as Ann and waits for the `n`-th message to her chat; returns it.
@@ -83,7 +64,7 @@ async fn help_status_usage_and_model_answer_in_the_chat_and_never_reach_the_agen
     let tg = FakeTelegram::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config(&agent, &tg);
-    let bridge = Bridge::start(config.clone(), dir.path(), &tg).await;
+    let bridge = start(config.clone(), dir.path(), &tg).await;
 
     let help = ask(&tg, "/help", 1).await;
     for command in [
@@ -119,7 +100,7 @@ async fn help_status_usage_and_model_answer_in_the_chat_and_never_reach_the_agen
     bridge.stop().await;
 
     // The model survives a restart and goes with the next run.
-    let bridge = Bridge::start(config, dir.path(), &tg).await;
+    let bridge = start(config, dir.path(), &tg).await;
     assert_eq!(ask(&tg, "still?", 9).await, "echo: still?");
     let models: Vec<Option<String>> = agent
         .posted_messages()
@@ -150,7 +131,7 @@ async fn stop_ends_the_run_on_the_server_rejects_its_waiting_call_and_drops_the_
     let agent = FakeStakpak::start().await;
     let tg = FakeTelegram::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let bridge = Bridge::start(config(&agent, &tg), dir.path(), &tg).await;
+    let bridge = start(config(&agent, &tg), dir.path(), &tg).await;
 
     tg.send_dm(
         ANN,
@@ -218,7 +199,7 @@ async fn new_starts_a_session_and_resume_goes_back() {
     let agent = FakeStakpak::start().await;
     let tg = FakeTelegram::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let bridge = Bridge::start(config(&agent, &tg), dir.path(), &tg).await;
+    let bridge = start(config(&agent, &tg), dir.path(), &tg).await;
 
     assert_eq!(ask(&tg, "first", 1).await, "echo: first");
     let fresh = ask(&tg, "/new", 2).await;
@@ -252,7 +233,7 @@ async fn approve_by_text_has_the_buttons_authority() {
     let agent = FakeStakpak::start().await;
     let tg = FakeTelegram::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let bridge = Bridge::start(config(&agent, &tg), dir.path(), &tg).await;
+    let bridge = start(config(&agent, &tg), dir.path(), &tg).await;
     let ann = Person::new(ANN, "Ann");
 
     tg.send_group(
@@ -298,7 +279,7 @@ async fn the_command_menu_is_set_once_not_at_every_restart() {
     let tg = FakeTelegram::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config(&agent, &tg);
-    let bridge = Bridge::start(config.clone(), dir.path(), &tg).await;
+    let bridge = start(config.clone(), dir.path(), &tg).await;
     assert_eq!(tg.requests_for("setMyCommands").len(), 1);
     let menu = tg.commands();
     assert!(menu
@@ -306,7 +287,7 @@ async fn the_command_menu_is_set_once_not_at_every_restart() {
         .any(|c| c["command"] == "stop" && c["description"].is_string()));
     bridge.stop().await;
 
-    let bridge = Bridge::start(config, dir.path(), &tg).await;
+    let bridge = start(config, dir.path(), &tg).await;
     settle().await;
     assert_eq!(
         tg.requests_for("setMyCommands").len(),
@@ -318,26 +299,14 @@ async fn the_command_menu_is_set_once_not_at_every_restart() {
 
 #[tokio::test]
 async fn slack_slash_commands_are_answered_where_they_were_typed() {
-    use switchboard_engine::config::{DmPolicy, SlackConfig};
     use switchboard_testkit::slack::FakeSlack;
 
     let agent = FakeStakpak::start().await;
     let slack = FakeSlack::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = config_for(&agent);
-    config.channels.slack = Some(SlackConfig {
-        bot_token: slack.bot_token(),
-        app_token: slack.app_token(),
-        api_base: slack.api_base(),
-        dm_policy: DmPolicy::Open,
-        ..SlackConfig::default()
-    });
-    let shutdown = CancellationToken::new();
-    let engine = Engine::builder(config, dir.path())
-        .options(fast_options())
-        .start(shutdown.clone())
-        .await
-        .expect("engine");
+    config.channels.slack = Some(open_slack(&slack));
+    let running = Running::start(config, dir.path()).await;
     slack.wait_for("the socket", |s| s.open_sockets() > 0).await;
 
     slack.send_dm("U1ANN", "hello");
@@ -376,8 +345,7 @@ async fn slack_slash_commands_are_answered_where_they_were_typed() {
         Some("fake-small"),
         "a slash command set the DM conversation's model"
     );
-    shutdown.cancel();
-    engine.stopped().await;
+    running.stop().await;
 }
 
 #[tokio::test]
@@ -387,7 +355,7 @@ async fn with_the_usage_footer_each_reply_says_what_it_cost() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = config(&agent, &tg);
     config.gateway.usage_footer = true;
-    let bridge = Bridge::start(config, dir.path(), &tg).await;
+    let bridge = start(config, dir.path(), &tg).await;
     let reply = ask(&tg, "hello", 1).await;
     let (text, footer) = reply.split_once("\n\n— ").expect("a footer");
     assert_eq!(text, "echo: hello");
@@ -400,32 +368,14 @@ async fn with_the_usage_footer_each_reply_says_what_it_cost() {
 
 #[tokio::test]
 async fn discord_slash_commands_are_registered_once_and_answered_in_place() {
-    use switchboard_engine::config::{DiscordConfig, DmPolicy};
     use switchboard_testkit::discord::FakeDiscord;
 
     let agent = FakeStakpak::start().await;
     let dc = FakeDiscord::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = config_for(&agent);
-    config.channels.discord = Some(DiscordConfig {
-        token: dc.token(),
-        api_base: dc.api_base(),
-        dm_policy: DmPolicy::Open,
-        ..DiscordConfig::default()
-    });
-    let start = |config: Config| {
-        let dir = dir.path().to_owned();
-        async move {
-            let shutdown = CancellationToken::new();
-            let engine = Engine::builder(config, &dir)
-                .options(fast_options())
-                .start(shutdown.clone())
-                .await
-                .expect("engine");
-            (engine, shutdown)
-        }
-    };
-    let (engine, shutdown) = start(config.clone()).await;
+    config.channels.discord = Some(open_discord(&dc));
+    let running = Running::start(config.clone(), dir.path()).await;
     dc.wait_for("the commands registered", |d| !d.command_puts().is_empty())
         .await;
     let registered = dc.command_puts().remove(0);
@@ -464,10 +414,9 @@ async fn discord_slash_commands_are_registered_once_and_answered_in_place() {
         agent.posted_messages().is_empty(),
         "no command reached the agent"
     );
-    shutdown.cancel();
-    engine.stopped().await;
+    running.stop().await;
 
-    let (engine, shutdown) = start(config).await;
+    let running = Running::start(config, dir.path()).await;
     dc.wait_for("the bot to connect again", |d| {
         d.identifies().len() + d.resumes().len() >= 2
     })
@@ -478,6 +427,5 @@ async fn discord_slash_commands_are_registered_once_and_answered_in_place() {
         1,
         "a restart does not register the same commands again"
     );
-    shutdown.cancel();
-    engine.stopped().await;
+    running.stop().await;
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use switchboard_engine::channels::memory::{MemoryChannel, Sent};
 use switchboard_engine::chunk::{LengthUnit, TextLimit};
-use switchboard_engine::config::{ApprovalMode, Config};
+use switchboard_engine::config::{ApprovalMode, Config, DiscordConfig, DmPolicy, SlackConfig};
 use switchboard_engine::{Engine, EngineEvent, EngineHandle, EngineOptions};
 use switchboard_testkit::stakpak::FakeStakpak;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +38,59 @@ pub fn config_for(fake: &FakeStakpak) -> Config {
     config.api.token = API_TOKEN.into();
     config.gateway.approval_mode = ApprovalMode::AllowAll;
     config
+}
+
+/// An engine built from a configuration alone (its channels from the config file's tables), with
+/// fast timings and, when asked, its API served.
+pub struct Running {
+    pub engine: EngineHandle,
+    pub shutdown: CancellationToken,
+}
+
+impl Running {
+    pub async fn start(config: Config, dir: &Path) -> Running {
+        let shutdown = CancellationToken::new();
+        let engine = Engine::builder(config, dir)
+            .options(fast_options())
+            .start(shutdown.clone())
+            .await
+            .expect("the engine starts");
+        Running { engine, shutdown }
+    }
+
+    /// The same, with the gateway API listening.
+    pub async fn with_api(config: Config, dir: &Path) -> Running {
+        let running = Running::start(config, dir).await;
+        switchboard_engine::api::start(&running.engine, running.shutdown.clone()).await;
+        running
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.engine.stopped().await;
+    }
+}
+
+/// Slack as these tests talk to it: anyone may write to the bot in a DM (access control has
+/// tests of its own).
+pub fn open_slack(slack: &switchboard_testkit::slack::FakeSlack) -> SlackConfig {
+    SlackConfig {
+        bot_token: slack.bot_token(),
+        app_token: slack.app_token(),
+        api_base: slack.api_base(),
+        dm_policy: DmPolicy::Open,
+        ..SlackConfig::default()
+    }
+}
+
+/// Discord likewise.
+pub fn open_discord(dc: &switchboard_testkit::discord::FakeDiscord) -> DiscordConfig {
+    DiscordConfig {
+        token: dc.token(),
+        api_base: dc.api_base(),
+        dm_policy: DmPolicy::Open,
+        ..DiscordConfig::default()
+    }
 }
 
 pub struct Gateway {

@@ -5,15 +5,12 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::harness::{config_for, open_slack, Running};
 use serde_json::{json, Value};
 use switchboard_engine::config::{Config, SlackConfig, TelegramConfig};
-use switchboard_engine::{Engine, EngineHandle};
 use switchboard_testkit::slack::FakeSlack;
 use switchboard_testkit::stakpak::{FakeStakpak, Route};
 use switchboard_testkit::telegram::FakeTelegram;
-use tokio_util::sync::CancellationToken;
-
-use crate::harness::{config_for, fast_options};
 
 const OWNER: i64 = 4242;
 
@@ -29,8 +26,7 @@ fn telegram_config(agent: &FakeStakpak, tg: &FakeTelegram) -> Config {
 }
 
 struct Bridge {
-    engine: EngineHandle,
-    shutdown: CancellationToken,
+    running: Running,
     http: reqwest::Client,
     /// The server's token: what the scheduler sends.
     token: String,
@@ -39,16 +35,8 @@ struct Bridge {
 impl Bridge {
     async fn start(config: Config, dir: &Path) -> Bridge {
         let token = config.server.token.clone();
-        let shutdown = CancellationToken::new();
-        let engine = Engine::builder(config, dir)
-            .options(fast_options())
-            .start(shutdown.clone())
-            .await
-            .expect("engine");
-        switchboard_engine::api::start(&engine, shutdown.clone()).await;
         Bridge {
-            engine,
-            shutdown,
+            running: Running::with_api(config, dir).await,
             http: reqwest::Client::new(),
             token,
         }
@@ -56,7 +44,11 @@ impl Bridge {
 
     /// The address the scheduler keeps: not 127.0.0.1.
     fn base(&self) -> String {
-        let addr = self.engine.scheduler_addr().expect("a scheduler address");
+        let addr = self
+            .running
+            .engine
+            .scheduler_addr()
+            .expect("a scheduler address");
         assert_ne!(addr.ip().to_string(), "127.0.0.1");
         format!("http://{addr}")
     }
@@ -100,8 +92,7 @@ impl Bridge {
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        self.engine.stopped().await;
+        self.running.stop().await;
     }
 }
 
@@ -310,12 +301,8 @@ async fn a_slack_schedule_by_channel_name_runs_in_the_thread_under_its_notice() 
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = config_for(&agent);
     config.channels.slack = Some(SlackConfig {
-        bot_token: slack.bot_token(),
-        app_token: slack.app_token(),
-        api_base: slack.api_base(),
-        dm_policy: switchboard_engine::config::DmPolicy::Open,
         open_groups: vec!["*".to_owned()],
-        ..SlackConfig::default()
+        ..open_slack(&slack)
     });
     let bridge = Bridge::start(config, dir.path()).await;
     slack.wait_for("the socket", |s| s.open_sockets() > 0).await;

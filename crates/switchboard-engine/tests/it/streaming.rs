@@ -4,13 +4,10 @@
 
 use std::path::Path;
 
+use crate::harness::{config_for, open_discord, open_slack, settle, Running};
 use switchboard_engine::config::{ApprovalMode, Config, Streaming, TelegramConfig};
-use switchboard_engine::{Engine, EngineHandle};
 use switchboard_testkit::stakpak::FakeStakpak;
 use switchboard_testkit::telegram::{FakeTelegram, Person};
-use tokio_util::sync::CancellationToken;
-
-use crate::harness::{config_for, fast_options, settle};
 
 const OWNER: i64 = 4242;
 const CALL: &str = "SAY_FIRST\nUSE_TOOL run_command {\"command\": \"cargo test\"}";
@@ -28,16 +25,11 @@ fn config(agent: &FakeStakpak, tg: &FakeTelegram, streaming: Streaming) -> Confi
     config
 }
 
-async fn start(config: Config, dir: &Path, tg: &FakeTelegram) -> (EngineHandle, CancellationToken) {
-    let shutdown = CancellationToken::new();
-    let engine = Engine::builder(config, dir)
-        .options(fast_options())
-        .start(shutdown.clone())
-        .await
-        .expect("engine");
+async fn start(config: Config, dir: &Path, tg: &FakeTelegram) -> Running {
+    let running = Running::start(config, dir).await;
     tg.wait_for("the bot to poll", |t| t.active_polls() > 0)
         .await;
-    (engine, shutdown)
+    running
 }
 
 fn texts(tg: &FakeTelegram) -> Vec<String> {
@@ -68,7 +60,7 @@ async fn each_finished_turn_is_in_the_chat_while_the_run_goes_on() {
     let agent = FakeStakpak::start().await;
     let tg = FakeTelegram::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let (engine, shutdown) = start(config(&agent, &tg, Streaming::Auto), dir.path(), &tg).await;
+    let running = start(config(&agent, &tg, Streaming::Auto), dir.path(), &tg).await;
 
     tg.send_dm(OWNER, "Olga", CALL);
     // While the call waits for a person, the first turn is already in the chat, before its
@@ -100,8 +92,7 @@ async fn each_finished_turn_is_in_the_chat_while_the_run_goes_on() {
         last.starts_with("done:") && !last.contains("I'll look into it."),
         "the final message holds only the last turn: {all:#?}"
     );
-    shutdown.cancel();
-    engine.stopped().await;
+    running.stop().await;
 }
 
 #[tokio::test]
@@ -109,7 +100,7 @@ async fn with_streaming_off_the_whole_reply_comes_at_the_end() {
     let agent = FakeStakpak::start().await;
     let tg = FakeTelegram::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let (engine, shutdown) = start(config(&agent, &tg, Streaming::Off), dir.path(), &tg).await;
+    let running = start(config(&agent, &tg, Streaming::Off), dir.path(), &tg).await;
 
     tg.send_dm(OWNER, "Olga", CALL);
     approve(&tg).await;
@@ -129,8 +120,7 @@ async fn with_streaming_off_the_whole_reply_comes_at_the_end() {
             .count(),
         1
     );
-    shutdown.cancel();
-    engine.stopped().await;
+    running.stop().await;
 }
 
 #[tokio::test]
@@ -139,7 +129,7 @@ async fn a_restart_after_a_turn_was_sent_repeats_nothing() {
     let tg = FakeTelegram::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config(&agent, &tg, Streaming::Paragraphs);
-    let (engine, shutdown) = start(config.clone(), dir.path(), &tg).await;
+    let running = start(config.clone(), dir.path(), &tg).await;
 
     tg.send_dm(OWNER, "Olga", CALL);
     tg.wait_for("the approval prompt", |t| {
@@ -147,10 +137,9 @@ async fn a_restart_after_a_turn_was_sent_repeats_nothing() {
     })
     .await;
     assert_eq!(texts(&tg)[0], "I'll look into it.");
-    shutdown.cancel();
-    engine.stopped().await;
+    running.stop().await;
 
-    let (engine, shutdown) = start(config, dir.path(), &tg).await;
+    let running = start(config, dir.path(), &tg).await;
     // The prompt may be posted again for the resumed run; any one of them decides.
     approve(&tg).await;
     tg.wait_for("the final turn", |t| {
@@ -167,8 +156,7 @@ async fn a_restart_after_a_turn_was_sent_repeats_nothing() {
         "the turn sent before the restart is not sent again: {all:#?}"
     );
     assert_eq!(all.iter().filter(|t| t.starts_with("done:")).count(), 1);
-    shutdown.cancel();
-    engine.stopped().await;
+    running.stop().await;
 }
 
 /// The message a reply grows in: what the chat shows for it now (its last edit, or as sent).
@@ -194,7 +182,7 @@ async fn in_edit_mode_the_reply_grows_in_one_message_and_ends_whole() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = config(&agent, &tg, Streaming::Edit);
     config.gateway.approval_mode = ApprovalMode::AllowAll;
-    let (engine, shutdown) = start(config, dir.path(), &tg).await;
+    let running = start(config, dir.path(), &tg).await;
 
     let text = "DRIP 20 2.5 please write a long and careful answer about the weather today";
     tg.send_dm(OWNER, "Olga", text);
@@ -227,8 +215,7 @@ async fn in_edit_mode_the_reply_grows_in_one_message_and_ends_whole() {
         (1..=6).contains(&edits),
         "about one edit a second over 2.5 s, not one per delta: {edits}"
     );
-    shutdown.cancel();
-    engine.stopped().await;
+    running.stop().await;
 }
 
 #[tokio::test]
@@ -236,7 +223,7 @@ async fn in_edit_mode_a_running_tool_shows_as_a_line_that_goes() {
     let agent = FakeStakpak::start().await;
     let tg = FakeTelegram::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let (engine, shutdown) = start(config(&agent, &tg, Streaming::Edit), dir.path(), &tg).await;
+    let running = start(config(&agent, &tg, Streaming::Edit), dir.path(), &tg).await;
 
     tg.send_dm(OWNER, "Olga", &format!("TOOL_SECS 1.5 {CALL}"));
     approve(&tg).await;
@@ -278,8 +265,7 @@ async fn in_edit_mode_a_running_tool_shows_as_a_line_that_goes() {
         last.starts_with("I'll look into it.\n\ndone:") && !last.contains("⚙️"),
         "the final text, without the tool line: {last}"
     );
-    shutdown.cancel();
-    engine.stopped().await;
+    running.stop().await;
 }
 
 #[tokio::test]
@@ -289,7 +275,7 @@ async fn in_edit_mode_a_long_reply_goes_on_in_new_messages_with_nothing_lost() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = config(&agent, &tg, Streaming::Edit);
     config.gateway.approval_mode = ApprovalMode::AllowAll;
-    let (engine, shutdown) = start(config, dir.path(), &tg).await;
+    let running = start(config, dir.path(), &tg).await;
 
     tg.send_dm(OWNER, "Olga", "LONG_REPLY 44 DRIP 10 1");
     tg.wait_for("the run to end", |t| t.sent_to(OWNER).len() >= 3)
@@ -317,8 +303,7 @@ async fn in_edit_mode_a_long_reply_goes_on_in_new_messages_with_nothing_lost() {
     assert_eq!(got.len(), 88, "every block once: {}", got.len());
     let unique: std::collections::HashSet<&String> = got.iter().collect();
     assert_eq!(unique.len(), 88, "nothing repeated");
-    shutdown.cancel();
-    engine.stopped().await;
+    running.stop().await;
 }
 
 #[tokio::test]
@@ -328,16 +313,15 @@ async fn in_edit_mode_a_restart_mid_stream_completes_the_same_message() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = config(&agent, &tg, Streaming::Edit);
     config.gateway.approval_mode = ApprovalMode::AllowAll;
-    let (engine, shutdown) = start(config.clone(), dir.path(), &tg).await;
+    let running = start(config.clone(), dir.path(), &tg).await;
 
     let text = "DRIP 12 3 a reply that is still being written when the engine stops";
     tg.send_dm(OWNER, "Olga", text);
     tg.wait_for("the reply to start", |t| !t.sent_to(OWNER).is_empty())
         .await;
-    shutdown.cancel();
-    engine.stopped().await;
+    running.stop().await;
 
-    let (engine, shutdown) = start(config, dir.path(), &tg).await;
+    let running = start(config, dir.path(), &tg).await;
     let first = tg.sent_to(OWNER)[0].message_id;
     let want = format!("echo: {text}");
     tg.wait_for("the whole reply in the same message", |t| {
@@ -351,15 +335,14 @@ async fn in_edit_mode_a_restart_mid_stream_completes_the_same_message() {
         "completed in place, not sent again: {:#?}",
         tg.sent_to(OWNER)
     );
-    shutdown.cancel();
-    engine.stopped().await;
+    running.stop().await;
 }
 
 const GROWING: &str = "DRIP 12 2 an answer that grows while the agent writes it";
 
 #[tokio::test]
 async fn in_edit_mode_slack_grows_one_message_with_chat_update() {
-    use switchboard_engine::config::{DmPolicy, SlackConfig};
+    use switchboard_engine::config::SlackConfig;
     use switchboard_testkit::slack::FakeSlack;
 
     let agent = FakeStakpak::start().await;
@@ -367,19 +350,10 @@ async fn in_edit_mode_slack_grows_one_message_with_chat_update() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = config_for(&agent);
     config.channels.slack = Some(SlackConfig {
-        bot_token: slack.bot_token(),
-        app_token: slack.app_token(),
-        api_base: slack.api_base(),
-        dm_policy: DmPolicy::Open,
         streaming: Streaming::Edit,
-        ..SlackConfig::default()
+        ..open_slack(&slack)
     });
-    let shutdown = CancellationToken::new();
-    let engine = Engine::builder(config, dir.path())
-        .options(fast_options())
-        .start(shutdown.clone())
-        .await
-        .expect("engine");
+    let running = Running::start(config, dir.path()).await;
     slack.wait_for("the socket", |s| s.open_sockets() > 0).await;
     slack.send_dm("U1ANN", GROWING);
     let want = format!("echo: {GROWING}");
@@ -393,13 +367,12 @@ async fn in_edit_mode_slack_grows_one_message_with_chat_update() {
     assert_eq!(posted.len(), 1, "one message: {posted:#?}");
     assert!(want.starts_with(&posted[0].text) && posted[0].text.len() < want.len());
     assert!(slack.updates().iter().all(|u| u.ts == posted[0].ts));
-    shutdown.cancel();
-    engine.stopped().await;
+    running.stop().await;
 }
 
 #[tokio::test]
 async fn in_edit_mode_discord_grows_one_message_with_edits() {
-    use switchboard_engine::config::{DiscordConfig, DmPolicy};
+    use switchboard_engine::config::DiscordConfig;
     use switchboard_testkit::discord::FakeDiscord;
 
     let agent = FakeStakpak::start().await;
@@ -407,18 +380,10 @@ async fn in_edit_mode_discord_grows_one_message_with_edits() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = config_for(&agent);
     config.channels.discord = Some(DiscordConfig {
-        token: dc.token(),
-        api_base: dc.api_base(),
-        dm_policy: DmPolicy::Open,
         streaming: Streaming::Edit,
-        ..DiscordConfig::default()
+        ..open_discord(&dc)
     });
-    let shutdown = CancellationToken::new();
-    let engine = Engine::builder(config, dir.path())
-        .options(fast_options())
-        .start(shutdown.clone())
-        .await
-        .expect("engine");
+    let running = Running::start(config, dir.path()).await;
     dc.wait_for("the bot to connect", |d| d.is_connected())
         .await;
     let user = "900000000000000042";
@@ -433,8 +398,7 @@ async fn in_edit_mode_discord_grows_one_message_with_edits() {
     let posted = dc.posted_to(&dm);
     assert_eq!(posted.len(), 1, "one message: {posted:#?}");
     assert!(want.starts_with(&posted[0]) && posted[0].len() < want.len());
-    shutdown.cancel();
-    engine.stopped().await;
+    running.stop().await;
 }
 
 #[tokio::test]
@@ -444,7 +408,7 @@ async fn in_edit_mode_a_storm_of_429s_on_edits_still_ends_with_the_whole_reply_o
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = config(&agent, &tg, Streaming::Edit);
     config.gateway.approval_mode = ApprovalMode::AllowAll;
-    let (engine, shutdown) = start(config, dir.path(), &tg).await;
+    let running = start(config, dir.path(), &tg).await;
     for _ in 0..6 {
         tg.fail_next(
             "editMessageText",
@@ -469,6 +433,5 @@ async fn in_edit_mode_a_storm_of_429s_on_edits_still_ends_with_the_whole_reply_o
         "once, in place: {:#?}",
         tg.sent_to(OWNER)
     );
-    shutdown.cancel();
-    engine.stopped().await;
+    running.stop().await;
 }

@@ -415,18 +415,14 @@ impl Channel for DiscordChannel {
     /// target counts as its own channel until someone writes there.
     fn conversation_at(&self, target: &DeliveryTarget, _notice: Option<&str>) -> ConversationPlace {
         match target.chat_id.strip_prefix("dm:") {
-            Some(user) => ConversationPlace {
-                chat: ChatType::Direct,
-                peer_id: Some(user.to_owned()),
-                target: target.clone(),
-            },
-            None => ConversationPlace {
-                chat: ChatType::Group {
+            Some(user) => ConversationPlace::at(target, ChatType::Direct, Some(user.to_owned())),
+            None => ConversationPlace::at(
+                target,
+                ChatType::Group {
                     id: target.chat_id.clone(),
                 },
-                peer_id: None,
-                target: target.clone(),
-            },
+                None,
+            ),
         }
     }
 

@@ -468,18 +468,10 @@ impl Channel for SlackChannel {
     fn conversation_at(&self, target: &DeliveryTarget, notice: Option<&str>) -> ConversationPlace {
         let id = target.chat_id.as_str();
         if id.starts_with(['U', 'W']) {
-            return ConversationPlace {
-                chat: ChatType::Direct,
-                peer_id: Some(id.to_owned()),
-                target: target.clone(),
-            };
+            return ConversationPlace::at(target, ChatType::Direct, Some(id.to_owned()));
         }
         if id.starts_with('D') {
-            return ConversationPlace {
-                chat: ChatType::Direct,
-                peer_id: None,
-                target: target.clone(),
-            };
+            return ConversationPlace::at(target, ChatType::Direct, None);
         }
         let thread = target
             .thread_id

@@ -758,11 +758,7 @@ impl Channel for TelegramChannel {
                 id: target.chat_id.clone(),
             },
         };
-        ConversationPlace {
-            chat,
-            peer_id: private.then(|| target.chat_id.clone()),
-            target: target.clone(),
-        }
+        ConversationPlace::at(target, chat, private.then(|| target.chat_id.clone()))
     }
 
     /// The prompt with Approve / Reject / Always allow under it, in the conversation's topic and
