@@ -107,6 +107,21 @@ pub trait Channel: Send + Sync + 'static {
         )))
     }
 
+    /// Shows `text` as an ephemeral preview of a reply being written (draft `draft_id`, the same
+    /// for the whole reply), where the platform has them; the final text is then sent with
+    /// [`Channel::send`]. Platforms or chats without drafts say so, and the reply grows by edits.
+    async fn draft(
+        &self,
+        _target: &DeliveryTarget,
+        _draft_id: u32,
+        _text: &str,
+    ) -> Result<(), ChannelError> {
+        Err(ChannelError::Rejected(format!(
+            "{} has no drafts",
+            self.name()
+        )))
+    }
+
     /// Shows a typing indicator, where the platform has one. The dispatcher repeats it while a run is
     /// active.
     async fn typing(&self, _target: &DeliveryTarget) -> Result<(), ChannelError> {

@@ -27,6 +27,9 @@ const EDIT_EVERY: Duration = Duration::from_millis(1000);
 const EDIT_EVERY_DISCORD: Duration = Duration::from_millis(1200);
 /// Room kept free in a growing message for the tool line.
 const EDIT_MARGIN: usize = 120;
+/// A draft (an ephemeral preview, Telegram's) vanishes about 30 s after its last update: one that
+/// has not changed is shown again after this long.
+const DRAFT_REFRESH: Duration = Duration::from_secs(20);
 
 impl Dispatcher {
     /// Follows a run's events to its end.
@@ -66,9 +69,11 @@ impl Dispatcher {
             edits: self
                 .reply_target(run)
                 .is_some_and(|(channel, _)| self.edits_replies(&channel)),
+            drafts: run.preview.is_none(),
             preview: run.preview.clone(),
             shown: String::new(),
             edit_at: None,
+            edit_not_before: None,
             last_edit: None,
             tool_line: None,
             show_tools: self
@@ -157,12 +162,16 @@ struct Follower<'a> {
     send_turn: bool,
     /// The reply is shown in one message that grows (`streaming = "edit"`).
     edits: bool,
+    /// It grows as a draft (an ephemeral preview) where the chat has them, until one is refused.
+    drafts: bool,
     /// That message, once sent (kept with the run).
     preview: Option<String>,
     /// What it shows now.
     shown: String,
     /// When to update it next.
     edit_at: Option<Instant>,
+    /// No update before this (a rate limit's wait).
+    edit_not_before: Option<Instant>,
     last_edit: Option<Instant>,
     /// The tool that runs now, as a line under the text (unless the channel's `show_tools` is
     /// off).
@@ -173,6 +182,14 @@ struct Follower<'a> {
     live: Arc<Mutex<String>>,
     unsent: String,
     flush_at: Option<Instant>,
+}
+
+/// A reply's draft id: non-zero, the same for the whole run (changes to one draft are animated).
+fn draft_id(run: &str) -> u32 {
+    let hash = run.bytes().fold(2_166_136_261u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(16_777_619)
+    });
+    hash.max(1)
 }
 
 /// Where to end a message of `text` that is too long: the last paragraph break that fits, else
@@ -378,14 +395,17 @@ impl Follower<'_> {
                     | Step::ToolStarted { .. }
                     | Step::ToolDone { .. }
                     | Step::ToolRejected { .. }
-            ) && self.edit_at.is_none()
-            {
+            ) {
                 let every = self.edit_every();
-                let at = self
+                let mut at = self
                     .last_edit
                     .map_or_else(Instant::now, |last| last + every)
                     .max(Instant::now());
-                self.edit_at = Some(at);
+                if let Some(not_before) = self.edit_not_before {
+                    at = at.max(not_before);
+                }
+                // The earlier of what was planned (a draft's refresh) and the next allowed update.
+                self.edit_at = Some(self.edit_at.map_or(at, |planned| planned.min(at)));
             }
         }
         match step {
@@ -577,8 +597,32 @@ impl Follower<'_> {
             }
             (body, None)
         };
-        if body.trim().is_empty() || (body == self.shown && finished.is_none()) {
+        let refresh = self.drafts
+            && self
+                .last_edit
+                .is_some_and(|at| at.elapsed() >= DRAFT_REFRESH);
+        if body.trim().is_empty() || (body == self.shown && finished.is_none() && !refresh) {
             return;
+        }
+        if self.drafts && finished.is_none() {
+            let draft_id = draft_id(&self.run.local_id);
+            match channel.draft(&target, draft_id, &body).await {
+                Ok(()) => {
+                    self.last_edit = Some(Instant::now());
+                    self.shown = body;
+                    self.edit_at = Some(Instant::now() + DRAFT_REFRESH);
+                    return;
+                }
+                Err(crate::channels::ChannelError::RateLimited(wait)) => {
+                    self.edit_not_before = Some(Instant::now() + wait);
+                    self.edit_at = self.edit_not_before;
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "no drafts here; the reply grows by edits");
+                    self.drafts = false;
+                }
+            }
         }
         let result = match &self.preview {
             Some(id) => channel.edit(&target, id, &body).await.map(|()| id.clone()),
@@ -618,7 +662,8 @@ impl Follower<'_> {
             }
             Err(crate::channels::ChannelError::RateLimited(wait)) => {
                 tracing::debug!(?wait, "the growing reply waits out a rate limit");
-                self.edit_at = Some(Instant::now() + wait);
+                self.edit_not_before = Some(Instant::now() + wait);
+                self.edit_at = self.edit_not_before;
             }
             Err(e) => {
                 tracing::info!(conversation = %self.run.routing_key, error = %e, "the reply is no longer shown as it grows; it comes whole at the end");

@@ -435,3 +435,46 @@ async fn in_edit_mode_a_storm_of_429s_on_edits_still_ends_with_the_whole_reply_o
     );
     running.stop().await;
 }
+
+#[tokio::test]
+async fn in_edit_mode_a_private_telegram_chat_streams_a_draft_then_sends_the_reply_once() {
+    let agent = FakeStakpak::start().await;
+    let tg = FakeTelegram::start().await;
+    tg.set_drafts(true);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config(&agent, &tg, Streaming::Edit);
+    config.gateway.approval_mode = ApprovalMode::AllowAll;
+    let running = start(config, dir.path(), &tg).await;
+
+    tg.send_dm(OWNER, "Olga", GROWING);
+    let want = format!("echo: {GROWING}");
+    tg.wait_for("a draft while it is written", |t| !t.drafts().is_empty())
+        .await;
+    assert!(
+        tg.sent_to(OWNER).is_empty(),
+        "a draft, not a message, while the reply is written"
+    );
+    tg.wait_for("the reply", |t| !t.sent_to(OWNER).is_empty())
+        .await;
+    settle().await;
+    let drafts = tg.drafts();
+    assert!(
+        drafts
+            .iter()
+            .all(|d| d.chat_id == OWNER && want.starts_with(&d.text)),
+        "each draft is the reply so far: {drafts:#?}"
+    );
+    assert_eq!(
+        drafts
+            .iter()
+            .map(|d| d.draft_id)
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        1,
+        "one draft, updated"
+    );
+    let sent: Vec<String> = texts(&tg);
+    assert_eq!(sent, vec![want], "the final reply is sent once, whole");
+    assert!(tg.edits().is_empty(), "no edits with drafts");
+    running.stop().await;
+}

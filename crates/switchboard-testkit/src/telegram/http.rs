@@ -15,7 +15,9 @@ use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 
 use super::world::{utf16_len, World};
-use super::{CallbackAnswer, ChatAction, Edit, Failure, Reaction, RecordedRequest, Sent, Shared};
+use super::{
+    CallbackAnswer, ChatAction, Draft, Edit, Failure, Reaction, RecordedRequest, Sent, Shared,
+};
 
 /// The longest long poll the reference server allows.
 const LONG_POLL_MAX: i64 = 50;
@@ -285,6 +287,7 @@ async fn answer(shared: &Arc<Shared>, token: &str, method: &str, params: &Value)
             _ => Err(bad_request("commands must be an array")),
         },
         "getmycommands" => Ok(Value::Array(w.commands.clone())),
+        "sendmessagedraft" => send_draft(w, params),
         _ => Err(error(404, "Not Found")),
     });
     match result {
@@ -581,6 +584,35 @@ fn check_markup(markup: &Value) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// `sendMessageDraft`: a private chat only, a non-zero `draft_id`, 1–4096 characters; the draft
+/// is ephemeral, so nothing joins the chat's messages.
+fn send_draft(w: &mut World, params: &Value) -> Result<Value, Failure> {
+    if !w.drafts_enabled {
+        return Err(bad_request(
+            "method is available only for bots with forum topic mode enabled",
+        ));
+    }
+    let chat_id = target_chat(w, params)?;
+    if w.chats.get(&chat_id).map(|c| c.kind) != Some("private") {
+        return Err(bad_request("chat must be a private chat"));
+    }
+    let draft_id = int_param(params, "draft_id").unwrap_or(0);
+    if draft_id == 0 {
+        return Err(bad_request("draft_id must be non-zero"));
+    }
+    let text = text_param(params, "text").unwrap_or_default();
+    if text.trim().is_empty() || utf16_len(&text) > TEXT_MAX {
+        return Err(bad_request("text must be 1-4096 characters"));
+    }
+    w.records.drafts.push(Draft {
+        chat_id,
+        draft_id,
+        text,
+        thread_id: int_param(params, "message_thread_id"),
+    });
+    Ok(json!(true))
 }
 
 fn send_message(w: &mut World, params: &Value) -> Result<Value, Failure> {

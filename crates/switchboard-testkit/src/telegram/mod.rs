@@ -145,6 +145,15 @@ pub struct Edit {
     pub body: Value,
 }
 
+/// A `sendMessageDraft` call the fake took: an ephemeral preview in a private chat.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Draft {
+    pub chat_id: i64,
+    pub draft_id: i64,
+    pub text: String,
+    pub thread_id: Option<i64>,
+}
+
 /// A `setMessageReaction` call.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reaction {
@@ -664,6 +673,16 @@ impl FakeTelegram {
     }
 
     /// The webhook set now, if any.
+    /// Lets (or stops) the bot stream drafts with `sendMessageDraft`.
+    pub fn set_drafts(&self, enabled: bool) {
+        self.update(|w| w.drafts_enabled = enabled);
+    }
+
+    /// Every draft the bot streamed, in order.
+    pub fn drafts(&self) -> Vec<Draft> {
+        self.world().records.drafts.clone()
+    }
+
     /// The bot's command menu as last set with `setMyCommands`.
     pub fn commands(&self) -> Vec<Value> {
         self.world().commands.clone()

@@ -6,7 +6,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
-use super::{CallbackAnswer, ChatAction, Edit, Failure, Person, Reaction, RecordedRequest, Sent};
+use super::{
+    CallbackAnswer, ChatAction, Draft, Edit, Failure, Person, Reaction, RecordedRequest, Sent,
+};
 
 /// What kind of group a chat is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,6 +74,7 @@ pub(crate) struct Records {
     pub callback_answers: Vec<CallbackAnswer>,
     pub edits: Vec<Edit>,
     pub reactions: Vec<Reaction>,
+    pub drafts: Vec<Draft>,
 }
 
 pub(crate) struct World {
@@ -81,6 +84,9 @@ pub(crate) struct World {
     pub webhook: Option<String>,
     /// The bot's command menu (`setMyCommands`).
     pub commands: Vec<Value>,
+    /// Whether `sendMessageDraft` works for this bot (older servers kept it to bots with forum
+    /// topic mode; off by default, as for most bots then).
+    pub drafts_enabled: bool,
     pub next_update_id: i64,
     pub updates: VecDeque<QueuedUpdate>,
     /// Every update ever queued, for replays.
@@ -158,6 +164,7 @@ impl World {
             bot,
             webhook: None,
             commands: Vec::new(),
+            drafts_enabled: false,
             next_update_id: first_update_id,
             updates: VecDeque::new(),
             history: Vec::new(),

@@ -165,6 +165,11 @@ impl Api {
         self.call("getUpdates", &body, timeout + POLL_GRACE).await
     }
 
+    /// `sendMessageDraft`: an ephemeral preview of a message being written, in a private chat.
+    pub async fn send_message_draft(&self, body: &Value) -> Result<bool, ApiError> {
+        self.call("sendMessageDraft", body, CALL_TIMEOUT).await
+    }
+
     /// `setMyCommands`: the bot's command menu, for every chat.
     pub async fn set_my_commands(&self, body: &Value) -> Result<bool, ApiError> {
         self.call("setMyCommands", body, CALL_TIMEOUT).await

@@ -662,6 +662,43 @@ impl Channel for TelegramChannel {
         }
     }
 
+    /// `sendMessageDraft`, in private chats only (elsewhere, or for a bot that may not, the reply
+    /// grows by edits instead).
+    async fn draft(
+        &self,
+        target: &DeliveryTarget,
+        draft_id: u32,
+        text: &str,
+    ) -> Result<(), ChannelError> {
+        let private = target.chat_id.parse::<i64>().is_ok_and(|id| id > 0);
+        if !private {
+            return Err(ChannelError::Rejected(
+                "Telegram drafts are for private chats".into(),
+            ));
+        }
+        let mut body = serde_json::json!({
+            "chat_id": ChatRef::parse(&target.chat_id),
+            "draft_id": draft_id.max(1),
+            "text": text,
+        });
+        if let Some(thread) = target
+            .thread_id
+            .as_deref()
+            .and_then(|t| t.parse::<i64>().ok())
+        {
+            body["message_thread_id"] = serde_json::json!(thread);
+        }
+        match self.api.send_message_draft(&body).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if e.retry_after().is_some() {
+                    self.note_rate_limit(&e);
+                }
+                Err(e.into())
+            }
+        }
+    }
+
     /// `editMessageText`, as plain text; "message is not modified" is not an error.
     async fn edit(
         &self,
