@@ -287,7 +287,8 @@ struct SendRequest {
     interactive: Option<InteractiveRequest>,
 }
 
-/// What the Stakpak watch scheduler sends for an `interactive` schedule.
+/// What the Stakpak watch scheduler sends for an `interactive` schedule. Fields it may add are
+/// read past (no `deny_unknown_fields`), so a newer scheduler is not refused.
 #[derive(Deserialize)]
 struct InteractiveRequest {
     prompt: String,
@@ -298,10 +299,7 @@ struct InteractiveRequest {
     /// Seconds.
     #[serde(default)]
     timeout: Option<u64>,
-    /// Not honoured: the agent server decides where tools run.
-    #[serde(default)]
-    #[allow(dead_code)]
-    sandbox: Option<bool>,
+    // `sandbox` is read past: the agent server decides where its tools run.
 }
 
 /// The target as text in the channel's own format: a string as it is, a number as digits, or one
