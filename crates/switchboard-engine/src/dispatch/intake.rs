@@ -1,6 +1,7 @@
-//! Intake: what channels hand to the engine. A message passes the access gate and is journaled
-//! before anything acts on it; a button click is checked (who may answer, from which chat) and
-//! becomes an answer through [`Dispatcher::decide`].
+//! Intake: what channels hand to the engine. A message passes the access gate, then is either a
+//! chat command (carried out beside the receive path, never journaled) or journaled before
+//! anything acts on it; a button click is checked (who may answer, from which chat) and becomes
+//! an answer through [`Dispatcher::decide`].
 
 use std::sync::Arc;
 
