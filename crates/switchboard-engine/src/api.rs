@@ -59,16 +59,26 @@ pub fn serve(
 ) -> anyhow::Result<SocketAddr> {
     let bound = listener.local_addr()?;
     engine.set_api_addr(bound);
+    spawn_server(engine, listener, shutdown, "the gateway API");
+    tracing::info!(addr = %bound, "gateway API listening");
+    Ok(bound)
+}
+
+/// Serves the routes on `listener` in a task of their own until `shutdown`.
+fn spawn_server(
+    engine: EngineHandle,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+    what: &'static str,
+) {
     let app = router(engine);
     tokio::spawn(async move {
         let server = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await });
         if let Err(e) = server.await {
-            tracing::error!(error = %e, "the gateway API stopped");
+            tracing::error!(error = %e, "{what} stopped");
         }
     });
-    tracing::info!(addr = %bound, "gateway API listening");
-    Ok(bound)
 }
 
 /// Binds `[api].listen` and serves the API there, and on `[api].scheduler_listen` too (see the
@@ -94,15 +104,12 @@ pub async fn start(engine: &EngineHandle, shutdown: CancellationToken) -> Option
         match tokio::net::TcpListener::bind(second).await {
             Ok(listener) => {
                 let bound = listener.local_addr().ok();
-                let app = router(engine.clone());
-                let stop = shutdown.clone();
-                tokio::spawn(async move {
-                    let server = axum::serve(listener, app)
-                        .with_graceful_shutdown(async move { stop.cancelled().await });
-                    if let Err(e) = server.await {
-                        tracing::error!(error = %e, "the gateway API's scheduler address stopped");
-                    }
-                });
+                spawn_server(
+                    engine.clone(),
+                    listener,
+                    shutdown,
+                    "the gateway API's scheduler address",
+                );
                 if let Some(bound) = bound {
                     engine.set_scheduler_addr(bound);
                     tracing::info!(addr = %bound, "gateway API listening for the Stakpak watch scheduler");

@@ -15,6 +15,7 @@ use super::run::Followed;
 use super::{Dispatcher, RunControl};
 use crate::agent::{AgentError, EventStream, StreamItem};
 use crate::backoff;
+use crate::config::Streaming;
 use crate::events::{EngineEvent, RunOutcome};
 use crate::model::DeliveryTarget;
 use crate::store::RunRecord;
@@ -45,6 +46,13 @@ impl Dispatcher {
         };
         let now = Instant::now();
         let resumed = stream.is_none();
+        // Where the reply goes, and how that channel shows it while the run goes on: looked up
+        // once per run.
+        let reply_target = self.reply_target(run);
+        let (streaming, show_tools) = reply_target
+            .as_ref()
+            .and_then(|(channel, _)| self.streaming_settings(channel))
+            .unwrap_or((Streaming::Off, true));
         let mut follower = Follower {
             d: self,
             run,
@@ -63,12 +71,8 @@ impl Dispatcher {
             review_failures: 0,
             expiry_at: self.next_expiry(run),
             typing_at: Some(now),
-            streams_turns: self
-                .reply_target(run)
-                .is_some_and(|(channel, _)| self.streams_turns(&channel)),
-            edits: self
-                .reply_target(run)
-                .is_some_and(|(channel, _)| self.edits_replies(&channel)),
+            streams_turns: matches!(streaming, Streaming::Auto | Streaming::Paragraphs),
+            edits: streaming == Streaming::Edit,
             drafts: run.preview.is_none(),
             preview: run.preview.clone(),
             shown: String::new(),
@@ -76,14 +80,12 @@ impl Dispatcher {
             edit_not_before: None,
             last_edit: None,
             tool_line: None,
-            show_tools: self
-                .reply_target(run)
-                .is_none_or(|(channel, _)| self.shows_tools(&channel)),
+            show_tools,
             status_line: None,
             streamed: run.streamed.clone(),
             turn_end: None,
             send_turn: false,
-            typing_target: self.reply_target(run),
+            reply_target,
             waiting_for_person: false,
             live,
             unsent: String::new(),
@@ -148,7 +150,9 @@ struct Follower<'a> {
     review_failures: u32,
     expiry_at: Option<Instant>,
     typing_at: Option<Instant>,
-    typing_target: Option<(String, DeliveryTarget)>,
+    /// Where the reply goes (the chat of the run's last message): typing, finished turns and the
+    /// growing reply all go there.
+    reply_target: Option<(String, DeliveryTarget)>,
     /// A call waits for a person: no typing indicator meanwhile.
     waiting_for_person: bool,
     /// Each finished turn goes to the chat at once (the channel's `streaming`).
@@ -553,7 +557,7 @@ impl Follower<'_> {
 
     fn edit_every(&self) -> Duration {
         match self
-            .typing_target
+            .reply_target
             .as_ref()
             .map(|(channel, _)| channel.as_str())
         {
@@ -568,7 +572,7 @@ impl Follower<'_> {
     /// failure stops the updates (the final delivery is durable and brings the whole reply).
     async fn update_preview(&mut self) {
         self.edit_at = None;
-        let Some((channel_name, target)) = self.typing_target.clone() else {
+        let Some((channel_name, target)) = self.reply_target.clone() else {
             return;
         };
         let Some(channel) = self.d.channel(&channel_name) else {
@@ -631,7 +635,7 @@ impl Follower<'_> {
         self.last_edit = Some(Instant::now());
         match result {
             Ok(id) => {
-                self.board_touch(&channel_name);
+                self.d.board.touch(&channel_name, false);
                 match finished {
                     Some(cut) => {
                         // This message is complete: the rest goes on in a new one.
@@ -672,10 +676,6 @@ impl Follower<'_> {
         }
     }
 
-    fn board_touch(&self, channel: &str) {
-        self.d.board.touch(channel, false);
-    }
-
     /// Sends the turns finished since the last one sent (up to where the last finished turn
     /// ends) as their own message(s) and records them with the run, so the final delivery sends
     /// only the rest and a restart repeats nothing. A failure (or a text that no longer starts
@@ -694,7 +694,7 @@ impl Follower<'_> {
         if part.is_empty() {
             return;
         }
-        let Some((channel_name, target)) = self.d.reply_target(self.run) else {
+        let Some((channel_name, target)) = self.reply_target.clone() else {
             return;
         };
         let Some(channel) = self.d.channel(&channel_name) else {
@@ -727,7 +727,7 @@ impl Follower<'_> {
     }
 
     fn typing(&self) {
-        if let Some((channel, target)) = &self.typing_target {
+        if let Some((channel, target)) = &self.reply_target {
             if let Some(channel) = self.d.channel(channel) {
                 let target = target.clone();
                 tokio::spawn(async move {

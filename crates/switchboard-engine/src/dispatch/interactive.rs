@@ -197,9 +197,9 @@ impl Dispatcher {
         let place = target.place_key();
         Ok(self
             .store
-            .conversations()?
+            .conversations_of(channel)?
             .into_iter()
-            .find(|c| c.channel == channel && c.target.place_key() == place)
+            .find(|c| c.target.place_key() == place)
             .map(|c| {
                 let peer_id = (c.chat == ChatType::Direct).then(|| c.peer.id.clone());
                 (
@@ -251,12 +251,7 @@ impl Dispatcher {
         &self,
         session_id: &str,
     ) -> anyhow::Result<Option<(String, bool)>> {
-        let Some(conversation) = self
-            .store
-            .conversations()?
-            .into_iter()
-            .find(|c| c.session_id.as_deref() == Some(session_id))
-        else {
+        let Some(conversation) = self.store.conversation_with_session(session_id)? else {
             return Ok(None);
         };
         let key = conversation.routing_key;

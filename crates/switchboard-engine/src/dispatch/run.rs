@@ -57,7 +57,7 @@ pub(super) fn unsent_part(streamed: &str, reply: String) -> String {
 impl Dispatcher {
     /// A channel's `streaming` and `show_tools` settings; in-process channels have none (the
     /// whole reply at the end).
-    fn streaming_settings(&self, channel: &str) -> Option<(Streaming, bool)> {
+    pub(super) fn streaming_settings(&self, channel: &str) -> Option<(Streaming, bool)> {
         let config = self.config();
         let c = &config.channels;
         match channel {
@@ -66,25 +66,6 @@ impl Dispatcher {
             "discord" => c.discord.as_ref().map(|d| (d.streaming, d.show_tools)),
             _ => None,
         }
-    }
-
-    /// Whether a channel's replies go out turn by turn.
-    pub(super) fn streams_turns(&self, channel: &str) -> bool {
-        matches!(
-            self.streaming_settings(channel),
-            Some((Streaming::Auto | Streaming::Paragraphs, _))
-        )
-    }
-
-    /// Whether a channel's growing reply shows the tool that runs (`show_tools`).
-    pub(super) fn shows_tools(&self, channel: &str) -> bool {
-        self.streaming_settings(channel)
-            .is_none_or(|(_, show_tools)| show_tools)
-    }
-
-    /// Whether a channel shows the reply in one message that grows (`streaming = "edit"`).
-    pub(super) fn edits_replies(&self, channel: &str) -> bool {
-        matches!(self.streaming_settings(channel), Some((Streaming::Edit, _)))
     }
 
     /// Takes a stored run from wherever it is to its delivered reply.

@@ -723,6 +723,24 @@ impl Store {
             .pop())
     }
 
+    /// The conversation bound to an agent session, if any.
+    pub fn conversation_with_session(
+        &self,
+        session_id: &str,
+    ) -> anyhow::Result<Option<Conversation>> {
+        Ok(self
+            .conversations_query("WHERE session_id = ?1 LIMIT 1", params![session_id])?
+            .pop())
+    }
+
+    /// A channel's conversations, most recently used first.
+    pub fn conversations_of(&self, channel: &str) -> anyhow::Result<Vec<Conversation>> {
+        self.conversations_query(
+            "WHERE channel = ?1 ORDER BY last_used_ms DESC",
+            params![channel],
+        )
+    }
+
     /// Every conversation, most recently used first.
     pub fn conversations(&self) -> anyhow::Result<Vec<Conversation>> {
         self.conversations_query("ORDER BY last_used_ms DESC", [])

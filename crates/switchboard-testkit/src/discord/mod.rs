@@ -503,69 +503,65 @@ impl FakeDiscord {
     /// message shows now (a click on a button that was just removed, or a forged one). Returns the
     /// interaction id.
     pub fn click(&self, channel: &str, message_id: &str, user: &str, custom_id: &str) -> String {
-        let mut st = self.shared().lock();
-        let id = st.snowflake();
-        let token = format!("interaction.{}", uuid::Uuid::new_v4().simple());
-        let guild = st.channels.get(channel).and_then(|c| c.guild.clone());
-        let message = st
+        let message = self
+            .shared()
+            .lock()
             .messages
             .get(message_id)
             .cloned()
             .unwrap_or_else(|| json!({ "id": message_id, "channel_id": channel }));
-        let mut data = json!({
-            "id": id,
-            "application_id": st.app_id,
-            "type": 3,
-            "token": token,
-            "version": 1,
-            "data": { "custom_id": custom_id, "component_type": 2 },
-            "channel_id": channel,
-            "message": message,
-            "app_permissions": "0",
-            "locale": "en-US",
-        });
-        match guild {
-            Some(guild) => {
-                data["guild_id"] = json!(guild);
-                data["member"] = json!({ "user": st.user(user, false), "roles": [] });
-            }
-            None => data["user"] = st.user(user, false),
-        }
-        st.interactions.insert(
-            id.clone(),
-            state::Interaction {
-                token,
-                created: Instant::now(),
-                channel: channel.to_owned(),
-                message: message_id.to_owned(),
-                user: user.to_owned(),
-                original: None,
-            },
-        );
-        st.dispatch("INTERACTION_CREATE", &data);
-        id
+        self.interact(
+            channel,
+            user,
+            Some((message_id, message)),
+            json!({ "type": 3, "data": { "custom_id": custom_id, "component_type": 2 } }),
+        )
     }
 
     /// `user` uses slash command `name` with `options` (`[{"name","type","value"}]`) in
     /// `channel` (a DM channel from [`FakeDiscord::dm_channel`] or a guild channel): an
     /// APPLICATION_COMMAND interaction. Returns the interaction id.
     pub fn slash_command(&self, channel: &str, user: &str, name: &str, options: Value) -> String {
+        let command_id = self.shared().lock().snowflake();
+        self.interact(
+            channel,
+            user,
+            None,
+            json!({
+                "type": 2,
+                "data": { "id": command_id, "name": name, "type": 1, "options": options },
+            }),
+        )
+    }
+
+    /// Sends an INTERACTION_CREATE from `user` in `channel` (on `message`, for a component) with
+    /// the fields of `kind` (`type`, `data`), and remembers it for its callback. Returns its id.
+    fn interact(
+        &self,
+        channel: &str,
+        user: &str,
+        message: Option<(&str, Value)>,
+        kind: Value,
+    ) -> String {
         let mut st = self.shared().lock();
         let id = st.snowflake();
         let token = format!("interaction.{}", uuid::Uuid::new_v4().simple());
         let guild = st.channels.get(channel).and_then(|c| c.guild.clone());
-        let command_id = st.snowflake();
         let mut data = json!({
             "id": id,
             "application_id": st.app_id,
-            "type": 2,
             "token": token,
             "version": 1,
-            "data": { "id": command_id, "name": name, "type": 1, "options": options },
             "channel_id": channel,
             "app_permissions": "0",
             "locale": "en-US",
         });
+        for (key, value) in kind.as_object().into_iter().flatten() {
+            data[key.as_str()] = value.clone();
+        }
+        if let Some((_, message)) = &message {
+            data["message"] = message.clone();
+        }
         match guild {
             Some(guild) => {
                 data["guild_id"] = json!(guild);
@@ -579,7 +575,7 @@ impl FakeDiscord {
                 token,
                 created: Instant::now(),
                 channel: channel.to_owned(),
-                message: String::new(),
+                message: message.map(|(id, _)| id.to_owned()).unwrap_or_default(),
                 user: user.to_owned(),
                 original: None,
             },
