@@ -473,7 +473,7 @@ impl TelegramChannel {
                 }
                 Err(e) => match e.retry_after() {
                     Some(wait) if attempt < attempts => {
-                        self.note_rate_limit(&e);
+                        self.note_rate_limit(chat, &e);
                         tokio::time::sleep(wait.min(EDIT_WAIT_MAX)).await;
                         attempt += 1;
                     }
@@ -505,15 +505,7 @@ impl TelegramChannel {
                 message_id,
                 allow_sending_without_reply: true,
             });
-        let wait = self
-            .budget
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .reserve(&chat, tokio::time::Instant::now());
-        if !wait.is_zero() {
-            tracing::debug!(channel = "telegram", ?wait, "pacing a message");
-            tokio::time::sleep(wait).await;
-        }
+        self.pace(&chat).await;
         // At most one retry for a vanished topic and one for a migrated group.
         for _ in 0..3 {
             let body = SendMessageBody {
@@ -549,13 +541,7 @@ impl TelegramChannel {
                     chat = to.to_string();
                 }
                 Err(e) => {
-                    if let Some(wait) = e.retry_after() {
-                        self.budget
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .hold(&chat, tokio::time::Instant::now() + wait);
-                        self.note_rate_limit(&e);
-                    }
+                    self.note_rate_limit(&chat, &e);
                     return Err(e.into());
                 }
             }
@@ -594,7 +580,28 @@ impl TelegramChannel {
             .unwrap_or_else(|| chat_id.to_string())
     }
 
-    fn note_rate_limit(&self, error: &ApiError) {
+    /// Waits for the chat's turn in the send budget, which messages, edits and drafts share.
+    async fn pace(&self, chat: &str) {
+        let wait = self
+            .budget
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reserve(chat, tokio::time::Instant::now());
+        if !wait.is_zero() {
+            tracing::debug!(channel = "telegram", ?wait, "pacing a message");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// A 429 holds the chat's budget for its `retry_after` and shows in the channel's state.
+    fn note_rate_limit(&self, chat: &str, error: &ApiError) {
+        let Some(wait) = error.retry_after() else {
+            return;
+        };
+        self.budget
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .hold(chat, tokio::time::Instant::now() + wait);
         self.lock().rate_limited = true;
         if let Some(ctx) = self.context() {
             ctx.report(
@@ -688,12 +695,12 @@ impl Channel for TelegramChannel {
         {
             body["message_thread_id"] = serde_json::json!(thread);
         }
+        let chat = self.resolve_chat(&target.chat_id);
+        self.pace(&chat).await;
         match self.api.send_message_draft(&body).await {
             Ok(_) => Ok(()),
             Err(e) => {
-                if e.retry_after().is_some() {
-                    self.note_rate_limit(&e);
-                }
+                self.note_rate_limit(&chat, &e);
                 Err(e.into())
             }
         }
@@ -709,12 +716,14 @@ impl Channel for TelegramChannel {
         let message_id: i64 = message_id.parse().map_err(|_| {
             ChannelError::Rejected(format!("{message_id:?} is not a Telegram message id"))
         })?;
+        let chat = self.resolve_chat(&target.chat_id);
         let body = EditMessageText {
-            chat_id: ChatRef::parse(&target.chat_id),
+            chat_id: ChatRef::parse(&chat),
             message_id,
             text,
             entities: &[],
         };
+        self.pace(&chat).await;
         match self.api.edit_message_text(&body).await {
             Ok(_) => {
                 self.clear_rate_limit();
@@ -722,9 +731,7 @@ impl Channel for TelegramChannel {
             }
             Err(e) if e.code() == Some(400) && e.says("message is not modified") => Ok(()),
             Err(e) => {
-                if e.retry_after().is_some() {
-                    self.note_rate_limit(&e);
-                }
+                self.note_rate_limit(&chat, &e);
                 Err(e.into())
             }
         }
