@@ -178,6 +178,23 @@ pub struct SlackMessage {
     pub text: String,
     pub thread_ts: Option<String>,
     pub blocks: Vec<Value>,
+    /// A streaming message that was not stopped yet.
+    pub streaming: bool,
+    /// A streaming message's task cards, as last updated (`task_update` chunks), in id order.
+    pub tasks: Vec<Value>,
+}
+
+/// A `chat.startStream`, `chat.appendStream` or `chat.stopStream` the bot made.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamCall {
+    pub method: String,
+    pub channel: String,
+    pub ts: String,
+    /// The text it added (still escaped).
+    pub text: String,
+    /// The `task_update` chunks it carried.
+    pub tasks: Vec<Value>,
+    pub body: Value,
 }
 
 impl SlackMessage {
@@ -274,13 +291,17 @@ pub struct Delivery {
 }
 
 /// A message in the fake workspace.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 struct StoredMessage {
     user: String,
     text: String,
     thread_ts: Option<String>,
     blocks: Vec<Value>,
     reactions: BTreeSet<String>,
+    /// Started with `chat.startStream` and not stopped yet.
+    streaming: bool,
+    /// A stream's task cards: id → the last `task_update` chunk.
+    tasks: BTreeMap<String, Value>,
 }
 
 /// An envelope and its delivery state.
@@ -319,6 +340,7 @@ struct Records {
     requests: Vec<SlackRequest>,
     posted: Vec<PostedMessage>,
     updates: Vec<UpdatedMessage>,
+    streams: Vec<StreamCall>,
     ephemerals: Vec<EphemeralMessage>,
     responses: Vec<ResponsePost>,
     reactions: Vec<Reaction>,
@@ -333,6 +355,8 @@ struct State {
     bot_token: String,
     app_token: String,
     invalid_auth: bool,
+    /// `chat.startStream` is refused (a workspace or token without streaming).
+    no_streams: bool,
     failures: HashMap<String, VecDeque<Failure>>,
     slow: HashMap<String, Duration>,
     user_names: HashMap<String, String>,
@@ -419,6 +443,7 @@ impl FakeSlack {
             bot_token: format!("xoxb-fake-{}", Uuid::new_v4().simple()),
             app_token: format!("xapp-1-{}-{}", APP_ID, Uuid::new_v4().simple()),
             invalid_auth: false,
+            no_streams: false,
             failures: HashMap::new(),
             slow: HashMap::new(),
             user_names: HashMap::new(),
@@ -666,8 +691,7 @@ impl FakeSlack {
                 user: user.to_owned(),
                 text: text.to_owned(),
                 thread_ts: thread_ts.map(str::to_owned),
-                blocks: Vec::new(),
-                reactions: BTreeSet::new(),
+                ..Default::default()
             },
         );
         let client_msg_id = Uuid::new_v4().to_string();
@@ -720,6 +744,8 @@ impl FakeSlack {
                 text: m.text.clone(),
                 thread_ts: m.thread_ts.clone(),
                 blocks: m.blocks.clone(),
+                streaming: m.streaming,
+                tasks: m.tasks.values().cloned().collect(),
             })
     }
 
@@ -740,6 +766,12 @@ impl FakeSlack {
         } else {
             st.slow.insert(method.to_owned(), delay);
         }
+    }
+
+    /// `chat.startStream` is refused with `not_allowed` until turned back on, as in a
+    /// workspace or for a token that may not stream.
+    pub fn set_streams(&self, allowed: bool) {
+        self.shared().lock().no_streams = !allowed;
     }
 
     /// Every token is refused with `invalid_auth` (a revoked app) until turned off.
@@ -832,6 +864,11 @@ impl FakeSlack {
 
     pub fn updates(&self) -> Vec<UpdatedMessage> {
         self.shared().lock().records.updates.clone()
+    }
+
+    /// The bot's `chat.*Stream` calls that were accepted, in order.
+    pub fn stream_calls(&self) -> Vec<StreamCall> {
+        self.shared().lock().records.streams.clone()
     }
 
     /// Ephemeral messages the bot showed to single users, in order.

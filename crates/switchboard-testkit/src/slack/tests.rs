@@ -386,3 +386,95 @@ async fn block_kit_messages_are_checked_updated_and_clicked_like_slack() {
     assert_eq!(answer["ok"], true);
     assert_eq!(slack.responses()[0].body["text"], "hi");
 }
+
+#[tokio::test]
+async fn a_stream_grows_with_text_and_task_cards_until_it_is_stopped() {
+    let slack = FakeSlack::start().await;
+    slack.add_channel("C1TEAM");
+    let bot = slack.bot_token();
+    let dm = slack.dm_channel("U1ANN");
+    slack.send_dm("U1ANN", "hello");
+
+    // In a channel a stream needs its thread and the person it is for.
+    let (_, _, refused) = call(
+        &slack,
+        "chat.startStream",
+        Some(&bot),
+        json!({"channel": "C1TEAM", "markdown_text": "hi"}),
+    )
+    .await;
+    assert_eq!(refused["error"], "invalid_arguments");
+
+    let (_, _, started) = call(
+        &slack,
+        "chat.startStream",
+        Some(&bot),
+        json!({"channel": dm, "markdown_text": "Let me look."}),
+    )
+    .await;
+    assert_eq!(started["ok"], true, "{started}");
+    let ts = started["ts"].as_str().expect("ts").to_owned();
+    let task =
+        json!({"type": "task_update", "id": "c1", "title": "run tests", "status": "in_progress"});
+    let (_, _, appended) = call(
+        &slack,
+        "chat.appendStream",
+        Some(&bot),
+        json!({"channel": dm, "ts": ts, "chunks": [{"type": "markdown_text", "text": " More."}, task]}),
+    )
+    .await;
+    assert_eq!(appended["ok"], true, "{appended}");
+    let (_, _, update) = call(
+        &slack,
+        "chat.update",
+        Some(&bot),
+        json!({"channel": dm, "ts": ts, "text": "replaced"}),
+    )
+    .await;
+    assert_eq!(
+        update["error"], "cant_update_message",
+        "a stream is not updated"
+    );
+    let shown = slack.message(&dm, &ts).expect("message");
+    assert!(shown.streaming);
+    assert_eq!(shown.text, "Let me look. More.");
+    assert_eq!(shown.tasks[0]["status"], "in_progress");
+
+    let done =
+        json!({"type": "task_update", "id": "c1", "title": "run tests", "status": "complete"});
+    let (_, _, stopped) = call(
+        &slack,
+        "chat.stopStream",
+        Some(&bot),
+        json!({"channel": dm, "ts": ts, "chunks": [{"type": "markdown_text", "text": " Done."}, done]}),
+    )
+    .await;
+    assert_eq!(stopped["ok"], true, "{stopped}");
+    let shown = slack.message(&dm, &ts).expect("message");
+    assert!(!shown.streaming);
+    assert_eq!(shown.text, "Let me look. More. Done.");
+    assert_eq!(shown.tasks[0]["status"], "complete");
+    let (_, _, late) = call(
+        &slack,
+        "chat.appendStream",
+        Some(&bot),
+        json!({"channel": dm, "ts": ts, "markdown_text": "late"}),
+    )
+    .await;
+    assert_eq!(late["error"], "message_not_in_streaming_state");
+    assert_eq!(
+        slack.stream_calls().len(),
+        3,
+        "refused calls are not recorded"
+    );
+
+    slack.set_streams(false);
+    let (_, _, off) = call(
+        &slack,
+        "chat.startStream",
+        Some(&bot),
+        json!({"channel": dm, "markdown_text": "hi"}),
+    )
+    .await;
+    assert_eq!(off["error"], "not_allowed");
+}

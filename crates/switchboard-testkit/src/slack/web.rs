@@ -263,7 +263,8 @@ fn answer(
             let Some(message) = st.messages.get_mut(&(channel.clone(), ts.clone())) else {
                 return Answer::error("message_not_found");
             };
-            if message.user != BOT_USER_ID {
+            // A stream is written only by the stream methods until it is stopped.
+            if message.user != BOT_USER_ID || message.streaming {
                 return Answer::error("cant_update_message");
             }
             let text: String = text.unwrap_or_default().chars().take(TEXT_CUT).collect();
@@ -280,6 +281,8 @@ fn answer(
             });
             Answer::ok(json!({"channel": channel, "ts": ts, "text": text}))
         }
+        "chat.startStream" => start_stream(st, &args),
+        "chat.appendStream" | "chat.stopStream" => write_stream(st, method, &args),
         "chat.postEphemeral" => {
             let Some(channel) = arg("channel") else {
                 return Answer::error("channel_not_found");
@@ -421,7 +424,7 @@ fn post_message(
             text: text.clone(),
             thread_ts: thread_ts.clone(),
             blocks: blocks.clone(),
-            reactions: Default::default(),
+            ..Default::default()
         },
     );
     st.records.posted.push(PostedMessage {
@@ -447,6 +450,158 @@ fn post_message(
         socket::enqueue_event(st, event);
     }
     Answer::ok(json!({"channel": channel, "ts": ts, "message": message}))
+}
+
+/// Slack's limit on a stream call's `markdown_text`.
+const STREAM_TEXT_MAX: usize = 12_000;
+
+/// The text and task cards of a stream call: `markdown_text`, or the `chunks` list.
+fn stream_content(args: &Map<String, Value>) -> Result<(String, Vec<Value>), Answer> {
+    let mut text = args
+        .get("markdown_text")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let mut tasks = Vec::new();
+    if let Some(chunks) = args.get("chunks") {
+        let Some(chunks) = chunks.as_array() else {
+            return Err(Answer::error("invalid_chunks"));
+        };
+        for chunk in chunks {
+            match chunk.get("type").and_then(Value::as_str) {
+                Some("markdown_text") => match chunk.get("text").and_then(Value::as_str) {
+                    Some(t) => text.push_str(t),
+                    None => return Err(Answer::error("invalid_chunks")),
+                },
+                Some("task_update") => {
+                    let valid = ["id", "title"].iter().all(|k| {
+                        chunk
+                            .get(k)
+                            .and_then(Value::as_str)
+                            .is_some_and(|v| !v.is_empty())
+                    }) && matches!(
+                        chunk.get("status").and_then(Value::as_str),
+                        Some("pending" | "in_progress" | "complete" | "error")
+                    );
+                    if !valid {
+                        return Err(Answer::error("invalid_chunks"));
+                    }
+                    tasks.push(chunk.clone());
+                }
+                _ => return Err(Answer::error("invalid_chunks")),
+            }
+        }
+    }
+    if text.chars().count() > STREAM_TEXT_MAX {
+        return Err(Answer::error("msg_too_long"));
+    }
+    Ok((text, tasks))
+}
+
+/// `chat.startStream`: in a DM, or in a channel thread for one named person.
+fn start_stream(st: &mut State, args: &Map<String, Value>) -> Answer {
+    let arg = |name: &str| {
+        args.get(name)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    if st.no_streams {
+        return Answer::error("not_allowed");
+    }
+    let Some(channel) = arg("channel").map(str::to_owned) else {
+        return Answer::error("channel_not_found");
+    };
+    if !st.channels.contains(&channel) {
+        return Answer::error("channel_not_found");
+    }
+    let thread_ts = arg("thread_ts").map(str::to_owned);
+    if !channel.starts_with('D')
+        && (thread_ts.is_none()
+            || arg("recipient_user_id").is_none()
+            || arg("recipient_team_id") != Some(TEAM_ID))
+    {
+        return Answer::error("invalid_arguments");
+    }
+    let (text, tasks) = match stream_content(args) {
+        Ok(content) => content,
+        Err(answer) => return answer,
+    };
+    let ts = next_ts(st);
+    st.messages.insert(
+        (channel.clone(), ts.clone()),
+        StoredMessage {
+            user: BOT_USER_ID.to_owned(),
+            text: text.clone(),
+            thread_ts,
+            streaming: true,
+            tasks: task_map(&tasks),
+            ..Default::default()
+        },
+    );
+    record_stream(st, "chat.startStream", &channel, &ts, text, tasks, args)
+}
+
+/// Records an accepted stream call and answers it.
+fn record_stream(
+    st: &mut State,
+    method: &str,
+    channel: &str,
+    ts: &str,
+    text: String,
+    tasks: Vec<Value>,
+    args: &Map<String, Value>,
+) -> Answer {
+    st.records.streams.push(super::StreamCall {
+        method: method.to_owned(),
+        channel: channel.to_owned(),
+        ts: ts.to_owned(),
+        text,
+        tasks,
+        body: Value::Object(args.clone()),
+    });
+    Answer::ok(json!({"channel": channel, "ts": ts}))
+}
+
+/// `chat.appendStream` (text or task cards required) and `chat.stopStream` (both optional).
+fn write_stream(st: &mut State, method: &str, args: &Map<String, Value>) -> Answer {
+    let arg = |name: &str| {
+        args.get(name)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    let (Some(channel), Some(ts)) = (arg("channel"), arg("ts")) else {
+        return Answer::error("message_not_found");
+    };
+    let (text, tasks) = match stream_content(args) {
+        Ok(content) => content,
+        Err(answer) => return answer,
+    };
+    if method == "chat.appendStream" && text.is_empty() && tasks.is_empty() {
+        return Answer::error("no_text");
+    }
+    let Some(message) = st.messages.get_mut(&(channel.to_owned(), ts.to_owned())) else {
+        return Answer::error("message_not_found");
+    };
+    if message.user != BOT_USER_ID || !message.streaming {
+        return Answer::error("message_not_in_streaming_state");
+    }
+    if message.text.chars().count() + text.chars().count() > TEXT_CUT {
+        return Answer::error("msg_too_long");
+    }
+    message.text.push_str(&text);
+    message.tasks.extend(task_map(&tasks));
+    if method == "chat.stopStream" {
+        message.streaming = false;
+    }
+    let (channel, ts) = (channel.to_owned(), ts.to_owned());
+    record_stream(st, method, &channel, &ts, text, tasks, args)
+}
+
+fn task_map(tasks: &[Value]) -> BTreeMap<String, Value> {
+    tasks
+        .iter()
+        .filter_map(|t| Some((t.get("id")?.as_str()?.to_owned(), t.clone())))
+        .collect()
 }
 
 /// Decodes `a=1&b=x+y%21` into pairs.
