@@ -230,11 +230,13 @@ pub struct TelegramConfig {
     pub approvers: Approvers,
     /// In groups, answer only when mentioned (or replied to).
     pub require_mention: bool,
-    /// How the reply reaches the chat while the agent works: `auto` (each finished turn as soon
-    /// as it is done), `paragraphs` (the same), `edit` (one message that grows as the agent
-    /// writes), or `off` (the whole reply when the run ends).
+    /// How the reply reaches the chat while the agent works: `auto` (the platform's own way of
+    /// showing a reply as it is written), `paragraphs` (each finished turn as its own message),
+    /// `edit` (one message that grows as the agent writes), or `off` (the whole reply when the
+    /// run ends).
     pub streaming: Streaming,
-    /// With `streaming = "edit"`: a line under the growing reply for the tool that runs.
+    /// While the reply grows (`auto`, `edit`): the tool that runs, as a line under it (Slack: a
+    /// task card).
     pub show_tools: bool,
     /// Group ids (Telegram chats, Slack channels) where the bot answers; empty: none.
     #[serde(deserialize_with = "ids")]
@@ -290,11 +292,13 @@ pub struct SlackConfig {
     pub approvers: Approvers,
     /// In channels, answer only when mentioned (or in a thread it is part of).
     pub require_mention: bool,
-    /// How the reply reaches the chat while the agent works: `auto` (each finished turn as soon
-    /// as it is done), `paragraphs` (the same), `edit` (one message that grows as the agent
-    /// writes), or `off` (the whole reply when the run ends).
+    /// How the reply reaches the chat while the agent works: `auto` (the platform's own way of
+    /// showing a reply as it is written), `paragraphs` (each finished turn as its own message),
+    /// `edit` (one message that grows as the agent writes), or `off` (the whole reply when the
+    /// run ends).
     pub streaming: Streaming,
-    /// With `streaming = "edit"`: a line under the growing reply for the tool that runs.
+    /// While the reply grows (`auto`, `edit`): the tool that runs, as a line under it (Slack: a
+    /// task card).
     pub show_tools: bool,
     /// Group ids (Telegram chats, Slack channels) where the bot answers; empty: none.
     #[serde(deserialize_with = "ids")]
@@ -349,11 +353,13 @@ pub struct DiscordConfig {
     pub approvers: Approvers,
     /// In guild channels, answer only when mentioned (or in a thread it is part of).
     pub require_mention: bool,
-    /// How the reply reaches the chat while the agent works: `auto` (each finished turn as soon
-    /// as it is done), `paragraphs` (the same), `edit` (one message that grows as the agent
-    /// writes), or `off` (the whole reply when the run ends).
+    /// How the reply reaches the chat while the agent works: `auto` (the platform's own way of
+    /// showing a reply as it is written), `paragraphs` (each finished turn as its own message),
+    /// `edit` (one message that grows as the agent writes), or `off` (the whole reply when the
+    /// run ends).
     pub streaming: Streaming,
-    /// With `streaming = "edit"`: a line under the growing reply for the tool that runs.
+    /// While the reply grows (`auto`, `edit`): the tool that runs, as a line under it (Slack: a
+    /// task card).
     pub show_tools: bool,
     /// Guild ids where it may answer; empty: none.
     #[serde(deserialize_with = "ids")]
@@ -551,7 +557,9 @@ keyword_enum! {
 keyword_enum! {
     /// How a reply reaches the chat while the run goes on.
     pub enum Streaming ("streaming") {
-        /// What suits the platform: today, each finished turn as its own message.
+        /// The platform's own way to show a reply as it is written: Slack's streaming message
+        /// (with the tools as task cards), a Telegram draft in a private chat, else one message
+        /// that grows as `edit` does.
         #[default]
         Auto = "auto",
         /// Each finished turn (a paragraph block, code fences kept whole) as its own message, as

@@ -425,13 +425,15 @@ approvers: Approvers,
  */
 require_mention: boolean, 
 /**
- * How the reply reaches the chat while the agent works: `auto` (each finished turn as soon
- * as it is done), `paragraphs` (the same), `edit` (one message that grows as the agent
- * writes), or `off` (the whole reply when the run ends).
+ * How the reply reaches the chat while the agent works: `auto` (the platform's own way of
+ * showing a reply as it is written), `paragraphs` (each finished turn as its own message),
+ * `edit` (one message that grows as the agent writes), or `off` (the whole reply when the
+ * run ends).
  */
 streaming: Streaming, 
 /**
- * With `streaming = "edit"`: a line under the growing reply for the tool that runs.
+ * While the reply grows (`auto`, `edit`): the tool that runs, as a line under it (Slack: a
+ * task card).
  */
 show_tools: boolean, 
 /**
@@ -486,13 +488,15 @@ approvers: Approvers,
  */
 require_mention: boolean, 
 /**
- * How the reply reaches the chat while the agent works: `auto` (each finished turn as soon
- * as it is done), `paragraphs` (the same), `edit` (one message that grows as the agent
- * writes), or `off` (the whole reply when the run ends).
+ * How the reply reaches the chat while the agent works: `auto` (the platform's own way of
+ * showing a reply as it is written), `paragraphs` (each finished turn as its own message),
+ * `edit` (one message that grows as the agent writes), or `off` (the whole reply when the
+ * run ends).
  */
 streaming: Streaming, 
 /**
- * With `streaming = "edit"`: a line under the growing reply for the tool that runs.
+ * While the reply grows (`auto`, `edit`): the tool that runs, as a line under it (Slack: a
+ * task card).
  */
 show_tools: boolean, 
 /**
@@ -543,13 +547,15 @@ approvers: Approvers,
  */
 require_mention: boolean, 
 /**
- * How the reply reaches the chat while the agent works: `auto` (each finished turn as soon
- * as it is done), `paragraphs` (the same), `edit` (one message that grows as the agent
- * writes), or `off` (the whole reply when the run ends).
+ * How the reply reaches the chat while the agent works: `auto` (the platform's own way of
+ * showing a reply as it is written), `paragraphs` (each finished turn as its own message),
+ * `edit` (one message that grows as the agent writes), or `off` (the whole reply when the
+ * run ends).
  */
 streaming: Streaming, 
 /**
- * With `streaming = "edit"`: a line under the growing reply for the tool that runs.
+ * While the reply grows (`auto`, `edit`): the tool that runs, as a line under it (Slack: a
+ * task card).
  */
 show_tools: boolean, 
 /**

@@ -425,14 +425,14 @@ function channelSection(ctx: Ctx, draft: Config, name: ChannelName): HTMLElement
         `${base}.streaming`,
         "While the agent works",
         [
-          ["auto", "What suits the chat (now: each finished step at once)"],
-          ["paragraphs", "Each finished step of the reply at once"],
+          ["auto", "The platform's own live reply (Slack stream, Telegram draft, else a growing message)"],
           ["edit", "One message that grows as the agent writes, with the tool that runs"],
+          ["paragraphs", "Each finished step of the reply as its own message"],
           ["off", "Send the whole reply when the agent is done"],
         ],
-        "A coding agent may work for minutes: with steps sent at once, what it says before running a tool is in the chat while the tool runs.",
+        "A coding agent may work for minutes: the reply is in the chat while it is written, and the final text arrives once, whole.",
       ),
-      checkField(`${base}.show_tools`, "Show the tool that runs under a growing reply", "With “One message that grows”: a line such as “⚙️ run `cargo test`…” while the tool runs."),
+      checkField(`${base}.show_tools`, "Show the tool that runs while the reply grows", "A line such as “⚙️ run `cargo test`…” (on Slack a task card) while the tool runs."),
     );
     // Telegram and Slack list their groups; Discord lists its servers (below).
     if ("groups" in config) {

@@ -58,6 +58,36 @@ pub struct SentMessage {
     pub id: String,
 }
 
+/// One update of a reply shown in a platform's streaming message; see [`Channel::stream`].
+#[derive(Debug, Clone, Copy)]
+pub struct StreamUpdate<'a> {
+    pub target: &'a DeliveryTarget,
+    /// The streaming message, after the first update.
+    pub message_id: Option<&'a str>,
+    /// The person the reply answers (Slack wants them for a stream outside a DM).
+    pub recipient: Option<&'a str>,
+    pub text: &'a str,
+    pub tasks: &'a [StreamTask],
+}
+
+/// Something the agent does while the reply is written: a tool call, or a wait for a person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamTask {
+    /// The same for the task's whole life (a tool call's id).
+    pub id: String,
+    pub title: String,
+    pub status: TaskStatus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskStatus {
+    /// Waiting (for a person's decision).
+    Pending,
+    Running,
+    Done,
+    Failed,
+}
+
 /// Small signals the engine gives a chat about a message it received.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Notice {
@@ -120,6 +150,16 @@ pub trait Channel: Send + Sync + 'static {
             "{} has no drafts",
             self.name()
         )))
+    }
+
+    /// Shows a reply as it is written in the platform's own streaming message (Slack's
+    /// `chat.startStream` / `chat.appendStream`), where it has one: `text` is the message's text
+    /// so far (it only grows) and `tasks` what the agent does meanwhile. The first update (no
+    /// `message_id`) starts the message and returns its id; [`Channel::edit`] on that id finishes
+    /// it with its final text. Platforms, chats or tokens without streams say so, and the reply
+    /// grows by edits.
+    async fn stream(&self, _update: &StreamUpdate<'_>) -> Result<String, ChannelError> {
+        Err(ChannelError::Unsupported)
     }
 
     /// Shows a typing indicator, where the platform has one. The dispatcher repeats it while a run is

@@ -15,6 +15,7 @@ use super::run::Followed;
 use super::{Dispatcher, RunControl};
 use crate::agent::{AgentError, EventStream, StreamItem};
 use crate::backoff;
+use crate::channels::{ChannelError, StreamTask, StreamUpdate, TaskStatus};
 use crate::config::Streaming;
 use crate::events::{EngineEvent, RunOutcome};
 use crate::model::DeliveryTarget;
@@ -26,8 +27,12 @@ const LIVE_FLUSH: Duration = Duration::from_millis(100);
 /// well inside the platforms' budgets (Discord's is tighter).
 const EDIT_EVERY: Duration = Duration::from_millis(1000);
 const EDIT_EVERY_DISCORD: Duration = Duration::from_millis(1200);
+/// How long a reply may take before a message shows it while it is written.
+const FIRST_PREVIEW_AFTER: Duration = Duration::from_millis(1000);
 /// Room kept free in a growing message for the tool line.
 const EDIT_MARGIN: usize = 120;
+/// The task card of a wait for a person's decision.
+const WAITING_TASK: &str = "waiting-for-approval";
 /// A draft (an ephemeral preview, Telegram's) vanishes about 30 s after its last update: one that
 /// has not changed is shown again after this long.
 const DRAFT_REFRESH: Duration = Duration::from_secs(20);
@@ -48,7 +53,10 @@ impl Dispatcher {
         let resumed = stream.is_none();
         // Where the reply goes, and how that channel shows it while the run goes on: looked up
         // once per run.
-        let reply_target = self.reply_target(run);
+        let (reply_target, recipient) = match self.reply_place(run) {
+            Some((channel, target, peer)) => (Some((channel, target)), peer),
+            None => (None, None),
+        };
         let (streaming, show_tools) = reply_target
             .as_ref()
             .and_then(|(channel, _)| self.streaming_settings(channel))
@@ -71,14 +79,22 @@ impl Dispatcher {
             review_failures: 0,
             expiry_at: self.next_expiry(run),
             typing_at: Some(now),
-            streams_turns: matches!(streaming, Streaming::Auto | Streaming::Paragraphs),
-            edits: streaming == Streaming::Edit,
-            drafts: run.preview.is_none(),
+            streams_turns: streaming == Streaming::Paragraphs,
+            edits: matches!(streaming, Streaming::Auto | Streaming::Edit),
+            // The platform's own previews (`auto` only); a stream is picked up again after a
+            // restart only by replacing its text.
+            drafts: streaming == Streaming::Auto && run.preview.is_none(),
+            native: streaming == Streaming::Auto && run.preview.is_none(),
+            recipient,
             preview: run.preview.clone(),
             shown: String::new(),
+            tasks: Vec::new(),
+            tasks_shown: Vec::new(),
             edit_at: None,
             edit_not_before: None,
             last_edit: None,
+            first_not_before: Some(now + FIRST_PREVIEW_AFTER),
+            seal: false,
             tool_line: None,
             show_tools,
             status_line: None,
@@ -168,6 +184,14 @@ struct Follower<'a> {
     edits: bool,
     /// It grows as a draft (an ephemeral preview) where the chat has them, until one is refused.
     drafts: bool,
+    /// It grows in the platform's own streaming message (Slack's) where it has them, until one
+    /// is refused.
+    native: bool,
+    /// The person the reply answers.
+    recipient: Option<String>,
+    /// What the agent does meanwhile, for a streaming message's task cards, and what it shows.
+    tasks: Vec<StreamTask>,
+    tasks_shown: Vec<StreamTask>,
     /// That message, once sent (kept with the run).
     preview: Option<String>,
     /// What it shows now.
@@ -177,6 +201,12 @@ struct Follower<'a> {
     /// No update before this (a rate limit's wait).
     edit_not_before: Option<Instant>,
     last_edit: Option<Instant>,
+    /// No message shows the reply before this, unless the run goes on with tools: a reply done
+    /// by then comes as one message, with no preview before it.
+    first_not_before: Option<Instant>,
+    /// An approval prompt went to the chat below the message that shows the reply: once the
+    /// wait is over, that message ends where the text is, and the rest goes on below the prompt.
+    seal: bool,
     /// The tool that runs now, as a line under the text (unless the channel's `show_tools` is
     /// off).
     tool_line: Option<String>,
@@ -389,13 +419,35 @@ impl Follower<'_> {
                         .map(|c| crate::approvals::Preview::of(&c.name, &c.arguments).summary)
                         .unwrap_or_else(|| tool.clone());
                     self.tool_line = Some(format!("⚙️ {summary}…"));
+                    if self.show_tools {
+                        self.set_task(call_id, summary, TaskStatus::Running);
+                    }
                 }
-                Step::ToolDone { .. } | Step::ToolRejected { .. } => self.tool_line = None,
+                Step::ToolDone {
+                    call_id, is_error, ..
+                } => {
+                    self.tool_line = None;
+                    let status = if *is_error {
+                        TaskStatus::Failed
+                    } else {
+                        TaskStatus::Done
+                    };
+                    self.finish_task(call_id, status);
+                }
+                Step::ToolRejected { call_id, .. } => {
+                    self.tool_line = None;
+                    self.finish_task(call_id, TaskStatus::Failed);
+                }
                 _ => {}
+            }
+            if matches!(step, Step::CallsWaiting | Step::ToolStarted { .. }) {
+                // The run goes on: show what it wrote so far now (before any approval prompt).
+                self.first_not_before = None;
             }
             if matches!(
                 step,
                 Step::Text { .. }
+                    | Step::CallsWaiting
                     | Step::ToolStarted { .. }
                     | Step::ToolDone { .. }
                     | Step::ToolRejected { .. }
@@ -405,7 +457,10 @@ impl Follower<'_> {
                     .last_edit
                     .map_or_else(Instant::now, |last| last + every)
                     .max(Instant::now());
-                if let Some(not_before) = self.edit_not_before {
+                for not_before in [self.edit_not_before, self.first_not_before]
+                    .into_iter()
+                    .flatten()
+                {
                     at = at.max(not_before);
                 }
                 // The earlier of what was planned (a draft's refresh) and the next allowed update.
@@ -486,6 +541,16 @@ impl Follower<'_> {
                 if self.edits && was_waiting != waiting_for_person {
                     self.status_line = waiting_for_person
                         .then(|| "⏸ Waiting for your approval (the buttons below).".to_owned());
+                    if waiting_for_person {
+                        self.seal = self.preview.is_some() || !self.shown.is_empty();
+                        self.set_task(
+                            WAITING_TASK,
+                            "Waiting for your approval".to_owned(),
+                            TaskStatus::Pending,
+                        );
+                    } else {
+                        self.finish_task(WAITING_TASK, TaskStatus::Done);
+                    }
                     self.edit_at.get_or_insert_with(Instant::now);
                 }
             }
@@ -587,12 +652,31 @@ impl Follower<'_> {
         let segment = &segment[lead..];
         let limit = channel.text_limit();
         let room = limit.max.saturating_sub(EDIT_MARGIN).max(1);
+        let seal = self.seal && !self.waiting_for_person && self.preview.is_some();
+        if self.seal && !self.waiting_for_person && (!seal || segment.trim().is_empty()) {
+            // A draft is no message above the prompt; a message that only said what it waits
+            // for just goes on.
+            self.seal = false;
+        }
+        if self.native
+            && !seal
+            && limit.measure(segment) <= room
+            && self.stream_preview(&channel, &target, segment).await
+        {
+            return;
+        }
         let (body, finished) = if limit.measure(segment) > room {
             let cut = cut_point(segment, |s| limit.measure(s) <= room);
             (segment[..cut].trim_end().to_owned(), Some(cut))
+        } else if self.seal && !self.waiting_for_person {
+            (segment.trim_end().to_owned(), Some(segment.len()))
         } else {
-            let mut body = segment.to_owned();
             let tool = self.tool_line.as_ref().filter(|_| self.show_tools);
+            if self.preview.is_none() && segment.trim().is_empty() && tool.is_none() {
+                // A message is never started just to say it waits: the approval prompt says so.
+                return;
+            }
+            let mut body = segment.to_owned();
             for line in [self.status_line.as_ref(), tool].into_iter().flatten() {
                 if !body.is_empty() {
                     body.push_str("\n\n");
@@ -617,7 +701,7 @@ impl Follower<'_> {
                     self.edit_at = Some(Instant::now() + DRAFT_REFRESH);
                     return;
                 }
-                Err(crate::channels::ChannelError::RateLimited(wait)) => {
+                Err(ChannelError::RateLimited(wait)) => {
                     self.edit_not_before = Some(Instant::now() + wait);
                     self.edit_at = self.edit_not_before;
                     return;
@@ -639,6 +723,7 @@ impl Follower<'_> {
                 match finished {
                     Some(cut) => {
                         // This message is complete: the rest goes on in a new one.
+                        self.seal = false;
                         self.streamed = text[..self.streamed.len() + lead + cut].to_owned();
                         self.preview = None;
                         self.shown.clear();
@@ -664,7 +749,7 @@ impl Follower<'_> {
                     }
                 }
             }
-            Err(crate::channels::ChannelError::RateLimited(wait)) => {
+            Err(ChannelError::RateLimited(wait)) => {
                 tracing::debug!(?wait, "the growing reply waits out a rate limit");
                 self.edit_not_before = Some(Instant::now() + wait);
                 self.edit_at = self.edit_not_before;
@@ -673,6 +758,83 @@ impl Follower<'_> {
                 tracing::info!(conversation = %self.run.routing_key, error = %e, "the reply is no longer shown as it grows; it comes whole at the end");
                 self.edits = false;
             }
+        }
+    }
+
+    /// Shows `text` (the reply's part in the current message) and the tasks in the platform's own
+    /// streaming message. False when it has none (or refused this one): the reply then grows by
+    /// edits, starting from the same message if there is one.
+    async fn stream_preview(
+        &mut self,
+        channel: &Arc<dyn crate::channels::Channel>,
+        target: &DeliveryTarget,
+        text: &str,
+    ) -> bool {
+        // A message is never started just to say it waits: the approval prompt says so.
+        let nothing_yet = text.trim().is_empty() && self.tasks.iter().all(|t| t.id == WAITING_TASK);
+        if (nothing_yet && self.preview.is_none())
+            || (text == self.shown && self.tasks == self.tasks_shown)
+        {
+            return true;
+        }
+        let update = StreamUpdate {
+            target,
+            message_id: self.preview.as_deref(),
+            recipient: self.recipient.as_deref(),
+            text,
+            tasks: &self.tasks,
+        };
+        match channel.stream(&update).await {
+            Ok(id) => {
+                self.last_edit = Some(Instant::now());
+                self.d.board.touch(channel.name(), false);
+                if self.preview.is_none() {
+                    if let Err(e) = self.d.store.set_run_preview(&self.run.local_id, Some(&id)) {
+                        tracing::warn!(error = %e, "cannot record the message that shows the reply");
+                    }
+                    self.preview = Some(id);
+                }
+                self.shown = text.to_owned();
+                self.tasks_shown = self.tasks.clone();
+                true
+            }
+            Err(ChannelError::RateLimited(wait)) => {
+                tracing::debug!(?wait, "the streamed reply waits out a rate limit");
+                self.edit_not_before = Some(Instant::now() + wait);
+                self.edit_at = self.edit_not_before;
+                true
+            }
+            Err(e) => {
+                if !matches!(e, ChannelError::Unsupported) {
+                    tracing::info!(channel = %channel.name(), error = %e, "no streaming message here; the reply grows by edits");
+                }
+                self.native = false;
+                false
+            }
+        }
+    }
+
+    /// Shows a task (a tool call, a wait) on the streaming message.
+    fn set_task(&mut self, id: &str, title: String, status: TaskStatus) {
+        if !self.native {
+            return;
+        }
+        match self.tasks.iter_mut().find(|t| t.id == id) {
+            Some(task) => {
+                task.title = title;
+                task.status = status;
+            }
+            None => self.tasks.push(StreamTask {
+                id: id.to_owned(),
+                title,
+                status,
+            }),
+        }
+    }
+
+    fn finish_task(&mut self, id: &str, status: TaskStatus) {
+        if let Some(task) = self.tasks.iter_mut().find(|t| t.id == id) {
+            task.status = status;
         }
     }
 

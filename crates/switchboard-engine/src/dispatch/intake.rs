@@ -184,6 +184,9 @@ impl Intake for DispatcherIntake {
                         } else {
                             Notice::Received
                         };
+                        // Typing from the moment the message is in, queued or not (the run
+                        // keeps it up once it starts).
+                        let _ = channel.typing(&target).await;
                         channel.notice(&target, notice).await
                     }
                 };

@@ -205,18 +205,28 @@ impl Dispatcher {
 
     /// Where the run's reply goes: the chat of its last message, else the conversation's.
     pub(super) fn reply_target(&self, run: &RunRecord) -> Option<(String, DeliveryTarget)> {
+        self.reply_place(run)
+            .map(|(channel, target, _)| (channel, target))
+    }
+
+    /// [`Dispatcher::reply_target`], with the person whose message the reply answers (none for
+    /// a run started from the gateway API).
+    pub(super) fn reply_place(
+        &self,
+        run: &RunRecord,
+    ) -> Option<(String, DeliveryTarget, Option<String>)> {
         let last = run
             .journal_ids
             .last()
             .and_then(|id| self.store.journal_entry(*id).ok().flatten());
         match last {
-            Some(entry) => Some((entry.channel, entry.target)),
+            Some(entry) => Some((entry.channel, entry.target, Some(entry.peer.id))),
             None => self
                 .store
                 .conversation(&run.routing_key)
                 .ok()
                 .flatten()
-                .map(|c| (c.channel, c.target)),
+                .map(|c| (c.channel, c.target, None)),
         }
     }
 

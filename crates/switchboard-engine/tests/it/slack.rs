@@ -1177,6 +1177,8 @@ fn approval_id(prompt: &PostedMessage) -> String {
         text: prompt.text.clone(),
         thread_ts: prompt.thread_ts.clone(),
         blocks: prompt.blocks.clone(),
+        streaming: false,
+        tasks: Vec::new(),
     };
     let ids: Vec<String> = message
         .buttons()

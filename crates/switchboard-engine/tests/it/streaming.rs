@@ -60,7 +60,7 @@ async fn each_finished_turn_is_in_the_chat_while_the_run_goes_on() {
     let agent = FakeStakpak::start().await;
     let tg = FakeTelegram::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let running = start(config(&agent, &tg, Streaming::Auto), dir.path(), &tg).await;
+    let running = start(config(&agent, &tg, Streaming::Paragraphs), dir.path(), &tg).await;
 
     tg.send_dm(OWNER, "Olga", CALL);
     // While the call waits for a person, the first turn is already in the chat, before its
@@ -219,7 +219,8 @@ async fn in_edit_mode_the_reply_grows_in_one_message_and_ends_whole() {
 }
 
 #[tokio::test]
-async fn in_edit_mode_a_running_tool_shows_as_a_line_that_goes() {
+async fn in_edit_mode_a_wait_and_a_running_tool_show_as_lines_and_the_rest_comes_below_the_prompt()
+{
     let agent = FakeStakpak::start().await;
     let tg = FakeTelegram::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -227,43 +228,70 @@ async fn in_edit_mode_a_running_tool_shows_as_a_line_that_goes() {
 
     tg.send_dm(OWNER, "Olga", &format!("TOOL_SECS 1.5 {CALL}"));
     approve(&tg).await;
-    tg.wait_for("the final reply", |t| {
+    let message_ids = |t: &FakeTelegram| -> Vec<i64> {
         t.sent_to(OWNER)
             .iter()
-            .any(|s| s.text.starts_with("I'll look into it."))
-            && t.edits().iter().any(|e| {
-                e.text
-                    .as_deref()
-                    .is_some_and(|x| x.starts_with("I'll look into it.\n\ndone:"))
-            })
+            .filter(|s| s.reply_markup.is_none())
+            .map(|s| s.message_id)
+            .collect()
+    };
+    tg.wait_for("the final reply", |t| {
+        message_ids(t)
+            .iter()
+            .any(|id| shown(t, *id).starts_with("done:"))
     })
     .await;
     settle().await;
-    let preview = tg
-        .sent_to(OWNER)
-        .into_iter()
-        .find(|s| s.text.starts_with("I'll look into it."))
-        .expect("the growing message");
-    let all: Vec<String> = tg
-        .edits()
-        .into_iter()
-        .filter(|e| e.message_id == preview.message_id)
-        .filter_map(|e| e.text)
-        .collect();
-    assert!(
-        all.iter().any(|t| t.contains("⚙️ run `cargo test`…")),
-        "the running tool showed: {all:#?}"
+    let sent = tg.sent_to(OWNER);
+    let prompt = sent.iter().position(|s| s.reply_markup.is_some());
+    assert_eq!(
+        sent.iter()
+            .map(|s| s.reply_markup.is_some())
+            .collect::<Vec<_>>(),
+        [false, true, false],
+        "the first turn, the prompt, then the rest: {sent:#?}"
     );
+    let (first, rest) = (sent[0].message_id, sent[2].message_id);
+    assert_eq!(prompt, Some(1));
+    let texts_of = |id: i64| -> Vec<String> {
+        let mut all = vec![sent
+            .iter()
+            .find(|s| s.message_id == id)
+            .expect("sent")
+            .text
+            .clone()];
+        all.extend(
+            tg.edits()
+                .into_iter()
+                .filter(|e| e.chat_id == OWNER && e.message_id == id)
+                .filter_map(|e| e.text),
+        );
+        all
+    };
     assert!(
-        all.iter()
+        texts_of(first)
+            .iter()
             .any(|t| t.starts_with("I'll look into it.")
                 && t.contains("⏸ Waiting for your approval")),
-        "while the call waited, the message said so: {all:#?}"
+        "while the call waited, the message said so: {:#?}",
+        texts_of(first)
     );
-    let last = shown(&tg, preview.message_id);
+    assert_eq!(
+        shown(&tg, first),
+        "I'll look into it.",
+        "once decided, the first message keeps only its text"
+    );
     assert!(
-        last.starts_with("I'll look into it.\n\ndone:") && !last.contains("⚙️"),
-        "the final text, without the tool line: {last}"
+        texts_of(rest)
+            .iter()
+            .any(|t| t.contains("⚙️ run `cargo test`…")),
+        "the running tool showed: {:#?}",
+        texts_of(rest)
+    );
+    let last = shown(&tg, rest);
+    assert!(
+        last.starts_with("done:") && !last.contains("⚙️") && !last.contains("I'll look"),
+        "the rest of the reply, without the tool line, each turn once: {last}"
     );
     running.stop().await;
 }
@@ -437,12 +465,12 @@ async fn in_edit_mode_a_storm_of_429s_on_edits_still_ends_with_the_whole_reply_o
 }
 
 #[tokio::test]
-async fn in_edit_mode_a_private_telegram_chat_streams_a_draft_then_sends_the_reply_once() {
+async fn by_default_a_private_telegram_chat_streams_a_draft_then_sends_the_reply_once() {
     let agent = FakeStakpak::start().await;
     let tg = FakeTelegram::start().await;
     tg.set_drafts(true);
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = config(&agent, &tg, Streaming::Edit);
+    let mut config = config(&agent, &tg, Streaming::Auto);
     config.gateway.approval_mode = ApprovalMode::AllowAll;
     let running = start(config, dir.path(), &tg).await;
 
@@ -476,5 +504,184 @@ async fn in_edit_mode_a_private_telegram_chat_streams_a_draft_then_sends_the_rep
     let sent: Vec<String> = texts(&tg);
     assert_eq!(sent, vec![want], "the final reply is sent once, whole");
     assert!(tg.edits().is_empty(), "no edits with drafts");
+    running.stop().await;
+}
+
+/// A tool that runs 1.5 s after the first turn, approved by the gateway's policy.
+const SLOW_CALL: &str =
+    "TOOL_SECS 1.5 SAY_FIRST\nUSE_TOOL run_command {\"command\": \"cargo test\"}";
+
+async fn slack_streaming(
+    allowed: bool,
+) -> (
+    FakeStakpak,
+    switchboard_testkit::slack::FakeSlack,
+    tempfile::TempDir,
+    Running,
+) {
+    use switchboard_engine::config::SlackConfig;
+    use switchboard_testkit::slack::FakeSlack;
+
+    let agent = FakeStakpak::start().await;
+    let slack = FakeSlack::start().await;
+    slack.add_channel("C1TEAM");
+    slack.set_streams(allowed);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config_for(&agent);
+    config.gateway.approval_mode = ApprovalMode::AllowAll;
+    // The default `streaming = "auto"`.
+    config.channels.slack = Some(SlackConfig {
+        open_groups: vec!["*".to_owned()],
+        ..open_slack(&slack)
+    });
+    let running = Running::start(config, dir.path()).await;
+    slack.wait_for("the socket", |s| s.open_sockets() > 0).await;
+    (agent, slack, dir, running)
+}
+
+#[tokio::test]
+async fn by_default_slack_streams_the_reply_natively_with_the_tool_as_a_task_and_ends_whole() {
+    let (_agent, slack, _dir, running) = slack_streaming(true).await;
+    let mention = slack.send_channel("C1TEAM", "U1ANN", SLOW_CALL, true);
+    slack
+        .wait_for("the stream to stop", |s| {
+            s.stream_calls()
+                .iter()
+                .any(|c| c.method == "chat.stopStream")
+        })
+        .await;
+    settle().await;
+    let calls = slack.stream_calls();
+    let start = &calls[0];
+    assert_eq!(start.method, "chat.startStream", "{calls:#?}");
+    assert_eq!(
+        start.body["thread_ts"],
+        mention.as_str(),
+        "in the mention's thread"
+    );
+    assert_eq!(
+        start.body["recipient_user_id"], "U1ANN",
+        "a stream in a channel names who it answers"
+    );
+    assert!(start.body["recipient_team_id"].is_string());
+    assert!(
+        start.text.starts_with("I'll look into it."),
+        "the first turn showed while the tool ran: {calls:#?}"
+    );
+    assert!(
+        calls
+            .iter()
+            .flat_map(|c| &c.tasks)
+            .any(|t| t["status"] == "in_progress"
+                && t["title"]
+                    .as_str()
+                    .is_some_and(|x| x.contains("cargo test"))),
+        "the running tool showed as a task: {calls:#?}"
+    );
+    assert!(
+        calls.iter().all(|c| c.ts == start.ts),
+        "one streaming message: {calls:#?}"
+    );
+    let message = slack.message("C1TEAM", &start.ts).expect("the message");
+    assert!(!message.streaming, "the stream was stopped");
+    assert!(
+        message.text.starts_with("I'll look into it.\n\ndone:"),
+        "the whole reply, each turn once: {:?}",
+        message.text
+    );
+    assert_eq!(message.text.matches("I'll look into it.").count(), 1);
+    assert!(
+        message.tasks.iter().all(|t| t["status"] == "complete"),
+        "no task is left running: {:#?}",
+        message.tasks
+    );
+    let posted: Vec<String> = slack
+        .posted_in("C1TEAM")
+        .into_iter()
+        .map(|p| p.text)
+        .collect();
+    assert!(
+        posted.iter().all(|t| !t.contains("done:")),
+        "the reply was not posted a second time: {posted:#?}"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn where_slack_refuses_streams_the_reply_grows_by_updates() {
+    let (_agent, slack, _dir, running) = slack_streaming(false).await;
+    slack.send_dm("U1ANN", SLOW_CALL);
+    slack
+        .wait_for("the whole reply in place", |s| {
+            s.updates()
+                .last()
+                .is_some_and(|u| u.text.starts_with("I'll look into it.\n\ndone:"))
+        })
+        .await;
+    settle().await;
+    assert!(slack.stream_calls().is_empty());
+    let posted = slack.posted_in("D1ANN");
+    assert_eq!(posted.len(), 1, "one message, updated: {posted:#?}");
+    assert!(posted[0].text.starts_with("I'll look into it."));
+    let shown = slack.message("D1ANN", &posted[0].ts).expect("message");
+    assert!(
+        !shown.text.contains("⚙️"),
+        "no tool line is left: {}",
+        shown.text
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_mid_stream_on_slack_completes_the_same_message() {
+    let (agent, slack, dir, running) = slack_streaming(true).await;
+    let text = "DRIP 12 3 a reply that is still being written when the engine stops";
+    slack.send_dm("U1ANN", text);
+    slack
+        .wait_for("the stream to start", |s| !s.stream_calls().is_empty())
+        .await;
+    running.stop().await;
+
+    let mut config = config_for(&agent);
+    config.gateway.approval_mode = ApprovalMode::AllowAll;
+    config.channels.slack = Some(open_slack(&slack));
+    let running = Running::start(config, dir.path()).await;
+    let ts = slack.stream_calls()[0].ts.clone();
+    let want = format!("echo: {text}");
+    slack
+        .wait_for("the whole reply in the same message", |s| {
+            s.message("D1ANN", &ts)
+                .is_some_and(|m| m.text == want && !m.streaming)
+        })
+        .await;
+    settle().await;
+    let posted = slack.posted_in("D1ANN");
+    assert!(
+        posted.iter().all(|p| !p.text.contains("echo:")),
+        "completed in place, not posted again: {posted:#?}"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn typing_shows_as_soon_as_a_message_is_in_even_while_the_agent_server_is_away() {
+    let agent = FakeStakpak::start().await;
+    let tg = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config(&agent, &tg, Streaming::Auto);
+    // Nothing listens there: the message waits in the journal for the server.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    config.server.url = format!("http://{}", closed.local_addr().expect("addr"));
+    drop(closed);
+    let running = start(config, dir.path(), &tg).await;
+
+    tg.send_dm(OWNER, "Olga", "are you there?");
+    tg.wait_for("typing in the chat", |t| {
+        t.chat_actions()
+            .iter()
+            .any(|a| a.chat_id == OWNER && a.action == "typing")
+    })
+    .await;
+    assert!(agent.posted_messages().is_empty());
     running.stop().await;
 }

@@ -174,6 +174,26 @@ impl WebApi {
             .map(|_| ())
     }
 
+    /// `chat.startStream`: a message that is written while it is shown; its `ts`.
+    pub(crate) async fn start_stream(&self, body: &Value) -> Result<Posted, ApiError> {
+        self.call("chat.startStream", Token::Bot, Body::Json(body))
+            .await
+    }
+
+    /// `chat.appendStream`.
+    pub(crate) async fn append_stream(&self, body: &Value) -> Result<(), ApiError> {
+        self.call::<Value>("chat.appendStream", Token::Bot, Body::Json(body))
+            .await
+            .map(|_| ())
+    }
+
+    /// `chat.stopStream`: the message is complete and becomes an ordinary one.
+    pub(crate) async fn stop_stream(&self, body: &Value) -> Result<(), ApiError> {
+        self.call::<Value>("chat.stopStream", Token::Bot, Body::Json(body))
+            .await
+            .map(|_| ())
+    }
+
     /// `chat.postEphemeral`: a message only one user sees.
     pub(crate) async fn post_ephemeral(&self, body: &Value) -> Result<(), ApiError> {
         self.call::<Value>("chat.postEphemeral", Token::Bot, Body::Json(body))

@@ -24,6 +24,11 @@
 //!   `<!channel>`), into the thread (`thread_ts` = the parent's `ts`) when there is one. A token
 //!   bucket per conversation ([`pace`]) keeps to about one message a second with short bursts; a
 //!   429 holds the conversation for `Retry-After` and is returned as `RateLimited`.
+//! - **Live replies** ([`stream`]). A reply being written is a streaming message in its thread
+//!   (`chat.startStream`, `chat.appendStream`, the tools as `task_update` cards) finished with
+//!   `chat.stopStream`; `edit` on it finishes it, and a message left streaming by a restart is
+//!   stopped and updated. Without streams (refused, or no person to stream to) the engine grows
+//!   the reply by `chat.update`.
 //! - **Notices.** Received: an `eyes` reaction on the message. Queued: an `hourglass_flowing_sand`
 //!   reaction on it, which marks exactly the message that waits without adding a line to the
 //!   thread where the answer will come (the `QUEUED_NOTE` text is posted only when there is no
@@ -47,6 +52,7 @@ mod decode;
 mod link;
 mod pace;
 mod receive;
+mod stream;
 mod text;
 mod wire;
 
@@ -61,7 +67,8 @@ use tokio::time::Instant;
 pub use decode::ButtonClick;
 
 use super::{
-    Channel, ChannelContext, ChannelError, ConversationPlace, Notice, SentMessage, QUEUED_NOTE,
+    Channel, ChannelContext, ChannelError, ConversationPlace, Notice, SentMessage, StreamUpdate,
+    QUEUED_NOTE,
 };
 use crate::approvals::ApprovalPrompt;
 use crate::chunk::TextLimit;
@@ -137,6 +144,10 @@ pub struct SlackChannel {
     names: Arc<Names>,
     approvals: Arc<Approvals>,
     pacer: Mutex<Pacer>,
+    /// The workspace the bot is in (`auth.test`), which a stream outside a DM names.
+    team_id: Mutex<Option<String>>,
+    /// Streaming messages being written, by `ts`.
+    streams: Mutex<HashMap<String, stream::Live>>,
 }
 
 /// People's display names, from `users.info`, cached.
@@ -211,6 +222,8 @@ impl SlackChannel {
             threads_pruned_ms: Default::default(),
             channel_ids: Mutex::default(),
             pacer: Mutex::new(Pacer::new(rate)),
+            team_id: Mutex::new(None),
+            streams: Mutex::default(),
         }
     }
 
@@ -343,26 +356,28 @@ impl SlackChannel {
             body["thread_ts"] = json!(thread);
         }
         match self.api.post_message(&body).await {
-            Ok(posted) => {
-                let channel = if posted.channel.is_empty() {
-                    target.chat_id.clone()
-                } else {
-                    posted.channel
-                };
-                if let Some(thread) = &target.thread_id {
-                    self.join_thread(&channel, thread);
-                }
-                Ok((channel, posted.ts))
-            }
+            Ok(posted) => Ok(self.landed(target, posted)),
             Err(e) => {
                 if let api::ApiError::RateLimited { retry_after, .. } = &e {
-                    let now = Instant::now();
-                    lock(&self.pacer).hold(&target.chat_id, now, now + *retry_after);
                     tracing::info!(retry_after = ?retry_after, "slack: chat.postMessage rate limited");
                 }
-                Err(e.into())
+                Err(self.held(&target.chat_id, e))
             }
         }
+    }
+
+    /// Where a posted message landed (a user id target lands in the DM), and its `ts`; a thread
+    /// the bot posted in is one it takes part in.
+    fn landed(&self, target: &DeliveryTarget, posted: wire::Posted) -> (String, String) {
+        let channel = if posted.channel.is_empty() {
+            target.chat_id.clone()
+        } else {
+            posted.channel
+        };
+        if let Some(thread) = &target.thread_id {
+            self.join_thread(&channel, thread);
+        }
+        (channel, posted.ts)
     }
 }
 
@@ -393,20 +408,35 @@ impl Channel for SlackChannel {
         self.post(target, text).await
     }
 
-    /// `chat.update`, paced with the conversation's other messages.
+    /// `chat.update`, paced with the conversation's other messages. A stream being written is
+    /// finished with `chat.stopStream` instead; a message that refuses the update may be a
+    /// stream from before a restart, so it is stopped and updated once more.
     async fn edit(
         &self,
         target: &DeliveryTarget,
         message_id: &str,
         text: &str,
     ) -> Result<(), ChannelError> {
-        let wait = lock(&self.pacer).reserve(&target.chat_id, Instant::now());
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
+        self.pace(&target.chat_id).await;
+        if let Some(finished) = self.finish_stream(&target.chat_id, message_id, text).await {
+            return finished;
         }
         let body =
             json!({ "channel": target.chat_id, "ts": message_id, "text": text::escape(text) });
-        Ok(self.api.update_message(&body).await?)
+        match self.api.update_message(&body).await {
+            Err(e @ api::ApiError::Failed { .. }) => {
+                let stop = json!({ "channel": target.chat_id, "ts": message_id });
+                if self.api.stop_stream(&stop).await.is_err() {
+                    return Err(e.into());
+                }
+                Ok(self.api.update_message(&body).await?)
+            }
+            result => result.map_err(|e| self.held(&target.chat_id, e)),
+        }
+    }
+
+    async fn stream(&self, update: &StreamUpdate<'_>) -> Result<String, ChannelError> {
+        self.stream_update(update).await
     }
 
     async fn notice(&self, target: &DeliveryTarget, notice: Notice) -> Result<(), ChannelError> {

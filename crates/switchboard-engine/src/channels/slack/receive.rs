@@ -59,10 +59,11 @@ async fn identify(channel: &SlackChannel, ctx: &ChannelContext) -> Option<Identi
         };
         let wait = match result {
             Ok(auth) => {
+                *super::lock(&channel.team_id) = auth.team_id.clone();
                 return Some(Identity {
                     id: auth.user_id,
                     name: auth.user,
-                })
+                });
             }
             Err(ApiError::Auth { error, .. }) => {
                 let message = format!(

@@ -191,6 +191,8 @@ pub(crate) struct AuthTest {
     #[serde(default)]
     pub team: Option<String>,
     #[serde(default)]
+    pub team_id: Option<String>,
+    #[serde(default)]
     pub bot_id: Option<String>,
 }
 
