@@ -562,8 +562,8 @@ keyword_enum! {
         /// that grows as `edit` does.
         #[default]
         Auto = "auto",
-        /// Each finished turn (a paragraph block, code fences kept whole) as its own message, as
-        /// soon as it is done.
+        /// Each finished turn (from a server that streams tokens, each finished paragraph; code
+        /// fences kept whole) as its own message, as soon as it is done.
         Paragraphs = "paragraphs",
         /// One message that grows as the agent writes (edited about once a second), with a line
         /// for the tool that runs; a reply past the platform's limit goes on in a new message.

@@ -250,6 +250,27 @@ fn cut_point(text: &str, fits: impl Fn(&str) -> bool) -> usize {
         .max(text.chars().next().map_or(0, char::len_utf8))
 }
 
+/// Where the last finished paragraph of `text` after byte `from` ends: at a blank line that is
+/// outside any code fence and that more text follows (so the paragraph is really over).
+fn paragraph_end(text: &str, from: usize) -> Option<usize> {
+    let mut in_fence = false;
+    let mut best = None;
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        let start = at;
+        at += line.len();
+        if line.trim_start().starts_with("```") {
+            in_fence = !in_fence;
+            continue;
+        }
+        let followed = !text[at..].trim().is_empty();
+        if !in_fence && start > from && line.trim().is_empty() && followed && line.ends_with('\n') {
+            best = Some(at);
+        }
+    }
+    best
+}
+
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -469,6 +490,15 @@ impl Follower<'_> {
         }
         match step {
             Step::Text { delta } => {
+                // A server that streams tokens: a paragraph the agent has moved past is
+                // finished, so it goes now (never a cut inside a code fence).
+                if self.streams_turns {
+                    let from = self.turn_end.unwrap_or(0).max(self.streamed.len());
+                    if let Some(end) = paragraph_end(self.progress.text(), from) {
+                        self.turn_end = Some(end);
+                        self.send_turn = true;
+                    }
+                }
                 self.live
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -897,5 +927,28 @@ impl Follower<'_> {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::paragraph_end;
+
+    #[test]
+    fn a_paragraph_is_finished_at_a_blank_line_that_more_text_follows() {
+        assert_eq!(paragraph_end("One.\n\nTwo", 0), Some(6));
+        assert_eq!(paragraph_end("One.\n\n", 0), None, "nothing follows yet");
+        assert_eq!(paragraph_end("One.\n\nTwo.\n\nThr", 0), Some(12));
+        assert_eq!(paragraph_end("One.\n\nTwo.\n\nThr", 6), Some(12));
+        assert_eq!(paragraph_end("One.\n\nTwo", 6), None, "already sent");
+        assert_eq!(paragraph_end("One line only", 0), None);
+    }
+
+    #[test]
+    fn a_blank_line_inside_a_code_fence_is_no_end() {
+        let text = "Here:\n```\nfn a() {}\n\nfn b() {}\n```\nAfter";
+        assert_eq!(paragraph_end(text, 0), None);
+        let text = "Here:\n```\nfn a() {}\n\nfn b() {}\n```\n\nAfter";
+        assert_eq!(paragraph_end(text, 0), Some(text.len() - "After".len()));
     }
 }

@@ -685,3 +685,46 @@ async fn typing_shows_as_soon_as_a_message_is_in_even_while_the_agent_server_is_
     assert!(agent.posted_messages().is_empty());
     running.stop().await;
 }
+
+#[tokio::test]
+async fn in_paragraph_mode_a_streamed_reply_arrives_paragraph_by_paragraph() {
+    let agent = FakeStakpak::start().await;
+    let tg = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config(&agent, &tg, Streaming::Paragraphs);
+    config.gateway.approval_mode = ApprovalMode::AllowAll;
+    let running = start(config, dir.path(), &tg).await;
+
+    tg.send_dm(OWNER, "Olga", "DRIP 16 3 LONG_REPLY 4");
+    // The first paragraph is in the chat while the rest is still being written.
+    tg.wait_for("the first paragraph", |t| !t.sent_to(OWNER).is_empty())
+        .await;
+    let sessions = agent.sessions();
+    let (session, _) = sessions.first().expect("a session");
+    assert_eq!(
+        agent.run_state(session).as_deref(),
+        Some("running"),
+        "the run was still going"
+    );
+    tg.wait_for("the last paragraph", |t| {
+        t.sent_to(OWNER).iter().any(|s| s.text.contains("item 4.b"))
+    })
+    .await;
+    settle().await;
+    let all = texts(&tg);
+    assert!(all.len() >= 3, "the reply came in parts: {all:#?}");
+    let joined = all.join("\n\n");
+    for i in 1..=4 {
+        for part in [
+            format!("Paragraph {i} of 4"),
+            format!("- item {i}.a"),
+            format!("- item {i}.b"),
+        ] {
+            assert_eq!(joined.matches(&part).count(), 1, "{part} once: {all:#?}");
+        }
+    }
+    for message in &all {
+        assert!(!message.trim().is_empty(), "{all:#?}");
+    }
+    running.stop().await;
+}
