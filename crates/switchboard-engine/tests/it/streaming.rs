@@ -728,3 +728,41 @@ async fn in_paragraph_mode_a_streamed_reply_arrives_paragraph_by_paragraph() {
     }
     running.stop().await;
 }
+
+#[tokio::test]
+async fn by_default_discord_grows_one_message_with_the_running_tool_and_ends_whole() {
+    use switchboard_testkit::discord::FakeDiscord;
+
+    let agent = FakeStakpak::start().await;
+    let dc = FakeDiscord::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config_for(&agent);
+    config.gateway.approval_mode = ApprovalMode::AllowAll;
+    config.channels.discord = Some(open_discord(&dc));
+    let running = Running::start(config, dir.path()).await;
+    dc.wait_for("the bot to connect", |d| d.is_connected())
+        .await;
+    let user = "900000000000000042";
+    dc.send_dm(user, SLOW_CALL);
+    dc.wait_for("the whole reply in place", |d| {
+        d.edits()
+            .last()
+            .is_some_and(|e| e.content.starts_with("I'll look into it.\n\ndone:"))
+    })
+    .await;
+    settle().await;
+    let dm = dc.dm_channel(user);
+    let posted = dc.posted_to(&dm);
+    assert_eq!(posted.len(), 1, "one message: {posted:#?}");
+    let edits: Vec<String> = dc.edits().into_iter().map(|e| e.content).collect();
+    assert!(
+        posted
+            .iter()
+            .chain(&edits)
+            .any(|t| t.contains("⚙️ run `cargo test`…")),
+        "the running tool showed: {posted:#?} {edits:#?}"
+    );
+    let last = edits.last().expect("an edit");
+    assert!(!last.contains("⚙️"), "the tool line went: {last}");
+    running.stop().await;
+}
