@@ -24,7 +24,7 @@ packages=(
   # The end-to-end tests: a virtual X server, a session bus, a notification daemon and its CLI,
   # a StatusNotifier host for the tray, the WebKit WebDriver, and small X tools.
   xvfb xauth dbus dbus-x11 dunst libnotify-bin at-spi2-core
-  haskell-status-notifier-item-utils webkit2gtk-driver imagemagick x11-utils xdotool
+  haskell-status-notifier-item-utils webkit2gtk-driver imagemagick x11-utils xdotool python3
   # The token tests: a real Secret Service (gnome-keyring) and libsecret's CLI to look inside it.
   gnome-keyring libsecret-tools
 )

@@ -39,8 +39,10 @@ impl<'de, T: Deserialize<'de>, R: Runtime> CommandArg<'de, R> for Arg<T> {
 // Each command is listed in `commands()` below and by name in `command_names.rs`, from which
 // `build.rs` generates the permission the capability grants.
 
+/// The page asks for it once, as it loads: the moment a window opened is drawn.
 #[tauri::command]
 async fn snapshot(shell: ShellState<'_>) -> IpcResult<Snapshot> {
+    tracing::info!("window page loaded");
     Ok(shell.snapshot())
 }
 

@@ -68,11 +68,11 @@ pub fn run() {
             }
         })
         .on_window_event(|window, event| {
-            // Closing the window keeps the app in the tray; Quit is in the tray menu.
-            if let WindowEvent::CloseRequested { api, .. } = event {
+            // Closing the window destroys it and its webview (the tray and the engine go on);
+            // opening it again builds a new one.
+            if let WindowEvent::Destroyed = event {
                 if window.label() == MAIN_WINDOW {
-                    api.prevent_close();
-                    let _ = window.hide();
+                    tracing::info!("window closed; its webview is gone until it is opened again");
                 }
             }
         })
@@ -85,10 +85,13 @@ pub fn run() {
             std::process::exit(1);
         }
     };
-    let code = app.run_return(move |_app, event| {
-        if let tauri::RunEvent::Exit = event {
-            tracing::info!("switchboard exited");
-        }
+    let code = app.run_return(move |_app, event| match event {
+        // The last window closed: the app stays in the tray. Quit (an exit code) goes through.
+        tauri::RunEvent::ExitRequested {
+            code: None, api, ..
+        } => api.prevent_exit(),
+        tauri::RunEvent::Exit => tracing::info!("switchboard exited"),
+        _ => {}
     });
     // The log file's writer flushes when its guard is dropped, which exiting would skip.
     drop(log_guard);
@@ -179,11 +182,88 @@ fn main_window<R: Runtime>(app: &AppHandle<R>) -> Option<WebviewWindow<R>> {
 }
 
 fn show_main_window<R: Runtime>(app: &AppHandle<R>) {
+    open_main_window(app, None);
+}
+
+/// Whether the window was opened before in this run of the app: a window built again comes
+/// back where the last one was.
+static OPENED_BEFORE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Shows the window, building it (and its webview) when it is not open, on `page` when given.
+/// A window that is open is sent a navigation; a new one is built at the page (the address's
+/// fragment), since it could not hear an event before its page is loaded.
+fn open_main_window<R: Runtime>(app: &AppHandle<R>, page: Option<(Page, Option<String>)>) {
     if let Some(window) = main_window(app) {
         let _ = window.unminimize();
         let _ = window.show();
         let _ = window.set_focus();
+        if let Some((page, routing_key)) = page {
+            if let Err(error) = app.emit_to(
+                MAIN_WINDOW,
+                UI_EVENT,
+                UiEvent::Navigate { page, routing_key },
+            ) {
+                tracing::debug!(%error, "cannot send an event to the window");
+            }
+        }
+        return;
     }
+    let Some(mut config) = app
+        .config()
+        .app
+        .windows
+        .iter()
+        .find(|w| w.label == MAIN_WINDOW)
+        .cloned()
+    else {
+        tracing::error!("tauri.conf.json has no main window");
+        return;
+    };
+    let restore = OPENED_BEFORE.swap(true, std::sync::atomic::Ordering::Relaxed);
+    config.url =
+        tauri::WebviewUrl::App(format!("index.html{}", window_fragment(page, restore)).into());
+    config.visible = true;
+    let started = std::time::Instant::now();
+    match tauri::WebviewWindowBuilder::from_config(app, &config).and_then(|b| b.build()) {
+        Ok(window) => {
+            let _ = window.set_focus();
+            tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "window opened"
+            );
+        }
+        Err(error) => tracing::error!(%error, "cannot open the window"),
+    }
+}
+
+/// The address fragment a new window starts from: the page to show (`page=…&key=…`), else
+/// `restore` when an earlier window of this run should come back as it was.
+fn window_fragment(page: Option<(Page, Option<String>)>, restore: bool) -> String {
+    match page {
+        Some((page, key)) => {
+            let mut fragment = format!("#page={}", page.as_str());
+            if let Some(key) = key {
+                fragment.push_str("&key=");
+                fragment.push_str(&percent_encode(&key));
+            }
+            fragment
+        }
+        None if restore => "#restore".to_owned(),
+        None => String::new(),
+    }
+}
+
+/// Percent-encodes everything but unreserved characters.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// The shell's host in the app: the window, the tray and the notification daemon.
@@ -259,23 +339,12 @@ impl<R: Runtime> Host for TauriHost<R> {
         let app = self.app.clone();
         notify::show(toast, move |routing_key| {
             tracing::info!(%routing_key, "notification clicked: opening the conversation");
-            show_main_window(&app);
-            let _ = app.emit_to(
-                MAIN_WINDOW,
-                UI_EVENT,
-                UiEvent::Navigate {
-                    page: Page::Sessions,
-                    routing_key: Some(routing_key),
-                },
-            );
+            open_main_window(&app, Some((Page::Sessions, Some(routing_key))));
         });
     }
 
     fn show_window(&self, page: Option<Page>, routing_key: Option<String>) {
-        show_main_window(&self.app);
-        if let Some(page) = page {
-            self.emit(UiEvent::Navigate { page, routing_key });
-        }
+        open_main_window(&self.app, page.map(|page| (page, routing_key)));
     }
 
     fn withdraw(&self, question: &Question) {

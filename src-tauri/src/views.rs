@@ -30,6 +30,19 @@ pub enum Page {
     Settings,
 }
 
+impl Page {
+    /// The page's name, as the window knows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Page::Channels => "channels",
+            Page::Sessions => "sessions",
+            Page::Approvals => "approvals",
+            Page::Activity => "activity",
+            Page::Settings => "settings",
+        }
+    }
+}
+
 /// What the shell tells the window.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]

@@ -251,6 +251,54 @@ impl App {
         }
     }
 
+    /// Closes the window as a person does with its close button: the window manager's
+    /// `WM_DELETE_WINDOW` request, sent to each X window titled "Switchboard…" (there is no
+    /// window manager under Xvfb, so it is sent directly). Waits until the window is gone.
+    pub async fn close_window(&self) {
+        let windows = x_windows("^Switchboard");
+        assert!(!windows.is_empty(), "no Switchboard window on the display");
+        for window in &windows {
+            let status = Command::new("python3")
+                .arg(CLOSE_WINDOW_SCRIPT)
+                .arg(window.to_string())
+                .status();
+            assert!(
+                status.is_ok_and(|s| s.success()),
+                "cannot ask window {window} to close"
+            );
+        }
+        if let Err(e) = wait_until("the window to close", WAIT, || {
+            x_windows("^Switchboard").is_empty()
+        }) {
+            panic!("{e} {}", self.log_hint());
+        }
+    }
+
+    /// Waits for a window (a new webview) to be open again and drives it from now on.
+    pub async fn follow_new_window(&self) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let handles = self.client.windows().await.unwrap_or_default();
+            if let Some(handle) = handles.last() {
+                if self.client.switch_to_window(handle.clone()).await.is_ok()
+                    && self
+                        .client
+                        .find(Locator::Css("[data-testid=status-text]"))
+                        .await
+                        .is_ok()
+                {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no new window to drive (handles: {handles:?}) {}",
+                self.log_hint()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Shows a page through the navigation and waits for it.
     pub async fn page(&self, page: &str) {
         self.click(&format!("[data-testid=nav-{page}]")).await;
@@ -373,4 +421,21 @@ impl Drop for App {
     fn drop(&mut self) {
         self.end_processes();
     }
+}
+
+/// Sends `WM_DELETE_WINDOW` to an X window, as a window manager does for its close button.
+const CLOSE_WINDOW_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/close-window.py");
+
+/// X windows whose name matches `pattern` (`xdotool search`), mapped or not.
+pub fn x_windows(pattern: &str) -> Vec<u64> {
+    Command::new("xdotool")
+        .args(["search", "--onlyvisible", "--name", pattern])
+        .output()
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }

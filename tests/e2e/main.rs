@@ -341,8 +341,15 @@ async fn a_watch_notification_and_the_reply_to_it_raise_notifications() {
         "each event raises one notification: {raised:#?}"
     );
 
-    // A click on it, through the daemon, opens the conversation in the window.
+    // The window is closed (its webview goes; the tray and the engine stay): a click on the
+    // notification, through the daemon, opens a new window on the conversation.
     app.page("channels").await;
+    app.close_window().await;
+    let tray = Tray::find();
+    assert!(
+        tray.item("Open Switchboard").enabled,
+        "the app is still in the tray"
+    );
     if let Err(e) = std::fs::write(env.dir.join("pick"), "Open conversation") {
         panic!("cannot choose the action: {e}");
     }
@@ -353,6 +360,7 @@ async fn a_watch_notification_and_the_reply_to_it_raise_notifications() {
         clicked.is_ok_and(|s| s.success()),
         "dunstctl context failed"
     );
+    app.follow_new_window().await;
     app.wait_for("the Sessions page", "[data-page=sessions]")
         .await;
     app.wait_for(
@@ -360,6 +368,15 @@ async fn a_watch_notification_and_the_reply_to_it_raise_notifications() {
         "[data-testid^=conversation-][aria-current=true]",
     )
     .await;
+    app.wait_text("[data-testid=messages]", "what should I do?")
+        .await;
+
+    // Closed and opened again from the tray, the window comes back where it was.
+    app.close_window().await;
+    tray.click("Open Switchboard");
+    app.follow_new_window().await;
+    app.wait_for("the Sessions page again", "[data-page=sessions]")
+        .await;
     app.wait_text("[data-testid=messages]", "what should I do?")
         .await;
     app.quit().await;

@@ -8,7 +8,7 @@ import { renderActivity } from "./pages/activity";
 import { renderApprovals, tickCountdowns } from "./pages/approvals";
 import { renderChannels } from "./pages/channels";
 import { renderSessions } from "./pages/sessions";
-import { forgetSettings, renderSettings } from "./pages/settings";
+import { forgetSettings, renderSettings, restoreUnsavedSettings } from "./pages/settings";
 import { serverStateLabel } from "./format";
 import { dropExpired } from "./pairing";
 
@@ -212,6 +212,8 @@ function render() {
 
   if (renderedPage === state.page) content.scrollTop = scrollTop;
   renderedPage = state.page;
+  keepView();
+  syncTimers();
   const newMessages = content.querySelector<HTMLElement>("[data-testid=messages]");
   if (newMessages && stickToBottom) newMessages.scrollTop = newMessages.scrollHeight;
   if (key) {
@@ -299,30 +301,98 @@ document.addEventListener("keydown", (e) => {
   }
 });
 
+/** Where the window is (page, conversation, scroll), kept so a window opened again after it was
+ * closed (its page is gone with it) comes back there. */
+const VIEW_KEY = "switchboard.view";
+interface KeptView {
+  page: Page;
+  selected: string | null;
+  scroll: number;
+}
+
+function keepView() {
+  try {
+    const view: KeptView = { page: state.page, selected: state.selected, scroll: content.scrollTop };
+    localStorage.setItem(VIEW_KEY, JSON.stringify(view));
+  } catch {
+    // No storage: a window opened again starts on its first page.
+  }
+}
+
+function keptView(): KeptView | null {
+  try {
+    const view = JSON.parse(localStorage.getItem(VIEW_KEY) ?? "null") as KeptView | null;
+    return view && PAGES.includes(view.page) ? view : null;
+  } catch {
+    return null;
+  }
+}
+
+/** What the window was opened for (its address's fragment): a page (`#page=…&key=…`), or to
+ * come back as the last window was (`#restore`). */
+function openedFor(): { page: Page; selected: string | null; scroll: number } | null {
+  const fragment = new URLSearchParams(location.hash.replace(/^#/, ""));
+  const page = fragment.get("page") as Page | null;
+  if (page && PAGES.includes(page)) return { page, selected: fragment.get("key"), scroll: 0 };
+  if (fragment.has("restore")) return keptView();
+  return null;
+}
+
+let scrollTimer: number | undefined;
+content.addEventListener(
+  "scroll",
+  () => {
+    window.clearTimeout(scrollTimer);
+    scrollTimer = window.setTimeout(keepView, 200);
+  },
+  { passive: true },
+);
+
 async function boot() {
   mount(root, h("aside", { class: "sidebar" }, nav, status), h("div", { class: "main" }, banner, content), noticeEl);
+  const opened = openedFor();
+  if (location.hash.includes("restore")) restoreUnsavedSettings();
   render();
   await onUiEvent(onEvent);
   try {
     const snapshot = await commands.snapshot();
-    state = { ...state, snapshot, page: snapshot.start_page };
+    // A configuration that needs fixing opens on Settings whatever the window was opened for.
+    const page = opened && snapshot.start_page !== "settings" ? opened.page : snapshot.start_page;
+    state = { ...state, snapshot, page, selected: opened?.selected ?? state.selected };
   } catch (e) {
     ctx.notice(errorText(e), "error");
   }
   render();
-  void refreshForPage();
-  // Relative times ("3 min ago") age while the window is open.
-  window.setInterval(() => {
-    if (state.page === "channels" || state.page === "sessions") render();
-  }, 30_000);
-  // The approvals' countdowns tick in place, without rebuilding the page under the pointer; a
-  // pairing code that runs out leaves the list at once (the shell confirms it a little later).
-  window.setInterval(() => {
-    if (state.page !== "approvals") return;
-    const now = Date.now();
-    if (state.pairings && state.pairings.some((p) => p.expires_ms <= now)) ctx.set({ pairings: dropExpired(state.pairings, now) });
-    tickCountdowns(content, now);
-  }, 1000);
+  await refreshForPage();
+  if (opened && opened.page === state.page && opened.scroll > 0) content.scrollTop = opened.scroll;
+  syncTimers();
+}
+
+/** The timers a page needs run only while it is shown, so an idle window wakes for nothing:
+ * relative times ("3 min ago") age on Channels and Sessions; on Approvals the countdowns tick in
+ * place, without rebuilding the page under the pointer, and a pairing code that runs out leaves
+ * the list at once (the shell confirms it a little later). */
+const timers: { ageing?: number; countdown?: number } = {};
+
+function syncTimers() {
+  const ageing = state.page === "channels" || state.page === "sessions";
+  if (ageing && timers.ageing === undefined) timers.ageing = window.setInterval(render, 30_000);
+  if (!ageing && timers.ageing !== undefined) {
+    window.clearInterval(timers.ageing);
+    timers.ageing = undefined;
+  }
+  const countdown = state.page === "approvals";
+  if (countdown && timers.countdown === undefined) {
+    timers.countdown = window.setInterval(() => {
+      const now = Date.now();
+      if (state.pairings && state.pairings.some((p) => p.expires_ms <= now)) ctx.set({ pairings: dropExpired(state.pairings, now) });
+      tickCountdowns(content, now);
+    }, 1000);
+  }
+  if (!countdown && timers.countdown !== undefined) {
+    window.clearInterval(timers.countdown);
+    timers.countdown = undefined;
+  }
 }
 
 void boot();

@@ -66,12 +66,53 @@ interface SettingsPageState {
 
 const page: SettingsPageState = { view: null, draft: null, problems: [], revealed: new Set(), results: new Map(), saving: false, loadError: null };
 
-/** Loads the settings from the shell, dropping unsaved edits. */
+/** Where unsaved edits wait while the window is closed (its page goes with it). */
+const DRAFT_KEY = "switchboard.settings-draft";
+let restoreDraft = false;
+
+/** The next load takes back the edits a closed window left unsaved, if the file is unchanged. */
+export function restoreUnsavedSettings(): void {
+  restoreDraft = true;
+}
+
+/** Keeps the edits not saved yet, so closing the window does not lose them. */
+function keepDraft(): void {
+  try {
+    if (!page.view || !page.draft) return;
+    const base = JSON.stringify(page.view.config);
+    const draft = JSON.stringify(page.draft);
+    if (draft === base) localStorage.removeItem(DRAFT_KEY);
+    else localStorage.setItem(DRAFT_KEY, JSON.stringify({ base, draft }));
+  } catch {
+    // No storage: the edits live as long as the window.
+  }
+}
+
+/** The edits kept by [`keepDraft`], taken out of storage; `null` when none. */
+function takeKeptDraft(): { base: string; draft: string } | null {
+  try {
+    const kept = localStorage.getItem(DRAFT_KEY);
+    localStorage.removeItem(DRAFT_KEY);
+    return kept ? (JSON.parse(kept) as { base: string; draft: string }) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Loads the settings from the shell, dropping unsaved edits (except those a closed window left,
+ * right after it opens again). */
 export async function loadSettings(ctx: Ctx): Promise<void> {
   try {
     const view = await commands.settings();
     page.view = view;
     page.draft = structuredClone(view.config);
+    const kept = takeKeptDraft();
+    if (restoreDraft && kept && kept.base === JSON.stringify(view.config)) {
+      page.draft = JSON.parse(kept.draft) as Config;
+      keepDraft();
+      ctx.notice("Your unsaved settings are back; Save or Revert them.", "ok");
+    }
+    restoreDraft = false;
     page.problems = view.problem ? [{ field: formFieldName(view.problem.field), message: view.problem.message }] : [];
     page.loadError = null;
   } catch (e) {
@@ -626,6 +667,8 @@ export function renderSettings(ctx: Ctx): HTMLElement {
         e.preventDefault();
         void save(ctx);
       },
+      oninput: () => keepDraft(),
+      onchange: () => keepDraft(),
       onkeydown: (e: Event) => {
         // Escape leaves the field being edited (the form keeps the change until Save or Revert).
         if ((e as KeyboardEvent).key === "Escape" && document.activeElement instanceof HTMLElement) document.activeElement.blur();
