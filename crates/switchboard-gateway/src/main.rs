@@ -4,6 +4,8 @@
 //! answered with the chat buttons.
 #![forbid(unsafe_code)]
 
+mod service;
+
 use std::path::PathBuf;
 
 use anyhow::Context as _;
@@ -42,6 +44,24 @@ enum Command {
         #[command(subcommand)]
         action: PairAction,
     },
+    /// Installs or removes the gateway as a systemd user service (with this configuration and
+    /// data directory).
+    Service {
+        #[command(subcommand)]
+        action: ServiceAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServiceAction {
+    /// Writes `~/.config/systemd/user/switchboard-gateway.service`, then enables and starts it.
+    Install {
+        /// Only write the unit; do not call systemctl.
+        #[arg(long)]
+        no_start: bool,
+    },
+    /// Stops and disables the service and removes its unit.
+    Uninstall,
 }
 
 #[derive(Subcommand)]
@@ -70,6 +90,12 @@ fn main() -> std::process::ExitCode {
             Command::Run => run(&paths).await,
             Command::Check => check(&paths).await,
             Command::Pair { action } => pair(&paths, action),
+            Command::Service {
+                action: ServiceAction::Install { no_start },
+            } => service::install(&paths.config_file, &paths.data_dir, !no_start),
+            Command::Service {
+                action: ServiceAction::Uninstall,
+            } => service::uninstall(),
         }
     });
     match result {
