@@ -27,7 +27,7 @@ use crate::autostart::Autostart;
 use crate::notify::{self, Alerts, Answer, Question, Toast};
 use crate::tray::{MenuId, TrayModel};
 use crate::views::{
-    ApprovalChoice, ApprovalView, ApprovalsView, ChatLine, ConfigView, ConversationView,
+    About, ApprovalChoice, ApprovalView, ApprovalsView, ChatLine, ConfigView, ConversationView,
     DecideOutcome, DecisionView, ErrorCode, FieldProblem, HistoryView, ImportView, IpcError,
     IpcResult, JournalLine, LiveReply, Page, PairingDecision, PairingOutcome, PairingView,
     RuleView, SaveOutcome, ServerCheck, ServerState, ServerView, SettingsView, Snapshot, UiEvent,
@@ -632,6 +632,11 @@ impl Shell {
                 notify::in_quiet_hours(notify::local_minute_of_day(), start, end)
             });
         Snapshot {
+            about: About {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                data_dir: self.options.paths.data_dir.display().to_string(),
+                log_dir: self.options.paths.log_dir.display().to_string(),
+            },
             config_file: self.options.paths.config_file.display().to_string(),
             config: config_view,
             engine_running: handle.is_some(),

@@ -524,6 +524,17 @@ fn a_first_run_opens_settings_imports_autopilot_and_starts_on_save() {
     assert_eq!(snapshot["config"]["state"], "missing");
     assert_eq!(snapshot["engine_running"], false);
     assert_eq!(snapshot["start_page"], "settings");
+    // About: the version and where the files are, even before there is a configuration.
+    assert_eq!(snapshot["about"]["version"], env!("CARGO_PKG_VERSION"));
+    for dir in ["data_dir", "log_dir"] {
+        assert!(
+            snapshot["about"][dir]
+                .as_str()
+                .is_some_and(|d| std::path::Path::new(d).is_absolute()),
+            "{dir}: {}",
+            snapshot["about"]
+        );
+    }
     assert!(
         snapshot["config"]["missing"]
             .as_array()

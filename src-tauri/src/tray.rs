@@ -532,6 +532,11 @@ mod tests {
 
     fn snapshot() -> Snapshot {
         Snapshot {
+            about: crate::views::About {
+                version: "0.1.0".into(),
+                data_dir: "/tmp/data".into(),
+                log_dir: "/tmp/logs".into(),
+            },
             config_file: "/tmp/config.toml".into(),
             config: ConfigView::Loaded,
             engine_running: true,

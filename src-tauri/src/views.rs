@@ -196,6 +196,17 @@ pub struct Snapshot {
     pub autopilot_lines: Option<String>,
     /// The page the window opens on.
     pub start_page: Page,
+    /// The version and where things are, for About and the diagnostics.
+    pub about: About,
+}
+
+/// The app's version and where it keeps its files.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct About {
+    pub version: String,
+    pub data_dir: String,
+    pub log_dir: String,
 }
 
 /// A conversation in the Sessions list: the engine's summary as it is.
@@ -528,6 +539,7 @@ mod typescript {
         d.add::<Page>()
             .add::<UiEvent>()
             .add::<Snapshot>()
+            .add::<About>()
             .add::<ConfigView>()
             .add::<ServerView>()
             .add::<ServerState>()

@@ -758,6 +758,25 @@ async fn settings_saved_in_the_window_are_in_the_file_and_survive_a_restart() {
             .await,
         "view, read_file"
     );
+
+    // About names the version and the files; the diagnostics have the channels and no token.
+    let about = app.wait_text("[data-testid=about]", "Version").await;
+    assert!(about.contains(env!("CARGO_PKG_VERSION")), "{about}");
+    assert!(
+        about.contains(&files.data().display().to_string()),
+        "{about}"
+    );
+    app.click("[data-testid=copy-diagnostics]").await;
+    app.wait_for("the diagnostics", "[data-testid=diagnostics]")
+        .await;
+    let report = app.value("[data-testid=diagnostics]").await;
+    assert!(report.contains("telegram:"), "{report}");
+    for token in [&tg_token, &server_token] {
+        assert!(
+            !report.contains(token.as_str()),
+            "no token in the diagnostics"
+        );
+    }
     app.quit().await;
 }
 

@@ -51,7 +51,16 @@ autopilot_lines: string | null,
 /**
  * The page the window opens on.
  */
-start_page: Page, };
+start_page: Page, 
+/**
+ * The version and where things are, for About and the diagnostics.
+ */
+about: About, };
+
+/**
+ * The app's version and where it keeps its files.
+ */
+export type About = { version: string, data_dir: string, log_dir: string, };
 
 /**
  * How the configuration file stands.

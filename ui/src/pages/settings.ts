@@ -18,6 +18,7 @@ import {
 } from "../ipc";
 import { formatList, maskSecret, parseList, titleCase } from "../format";
 import { validateSettings } from "../validate";
+import { diagnostics } from "../diagnostics";
 import { MODE_LABELS } from "./channels";
 
 /** The Rust defaults of a channel section (config.rs), for "Use Telegram" and the like. */
@@ -571,6 +572,44 @@ function retentionSection(): HTMLElement {
   );
 }
 
+/** The diagnostics last gathered, shown so the person sees what they copy (or copies it by hand
+ * where the clipboard is refused). */
+let gathered: string | null = null;
+
+async function copyDiagnostics(ctx: Ctx) {
+  const snapshot = await commands.snapshot().catch(() => ctx.state.snapshot);
+  if (!snapshot) return;
+  gathered = diagnostics(snapshot, Date.now(), navigator.userAgent);
+  try {
+    await navigator.clipboard.writeText(gathered);
+    ctx.notice("Diagnostics copied (tokens masked).", "ok");
+  } catch {
+    ctx.notice("Select the diagnostics below and copy them.", "ok");
+  }
+  ctx.rerender();
+}
+
+/** The version, where the files are, and the diagnostics for a bug report. */
+function aboutSection(ctx: Ctx): HTMLElement | null {
+  const snapshot = ctx.state.snapshot;
+  if (!snapshot) return null;
+  const { about, server } = snapshot;
+  const rows: [string, string][] = [
+    ["Version", about.version],
+    ["Configuration", snapshot.config_file],
+    ["Data", about.data_dir],
+    ["Logs", about.log_dir],
+    ["Agent server", server.detail && server.state === "ok" ? `${server.url} (version ${server.detail})` : server.url],
+  ];
+  return section(
+    "about",
+    "About Switchboard",
+    h("dl", { class: "about", "data-testid": "about" }, rows.flatMap(([name, value]) => [h("dt", {}, name), h("dd", { class: "mono wrap" }, value)])),
+    h("div", { class: "row" }, h("button", { type: "button", "data-testid": "copy-diagnostics", onclick: () => void copyDiagnostics(ctx) }, "Copy diagnostics")),
+    gathered ? h("textarea", { class: "mono", readonly: true, rows: 12, "data-testid": "diagnostics", "aria-label": "Diagnostics", value: gathered }) : null,
+  );
+}
+
 function firstRun(ctx: Ctx): HTMLElement | null {
   const snapshot = ctx.state.snapshot;
   if (!snapshot || snapshot.config.state !== "missing" || !page.draft) return null;
@@ -694,7 +733,7 @@ export function renderSettings(ctx: Ctx): HTMLElement {
       h("button", { type: "submit", class: "primary", "data-testid": "settings-save", disabled: page.saving }, page.saving ? "Saving…" : "Save"),
     ),
   );
-  return h("section", { class: "page", "data-page": "settings" }, h("header", { class: "page-head" }, h("h1", {}, "Settings")), form);
+  return h("section", { class: "page", "data-page": "settings" }, h("header", { class: "page-head" }, h("h1", {}, "Settings")), form, aboutSection(ctx));
 }
 
 /** Drops the loaded settings, so the page loads them again when shown. */
