@@ -15,6 +15,7 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
 if [ -z "${SWITCHBOARD_BENCH_INSIDE:-}" ]; then
+  bash scripts/build-ui.sh >&2
   cargo build --release --locked -p switchboard -p switchboard-testkit >&2
   export SWITCHBOARD_BENCH_INSIDE=1
   exec xvfb-run -a -s "-screen 0 1280x800x24" dbus-run-session -- "$0" "$@"

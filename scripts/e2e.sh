@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
+bash scripts/build-ui.sh
 SWITCHBOARD_E2E=1 xvfb-run -a -s "-screen 0 1280x800x24" \
   dbus-run-session -- cargo test --locked -p switchboard --test e2e -- --test-threads=1 "$@"
 if [ "${SWITCHBOARD_SCREENSHOT:-}" = 1 ] && [ -f artifacts/screenshots/sessions.png ]; then

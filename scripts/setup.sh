@@ -68,6 +68,8 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
   # satisfy that, so fall back to `npm install`, which keeps the locked versions it can resolve.
   npm ci --no-audit --no-fund || npm install --no-audit --no-fund
 fi
+# The window's UI, which the desktop app embeds when it is compiled.
+bash scripts/build-ui.sh
 
 # WebDriver for the app's window (the end-to-end tests).
 export PATH="$HOME/.cargo/bin:$PATH"
