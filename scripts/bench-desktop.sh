@@ -84,7 +84,8 @@ for i in $(seq "$starts"); do
     while [ "$(registered)" -ge 1 ] && [ "$(registered)" -gt "$before" ]; do sleep 0.05; done
   fi
 done
-median=$(printf '%s\n' "${times[@]}" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
+median_of() { printf '%s\n' "$@" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+median=$(median_of "${times[@]}")
 
 # The last app stays up, in the tray only: what it costs with no window.
 sleep 5
@@ -103,7 +104,7 @@ close_window() {
   for w in $(windows); do python3 scripts/close-window.py "$w"; done
   while [ -n "$(windows)" ]; do sleep 0.05; done
 }
-opens=()
+opens=(); inapp=()
 for i in 1 2 3 4 5; do
   loaded=$(grep -c "window page loaded" "$work/app-$starts.log" || true)
   t0=$(now_ms)
@@ -111,10 +112,16 @@ for i in 1 2 3 4 5; do
   while [ "$(grep -c "window page loaded" "$work/app-$starts.log" || true)" -le "$loaded" ]; do sleep 0.005; done
   t1=$(now_ms)
   opens+=($((t1 - t0)))
-  echo "  open $i: $((t1 - t0)) ms" >&2
+  # In the app: from the request to open (what a tray click costs) to the page drawn, by the log's
+  # own timestamps.
+  stamp() { sed 's/\x1b\[[0-9;]*m//g' "$work/app-$starts.log" | grep "$1" | tail -1 | cut -d' ' -f1; }
+  asked=$(date -d "$(stamp 'a second launch')" +%s%3N); drawn=$(date -d "$(stamp 'window page loaded')" +%s%3N)
+  inapp+=($((drawn - asked)))
+  echo "  open $i: $((t1 - t0)) ms from the launch, $((drawn - asked)) ms in the app" >&2
   [ "$i" -lt 5 ] && { sleep 1; close_window; }
 done
-open_median=$(printf '%s\n' "${opens[@]}" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
+open_median=$(median_of "${opens[@]}")
+inapp_median=$(median_of "${inapp[@]}")
 
 # The window left open and idle.
 sleep 5
@@ -140,7 +147,7 @@ echo "|---|---|---|"
 echo "| start to tray ready (median of $starts) | < 1 s | ${median} ms |"
 echo "| tray only after start: all $tray_procs processes (RSS / PSS) | ≤ 80 MiB RSS | $((tray_rss / 1024)) MiB / $((tray_pss / 1024)) MiB |"
 echo "| idle CPU over ${idle_secs} s, no window | < 0.1 % of one core | ${tray_cpu} % |"
-echo "| open to page drawn (median of 5) | < 400 ms | ${open_median} ms |"
+echo "| open to page drawn (median of 5): from the request in the app / from a second launch | < 400 ms | ${inapp_median} ms / ${open_median} ms |"
 echo "| idle CPU over ${idle_secs} s, window open, app + WebKit processes | < 0.5 % of one core | ${cpu} % |"
 echo "| memory, window open: app process (RSS) | — | $((main_rss / 1024)) MiB |"
 echo "| memory, window open: app + $((procs - 1)) WebKit processes (RSS / PSS) | — | $((rss / 1024)) MiB / $((pss / 1024)) MiB |"
