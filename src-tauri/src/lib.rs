@@ -363,3 +363,30 @@ impl<R: Runtime> Host for TauriHost<R> {
 pub fn default_autopilot_file() -> Option<PathBuf> {
     dirs::home_dir().map(|home| home.join(".stakpak").join("autopilot.toml"))
 }
+
+#[cfg(test)]
+mod window_tests {
+    use super::{window_fragment, Page};
+
+    #[test]
+    fn a_new_window_starts_at_the_page_asked_for_or_where_the_last_one_was() {
+        assert_eq!(
+            window_fragment(
+                Some((Page::Sessions, Some("telegram:dm:42 / ü".to_owned()))),
+                true
+            ),
+            "#page=sessions&key=telegram%3Adm%3A42%20%2F%20%C3%BC",
+            "a page asked for wins over restoring"
+        );
+        assert_eq!(
+            window_fragment(Some((Page::Approvals, None)), false),
+            "#page=approvals"
+        );
+        assert_eq!(window_fragment(None, true), "#restore");
+        assert_eq!(
+            window_fragment(None, false),
+            "",
+            "the first window of a run"
+        );
+    }
+}
