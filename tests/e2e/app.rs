@@ -272,6 +272,15 @@ impl App {
         }) {
             panic!("{e} {}", self.log_hint());
         }
+        // Closed, not hidden: its webview (WebKit's web process) is gone with it.
+        let app = name_pid(INSTANCE_NAME).unwrap_or_else(|| panic!("the app left the bus"));
+        if let Err(e) = wait_until("the window's web process to end", WAIT, || {
+            !child_names(app)
+                .iter()
+                .any(|n| n.starts_with("WebKitWebProces"))
+        }) {
+            panic!("{e}: {:?} {}", child_names(app), self.log_hint());
+        }
     }
 
     /// Waits for a window (a new webview) to be open again and drives it from now on.
@@ -425,6 +434,25 @@ impl Drop for App {
 
 /// Sends `WM_DELETE_WINDOW` to an X window, as a window manager does for its close button.
 const CLOSE_WINDOW_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/close-window.py");
+
+/// The command names of a process's children.
+fn child_names(pid: u32) -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|children| {
+            children
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|child| std::fs::read_to_string(format!("/proc/{child}/comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .collect()
+}
 
 /// X windows whose name matches `pattern` (`xdotool search`), mapped or not.
 pub fn x_windows(pattern: &str) -> Vec<u64> {

@@ -212,7 +212,7 @@ function render() {
 
   if (renderedPage === state.page) content.scrollTop = scrollTop;
   renderedPage = state.page;
-  keepView();
+  if (state.page !== kept.page || state.selected !== kept.selected) keepView();
   syncTimers();
   const newMessages = content.querySelector<HTMLElement>("[data-testid=messages]");
   if (newMessages && stickToBottom) newMessages.scrollTop = newMessages.scrollHeight;
@@ -310,7 +310,13 @@ interface KeptView {
   scroll: number;
 }
 
+/** What was kept last: renders that change neither the page nor the conversation (a reply being
+ * written redraws often) write nothing. */
+const kept: { page: Page | null; selected: string | null } = { page: null, selected: null };
+
 function keepView() {
+  kept.page = state.page;
+  kept.selected = state.selected;
   try {
     const view: KeptView = { page: state.page, selected: state.selected, scroll: content.scrollTop };
     localStorage.setItem(VIEW_KEY, JSON.stringify(view));

@@ -572,7 +572,8 @@ impl Follower<'_> {
                     self.status_line = waiting_for_person
                         .then(|| "⏸ Waiting for your approval (the buttons below).".to_owned());
                     if waiting_for_person {
-                        self.seal = self.preview.is_some() || !self.shown.is_empty();
+                        // A draft is no message above the prompt: nothing to end there.
+                        self.seal = self.preview.is_some();
                         self.set_task(
                             WAITING_TASK,
                             "Waiting for your approval".to_owned(),
@@ -682,10 +683,9 @@ impl Follower<'_> {
         let segment = &segment[lead..];
         let limit = channel.text_limit();
         let room = limit.max.saturating_sub(EDIT_MARGIN).max(1);
-        let seal = self.seal && !self.waiting_for_person && self.preview.is_some();
-        if self.seal && !self.waiting_for_person && (!seal || segment.trim().is_empty()) {
-            // A draft is no message above the prompt; a message that only said what it waits
-            // for just goes on.
+        let seal = self.seal && !self.waiting_for_person && !segment.trim().is_empty();
+        if self.seal && !self.waiting_for_person && !seal {
+            // No text to end the message above the prompt with: it just goes on.
             self.seal = false;
         }
         if self.native
@@ -698,7 +698,7 @@ impl Follower<'_> {
         let (body, finished) = if limit.measure(segment) > room {
             let cut = cut_point(segment, |s| limit.measure(s) <= room);
             (segment[..cut].trim_end().to_owned(), Some(cut))
-        } else if self.seal && !self.waiting_for_person {
+        } else if seal {
             (segment.trim_end().to_owned(), Some(segment.len()))
         } else {
             let tool = self.tool_line.as_ref().filter(|_| self.show_tools);
@@ -921,10 +921,7 @@ impl Follower<'_> {
     fn typing(&self) {
         if let Some((channel, target)) = &self.reply_target {
             if let Some(channel) = self.d.channel(channel) {
-                let target = target.clone();
-                tokio::spawn(async move {
-                    let _ = channel.typing(&target).await;
-                });
+                self.d.typing(&channel, target);
             }
         }
     }

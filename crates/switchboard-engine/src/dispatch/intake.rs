@@ -160,6 +160,8 @@ impl Intake for DispatcherIntake {
         });
         if let Some(channel) = dispatcher.channel(&message.channel) {
             let target = message.target.clone();
+            // Typing from the moment the message is in, queued or not (the run keeps it up once
+            // it starts), unless the conversation waits for a person.
             // A message behind a call that waits for approval does not answer it: say so, so the
             // person knows what holds the conversation up.
             let waiting_tool = if queued {
@@ -172,6 +174,9 @@ impl Intake for DispatcherIntake {
             } else {
                 None
             };
+            if waiting_tool.is_none() {
+                dispatcher.typing(&channel, &target);
+            }
             tokio::spawn(async move {
                 let shown = match waiting_tool {
                     Some(tool) => channel
@@ -184,9 +189,6 @@ impl Intake for DispatcherIntake {
                         } else {
                             Notice::Received
                         };
-                        // Typing from the moment the message is in, queued or not (the run
-                        // keeps it up once it starts).
-                        let _ = channel.typing(&target).await;
                         channel.notice(&target, notice).await
                     }
                 };

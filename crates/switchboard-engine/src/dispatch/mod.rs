@@ -31,6 +31,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::{broadcast, mpsc, watch, Notify};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -39,6 +40,7 @@ use crate::agent::AgentClient;
 use crate::channels::{Channel, StatusBoard};
 use crate::config::Config;
 use crate::events::{EngineEvent, ServerHealth};
+use crate::model::DeliveryTarget;
 use crate::store::Store;
 use crate::EngineOptions;
 
@@ -82,6 +84,10 @@ pub(crate) struct Dispatcher {
     pairing_limits: Mutex<PairingLimiter>,
     /// The access gate's answers, sent by a task of their own (see [`gate`]).
     gate_answers: mpsc::Sender<gate::GateAnswer>,
+    /// When each chat was last shown a typing indicator, so the intake and the run that starts
+    /// right after it do not both send one.
+    /// Keyed by channel, chat and thread (typing shows in a chat, not on a message).
+    typed: Mutex<HashMap<TypingPlace, Instant>>,
     runtime: tokio::runtime::Handle,
 }
 
@@ -95,6 +101,12 @@ struct ActiveRun {
     /// The reply written so far, for a host that opens the conversation mid-run.
     live: Arc<Mutex<String>>,
 }
+
+/// Where a typing indicator shows: channel, chat, thread.
+type TypingPlace = (String, String, Option<String>);
+
+/// Chats whose last typing indicator is remembered; beyond this the stale ones are forgotten.
+const MAX_TYPED: usize = 4096;
 
 impl Dispatcher {
     pub(crate) fn new(
@@ -126,10 +138,37 @@ impl Dispatcher {
             server_state: Mutex::default(),
             pairing_limits: Mutex::default(),
             gate_answers,
+            typed: Mutex::default(),
             runtime: tokio::runtime::Handle::current(),
         });
         tokio::spawn(gate::send_answers(Arc::downgrade(&dispatcher), answers));
         dispatcher
+    }
+
+    /// Shows a typing indicator in a chat, unless one was shown there within half the typing
+    /// interval (it lasts about that interval on the platforms).
+    pub(crate) fn typing(&self, channel: &Arc<dyn Channel>, target: &DeliveryTarget) {
+        let now = Instant::now();
+        let every = self.options.typing_interval;
+        {
+            let mut typed = self.typed.lock().unwrap_or_else(|e| e.into_inner());
+            let key = (
+                channel.name().to_owned(),
+                target.chat_id.clone(),
+                target.thread_id.clone(),
+            );
+            if typed.get(&key).is_some_and(|at| now - *at < every / 2) {
+                return;
+            }
+            if typed.len() >= MAX_TYPED {
+                typed.retain(|_, at| now - *at < every);
+            }
+            typed.insert(key, now);
+        }
+        let (channel, target) = (Arc::clone(channel), target.clone());
+        tokio::spawn(async move {
+            let _ = channel.typing(&target).await;
+        });
     }
 
     pub(crate) fn config(&self) -> Arc<Config> {

@@ -1,8 +1,6 @@
 //! Chat commands through the real engine and the Telegram adapter: each answers in the chat and
 //! none reaches the agent.
 
-use std::path::Path;
-
 use crate::harness::{config_for, open_discord, open_slack, settle, Running};
 use switchboard_engine::config::{ApprovalMode, Config, TelegramConfig};
 use switchboard_testkit::stakpak::FakeStakpak;
@@ -26,14 +24,6 @@ fn config(agent: &FakeStakpak, tg: &FakeTelegram) -> Config {
         ..TelegramConfig::default()
     });
     config
-}
-
-/// The engine with the Telegram bot polling.
-async fn start(config: Config, dir: &Path, tg: &FakeTelegram) -> Running {
-    let running = Running::start(config, dir).await;
-    tg.wait_for("the bot to poll", |t| t.active_polls() > 0)
-        .await;
-    running
 }
 
 /// Sends `text` as Ann and waits for the `n`-th message to her chat; returns it.
@@ -64,7 +54,7 @@ async fn help_status_usage_and_model_answer_in_the_chat_and_never_reach_the_agen
     let tg = FakeTelegram::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config(&agent, &tg);
-    let bridge = start(config.clone(), dir.path(), &tg).await;
+    let bridge = Running::polling(config.clone(), dir.path(), &tg).await;
 
     let help = ask(&tg, "/help", 1).await;
     for command in [
@@ -100,7 +90,7 @@ async fn help_status_usage_and_model_answer_in_the_chat_and_never_reach_the_agen
     bridge.stop().await;
 
     // The model survives a restart and goes with the next run.
-    let bridge = start(config, dir.path(), &tg).await;
+    let bridge = Running::polling(config, dir.path(), &tg).await;
     assert_eq!(ask(&tg, "still?", 9).await, "echo: still?");
     let models: Vec<Option<String>> = agent
         .posted_messages()
@@ -131,7 +121,7 @@ async fn stop_ends_the_run_on_the_server_rejects_its_waiting_call_and_drops_the_
     let agent = FakeStakpak::start().await;
     let tg = FakeTelegram::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let bridge = start(config(&agent, &tg), dir.path(), &tg).await;
+    let bridge = Running::polling(config(&agent, &tg), dir.path(), &tg).await;
 
     tg.send_dm(
         ANN,
@@ -199,7 +189,7 @@ async fn new_starts_a_session_and_resume_goes_back() {
     let agent = FakeStakpak::start().await;
     let tg = FakeTelegram::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let bridge = start(config(&agent, &tg), dir.path(), &tg).await;
+    let bridge = Running::polling(config(&agent, &tg), dir.path(), &tg).await;
 
     assert_eq!(ask(&tg, "first", 1).await, "echo: first");
     let fresh = ask(&tg, "/new", 2).await;
@@ -233,7 +223,7 @@ async fn approve_by_text_has_the_buttons_authority() {
     let agent = FakeStakpak::start().await;
     let tg = FakeTelegram::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let bridge = start(config(&agent, &tg), dir.path(), &tg).await;
+    let bridge = Running::polling(config(&agent, &tg), dir.path(), &tg).await;
     let ann = Person::new(ANN, "Ann");
 
     tg.send_group(
@@ -279,7 +269,7 @@ async fn the_command_menu_is_set_once_not_at_every_restart() {
     let tg = FakeTelegram::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config(&agent, &tg);
-    let bridge = start(config.clone(), dir.path(), &tg).await;
+    let bridge = Running::polling(config.clone(), dir.path(), &tg).await;
     assert_eq!(tg.requests_for("setMyCommands").len(), 1);
     let menu = tg.commands();
     assert!(menu
@@ -287,7 +277,7 @@ async fn the_command_menu_is_set_once_not_at_every_restart() {
         .any(|c| c["command"] == "stop" && c["description"].is_string()));
     bridge.stop().await;
 
-    let bridge = start(config, dir.path(), &tg).await;
+    let bridge = Running::polling(config, dir.path(), &tg).await;
     settle().await;
     assert_eq!(
         tg.requests_for("setMyCommands").len(),
@@ -355,7 +345,7 @@ async fn with_the_usage_footer_each_reply_says_what_it_cost() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = config(&agent, &tg);
     config.gateway.usage_footer = true;
-    let bridge = start(config, dir.path(), &tg).await;
+    let bridge = Running::polling(config, dir.path(), &tg).await;
     let reply = ask(&tg, "hello", 1).await;
     let (text, footer) = reply.split_once("\n\n— ").expect("a footer");
     assert_eq!(text, "echo: hello");

@@ -65,6 +65,18 @@ impl Running {
         running
     }
 
+    /// [`Running::start`], then waits until the Telegram bot polls the fake.
+    pub async fn polling(
+        config: Config,
+        dir: &Path,
+        tg: &switchboard_testkit::telegram::FakeTelegram,
+    ) -> Running {
+        let running = Running::start(config, dir).await;
+        tg.wait_for("the bot to poll", |t| t.active_polls() > 0)
+            .await;
+        running
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.engine.stopped().await;

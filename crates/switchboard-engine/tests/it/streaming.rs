@@ -2,8 +2,6 @@
 //! calls, then the next turn), each finished turn is in the chat while the run goes on, the final
 //! message holds only what was not sent, and a restart repeats nothing.
 
-use std::path::Path;
-
 use crate::harness::{config_for, open_discord, open_slack, settle, Running};
 use switchboard_engine::config::{ApprovalMode, Config, Streaming, TelegramConfig};
 use switchboard_testkit::stakpak::FakeStakpak;
@@ -23,13 +21,6 @@ fn config(agent: &FakeStakpak, tg: &FakeTelegram, streaming: Streaming) -> Confi
         ..TelegramConfig::default()
     });
     config
-}
-
-async fn start(config: Config, dir: &Path, tg: &FakeTelegram) -> Running {
-    let running = Running::start(config, dir).await;
-    tg.wait_for("the bot to poll", |t| t.active_polls() > 0)
-        .await;
-    running
 }
 
 fn texts(tg: &FakeTelegram) -> Vec<String> {
@@ -60,7 +51,8 @@ async fn each_finished_turn_is_in_the_chat_while_the_run_goes_on() {
     let agent = FakeStakpak::start().await;
     let tg = FakeTelegram::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let running = start(config(&agent, &tg, Streaming::Paragraphs), dir.path(), &tg).await;
+    let running =
+        Running::polling(config(&agent, &tg, Streaming::Paragraphs), dir.path(), &tg).await;
 
     tg.send_dm(OWNER, "Olga", CALL);
     // While the call waits for a person, the first turn is already in the chat, before its
@@ -100,7 +92,7 @@ async fn with_streaming_off_the_whole_reply_comes_at_the_end() {
     let agent = FakeStakpak::start().await;
     let tg = FakeTelegram::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let running = start(config(&agent, &tg, Streaming::Off), dir.path(), &tg).await;
+    let running = Running::polling(config(&agent, &tg, Streaming::Off), dir.path(), &tg).await;
 
     tg.send_dm(OWNER, "Olga", CALL);
     approve(&tg).await;
@@ -129,7 +121,7 @@ async fn a_restart_after_a_turn_was_sent_repeats_nothing() {
     let tg = FakeTelegram::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config(&agent, &tg, Streaming::Paragraphs);
-    let running = start(config.clone(), dir.path(), &tg).await;
+    let running = Running::polling(config.clone(), dir.path(), &tg).await;
 
     tg.send_dm(OWNER, "Olga", CALL);
     tg.wait_for("the approval prompt", |t| {
@@ -139,7 +131,7 @@ async fn a_restart_after_a_turn_was_sent_repeats_nothing() {
     assert_eq!(texts(&tg)[0], "I'll look into it.");
     running.stop().await;
 
-    let running = start(config, dir.path(), &tg).await;
+    let running = Running::polling(config, dir.path(), &tg).await;
     // The prompt may be posted again for the resumed run; any one of them decides.
     approve(&tg).await;
     tg.wait_for("the final turn", |t| {
@@ -175,6 +167,23 @@ fn shown(tg: &FakeTelegram, message_id: i64) -> String {
         })
 }
 
+/// Waits until the chat's first message from the bot shows `want`, then checks that it was the
+/// only one: the reply was completed in place, not sent again.
+async fn ends_whole_in_its_first_message(tg: &FakeTelegram, want: &str) {
+    let first = tg.sent_to(OWNER)[0].message_id;
+    tg.wait_for("the whole reply in the first message", |t| {
+        shown(t, first) == want
+    })
+    .await;
+    settle().await;
+    assert_eq!(
+        tg.sent_to(OWNER).len(),
+        1,
+        "completed in place, not sent again: {:#?}",
+        tg.sent_to(OWNER)
+    );
+}
+
 #[tokio::test]
 async fn in_edit_mode_the_reply_grows_in_one_message_and_ends_whole() {
     let agent = FakeStakpak::start().await;
@@ -182,7 +191,7 @@ async fn in_edit_mode_the_reply_grows_in_one_message_and_ends_whole() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = config(&agent, &tg, Streaming::Edit);
     config.gateway.approval_mode = ApprovalMode::AllowAll;
-    let running = start(config, dir.path(), &tg).await;
+    let running = Running::polling(config, dir.path(), &tg).await;
 
     let text = "DRIP 20 2.5 please write a long and careful answer about the weather today";
     tg.send_dm(OWNER, "Olga", text);
@@ -195,17 +204,7 @@ async fn in_edit_mode_the_reply_grows_in_one_message_and_ends_whole() {
         want.starts_with(&first.text) && first.text.len() < want.len(),
         "a part of the reply, not all of it: {first:?}"
     );
-    tg.wait_for("the whole reply in the message", |t| {
-        shown(t, first.message_id) == want
-    })
-    .await;
-    settle().await;
-    assert_eq!(
-        tg.sent_to(OWNER).len(),
-        1,
-        "one message, edited as it grew: {:#?}",
-        tg.sent_to(OWNER)
-    );
+    ends_whole_in_its_first_message(&tg, &want).await;
     let edits = tg
         .edits()
         .into_iter()
@@ -224,7 +223,7 @@ async fn in_edit_mode_a_wait_and_a_running_tool_show_as_lines_and_the_rest_comes
     let agent = FakeStakpak::start().await;
     let tg = FakeTelegram::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let running = start(config(&agent, &tg, Streaming::Edit), dir.path(), &tg).await;
+    let running = Running::polling(config(&agent, &tg, Streaming::Edit), dir.path(), &tg).await;
 
     tg.send_dm(OWNER, "Olga", &format!("TOOL_SECS 1.5 {CALL}"));
     approve(&tg).await;
@@ -303,7 +302,7 @@ async fn in_edit_mode_a_long_reply_goes_on_in_new_messages_with_nothing_lost() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = config(&agent, &tg, Streaming::Edit);
     config.gateway.approval_mode = ApprovalMode::AllowAll;
-    let running = start(config, dir.path(), &tg).await;
+    let running = Running::polling(config, dir.path(), &tg).await;
 
     tg.send_dm(OWNER, "Olga", "LONG_REPLY 44 DRIP 10 1");
     tg.wait_for("the run to end", |t| t.sent_to(OWNER).len() >= 3)
@@ -341,7 +340,7 @@ async fn in_edit_mode_a_restart_mid_stream_completes_the_same_message() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = config(&agent, &tg, Streaming::Edit);
     config.gateway.approval_mode = ApprovalMode::AllowAll;
-    let running = start(config.clone(), dir.path(), &tg).await;
+    let running = Running::polling(config.clone(), dir.path(), &tg).await;
 
     let text = "DRIP 12 3 a reply that is still being written when the engine stops";
     tg.send_dm(OWNER, "Olga", text);
@@ -349,20 +348,8 @@ async fn in_edit_mode_a_restart_mid_stream_completes_the_same_message() {
         .await;
     running.stop().await;
 
-    let running = start(config, dir.path(), &tg).await;
-    let first = tg.sent_to(OWNER)[0].message_id;
-    let want = format!("echo: {text}");
-    tg.wait_for("the whole reply in the same message", |t| {
-        shown(t, first) == want
-    })
-    .await;
-    settle().await;
-    assert_eq!(
-        tg.sent_to(OWNER).len(),
-        1,
-        "completed in place, not sent again: {:#?}",
-        tg.sent_to(OWNER)
-    );
+    let running = Running::polling(config, dir.path(), &tg).await;
+    ends_whole_in_its_first_message(&tg, &format!("echo: {text}")).await;
     running.stop().await;
 }
 
@@ -436,7 +423,7 @@ async fn in_edit_mode_a_storm_of_429s_on_edits_still_ends_with_the_whole_reply_o
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = config(&agent, &tg, Streaming::Edit);
     config.gateway.approval_mode = ApprovalMode::AllowAll;
-    let running = start(config, dir.path(), &tg).await;
+    let running = Running::polling(config, dir.path(), &tg).await;
     for _ in 0..6 {
         tg.fail_next(
             "editMessageText",
@@ -448,19 +435,7 @@ async fn in_edit_mode_a_storm_of_429s_on_edits_still_ends_with_the_whole_reply_o
     tg.send_dm(OWNER, "Olga", GROWING);
     tg.wait_for("the reply to start", |t| !t.sent_to(OWNER).is_empty())
         .await;
-    let first = tg.sent_to(OWNER)[0].message_id;
-    let want = format!("echo: {GROWING}");
-    tg.wait_for("the whole reply in place despite the 429s", |t| {
-        shown(t, first) == want
-    })
-    .await;
-    settle().await;
-    assert_eq!(
-        tg.sent_to(OWNER).len(),
-        1,
-        "once, in place: {:#?}",
-        tg.sent_to(OWNER)
-    );
+    ends_whole_in_its_first_message(&tg, &format!("echo: {GROWING}")).await;
     running.stop().await;
 }
 
@@ -472,7 +447,7 @@ async fn by_default_a_private_telegram_chat_streams_a_draft_then_sends_the_reply
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = config(&agent, &tg, Streaming::Auto);
     config.gateway.approval_mode = ApprovalMode::AllowAll;
-    let running = start(config, dir.path(), &tg).await;
+    let running = Running::polling(config, dir.path(), &tg).await;
 
     tg.send_dm(OWNER, "Olga", GROWING);
     let want = format!("echo: {GROWING}");
@@ -673,7 +648,7 @@ async fn typing_shows_as_soon_as_a_message_is_in_even_while_the_agent_server_is_
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     config.server.url = format!("http://{}", closed.local_addr().expect("addr"));
     drop(closed);
-    let running = start(config, dir.path(), &tg).await;
+    let running = Running::polling(config, dir.path(), &tg).await;
 
     tg.send_dm(OWNER, "Olga", "are you there?");
     tg.wait_for("typing in the chat", |t| {
@@ -693,7 +668,7 @@ async fn in_paragraph_mode_a_streamed_reply_arrives_paragraph_by_paragraph() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = config(&agent, &tg, Streaming::Paragraphs);
     config.gateway.approval_mode = ApprovalMode::AllowAll;
-    let running = start(config, dir.path(), &tg).await;
+    let running = Running::polling(config, dir.path(), &tg).await;
 
     tg.send_dm(OWNER, "Olga", "DRIP 16 3 LONG_REPLY 4");
     // The first paragraph is in the chat while the rest is still being written.
