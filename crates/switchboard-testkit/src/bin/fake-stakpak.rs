@@ -1,8 +1,10 @@
 //! Runs the fake Stakpak agent server on its own, so the app can be tried without `stakpak up`.
 //!
 //! ```text
-//! fake-stakpak [--port N] [--token T | --no-token] [--keepalive SECS]
+//! fake-stakpak [--port N] [--token T | --no-token] [--keepalive SECS] [--demo]
 //! ```
+//! `--demo` answers plain words as a demo agent (a streamed reply; a command proposed for
+//! approval, then "run" with made-up output, when asked to do something).
 //! Prints `url=http://127.0.0.1:PORT` and `token=…` on stdout, then serves until Ctrl-C.
 
 use std::time::Duration;
@@ -10,7 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use switchboard_testkit::stakpak::{FakeOptions, FakeStakpak};
 
-const USAGE: &str = "usage: fake-stakpak [--port N (default 4096, 0 = any)] [--token T | --no-token] [--keepalive SECS]";
+const USAGE: &str = "usage: fake-stakpak [--port N (default 4096, 0 = any)] [--token T | --no-token] [--keepalive SECS] [--demo]";
 
 fn parse_args(args: impl Iterator<Item = String>) -> anyhow::Result<FakeOptions> {
     let mut opts = FakeOptions {
@@ -38,6 +40,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> anyhow::Result<FakeOptions>
             }
             "--token" => opts.token = Some(value("--token")?),
             "--no-token" => opts.token = None,
+            "--demo" => opts.demo = true,
             "--keepalive" => {
                 let v = value("--keepalive")?;
                 let secs: f64 = v.parse().with_context(|| format!("bad keepalive {v:?}"))?;

@@ -628,7 +628,11 @@ fn start_or_queue(
                 }
                 return Err(already_running());
             }
-            let script = Script::parse(text);
+            let script = if shared.opts.demo {
+                super::demo::script(text)
+            } else {
+                Script::parse(text)
+            };
             let run_id = run::start(shared, st, id, text.to_string(), script, auto)
                 .ok_or_else(|| not_found(id))?;
             st.records.runs_started += 1;

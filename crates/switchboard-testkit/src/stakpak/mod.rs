@@ -40,6 +40,7 @@
 //! | `SAY_FIRST` | with `USE_TOOL`: the turn that proposes the calls first says `I'll look into it.`, as real models do |
 //! | `DROP_WAITING` | with `USE_TOOL`: `tool_calls_proposed` and `waiting_for_tool_approval` are never sent (only `tools/pending` lists the calls) |
 
+mod demo;
 mod http;
 mod run;
 mod script;
@@ -91,6 +92,9 @@ pub struct FakeOptions {
     /// Number tool calls from `call_0` in every run, as servers with positional ids do, so a later
     /// run reuses the ids of an earlier one. Off by default (ids are unique for the server's life).
     pub positional_tool_ids: bool,
+    /// The demo agent: plain words get a streamed answer, and asking it to do something proposes
+    /// a command that waits for approval, then "runs" with made-up output (markers still work).
+    pub demo: bool,
 }
 
 impl Default for FakeOptions {
@@ -105,6 +109,7 @@ impl Default for FakeOptions {
             ring_capacity: 4096,
             rotate_token_on_restart: false,
             positional_tool_ids: false,
+            demo: false,
         }
     }
 }

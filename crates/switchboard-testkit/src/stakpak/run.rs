@@ -193,13 +193,20 @@ impl Run {
                         return self.complete_cancelled();
                     }
                     self.start_turn()?;
-                    script::done_reply(&results)
+                    let rejected = results.iter().all(|r| r == REJECTED_REASON);
+                    match (&script.reply_text, &script.rejected_text) {
+                        (_, Some(text)) if rejected => text.clone(),
+                        (Some(text), _) => text.clone(),
+                        _ => script::done_reply(&results),
+                    }
                 }
             }
         } else if let Some(bytes) = script.big_reply {
             script::big_reply(bytes)
         } else if let Some(n) = script.long_reply {
             script::long_reply(n)
+        } else if let Some(text) = &script.reply_text {
+            text.clone()
         } else {
             script::echo(&self.user_text)
         };
@@ -399,7 +406,10 @@ impl Run {
     /// before an earlier one is decided, as on the real server.
     async fn tool_cycle(&mut self, script: &Script, auto: &AutoApprove) -> Option<Cycle> {
         let tools: &[ToolRequest] = &script.tools;
-        let said = script.say_first.then_some(script::SAY_FIRST_TEXT);
+        let said = script
+            .say_first_text
+            .as_deref()
+            .or(script.say_first.then_some(script::SAY_FIRST_TEXT));
         let usage = self.usage(said.unwrap_or(""));
         {
             let mut st = self.guard()?;
@@ -503,7 +513,10 @@ impl Run {
                     if let Some(pause) = script.tool_secs {
                         tokio::time::sleep(pause).await;
                     }
-                    let result = script::tool_result(&call.name, &call.arguments);
+                    let result = match script.tool_results.get(i) {
+                        Some(result) => result.clone(),
+                        None => script::tool_result(&call.name, &call.arguments),
+                    };
                     self.emit(completed(self.run_id, &call, &result, false))?;
                     result
                 }

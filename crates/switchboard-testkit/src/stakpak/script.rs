@@ -47,6 +47,12 @@ pub(crate) struct Script {
     pub drip: Option<(usize, Duration)>,
     /// `TOOL_SECS <secs>`: each approved tool takes that long to run.
     pub tool_secs: Option<Duration>,
+    /// The demo agent's own words (never from markers): what it says before its calls, what its
+    /// calls return, its reply, and its reply when its call was rejected.
+    pub say_first_text: Option<String>,
+    pub tool_results: Vec<String>,
+    pub reply_text: Option<String>,
+    pub rejected_text: Option<String>,
 }
 
 /// What `SAY_FIRST` makes the model say before its tool calls.
