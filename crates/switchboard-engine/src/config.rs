@@ -33,6 +33,8 @@ pub struct Config {
     pub channels: ChannelsConfig,
     /// Desktop notifications.
     pub notifications: NotificationsConfig,
+    /// The desktop app's own settings (the quick chat).
+    pub desktop: DesktopConfig,
 }
 
 /// `[server]`: the Stakpak agent server.
@@ -424,6 +426,153 @@ impl NotificationsConfig {
             parse_hhmm(&self.quiet_hours_start)?,
             parse_hhmm(&self.quiet_hours_end)?,
         ))
+    }
+}
+
+/// `[desktop]`: the desktop app's own settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(default, deny_unknown_fields)]
+pub struct DesktopConfig {
+    /// The keys that open the quick chat from anywhere (`Ctrl+Alt+Space`); empty turns it off.
+    pub quick_chat_shortcut: String,
+}
+
+impl Default for DesktopConfig {
+    fn default() -> Self {
+        Self {
+            quick_chat_shortcut: "Ctrl+Alt+Space".to_owned(),
+        }
+    }
+}
+
+/// A keyboard shortcut: modifiers and one key, written `Ctrl+Alt+Space`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shortcut {
+    pub ctrl: bool,
+    pub alt: bool,
+    pub shift: bool,
+    /// The Super (Windows, Logo) key.
+    pub logo: bool,
+    /// The key, by its canonical name: `A`…`Z`, `0`…`9`, `F1`…`F12`, `Space`, `Enter`, `Tab`,
+    /// `Backspace`, `Escape`, `Slash`, `Period`, `Comma`, `Minus`, `Equal`, `Semicolon`, `Quote`,
+    /// `Backquote`, `BracketLeft`, `BracketRight`, `Backslash`.
+    pub key: String,
+}
+
+/// Named keys a shortcut may use besides letters, digits and F-keys: the canonical name, other
+/// spellings people write, and the XKB keysym the desktop portal wants.
+const NAMED_KEYS: &[(&str, &[&str], &str)] = &[
+    ("Space", &["space", "spacebar"], "space"),
+    ("Enter", &["enter", "return"], "Return"),
+    ("Tab", &["tab"], "Tab"),
+    ("Backspace", &["backspace"], "BackSpace"),
+    ("Escape", &["escape", "esc"], "Escape"),
+    ("Slash", &["slash", "/"], "slash"),
+    ("Period", &["period", "."], "period"),
+    ("Comma", &["comma", ","], "comma"),
+    ("Minus", &["minus", "-"], "minus"),
+    ("Equal", &["equal", "="], "equal"),
+    ("Semicolon", &["semicolon", ";"], "semicolon"),
+    ("Quote", &["quote", "'"], "apostrophe"),
+    ("Backquote", &["backquote", "`"], "grave"),
+    ("BracketLeft", &["bracketleft", "["], "bracketleft"),
+    ("BracketRight", &["bracketright", "]"], "bracketright"),
+    ("Backslash", &["backslash", "\\"], "backslash"),
+];
+
+impl Shortcut {
+    /// Reads `Ctrl+Alt+Space` (any case; `Control`, `Super`/`Meta`/`Logo` also read). At least
+    /// one of Ctrl, Alt and Super is needed: a shortcut that works from anywhere must not take
+    /// a key people type.
+    pub fn parse(text: &str) -> Result<Shortcut, String> {
+        let mut shortcut = Shortcut {
+            ctrl: false,
+            alt: false,
+            shift: false,
+            logo: false,
+            key: String::new(),
+        };
+        let parts: Vec<&str> = text.split('+').map(str::trim).collect();
+        let Some((key, modifiers)) = parts.split_last() else {
+            return Err("it is empty".into());
+        };
+        for modifier in modifiers {
+            let flag = match modifier.to_ascii_lowercase().as_str() {
+                "ctrl" | "control" => &mut shortcut.ctrl,
+                "alt" => &mut shortcut.alt,
+                "shift" => &mut shortcut.shift,
+                "super" | "meta" | "logo" | "win" => &mut shortcut.logo,
+                "" => return Err("it has an empty part (two + in a row?)".into()),
+                other => {
+                    return Err(format!(
+                        "{other:?} is not a modifier; use Ctrl, Alt, Shift or Super"
+                    ))
+                }
+            };
+            *flag = true;
+        }
+        let lower = key.to_ascii_lowercase();
+        shortcut.key = if key.chars().count() == 1 && key.chars().all(|c| c.is_ascii_alphanumeric())
+        {
+            key.to_ascii_uppercase()
+        } else if let Some(n) = lower
+            .strip_prefix('f')
+            .and_then(|n| n.parse::<u8>().ok())
+            .filter(|n| (1..=12).contains(n))
+        {
+            format!("F{n}")
+        } else if let Some((name, _, _)) = NAMED_KEYS.iter().find(|(name, spellings, _)| {
+            name.eq_ignore_ascii_case(key) || spellings.contains(&lower.as_str())
+        }) {
+            (*name).to_owned()
+        } else if key.is_empty() {
+            return Err("it has no key after the modifiers (e.g. Ctrl+Alt+Space)".into());
+        } else {
+            return Err(format!(
+                "{key:?} is not a key it knows; use a letter, a digit, F1–F12, Space, Enter or a punctuation key"
+            ));
+        };
+        if !(shortcut.ctrl || shortcut.alt || shortcut.logo) {
+            return Err("it needs Ctrl, Alt or Super, or it would take a key you type".into());
+        }
+        Ok(shortcut)
+    }
+
+    fn modifiers(&self) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
+        [
+            (self.ctrl, ("Ctrl", "CTRL")),
+            (self.alt, ("Alt", "ALT")),
+            (self.shift, ("Shift", "SHIFT")),
+            (self.logo, ("Super", "LOGO")),
+        ]
+        .into_iter()
+        .filter_map(|(on, names)| on.then_some(names))
+    }
+
+    /// The trigger the desktop portal is offered (`CTRL+ALT+space`: its modifiers and the XKB
+    /// keysym name).
+    pub fn portal_trigger(&self) -> String {
+        let key = match NAMED_KEYS.iter().find(|(name, _, _)| *name == self.key) {
+            Some((_, _, keysym)) => (*keysym).to_owned(),
+            None if self.key.len() == 1 => self.key.to_ascii_lowercase(),
+            None => self.key.clone(),
+        };
+        self.modifiers()
+            .map(|(_, portal)| portal)
+            .chain([key.as_str()])
+            .collect::<Vec<_>>()
+            .join("+")
+    }
+}
+
+impl std::fmt::Display for Shortcut {
+    /// The canonical form, `Ctrl+Alt+Space`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (name, _) in self.modifiers() {
+            write!(f, "{name}+")?;
+        }
+        f.write_str(&self.key)
     }
 }
 
@@ -869,6 +1018,17 @@ impl Config {
                 return fail(
                     &field,
                     format!("\"{value}\" is not a time; use HH:MM in 24-hour form, e.g. 22:00"),
+                );
+            }
+        }
+        let shortcut = self.desktop.quick_chat_shortcut.trim();
+        if !shortcut.is_empty() {
+            if let Err(why) = Shortcut::parse(shortcut) {
+                return fail(
+                    "desktop.quick_chat_shortcut",
+                    format!(
+                        "\"{shortcut}\" is not a shortcut: {why}; write it like Ctrl+Alt+Space, or leave it empty to turn the quick chat's shortcut off"
+                    ),
                 );
             }
         }
@@ -2251,7 +2411,7 @@ group = -100123
                 "unknown section",
                 "[webhooks]\nurl = \"x\"".into(),
                 "webhooks",
-                "remove it, or use one of: server, gateway, routing, api, channels, notifications",
+                "remove it, or use one of: server, gateway, routing, api, channels, notifications, desktop",
             ),
             (
                 "unknown channel section",
@@ -3088,6 +3248,50 @@ token = ""
         assert_eq!(
             error.to_string(),
             "/c.toml: gateway.approval_mode: bad; fix it"
+        );
+    }
+
+    #[test]
+    fn shortcuts_are_read_in_any_spelling_and_offered_to_the_portal() {
+        let table = [
+            ("Ctrl+Alt+Space", "Ctrl+Alt+Space", "CTRL+ALT+space"),
+            ("control + alt + space", "Ctrl+Alt+Space", "CTRL+ALT+space"),
+            ("super+k", "Super+K", "LOGO+k"),
+            ("Ctrl+Shift+F5", "Ctrl+Shift+F5", "CTRL+SHIFT+F5"),
+            ("alt+Return", "Alt+Enter", "ALT+Return"),
+            ("Ctrl+`", "Ctrl+Backquote", "CTRL+grave"),
+        ];
+        for (text, canonical, portal) in table {
+            let shortcut = Shortcut::parse(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+            assert_eq!(shortcut.to_string(), canonical, "{text:?}");
+            assert_eq!(shortcut.portal_trigger(), portal, "{text:?}");
+        }
+        for bad in [
+            "",
+            "Space",
+            "Shift+A",
+            "Ctrl+",
+            "Ctrl++A",
+            "Hyper+A",
+            "Ctrl+F13",
+            "Ctrl+Alt+Spacebarr",
+        ] {
+            assert!(Shortcut::parse(bad).is_err(), "{bad:?} is refused");
+        }
+        let mut config = Config::default();
+        assert_eq!(config.desktop.quick_chat_shortcut, "Ctrl+Alt+Space");
+        config.desktop.quick_chat_shortcut = "Shift+Q".into();
+        let error = config
+            .validate(Path::new("config.toml"))
+            .expect_err("refused");
+        assert!(
+            error.to_string().contains("desktop.quick_chat_shortcut"),
+            "the field is named: {error}"
+        );
+        config.desktop.quick_chat_shortcut = String::new();
+        assert!(
+            config.validate(Path::new("config.toml")).is_ok(),
+            "empty turns it off"
         );
     }
 }

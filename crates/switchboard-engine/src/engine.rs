@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use crate::access::{PairingRequest, PairingState};
 use crate::agent::{AgentClient, Message, Timeouts};
 use crate::approvals::{Actor, Answer, Surface};
-use crate::channels::{Channel, ChannelContext, ChannelError, StatusBoard};
+use crate::channels::desktop::{self, DesktopChannel, DesktopLine, DESKTOP};
+use crate::channels::{Accepted, Channel, ChannelContext, ChannelError, StatusBoard};
 use crate::config::{self, ApprovalMode, Config};
 use crate::dispatch::{
     Delivery, DeliveryError, Dispatcher, DispatcherIntake, InteractiveRun, RunControl, StartError,
@@ -77,6 +78,7 @@ pub struct EngineBuilder {
     data_dir: PathBuf,
     options: EngineOptions,
     channels: Vec<Arc<dyn Channel>>,
+    desktop: Option<Peer>,
 }
 
 /// The engine's entry point.
@@ -91,6 +93,7 @@ impl Engine {
             data_dir: data_dir.into(),
             options: EngineOptions::default(),
             channels: Vec::new(),
+            desktop: None,
         }
     }
 }
@@ -115,6 +118,13 @@ impl EngineBuilder {
         self
     }
 
+    /// Adds the desktop chat ([`DesktopChannel`]): `person`, at this machine, talks to the agent
+    /// from the host's window ([`EngineHandle::desktop_send`]).
+    pub fn desktop(mut self, person: Peer) -> Self {
+        self.desktop = Some(person);
+        self
+    }
+
     /// Starts the engine: opens the store, resumes unfinished work and starts the channels. The
     /// gateway API is the host's to serve ([`crate::api::serve`]) on a listener it binds.
     /// Everything stops when `shutdown` is cancelled; [`EngineHandle::stopped`] waits for that.
@@ -125,6 +135,7 @@ impl EngineBuilder {
             data_dir,
             options,
             channels,
+            desktop,
         } = self;
         if let Some(path) = &config_path {
             // Tokens come from the keyring; any still written in the file move there first.
@@ -139,6 +150,8 @@ impl EngineBuilder {
         let board = StatusBoard::new(events.clone());
         let client = AgentClient::new(&config.server.url, &config.server.token, options.timeouts)?;
         let paused = store.meta("paused")?.as_deref() == Some("true");
+        let desktop =
+            desktop.map(|person| DesktopChannel::new(store.clone(), events.clone(), person));
         let dispatcher = Dispatcher::new(
             config.clone(),
             client,
@@ -156,6 +169,7 @@ impl EngineBuilder {
                 api_addr: Mutex::default(),
                 scheduler_addr: Mutex::default(),
                 shutdown: shutdown.clone(),
+                desktop: desktop.clone(),
             }),
         };
         let mut all: Vec<Arc<dyn Channel>> = crate::channels::from_config(&config);
@@ -172,6 +186,12 @@ impl EngineBuilder {
             if enabled {
                 handle.start_channel(channel.name());
             }
+        }
+        // The desktop chat is part of the host, not a platform: always on, and not listed among
+        // the channels a person switches or watches.
+        if let Some(desktop) = desktop {
+            dispatcher.add_channel(desktop);
+            handle.start_channel(DESKTOP);
         }
         dispatcher.close_orphan_approvals()?;
         dispatcher.resume_all()?;
@@ -203,6 +223,7 @@ struct Inner {
     /// The API's second address, for the Stakpak watch scheduler.
     scheduler_addr: Mutex<Option<SocketAddr>>,
     shutdown: CancellationToken,
+    desktop: Option<Arc<DesktopChannel>>,
 }
 
 /// A conversation as the host lists it.
@@ -595,11 +616,16 @@ impl EngineHandle {
             with_context = context.is_some(),
             "notification delivered"
         );
+        let routing_key = d.conversation_for_place(channel, &target).unwrap_or_else(|e| {
+            tracing::warn!(error = %format!("{e:#}"), "cannot tell the notified chat's conversation");
+            None
+        });
         d.emit(EngineEvent::WatchNotificationDelivered {
             channel: channel.to_string(),
             target,
             text: text.to_string(),
             context,
+            routing_key,
         });
         Ok(chunks)
     }
@@ -654,6 +680,7 @@ impl EngineHandle {
             target,
             text: text.to_string(),
             context,
+            routing_key: Some(started.routing_key.clone()),
         });
         Ok((chunks, started))
     }
@@ -885,4 +912,137 @@ impl EngineHandle {
             None => self.test_channel(name).await,
         }
     }
+
+    // ----- the person at the desktop --------------------------------------------------------------
+
+    /// The person at this machine writes `text` in desktop chat `chat_id` (a new id starts a new
+    /// chat). `client_id` names the message, so sending it twice (a retried call) is one
+    /// message. Returns as soon as it is stored, like any chat message.
+    pub async fn desktop_send(
+        &self,
+        chat_id: &str,
+        text: &str,
+        client_id: &str,
+    ) -> Result<Accepted, SayError> {
+        let desktop = self.desktop_channel()?;
+        if !desktop::valid_chat_id(chat_id) {
+            return Err(SayError::Invalid(format!(
+                "{chat_id:?} is not a desktop chat id"
+            )));
+        }
+        let message = desktop.message(chat_id, checked_text(text)?, checked_id(client_id)?);
+        let config = self.config();
+        let key =
+            crate::routing::routing_key(&config.routing, DESKTOP, &message.peer, &message.chat);
+        self.accept_local(message, key).await
+    }
+
+    /// The person at this machine writes `text` into an existing conversation of any channel (a
+    /// reply typed into a notification, the quick chat on a chat's conversation). The agent's
+    /// answer goes where that conversation's replies go; a watch context waiting there is
+    /// consumed as by a message from the chat.
+    pub async fn say(
+        &self,
+        routing_key: &str,
+        text: &str,
+        client_id: &str,
+    ) -> Result<Accepted, SayError> {
+        let desktop = self.desktop_channel()?;
+        let text = checked_text(text)?;
+        let client_id = checked_id(client_id)?;
+        let conversation = self
+            .dispatcher()
+            .store
+            .conversation(routing_key)
+            .map_err(|e| SayError::Failed(format!("{e:#}")))?;
+        let Some(conversation) = conversation else {
+            return match desktop::chat_of(routing_key) {
+                Some(chat_id) => self.desktop_send(chat_id, text, client_id).await,
+                None => Err(SayError::NotFound(routing_key.to_owned())),
+            };
+        };
+        let mut message = desktop.message(&conversation.target.chat_id, text, client_id);
+        message.channel = conversation.channel;
+        message.chat = conversation.chat;
+        message.target = DeliveryTarget {
+            reply_to: None,
+            ..conversation.target
+        };
+        self.accept_local(message, routing_key.to_owned()).await
+    }
+
+    async fn accept_local(
+        &self,
+        message: crate::model::InboundMessage,
+        key: String,
+    ) -> Result<Accepted, SayError> {
+        DispatcherIntake(self.dispatcher().clone())
+            .accept_local(message, key)
+            .await
+            .map_err(|e| SayError::Failed(format!("{e:#}")))
+    }
+
+    /// A desktop chat as the window shows it: what the person wrote (with how far each message
+    /// got) and what the agent side said, oldest first; the latest `limit` of each.
+    pub fn desktop_transcript(
+        &self,
+        chat_id: &str,
+        limit: usize,
+    ) -> Result<Vec<DesktopLine>, SayError> {
+        let desktop = self.desktop_channel()?;
+        let d = self.dispatcher();
+        let config = self.config();
+        let chat = ChatType::Group {
+            id: chat_id.to_owned(),
+        };
+        let key = crate::routing::routing_key(&config.routing, DESKTOP, desktop.person(), &chat);
+        let failed = |e: anyhow::Error| SayError::Failed(format!("{e:#}"));
+        let journal = d.store.journal_for(&key, limit).map_err(failed)?;
+        let said = d.store.desktop_messages(chat_id, limit).map_err(failed)?;
+        Ok(desktop::transcript(chat_id, journal, said))
+    }
+
+    fn desktop_channel(&self) -> Result<&Arc<DesktopChannel>, SayError> {
+        self.inner.desktop.as_ref().ok_or(SayError::NoDesktop)
+    }
+}
+
+/// Why a message from the person at the desktop was not taken.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SayError {
+    #[error("this engine has no desktop chat")]
+    NoDesktop,
+    #[error("no conversation {0:?}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The longest message the person may type at once (the agent server takes far more, but a
+/// paste this long is a mistake).
+const MAX_SAY: usize = 100_000;
+
+fn checked_text(text: &str) -> Result<&str, SayError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(SayError::Invalid("the message is empty".into()));
+    }
+    if text.len() > MAX_SAY {
+        return Err(SayError::Invalid(format!(
+            "the message is {} bytes; at most {MAX_SAY} go at once",
+            text.len()
+        )));
+    }
+    Ok(text)
+}
+
+fn checked_id(client_id: &str) -> Result<&str, SayError> {
+    if client_id.is_empty() || client_id.len() > 100 || client_id.chars().any(char::is_control) {
+        return Err(SayError::Invalid(format!(
+            "{client_id:?} is not a message id"
+        )));
+    }
+    Ok(client_id)
 }

@@ -143,6 +143,9 @@ pub enum EngineEvent {
         target: DeliveryTarget,
         text: String,
         context: Option<WatchContext>,
+        /// The conversation already at that chat, if any: an answer from there (or typed at
+        /// the desktop) goes to it.
+        routing_key: Option<String>,
     },
     /// The agent's reply to a message that carried a watch context reached the chat.
     WatchReplyDelivered {
@@ -169,6 +172,11 @@ pub enum EngineEvent {
     ServerState {
         state: ServerHealth,
         detail: Option<String>,
+    },
+    /// The agent side of a desktop chat said something, or a message of it changed (a reply
+    /// growing while written, an approval prompt decided).
+    DesktopMessage {
+        message: crate::channels::desktop::DesktopMessage,
     },
     /// A problem a person may need to act on.
     Error { scope: String, message: String },

@@ -27,5 +27,7 @@ pub mod store;
 pub mod watch;
 
 pub use dispatch::{CallerContext, InteractiveRun, StartedRun};
-pub use engine::{ConversationSummary, Engine, EngineBuilder, EngineHandle, EngineOptions};
+pub use engine::{
+    ConversationSummary, Engine, EngineBuilder, EngineHandle, EngineOptions, SayError,
+};
 pub use events::{EngineEvent, RunOutcome, ServerHealth};

@@ -13,6 +13,10 @@ pub fn routing_key(config: &RoutingConfig, channel: &str, peer: &Peer, chat: &Ch
         return binding.routing_key.clone();
     }
     match chat {
+        // Each desktop chat is a conversation of its own.
+        ChatType::Group { id } if channel == crate::channels::desktop::DESKTOP => {
+            crate::channels::desktop::chat_key(id)
+        }
         ChatType::Direct => match config.dm_scope {
             DmScope::Main => "main".to_string(),
             DmScope::PerPeer => format!("dm:{}", peer.id),

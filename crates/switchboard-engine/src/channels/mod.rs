@@ -1,6 +1,7 @@
 //! Chat channels: the interface every platform adapter implements, the context the engine gives
 //! it, and the status board that tracks each channel's health.
 
+pub mod desktop;
 pub mod discord;
 pub mod memory;
 pub mod slack;
@@ -71,7 +72,8 @@ pub struct StreamUpdate<'a> {
 }
 
 /// Something the agent does while the reply is written: a tool call, or a wait for a person.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct StreamTask {
     /// The same for the task's whole life (a tool call's id).
     pub id: String,
@@ -79,13 +81,34 @@ pub struct StreamTask {
     pub status: TaskStatus,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
     /// Waiting (for a person's decision).
     Pending,
     Running,
     Done,
     Failed,
+}
+
+/// How a reply shown while it is written is paced on a channel; see [`Channel::live_pacing`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LivePacing {
+    /// The least time between two updates of the growing message.
+    pub every: Duration,
+    /// How long a reply may take before it is shown while written: one done sooner comes as a
+    /// single message, with no preview before it.
+    pub first_after: Duration,
+}
+
+impl LivePacing {
+    /// What suits a chat platform: an update a second, well inside the edit budgets, and no
+    /// preview (so no send and edit) for a reply done within a second.
+    pub const PLATFORM: LivePacing = LivePacing {
+        every: Duration::from_millis(1000),
+        first_after: Duration::from_millis(1000),
+    };
 }
 
 /// Small signals the engine gives a chat about a message it received.
@@ -160,6 +183,12 @@ pub trait Channel: Send + Sync + 'static {
     /// grows by edits.
     async fn stream(&self, _update: &StreamUpdate<'_>) -> Result<String, ChannelError> {
         Err(ChannelError::Unsupported)
+    }
+
+    /// How often the reply may be updated while it is written, and after how long it is first
+    /// shown; platforms pace this to their rate limits.
+    fn live_pacing(&self) -> LivePacing {
+        LivePacing::PLATFORM
     }
 
     /// Shows a typing indicator, where the platform has one. The dispatcher repeats it while a run is

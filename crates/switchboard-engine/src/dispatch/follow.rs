@@ -15,7 +15,7 @@ use super::run::Followed;
 use super::{Dispatcher, RunControl};
 use crate::agent::{AgentError, EventStream, StreamItem};
 use crate::backoff;
-use crate::channels::{ChannelError, StreamTask, StreamUpdate, TaskStatus};
+use crate::channels::{ChannelError, LivePacing, StreamTask, StreamUpdate, TaskStatus};
 use crate::config::Streaming;
 use crate::events::{EngineEvent, RunOutcome};
 use crate::model::DeliveryTarget;
@@ -23,12 +23,6 @@ use crate::store::RunRecord;
 
 /// Deltas that come within this long of each other are shown as one update.
 const LIVE_FLUSH: Duration = Duration::from_millis(100);
-/// A growing reply (`streaming = "edit"`) is updated at most this often per chat, so edits stay
-/// well inside the platforms' budgets (Discord's is tighter).
-const EDIT_EVERY: Duration = Duration::from_millis(1000);
-const EDIT_EVERY_DISCORD: Duration = Duration::from_millis(1200);
-/// How long a reply may take before a message shows it while it is written.
-const FIRST_PREVIEW_AFTER: Duration = Duration::from_millis(1000);
 /// Room kept free in a growing message for the tool line.
 const EDIT_MARGIN: usize = 120;
 /// The task card of a wait for a person's decision.
@@ -61,6 +55,11 @@ impl Dispatcher {
             .as_ref()
             .and_then(|(channel, _)| self.streaming_settings(channel))
             .unwrap_or((Streaming::Off, true));
+        // How often the growing reply is updated: the channel's own pace (its rate limits).
+        let pacing = reply_target
+            .as_ref()
+            .and_then(|(channel, _)| self.channel(channel))
+            .map_or(LivePacing::PLATFORM, |channel| channel.live_pacing());
         let mut follower = Follower {
             d: self,
             run,
@@ -93,8 +92,9 @@ impl Dispatcher {
             edit_at: None,
             edit_not_before: None,
             last_edit: None,
-            first_not_before: Some(now + FIRST_PREVIEW_AFTER),
-            seal: false,
+            first_not_before: Some(now + pacing.first_after),
+            edit_every: pacing.every,
+            seal: None,
             tool_line: None,
             show_tools,
             status_line: None,
@@ -198,15 +198,18 @@ struct Follower<'a> {
     shown: String,
     /// When to update it next.
     edit_at: Option<Instant>,
+    /// The least time between two updates (the channel's [`LivePacing`]).
+    edit_every: Duration,
     /// No update before this (a rate limit's wait).
     edit_not_before: Option<Instant>,
     last_edit: Option<Instant>,
     /// No message shows the reply before this, unless the run goes on with tools: a reply done
     /// by then comes as one message, with no preview before it.
     first_not_before: Option<Instant>,
-    /// An approval prompt went to the chat below the message that shows the reply: once the
-    /// wait is over, that message ends where the text is, and the rest goes on below the prompt.
-    seal: bool,
+    /// An approval prompt went to the chat below the message that shows the reply, when the
+    /// reply was this long: once the wait is over, that message ends there, and the rest goes on
+    /// below the prompt.
+    seal: Option<usize>,
     /// The tool that runs now, as a line under the text (unless the channel's `show_tools` is
     /// off).
     tool_line: Option<String>,
@@ -386,6 +389,12 @@ impl Follower<'_> {
                     self.step(step);
                 }
                 if !finished_before && self.progress.finished().is_some() {
+                    // The run ended before the message above an approval prompt was ended: end
+                    // it now, so the rest of the reply goes below the prompt.
+                    if self.seal.is_some() && self.preview.is_some() {
+                        self.waiting_for_person = false;
+                        self.update_preview().await;
+                    }
                     let (reply, outcome) = self.d.final_reply(self.run, &self.progress).await;
                     return Ok(Some(self.ended(reply, outcome)));
                 }
@@ -473,7 +482,7 @@ impl Follower<'_> {
                     | Step::ToolDone { .. }
                     | Step::ToolRejected { .. }
             ) {
-                let every = self.edit_every();
+                let every = self.edit_every;
                 let mut at = self
                     .last_edit
                     .map_or_else(Instant::now, |last| last + every)
@@ -573,7 +582,7 @@ impl Follower<'_> {
                         .then(|| "⏸ Waiting for your approval (the buttons below).".to_owned());
                     if waiting_for_person {
                         // A draft is no message above the prompt: nothing to end there.
-                        self.seal = self.preview.is_some();
+                        self.seal = self.preview.is_some().then(|| self.progress.text().len());
                         self.set_task(
                             WAITING_TASK,
                             "Waiting for your approval".to_owned(),
@@ -651,17 +660,6 @@ impl Follower<'_> {
         }
     }
 
-    fn edit_every(&self) -> Duration {
-        match self
-            .reply_target
-            .as_ref()
-            .map(|(channel, _)| channel.as_str())
-        {
-            Some("discord") => EDIT_EVERY_DISCORD,
-            _ => EDIT_EVERY,
-        }
-    }
-
     /// Shows the reply as written so far in its message: sent the first time, edited after. A
     /// reply that outgrows the platform's limit finishes the current message at a paragraph (or
     /// line) and goes on in a new one; what is finished counts as sent. A 429 waits; any other
@@ -683,13 +681,25 @@ impl Follower<'_> {
         let segment = &segment[lead..];
         let limit = channel.text_limit();
         let room = limit.max.saturating_sub(EDIT_MARGIN).max(1);
-        let seal = self.seal && !self.waiting_for_person && !segment.trim().is_empty();
-        if self.seal && !self.waiting_for_person && !seal {
-            // No text to end the message above the prompt with: it just goes on.
-            self.seal = false;
-        }
+        // Where the message above an approval prompt ends: where the reply was when the prompt
+        // went out.
+        let seal = match self.seal {
+            Some(at) if !self.waiting_for_person => {
+                let cut = at
+                    .saturating_sub(self.streamed.len() + lead)
+                    .min(segment.len());
+                if segment[..cut].trim().is_empty() {
+                    // No text to end the message above the prompt with: it just goes on.
+                    self.seal = None;
+                    None
+                } else {
+                    Some(cut)
+                }
+            }
+            _ => None,
+        };
         if self.native
-            && !seal
+            && seal.is_none()
             && limit.measure(segment) <= room
             && self.stream_preview(&channel, &target, segment).await
         {
@@ -698,8 +708,8 @@ impl Follower<'_> {
         let (body, finished) = if limit.measure(segment) > room {
             let cut = cut_point(segment, |s| limit.measure(s) <= room);
             (segment[..cut].trim_end().to_owned(), Some(cut))
-        } else if seal {
-            (segment.trim_end().to_owned(), Some(segment.len()))
+        } else if let Some(cut) = seal {
+            (segment[..cut].trim_end().to_owned(), Some(cut))
         } else {
             let tool = self.tool_line.as_ref().filter(|_| self.show_tools);
             if self.preview.is_none() && segment.trim().is_empty() && tool.is_none() {
@@ -753,7 +763,7 @@ impl Follower<'_> {
                 match finished {
                     Some(cut) => {
                         // This message is complete: the rest goes on in a new one.
-                        self.seal = false;
+                        self.seal = None;
                         self.streamed = text[..self.streamed.len() + lead + cut].to_owned();
                         self.preview = None;
                         self.shown.clear();

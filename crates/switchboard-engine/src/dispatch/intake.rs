@@ -127,6 +127,29 @@ impl Intake for DispatcherIntake {
             &message.peer,
             &message.chat,
         );
+        self.take(message, key).await
+    }
+}
+
+impl DispatcherIntake {
+    /// A message from the person at this machine (the desktop chat, a reply typed into a
+    /// notification) into the conversation `key`. They own the machine and the agent, so no
+    /// access gate applies; everything else is as for a chat message: commands, the journal
+    /// (a repeated `dedup_keys` is one message), the queue.
+    pub(crate) async fn accept_local(
+        &self,
+        message: InboundMessage,
+        key: String,
+    ) -> anyhow::Result<Accepted> {
+        if self.0.store.is_duplicate(&message.dedup_keys)? {
+            return Ok(Accepted::Duplicate);
+        }
+        self.take(message, key).await
+    }
+
+    /// A message past the gate: a command is carried out, anything else journaled and queued.
+    async fn take(&self, message: InboundMessage, key: String) -> anyhow::Result<Accepted> {
+        let dispatcher = &self.0;
         let bot = dispatcher
             .board
             .get(&message.channel)

@@ -187,6 +187,18 @@ impl Dispatcher {
         })
     }
 
+    /// The conversation someone already has at `target`, if any: where an answer typed at the
+    /// desktop to a notice there goes.
+    pub(crate) fn conversation_for_place(
+        &self,
+        channel: &str,
+        target: &DeliveryTarget,
+    ) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .conversation_at_place(channel, target)?
+            .map(|(key, _)| key))
+    }
+
     /// The conversation someone already has at `target` (the place their messages come from),
     /// with where it lives.
     fn conversation_at_place(

@@ -64,6 +64,8 @@ impl Dispatcher {
             "telegram" => c.telegram.as_ref().map(|t| (t.streaming, t.show_tools)),
             "slack" => c.slack.as_ref().map(|s| (s.streaming, s.show_tools)),
             "discord" => c.discord.as_ref().map(|d| (d.streaming, d.show_tools)),
+            // The window shows the reply as it is written, with the tools as tasks.
+            crate::channels::desktop::DESKTOP => Some((Streaming::Auto, true)),
             _ => None,
         }
     }
@@ -220,6 +222,11 @@ impl Dispatcher {
             .last()
             .and_then(|id| self.store.journal_entry(*id).ok().flatten());
         match last {
+            // A message the person at the desktop wrote into a platform's conversation answers
+            // nobody on that platform.
+            Some(entry) if entry.peer.id == crate::channels::desktop::LOCAL_PEER_ID => {
+                Some((entry.channel, entry.target, None))
+            }
             Some(entry) => Some((entry.channel, entry.target, Some(entry.peer.id))),
             None => self
                 .store

@@ -173,12 +173,17 @@ impl Dispatcher {
             return Ok(None);
         };
         let config = self.config();
-        let title = session_title(
-            &config.gateway.title_template,
-            &first.channel,
-            &first.peer,
-            &first.chat,
-        );
+        // A desktop chat is named after what it is about; chats are named by the template.
+        let title = if first.channel == crate::channels::desktop::DESKTOP {
+            crate::channels::desktop::chat_title(&first.text)
+        } else {
+            session_title(
+                &config.gateway.title_template,
+                &first.channel,
+                &first.peer,
+                &first.chat,
+            )
+        };
         // Keyed on the first message, so a retry after a crash cannot create a second session.
         let idempotency_key = format!("session:{key}:{}", first.id);
         let mut attempt = 0;

@@ -19,6 +19,7 @@ use crate::watch::WatchContext;
 mod access;
 mod approvals;
 mod commands;
+mod desktop;
 
 pub use commands::{SessionEntry, UsageTotals};
 
@@ -240,6 +241,23 @@ const MIGRATIONS: &[&str] = &[
     // reply when the run ends.
     r#"
     ALTER TABLE runs ADD COLUMN preview TEXT;
+    "#,
+    // 9: the desktop chat: what its agent side said (replies, growing while written, and approval
+    // prompts with their outcome).
+    r#"
+    CREATE TABLE desktop_messages (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        chat_id       TEXT NOT NULL,
+        kind          TEXT NOT NULL,
+        text          TEXT NOT NULL,
+        tasks         TEXT,
+        streaming     INTEGER NOT NULL DEFAULT 0,
+        approval_id   TEXT,
+        outcome       TEXT,
+        created_ms    INTEGER NOT NULL,
+        updated_ms    INTEGER NOT NULL
+    );
+    CREATE INDEX desktop_by_chat ON desktop_messages (chat_id, id);
     "#,
 ];
 
@@ -1088,6 +1106,11 @@ impl Store {
         )?;
         let decisions = tx.execute(
             "DELETE FROM decisions WHERE at_ms < ?1",
+            params![now - retention_ms],
+        )?;
+        // The desktop chat's side is kept as long as the journal keeps the person's side.
+        tx.execute(
+            "DELETE FROM desktop_messages WHERE streaming = 0 AND updated_ms < ?1",
             params![now - retention_ms],
         )?;
         tx.execute(

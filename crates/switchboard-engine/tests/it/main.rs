@@ -7,6 +7,7 @@ mod access;
 mod api;
 mod approvals;
 mod commands;
+mod desktop;
 mod discord;
 mod durability;
 mod faults;

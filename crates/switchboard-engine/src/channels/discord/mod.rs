@@ -269,6 +269,14 @@ impl Channel for DiscordChannel {
         TextLimit::DISCORD
     }
 
+    /// Discord's edit budget is tighter than the others' (5 edits per 5 s per channel).
+    fn live_pacing(&self) -> crate::channels::LivePacing {
+        crate::channels::LivePacing {
+            every: std::time::Duration::from_millis(1200),
+            ..crate::channels::LivePacing::PLATFORM
+        }
+    }
+
     #[tracing::instrument(name = "discord", skip_all)]
     async fn run(&self, ctx: ChannelContext) {
         {
