@@ -132,7 +132,7 @@ pub fn describe(event: &EngineEvent) -> Option<(Level, &'static str, String, Str
             routing_key.clone(),
             "The agent started working".to_owned(),
         ),
-        EngineEvent::RunStreaming { .. } => return None,
+        EngineEvent::RunStreaming { .. } | EngineEvent::DesktopMessage { .. } => return None,
         EngineEvent::RunFinished {
             routing_key,
             outcome,

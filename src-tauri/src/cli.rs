@@ -22,6 +22,24 @@ pub struct Cli {
     /// Start in the tray without opening the window.
     #[arg(long)]
     pub hidden: bool,
+    /// Open the quick chat (bind this to a key where the shortcut cannot be registered; with
+    /// Switchboard running, it opens there).
+    #[arg(long, conflicts_with = "new_chat")]
+    pub quick_chat: bool,
+    /// Open the window on a new desktop chat.
+    #[arg(long)]
+    pub new_chat: bool,
+    /// Say in the window that this is the demo (`scripts/run.sh` without a configuration).
+    #[arg(long, hide = true)]
+    pub demo: bool,
+}
+
+/// What a launch asks to be shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Launch {
+    Window,
+    NewChat,
+    QuickChat,
 }
 
 impl Cli {
@@ -29,6 +47,22 @@ impl Cli {
     /// the usage and exits.
     pub fn parse_args() -> Cli {
         Cli::parse()
+    }
+
+    pub fn launch(&self) -> Launch {
+        if self.quick_chat {
+            Launch::QuickChat
+        } else if self.new_chat {
+            Launch::NewChat
+        } else {
+            Launch::Window
+        }
+    }
+
+    /// What a second launch's arguments ask the running app to show (anything it cannot read
+    /// shows the window).
+    pub fn launch_of(argv: &[String]) -> Launch {
+        Cli::try_parse_from(argv).map_or(Launch::Window, |cli| cli.launch())
     }
 
     /// The command the autostart entry runs: this program, hidden, with the same explicit paths
@@ -72,6 +106,21 @@ mod tests {
         assert_eq!(cli.config, Some(PathBuf::from("/etc/sb.toml")));
         assert_eq!(cli.data_dir, Some(PathBuf::from("/var/sb")));
         assert!(cli.hidden);
+        assert_eq!(cli.launch(), Launch::Window);
+        let argv = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            Cli::launch_of(&argv(&["switchboard", "--quick-chat"])),
+            Launch::QuickChat
+        );
+        assert_eq!(
+            Cli::launch_of(&argv(&["/usr/bin/switchboard", "--new-chat"])),
+            Launch::NewChat
+        );
+        assert_eq!(
+            Cli::launch_of(&argv(&["switchboard", "--no-such-flag"])),
+            Launch::Window,
+            "a launch it cannot read shows the window"
+        );
         let command = cli.autostart_command();
         assert_eq!(
             command[1..],

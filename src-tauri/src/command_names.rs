@@ -25,4 +25,9 @@ pub const COMMAND_NAMES: &[&str] = &[
     "pairing_requests",
     "admit_pairing",
     "refuse_pairing",
+    "desktop_transcript",
+    "desktop_send",
+    "say",
+    "open_quick_chat",
+    "close_quick_chat",
 ];

@@ -210,6 +210,66 @@ async fn refuse_pairing(
     shell.refuse_pairing(channel, &code, Surface::Window)
 }
 
+/// A desktop chat's transcript: what the person wrote and what the agent side said.
+#[tauri::command]
+async fn desktop_transcript(
+    shell: ShellState<'_>,
+    chat_id: Arg<String>,
+) -> IpcResult<Vec<switchboard_engine::channels::desktop::DesktopLine>> {
+    let chat_id = validate::chat_id("chatId", &chat_id.0)?;
+    shell.desktop_transcript(chat_id)
+}
+
+/// The person writes in a desktop chat (a new id starts a new chat); true when the message is
+/// new (the same `clientId` again is the same message).
+#[tauri::command]
+async fn desktop_send(
+    shell: ShellState<'_>,
+    chat_id: Arg<String>,
+    text: Arg<String>,
+    client_id: Arg<String>,
+) -> IpcResult<bool> {
+    let chat_id = validate::chat_id("chatId", &chat_id.0)?;
+    let text = validate::message("text", &text.0)?;
+    let client_id = validate::client_id("clientId", &client_id.0)?;
+    shell.desktop_send(chat_id, text, client_id).await
+}
+
+/// The person writes into a conversation of any channel (the quick chat on a chat's
+/// conversation); the agent answers where that conversation's replies go.
+#[tauri::command]
+async fn say(
+    shell: ShellState<'_>,
+    routing_key: Arg<String>,
+    text: Arg<String>,
+    client_id: Arg<String>,
+) -> IpcResult<bool> {
+    let routing_key = validate::routing_key("routingKey", &routing_key.0)?;
+    let text = validate::message("text", &text.0)?;
+    let client_id = validate::client_id("clientId", &client_id.0)?;
+    shell
+        .say(routing_key, text, client_id)
+        .await
+        .map_err(|e| name_the(e, "routingKey"))
+}
+
+/// Opens the quick chat window, on a conversation or the desktop chat used last.
+#[tauri::command]
+async fn open_quick_chat(shell: ShellState<'_>, routing_key: Arg<Option<String>>) -> IpcResult<()> {
+    let routing_key = match routing_key.0 {
+        Some(key) => Some(validate::routing_key("routingKey", &key)?.to_owned()),
+        None => None,
+    };
+    shell.open_quick_chat(routing_key);
+    Ok(())
+}
+
+#[tauri::command]
+async fn close_quick_chat(shell: ShellState<'_>) -> IpcResult<()> {
+    shell.close_quick_chat();
+    Ok(())
+}
+
 /// A `not_found` from the shell names the argument that named the missing thing.
 fn name_the(error: IpcError, field: &str) -> IpcError {
     if error.code == ErrorCode::NotFound && error.field.is_none() {
@@ -247,5 +307,10 @@ pub fn commands<R: Runtime>() -> impl Fn(tauri::ipc::Invoke<R>) -> bool + Send +
         pairing_requests,
         admit_pairing,
         refuse_pairing,
+        desktop_transcript,
+        desktop_send,
+        say,
+        open_quick_chat,
+        close_quick_chat,
     ]
 }

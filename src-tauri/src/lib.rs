@@ -11,6 +11,7 @@ pub mod cli;
 pub mod commands;
 pub mod logging;
 pub mod notify;
+pub mod quick;
 pub mod shell;
 pub mod tray;
 pub mod validate;
@@ -28,9 +29,10 @@ use switchboard_engine::EngineOptions;
 use tauri::{AppHandle, Emitter, Manager, Runtime, WebviewWindow, WindowEvent};
 
 use crate::autostart::Autostart;
-use crate::cli::Cli;
+use crate::cli::{Cli, Launch};
 use crate::notify::{Question, Toast};
-use crate::shell::{Host, Shell, ShellOptions};
+use crate::quick::{QuickKeys, QUICK_WINDOW};
+use crate::shell::{Host, Shell, ShellOptions, NEW_CHAT};
 use crate::tray::{MenuId, TrayMenu, TrayModel};
 use crate::views::{Page, UiEvent, UI_EVENT};
 
@@ -50,20 +52,29 @@ pub fn run() {
         paths,
         engine: EngineOptions::default(),
         extra_channels: Vec::new(),
+        demo: cli.demo,
     });
 
     let result = tauri::Builder::default()
         // First, so a second launch hands over before anything else starts.
-        .plugin(tauri_plugin_single_instance::init(|app, _argv, _cwd| {
-            tracing::info!("a second launch: showing the window");
-            show_main_window(app);
+        .plugin(tauri_plugin_single_instance::init(|app, argv, _cwd| {
+            let launch = Cli::launch_of(&argv);
+            tracing::info!(?launch, "a second launch: handing over");
+            open_for(app, launch);
         }))
+        // The windows' size and position, kept across runs (whether they are shown is the app's
+        // to say).
+        .plugin(
+            tauri_plugin_window_state::Builder::new()
+                .with_state_flags(window_state_flags())
+                .build(),
+        )
         .manage(Arc::clone(&shell))
         .invoke_handler(commands::commands())
         .setup({
             let shell = Arc::clone(&shell);
             move |app| {
-                setup(app.handle(), shell, cli.hidden);
+                setup(app.handle(), shell, cli.hidden, cli.launch());
                 Ok(())
             }
         })
@@ -73,6 +84,12 @@ pub fn run() {
             if let WindowEvent::Destroyed = event {
                 if window.label() == MAIN_WINDOW {
                     tracing::info!("window closed; its webview is gone until it is opened again");
+                }
+                // The plugin writes its file only when the app exits; a window's place is kept
+                // as soon as it closes, so a crash or a kill loses nothing.
+                use tauri_plugin_window_state::AppHandleExt;
+                if let Err(error) = window.app_handle().save_window_state(window_state_flags()) {
+                    tracing::debug!(%error, "cannot keep the window's size and place");
                 }
             }
         })
@@ -98,12 +115,26 @@ pub fn run() {
     std::process::exit(code);
 }
 
+/// What of a window is kept across runs: its size and place, not whether it is shown.
+fn window_state_flags() -> tauri_plugin_window_state::StateFlags {
+    use tauri_plugin_window_state::StateFlags;
+    StateFlags::SIZE | StateFlags::POSITION | StateFlags::MAXIMIZED
+}
+
 /// Creates the tray, connects the shell to the window and the tray, and starts the engine.
-fn setup<R: Runtime>(app: &AppHandle<R>, shell: Arc<Shell>, hidden: bool) {
+fn setup<R: Runtime>(app: &AppHandle<R>, shell: Arc<Shell>, hidden: bool, launch: Launch) {
+    let keys = {
+        let app = app.clone();
+        QuickKeys::new(
+            quick::Display::from_env(|name| std::env::var(name).ok()),
+            move || open_quick_window(&app, None),
+        )
+    };
     let host = Arc::new(TauriHost {
         app: app.clone(),
         tray: Mutex::new(None),
         questions: Arc::default(),
+        keys,
     });
     let initial = TrayModel::from_snapshot(&shell.snapshot());
     let on_click = {
@@ -119,7 +150,7 @@ fn setup<R: Runtime>(app: &AppHandle<R>, shell: Arc<Shell>, hidden: bool) {
         Err(error) => tracing::warn!(%error, "cannot create the tray icon"),
     }
     shell.set_host(host);
-    if !hidden {
+    if !hidden && launch == Launch::Window {
         show_main_window(app);
     }
     let starting = Arc::clone(&shell);
@@ -127,8 +158,11 @@ fn setup<R: Runtime>(app: &AppHandle<R>, shell: Arc<Shell>, hidden: bool) {
     tauri::async_runtime::spawn(async move {
         starting.start().await;
         // A first run or a broken file needs the window, even when started hidden.
-        if hidden && starting.snapshot().start_page == Page::Settings {
+        if (hidden || launch != Launch::Window) && starting.snapshot().start_page == Page::Settings
+        {
             show_main_window(&app_for_start);
+        } else if launch != Launch::Window {
+            open_for(&app_for_start, launch);
         }
     });
     spawn_signal_handler(app.clone(), shell);
@@ -185,9 +219,59 @@ fn show_main_window<R: Runtime>(app: &AppHandle<R>) {
     open_main_window(app, None);
 }
 
-/// Whether the window was opened before in this run of the app: a window built again comes
-/// back where the last one was.
-static OPENED_BEFORE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Opens what a launch asked for: the window, a new desktop chat in it, or the quick chat.
+fn open_for<R: Runtime>(app: &AppHandle<R>, launch: Launch) {
+    match launch {
+        Launch::Window => show_main_window(app),
+        Launch::NewChat => open_main_window(app, Some((Page::Chat, Some(NEW_CHAT.to_owned())))),
+        Launch::QuickChat => open_quick_window(app, None),
+    }
+}
+
+/// Shows the quick chat window, building it when it is not open, on `routing_key` when given
+/// (else the page picks the desktop chat used last).
+fn open_quick_window<R: Runtime>(app: &AppHandle<R>, routing_key: Option<String>) {
+    if let Some(window) = app.get_webview_window(QUICK_WINDOW) {
+        let _ = window.unminimize();
+        let _ = window.show();
+        let _ = window.set_focus();
+        if let Some(key) = routing_key {
+            let event = UiEvent::Navigate {
+                page: Page::Chat,
+                routing_key: Some(key),
+            };
+            if let Err(error) = app.emit_to(QUICK_WINDOW, UI_EVENT, event) {
+                tracing::debug!(%error, "cannot send an event to the quick chat");
+            }
+        }
+        return;
+    }
+    let Some(mut config) = app
+        .config()
+        .app
+        .windows
+        .iter()
+        .find(|w| w.label == QUICK_WINDOW)
+        .cloned()
+    else {
+        tracing::error!("tauri.conf.json has no quick chat window");
+        return;
+    };
+    let mut fragment = "#quick".to_owned();
+    if let Some(key) = routing_key {
+        fragment.push_str("&key=");
+        fragment.push_str(&percent_encode(&key));
+    }
+    config.url = tauri::WebviewUrl::App(format!("index.html{fragment}").into());
+    config.visible = true;
+    match tauri::WebviewWindowBuilder::from_config(app, &config).and_then(|b| b.build()) {
+        Ok(window) => {
+            let _ = window.set_focus();
+            tracing::info!("quick chat opened");
+        }
+        Err(error) => tracing::error!(%error, "cannot open the quick chat"),
+    }
+}
 
 /// Shows the window, building it (and its webview) when it is not open, on `page` when given.
 /// A window that is open is sent a navigation; a new one is built at the page (the address's
@@ -219,9 +303,7 @@ fn open_main_window<R: Runtime>(app: &AppHandle<R>, page: Option<(Page, Option<S
         tracing::error!("tauri.conf.json has no main window");
         return;
     };
-    let restore = OPENED_BEFORE.swap(true, std::sync::atomic::Ordering::Relaxed);
-    config.url =
-        tauri::WebviewUrl::App(format!("index.html{}", window_fragment(page, restore)).into());
+    config.url = tauri::WebviewUrl::App(format!("index.html{}", window_fragment(page)).into());
     config.visible = true;
     let started = std::time::Instant::now();
     match tauri::WebviewWindowBuilder::from_config(app, &config).and_then(|b| b.build()) {
@@ -237,8 +319,8 @@ fn open_main_window<R: Runtime>(app: &AppHandle<R>, page: Option<(Page, Option<S
 }
 
 /// The address fragment a new window starts from: the page to show (`page=…&key=…`), else
-/// `restore` when an earlier window of this run should come back as it was.
-fn window_fragment(page: Option<(Page, Option<String>)>, restore: bool) -> String {
+/// `restore`: the page comes back as the last window left it (in this run or an earlier one).
+fn window_fragment(page: Option<(Page, Option<String>)>) -> String {
     match page {
         Some((page, key)) => {
             let mut fragment = format!("#page={}", page.as_str());
@@ -248,8 +330,7 @@ fn window_fragment(page: Option<(Page, Option<String>)>, restore: bool) -> Strin
             }
             fragment
         }
-        None if restore => "#restore".to_owned(),
-        None => String::new(),
+        None => "#restore".to_owned(),
     }
 }
 
@@ -272,6 +353,8 @@ struct TauriHost<R: Runtime> {
     tray: Mutex<Option<TrayMenu<R>>>,
     /// The notifications asking a question shown now: sending withdraws one.
     questions: Arc<Mutex<HashMap<Question, tokio::sync::oneshot::Sender<()>>>>,
+    /// The quick chat's shortcut.
+    keys: Arc<QuickKeys>,
 }
 
 impl<R: Runtime> TauriHost<R> {
@@ -336,10 +419,46 @@ impl<R: Runtime> Host for TauriHost<R> {
             self.notify_question(question, toast);
             return;
         }
+        // The person is looking at Switchboard already: no need to call them.
+        if toast.unless_focused
+            && self
+                .app
+                .webview_windows()
+                .values()
+                .any(|w| w.is_focused().unwrap_or(false))
+        {
+            tracing::debug!(summary = %toast.summary, "notification not shown: a window has the focus");
+            return;
+        }
         let app = self.app.clone();
-        notify::show(toast, move |routing_key| {
-            tracing::info!(%routing_key, "notification clicked: opening the conversation");
-            open_main_window(&app, Some((Page::Sessions, Some(routing_key))));
+        notify::show(toast, move |response| match response {
+            notify::Response::Open(routing_key) => {
+                tracing::info!(%routing_key, "notification clicked: opening the conversation");
+                let page = match switchboard_engine::channels::desktop::chat_of(&routing_key) {
+                    Some(_) => Page::Chat,
+                    None => Page::Sessions,
+                };
+                open_main_window(&app, Some((page, Some(routing_key))));
+            }
+            notify::Response::Reply(routing_key, None) => {
+                tracing::info!(%routing_key, "notification's reply: opening the quick chat");
+                open_quick_window(&app, Some(routing_key));
+            }
+            notify::Response::Reply(routing_key, Some(text)) => {
+                let Some(shell) = app.try_state::<Arc<Shell>>() else {
+                    return;
+                };
+                let shell = Arc::clone(shell.inner());
+                tauri::async_runtime::spawn(async move {
+                    let id = format!("notification-{}", switchboard_engine::model::now_ms());
+                    match shell.say(&routing_key, &text, &id).await {
+                        Ok(_) => tracing::info!(%routing_key, "answered from a notification"),
+                        Err(error) => {
+                            tracing::warn!(%routing_key, error = %error.message, "cannot answer from the notification")
+                        }
+                    }
+                });
+            }
         });
     }
 
@@ -357,6 +476,30 @@ impl<R: Runtime> Host for TauriHost<R> {
             let _ = withdraw.send(());
         }
     }
+
+    fn open_quick_chat(&self, routing_key: Option<String>) {
+        open_quick_window(&self.app, routing_key);
+    }
+
+    fn close_quick_chat(&self) {
+        if let Some(window) = self.app.get_webview_window(QUICK_WINDOW) {
+            if let Err(error) = window.destroy() {
+                tracing::debug!(%error, "cannot close the quick chat");
+            }
+        }
+    }
+
+    fn settings_applied(&self, config: &switchboard_engine::config::Config) {
+        let keys = Arc::clone(&self.keys);
+        let wanted = config.desktop.quick_chat_shortcut.clone();
+        let app = self.app.clone();
+        tauri::async_runtime::spawn(async move {
+            let view = keys.apply(&wanted).await;
+            if let Some(shell) = app.try_state::<Arc<Shell>>() {
+                shell.set_quick_chat(view);
+            }
+        });
+    }
 }
 
 /// Stakpak's own configuration, offered for import on the first run.
@@ -371,22 +514,21 @@ mod window_tests {
     #[test]
     fn a_new_window_starts_at_the_page_asked_for_or_where_the_last_one_was() {
         assert_eq!(
-            window_fragment(
-                Some((Page::Sessions, Some("telegram:dm:42 / ü".to_owned()))),
-                true
-            ),
+            window_fragment(Some((
+                Page::Sessions,
+                Some("telegram:dm:42 / ü".to_owned())
+            ))),
             "#page=sessions&key=telegram%3Adm%3A42%20%2F%20%C3%BC",
             "a page asked for wins over restoring"
         );
         assert_eq!(
-            window_fragment(Some((Page::Approvals, None)), false),
+            window_fragment(Some((Page::Approvals, None))),
             "#page=approvals"
         );
-        assert_eq!(window_fragment(None, true), "#restore");
         assert_eq!(
-            window_fragment(None, false),
-            "",
-            "the first window of a run"
+            window_fragment(None),
+            "#restore",
+            "otherwise the page comes back where it was, in this run or the last"
         );
     }
 }

@@ -24,6 +24,11 @@ pub struct Toast {
     /// The notification could not show the question whole (the call's text was masked or cut):
     /// it offers to open the window, never to approve unseen.
     pub partial: bool,
+    /// The conversation a "Reply" goes to: typed into the notification where the server offers
+    /// inline replies, else in the quick chat opened on it.
+    pub reply: Option<String>,
+    /// Not shown while a Switchboard window has the focus (the person sees it there already).
+    pub unless_focused: bool,
 }
 
 impl Toast {
@@ -174,13 +179,16 @@ impl Alerts {
                 channel,
                 target,
                 text,
+                routing_key,
                 ..
             } => Some(Toast {
                 summary: format!("{channel}/{}", target.place_key()),
                 body: text.clone(),
-                open: None,
+                open: routing_key.clone(),
                 question: None,
                 partial: false,
+                reply: routing_key.clone(),
+                unless_focused: false,
             }),
             EngineEvent::WatchReplyDelivered {
                 channel,
@@ -193,6 +201,24 @@ impl Alerts {
                 open: Some(routing_key.clone()),
                 question: None,
                 partial: false,
+                reply: Some(routing_key.clone()),
+                unless_focused: false,
+            }),
+            // The agent answered in the desktop chat: worth a notification when the person is
+            // not looking (they wrote in the quick chat and closed it, or went elsewhere).
+            EngineEvent::ReplyDelivered {
+                channel,
+                routing_key,
+                text,
+                ..
+            } if channel == switchboard_engine::channels::desktop::DESKTOP => Some(Toast {
+                summary: "The agent answered".to_owned(),
+                body: preview(text, 200),
+                open: Some(routing_key.clone()),
+                question: None,
+                partial: false,
+                reply: Some(routing_key.clone()),
+                unless_focused: true,
             }),
             EngineEvent::ChannelState { status } => {
                 let failing = status.enabled
@@ -224,6 +250,8 @@ impl Alerts {
                     open: None,
                     question: None,
                     partial: false,
+                    reply: None,
+                    unless_focused: false,
                 })
             }
             EngineEvent::PairingRequested { request } => Some(Toast {
@@ -235,6 +263,8 @@ impl Alerts {
                     code: request.code.clone(),
                 }),
                 partial: false,
+                reply: None,
+                unless_focused: false,
             }),
             EngineEvent::ApprovalRequested {
                 approval_id,
@@ -257,6 +287,8 @@ impl Alerts {
                     open: None,
                     question: Some(Question::Approval(approval_id.clone())),
                     partial,
+                    reply: None,
+                    unless_focused: false,
                 })
             }
             _ => None,
@@ -375,25 +407,46 @@ pub fn local_minute_of_day() -> u16 {
     (now.hour() * 60 + now.minute()) as u16
 }
 
+/// What a person did with a notification that is not a question.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    /// Clicked it: open the conversation.
+    Open(String),
+    /// Answered the conversation: with the words typed into the notification (servers with
+    /// inline replies), or `None` to write them in the quick chat.
+    Reply(String, Option<String>),
+}
+
 /// Shows `toast` through the session bus's notification daemon, on a thread of its own (the call
-/// blocks, and waiting for a click blocks until the notification closes). `on_open` runs when the
-/// default action of a notification with a conversation is invoked. Without a bus or a daemon
+/// blocks, and waiting for a click blocks until the notification closes). `respond` runs when
+/// the person opens the notification's conversation or replies to it. Without a bus or a daemon
 /// the failure is logged and nothing else happens.
-pub fn show(toast: Toast, on_open: impl FnOnce(String) + Send + 'static) {
+pub fn show(toast: Toast, respond: impl FnOnce(Response) + Send + 'static) {
     let spawned = std::thread::Builder::new().name("notification".into()).spawn(move || {
+        if toast.reply.is_some() && server_has("inline-reply") {
+            match tauri::async_runtime::block_on(show_with_inline_reply(&toast)) {
+                Ok(Some(response)) => respond(response),
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, "cannot show a notification with an inline reply"),
+            }
+            return;
+        }
         let mut notification = notify_rust::Notification::new();
         notification.appname("Switchboard").summary(&plain_summary(&toast.summary)).body(&body_for_server(&toast.body)).icon("switchboard");
         if toast.open.is_some() {
             notification.action("default", "Open conversation");
         }
+        if toast.reply.is_some() {
+            notification.action(REPLY_ACTION, "Reply");
+        }
         match notification.show() {
             Ok(handle) => {
                 tracing::info!(id = handle.id(), summary = %toast.summary, "notification shown");
-                if let Some(routing_key) = toast.open {
-                    handle.wait_for_action(|action| {
-                        if action == "default" {
-                            on_open(routing_key);
-                        }
+                if toast.open.is_some() || toast.reply.is_some() {
+                    handle.wait_for_action(|action| match (action, &toast.open, &toast.reply) {
+                        ("default", Some(key), _) => respond(Response::Open(key.clone())),
+                        (REPLY_ACTION, _, Some(key)) => respond(Response::Reply(key.clone(), None)),
+                        _ => {}
                     });
                 }
             }
@@ -402,6 +455,97 @@ pub fn show(toast: Toast, on_open: impl FnOnce(String) + Send + 'static) {
     });
     if let Err(error) = spawned {
         tracing::warn!(%error, "cannot start a thread for a notification");
+    }
+}
+
+/// The action that asks to reply (where there are no inline replies: it opens the quick chat).
+pub const REPLY_ACTION: &str = "reply";
+/// KDE's action key for a reply typed into the notification itself.
+const INLINE_REPLY_ACTION: &str = "inline-reply";
+
+/// Whether the notification server advertises `capability`.
+fn server_has(capability: &str) -> bool {
+    notify_rust::get_capabilities().is_ok_and(|caps| caps.iter().any(|c| c == capability))
+}
+
+/// Shows a notification whose "Reply" takes the answer in place (KDE Plasma's inline replies),
+/// and waits for what the person does with it. The server sends `NotificationReplied` only to
+/// the connection that showed the notification, so it is shown and followed on one connection of
+/// our own (notify-rust reads only clicks and closes).
+async fn show_with_inline_reply(toast: &Toast) -> Result<Option<Response>, ashpd::zbus::Error> {
+    use ashpd::zbus;
+    use ashpd::zvariant::Value;
+    use futures_util::StreamExt;
+
+    let Some(key) = toast.reply.clone() else {
+        return Ok(None);
+    };
+    let connection = zbus::Connection::session().await?;
+    let server = zbus::Proxy::new(
+        &connection,
+        "org.freedesktop.Notifications",
+        "/org/freedesktop/Notifications",
+        "org.freedesktop.Notifications",
+    )
+    .await?;
+    let mut replied = server.receive_signal("NotificationReplied").await?;
+    let mut invoked = server.receive_signal("ActionInvoked").await?;
+    let mut closed = server.receive_signal("NotificationClosed").await?;
+    let mut actions = vec![INLINE_REPLY_ACTION, "Reply"];
+    if toast.open.is_some() {
+        actions.extend(["default", "Open conversation"]);
+    }
+    let mut hints: std::collections::HashMap<&str, Value<'_>> = std::collections::HashMap::new();
+    hints.insert(
+        "x-kde-reply-placeholder-text",
+        Value::from("Answer the agent…"),
+    );
+    let summary = plain_summary(&toast.summary);
+    let body = body_for_server(&toast.body);
+    let id: u32 = server
+        .call(
+            "Notify",
+            &(
+                "Switchboard",
+                0u32,
+                "switchboard",
+                summary.as_str(),
+                body.as_str(),
+                actions,
+                hints,
+                -1i32,
+            ),
+        )
+        .await?;
+    tracing::info!(id, summary = %toast.summary, "notification shown (inline reply)");
+    loop {
+        tokio::select! {
+            Some(message) = replied.next() => {
+                let (which, text): (u32, String) = message.body().deserialize()?;
+                if which == id {
+                    return Ok(Some(Response::Reply(key, Some(text))));
+                }
+            }
+            Some(message) = invoked.next() => {
+                let (which, action): (u32, String) = message.body().deserialize()?;
+                if which != id {
+                    continue;
+                }
+                return Ok(match (action.as_str(), &toast.open) {
+                    ("default", Some(open)) => Some(Response::Open(open.clone())),
+                    // A server that showed the reply as a plain button.
+                    (INLINE_REPLY_ACTION, _) => Some(Response::Reply(key, None)),
+                    _ => None,
+                });
+            }
+            Some(message) = closed.next() => {
+                let (which, _reason): (u32, u32) = message.body().deserialize()?;
+                if which == id {
+                    return Ok(None);
+                }
+            }
+            else => return Ok(None),
+        }
     }
 }
 
@@ -502,6 +646,7 @@ mod tests {
             target: DeliveryTarget::chat("123"),
             text: text.into(),
             context: None,
+            routing_key: Some("telegram:dm:123".into()),
         }
     }
 
@@ -525,9 +670,11 @@ mod tests {
             Toast {
                 summary: "telegram/123".into(),
                 body: "Disk check failed on web-1".into(),
-                open: None,
+                open: Some("telegram:dm:123".into()),
                 question: None,
                 partial: false,
+                reply: Some("telegram:dm:123".into()),
+                unless_focused: false,
             }
         );
         let toast = alerts

@@ -13,12 +13,13 @@ use switchboard_engine::agent::{AgentClient, Timeouts};
 use switchboard_engine::approvals::{
     readable_arguments, Actor, Answer as Scope, ApprovalState, Outcome, Preview, Surface,
 };
+use switchboard_engine::channels::desktop::{self, DesktopLine};
 use switchboard_engine::channels::{Channel, ChannelError};
 use switchboard_engine::config::{self, ApprovalMode, Config, ConfigError, Paths};
-use switchboard_engine::model::{now_ms, Identity};
+use switchboard_engine::model::{now_ms, Identity, Peer};
 use switchboard_engine::secrets::Secrets;
 use switchboard_engine::store::{ApprovalRecord, Resolution};
-use switchboard_engine::{Engine, EngineEvent, EngineHandle, EngineOptions};
+use switchboard_engine::{Engine, EngineEvent, EngineHandle, EngineOptions, SayError};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -30,8 +31,8 @@ use crate::views::{
     About, ApprovalChoice, ApprovalView, ApprovalsView, ChatLine, ConfigView, ConversationView,
     DecideOutcome, DecisionView, ErrorCode, FieldProblem, HistoryView, ImportView, IpcError,
     IpcResult, JournalLine, LiveReply, Page, PairingDecision, PairingOutcome, PairingView,
-    RuleView, SaveOutcome, ServerCheck, ServerState, ServerView, SettingsView, Snapshot, UiEvent,
-    HISTORY_LIMIT,
+    QuickChatView, RuleView, SaveOutcome, ServerCheck, ServerState, ServerView, SettingsView,
+    Snapshot, UiEvent, HISTORY_LIMIT,
 };
 
 /// What the shell shows, and where.
@@ -47,6 +48,21 @@ pub trait Host: Send + Sync + 'static {
     /// Closes the notification raised for a question (an approval, a pairing request), if one is
     /// shown: it was answered elsewhere or stopped waiting.
     fn withdraw(&self, question: &Question);
+    /// Opens the quick chat window (on a conversation, else the desktop chat used last).
+    fn open_quick_chat(&self, routing_key: Option<String>);
+    /// Closes the quick chat window.
+    fn close_quick_chat(&self);
+    /// The settings were saved (or first loaded): the host applies what is its own (the quick
+    /// chat's shortcut).
+    fn settings_applied(&self, config: &Config);
+}
+
+/// The person at the desktop, as the desktop chat's sender.
+pub fn local_person() -> Peer {
+    Peer {
+        id: desktop::LOCAL_PEER_ID.to_owned(),
+        name: Some(local_user()),
+    }
 }
 
 /// Who decides from the window or a notification: the local user's name, or "you".
@@ -107,6 +123,8 @@ pub struct ShellOptions {
     pub autopilot_file: Option<PathBuf>,
     /// Channels added to the engine besides those of the configuration (tests).
     pub extra_channels: Vec<Arc<dyn Channel>>,
+    /// Started as the demo: the window opens on the desktop chat and says it is a demo.
+    pub demo: bool,
 }
 
 /// How the configuration file stands.
@@ -137,6 +155,8 @@ struct State {
     /// (the engine says nothing then) leaves the window, the tray and its notification.
     pairings: HashMap<(String, String), PairingView>,
     autostart: bool,
+    /// The quick chat's shortcut, as the host registered it.
+    quick_chat: QuickChatView,
 }
 
 /// The desktop shell around one engine.
@@ -147,6 +167,20 @@ pub struct Shell {
     /// Held while a snapshot is taken and shown, so two publishers racing cannot leave the tray
     /// and the window on the older of their two snapshots.
     publishing: Mutex<()>,
+}
+
+/// What the window is told to open for a new desktop chat.
+pub const NEW_CHAT: &str = "new";
+/// How much of a desktop chat the window shows (each side).
+const TRANSCRIPT_LIMIT: usize = 500;
+
+fn say_error(error: SayError) -> IpcError {
+    match error {
+        SayError::NoDesktop => IpcError::new(ErrorCode::NotRunning, error.to_string()),
+        SayError::NotFound(_) => IpcError::new(ErrorCode::NotFound, error.to_string()),
+        SayError::Invalid(_) => IpcError::new(ErrorCode::InvalidArgument, error.to_string()),
+        SayError::Failed(_) => IpcError::new(ErrorCode::Engine, error.to_string()),
+    }
 }
 
 /// How long quitting waits for the engine to finish its current steps.
@@ -175,6 +209,7 @@ impl Shell {
                 live: HashMap::new(),
                 pairings: HashMap::new(),
                 autostart,
+                quick_chat: QuickChatView::default(),
             }),
         })
     }
@@ -234,7 +269,8 @@ impl Shell {
         let stop = CancellationToken::new();
         let mut builder = Engine::builder(config.clone(), &paths.data_dir)
             .config_path(&paths.config_file)
-            .options(self.options.engine.clone());
+            .options(self.options.engine.clone())
+            .desktop(local_person());
         for channel in &self.options.extra_channels {
             builder = builder.channel(Arc::clone(channel));
         }
@@ -261,6 +297,9 @@ impl Shell {
                     };
                 }
                 tokio::spawn(Arc::clone(self).forward(events, stop));
+                if let Some(host) = self.host() {
+                    host.settings_applied(&handle.config());
+                }
                 // The first report may have gone out before the subscription; ask again.
                 handle.recheck_server();
                 tracing::info!(config = %paths.config_file.display(), data = %paths.data_dir.display(), api = ?handle.api_addr(), "engine started");
@@ -421,6 +460,11 @@ impl Shell {
             }
         }
         match event {
+            EngineEvent::DesktopMessage { message } => {
+                // A reply growing in the desktop chat changes nothing else; skip the snapshot.
+                self.emit(UiEvent::DesktopMessage { message });
+                return;
+            }
             EngineEvent::RunStreaming {
                 routing_key,
                 run_id,
@@ -620,10 +664,12 @@ impl Shell {
                 message: problem.message.clone(),
             },
         };
-        let start_page = if status == ConfigStatus::Loaded && engine_error.is_none() {
-            Page::Channels
-        } else {
+        let start_page = if status != ConfigStatus::Loaded || engine_error.is_some() {
             Page::Settings
+        } else if self.options.demo {
+            Page::Chat
+        } else {
+            Page::Channels
         };
         let quiet_now = config
             .notifications
@@ -674,6 +720,8 @@ impl Shell {
                 .map(|a| a.to_string()),
             autopilot_lines: handle.as_ref().and_then(|h| h.autopilot_lines()),
             start_page,
+            demo: self.options.demo,
+            quick_chat: self.lock().quick_chat.clone(),
         }
     }
 
@@ -914,7 +962,10 @@ impl Shell {
                 if handle.config().api.listen != config.api.listen {
                     restart_needed.push("api.listen".to_owned());
                 }
-                handle.reload(config).map_err(IpcError::engine)?;
+                handle.reload(config.clone()).map_err(IpcError::engine)?;
+                if let Some(host) = self.host() {
+                    host.settings_applied(&config);
+                }
             }
             None => self.start_engine(config).await?,
         }
@@ -1313,6 +1364,14 @@ impl Shell {
                 self.show(None, None);
                 Ok(())
             }
+            MenuId::NewChat => {
+                self.show(Some(Page::Chat), Some(NEW_CHAT.to_owned()));
+                Ok(())
+            }
+            MenuId::QuickChat => {
+                self.open_quick_chat(None);
+                Ok(())
+            }
             MenuId::Quit => Ok(()),
         };
         if let Err(error) = result {
@@ -1327,6 +1386,66 @@ impl Shell {
         // The platform toggles a check item by itself when clicked; set it back to what the
         // engine says, whether or not the action succeeded.
         self.publish_with(true);
+    }
+
+    /// Opens the quick chat window, on a conversation or the desktop chat used last.
+    pub fn open_quick_chat(&self, routing_key: Option<String>) {
+        if let Some(host) = self.host() {
+            host.open_quick_chat(routing_key);
+        }
+    }
+
+    pub fn close_quick_chat(&self) {
+        if let Some(host) = self.host() {
+            host.close_quick_chat();
+        }
+    }
+
+    /// Records how the host registered the quick chat's shortcut, for Settings.
+    pub fn set_quick_chat(&self, view: QuickChatView) {
+        self.lock().quick_chat = view;
+        self.publish();
+    }
+
+    // ----- the desktop chat ---------------------------------------------------------------------
+
+    /// The person types `text` in desktop chat `chat_id` (`client_id` names the message, so a
+    /// repeated call is one message); true when it is a new message.
+    pub async fn desktop_send(
+        &self,
+        chat_id: &str,
+        text: &str,
+        client_id: &str,
+    ) -> IpcResult<bool> {
+        let handle = self.require_engine()?;
+        let accepted = handle
+            .desktop_send(chat_id, text, client_id)
+            .await
+            .map_err(say_error)?;
+        Ok(matches!(
+            accepted,
+            switchboard_engine::channels::Accepted::New(_)
+        ))
+    }
+
+    /// The person types `text` into conversation `routing_key` (a desktop chat or a chat's).
+    pub async fn say(&self, routing_key: &str, text: &str, client_id: &str) -> IpcResult<bool> {
+        let handle = self.require_engine()?;
+        let accepted = handle
+            .say(routing_key, text, client_id)
+            .await
+            .map_err(say_error)?;
+        Ok(matches!(
+            accepted,
+            switchboard_engine::channels::Accepted::New(_)
+        ))
+    }
+
+    pub fn desktop_transcript(&self, chat_id: &str) -> IpcResult<Vec<DesktopLine>> {
+        let handle = self.require_engine()?;
+        handle
+            .desktop_transcript(chat_id, TRANSCRIPT_LIMIT)
+            .map_err(say_error)
     }
 
     fn show(&self, page: Option<Page>, routing_key: Option<String>) {

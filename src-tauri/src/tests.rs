@@ -34,6 +34,10 @@ struct Recorder {
     toasts: Mutex<Vec<Toast>>,
     shown: Mutex<usize>,
     withdrawn: Mutex<Vec<Question>>,
+    /// The quick chat: opened on (a conversation, or the last desktop chat), and closed.
+    quick: Mutex<Vec<Option<Option<String>>>>,
+    /// The shortcuts the settings asked for.
+    shortcuts: Mutex<Vec<String>>,
 }
 
 impl Host for Recorder {
@@ -51,6 +55,18 @@ impl Host for Recorder {
     }
     fn withdraw(&self, question: &Question) {
         self.withdrawn.lock().expect("lock").push(question.clone());
+    }
+    fn open_quick_chat(&self, routing_key: Option<String>) {
+        self.quick.lock().expect("lock").push(Some(routing_key));
+    }
+    fn close_quick_chat(&self) {
+        self.quick.lock().expect("lock").push(None);
+    }
+    fn settings_applied(&self, config: &switchboard_engine::config::Config) {
+        self.shortcuts
+            .lock()
+            .expect("lock")
+            .push(config.desktop.quick_chat_shortcut.clone());
     }
 }
 
@@ -173,6 +189,7 @@ impl Rig {
             ),
             autopilot_file: Some(root.join("autopilot.toml")),
             extra_channels: vec![Arc::new(chat.clone())],
+            demo: false,
         });
         let host = Arc::new(Recorder::default());
         shell.set_host(host.clone());
@@ -1369,6 +1386,93 @@ fn the_notification_admits_and_a_chat_admission_leaves_the_window_and_notificati
 const UNKNOWN_APPROVAL: &str = "0b6c1f9e-3a4d-4c2e-9f7a-2d5e8b1c4a90";
 
 #[test]
+fn the_desktop_chat_is_answered_through_ipc_and_the_quick_chat_opens_and_closes() {
+    let rig = Rig::start(None, true);
+    rig.wait_snapshot("the engine running", |s| s["engine_running"] == true);
+    assert_eq!(
+        rig.ok(
+            "desktop_send",
+            json!({"chatId": "c1", "text": "hello desktop", "clientId": "m1"})
+        ),
+        true,
+        "a new message"
+    );
+    assert_eq!(
+        rig.ok(
+            "desktop_send",
+            json!({"chatId": "c1", "text": "hello desktop", "clientId": "m1"})
+        ),
+        false,
+        "the same message sent again is one message"
+    );
+    let transcript = wait("the reply in the transcript", || {
+        let lines = rig.ok("desktop_transcript", json!({"chatId": "c1"}));
+        let replied = lines.as_array().is_some_and(|l| {
+            l.iter().any(|line| {
+                line["from"] == "agent" && line["message"]["text"] == "echo: hello desktop"
+            })
+        });
+        replied.then_some(lines)
+    });
+    assert_eq!(transcript[0]["from"], "person");
+    assert_eq!(transcript[0]["text"], "hello desktop");
+    assert!(
+        rig.host.events().iter().any(|e| matches!(
+            e,
+            UiEvent::DesktopMessage { message } if message.text == "echo: hello desktop"
+        )),
+        "the window is told as the reply arrives"
+    );
+    let conversations = rig.ok("conversations", json!({}));
+    let desktop = conversations
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["routing_key"] == "desktop:c1").cloned())
+        .expect("the desktop chat is a conversation");
+    assert_eq!(desktop["title"], "Desktop: hello desktop");
+    assert_eq!(
+        rig.ok("snapshot", json!({}))["channels"]
+            .as_array()
+            .map(|c| c.len()),
+        Some(1),
+        "the desktop chat is not a channel to switch"
+    );
+    // The person writes into the chat's conversation from the desktop (a notification's reply).
+    block_on(rig.chat.inject(rig.chat.dm("ann", "1", "hi"))).expect("accepted");
+    block_on(
+        rig.chat
+            .wait_until("the first reply", WAIT, |sent| sent.len() == 1),
+    );
+    assert_eq!(
+        rig.ok(
+            "say",
+            json!({"routingKey": "chat:dm:ann", "text": "from the desktop", "clientId": "n1"})
+        ),
+        true
+    );
+    let sent = block_on(
+        rig.chat
+            .wait_until("the answer", WAIT, |sent| sent.len() == 2),
+    );
+    assert_eq!(
+        sent[1].text, "echo: from the desktop",
+        "the agent answers in the chat"
+    );
+
+    rig.ok("open_quick_chat", json!({"routingKey": "desktop:c1"}));
+    rig.ok("open_quick_chat", json!({}));
+    rig.ok("close_quick_chat", json!({}));
+    assert_eq!(
+        *rig.host.quick.lock().expect("lock"),
+        vec![Some(Some("desktop:c1".to_owned())), Some(None), None]
+    );
+    assert_eq!(
+        *rig.host.shortcuts.lock().expect("lock"),
+        vec!["Ctrl+Alt+Space".to_owned()],
+        "the host was given the shortcut when the engine started"
+    );
+}
+
+#[test]
 fn bad_arguments_are_refused_with_an_error_naming_them() {
     let rig = Rig::start_pairing();
     let long = "x".repeat(5000);
@@ -1608,6 +1712,48 @@ fn bad_arguments_are_refused_with_an_error_naming_them() {
             "invalid_argument",
             "code",
         ),
+        (
+            "desktop_send",
+            json!({"chatId": "../etc", "text": "hi", "clientId": "m1"}),
+            "invalid_argument",
+            "chatId",
+        ),
+        (
+            "desktop_send",
+            json!({"chatId": "c1", "text": "   ", "clientId": "m1"}),
+            "invalid_argument",
+            "text",
+        ),
+        (
+            "desktop_send",
+            json!({"chatId": "c1", "text": "hi", "clientId": "a\nb"}),
+            "invalid_argument",
+            "clientId",
+        ),
+        (
+            "desktop_send",
+            json!({"chatId": "c1", "text": "x".repeat(100_001), "clientId": "m1"}),
+            "invalid_argument",
+            "text",
+        ),
+        (
+            "desktop_transcript",
+            json!({"chatId": long}),
+            "invalid_argument",
+            "chatId",
+        ),
+        (
+            "say",
+            json!({"routingKey": "telegram:dm:nobody", "text": "hi", "clientId": "m1"}),
+            "not_found",
+            "routingKey",
+        ),
+        (
+            "open_quick_chat",
+            json!({"routingKey": ""}),
+            "invalid_argument",
+            "routingKey",
+        ),
     ];
     for (command, args, code, field) in cases {
         let error = rig.err(command, args.clone());
@@ -1655,6 +1801,11 @@ const ARGUMENTS: &[(&str, &[&str])] = &[
     ("pairing_requests", &[]),
     ("admit_pairing", &["channel", "code"]),
     ("refuse_pairing", &["channel", "code"]),
+    ("desktop_transcript", &["chatId"]),
+    ("desktop_send", &["chatId", "text", "clientId"]),
+    ("say", &["routingKey", "text", "clientId"]),
+    ("open_quick_chat", &["routingKey"]),
+    ("close_quick_chat", &[]),
 ];
 
 #[test]

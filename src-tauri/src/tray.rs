@@ -31,6 +31,10 @@ pub enum MenuId {
     /// One of the approval modes.
     Mode(ApprovalMode),
     DoNotDisturb,
+    /// A new desktop chat in the window.
+    NewChat,
+    /// The quick chat window.
+    QuickChat,
     Open,
     Autostart,
     Quit,
@@ -45,6 +49,8 @@ impl fmt::Display for MenuId {
             MenuId::Channel(name) => write!(f, "channel:{name}"),
             MenuId::Mode(mode) => write!(f, "mode:{mode}"),
             MenuId::DoNotDisturb => f.write_str("dnd"),
+            MenuId::NewChat => f.write_str("new-chat"),
+            MenuId::QuickChat => f.write_str("quick-chat"),
             MenuId::Open => f.write_str("open"),
             MenuId::Autostart => f.write_str("autostart"),
             MenuId::Quit => f.write_str("quit"),
@@ -61,6 +67,8 @@ impl FromStr for MenuId {
             "approvals" => MenuId::Approvals,
             "gateway" => MenuId::Gateway,
             "dnd" => MenuId::DoNotDisturb,
+            "new-chat" => MenuId::NewChat,
+            "quick-chat" => MenuId::QuickChat,
             "open" => MenuId::Open,
             "autostart" => MenuId::Autostart,
             "quit" => MenuId::Quit,
@@ -373,6 +381,14 @@ fn build_menu<R: Runtime>(
         model.autostart,
         None::<&str>,
     )?;
+    let new_chat = MenuItem::with_id(app, id(MenuId::NewChat), "New chat…", running, None::<&str>)?;
+    let quick_chat = MenuItem::with_id(
+        app,
+        id(MenuId::QuickChat),
+        "Quick chat…",
+        running,
+        None::<&str>,
+    )?;
     let open = MenuItem::with_id(
         app,
         id(MenuId::Open),
@@ -391,7 +407,14 @@ fn build_menu<R: Runtime>(
         .map(|_| PredefinedMenuItem::separator(app))
         .collect::<tauri::Result<Vec<_>>>()?;
 
-    let mut entries: Vec<&dyn IsMenuItem<R>> = vec![&status, &approvals, &separators[0], &gateway];
+    let mut entries: Vec<&dyn IsMenuItem<R>> = vec![
+        &status,
+        &approvals,
+        &new_chat,
+        &quick_chat,
+        &separators[0],
+        &gateway,
+    ];
     entries.extend(channels.iter().map(|c| c as &dyn IsMenuItem<R>));
     entries.push(&separators[1]);
     entries.push(&mode_header);
@@ -501,6 +524,8 @@ mod tests {
             MenuId::Mode(ApprovalMode::AllowAll),
             MenuId::Mode(ApprovalMode::Ask),
             MenuId::DoNotDisturb,
+            MenuId::NewChat,
+            MenuId::QuickChat,
             MenuId::Open,
             MenuId::Autostart,
             MenuId::Quit,
@@ -563,6 +588,8 @@ mod tests {
             api_addr: None,
             autopilot_lines: None,
             start_page: Page::Channels,
+            demo: false,
+            quick_chat: Default::default(),
         }
     }
 

@@ -76,6 +76,51 @@ pub fn routing_key<'a>(field: &str, value: &'a str) -> IpcResult<&'a str> {
     Ok(value)
 }
 
+/// The longest message the person may type at once in the window.
+pub const MAX_MESSAGE: usize = 100_000;
+/// The longest id the page gives a message it sends.
+pub const MAX_CLIENT_ID: usize = 100;
+
+/// A desktop chat's id: letters, digits, `-` and `_`, at most 64 (the page makes them as UUIDs).
+pub fn chat_id<'a>(field: &str, value: &'a str) -> IpcResult<&'a str> {
+    if !switchboard_engine::channels::desktop::valid_chat_id(value) {
+        return Err(invalid(
+            field,
+            format!("{field} is not a chat id (1 to 64 letters, digits, '-' or '_')"),
+        ));
+    }
+    Ok(value)
+}
+
+/// What the person typed: not blank, at most [`MAX_MESSAGE`] bytes.
+pub fn message<'a>(field: &str, value: &'a str) -> IpcResult<&'a str> {
+    if value.trim().is_empty() {
+        return Err(invalid(field, format!("{field} is empty; type a message")));
+    }
+    if value.len() > MAX_MESSAGE {
+        return Err(invalid(
+            field,
+            format!(
+                "{field} is too long ({} bytes; at most {MAX_MESSAGE})",
+                value.len()
+            ),
+        ));
+    }
+    Ok(value)
+}
+
+/// The id the page gave a message (so sending it twice is one message): one line, at most
+/// [`MAX_CLIENT_ID`] characters.
+pub fn client_id<'a>(field: &str, value: &'a str) -> IpcResult<&'a str> {
+    if value.is_empty() || chars(value) > MAX_CLIENT_ID || value.chars().any(char::is_control) {
+        return Err(invalid(
+            field,
+            format!("{field} is not a message id (one line of 1 to {MAX_CLIENT_ID} characters)"),
+        ));
+    }
+    Ok(value)
+}
+
 /// An approval's id: the engine makes them as UUIDs (`8-4-4-4-12` hexadecimal digits).
 pub fn approval_id<'a>(field: &str, value: &'a str) -> IpcResult<&'a str> {
     let groups: Vec<&str> = value.split('-').collect();

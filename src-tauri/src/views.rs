@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 use switchboard_engine::access::{PairingRequest, PairingState};
 use switchboard_engine::approvals::{ApprovalState, Surface};
+use switchboard_engine::channels::desktop::DesktopMessage;
 use switchboard_engine::config::{ApprovalMode, Config};
 use switchboard_engine::model::{ChannelStatus, JournalState, Peer};
 use switchboard_engine::{ConversationSummary, RunOutcome, ServerHealth};
@@ -23,6 +24,8 @@ pub const UI_EVENT: &str = "switchboard:ui";
 #[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum Page {
+    /// The desktop chat: talk to the agent from the window.
+    Chat,
     Channels,
     Sessions,
     Approvals,
@@ -34,6 +37,7 @@ impl Page {
     /// The page's name, as the window knows it.
     pub fn as_str(self) -> &'static str {
         match self {
+            Page::Chat => "chat",
             Page::Channels => "channels",
             Page::Sessions => "sessions",
             Page::Approvals => "approvals",
@@ -58,6 +62,9 @@ pub enum UiEvent {
         run_id: String,
         text: String,
     },
+    /// The agent side of a desktop chat said something, or a message of it changed (a reply
+    /// growing, an approval prompt decided).
+    DesktopMessage { message: DesktopMessage },
     /// A run ended.
     RunFinished {
         routing_key: String,
@@ -196,8 +203,26 @@ pub struct Snapshot {
     pub autopilot_lines: Option<String>,
     /// The page the window opens on.
     pub start_page: Page,
+    /// Started as the demo (`scripts/run.sh` without a configuration): the agent server is the
+    /// test kit's demo agent and the settings are thrown away.
+    pub demo: bool,
+    /// The quick chat's shortcut and how it is (or is not) registered.
+    pub quick_chat: QuickChatView,
     /// The version and where things are, for About and the diagnostics.
     pub about: About,
+}
+
+/// The quick chat's global shortcut, as Settings shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct QuickChatView {
+    /// The shortcut in use (`Ctrl+Alt+Space`), when one is registered.
+    pub shortcut: Option<String>,
+    /// How it is registered: `portal` (the desktop's GlobalShortcuts portal: Wayland, recent
+    /// GNOME and KDE) or `x11` (a key grab on the X server).
+    pub via: Option<String>,
+    /// Why there is none, when there is none (turned off, or neither way works here).
+    pub problem: Option<String>,
 }
 
 /// The app's version and where it keeps its files.
@@ -539,6 +564,12 @@ mod typescript {
         d.add::<Page>()
             .add::<UiEvent>()
             .add::<Snapshot>()
+            .add::<QuickChatView>()
+            .add::<DesktopMessage>()
+            .add::<switchboard_engine::channels::desktop::DesktopKind>()
+            .add::<switchboard_engine::channels::desktop::DesktopLine>()
+            .add::<switchboard_engine::channels::StreamTask>()
+            .add::<switchboard_engine::channels::TaskStatus>()
             .add::<About>()
             .add::<ConfigView>()
             .add::<ServerView>()
@@ -579,6 +610,7 @@ mod typescript {
             .add::<Approvers>()
             .add::<switchboard_engine::config::Streaming>()
             .add::<NotificationsConfig>()
+            .add::<switchboard_engine::config::DesktopConfig>()
             .add::<ApprovalsView>()
             .add::<ApprovalView>()
             .add::<DecisionView>()

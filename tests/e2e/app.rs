@@ -101,6 +101,11 @@ pub struct App {
 impl App {
     /// Starts the app with `files`' configuration and data, and waits for its window.
     pub async fn launch(env: &Env, files: &Files) -> App {
+        App::launch_with(env, files, &[]).await
+    }
+
+    /// [`App::launch`] with more command-line arguments (`--demo`).
+    pub async fn launch_with(env: &Env, files: &Files, extra: &[&str]) -> App {
         // A previous instance must be gone, or this launch would only hand over to it.
         if let Err(e) = wait_until(
             "the previous instance to exit",
@@ -152,13 +157,22 @@ impl App {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let args: Vec<String> = [
+            "--config".to_owned(),
+            files.config().display().to_string(),
+            "--data-dir".to_owned(),
+            files.data().display().to_string(),
+        ]
+        .into_iter()
+        .chain(extra.iter().map(|a| (*a).to_owned()))
+        .collect();
         let mut capabilities = serde_json::Map::new();
         capabilities.insert("browserName".into(), json!("wry"));
         capabilities.insert(
             "tauri:options".into(),
             json!({
                 "application": env!("CARGO_BIN_EXE_switchboard"),
-                "args": ["--config", files.config(), "--data-dir", files.data()],
+                "args": args,
             }),
         );
         let mut builder = ClientBuilder::new(HttpConnector::new());
@@ -306,6 +320,35 @@ impl App {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Drives the window whose page shows `css` from now on (the quick chat, or the main window
+    /// again), waiting for it to open.
+    pub async fn follow_window(&self, css: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let handles = self.client.windows().await.unwrap_or_default();
+            for handle in handles.iter().rev() {
+                if self.client.switch_to_window(handle.clone()).await.is_ok()
+                    && self.client.find(Locator::Css(css)).await.is_ok()
+                {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no window shows {css} (handles: {handles:?}) {}",
+                self.log_hint()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Presses Escape in `css`. The window it closes may be gone before the driver answers,
+    /// so the answer is not read: the caller checks what Escape did.
+    pub async fn escape(&self, css: &str) {
+        let element = self.find(css).await;
+        let _ = element.send_keys("\u{E00C}").await;
     }
 
     /// Shows a page through the navigation and waits for it.

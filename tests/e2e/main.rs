@@ -6,6 +6,7 @@
 //! prints why it skips and passes. The tests take turns: there is one app instance at a time.
 
 mod app;
+mod chat;
 mod env;
 mod tray;
 

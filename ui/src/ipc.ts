@@ -14,6 +14,7 @@ import type {
   Config,
   ConversationSummary,
   DecideOutcome,
+  DesktopLine,
   ErrorCode as ShellErrorCode,
   HistoryView,
   Identity,
@@ -35,7 +36,7 @@ export type * from "./gen/ipc";
 /** The one event name the shell emits; the payload is a `UiEvent`. */
 export const UI_EVENT = "switchboard:ui";
 
-export const PAGES: readonly Page[] = ["channels", "sessions", "approvals", "activity", "settings"];
+export const PAGES: readonly Page[] = ["chat", "channels", "sessions", "approvals", "activity", "settings"];
 export const APPROVAL_MODES: readonly ApprovalMode[] = ["ask", "allowlist", "allow_all", "deny_all"];
 
 export type ChannelName = "telegram" | "slack" | "discord";
@@ -99,6 +100,11 @@ export const commands = {
   pairingRequests: () => call<PairingView[]>("pairing_requests"),
   admitPairing: (channel: string, code: string) => call<PairingDecision>("admit_pairing", { channel, code }),
   refusePairing: (channel: string, code: string) => call<PairingDecision>("refuse_pairing", { channel, code }),
+  desktopTranscript: (chatId: string) => call<DesktopLine[]>("desktop_transcript", { chatId }),
+  desktopSend: (chatId: string, text: string, clientId: string) => call<boolean>("desktop_send", { chatId, text, clientId }),
+  say: (routingKey: string, text: string, clientId: string) => call<boolean>("say", { routingKey, text, clientId }),
+  openQuickChat: (routingKey: string | null) => call<void>("open_quick_chat", { routingKey }),
+  closeQuickChat: () => call<void>("close_quick_chat"),
 };
 
 /** Calls `handler` with each event from the shell. */

@@ -7,12 +7,16 @@ import { initialState, mergeActivity, reduce, type AppState } from "./state";
 import { renderActivity } from "./pages/activity";
 import { renderApprovals, tickCountdowns } from "./pages/approvals";
 import { renderChannels } from "./pages/channels";
+import { focusComposer, lastChat, loadChat, openChat, renderChat } from "./pages/chat";
+import { loadQuick, quickTarget, renderQuick } from "./pages/quick";
+import { chatOf } from "./chat";
 import { renderSessions } from "./pages/sessions";
 import { forgetSettings, renderSettings, restoreUnsavedSettings } from "./pages/settings";
 import { serverStateLabel } from "./format";
 import { dropExpired } from "./pairing";
 
 const PAGE_LABELS: Record<Page, string> = {
+  chat: "Chat",
   channels: "Channels",
   sessions: "Sessions",
   approvals: "Approvals",
@@ -46,6 +50,24 @@ const ctx: Ctx = {
     render();
   },
   navigate(page, routingKey, anchor) {
+    if (QUICK) {
+      // The quick chat is asked to talk in another conversation.
+      state = { ...state, ...quickTarget(`#quick&key=${encodeURIComponent(routingKey ?? "")}`, lastChat()) };
+      render();
+      void loadQuick(ctx);
+      return;
+    }
+    if (page === "chat") {
+      // A chat to open: a new one, or a desktop chat by its key.
+      state = { ...state, page };
+      if (routingKey === "new") openChat(ctx, null);
+      else if (chatOf(routingKey)) openChat(ctx, chatOf(routingKey));
+      else if (!state.chatId) openChat(ctx, lastChat());
+      render();
+      void refreshForPage();
+      focusComposer();
+      return;
+    }
     const changedConversation = routingKey && routingKey !== state.selected;
     state = { ...state, page, selected: routingKey ?? state.selected, history: changedConversation ? null : state.history };
     if (page === "settings") forgetSettings();
@@ -180,6 +202,8 @@ function renderBanners() {
 
 function renderPage(): HTMLElement {
   switch (state.page) {
+    case "chat":
+      return renderChat(ctx);
     case "channels":
       return renderChannels(ctx);
     case "sessions":
@@ -195,11 +219,25 @@ function renderPage(): HTMLElement {
 
 let renderedPage: Page | null = null;
 
+/** This page is the quick chat window's. */
+const QUICK = location.hash.startsWith("#quick");
+
 function render() {
+  if (QUICK) {
+    const active = document.activeElement as HTMLElement | null;
+    const messages = root.querySelector<HTMLElement>("[data-testid=messages]");
+    const stick = messages ? messages.scrollHeight - messages.scrollTop - messages.clientHeight < 40 : true;
+    mount(root, renderQuick(ctx), noticeEl);
+    const again = root.querySelector<HTMLElement>("[data-testid=messages]");
+    if (again && stick) again.scrollTop = again.scrollHeight;
+    if (active?.dataset.key === "chat-input") focusComposer();
+    return;
+  }
   // Rebuilding the page must not take the keyboard focus (or the caret) away from the person.
   const active = document.activeElement as HTMLElement | null;
   const key = active?.getAttribute("data-key") ?? null;
-  const selection = active instanceof HTMLInputElement && active.type === "text" ? [active.selectionStart, active.selectionEnd] : null;
+  const selection =
+    (active instanceof HTMLInputElement && active.type === "text") || active instanceof HTMLTextAreaElement ? [active.selectionStart, active.selectionEnd] : null;
   const messages = content.querySelector<HTMLElement>("[data-testid=messages]");
   const stickToBottom = messages ? messages.scrollHeight - messages.scrollTop - messages.clientHeight < 40 : true;
   const scrollTop = content.scrollTop;
@@ -220,7 +258,7 @@ function render() {
     const again = root.querySelector<HTMLElement>(`[data-key="${CSS.escape(key)}"]`);
     if (again) {
       again.focus({ preventScroll: true });
-      if (selection && again instanceof HTMLInputElement && selection[0] !== null) again.setSelectionRange(selection[0], selection[1]);
+      if (selection && (again instanceof HTMLInputElement || again instanceof HTMLTextAreaElement) && selection[0] !== null) again.setSelectionRange(selection[0], selection[1]);
     }
   }
   if (pendingAnchor && state.page === "settings") {
@@ -236,11 +274,20 @@ let refreshing = false;
 
 /** Fetches what the current page shows beyond the snapshot. */
 async function refreshForPage() {
+  if (QUICK) {
+    state = { ...state, stale: false };
+    await loadQuick(ctx);
+    return;
+  }
   if (refreshing) return;
   refreshing = true;
   try {
     state = { ...state, stale: false };
-    if (state.page === "sessions" && state.snapshot?.engine_running) {
+    if (state.page === "chat" && state.snapshot?.engine_running) {
+      const conversations = await commands.conversations().catch(() => state.conversations);
+      state = { ...state, conversations };
+      await loadChat(ctx);
+    } else if (state.page === "sessions" && state.snapshot?.engine_running) {
       const conversations = await commands.conversations().catch(() => state.conversations);
       let selected = state.selected;
       if (!selected || !conversations.some((c) => c.routing_key === selected)) selected = conversations[0]?.routing_key ?? null;
@@ -289,13 +336,17 @@ function onEvent(event: UiEvent) {
     return;
   }
   if (event.kind === "activity" && state.page !== "activity") return;
-  if (event.kind === "streaming" && (state.page !== "sessions" || state.selected !== event.routing_key)) return;
+  if (!QUICK && event.kind === "streaming" && (state.page !== "sessions" || state.selected !== event.routing_key)) return;
+  if (event.kind === "desktop_message" && (state.page !== "chat" || event.message.chat_id !== state.chatId)) return;
+  if (QUICK && event.kind === "streaming" && state.quickKey !== event.routing_key) return;
+  // The chat's person lines change state (queued, sent, replied) as the conversation moves on.
+  if (event.kind === "conversations_changed" && state.page === "chat") scheduleRefresh();
   render();
 }
 
 document.addEventListener("keydown", (e) => {
-  // Alt+1…5 switch pages from anywhere.
-  if (e.altKey && !e.ctrlKey && !e.metaKey && /^[1-5]$/.test(e.key)) {
+  // Alt+1…6 switch pages from anywhere.
+  if (e.altKey && !e.ctrlKey && !e.metaKey && /^[1-6]$/.test(e.key)) {
     e.preventDefault();
     ctx.navigate(PAGES[Number(e.key) - 1]);
   }
@@ -363,8 +414,14 @@ async function boot() {
   try {
     const snapshot = await commands.snapshot();
     // A configuration that needs fixing opens on Settings whatever the window was opened for.
-    const page = opened && snapshot.start_page !== "settings" ? opened.page : snapshot.start_page;
+    // The demo opens on its chat; a configuration that needs fixing opens on Settings.
+    const page = opened && snapshot.start_page === "channels" ? opened.page : snapshot.start_page;
     state = { ...state, snapshot, page, selected: opened?.selected ?? state.selected };
+    if (page === "chat") {
+      const wanted = opened?.page === "chat" ? opened.selected : null;
+      state = { ...state, chatId: wanted === "new" ? null : (chatOf(wanted) ?? lastChat()), transcript: null };
+      if (!state.chatId) state = { ...state, transcript: [] };
+    }
   } catch (e) {
     ctx.notice(errorText(e), "error");
   }
@@ -401,4 +458,27 @@ function syncTimers() {
   }
 }
 
-void boot();
+/** The quick chat window: one conversation, compact; Esc closes it. */
+async function bootQuick() {
+  document.body.classList.add("quick");
+  state = { ...state, page: "chat", ...quickTarget(location.hash, lastChat()) };
+  render();
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape") {
+      e.preventDefault();
+      void commands.closeQuickChat();
+    }
+  });
+  await onUiEvent(onEvent);
+  try {
+    state = { ...state, snapshot: await commands.snapshot() };
+  } catch (e) {
+    ctx.notice(errorText(e), "error");
+  }
+  render();
+  await loadQuick(ctx);
+  focusComposer();
+}
+
+if (QUICK) void bootQuick();
+else void boot();

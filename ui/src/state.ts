@@ -1,6 +1,7 @@
 // The window's state and the pure reducer that applies the shell's events to it.
 
-import type { ActivityEntry, ApprovalsView, ConversationView, HistoryView, LiveReply, Page, PairingView, Snapshot, UiEvent } from "./ipc";
+import type { ActivityEntry, ApprovalsView, ConversationView, DesktopLine, HistoryView, LiveReply, Page, PairingView, Snapshot, UiEvent } from "./ipc";
+import { upsertMessage } from "./chat";
 import { withRequested, withResolved } from "./approvals";
 import { addPairing, pairingKey, removePairing } from "./pairing";
 
@@ -28,6 +29,15 @@ export interface AppState {
   pairingBusy: string[];
   /** Conversations (or the open history) changed and should be fetched again. */
   stale: boolean;
+  /** The desktop chat open on the Chat page (and in the quick chat). */
+  chatId: string | null;
+  /** Its transcript, once fetched. */
+  transcript: DesktopLine[] | null;
+  /** A message is on its way to the engine. */
+  chatSending: boolean;
+  /** In the quick chat: the chat's conversation it talks into, when it is not a desktop chat
+   * (a reply to a watch notification that went to Telegram, say). */
+  quickKey: string | null;
 }
 
 export function initialState(): AppState {
@@ -45,6 +55,10 @@ export function initialState(): AppState {
     pairings: null,
     pairingBusy: [],
     stale: false,
+    chatId: null,
+    transcript: null,
+    chatSending: false,
+    quickKey: null,
   };
 }
 
@@ -65,6 +79,12 @@ export function reduce(state: AppState, event: UiEvent): AppState {
       return { ...state, activity: mergeActivity(state.activity, [event.entry]) };
     case "streaming":
       return { ...state, live: { ...state.live, [event.routing_key]: { run_id: event.run_id, text: event.text } } };
+    case "desktop_message":
+      // The open chat's reply grows in place; another chat's changes its place in the list.
+      if (state.chatId && event.message.chat_id === state.chatId && state.transcript) {
+        return { ...state, transcript: upsertMessage(state.transcript, event.message, state.chatId) };
+      }
+      return state;
     case "run_finished": {
       const live = { ...state.live };
       delete live[event.routing_key];

@@ -20,6 +20,7 @@ function config(): Config {
     api: { listen: "127.0.0.1:4097", token: "sb_x", scheduler_listen: "auto" },
     channels: {},
     notifications: { enabled: true, do_not_disturb: false, quiet_hours_start: "", quiet_hours_end: "" },
+    desktop: { quick_chat_shortcut: "Ctrl+Alt+Space" },
   };
 }
 

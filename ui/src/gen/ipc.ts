@@ -4,12 +4,12 @@
 /**
  * The window's pages.
  */
-export type Page = "channels" | "sessions" | "approvals" | "activity" | "settings";
+export type Page = "chat" | "channels" | "sessions" | "approvals" | "activity" | "settings";
 
 /**
  * What the shell tells the window.
  */
-export type UiEvent = { "kind": "snapshot", snapshot: Snapshot, } | { "kind": "activity", entry: ActivityEntry, } | { "kind": "streaming", routing_key: string, run_id: string, text: string, } | { "kind": "run_finished", routing_key: string, run_id: string, outcome: RunOutcome, } | { "kind": "conversations_changed", routing_key: string | null, } | { "kind": "navigate", page: Page, routing_key: string | null, } | { "kind": "approval_requested", approval: ApprovalView, } | { "kind": "approval_resolved", approval_id: string, action: ApprovalState, decided_by: string, surface: Surface, 
+export type UiEvent = { "kind": "snapshot", snapshot: Snapshot, } | { "kind": "activity", entry: ActivityEntry, } | { "kind": "streaming", routing_key: string, run_id: string, text: string, } | { "kind": "desktop_message", message: DesktopMessage, } | { "kind": "run_finished", routing_key: string, run_id: string, outcome: RunOutcome, } | { "kind": "conversations_changed", routing_key: string | null, } | { "kind": "navigate", page: Page, routing_key: string | null, } | { "kind": "approval_requested", approval: ApprovalView, } | { "kind": "approval_resolved", approval_id: string, action: ApprovalState, decided_by: string, surface: Surface, 
 /**
  * How it ended, in the words the chat and the notifications show.
  */
@@ -53,9 +53,72 @@ autopilot_lines: string | null,
  */
 start_page: Page, 
 /**
+ * Started as the demo (`scripts/run.sh` without a configuration): the agent server is the
+ * test kit's demo agent and the settings are thrown away.
+ */
+demo: boolean, 
+/**
+ * The quick chat's shortcut and how it is (or is not) registered.
+ */
+quick_chat: QuickChatView, 
+/**
  * The version and where things are, for About and the diagnostics.
  */
 about: About, };
+
+/**
+ * The quick chat's global shortcut, as Settings shows it.
+ */
+export type QuickChatView = { 
+/**
+ * The shortcut in use (`Ctrl+Alt+Space`), when one is registered.
+ */
+shortcut: string | null, 
+/**
+ * How it is registered: `portal` (the desktop's GlobalShortcuts portal: Wayland, recent
+ * GNOME and KDE) or `x11` (a key grab on the X server).
+ */
+via: string | null, 
+/**
+ * Why there is none, when there is none (turned off, or neither way works here).
+ */
+problem: string | null, };
+
+/**
+ * What the agent side of a desktop chat said: a reply (growing while written) or an approval
+ * prompt.
+ */
+export type DesktopMessage = { id: number, chat_id: string, kind: DesktopKind, text: string, 
+/**
+ * While a reply is written: what the agent does meanwhile (tool calls, a wait for approval).
+ */
+tasks: Array<StreamTask>, 
+/**
+ * The reply is still being written.
+ */
+streaming: boolean, 
+/**
+ * For an approval prompt: the approval it asks about, and how it ended once it did.
+ */
+approval_id: string | null, outcome: string | null, created_ms: number, updated_ms: number, };
+
+export type DesktopKind = "reply" | "approval";
+
+/**
+ * One line of a desktop chat's transcript.
+ */
+export type DesktopLine = { "from": "person", journal_id: number, text: string, state: JournalState, error: string | null, at_ms: number, } | { "from": "agent", message: DesktopMessage, };
+
+/**
+ * Something the agent does while the reply is written: a tool call, or a wait for a person.
+ */
+export type StreamTask = { 
+/**
+ * The same for the task's whole life (a tool call's id).
+ */
+id: string, title: string, status: TaskStatus, };
+
+export type TaskStatus = "pending" | "running" | "done" | "failed";
 
 /**
  * The app's version and where it keeps its files.
@@ -260,7 +323,11 @@ channels: ChannelsConfig,
 /**
  * Desktop notifications.
  */
-notifications: NotificationsConfig, };
+notifications: NotificationsConfig, 
+/**
+ * The desktop app's own settings (the quick chat).
+ */
+desktop: DesktopConfig, };
 
 /**
  * `[server]`: the Stakpak agent server.
@@ -612,6 +679,15 @@ quiet_hours_start: string,
  * End of the daily quiet hours, `HH:MM`; empty for none.
  */
 quiet_hours_end: string, };
+
+/**
+ * `[desktop]`: the desktop app's own settings.
+ */
+export type DesktopConfig = { 
+/**
+ * The keys that open the quick chat from anywhere (`Ctrl+Alt+Space`); empty turns it off.
+ */
+quick_chat_shortcut: string, };
 
 /**
  * The Approvals page's content.

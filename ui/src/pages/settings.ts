@@ -523,6 +523,35 @@ function notificationsSection(): HTMLElement {
   );
 }
 
+function quickChatSection(ctx: Ctx): HTMLElement {
+  const quick = ctx.state.snapshot?.quick_chat ?? null;
+  const how =
+    quick?.via === "portal"
+      ? "through your desktop's shortcuts portal (your desktop may have asked you to confirm it, and can change it in its own settings)"
+      : quick?.via === "x11"
+        ? "with a key grab on the X server"
+        : null;
+  return section(
+    "desktop",
+    "Quick chat",
+    textField("desktop.quick_chat_shortcut", "Shortcut", {
+      placeholder: "Ctrl+Alt+Space",
+      mono: true,
+      help: "Opens a small window above everything else to write to the agent from anywhere. Ctrl, Alt, Shift or Super with a key; empty turns it off.",
+    }),
+    h(
+      "p",
+      { class: quick?.problem ? "problem" : "help", "data-testid": "quick-chat-status" },
+      quick === null
+        ? ""
+        : quick.shortcut && how
+          ? `In use: ${quick.shortcut}, ${how}.`
+          : (quick.problem ?? "Not registered yet."),
+    ),
+    h("p", { class: "help" }, "It also opens from the tray (Quick chat…), from a notification's Reply, and with the command ", h("code", {}, "switchboard --quick-chat"), ", which you can bind to a key in your desktop's keyboard settings."),
+  );
+}
+
 function apiSection(ctx: Ctx): HTMLElement {
   const lines = ctx.state.snapshot?.autopilot_lines ?? null;
   return section(
@@ -723,6 +752,7 @@ export function renderSettings(ctx: Ctx): HTMLElement {
     routingSection(ctx, draft),
     h("div", { id: "channels" }, CHANNEL_NAMES.map((name) => channelSection(ctx, draft, name))),
     notificationsSection(),
+    quickChatSection(ctx),
     apiSection(ctx),
     retentionSection(),
     h(

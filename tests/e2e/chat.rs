@@ -1,0 +1,243 @@
+//! The desktop chat in the real window: a message typed there gets its reply as it is written,
+//! an approval is answered in place, the quick chat opens by its shortcut and by its command,
+//! Esc closes it, a restart keeps the history; and the demo a first run starts shows the whole
+//! loop.
+
+use std::process::Command;
+
+use switchboard_testkit::stakpak::{FakeOptions, FakeStakpak};
+
+use crate::app::{self, x_windows, App, Files};
+use crate::{env, launch_connected, wait_notification, Fakes, TURN};
+
+/// Waits until an X window titled `pattern` is on the display (or gone, with `present` false).
+fn wait_x_window(what: &str, pattern: &str, present: bool) {
+    if let Err(e) = env::wait_until(what, app::WAIT, || x_windows(pattern).is_empty() != present) {
+        panic!("{e}");
+    }
+}
+
+/// The main window's X id.
+fn main_window() -> u64 {
+    match x_windows("^Switchboard$").first() {
+        Some(window) => *window,
+        None => panic!("no main window on the display"),
+    }
+}
+
+/// An X window's size, as `xdotool getwindowgeometry` tells it.
+fn window_size(window: u64) -> Option<(u32, u32)> {
+    let out = Command::new("xdotool")
+        .args(["getwindowgeometry", "--shell", &window.to_string()])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    Some((value("WIDTH")?, value("HEIGHT")?))
+}
+
+/// Types `text` in the chat box and sends it.
+async fn say(app: &App, text: &str) {
+    app.fill("[data-testid=chat-input]", text).await;
+    app.click("[data-testid=chat-send]").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_desktop_chat_streams_asks_in_place_keeps_its_history_and_has_a_quick_chat() {
+    let Some(env) = env::get() else { return };
+    let _turn = TURN.lock().await;
+    let fakes = Fakes::start().await;
+    let files = Files::new("desktop-chat");
+    let app = launch_connected(env, &files, &fakes).await;
+    app.page("chat").await;
+    app.wait_for("the empty chat's hint", "[data-testid=chat-hint]")
+        .await;
+
+    // A reply the model streams: shown while it is written, then whole.
+    say(&app, "DRIP 12 3 tell me about the machine").await;
+    app.wait_for(
+        "the reply shown while it is written",
+        "[data-testid=chat-reply-live]",
+    )
+    .await;
+    app.wait_text(
+        "[data-testid=chat-reply]",
+        "echo: DRIP 12 3 tell me about the machine",
+    )
+    .await;
+    assert!(
+        app.find_all("[data-testid=chat-reply-live]")
+            .await
+            .is_empty(),
+        "the reply is finished in place"
+    );
+
+    // A tool call: asked in the chat (and as a notification), approved there.
+    let before = env.notifications.all().len();
+    say(&app, r#"USE_TOOL run_command {"command": "ls"}"#).await;
+    app.wait_for(
+        "the approval in the chat",
+        "[data-testid=chat-approval][data-state=pending] [data-testid=chat-approve]",
+    )
+    .await;
+    let asked = wait_notification(env, before, |n| n.actions.iter().any(|a| a == "approve")).await;
+    assert!(asked.summary.ends_with("asks to run `ls`"), "{asked:?}");
+    app.click("[data-testid=chat-approval] [data-testid=chat-approve]")
+        .await;
+    app.wait_text("[data-testid=chat-approval-outcome]", "approved by")
+        .await;
+    app.wait_text("[data-testid=messages]", "done:").await;
+    assert_eq!(fakes.stakpak.decisions().len(), 1, "one decision");
+    app.screenshot("chat").await;
+
+    // The quick chat, by its shortcut (a key grab on this X server): it opens on the same chat.
+    let pressed = Command::new("xdotool")
+        .args(["key", "ctrl+alt+space"])
+        .status();
+    assert!(pressed.is_ok_and(|s| s.success()), "xdotool key failed");
+    wait_x_window("the quick chat to open", "Quick chat", true);
+    app.follow_window("[data-testid=quick-chat]").await;
+    app.wait_text("[data-testid=messages]", "done:").await;
+    say(&app, "and from the quick chat").await;
+    app.wait_text("[data-testid=messages]", "echo: and from the quick chat")
+        .await;
+    app.screenshot("quick-chat").await;
+    app.escape("[data-testid=chat-input]").await;
+    wait_x_window("Esc to close the quick chat", "Quick chat", false);
+
+    // By its command: a second launch hands over to the running app.
+    let launched = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("--config")
+        .arg(files.config())
+        .arg("--data-dir")
+        .arg(files.data())
+        .arg("--quick-chat")
+        .env("HOME", files.root.join("home"))
+        .env("XDG_CONFIG_HOME", files.root.join("xdg-config"))
+        .status();
+    assert!(
+        launched.is_ok_and(|s| s.success()),
+        "the second launch hands over and exits"
+    );
+    wait_x_window("the quick chat opened by its command", "Quick chat", true);
+    app.follow_window("[data-testid=quick-chat]").await;
+    app.wait_text("[data-testid=messages]", "echo: and from the quick chat")
+        .await;
+    app.escape("[data-testid=chat-input]").await;
+    wait_x_window("the quick chat closed again", "Quick chat", false);
+    app.follow_window("[data-testid=status-text]").await;
+    // The person makes the window bigger; it comes back so.
+    let window = main_window();
+    let resized = Command::new("xdotool")
+        .args(["windowsize", &window.to_string(), "1100", "760"])
+        .status();
+    assert!(resized.is_ok_and(|s| s.success()), "xdotool windowsize");
+    if let Err(e) = env::wait_until("the new size", app::WAIT, || {
+        window_size(main_window()) == Some((1100, 760))
+    }) {
+        panic!("{e}");
+    }
+    // Closed as a person does, then the app ends.
+    app.close_window().await;
+    app.quit().await;
+
+    // A restart keeps the whole chat, and the window comes back on it, as big as it was.
+    let app = App::launch(env, &files).await;
+    app.wait_for("the window back on the chat", "[data-page=chat]")
+        .await;
+    assert_eq!(
+        window_size(main_window()),
+        Some((1100, 760)),
+        "the window keeps its size across a restart"
+    );
+    let history = app
+        .wait_text("[data-testid=messages]", "echo: and from the quick chat")
+        .await;
+    for said in [
+        "tell me about the machine",
+        "echo: DRIP 12 3 tell me about the machine",
+        "done:",
+        "approved by",
+    ] {
+        assert!(
+            history.contains(said),
+            "{said:?} is still there after a restart: {history}"
+        );
+    }
+    assert_eq!(
+        fakes.stakpak.runs_started(),
+        3,
+        "nothing was posted again after the restart"
+    );
+    app.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_shows_the_whole_loop_on_a_first_run() {
+    let Some(env) = env::get() else { return };
+    let _turn = TURN.lock().await;
+    let demo = FakeStakpak::start_with(FakeOptions {
+        demo: true,
+        ..FakeOptions::default()
+    })
+    .await;
+    let files = Files::new("demo");
+    // As `scripts/run.sh` writes it: the demo server, nothing else.
+    files.write_config(&format!(
+        "# The demo\n[server]\nurl = \"{}\"\ntoken = \"{}\"\n\n[gateway]\napproval_mode = \"ask\"\n\n[api]\nlisten = \"127.0.0.1:0\"\n",
+        demo.url(),
+        demo.token().unwrap_or_default()
+    ));
+    let app = App::launch_with(env, &files, &["--demo"]).await;
+    app.wait_for("the window on the desktop chat", "[data-page=chat]")
+        .await;
+    let banner = app
+        .wait_text("[data-testid=demo-banner]", "This is a demo")
+        .await;
+    assert!(
+        banner.contains("stakpak up"),
+        "the window says how to connect a real agent: {banner}"
+    );
+    app.wait_text("[data-testid=chat-hint]", "check the disk space")
+        .await;
+
+    say(&app, "hello").await;
+    app.wait_text("[data-testid=chat-reply]", "I'm the demo agent")
+        .await;
+
+    let before = env.notifications.all().len();
+    say(&app, "Can you check the disk space?").await;
+    app.wait_text("[data-testid=messages]", "I'll run df -h")
+        .await;
+    app.wait_for(
+        "the approval in the chat",
+        "[data-testid=chat-approval][data-state=pending]",
+    )
+    .await;
+    // Approved from its notification, through the daemon.
+    let asked = wait_notification(env, before, |n| n.actions.iter().any(|a| a == "approve")).await;
+    assert!(asked.summary.contains("df -h"), "{asked:?}");
+    if let Err(e) = std::fs::write(env.dir.join("pick"), "Approve") {
+        panic!("cannot choose the action: {e}");
+    }
+    let invoked = Command::new("dunstctl").arg("context").status();
+    assert!(invoked.is_ok_and(|s| s.success()), "dunstctl context");
+    app.wait_text("[data-testid=chat-approval-outcome]", "approved by")
+        .await;
+    app.wait_text("[data-testid=messages]", "Here is what df -h shows")
+        .await;
+    let reply = app
+        .wait_text("[data-testid=chat-reply]:last-child", "nothing ran")
+        .await;
+    assert!(reply.contains("64% /"), "the scripted output: {reply}");
+    app.screenshot("demo").await;
+    assert!(
+        !files.read_config().contains("[channels"),
+        "the demo adds nothing to its configuration"
+    );
+    app.quit().await;
+}
