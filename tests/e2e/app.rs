@@ -11,7 +11,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
 
-use crate::env::{name_has_owner, name_pid, wait_until, Env};
+use crate::env::{name_has_owner_on, name_pid_on, wait_until, Env};
 
 /// Whether a WebDriver error means the element was replaced by a redraw between finding and
 /// using it (WebKit says "stale", or that the node's identifier "was not found").
@@ -96,6 +96,8 @@ pub struct App {
     pub client: Client,
     driver: Child,
     files_root: PathBuf,
+    /// The session bus the app was started on, when it is not the suite's.
+    bus: Option<String>,
 }
 
 impl App {
@@ -106,11 +108,16 @@ impl App {
 
     /// [`App::launch`] with more command-line arguments (`--demo`).
     pub async fn launch_with(env: &Env, files: &Files, extra: &[&str]) -> App {
+        App::launch_on(env, files, extra, None).await
+    }
+
+    /// [`App::launch_with`] on the session bus at `bus` (a private one a test started).
+    pub async fn launch_on(env: &Env, files: &Files, extra: &[&str], bus: Option<&str>) -> App {
         // A previous instance must be gone, or this launch would only hand over to it.
         if let Err(e) = wait_until(
             "the previous instance to exit",
             Duration::from_secs(15),
-            || !name_has_owner(INSTANCE_NAME),
+            || !name_has_owner_on(bus, INSTANCE_NAME),
         ) {
             panic!("{e}");
         }
@@ -131,6 +138,7 @@ impl App {
             .env("HOME", files.root.join("home"))
             .env("XDG_CONFIG_HOME", files.root.join("xdg-config"))
             .env("SWITCHBOARD_LOG", "info,switchboard=debug")
+            .envs(bus.map(|address| ("DBUS_SESSION_BUS_ADDRESS", address)))
             .env_remove("SWITCHBOARD_CONFIG")
             .env_remove("SWITCHBOARD_DATA_DIR")
             .stdin(Stdio::null())
@@ -188,6 +196,7 @@ impl App {
             client,
             driver,
             files_root: files.root.clone(),
+            bus: bus.map(str::to_owned),
         };
         app.find("[data-testid=status-text]").await;
         app
@@ -202,17 +211,18 @@ impl App {
     /// Ends the app if the session did not (WebKitWebDriver normally does), by its own process
     /// id found from its bus name, and the driver.
     fn end_processes(&mut self) {
+        let bus = self.bus.as_deref();
         let gone = wait_until("the app to exit", Duration::from_secs(5), || {
-            !name_has_owner(INSTANCE_NAME)
+            !name_has_owner_on(bus, INSTANCE_NAME)
         });
         if gone.is_err() {
-            if let Some(pid) = name_pid(INSTANCE_NAME) {
+            if let Some(pid) = name_pid_on(bus, INSTANCE_NAME) {
                 let _ = Command::new("kill").arg(pid.to_string()).status();
             }
             let _ = wait_until(
                 "the app to exit after SIGTERM",
                 Duration::from_secs(10),
-                || !name_has_owner(INSTANCE_NAME),
+                || !name_has_owner_on(bus, INSTANCE_NAME),
             );
         }
         let _ = self.driver.kill();
@@ -287,7 +297,8 @@ impl App {
             panic!("{e} {}", self.log_hint());
         }
         // Closed, not hidden: its webview (WebKit's web process) is gone with it.
-        let app = name_pid(INSTANCE_NAME).unwrap_or_else(|| panic!("the app left the bus"));
+        let app = name_pid_on(self.bus.as_deref(), INSTANCE_NAME)
+            .unwrap_or_else(|| panic!("the app left the bus"));
         if let Err(e) = wait_until("the window's web process to end", WAIT, || {
             !child_names(app)
                 .iter()

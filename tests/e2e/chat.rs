@@ -173,6 +173,13 @@ async fn the_desktop_chat_streams_asks_in_place_keeps_its_history_and_has_a_quic
         3,
         "nothing was posted again after the restart"
     );
+    // Settings says how the shortcut is registered here.
+    app.page("settings").await;
+    app.wait_text(
+        "[data-testid=quick-chat-status]",
+        "In use: Ctrl+Alt+Space, with a key grab on the X server",
+    )
+    .await;
     app.quit().await;
 }
 
@@ -239,5 +246,118 @@ async fn the_demo_shows_the_whole_loop_on_a_first_run() {
         !files.read_config().contains("[channels"),
         "the demo adds nothing to its configuration"
     );
+    app.quit().await;
+}
+
+/// Sends a watch notification with a context to the test user's Telegram chat.
+async fn watch_notification(fakes: &Fakes) {
+    let response = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}/v1/gateway/send", fakes.api_port))
+        .bearer_auth(crate::API_TOKEN)
+        .json(&serde_json::json!({
+            "channel": "telegram",
+            "target": crate::USER.to_string(),
+            "text": "Disk check failed on web-1",
+            "context": {"schedule": "disk", "status": "failed", "summary": "disk 95% full", "check_output": "/dev/sda1 95%"}
+        }))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("the gateway API did not answer: {e}"));
+    assert!(
+        response.status().is_success(),
+        "send: {}",
+        response.status()
+    );
+}
+
+/// Waits for the agent's answer to `words` in the test user's chat, and checks the agent had
+/// the watch's context with them.
+async fn answered_with_context(fakes: &Fakes, words: &str) {
+    fakes
+        .telegram
+        .wait_for("the agent's answer in the chat", |tg| {
+            tg.sent_to(crate::USER)
+                .iter()
+                .any(|s| s.text.contains(words) && s.text.starts_with("echo:"))
+        })
+        .await;
+    let posted = fakes.stakpak.posted_messages();
+    let last = &posted.last().expect("posted").text;
+    assert!(
+        last.contains("disk 95% full") && last.contains(words),
+        "the agent got the watch's context with the words: {last}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_is_answered_in_place_or_from_the_quick_chat() {
+    let Some(env) = env::get() else { return };
+    let _turn = TURN.lock().await;
+
+    // A server without inline replies (dunst): Reply opens the quick chat on the conversation.
+    let fakes = Fakes::start().await;
+    let files = Files::new("reply-quick");
+    let app = launch_connected(env, &files, &fakes).await;
+    fakes.telegram.send_dm(crate::USER, "Ada", "hi");
+    fakes.reply_in_chat("echo: hi").await;
+    let before = env.notifications.all().len();
+    watch_notification(&fakes).await;
+    let shown = wait_notification(env, before, |n| n.body == "Disk check failed on web-1").await;
+    assert!(
+        shown.actions.iter().any(|a| a == "reply"),
+        "the notification offers Reply: {shown:?}"
+    );
+    if let Err(e) = std::fs::write(env.dir.join("pick"), "Reply") {
+        panic!("cannot choose the action: {e}");
+    }
+    let invoked = Command::new("dunstctl").arg("context").status();
+    assert!(invoked.is_ok_and(|s| s.success()), "dunstctl context");
+    wait_x_window("the quick chat opened by Reply", "Quick chat", true);
+    app.follow_window("[data-testid=quick-chat]").await;
+    app.wait_text("[data-testid=messages]", "hi").await;
+    say(&app, "what should I do?").await;
+    answered_with_context(&fakes, "what should I do?").await;
+    app.escape("[data-testid=chat-input]").await;
+    wait_x_window("the quick chat closed", "Quick chat", false);
+    app.follow_window("[data-testid=status-text]").await;
+    app.quit().await;
+
+    // A server with inline replies (KDE Plasma's kind): the answer is typed into the
+    // notification itself.
+    let notifier = crate::notifier::Notifier::start().await;
+    let fakes = Fakes::start().await;
+    let files = Files::new("reply-inline");
+    files.write_config(&fakes.config());
+    let app = App::launch_on(env, &files, &[], Some(&notifier.address)).await;
+    app.wait_for(
+        "Telegram connected",
+        "[data-testid=channel-telegram][data-state=connected]",
+    )
+    .await;
+    fakes.telegram.send_dm(crate::USER, "Ada", "hi");
+    fakes.reply_in_chat("echo: hi").await;
+    watch_notification(&fakes).await;
+    let deadline = std::time::Instant::now() + app::WAIT;
+    let shown = loop {
+        if let Some(found) = notifier
+            .shown()
+            .into_iter()
+            .find(|n| n.body == "Disk check failed on web-1")
+        {
+            break found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no watch notification on the inline-reply server: {:?}",
+            notifier.shown()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(
+        shown.actions.iter().any(|a| a == "inline-reply") && shown.summary == "telegram/4242",
+        "the notification asks for an answer in place: {shown:?}"
+    );
+    notifier.reply(shown.id, "what is filling it?").await;
+    answered_with_context(&fakes, "what is filling it?").await;
     app.quit().await;
 }

@@ -188,7 +188,22 @@ pub fn wait_until(
 
 /// `gdbus call` on the session bus; the reply in GVariant text, or the error.
 pub fn gdbus_call(dest: &str, path: &str, method: &str, args: &[&str]) -> Result<String, String> {
-    let output = Command::new("gdbus")
+    gdbus_call_on(None, dest, path, method, args)
+}
+
+/// [`gdbus_call`] on the bus at `bus` (a private bus a test started), else the session bus.
+pub fn gdbus_call_on(
+    bus: Option<&str>,
+    dest: &str,
+    path: &str,
+    method: &str,
+    args: &[&str],
+) -> Result<String, String> {
+    let mut command = Command::new("gdbus");
+    if let Some(address) = bus {
+        command.env("DBUS_SESSION_BUS_ADDRESS", address);
+    }
+    let output = command
         .args([
             "call",
             "--session",
@@ -215,7 +230,12 @@ pub fn gdbus_call(dest: &str, path: &str, method: &str, args: &[&str]) -> Result
 }
 
 pub fn name_has_owner(name: &str) -> bool {
-    gdbus_call(
+    name_has_owner_on(None, name)
+}
+
+pub fn name_has_owner_on(bus: Option<&str>, name: &str) -> bool {
+    gdbus_call_on(
+        bus,
         "org.freedesktop.DBus",
         "/org/freedesktop/DBus",
         "org.freedesktop.DBus.NameHasOwner",
@@ -224,9 +244,10 @@ pub fn name_has_owner(name: &str) -> bool {
     .is_ok_and(|reply| reply.contains("true"))
 }
 
-/// The process id behind a bus name.
-pub fn name_pid(name: &str) -> Option<u32> {
-    let reply = gdbus_call(
+/// The process id behind a bus name (on the bus at `bus`, else the session bus).
+pub fn name_pid_on(bus: Option<&str>, name: &str) -> Option<u32> {
+    let reply = gdbus_call_on(
+        bus,
         "org.freedesktop.DBus",
         "/org/freedesktop/DBus",
         "org.freedesktop.DBus.GetConnectionUnixProcessID",

@@ -8,6 +8,7 @@
 mod app;
 mod chat;
 mod env;
+mod notifier;
 mod tray;
 
 use std::time::Duration;
