@@ -358,6 +358,7 @@ async fn unmerged(conversations: usize, per_conversation: usize) {
                     target: DeliveryTarget::chat(peer.clone()),
                     dedup_keys: vec![format!("lanes:{c}:{m}")],
                     received_at_ms: switchboard_engine::model::now_ms(),
+                    attachments: Vec::new(),
                 };
                 let at = Instant::now();
                 ctx.accept(message).await.expect("accept");

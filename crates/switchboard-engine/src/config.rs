@@ -35,6 +35,8 @@ pub struct Config {
     pub notifications: NotificationsConfig,
     /// The desktop app's own settings (the quick chat).
     pub desktop: DesktopConfig,
+    /// Photos, files and voice notes people send.
+    pub media: MediaConfig,
 }
 
 /// `[server]`: the Stakpak agent server.
@@ -427,6 +429,105 @@ impl NotificationsConfig {
             parse_hhmm(&self.quiet_hours_end)?,
         ))
     }
+}
+
+/// `[media]`: photos, files and voice notes people send the bot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// The largest file fetched, in megabytes (Telegram's bots get at most 20).
+    pub max_mb: u64,
+    /// The most attachments taken from one message; the rest are left, and the chat is told.
+    pub max_files: u64,
+    /// A program that writes a voice note's transcript to its standard output, run with the
+    /// audio file's path in place of `{file}` (or after its arguments): for example a local
+    /// whisper.cpp, `whisper-cli -m /models/ggml-base.bin -nt -f {file}`. Empty: voice notes go
+    /// to the agent as files.
+    pub transcribe_command: String,
+    /// How long a transcription may take, in seconds.
+    pub transcribe_timeout_secs: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            max_mb: 20,
+            max_files: 10,
+            transcribe_command: String::new(),
+            transcribe_timeout_secs: 120,
+        }
+    }
+}
+
+impl MediaConfig {
+    /// The transcriber's program and arguments for `file`; `None` when there is none. The
+    /// command is split into words like a shell would (quotes group words) but never run by a
+    /// shell, so a file name cannot become a command.
+    pub fn transcriber(&self, file: &str) -> Option<Result<Vec<String>, String>> {
+        let command = self.transcribe_command.trim();
+        if command.is_empty() {
+            return None;
+        }
+        Some(split_words(command).map(|mut words| {
+            let mut placed = false;
+            for word in &mut words {
+                if word.contains("{file}") {
+                    *word = word.replace("{file}", file);
+                    placed = true;
+                }
+            }
+            if !placed {
+                words.push(file.to_owned());
+            }
+            words
+        }))
+    }
+}
+
+/// Splits a command line into words: whitespace separates, single and double quotes group,
+/// a backslash escapes the next character outside single quotes.
+fn split_words(line: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut chars = line.chars();
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some('\''), c) => word.push(c),
+            (_, '\\') => match chars.next() {
+                Some(next) => {
+                    word.push(next);
+                    in_word = true;
+                }
+                None => return Err("it ends with a lone backslash".into()),
+            },
+            (Some(_), c) => word.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                in_word = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            (None, c) => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if let Some(q) = quote {
+        return Err(format!("a {q} quote is not closed"));
+    }
+    if in_word {
+        words.push(word);
+    }
+    Ok(words)
 }
 
 /// `[desktop]`: the desktop app's own settings.
@@ -1020,6 +1121,40 @@ impl Config {
                     format!("\"{value}\" is not a time; use HH:MM in 24-hour form, e.g. 22:00"),
                 );
             }
+        }
+        let media = &self.media;
+        if !(1..=2000).contains(&media.max_mb) {
+            return fail(
+                "media.max_mb",
+                format!(
+                    "{} is out of range; use 1 to 2000 (megabytes; the default is 20)",
+                    media.max_mb
+                ),
+            );
+        }
+        if !(1..=100).contains(&media.max_files) {
+            return fail(
+                "media.max_files",
+                format!(
+                    "{} is out of range; use 1 to 100 (the default is 10)",
+                    media.max_files
+                ),
+            );
+        }
+        if !(1..=3600).contains(&media.transcribe_timeout_secs) {
+            return fail(
+                "media.transcribe_timeout_secs",
+                format!(
+                    "{} is out of range; use 1 to 3600 seconds (the default is 120)",
+                    media.transcribe_timeout_secs
+                ),
+            );
+        }
+        if let Some(Err(why)) = media.transcriber("f") {
+            return fail(
+                "media.transcribe_command",
+                format!("cannot be read: {why}; quote words with spaces, e.g. \"/opt/my tools/whisper\" -f {{file}}"),
+            );
         }
         let shortcut = self.desktop.quick_chat_shortcut.trim();
         if !shortcut.is_empty() {
@@ -2411,7 +2546,7 @@ group = -100123
                 "unknown section",
                 "[webhooks]\nurl = \"x\"".into(),
                 "webhooks",
-                "remove it, or use one of: server, gateway, routing, api, channels, notifications, desktop",
+                "remove it, or use one of: server, gateway, routing, api, channels, notifications, desktop, media",
             ),
             (
                 "unknown channel section",
@@ -3293,5 +3428,55 @@ token = ""
             config.validate(Path::new("config.toml")).is_ok(),
             "empty turns it off"
         );
+    }
+
+    #[test]
+    fn the_transcriber_is_split_into_words_and_given_the_file() {
+        let media = |command: &str| MediaConfig {
+            transcribe_command: command.into(),
+            ..MediaConfig::default()
+        };
+        assert_eq!(media("").transcriber("/x/a.ogg"), None);
+        assert_eq!(
+            media("whisper-cli -m '/models/my model.bin' -nt -f {file}").transcriber("/x/a b.ogg"),
+            Some(Ok(vec![
+                "whisper-cli".to_owned(),
+                "-m".to_owned(),
+                "/models/my model.bin".to_owned(),
+                "-nt".to_owned(),
+                "-f".to_owned(),
+                "/x/a b.ogg".to_owned()
+            ]))
+        );
+        assert_eq!(
+            media("\"/opt/t r/transcribe\" --lang en").transcriber("/x/a.ogg"),
+            Some(Ok(vec![
+                "/opt/t r/transcribe".to_owned(),
+                "--lang".to_owned(),
+                "en".to_owned(),
+                "/x/a.ogg".to_owned()
+            ])),
+            "without {{file}} the path comes last"
+        );
+        assert!(matches!(
+            media("say 'unclosed").transcriber("f"),
+            Some(Err(_))
+        ));
+        let mut config = Config::default();
+        config.media.transcribe_command = "x 'open".into();
+        let error = config.validate(Path::new("c.toml")).expect_err("refused");
+        assert!(
+            error.to_string().contains("media.transcribe_command"),
+            "{error}"
+        );
+        config.media = MediaConfig {
+            max_mb: 0,
+            ..MediaConfig::default()
+        };
+        assert!(config
+            .validate(Path::new("c.toml"))
+            .expect_err("refused")
+            .to_string()
+            .contains("media.max_mb"));
     }
 }

@@ -50,6 +50,9 @@ pub struct EngineOptions {
     /// Whether tokens may live in the OS keyring (with a configuration file); the default
     /// follows `SWITCHBOARD_KEYRING`.
     pub keyring: KeyringChoice,
+    /// How long a file download may go without a byte, and take in all.
+    pub download_stall: Duration,
+    pub download_total: Duration,
 }
 
 impl Default for EngineOptions {
@@ -67,6 +70,8 @@ impl Default for EngineOptions {
             prune_interval: Duration::from_secs(3600),
             approval_timeout: None,
             keyring: KeyringChoice::from_env(),
+            download_stall: Duration::from_secs(20),
+            download_total: Duration::from_secs(300),
         }
     }
 }
@@ -160,6 +165,7 @@ impl EngineBuilder {
             options.clone(),
             shutdown.clone(),
             paused,
+            data_dir.join("files"),
         );
         let handle = EngineHandle {
             inner: Arc::new(Inner {

@@ -18,6 +18,7 @@ pub mod config;
 mod dispatch;
 mod engine;
 pub mod events;
+pub mod media;
 pub mod model;
 pub mod private;
 pub mod routing;

@@ -90,6 +90,86 @@ impl DeliveryTarget {
     }
 }
 
+/// What kind of file came with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "snake_case")]
+pub enum AttachmentKind {
+    /// A picture: sent to the agent as an image when its format is one the agent reads.
+    Image,
+    /// A file of any other kind (a PDF, a log).
+    Document,
+    /// A voice note: transcribed when a transcriber is configured.
+    Voice,
+    Audio,
+    Video,
+}
+
+impl AttachmentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachmentKind::Image => "image",
+            AttachmentKind::Document => "document",
+            AttachmentKind::Voice => "voice",
+            AttachmentKind::Audio => "audio",
+            AttachmentKind::Video => "video",
+        }
+    }
+}
+
+/// A file that came with a message: what the platform says of it and how to fetch it; once the
+/// engine fetched it, where it is (or why it is not).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub kind: AttachmentKind,
+    /// The name the person gave it, when the platform says (never trusted as a path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The MIME type the platform reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mime: Option<String>,
+    /// The size the platform reports, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// How the channel fetches it: a Telegram `file_id`, a Slack or Discord URL.
+    pub source: String,
+    #[serde(default)]
+    pub fetched: Fetched,
+}
+
+impl Attachment {
+    pub fn new(kind: AttachmentKind, source: impl Into<String>) -> Attachment {
+        Attachment {
+            kind,
+            name: None,
+            mime: None,
+            size: None,
+            source: source.into(),
+            fetched: Fetched::Pending,
+        }
+    }
+}
+
+/// What became of an attachment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Fetched {
+    /// Not fetched yet (the message was stored before anything was downloaded).
+    #[default]
+    Pending,
+    /// Saved at `path`, `bytes` long, of type `mime`; a voice note's `transcript` when one was
+    /// made.
+    Saved {
+        path: String,
+        bytes: u64,
+        mime: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        transcript: Option<String>,
+    },
+    /// Not fetched, and why (the chat was told).
+    Failed { reason: String },
+}
+
 /// A message a channel received and hands to the engine.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InboundMessage {
@@ -105,6 +185,10 @@ pub struct InboundMessage {
     pub dedup_keys: Vec<String>,
     /// Unix milliseconds when the platform says the message was written.
     pub received_at_ms: i64,
+    /// Files that came with it (a photo, a document, a voice note); fetched after the message
+    /// is stored.
+    #[serde(default)]
+    pub attachments: Vec<Attachment>,
 }
 
 /// The bot identity a channel reports after checking its credentials.

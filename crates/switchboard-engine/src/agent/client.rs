@@ -152,6 +152,7 @@ impl AgentClient {
         &self,
         session: &str,
         text: &str,
+        images: &[crate::media::ImagePart],
         model: Option<&str>,
         idempotency_key: &str,
     ) -> Result<String, AgentError> {
@@ -160,7 +161,7 @@ impl AgentClient {
             run_id: String,
         }
         let body = json!({
-            "message": { "role": "user", "content": text },
+            "message": { "role": "user", "content": content(text, images) },
             "type": "message",
             "run_id": null,
             "model": model,
@@ -392,4 +393,31 @@ fn error_from(status: StatusCode, body: &[u8]) -> AgentError {
             message,
         },
     }
+}
+
+/// A message's `content`: the text alone, or the text and the images as parts
+/// (`{"type":"image","url":"data:…"}`). An image that can no longer be read is left out (the text
+/// still names the file).
+fn content(text: &str, images: &[crate::media::ImagePart]) -> serde_json::Value {
+    use base64::Engine as _;
+    if images.is_empty() {
+        return serde_json::Value::String(text.to_owned());
+    }
+    let mut parts = vec![json!({"type": "text", "text": text})];
+    for image in images {
+        match std::fs::read(&image.path) {
+            Ok(bytes) => parts.push(json!({
+                "type": "image",
+                "url": format!(
+                    "data:{};base64,{}",
+                    image.mime,
+                    base64::engine::general_purpose::STANDARD.encode(bytes)
+                ),
+            })),
+            Err(e) => {
+                tracing::warn!(error = %e, "an image to send the agent cannot be read; the text names it")
+            }
+        }
+    }
+    serde_json::Value::Array(parts)
 }

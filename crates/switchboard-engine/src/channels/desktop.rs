@@ -218,6 +218,7 @@ impl DesktopChannel {
             target: DeliveryTarget::chat(chat_id),
             dedup_keys: vec![format!("{DESKTOP}:{client_id}")],
             received_at_ms: now_ms(),
+            attachments: Vec::new(),
         }
     }
 
@@ -400,6 +401,7 @@ mod tests {
             chat: ChatType::Group { id: chat.into() },
             target: DeliveryTarget::chat(chat),
             text: format!("q{id}"),
+            attachments: vec![],
             context: None,
             state: JournalState::Replied,
             run_id: None,

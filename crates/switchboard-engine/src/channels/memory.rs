@@ -128,6 +128,7 @@ impl MemoryChannel {
             target,
             dedup_keys: vec![format!("msg:{id}")],
             received_at_ms: now_ms(),
+            attachments: Vec::new(),
         }
     }
 

@@ -202,6 +202,16 @@ pub trait Channel: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Fetches the file of an attachment this channel received (its `source`) within `limits`,
+    /// through [`crate::media::read_body`], from the platform's own file host only.
+    async fn fetch(
+        &self,
+        _attachment: &crate::model::Attachment,
+        _limits: &crate::media::Limits,
+    ) -> Result<Vec<u8>, crate::media::FetchError> {
+        Err(crate::media::FetchError::Unsupported)
+    }
+
     /// Checks the credentials and returns the bot's identity (the "Test" button, `check`).
     async fn test(&self) -> Result<Identity, ChannelError>;
 

@@ -158,6 +158,7 @@ impl Dispatcher {
             target: place.target.clone(),
             dedup_keys: vec![format!("interactive:{}", uuid::Uuid::new_v4())],
             received_at_ms: now_ms(),
+            attachments: Vec::new(),
         };
         let Accepted::New(journal_id) = self.store.accept(&message, &key, now_ms())? else {
             return Err(StartError::Store(anyhow::anyhow!(

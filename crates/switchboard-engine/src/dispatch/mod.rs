@@ -22,6 +22,7 @@ mod follow;
 mod gate;
 mod intake;
 mod interactive;
+mod media;
 mod post;
 mod progress;
 mod run;
@@ -89,6 +90,8 @@ pub(crate) struct Dispatcher {
     /// Keyed by channel, chat and thread (typing shows in a chat, not on a message).
     typed: Mutex<HashMap<TypingPlace, Instant>>,
     runtime: tokio::runtime::Handle,
+    /// Where files people send are saved (a folder per conversation).
+    files_dir: std::path::PathBuf,
 }
 
 /// A run in flight, as others reach it.
@@ -109,6 +112,8 @@ type TypingPlace = (String, String, Option<String>);
 const MAX_TYPED: usize = 4096;
 
 impl Dispatcher {
+    // Each is a separate resource the engine hands in; a struct for them would only rename them.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         config: Config,
         client: AgentClient,
@@ -117,6 +122,7 @@ impl Dispatcher {
         options: EngineOptions,
         shutdown: CancellationToken,
         paused: bool,
+        files_dir: std::path::PathBuf,
     ) -> Arc<Dispatcher> {
         let (gate_answers, answers) = mpsc::channel(gate::ANSWER_QUEUE);
         let dispatcher = Arc::new(Dispatcher {
@@ -140,6 +146,7 @@ impl Dispatcher {
             gate_answers,
             typed: Mutex::default(),
             runtime: tokio::runtime::Handle::current(),
+            files_dir,
         });
         tokio::spawn(gate::send_answers(Arc::downgrade(&dispatcher), answers));
         dispatcher

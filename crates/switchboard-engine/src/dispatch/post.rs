@@ -43,6 +43,7 @@ impl Dispatcher {
                 .post_message(
                     &run.session_id,
                     &run.text,
+                    &run.images,
                     run.model.as_deref(),
                     &run.idempotency_key,
                 )
@@ -85,7 +86,8 @@ impl Dispatcher {
                     if !self.wait_until_idle(&run.session_id).await {
                         return Ok(None);
                     }
-                    let more = self.store.queued(&run.routing_key)?;
+                    let mut more = self.store.queued(&run.routing_key)?;
+                    self.fetch_attachments(&run.routing_key, &mut more).await?;
                     super::scheduler::absorb(run, &more);
                     run.cursor_start = self.current_cursor(&run.session_id).await;
                     self.store.update_run(run)?;

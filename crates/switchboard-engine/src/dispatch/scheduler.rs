@@ -109,10 +109,12 @@ impl Dispatcher {
                     _ = paused.changed() => {}
                 }
             }
-            let rows = self.store.queued(key)?;
+            let mut rows = self.store.queued(key)?;
             if rows.is_empty() {
                 return Ok(());
             }
+            // The files that came with the messages, fetched before the run that needs them.
+            self.fetch_attachments(key, &mut rows).await?;
             let Some(run) = self.prepare_run(key, rows).await? else {
                 return Ok(());
             };
@@ -152,6 +154,7 @@ impl Dispatcher {
             model: (!model.is_empty()).then_some(model),
             streamed: String::new(),
             preview: None,
+            images: Vec::new(),
         };
         absorb(&mut run, &rows);
         run.cursor_start = self.current_cursor(&run.session_id).await;
@@ -271,7 +274,8 @@ impl Dispatcher {
     }
 }
 
-/// Adds queued messages to a run: texts joined with a blank line, watch contexts folded in.
+/// Adds queued messages to a run: texts joined with a blank line, watch contexts folded in, each
+/// message's files named (with where they are) and its images sent along.
 pub(super) fn absorb(run: &mut RunRecord, rows: &[JournalEntry]) {
     let mut parts: Vec<String> = if run.text.is_empty() {
         Vec::new()
@@ -283,9 +287,11 @@ pub(super) fn absorb(run: &mut RunRecord, rows: &[JournalEntry]) {
             continue;
         }
         run.journal_ids.push(row.id);
+        let (text, images) = crate::media::for_agent(&row.text, &row.attachments);
+        run.images.extend(images);
         parts.push(match &row.context {
-            Some(consumed) => enrich(&consumed.context, &consumed.notification, &row.text),
-            None => row.text.clone(),
+            Some(consumed) => enrich(&consumed.context, &consumed.notification, &text),
+            None => text,
         });
     }
     run.text = parts.join("\n\n");
@@ -320,6 +326,7 @@ mod tests {
             model: None,
             streamed: String::new(),
             preview: None,
+            images: Vec::new(),
         };
         let row = |id: i64, text: &str| JournalEntry {
             id,
@@ -329,6 +336,7 @@ mod tests {
             chat: crate::model::ChatType::Direct,
             target: crate::model::DeliveryTarget::chat("p"),
             text: text.into(),
+            attachments: vec![],
             context: None,
             state: JournalState::Queued,
             run_id: None,

@@ -259,6 +259,12 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX desktop_by_chat ON desktop_messages (chat_id, id);
     "#,
+    // 10: files that come with messages: their references and what became of them, stored with
+    // the message; the images a run sends the agent.
+    r#"
+    ALTER TABLE journal ADD COLUMN attachments TEXT;
+    ALTER TABLE runs ADD COLUMN images TEXT NOT NULL DEFAULT '[]';
+    "#,
 ];
 
 /// How long de-duplication keys are kept: longer than any platform redelivers (Slack's last retry
@@ -295,6 +301,8 @@ pub struct JournalEntry {
     pub chat: ChatType,
     pub target: DeliveryTarget,
     pub text: String,
+    /// Files that came with it, and what became of them.
+    pub attachments: Vec<crate::model::Attachment>,
     /// The watch context this message consumed, with the notification it answered.
     pub context: Option<ConsumedContext>,
     pub state: JournalState,
@@ -366,6 +374,8 @@ pub struct RunRecord {
     /// The message that shows the reply while it is written (`streaming = "edit"`); the final
     /// reply's first part replaces it.
     pub preview: Option<String>,
+    /// Images sent to the agent with the text (files saved from the messages' attachments).
+    pub images: Vec<crate::media::ImagePart>,
 }
 
 /// How many rows pruning removed, per kind.
@@ -609,8 +619,8 @@ impl Store {
             None => None,
         };
         tx.execute(
-            "INSERT INTO journal (channel, routing_key, peer, chat, target, text, context, state, created_ms, updated_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?8)",
+            "INSERT INTO journal (channel, routing_key, peer, chat, target, text, context, state, created_ms, updated_ms, attachments)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?8, ?9)",
             params![
                 message.channel,
                 routing_key,
@@ -619,7 +629,8 @@ impl Store {
                 to_json(&message.target),
                 message.text,
                 consumed,
-                now
+                now,
+                (!message.attachments.is_empty()).then(|| to_json(&message.attachments))
             ],
         )?;
         let id = tx.last_insert_rowid();
@@ -697,7 +708,7 @@ impl Store {
         args: impl rusqlite::Params,
     ) -> anyhow::Result<Vec<JournalEntry>> {
         let sql = format!(
-            "SELECT id, channel, routing_key, peer, chat, target, text, context, state, run_id, error, created_ms, updated_ms FROM journal {tail}"
+            "SELECT id, channel, routing_key, peer, chat, target, text, context, state, run_id, error, created_ms, updated_ms, attachments FROM journal {tail}"
         );
         self.select(&sql, args, |r| {
             let context: Option<String> = r.get(7)?;
@@ -715,8 +726,27 @@ impl Store {
                 error: r.get(10)?,
                 created_ms: r.get(11)?,
                 updated_ms: r.get(12)?,
+                attachments: r
+                    .get::<_, Option<String>>(13)?
+                    .as_deref()
+                    .map(from_json)
+                    .transpose()?
+                    .unwrap_or_default(),
             })
         })
+    }
+
+    /// Records what became of a journal entry's attachments.
+    pub fn set_journal_attachments(
+        &self,
+        id: i64,
+        attachments: &[crate::model::Attachment],
+    ) -> anyhow::Result<()> {
+        self.lock().execute(
+            "UPDATE journal SET attachments = ?2, updated_ms = ?3 WHERE id = ?1",
+            params![id, to_json(&attachments), now_ms()],
+        )?;
+        Ok(())
     }
 
     /// Sets the state of journal entries (and the error, for failures).
@@ -821,8 +851,8 @@ impl Store {
         let tx = conn.transaction()?;
         let now = now_ms();
         tx.execute(
-            "INSERT INTO runs (local_id, routing_key, session_id, server_run_id, state, text, idempotency_key, cursor_start, journal_ids, reply, delivered_chunks, created_ms, updated_ms, model, streamed, preview)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15)",
+            "INSERT INTO runs (local_id, routing_key, session_id, server_run_id, state, text, idempotency_key, cursor_start, journal_ids, reply, delivered_chunks, created_ms, updated_ms, model, streamed, preview, images)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15, ?16)",
             params![
                 run.local_id,
                 run.routing_key,
@@ -838,7 +868,8 @@ impl Store {
                 now,
                 run.model,
                 run.streamed,
-                run.preview
+                run.preview,
+                to_json(&run.images)
             ],
         )?;
         for id in &run.journal_ids {
@@ -855,7 +886,7 @@ impl Store {
     pub fn update_run(&self, run: &RunRecord) -> anyhow::Result<()> {
         self.lock().execute(
             "UPDATE runs SET session_id = ?2, server_run_id = ?3, state = ?4, text = ?5, idempotency_key = ?6, cursor_start = ?7,
-                 reply = ?8, delivered_chunks = ?9, journal_ids = ?10, updated_ms = ?11, model = ?12, streamed = ?13, preview = ?14 WHERE local_id = ?1",
+                 reply = ?8, delivered_chunks = ?9, journal_ids = ?10, updated_ms = ?11, model = ?12, streamed = ?13, preview = ?14, images = ?15 WHERE local_id = ?1",
             params![
                 run.local_id,
                 run.session_id,
@@ -870,7 +901,8 @@ impl Store {
                 now_ms(),
                 run.model,
                 run.streamed,
-                run.preview
+                run.preview,
+                to_json(&run.images)
             ],
         )?;
         Ok(())
@@ -952,7 +984,7 @@ impl Store {
         args: impl rusqlite::Params,
     ) -> anyhow::Result<Vec<RunRecord>> {
         let sql = format!(
-            "SELECT local_id, routing_key, session_id, server_run_id, state, text, idempotency_key, cursor_start, journal_ids, reply, delivered_chunks, model, streamed, preview
+            "SELECT local_id, routing_key, session_id, server_run_id, state, text, idempotency_key, cursor_start, journal_ids, reply, delivered_chunks, model, streamed, preview, images
              FROM runs {tail}"
         );
         self.select(&sql, args, |r| {
@@ -971,6 +1003,7 @@ impl Store {
                 model: r.get(11)?,
                 streamed: r.get(12)?,
                 preview: r.get(13)?,
+                images: from_json(&r.get::<_, String>(14)?)?,
             })
         })
     }
@@ -1185,6 +1218,7 @@ mod tests {
             target: DeliveryTarget::chat("ann"),
             dedup_keys: vec![format!("test:{id}")],
             received_at_ms: 0,
+            attachments: Vec::new(),
         }
     }
 

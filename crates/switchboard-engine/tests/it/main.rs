@@ -11,6 +11,7 @@ mod desktop;
 mod discord;
 mod durability;
 mod faults;
+mod media;
 mod resilience;
 mod routing;
 mod runs;

@@ -566,6 +566,7 @@ async fn post_message(
             overrides: raw.get("overrides").cloned(),
             model: raw.get("model").and_then(Value::as_str).map(str::to_string),
             replayed,
+            images: wire::image_urls(&msg.message.content),
         });
     }
     answer(outcome)

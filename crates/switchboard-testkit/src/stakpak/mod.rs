@@ -223,6 +223,8 @@ pub struct PostedMessage {
     pub model: Option<String>,
     /// Answered from the idempotency store: no new run was started.
     pub replayed: bool,
+    /// The `url` of each image part of `message.content` (`data:image/png;base64,…`).
+    pub images: Vec<String>,
 }
 
 /// A tool decision the fake accepted over HTTP (including ones that errored the run).

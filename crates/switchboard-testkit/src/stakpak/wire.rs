@@ -453,6 +453,18 @@ impl Action {
     }
 }
 
+/// The `url` of each `image` part of a message `content` (none for a plain string).
+pub(crate) fn image_urls(content: &Value) -> Vec<String> {
+    match content {
+        Value::Array(parts) => parts
+            .iter()
+            .filter(|p| p.get("type").and_then(Value::as_str) == Some("image"))
+            .filter_map(|p| p.get("url").and_then(Value::as_str).map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// The text of a message `content`: a string, or the `text` parts of a part list.
 pub(crate) fn content_text(content: &Value) -> String {
     match content {

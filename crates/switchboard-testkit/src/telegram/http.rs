@@ -209,6 +209,9 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let path = parts.uri.path().to_string();
+    if let Some(response) = download(&shared, &path).await {
+        return response;
+    }
     let route = route(&shared.prefix, &path);
     let params = params(&parts.uri, content_type, &bytes);
     let method = route.as_ref().map(|(_, m)| m.clone()).unwrap_or_default();
@@ -278,7 +281,7 @@ async fn answer(shared: &Arc<Shared>, token: &str, method: &str, params: &Value)
         "answercallbackquery" => answer_callback(w, params),
         "setmessagereaction" => set_reaction(w, params),
         "sendchataction" => chat_action(w, params),
-        "getfile" => get_file(params),
+        "getfile" => get_file(w, params),
         "setmycommands" => match params.get("commands") {
             Some(Value::Array(commands)) => {
                 w.commands = commands.clone();
@@ -821,14 +824,59 @@ fn chat_action(w: &mut World, params: &Value) -> Result<Value, Failure> {
     Ok(json!(true))
 }
 
-fn get_file(params: &Value) -> Result<Value, Failure> {
+/// The largest file the Bot API lets a bot download.
+const DOWNLOAD_MAX: usize = 20 * 1024 * 1024;
+
+fn get_file(w: &World, params: &Value) -> Result<Value, Failure> {
     let file_id = text_param(params, "file_id")
         .filter(|f| !f.is_empty())
         .ok_or_else(|| bad_request("file_id is empty"))?;
+    let Some(file) = w.files.get(&file_id) else {
+        return Err(bad_request("invalid file_id"));
+    };
+    if file.bytes.len() > DOWNLOAD_MAX {
+        return Err(bad_request("file is too big"));
+    }
     Ok(
-        json!({"file_id": file_id, "file_unique_id": format!("u{}", file_id.len()), "file_size": 1024,
-        "file_path": format!("documents/{file_id}.bin")}),
+        json!({"file_id": file_id, "file_unique_id": format!("u-{file_id}"),
+        "file_size": file.bytes.len(), "file_path": file.path}),
     )
+}
+
+/// `GET {prefix}/file/bot{token}/{file_path}`: a file's bytes (or, when stalling, its headers and
+/// nothing more).
+pub(crate) async fn download(shared: &Arc<Shared>, path: &str) -> Option<Response> {
+    let rest = path
+        .strip_prefix(&shared.prefix)?
+        .strip_prefix("/file/bot")?;
+    let (token, file_path) = rest.split_once('/')?;
+    let found = shared.update(|w| {
+        if !w.token_valid || token != w.token {
+            return Err(error(401, "Unauthorized"));
+        }
+        let Some(file) = w.files.values().find(|f| f.path == file_path).cloned() else {
+            return Err(error(404, "Not Found"));
+        };
+        w.file_downloads += 1;
+        Ok((file.bytes, w.stall_files))
+    });
+    let (bytes, stall) = match found {
+        Ok(found) => found,
+        Err(failure) => return Some(fail(&failure)),
+    };
+    let body = if stall {
+        // The headers go out; the body never comes.
+        let stream = futures_util::stream::pending::<Result<bytes::Bytes, std::io::Error>>();
+        Body::from_stream(stream)
+    } else {
+        Body::from(bytes.as_ref().clone())
+    };
+    let mut response = Response::new(body);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    Some(response)
 }
 
 #[cfg(test)]

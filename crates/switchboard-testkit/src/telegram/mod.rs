@@ -162,6 +162,27 @@ pub struct Reaction {
     pub reaction: Value,
 }
 
+/// A file a person sends the bot, as the Bot API describes it in a message.
+#[derive(Clone, Debug)]
+pub enum Media {
+    /// A photo; the server offers it in sizes, the largest being these bytes.
+    Photo(Vec<u8>),
+    /// A file sent as a document, with the name and type the person's client gave it.
+    Document {
+        name: String,
+        mime: String,
+        bytes: Vec<u8>,
+    },
+    /// A voice note (Ogg Opus).
+    Voice(Vec<u8>),
+    /// A music file.
+    Audio {
+        name: String,
+        bytes: Vec<u8>,
+    },
+    Video(Vec<u8>),
+}
+
 /// A scripted error answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
@@ -316,6 +337,96 @@ impl FakeTelegram {
             w.push_update("message", message.clone());
             message_id(&message)
         })
+    }
+
+    /// `from` sends the bot a file in private, with `caption` (the text, if any); returns the
+    /// message id. The file is served by `getFile` and the file download address.
+    pub fn send_media_dm(&self, from: &Person, media: Media, caption: Option<&str>) -> i64 {
+        self.update(|w| {
+            let chat = w.private_chat(from);
+            let mut message = w.new_message(chat, from, caption.unwrap_or_default(), None, None);
+            if let Some(object) = message.as_object_mut() {
+                let text = object.remove("text");
+                let entities = object.remove("entities");
+                if caption.is_some() {
+                    object.insert("caption".into(), text.unwrap_or_default());
+                    if let Some(entities) = entities {
+                        object.insert("caption_entities".into(), entities);
+                    }
+                }
+            }
+            let n = w.files.len() + 1;
+            let mut store = |path: String, bytes: Vec<u8>| {
+                let id = format!("BQACAgIAAxkB{n}_{}", w.files.len());
+                let size = bytes.len();
+                w.files.insert(
+                    id.clone(),
+                    world::StoredFile {
+                        path,
+                        bytes: Arc::new(bytes),
+                    },
+                );
+                (id, size)
+            };
+            let (key, value) = match media {
+                Media::Photo(bytes) => {
+                    let (small, small_size) =
+                        store(format!("photos/file_{n}_s.jpg"), vec![0xFF, 0xD8, 0xFF, 0xD9]);
+                    let (big, big_size) = store(format!("photos/file_{n}.jpg"), bytes);
+                    (
+                        "photo",
+                        json!([
+                            {"file_id": small, "file_unique_id": format!("AQs{n}"), "width": 90, "height": 67, "file_size": small_size},
+                            {"file_id": big, "file_unique_id": format!("AQb{n}"), "width": 1280, "height": 960, "file_size": big_size}
+                        ]),
+                    )
+                }
+                Media::Document { name, mime, bytes } => {
+                    let ext = name.rsplit_once('.').map(|(_, e)| e).unwrap_or("bin");
+                    let (id, size) = store(format!("documents/file_{n}.{ext}"), bytes);
+                    (
+                        "document",
+                        json!({"file_id": id, "file_unique_id": format!("AgD{n}"), "file_name": name, "mime_type": mime, "file_size": size}),
+                    )
+                }
+                Media::Voice(bytes) => {
+                    let (id, size) = store(format!("voice/file_{n}.oga"), bytes);
+                    (
+                        "voice",
+                        json!({"file_id": id, "file_unique_id": format!("AgV{n}"), "duration": 3, "mime_type": "audio/ogg", "file_size": size}),
+                    )
+                }
+                Media::Audio { name, bytes } => {
+                    let (id, size) = store(format!("music/file_{n}.mp3"), bytes);
+                    (
+                        "audio",
+                        json!({"file_id": id, "file_unique_id": format!("AgA{n}"), "duration": 60, "file_name": name, "mime_type": "audio/mpeg", "file_size": size}),
+                    )
+                }
+                Media::Video(bytes) => {
+                    let (id, size) = store(format!("videos/file_{n}.mp4"), bytes);
+                    (
+                        "video",
+                        json!({"file_id": id, "file_unique_id": format!("BAv{n}"), "width": 640, "height": 360, "duration": 5, "mime_type": "video/mp4", "file_size": size}),
+                    )
+                }
+            };
+            message[key] = value;
+            let id = message_id(&message);
+            w.messages.insert((chat, id), message.clone());
+            w.push_update("message", message);
+            id
+        })
+    }
+
+    /// Makes file downloads send their headers and then nothing, as a stalled transfer does.
+    pub fn stall_files(&self, on: bool) {
+        self.update(|w| w.stall_files = on);
+    }
+
+    /// How many file downloads the fake answered.
+    pub fn file_downloads(&self) -> usize {
+        self.world().file_downloads
     }
 
     /// `from` writes to the bot in topic `topic_id` of their private chat (a bot with threaded

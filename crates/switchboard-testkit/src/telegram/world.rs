@@ -105,6 +105,19 @@ pub(crate) struct World {
     pub failures: HashMap<String, VecDeque<Failure>>,
     pub slow: HashMap<String, Duration>,
     pub records: Records,
+    /// Files people sent, by `file_id`: their `file_path` and bytes.
+    pub files: HashMap<String, StoredFile>,
+    /// Downloads send their headers, then nothing (a stalled transfer).
+    pub stall_files: bool,
+    /// How many file downloads were answered.
+    pub file_downloads: usize,
+}
+
+/// A file a person sent, as the server keeps it.
+#[derive(Clone, Debug)]
+pub(crate) struct StoredFile {
+    pub path: String,
+    pub bytes: std::sync::Arc<Vec<u8>>,
 }
 
 pub(crate) fn now_secs() -> i64 {
@@ -179,6 +192,9 @@ impl World {
             failures: HashMap::new(),
             slow: HashMap::new(),
             records: Records::default(),
+            files: HashMap::new(),
+            stall_files: false,
+            file_downloads: 0,
         }
     }
 

@@ -160,6 +160,7 @@ pub(crate) fn decide(
         target,
         dedup_keys: vec![dedup_key(&message.id)],
         received_at_ms: snowflake_ms(&message.id).unwrap_or_else(now_ms),
+        attachments: Vec::new(),
     }))
 }
 

@@ -1191,6 +1191,7 @@ fn read_command(interaction: wire::Interaction) -> Option<SlashCommand> {
             },
             dedup_keys: vec![format!("discord:interaction:{}", interaction.id)],
             received_at_ms: now_ms(),
+            attachments: Vec::new(),
         },
         interaction: interaction.id,
         token: interaction.token,

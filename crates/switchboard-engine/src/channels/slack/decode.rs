@@ -150,6 +150,7 @@ fn slash_command(payload: &Value) -> Outcome {
             target: DeliveryTarget::chat(channel),
             dedup_keys: vec![format!("{NAME}:slash:{trigger}")],
             received_at_ms: crate::model::now_ms(),
+            attachments: Vec::new(),
         },
         thread: None,
     }
@@ -248,6 +249,7 @@ fn message(
         dedup_keys: dedup_keys(event_id, &target.chat_id, &event.ts),
         target,
         received_at_ms: ts_ms(&event.ts).unwrap_or(event_time.saturating_mul(1000)),
+        attachments: Vec::new(),
     };
     Outcome::Message { message, thread }
 }

@@ -15,6 +15,7 @@ use super::wire::{
     User, ALLOWED_UPDATES,
 };
 use crate::channels::ChannelError;
+use crate::media::{self, FetchError};
 
 /// What stands in for the token in anything shown or logged.
 const REDACTED: &str = "<token>";
@@ -197,6 +198,48 @@ impl Api {
     /// Replaces a message's text; its buttons go (the body has no `reply_markup`).
     pub async fn edit_message_text(&self, body: &EditMessageText<'_>) -> Result<Value, ApiError> {
         self.call("editMessageText", body, CALL_TIMEOUT).await
+    }
+
+    pub async fn get_file(&self, file_id: &str) -> Result<wire::File, ApiError> {
+        self.call(
+            "getFile",
+            &serde_json::json!({ "file_id": file_id }),
+            CALL_TIMEOUT,
+        )
+        .await
+    }
+
+    /// Downloads a file by the `file_path` `getFile` gave, within `limits`, from the
+    /// Bot API's own file address (`{api_base}/file/bot{TOKEN}/{file_path}`).
+    pub async fn download(
+        &self,
+        file_path: &str,
+        limits: &media::Limits,
+    ) -> Result<Vec<u8>, FetchError> {
+        // The server names the path, but it still must not leave the bot's file directory.
+        let odd = file_path.is_empty()
+            || file_path.starts_with('/')
+            || file_path.split('/').any(|part| part == ".." || part == ".")
+            || file_path.contains(['?', '#', '\\'])
+            || file_path.contains("://");
+        if odd {
+            return Err(FetchError::NotAllowed(
+                "a file path outside the bot's files".into(),
+            ));
+        }
+        let url = format!("{}/file/bot{}/{}", self.base, self.token, file_path);
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| FetchError::Failed(self.redact(&describe(e.without_url()))))?;
+        media::read_body(response, limits)
+            .await
+            .map_err(|e| match e {
+                FetchError::Failed(text) => FetchError::Failed(self.redact(&text)),
+                other => other,
+            })
     }
 
     async fn call<T: DeserializeOwned>(

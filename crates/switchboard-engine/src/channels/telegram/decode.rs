@@ -9,7 +9,7 @@
 //! - messages from bots (itself included) are never processed;
 //! - the mention is stripped from the text the agent sees.
 
-use crate::model::{ChatType, DeliveryTarget, InboundMessage, Peer};
+use crate::model::{Attachment, AttachmentKind, ChatType, DeliveryTarget, InboundMessage, Peer};
 
 use super::wire::{ChatKind, Message, MessageEntity, Update};
 
@@ -91,9 +91,11 @@ pub fn decode(update: &Update, bot: &Bot, require_mention: bool) -> Decoded {
     if sender.is_bot || sender.id == bot.id {
         return Decoded::Skip("sent by a bot");
     }
-    let Some((text, entities)) = message.text_and_entities() else {
+    let attachments = attachments(message);
+    let (text, entities) = message.text_and_entities().unwrap_or(("", &[]));
+    if text.trim().is_empty() && attachments.is_empty() {
         return Decoded::Skip("no text");
-    };
+    }
     let chat_id = message.chat.id.to_string();
     let topic = message
         .is_topic_message
@@ -128,7 +130,7 @@ pub fn decode(update: &Update, bot: &Bot, require_mention: bool) -> Decoded {
     } else {
         stripped
     };
-    if text.is_empty() {
+    if text.is_empty() && attachments.is_empty() {
         return Decoded::Skip("no text");
     }
     let date = message.edit_date.unwrap_or(message.date);
@@ -147,7 +149,47 @@ pub fn decode(update: &Update, bot: &Bot, require_mention: bool) -> Decoded {
         },
         dedup_keys: dedup_keys(bot, update.update_id, Some(message)),
         received_at_ms: date.saturating_mul(1000),
+        attachments,
     }))
+}
+
+/// The files of a message: a photo (its largest size), a document, a voice note, a music file, a
+/// video or a round video note, each fetched later by its `file_id`.
+pub fn attachments(message: &Message) -> Vec<Attachment> {
+    let largest = message.photo.iter().max_by_key(|p| {
+        p.file_size
+            .unwrap_or(u64::from(p.width.unwrap_or(0)) * u64::from(p.height.unwrap_or(0)))
+    });
+    let files = [
+        (AttachmentKind::Image, largest),
+        (AttachmentKind::Document, message.document.as_ref()),
+        (AttachmentKind::Voice, message.voice.as_ref()),
+        (AttachmentKind::Audio, message.audio.as_ref()),
+        (AttachmentKind::Video, message.video.as_ref()),
+        (AttachmentKind::Video, message.video_note.as_ref()),
+    ];
+    files
+        .into_iter()
+        .filter_map(|(kind, file)| {
+            let file = file?;
+            // A picture sent as a file is still a picture.
+            let kind = match (kind, file.mime_type.as_deref()) {
+                (AttachmentKind::Document, Some(mime)) if mime.starts_with("image/") => {
+                    AttachmentKind::Image
+                }
+                _ => kind,
+            };
+            Some(Attachment {
+                name: file.file_name.clone(),
+                mime: file.mime_type.clone().or_else(|| {
+                    (kind == AttachmentKind::Image && file.file_name.is_none())
+                        .then(|| "image/jpeg".to_owned())
+                }),
+                size: file.file_size,
+                ..Attachment::new(kind, file.file_id.clone())
+            })
+        })
+        .collect()
 }
 
 /// Whether a message addresses the bot, and the UTF-16 ranges of the text that name it.
@@ -361,6 +403,68 @@ mod tests {
             );
             assert_eq!(m.channel, "telegram");
         }
+    }
+
+    #[test]
+    fn photos_documents_and_voice_notes_come_with_their_caption() {
+        let updates: Vec<serde_json::Value> =
+            serde_json::from_str(include_str!("fixtures/private_media.json")).expect("json");
+        let decoded: Vec<InboundMessage> = updates
+            .into_iter()
+            .map(|u| {
+                message(decode(
+                    &serde_json::from_value(u).expect("update"),
+                    &bot(),
+                    true,
+                ))
+            })
+            .collect();
+        let only = |m: &InboundMessage| {
+            assert_eq!(m.attachments.len(), 1, "{m:?}");
+            m.attachments[0].clone()
+        };
+        assert_eq!(decoded[0].text, "what does this error mean?");
+        let photo = only(&decoded[0]);
+        assert_eq!(
+            (
+                photo.kind,
+                photo.source.as_str(),
+                photo.size,
+                photo.mime.as_deref()
+            ),
+            (
+                AttachmentKind::Image,
+                "AgACAgIAAxkBAAIBd2aL",
+                Some(81224),
+                Some("image/jpeg")
+            ),
+            "the largest size of the photo"
+        );
+        assert_eq!(decoded[1].text, "", "a file alone is a message too");
+        let document = only(&decoded[1]);
+        assert_eq!(
+            (
+                document.kind,
+                document.name.as_deref(),
+                document.mime.as_deref()
+            ),
+            (
+                AttachmentKind::Document,
+                Some("deploy.log"),
+                Some("text/plain")
+            )
+        );
+        assert_eq!(only(&decoded[2]).kind, AttachmentKind::Voice);
+        let picture = only(&decoded[3]);
+        assert_eq!(
+            (
+                picture.kind,
+                picture.name.as_deref(),
+                decoded[3].text.as_str()
+            ),
+            (AttachmentKind::Image, Some("screenshot.png"), "as a file"),
+            "a picture sent as a file is a picture, not its thumbnail"
+        );
     }
 
     #[test]

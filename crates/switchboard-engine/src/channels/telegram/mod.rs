@@ -770,6 +770,31 @@ impl Channel for TelegramChannel {
         }
     }
 
+    /// `getFile`, then the file from the Bot API's file address (bots may download 20 MB).
+    async fn fetch(
+        &self,
+        attachment: &crate::model::Attachment,
+        limits: &crate::media::Limits,
+    ) -> Result<Vec<u8>, crate::media::FetchError> {
+        use crate::media::FetchError;
+        let file = self.api.get_file(&attachment.source).await.map_err(|e| {
+            if e.says("file is too big") {
+                FetchError::Failed("it is larger than the 20 MB Telegram lets bots download".into())
+            } else {
+                FetchError::Failed(e.to_string())
+            }
+        })?;
+        if file.file_size.is_some_and(|size| size > limits.max_bytes) {
+            return Err(FetchError::TooLarge {
+                max_mb: limits.max_mb(),
+            });
+        }
+        let path = file.file_path.ok_or_else(|| {
+            FetchError::Failed("Telegram gave no place to download it from".into())
+        })?;
+        self.api.download(&path, limits).await
+    }
+
     async fn test(&self) -> Result<Identity, ChannelError> {
         if !self.api.has_token() {
             return Err(ChannelError::Auth(NO_TOKEN.to_string()));

@@ -54,8 +54,34 @@ pub struct Message {
     pub caption_entities: Vec<MessageEntity>,
     /// Never nested further than one level by the server.
     pub reply_to_message: Option<Box<Message>>,
+    /// A photo, in the sizes the server offers (smallest first).
+    #[serde(default)]
+    pub photo: Vec<FileRef>,
+    pub document: Option<FileRef>,
+    pub voice: Option<FileRef>,
+    pub audio: Option<FileRef>,
+    pub video: Option<FileRef>,
+    pub video_note: Option<FileRef>,
     pub migrate_to_chat_id: Option<i64>,
     pub migrate_from_chat_id: Option<i64>,
+}
+
+/// A file in a message (a photo size, a document, a voice note, …): the fields they share.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileRef {
+    pub file_id: String,
+    pub file_size: Option<u64>,
+    pub file_name: Option<String>,
+    pub mime_type: Option<String>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+}
+
+/// What `getFile` answers: where to download the file from.
+#[derive(Debug, Clone, Deserialize)]
+pub struct File {
+    pub file_size: Option<u64>,
+    pub file_path: Option<String>,
 }
 
 impl Message {
