@@ -9,3 +9,16 @@ pub mod process;
 pub mod slack;
 pub mod stakpak;
 pub mod telegram;
+
+/// A path segment percent-encoded (everything but unreserved characters), as the platforms
+/// write a file's name into its address.
+pub(crate) fn path_segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

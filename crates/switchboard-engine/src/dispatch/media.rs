@@ -169,18 +169,20 @@ impl Dispatcher {
             AttachmentKind::Voice | AttachmentKind::Audio => {
                 match transcribe(config, &path_text).await {
                     Some(Ok(text)) => Some(text),
-                    Some(Err(why)) => return (
-                        Fetched::Saved {
-                            path: path_text,
-                            bytes: bytes.len() as u64,
-                            mime,
-                            transcript: None,
-                        },
-                        Some(format!(
+                    Some(Err(why)) => {
+                        return (
+                            Fetched::Saved {
+                                path: path_text,
+                                bytes: bytes.len() as u64,
+                                mime,
+                                transcript: None,
+                            },
+                            Some(format!(
                             "⚠️ I could not transcribe {}: {why}. The agent gets the audio file.",
                             label(attachment)
                         )),
-                    ),
+                        )
+                    }
                     None => None,
                 }
             }

@@ -235,6 +235,20 @@ pub struct UserMessage {
     pub mention_bot: bool,
     /// A message id this one replies to.
     pub reply_to: Option<String>,
+    /// Files attached, served from the fake's CDN address.
+    pub files: Vec<DiscordFile>,
+    /// A voice message (`IS_VOICE_MESSAGE`; its file gets a duration and a waveform).
+    pub voice: bool,
+}
+
+/// A file attached to a user's message.
+#[derive(Clone, Debug, Default)]
+pub struct DiscordFile {
+    pub filename: String,
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+    /// Another address than the fake's own CDN.
+    pub url: Option<String>,
 }
 
 /// The fake Discord. Cheap to clone; it stops when the last clone is dropped.
@@ -445,6 +459,35 @@ impl FakeDiscord {
             &content,
         );
         data["mentions"] = Value::Array(mentions);
+        let port = self.shared().port;
+        let files: Vec<Value> = message
+            .files
+            .iter()
+            .map(|file| {
+                let file_id = st.snowflake();
+                let url = file.url.clone().unwrap_or_else(|| {
+                    format!(
+                        "http://127.0.0.1:{port}/attachments/{channel}/{file_id}/{}?ex=6a1b2c3d&is=6a0a0b0c&hm=5f1e",
+                        crate::path_segment(&file.filename)
+                    )
+                });
+                st.files
+                    .insert(file_id.clone(), Arc::new(file.bytes.clone()));
+                let mut object = json!({
+                    "id": file_id, "filename": file.filename, "size": file.bytes.len(),
+                    "url": url, "proxy_url": url, "content_type": file.content_type,
+                });
+                if message.voice {
+                    object["duration_secs"] = json!(3.2);
+                    object["waveform"] = json!("AAAAAAAAAAAA");
+                }
+                object
+            })
+            .collect();
+        data["attachments"] = Value::Array(files);
+        if message.voice {
+            data["flags"] = json!(1 << 13);
+        }
         if let Some(reply_to) = &message.reply_to {
             data["type"] = json!(19);
             data["message_reference"] = json!({
@@ -455,6 +498,16 @@ impl FakeDiscord {
         st.messages.insert(id.clone(), data.clone());
         st.dispatch("MESSAGE_CREATE", &data);
         id
+    }
+
+    /// Makes attachment downloads send their headers and then nothing.
+    pub fn stall_files(&self, on: bool) {
+        self.shared().lock().stall_files = on;
+    }
+
+    /// How many attachment downloads the fake answered.
+    pub fn file_downloads(&self) -> usize {
+        self.shared().lock().file_downloads
     }
 
     /// Delivers a message again, as Discord may (a new sequence number, the same message).

@@ -58,8 +58,36 @@ pub(crate) fn router(shared: Shared_) -> Router {
         .route("/gateway/", get(gateway::upgrade))
         .route("/resume", get(gateway::upgrade))
         .route("/resume/", get(gateway::upgrade))
+        .route("/attachments/{channel}/{file}/{name}", get(attachment))
         .with_state(shared)
         .nest("/api/v10", api)
+}
+
+/// An attachment's bytes from the fake CDN (no token: the address is signed).
+async fn attachment(
+    State(shared): State<Shared_>,
+    Path((_channel, file, _name)): Path<(String, String, String)>,
+) -> Response {
+    let found = {
+        let mut st = shared.lock();
+        let bytes = st.files.get(&file).cloned();
+        if bytes.is_some() {
+            st.file_downloads += 1;
+        }
+        bytes.map(|b| (b, st.stall_files))
+    };
+    match found {
+        None => (
+            StatusCode::NOT_FOUND,
+            "This content is no longer available.",
+        )
+            .into_response(),
+        Some((_, true)) => {
+            let stream = futures_util::stream::pending::<Result<bytes::Bytes, std::io::Error>>();
+            (StatusCode::OK, Body::from_stream(stream)).into_response()
+        }
+        Some((bytes, false)) => (StatusCode::OK, bytes.as_ref().clone()).into_response(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 //! after it) happens under the lock.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
@@ -170,6 +170,11 @@ pub(crate) struct State {
     /// (method, path suffix, failure, times left).
     pub failures: VecDeque<(String, String, Failure, usize)>,
     pub records: Records,
+    /// Attachments by id: their bytes, served at `/attachments/{channel}/{id}/{filename}`.
+    pub files: HashMap<String, Arc<Vec<u8>>>,
+    /// Attachment downloads send their headers, then nothing.
+    pub stall_files: bool,
+    pub file_downloads: usize,
 }
 
 impl State {
@@ -195,6 +200,9 @@ impl State {
             buckets: HashMap::new(),
             failures: VecDeque::new(),
             records: Records::default(),
+            files: HashMap::new(),
+            stall_files: false,
+            file_downloads: 0,
         };
         state.bot_id = state.snowflake();
         state.app_id = state.bot_id.clone();

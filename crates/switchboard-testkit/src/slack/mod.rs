@@ -374,6 +374,12 @@ struct State {
     last_ts_micros: u64,
     next_event: u64,
     records: Records,
+    /// Shared files by id: name and bytes, served at `/files-pri/{team}-{id}/download/{name}`.
+    files: HashMap<String, (String, Arc<Vec<u8>>)>,
+    /// File downloads send their headers, then nothing.
+    stall_files: bool,
+    /// How many file downloads were answered (with the bot token).
+    file_downloads: usize,
 }
 
 struct Shared {
@@ -387,6 +393,18 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// A file a user shares (see [`FakeSlack::send_file_dm`]).
+#[derive(Clone, Debug, Default)]
+pub struct SlackFile {
+    pub name: String,
+    pub mimetype: String,
+    pub bytes: Vec<u8>,
+    /// A voice clip recorded in Slack (`subtype: slack_audio`).
+    pub voice: bool,
+    /// Another download address than the fake's own.
+    pub url: Option<String>,
 }
 
 /// The fake. Cheap to clone; it stops when the last clone is dropped.
@@ -459,6 +477,9 @@ impl FakeSlack {
             last_ts_micros: now_secs * 1_000_000,
             next_event: 1,
             records: Records::default(),
+            files: HashMap::new(),
+            stall_files: false,
+            file_downloads: 0,
         };
         let shared = Arc::new(Shared {
             opts,
@@ -540,6 +561,51 @@ impl FakeSlack {
     pub fn send_dm(&self, user: &str, text: &str) -> String {
         let channel = dm_channel(user);
         self.post_as_user(&channel, user, text, None)
+    }
+
+    /// A user shares a file with the bot in a DM, with `text` (a `file_share` message whose
+    /// file is served, to the bot token only, from the fake's own host). `url` replaces the
+    /// download address (one on another host, say). Returns the message `ts`.
+    pub fn send_file_dm(&self, user: &str, text: &str, file: SlackFile) -> String {
+        let channel = dm_channel(user);
+        let addr = self.shared().addr;
+        let object = {
+            let mut st = self.shared().lock();
+            let id = format!("F0{:08}", st.files.len() + 1);
+            let size = file.bytes.len();
+            let url = file.url.clone().unwrap_or_else(|| {
+                format!(
+                    "http://{addr}/files-pri/{TEAM_ID}-{id}/download/{}",
+                    crate::path_segment(&file.name)
+                )
+            });
+            st.files
+                .insert(id.clone(), (file.name.clone(), Arc::new(file.bytes)));
+            let mut object = json!({
+                "id": id, "created": 1_767_225_600, "timestamp": 1_767_225_600, "name": file.name,
+                "title": file.name, "mimetype": file.mimetype, "filetype": file.name.rsplit('.').next().unwrap_or("binary"),
+                "user": user, "mode": "hosted", "size": size, "is_external": false,
+                "url_private": url, "url_private_download": url,
+            });
+            if file.voice {
+                object["subtype"] = json!("slack_audio");
+            }
+            object
+        };
+        self.post_with(&channel, user, text, None, |message| {
+            message["subtype"] = json!("file_share");
+            message["files"] = json!([object]);
+        })
+    }
+
+    /// Makes file downloads send their headers and then nothing, as a stalled transfer does.
+    pub fn stall_files(&self, on: bool) {
+        self.shared().lock().stall_files = on;
+    }
+
+    /// How many file downloads the fake answered.
+    pub fn file_downloads(&self) -> usize {
+        self.shared().lock().file_downloads
     }
 
     /// A user writes at the top level of a channel (`C…`, or `G…` for a private one), mentioning
@@ -682,6 +748,18 @@ impl FakeSlack {
         text: &str,
         thread_ts: Option<&str>,
     ) -> String {
+        self.post_with(channel, user, text, thread_ts, |_| {})
+    }
+
+    /// [`FakeSlack::post_as_user`], with `more` changing the `message` event before it goes.
+    fn post_with(
+        &self,
+        channel: &str,
+        user: &str,
+        text: &str,
+        thread_ts: Option<&str>,
+        more: impl FnOnce(&mut Value),
+    ) -> String {
         let mut st = self.shared().lock();
         st.channels.insert(channel.to_owned());
         let ts = next_ts(&mut st);
@@ -707,6 +785,7 @@ impl FakeSlack {
                 .map(|m| m.user.clone())
                 .unwrap_or_default());
         }
+        more(&mut message);
         socket::enqueue_event(&mut st, message);
         // Slack sends app_mention for mentions in conversations, never in DMs.
         if !channel.starts_with('D') && text.contains(&format!("<@{BOT_USER_ID}")) {

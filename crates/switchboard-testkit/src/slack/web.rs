@@ -26,7 +26,47 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/{method}", any(call))
         .route("/actions/{id}", post(response_url))
         .route("/link/", get(socket::link))
+        .route("/files-pri/{file}/download/{name}", get(download))
         .with_state(shared)
+}
+
+/// A shared file's bytes, to the bot token only (as `url_private_download` is).
+async fn download(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path((file, _name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let found = {
+        let mut st = shared.lock();
+        let id = file.rsplit('-').next().unwrap_or_default().to_owned();
+        match st.files.get(&id).cloned() {
+            // Slack answers a request without the token with its sign-in page, not the file.
+            _ if bearer.as_deref() != Some(st.bot_token.as_str()) => None,
+            Some((_, bytes)) => {
+                st.file_downloads += 1;
+                Some((bytes, st.stall_files))
+            }
+            None => None,
+        }
+    };
+    match found {
+        None => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/html")],
+            "<!DOCTYPE html><html><body>Sign in to Slack</body></html>",
+        )
+            .into_response(),
+        Some((_, true)) => {
+            let stream = futures_util::stream::pending::<Result<bytes::Bytes, std::io::Error>>();
+            (StatusCode::OK, axum::body::Body::from_stream(stream)).into_response()
+        }
+        Some((bytes, false)) => (StatusCode::OK, bytes.as_ref().clone()).into_response(),
+    }
 }
 
 /// One answer: status, `Retry-After`, JSON body (or text when `json` is `None`).

@@ -137,6 +137,31 @@ impl Api {
         })
     }
 
+    /// Downloads an attachment from Discord's CDN (signed addresses; no token is sent), within
+    /// `limits`. Only the CDN's hosts (and, for a self-hosted or test server, the API's own host)
+    /// are fetched from.
+    pub async fn download(
+        &self,
+        url: &str,
+        limits: &crate::media::Limits,
+    ) -> Result<Vec<u8>, crate::media::FetchError> {
+        use crate::media::{self, FetchError};
+        let hosts: Vec<String> = ["cdn.discordapp.com", "media.discordapp.net"]
+            .into_iter()
+            .map(str::to_owned)
+            .chain(media::host_of(&self.base))
+            .collect();
+        let url = media::check_file_url(url, &hosts)?;
+        let response = self
+            .http
+            .get(url)
+            .timeout(limits.total)
+            .send()
+            .await
+            .map_err(|e| FetchError::Failed(e.without_url().to_string()))?;
+        media::read_body(response, limits).await
+    }
+
     fn budget(&self) -> std::sync::MutexGuard<'_, Budget> {
         // The budget is plain counters; a panic elsewhere cannot leave it unusable.
         self.budget.lock().unwrap_or_else(|e| e.into_inner())

@@ -137,7 +137,8 @@ pub(crate) fn decide(
         }
     };
     let text = clean_text(message, addressing.bot_id);
-    if text.is_empty() {
+    let attachments = attachments(message);
+    if text.is_empty() && attachments.is_empty() {
         return Verdict::Ignore(Skip::Empty);
     }
     // A thread is a channel of its own on Discord: replies are posted to the thread's id, which
@@ -160,8 +161,34 @@ pub(crate) fn decide(
         target,
         dedup_keys: vec![dedup_key(&message.id)],
         received_at_ms: snowflake_ms(&message.id).unwrap_or_else(now_ms),
-        attachments: Vec::new(),
+        attachments,
     }))
+}
+
+/// The files attached to a message, each fetched later from its CDN `url`.
+pub(crate) fn attachments(message: &Message) -> Vec<crate::model::Attachment> {
+    use crate::model::{Attachment, AttachmentKind};
+    let voice = message.flags & super::wire::IS_VOICE_MESSAGE != 0;
+    message
+        .attachments
+        .iter()
+        .map(|file| {
+            let mime = file.content_type.clone().filter(|m| !m.is_empty());
+            let kind = match mime.as_deref() {
+                _ if voice || file.duration_secs.is_some() => AttachmentKind::Voice,
+                Some(m) if m.starts_with("image/") => AttachmentKind::Image,
+                Some(m) if m.starts_with("audio/") => AttachmentKind::Audio,
+                Some(m) if m.starts_with("video/") => AttachmentKind::Video,
+                _ => AttachmentKind::Document,
+            };
+            Attachment {
+                name: Some(file.filename.clone()).filter(|n| !n.is_empty()),
+                mime,
+                size: file.size,
+                ..Attachment::new(kind, file.url.clone())
+            }
+        })
+        .collect()
 }
 
 /// The de-duplication key of a Discord message.
@@ -325,6 +352,26 @@ mod tests {
             Verdict::Accept(message) => *message,
             other => panic!("expected Accept, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_voice_message_is_a_voice_attachment_even_without_text() {
+        let voice = fixture(include_str!("fixtures/message_create_voice.json"));
+        let msg = accepted(decide(&voice, &addressing(&[], true), None, None));
+        assert_eq!(msg.text, "");
+        assert_eq!(msg.attachments.len(), 1);
+        let a = &msg.attachments[0];
+        assert_eq!(
+            (a.kind, a.name.as_deref(), a.size),
+            (
+                crate::model::AttachmentKind::Voice,
+                Some("voice-message.ogg"),
+                Some(14592)
+            )
+        );
+        assert!(a
+            .source
+            .starts_with("https://cdn.discordapp.com/attachments/"));
     }
 
     #[test]

@@ -403,6 +403,18 @@ impl Channel for DiscordChannel {
             .map(|_| ())
     }
 
+    /// An attachment, from Discord's CDN.
+    async fn fetch(
+        &self,
+        attachment: &crate::model::Attachment,
+        limits: &crate::media::Limits,
+    ) -> Result<Vec<u8>, crate::media::FetchError> {
+        match &self.inner.api {
+            Ok(api) => api.download(&attachment.source, limits).await,
+            Err(e) => Err(crate::media::FetchError::Failed(e.to_string())),
+        }
+    }
+
     async fn test(&self) -> Result<Identity, ChannelError> {
         let me = self
             .inner

@@ -164,6 +164,32 @@ pub(crate) struct Message {
     pub referenced_message: Option<Box<Message>>,
     #[serde(default)]
     pub webhook_id: Option<String>,
+    #[serde(default)]
+    pub attachments: Vec<Attachment>,
+    /// Message flags; `IS_VOICE_MESSAGE` (1 << 13) marks a voice message.
+    #[serde(default)]
+    pub flags: u64,
+}
+
+/// A message flag: the message is a voice message (its one attachment is the audio).
+pub(crate) const IS_VOICE_MESSAGE: u64 = 1 << 13;
+
+/// A file attached to a message, served from Discord's CDN at `url`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub(crate) struct Attachment {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub filename: String,
+    #[serde(default)]
+    pub content_type: Option<String>,
+    #[serde(default)]
+    pub size: Option<u64>,
+    #[serde(default)]
+    pub url: String,
+    /// Set on voice messages.
+    #[serde(default)]
+    pub duration_secs: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

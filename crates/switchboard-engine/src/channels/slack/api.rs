@@ -143,6 +143,31 @@ impl WebApi {
         }
     }
 
+    /// Downloads a shared file from its private address, with the bot token, within `limits`.
+    /// The address must be on Slack's file host (or, for a self-hosted or test server, the API's
+    /// own host): the token never goes anywhere else.
+    pub(crate) async fn download(
+        &self,
+        url: &str,
+        limits: &crate::media::Limits,
+    ) -> Result<Vec<u8>, crate::media::FetchError> {
+        use crate::media::{self, FetchError};
+        let hosts: Vec<String> = ["files.slack.com".to_owned()]
+            .into_iter()
+            .chain(media::host_of(&self.base))
+            .collect();
+        let url = media::check_file_url(url, &hosts)?;
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(&self.bot_token)
+            .timeout(limits.total)
+            .send()
+            .await
+            .map_err(|e| FetchError::Failed(describe(&e.without_url())))?;
+        media::read_body(response, limits).await
+    }
+
     /// `auth.test` with the bot token: who the bot is.
     pub(crate) async fn auth_test(&self) -> Result<AuthTest, ApiError> {
         self.call(

@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use super::text;
 use super::wire::{BlockActions, Envelope, EventCallback, MessageEvent};
-use crate::model::{ChatType, DeliveryTarget, InboundMessage, Peer};
+use crate::model::{Attachment, AttachmentKind, ChatType, DeliveryTarget, InboundMessage, Peer};
 
 /// The channel's name in routing keys, dedup keys and the API.
 pub(crate) const NAME: &str = "slack";
@@ -238,7 +238,8 @@ fn message(
         (chat, target, Some((channel, thread_ts)))
     };
     let text = text::plain(&event.text, bot);
-    if text.is_empty() {
+    let attachments = attachments(&event.files);
+    if text.is_empty() && attachments.is_empty() {
         return Outcome::Ignore("a message without text");
     }
     let message = InboundMessage {
@@ -249,9 +250,39 @@ fn message(
         dedup_keys: dedup_keys(event_id, &target.chat_id, &event.ts),
         target,
         received_at_ms: ts_ms(&event.ts).unwrap_or(event_time.saturating_mul(1000)),
-        attachments: Vec::new(),
+        attachments,
     };
     Outcome::Message { message, thread }
+}
+
+/// The files of a message, each fetched later from its `url_private_download`. A file Slack
+/// hides from apps (a plan's limit, a deleted file) is kept with no address, so the person is
+/// told why it did not reach the agent.
+fn attachments(files: &[super::wire::File]) -> Vec<Attachment> {
+    files
+        .iter()
+        .map(|file| {
+            let mime = file.mimetype.clone().filter(|m| !m.is_empty());
+            let kind = match (file.subtype.as_deref(), mime.as_deref()) {
+                (Some("slack_audio"), _) => AttachmentKind::Voice,
+                (_, Some(m)) if m.starts_with("image/") => AttachmentKind::Image,
+                (_, Some(m)) if m.starts_with("audio/") => AttachmentKind::Audio,
+                (_, Some(m)) if m.starts_with("video/") => AttachmentKind::Video,
+                _ => AttachmentKind::Document,
+            };
+            let source = file
+                .url_private_download
+                .clone()
+                .or_else(|| file.url_private.clone())
+                .unwrap_or_default();
+            Attachment {
+                name: file.name.clone(),
+                mime,
+                size: file.size,
+                ..Attachment::new(kind, source)
+            }
+        })
+        .collect()
 }
 
 fn click(payload: &Value) -> Outcome {
@@ -419,6 +450,33 @@ mod tests {
         );
         assert_eq!(message.received_at_ms, 1_767_225_600_000);
         assert_eq!(thread, Some(("C1".into(), "1767225500.000200".into())));
+    }
+
+    #[test]
+    fn a_shared_file_comes_with_the_message_and_a_hidden_one_without_an_address() {
+        let Outcome::Message { message, .. } =
+            classify_default(&envelope(include_str!("fixtures/envelope_file_share.json")))
+        else {
+            panic!("a file share is a message")
+        };
+        assert_eq!(message.text, "what is this?");
+        let kinds: Vec<_> = message
+            .attachments
+            .iter()
+            .map(|a| (a.kind, a.name.clone(), a.source.clone()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (
+                    crate::model::AttachmentKind::Image,
+                    Some("Screenshot 2026-01-01.png".to_owned()),
+                    "https://files.slack.com/files-pri/T0001-F0A1B2C3D/download/screenshot_2026-01-01.png".to_owned()
+                ),
+                (crate::model::AttachmentKind::Document, None, String::new()),
+            ],
+            "the hidden file is kept, with no address, so the person is told"
+        );
     }
 
     #[test]

@@ -451,6 +451,20 @@ impl Channel for SlackChannel {
         }
     }
 
+    /// A shared file, from `url_private_download` with the bot token (Slack's file host only).
+    async fn fetch(
+        &self,
+        attachment: &crate::model::Attachment,
+        limits: &crate::media::Limits,
+    ) -> Result<Vec<u8>, crate::media::FetchError> {
+        if attachment.source.is_empty() {
+            return Err(crate::media::FetchError::Failed(
+                "Slack does not give this file to apps (the workspace's plan hides it, or it was deleted)".into(),
+            ));
+        }
+        self.api.download(&attachment.source, limits).await
+    }
+
     async fn test(&self) -> Result<Identity, ChannelError> {
         if !self.config.app_token.starts_with("xapp-") {
             return Err(ChannelError::Auth(

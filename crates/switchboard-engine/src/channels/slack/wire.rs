@@ -117,6 +117,33 @@ pub(crate) struct MessageEvent {
     /// On a reply in a thread: who wrote the parent.
     #[serde(default)]
     pub parent_user_id: Option<String>,
+    /// Files shared with the message (`file_share`).
+    #[serde(default)]
+    pub files: Vec<File>,
+}
+
+/// A file shared in a message. `url_private_download` is fetched with the bot token; a file the
+/// workspace's plan hides from apps has `mode: "hidden_by_limit"` and no addresses.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub(crate) struct File {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub mimetype: Option<String>,
+    #[serde(default)]
+    pub size: Option<u64>,
+    #[serde(default)]
+    pub url_private_download: Option<String>,
+    #[serde(default)]
+    pub url_private: Option<String>,
+    /// `hosted`, `snippet`, `hidden_by_limit`, `tombstone`, …
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// `slack_audio` for a voice clip recorded in Slack.
+    #[serde(default)]
+    pub subtype: Option<String>,
 }
 
 /// The `interactive` payload of a button click.
