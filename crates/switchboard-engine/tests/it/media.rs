@@ -351,7 +351,7 @@ async fn a_photo_with_a_caption_reaches_the_agent_as_an_image_with_the_text() {
         );
         assert_eq!(
             posted.images,
-            [expected.clone()],
+            std::slice::from_ref(&expected),
             "{platform}: the photo is an image part"
         );
         b.chat.said("echo: what does this error mean?").await;
