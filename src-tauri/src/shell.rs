@@ -16,7 +16,7 @@ use switchboard_engine::approvals::{
 use switchboard_engine::channels::desktop::{self, DesktopLine};
 use switchboard_engine::channels::{Channel, ChannelError};
 use switchboard_engine::config::{self, ApprovalMode, Config, ConfigError, Paths};
-use switchboard_engine::model::{now_ms, Identity, Peer};
+use switchboard_engine::model::{now_ms, Attachment, Fetched, Identity, Peer};
 use switchboard_engine::secrets::Secrets;
 use switchboard_engine::store::{ApprovalRecord, Resolution};
 use switchboard_engine::{Engine, EngineEvent, EngineHandle, EngineOptions, SayError};
@@ -28,11 +28,11 @@ use crate::autostart::Autostart;
 use crate::notify::{self, Alerts, Answer, Question, Toast};
 use crate::tray::{MenuId, TrayModel};
 use crate::views::{
-    About, ApprovalChoice, ApprovalView, ApprovalsView, ChatLine, ConfigView, ConversationView,
-    DecideOutcome, DecisionView, ErrorCode, FieldProblem, HistoryView, ImportView, IpcError,
-    IpcResult, JournalLine, LiveReply, Page, PairingDecision, PairingOutcome, PairingView,
-    QuickChatView, RuleView, SaveOutcome, ServerCheck, ServerState, ServerView, SettingsView,
-    Snapshot, UiEvent, HISTORY_LIMIT,
+    About, ApprovalChoice, ApprovalView, ApprovalsView, AttachmentState, AttachmentView, ChatLine,
+    ConfigView, ConversationView, DecideOutcome, DecisionView, ErrorCode, FieldProblem,
+    HistoryView, ImportView, IpcError, IpcResult, JournalLine, LiveReply, Page, PairingDecision,
+    PairingOutcome, PairingView, QuickChatView, RuleView, SaveOutcome, ServerCheck, ServerState,
+    ServerView, SettingsView, Snapshot, UiEvent, HISTORY_LIMIT,
 };
 
 /// What the shell shows, and where.
@@ -768,6 +768,7 @@ impl Shell {
                 error: j.error,
                 answered_notification: j.context.map(|c| c.notification),
                 created_ms: j.created_ms,
+                attachments: j.attachments.iter().map(attachment_view).collect(),
             })
             .collect();
         let live = self.lock().live.get(routing_key).cloned();
@@ -1470,6 +1471,61 @@ impl Shell {
             tracing::info!("stopped cleanly");
         }
     }
+}
+
+/// The largest saved picture the history shows itself (larger ones are named).
+const PREVIEW_MAX_BYTES: u64 = 2 * 1024 * 1024;
+
+/// A file of a message as the history shows it; a saved picture small enough comes along as a
+/// `data:` URL (the page may load nothing else).
+fn attachment_view(attachment: &Attachment) -> AttachmentView {
+    use base64::Engine as _;
+    let name = attachment
+        .name
+        .clone()
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| attachment.kind.as_str().to_owned());
+    let mut view = AttachmentView {
+        kind: attachment.kind,
+        name,
+        mime: attachment.mime.clone(),
+        size: attachment.size,
+        state: AttachmentState::Pending,
+        path: None,
+        reason: None,
+        transcript: None,
+        preview: None,
+    };
+    match &attachment.fetched {
+        Fetched::Pending => {}
+        Fetched::Failed { reason } => {
+            view.state = AttachmentState::Failed;
+            view.reason = Some(reason.clone());
+        }
+        Fetched::Saved {
+            path,
+            bytes,
+            mime,
+            transcript,
+        } => {
+            view.state = AttachmentState::Saved;
+            view.path = Some(path.clone());
+            view.size = Some(*bytes);
+            view.mime = Some(mime.clone());
+            view.transcript = transcript.clone();
+            if switchboard_engine::media::agent_image_mime(mime).is_some()
+                && *bytes <= PREVIEW_MAX_BYTES
+            {
+                view.preview = std::fs::read(path).ok().map(|data| {
+                    format!(
+                        "data:{mime};base64,{}",
+                        base64::engine::general_purpose::STANDARD.encode(data)
+                    )
+                });
+            }
+        }
+    }
+    view
 }
 
 /// "Ann (1111)", or the id alone when the platform gave no name.

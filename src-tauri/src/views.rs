@@ -257,6 +257,38 @@ pub struct JournalLine {
     /// The watch notification this message answered, when it did.
     pub answered_notification: Option<String>,
     pub created_ms: i64,
+    /// Files that came with it.
+    pub attachments: Vec<AttachmentView>,
+}
+
+/// A file that came with a message, as the history shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct AttachmentView {
+    pub kind: switchboard_engine::model::AttachmentKind,
+    /// The name it had, else its kind.
+    pub name: String,
+    pub mime: Option<String>,
+    pub size: Option<u64>,
+    pub state: AttachmentState,
+    /// Where it is saved.
+    pub path: Option<String>,
+    /// Why it was not taken.
+    pub reason: Option<String>,
+    /// What a voice note was heard to say.
+    pub transcript: Option<String>,
+    /// The picture itself (a `data:` URL), for an image saved and small enough to show.
+    pub preview: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[serde(rename_all = "snake_case")]
+pub enum AttachmentState {
+    /// Not fetched yet.
+    Pending,
+    Saved,
+    Failed,
 }
 
 /// The reply being written now.
@@ -584,6 +616,9 @@ mod typescript {
             .add::<HistoryView>()
             .add::<ChatLine>()
             .add::<JournalLine>()
+            .add::<AttachmentView>()
+            .add::<AttachmentState>()
+            .add::<switchboard_engine::model::AttachmentKind>()
             .add::<JournalState>()
             .add::<LiveReply>()
             .add::<RunOutcome>()
@@ -611,6 +646,7 @@ mod typescript {
             .add::<switchboard_engine::config::Streaming>()
             .add::<NotificationsConfig>()
             .add::<switchboard_engine::config::DesktopConfig>()
+            .add::<switchboard_engine::config::MediaConfig>()
             .add::<ApprovalsView>()
             .add::<ApprovalView>()
             .add::<DecisionView>()

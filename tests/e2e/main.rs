@@ -23,6 +23,15 @@ use tray::Tray;
 /// One app at a time (the app is single-instance, and the tray and the bus are shared).
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// A one-pixel PNG (red), as a phone would send a screenshot.
+const TINY_PNG: &[u8] = &[
+    0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x02, 0x00, 0x00, 0x00, 0x90, 0x77, 0x53,
+    0xDE, 0x00, 0x00, 0x00, 0x0C, 0x49, 0x44, 0x41, 0x54, 0x08, 0xD7, 0x63, 0xF8, 0xCF, 0xC0, 0x00,
+    0x00, 0x03, 0x01, 0x01, 0x00, 0x18, 0xDD, 0x8D, 0xB0, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4E,
+    0x44, 0xAE, 0x42, 0x60, 0x82,
+];
+
 /// The user writing to the bot in the tests.
 const USER: i64 = 4242;
 const API_TOKEN: &str = "e2e-api-token";
@@ -108,6 +117,39 @@ async fn a_chat_message_shows_in_sessions_with_its_reply() {
         journal.contains("hello switchboard"),
         "the journal shows what the chat sent: {journal}"
     );
+
+    // A photo and a file: the history shows the picture and names the file.
+    fakes.telegram.send_media_dm(
+        &switchboard_testkit::telegram::Person::new(USER, "Ada"),
+        switchboard_testkit::telegram::Media::Photo(TINY_PNG.to_vec()),
+        Some("see this"),
+    );
+    fakes
+        .telegram
+        .wait_for("the answer to the photo", |tg| {
+            tg.sent_to(USER)
+                .iter()
+                .any(|s| s.text.starts_with("echo: see this"))
+        })
+        .await;
+    fakes.telegram.send_media_dm(
+        &switchboard_testkit::telegram::Person::new(USER, "Ada"),
+        switchboard_testkit::telegram::Media::Document {
+            name: "deploy.log".into(),
+            mime: "text/plain".into(),
+            bytes: b"step 1 ok\nstep 2 failed\n".to_vec(),
+        },
+        None,
+    );
+    app.wait_for(
+        "the photo shown in the history",
+        "[data-testid=attachment][data-kind=image] [data-testid=thumbnail]",
+    )
+    .await;
+    let files = app
+        .wait_text("[data-testid=attachment][data-kind=document]", "deploy.log")
+        .await;
+    assert!(files.contains("B"), "the file's size is shown: {files}");
 
     // A run that waits: the window shows it running, with the reply being written, then the reply.
     fakes

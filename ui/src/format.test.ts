@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { channelStateLabel, channelTone, chatLabel, clockTime, filterActivity, formatList, formatTokens, maskSecret, parseList, peerLabel, plural, timeAgo, titleCase } from "./format";
+import { channelStateLabel, channelTone, chatLabel, clockTime, fileSize, filterActivity, formatList, formatTokens, maskSecret, parseList, peerLabel, plural, timeAgo, titleCase } from "./format";
 import type { ActivityEntry } from "./ipc";
 
 describe("timeAgo", () => {
@@ -86,5 +86,13 @@ describe("formatTokens", () => {
     expect(formatTokens(1234)).toBe("1.2k");
     expect(formatTokens(12_345)).toBe("12k");
     expect(formatTokens(4_100_000)).toBe("4.1M");
+  });
+});
+
+describe("file sizes", () => {
+  it("reads like the chat's notes", () => {
+    expect(fileSize(812)).toBe("812 B");
+    expect(fileSize(1536)).toBe("1.5 KB");
+    expect(fileSize(3 * 1024 * 1024)).toBe("3.0 MB");
   });
 });

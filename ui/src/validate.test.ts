@@ -21,6 +21,7 @@ function config(): Config {
     channels: {},
     notifications: { enabled: true, do_not_disturb: false, quiet_hours_start: "", quiet_hours_end: "" },
     desktop: { quick_chat_shortcut: "Ctrl+Alt+Space" },
+    media: { max_mb: 20, max_files: 10, transcribe_command: "", transcribe_timeout_secs: 120 },
   };
 }
 

@@ -214,7 +214,43 @@ export type JournalLine = { id: number, peer: Peer, text: string, state: Journal
 /**
  * The watch notification this message answered, when it did.
  */
-answered_notification: string | null, created_ms: number, };
+answered_notification: string | null, created_ms: number, 
+/**
+ * Files that came with it.
+ */
+attachments: Array<AttachmentView>, };
+
+/**
+ * A file that came with a message, as the history shows it.
+ */
+export type AttachmentView = { kind: AttachmentKind, 
+/**
+ * The name it had, else its kind.
+ */
+name: string, mime: string | null, size: number | null, state: AttachmentState, 
+/**
+ * Where it is saved.
+ */
+path: string | null, 
+/**
+ * Why it was not taken.
+ */
+reason: string | null, 
+/**
+ * What a voice note was heard to say.
+ */
+transcript: string | null, 
+/**
+ * The picture itself (a `data:` URL), for an image saved and small enough to show.
+ */
+preview: string | null, };
+
+export type AttachmentState = "pending" | "saved" | "failed";
+
+/**
+ * What kind of file came with a message.
+ */
+export type AttachmentKind = "image" | "document" | "voice" | "audio" | "video";
 
 /**
  * The state of one journal entry (an accepted inbound message).
@@ -327,7 +363,11 @@ notifications: NotificationsConfig,
 /**
  * The desktop app's own settings (the quick chat).
  */
-desktop: DesktopConfig, };
+desktop: DesktopConfig, 
+/**
+ * Photos, files and voice notes people send.
+ */
+media: MediaConfig, };
 
 /**
  * `[server]`: the Stakpak agent server.
@@ -688,6 +728,30 @@ export type DesktopConfig = {
  * The keys that open the quick chat from anywhere (`Ctrl+Alt+Space`); empty turns it off.
  */
 quick_chat_shortcut: string, };
+
+/**
+ * `[media]`: photos, files and voice notes people send the bot.
+ */
+export type MediaConfig = { 
+/**
+ * The largest file fetched, in megabytes (Telegram's bots get at most 20).
+ */
+max_mb: number, 
+/**
+ * The most attachments taken from one message; the rest are left, and the chat is told.
+ */
+max_files: number, 
+/**
+ * A program that writes a voice note's transcript to its standard output, run with the
+ * audio file's path in place of `{file}` (or after its arguments): for example a local
+ * whisper.cpp, `whisper-cli -m /models/ggml-base.bin -nt -f {file}`. Empty: voice notes go
+ * to the agent as files.
+ */
+transcribe_command: string, 
+/**
+ * How long a transcription may take, in seconds.
+ */
+transcribe_timeout_secs: number, };
 
 /**
  * The Approvals page's content.

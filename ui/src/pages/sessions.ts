@@ -3,8 +3,8 @@
 
 import { h } from "../dom";
 import type { Ctx } from "../ctx";
-import { commands, type ConversationView, type HistoryView } from "../ipc";
-import { chatLabel, clockTime, conversationTitle, formatTokens, peerLabel, plural, timeAgo, titleCase } from "../format";
+import { commands, type AttachmentView, type ConversationView, type HistoryView } from "../ipc";
+import { chatLabel, clockTime, conversationTitle, fileSize, formatTokens, peerLabel, plural, timeAgo, titleCase } from "../format";
 import { liveReplyFor } from "../state";
 
 function conversationItem(ctx: Ctx, c: ConversationView, selected: boolean): HTMLElement {
@@ -42,6 +42,18 @@ function usageLine(c: ConversationView): HTMLElement | null {
     "p",
     { class: "muted", "data-testid": "usage" },
     `Last run ${formatTokens(u.last_total_tokens)} tokens (${formatTokens(u.last_prompt_tokens)} in, ${formatTokens(u.last_completion_tokens)} out) · ${formatTokens(u.total_tokens)} over ${plural(u.runs, "run")}`,
+  );
+}
+
+/** A file that came with a message: its picture when it is one, else its name; how it went. */
+function attachmentItem(a: AttachmentView): HTMLElement {
+  const size = a.size !== null ? ` · ${fileSize(a.size)}` : "";
+  const state = a.state === "failed" ? h("span", { class: "error" }, ` · not taken: ${a.reason ?? "unknown"}`) : a.state === "pending" ? h("span", { class: "muted" }, " · not fetched yet") : null;
+  return h(
+    "li",
+    { class: "attachment", "data-testid": "attachment", "data-state": a.state, "data-kind": a.kind, title: a.path ?? a.name },
+    a.preview ? h("img", { class: "thumbnail", src: a.preview, alt: a.name, "data-testid": "thumbnail" }) : h("span", { class: "file-icon", "aria-hidden": "true" }, a.kind === "voice" || a.kind === "audio" ? "🎙" : a.kind === "image" ? "🖼" : "📄"),
+    h("span", {}, h("span", { class: "attachment-name" }, a.name), h("span", { class: "muted" }, size), state, a.transcript ? h("span", { class: "muted wrap" }, ` · heard: “${a.transcript}”`) : null),
   );
 }
 
@@ -115,7 +127,8 @@ function historyPane(ctx: Ctx, c: ConversationView, history: HistoryView | null)
                 h("span", { class: `badge ${j.state === "failed" ? "bad" : j.state === "replied" ? "good" : "busy"}` }, j.state),
                 " ",
                 h("span", { class: "muted" }, peerLabel(j.peer)),
-                h("p", { class: "wrap" }, j.text),
+                j.text ? h("p", { class: "wrap" }, j.text) : null,
+                j.attachments.length > 0 ? h("ul", { class: "attachments", "data-testid": "attachments" }, j.attachments.map(attachmentItem)) : null,
                 j.answered_notification ? h("p", { class: "muted wrap" }, `In answer to: ${j.answered_notification}`) : null,
                 j.error ? h("p", { class: "error wrap" }, j.error) : null,
               ),

@@ -591,6 +591,21 @@ function apiSection(ctx: Ctx): HTMLElement {
   );
 }
 
+function mediaSection(): HTMLElement {
+  return section(
+    "media",
+    "Photos, files and voice notes",
+    h("p", { class: "help" }, "Pictures go to the agent as images; other files are saved in Switchboard's data folder, one folder per conversation, and the agent is told where. The chat is told about any file that could not be taken."),
+    h("div", { class: "row" }, numberField("media.max_mb", "Largest file", "MB"), numberField("media.max_files", "Files per message at most", "files")),
+    textField("media.transcribe_command", "Transcribe voice notes with", {
+      placeholder: "whisper-cli -m /models/ggml-base.bin -nt -f {file}",
+      mono: true,
+      help: "A program that prints what a voice note says; {file} is replaced by the audio file (or it comes last). Empty: voice notes go to the agent as files. The transcript is sent as your message and shown in the chat as “Heard: …”.",
+    }),
+    numberField("media.transcribe_timeout_secs", "A transcription may take", "seconds"),
+  );
+}
+
 function retentionSection(): HTMLElement {
   return section(
     "retention",
@@ -751,6 +766,7 @@ export function renderSettings(ctx: Ctx): HTMLElement {
     approvalsSection(),
     routingSection(ctx, draft),
     h("div", { id: "channels" }, CHANNEL_NAMES.map((name) => channelSection(ctx, draft, name))),
+    mediaSection(),
     notificationsSection(),
     quickChatSection(ctx),
     apiSection(ctx),
