@@ -557,3 +557,48 @@ fn a_kill_between_the_acknowledgement_and_the_download_still_delivers_the_file()
         drop(fakes);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_files_than_allowed_and_a_file_of_no_known_type_are_said() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = Bridge::start("discord", dir.path(), |c| c.media.max_files = 2).await;
+    let Chat::Discord(dc) = &b.chat else {
+        panic!("a Discord chat")
+    };
+    let file = |name: &str, content_type: &str| DiscordFile {
+        filename: name.into(),
+        content_type: content_type.into(),
+        bytes: b"\x00\x01\x02".to_vec(),
+        url: None,
+    };
+    dc.send_message(UserMessage {
+        author: ANN_DISCORD.into(),
+        text: "three files".into(),
+        files: vec![
+            file("blob", "application/octet-stream"),
+            file("notes.txt", "text/plain"),
+            file("third.txt", "text/plain"),
+        ],
+        ..UserMessage::default()
+    });
+    let note = b.chat.said("third.txt").await;
+    assert!(
+        note.contains("only the first 2 attachments"),
+        "the third is not taken, and said: {note}"
+    );
+    assert!(
+        note.contains("could not tell what kind of file") && note.contains("blob"),
+        "a file of no known type is taken, and said: {note}"
+    );
+    let posted = b.posted(1).await;
+    assert_eq!(
+        std::fs::read(saved_path(&posted.text, "blob")).expect("saved"),
+        b"\x00\x01\x02"
+    );
+    assert!(
+        posted.text.contains("notes.txt") && posted.text.contains("third.txt"),
+        "{}",
+        posted.text
+    );
+    b.stop().await;
+}
