@@ -43,11 +43,14 @@ fn main() {
                 throughput(conversations, per_conversation).await;
             }
         }
-        if quick {
-            unmerged(100, 3).await;
-        } else {
-            unmerged(200, 5).await;
-            unmerged(1000, 2).await;
+        let shapes: &[(usize, usize)] = if quick { &[(100, 3)] } else { &[(200, 5), (1000, 2)] };
+        for &(conversations, per_conversation) in shapes {
+            unmerged(conversations, per_conversation).await;
+            // The same workload through a client with no store at all, measured in the same run
+            // on the same machine: the bar the engine's durability is paid against.
+            if !std::env::args().any(|a| a == "--no-naive") {
+                naive(conversations, per_conversation).await;
+            }
         }
     });
 }
@@ -318,6 +321,64 @@ impl Channel for LaneChannel {
     fn parse_target(&self, target: &str) -> Result<DeliveryTarget, String> {
         Ok(DeliveryTarget::chat(target))
     }
+}
+
+/// The unmerged workload through a client that keeps nothing: for each message, subscribe to its
+/// conversation's session, post, read the stream to `run_completed`. What the engine adds beyond
+/// this is the price of its durability (and of its bookkeeping).
+async fn naive(conversations: usize, per_conversation: usize) {
+    use switchboard_engine::agent::{AgentClient, AgentEvent, StreamItem, Timeouts};
+    let fake = FakeStakpak::start().await;
+    let client =
+        AgentClient::new(&fake.url(), &fake.token().unwrap_or_default(), Timeouts::default())
+            .expect("client");
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for c in 0..conversations {
+        let client = client.clone();
+        handles.push(tokio::spawn(async move {
+            let session = client
+                .create_session(&format!("naive {c}"), &format!("naive-{c}"))
+                .await
+                .expect("session")
+                .id;
+            let mut latencies = Vec::with_capacity(per_conversation);
+            for m in 0..per_conversation {
+                let at = Instant::now();
+                let text = format!("SLOW 0.05 naive-{c}-{m}");
+                let mut stream = client.subscribe(&session, None).await.expect("subscribe");
+                client
+                    .post_message(&session, &text, &[], None, &format!("naive-{c}-{m}"))
+                    .await
+                    .expect("post");
+                let mut reply = String::new();
+                while let Some(Ok(item)) = stream.next().await {
+                    if let StreamItem::Event(envelope) = item {
+                        match envelope.event {
+                            AgentEvent::TextDelta { delta, .. } => reply.push_str(&delta),
+                            AgentEvent::RunCompleted { .. } => break,
+                            _ => {}
+                        }
+                    }
+                }
+                assert_eq!(reply, format!("echo: {text}"));
+                latencies.push(at.elapsed());
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for handle in handles {
+        latencies.extend(handle.await.expect("conversation"));
+    }
+    let elapsed = started.elapsed();
+    let total = conversations * per_conversation;
+    println!(
+        "naive client (no store): {conversations} x {per_conversation}: {total} replies in {:.2} s = {:.0} replies/s",
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64(),
+    );
+    report("  message posted -> its reply read", latencies);
 }
 
 /// `conversations` conversations, each sending `per_conversation` messages one after the other,
