@@ -43,7 +43,11 @@ fn main() {
                 throughput(conversations, per_conversation).await;
             }
         }
-        let shapes: &[(usize, usize)] = if quick { &[(100, 3)] } else { &[(200, 5), (1000, 2)] };
+        let shapes: &[(usize, usize)] = if quick {
+            &[(100, 3)]
+        } else {
+            &[(200, 5), (1000, 2)]
+        };
         for &(conversations, per_conversation) in shapes {
             unmerged(conversations, per_conversation).await;
             // The same workload through a client with no store at all, measured in the same run
@@ -329,9 +333,12 @@ impl Channel for LaneChannel {
 async fn naive(conversations: usize, per_conversation: usize) {
     use switchboard_engine::agent::{AgentClient, AgentEvent, StreamItem, Timeouts};
     let fake = FakeStakpak::start().await;
-    let client =
-        AgentClient::new(&fake.url(), &fake.token().unwrap_or_default(), Timeouts::default())
-            .expect("client");
+    let client = AgentClient::new(
+        &fake.url(),
+        &fake.token().unwrap_or_default(),
+        Timeouts::default(),
+    )
+    .expect("client");
     let started = Instant::now();
     let mut handles = Vec::new();
     for c in 0..conversations {

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod discord;
+pub mod model;
 pub mod process;
 pub mod slack;
 pub mod stakpak;
