@@ -238,7 +238,9 @@ impl Dispatcher {
             .journal_rows(run)
             .iter()
             .any(|entry| entry.context.is_some());
-        self.store.finish_run(run, state, error)?;
+        self.store
+            .finish_run_grouped(run, state, error.map(str::to_owned))
+            .await?;
         tracing::info!(conversation = %run.routing_key, channel = %channel_name, chunks, "reply delivered");
         self.emit(EngineEvent::ReplyDelivered {
             routing_key: run.routing_key.clone(),

@@ -125,7 +125,7 @@ impl Dispatcher {
 
     async fn save_cursor(&self, session: &str, last_id: Option<i64>) {
         if let (Some(id), Some(epoch)) = (last_id, self.server_epoch().await) {
-            if let Err(e) = self.store.set_cursor(session, id, epoch) {
+            if let Err(e) = self.store.set_cursor_grouped(session, id, epoch).await {
                 tracing::warn!(error = %e, "cannot save the event cursor");
             }
         }

@@ -167,7 +167,10 @@ impl DispatcherIntake {
             tokio::spawn(async move { d.run_command(command, message, key).await });
             return Ok(Accepted::Command);
         }
-        let accepted = dispatcher.store.accept(&message, &key, now_ms())?;
+        let accepted = dispatcher
+            .store
+            .accept_grouped(message.clone(), key.clone(), now_ms())
+            .await?;
         let Accepted::New(journal_id) = accepted else {
             tracing::debug!(channel = %message.channel, "duplicate message dropped");
             return Ok(accepted);

@@ -8,7 +8,6 @@ use super::Dispatcher;
 use crate::agent::{AgentError, EventStream, StreamItem};
 use crate::channels::Notice;
 use crate::events::EngineEvent;
-use crate::model::JournalState;
 use crate::store::{RunRecord, RunState};
 
 impl Dispatcher {
@@ -50,7 +49,7 @@ impl Dispatcher {
                 .await;
             match posted {
                 Ok(server_run) => {
-                    self.started(run, server_run)?;
+                    self.started(run, server_run).await?;
                     return Ok(Some(stream));
                 }
                 Err(AgentError::NotFound(_)) if !replaced_session => {
@@ -74,7 +73,7 @@ impl Dispatcher {
                     // first attempt) replays it.
                     if let Some(ours) = self.own_active_run(run).await {
                         tracing::info!(conversation = %run.routing_key, run = %ours, "the run our earlier attempt started is going; following it");
-                        self.started(run, ours)?;
+                        self.started(run, ours).await?;
                         return Ok(Some(stream));
                     }
                     // A run nobody here started (the user used the session elsewhere). Tell the
@@ -121,12 +120,10 @@ impl Dispatcher {
     }
 
     /// Records that the server started the run.
-    fn started(&self, run: &mut RunRecord, server_run: String) -> anyhow::Result<()> {
+    async fn started(&self, run: &mut RunRecord, server_run: String) -> anyhow::Result<()> {
         run.server_run_id = Some(server_run.clone());
         run.state = RunState::Running;
-        self.store.update_run(run)?;
-        self.store
-            .mark_journal(&run.journal_ids, JournalState::Sent, None)?;
+        self.store.run_started(run.clone()).await?;
         tracing::info!(conversation = %run.routing_key, session = %run.session_id, run = %server_run, "run started");
         self.emit(EngineEvent::RunStarted {
             routing_key: run.routing_key.clone(),

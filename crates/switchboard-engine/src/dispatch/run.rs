@@ -136,10 +136,8 @@ impl Dispatcher {
             }
             run.reply = Some(reply.clone());
             run.state = RunState::Delivering;
-            self.store.update_run(run)?;
-            if usage != Usage::default() {
-                self.store.record_usage(&run.routing_key, &usage)?;
-            }
+            let used = (usage != Usage::default()).then_some(usage);
+            self.store.run_ended(run.clone(), used).await?;
             if let Some(server_run) = &run.server_run_id {
                 self.emit(EngineEvent::RunFinished {
                     routing_key: run.routing_key.clone(),

@@ -158,7 +158,7 @@ impl Dispatcher {
         };
         absorb(&mut run, &rows);
         run.cursor_start = self.current_cursor(&run.session_id).await;
-        self.store.insert_run(&run)?;
+        self.store.insert_run_grouped(run.clone()).await?;
         Ok(Some(run))
     }
 

@@ -1,7 +1,7 @@
 //! What the chat commands read and change: a conversation's model, its past sessions, what its
 //! runs cost, and its queue.
 
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
 use super::Store;
@@ -97,19 +97,7 @@ impl Store {
 
     /// Counts a finished run's tokens for its conversation.
     pub fn record_usage(&self, routing_key: &str, usage: &Usage) -> anyhow::Result<()> {
-        let (p, c, t) = (
-            usage.prompt_tokens as i64,
-            usage.completion_tokens as i64,
-            usage.total_tokens as i64,
-        );
-        self.lock().execute(
-            "UPDATE conversations SET usage_runs = usage_runs + 1,
-                 usage_prompt = usage_prompt + ?2, usage_completion = usage_completion + ?3, usage_total = usage_total + ?4,
-                 last_prompt = ?2, last_completion = ?3, last_total = ?4
-             WHERE routing_key = ?1",
-            params![routing_key, p, c, t],
-        )?;
-        Ok(())
+        record_usage_in(&self.lock(), routing_key, usage)
     }
 
     /// What a conversation's runs used.
@@ -145,4 +133,25 @@ impl Store {
             params![routing_key, JournalState::Failed, why, now_ms()],
         )?)
     }
+}
+
+/// The body of [`Store::record_usage`].
+pub(super) fn record_usage_in(
+    conn: &Connection,
+    routing_key: &str,
+    usage: &Usage,
+) -> anyhow::Result<()> {
+    let (p, c, t) = (
+        usage.prompt_tokens as i64,
+        usage.completion_tokens as i64,
+        usage.total_tokens as i64,
+    );
+    conn.execute(
+        "UPDATE conversations SET usage_runs = usage_runs + 1,
+             usage_prompt = usage_prompt + ?2, usage_completion = usage_completion + ?3, usage_total = usage_total + ?4,
+             last_prompt = ?2, last_completion = ?3, last_total = ?4
+         WHERE routing_key = ?1",
+        params![routing_key, p, c, t],
+    )?;
+    Ok(())
 }

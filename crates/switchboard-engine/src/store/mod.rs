@@ -9,9 +9,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::Context as _;
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
+use crate::agent::Usage;
 use crate::channels::Accepted;
 use crate::model::{now_ms, ChatType, DeliveryTarget, InboundMessage, JournalState, Peer};
 use crate::watch::WatchContext;
@@ -272,10 +273,27 @@ const MIGRATIONS: &[&str] = &[
 const DEDUP_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
 
 /// A handle on the database; cheap to clone, shared by every task.
+///
+/// Most calls take the connection, do their work and return (reads, and the writes made now
+/// and then). The writes on every message's path go through [`Store::write`] instead: a thread
+/// of its own gathers the writes that are waiting and makes them one transaction — each in a
+/// savepoint of its own, so one that fails leaves the others — and answers each caller only once
+/// that transaction is committed (group commit). Each caller gets the same guarantee as from a
+/// transaction of its own; many conversations' writes cost one commit.
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
+    writes: std::sync::mpsc::Sender<Job>,
 }
+
+/// A write waiting for the writer thread: run inside a savepoint of the batch's transaction, it
+/// says whether it succeeded (a failure's savepoint is rolled back) and leaves what tells its
+/// caller the outcome once the batch committed (or did not).
+type Job = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
+type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// The most writes made one transaction.
+const MAX_BATCH: usize = 512;
 
 /// A conversation: a routing key, its agent session and where its replies go.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -550,9 +568,40 @@ impl Store {
             tx.pragma_update(None, "user_version", (index + 1) as i64)?;
             tx.commit()?;
         }
-        Ok(Store {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        let conn = Arc::new(Mutex::new(conn));
+        let (writes, jobs) = std::sync::mpsc::channel::<Job>();
+        let writer = Arc::downgrade(&conn);
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || write_batches(writer, jobs))
+            .context("cannot start the database writer thread")?;
+        Ok(Store { conn, writes })
+    }
+
+    /// Runs `op` as part of the next group commit and returns its result once that commit is
+    /// durable. `op` runs on the writer thread, in a savepoint of its own.
+    pub async fn write<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let (answer, answered) = tokio::sync::oneshot::channel::<anyhow::Result<T>>();
+        let job: Job = Box::new(move |conn| {
+            let result = op(conn);
+            let ok = result.is_ok();
+            let finish: Finish = Box::new(move |committed| {
+                let _ = answer.send(match committed {
+                    Ok(()) => result,
+                    Err(e) => Err(anyhow::anyhow!("the database could not commit: {e}")),
+                });
+            });
+            (ok, finish)
+        });
+        self.writes
+            .send(job)
+            .map_err(|_| anyhow::anyhow!("the database writer has stopped"))?;
+        answered
+            .await
+            .map_err(|_| anyhow::anyhow!("the database writer stopped before it answered"))?
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -580,62 +629,20 @@ impl Store {
     ) -> anyhow::Result<Accepted> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        if keys_seen(&tx, &message.dedup_keys)? {
-            return Ok(Accepted::Duplicate);
-        }
-        for key in &message.dedup_keys {
-            tx.execute(
-                "INSERT OR IGNORE INTO dedup (key, seen_ms) VALUES (?1, ?2)",
-                params![key, now],
-            )?;
-        }
-        tx.execute(
-            "INSERT INTO conversations (routing_key, channel, peer, chat, target, created_ms, last_used_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
-             ON CONFLICT (routing_key) DO UPDATE SET channel = ?2, peer = ?3, chat = ?4, target = ?5, last_used_ms = ?6",
-            params![routing_key, message.channel, to_json(&message.peer), to_json(&message.chat), to_json(&message.target), now],
-        )?;
-        let context: Option<(i64, String, String)> = tx
-            .query_row(
-                "SELECT id, context, notification FROM delivery_contexts
-                 WHERE channel = ?1 AND place = ?2 AND consumed_ms IS NULL AND expires_ms > ?3
-                 ORDER BY id DESC LIMIT 1",
-                params![message.channel, message.target.place_key(), now],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
-        let consumed = match context {
-            Some((id, context, notification)) => {
-                tx.execute(
-                    "UPDATE delivery_contexts SET consumed_ms = ?1 WHERE id = ?2",
-                    params![now, id],
-                )?;
-                let context: WatchContext = serde_json::from_str(&context).unwrap_or_default();
-                Some(to_json(&ConsumedContext {
-                    context,
-                    notification,
-                }))
-            }
-            None => None,
-        };
-        tx.execute(
-            "INSERT INTO journal (channel, routing_key, peer, chat, target, text, context, state, created_ms, updated_ms, attachments)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?8, ?9)",
-            params![
-                message.channel,
-                routing_key,
-                to_json(&message.peer),
-                to_json(&message.chat),
-                to_json(&message.target),
-                message.text,
-                consumed,
-                now,
-                (!message.attachments.is_empty()).then(|| to_json(&message.attachments))
-            ],
-        )?;
-        let id = tx.last_insert_rowid();
+        let accepted = accept_in(&tx, message, routing_key, now)?;
         tx.commit()?;
-        Ok(Accepted::New(id))
+        Ok(accepted)
+    }
+
+    /// [`Store::accept`] as part of a group commit.
+    pub async fn accept_grouped(
+        &self,
+        message: InboundMessage,
+        routing_key: String,
+        now: i64,
+    ) -> anyhow::Result<Accepted> {
+        self.write(move |conn| accept_in(conn, &message, &routing_key, now))
+            .await
     }
 
     /// Records the de-duplication keys of a message handled without being journaled (the access
@@ -849,63 +856,42 @@ impl Store {
     pub fn insert_run(&self, run: &RunRecord) -> anyhow::Result<()> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let now = now_ms();
-        tx.execute(
-            "INSERT INTO runs (local_id, routing_key, session_id, server_run_id, state, text, idempotency_key, cursor_start, journal_ids, reply, delivered_chunks, created_ms, updated_ms, model, streamed, preview, images)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15, ?16)",
-            params![
-                run.local_id,
-                run.routing_key,
-                run.session_id,
-                run.server_run_id,
-                run.state,
-                run.text,
-                run.idempotency_key,
-                run.cursor_start,
-                to_json(&run.journal_ids),
-                run.reply,
-                run.delivered_chunks as i64,
-                now,
-                run.model,
-                run.streamed,
-                run.preview,
-                to_json(&run.images)
-            ],
-        )?;
-        for id in &run.journal_ids {
-            tx.execute(
-                "UPDATE journal SET run_id = ?1, updated_ms = ?2 WHERE id = ?3",
-                params![run.local_id, now, id],
-            )?;
-        }
+        insert_run_in(&tx, run)?;
         tx.commit()?;
         Ok(())
     }
 
+    /// [`Store::insert_run`] as part of a group commit.
+    pub async fn insert_run_grouped(&self, run: RunRecord) -> anyhow::Result<()> {
+        self.write(move |conn| insert_run_in(conn, &run)).await
+    }
+
+    /// A run the server started: the run as it is now, its messages sent (one group commit).
+    pub async fn run_started(&self, run: RunRecord) -> anyhow::Result<()> {
+        self.write(move |conn| {
+            update_run_in(conn, &run)?;
+            mark_journal_tx(conn, &run.journal_ids, JournalState::Sent, None)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// A run that ended: the run as it is now (its reply to deliver) and what it used (one group
+    /// commit).
+    pub async fn run_ended(&self, run: RunRecord, usage: Option<Usage>) -> anyhow::Result<()> {
+        self.write(move |conn| {
+            update_run_in(conn, &run)?;
+            if let Some(usage) = &usage {
+                commands::record_usage_in(conn, &run.routing_key, usage)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Saves the fields of a run that change as it goes.
     pub fn update_run(&self, run: &RunRecord) -> anyhow::Result<()> {
-        self.lock().execute(
-            "UPDATE runs SET session_id = ?2, server_run_id = ?3, state = ?4, text = ?5, idempotency_key = ?6, cursor_start = ?7,
-                 reply = ?8, delivered_chunks = ?9, journal_ids = ?10, updated_ms = ?11, model = ?12, streamed = ?13, preview = ?14, images = ?15 WHERE local_id = ?1",
-            params![
-                run.local_id,
-                run.session_id,
-                run.server_run_id,
-                run.state,
-                run.text,
-                run.idempotency_key,
-                run.cursor_start,
-                run.reply,
-                run.delivered_chunks as i64,
-                to_json(&run.journal_ids),
-                now_ms(),
-                run.model,
-                run.streamed,
-                run.preview,
-                to_json(&run.images)
-            ],
-        )?;
-        Ok(())
+        update_run_in(&self.lock(), run)
     }
 
     /// Records (or with `None` forgets) the message that shows a run's reply while it is written.
@@ -935,13 +921,23 @@ impl Store {
     ) -> anyhow::Result<()> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        mark_journal_tx(&tx, &run.journal_ids, state, error)?;
-        tx.execute(
-            "DELETE FROM runs WHERE local_id = ?1",
-            params![run.local_id],
-        )?;
+        finish_run_in(&tx, &run.local_id, &run.journal_ids, state, error)?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// [`Store::finish_run`] as part of a group commit.
+    pub async fn finish_run_grouped(
+        &self,
+        run: &RunRecord,
+        state: JournalState,
+        error: Option<String>,
+    ) -> anyhow::Result<()> {
+        let (local_id, journal_ids) = (run.local_id.clone(), run.journal_ids.clone());
+        self.write(move |conn| {
+            finish_run_in(conn, &local_id, &journal_ids, state, error.as_deref())
+        })
+        .await
     }
 
     /// Gives a run's messages back to the queue (the run could not be started) and drops the run.
@@ -1028,12 +1024,19 @@ impl Store {
         last_event_id: i64,
         server_epoch: i64,
     ) -> anyhow::Result<()> {
-        self.lock().execute(
-            "INSERT INTO cursors (session_id, last_event_id, server_epoch) VALUES (?1, ?2, ?3)
-             ON CONFLICT (session_id) DO UPDATE SET last_event_id = ?2, server_epoch = ?3",
-            params![session_id, last_event_id, server_epoch],
-        )?;
-        Ok(())
+        set_cursor_in(&self.lock(), session_id, last_event_id, server_epoch)
+    }
+
+    /// [`Store::set_cursor`] as part of a group commit.
+    pub async fn set_cursor_grouped(
+        &self,
+        session_id: &str,
+        last_event_id: i64,
+        server_epoch: i64,
+    ) -> anyhow::Result<()> {
+        let session_id = session_id.to_owned();
+        self.write(move |conn| set_cursor_in(conn, &session_id, last_event_id, server_epoch))
+            .await
     }
 
     pub fn clear_cursor(&self, session_id: &str) -> anyhow::Result<()> {
@@ -1178,6 +1181,205 @@ impl Store {
     }
 }
 
+/// The writer thread: takes every write waiting, runs each in a savepoint of one transaction,
+/// commits once, then answers them all. Ends when the last `Store` is gone.
+fn write_batches(conn: std::sync::Weak<Mutex<Connection>>, jobs: std::sync::mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let Some(conn) = conn.upgrade() else {
+            return;
+        };
+        let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+        let mut finishes = Vec::with_capacity(batch.len());
+        let committed = (|| -> rusqlite::Result<()> {
+            let mut tx =
+                conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            for job in batch.drain(..) {
+                let savepoint = tx.savepoint()?;
+                // A write that panics is one that failed; the thread goes on for the others.
+                let ran =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&savepoint)));
+                let Ok((ok, finish)) = ran else {
+                    tracing::error!("a database write panicked; it is rolled back");
+                    continue;
+                };
+                finishes.push(finish);
+                if ok {
+                    savepoint.commit()?;
+                }
+                // A failed write's savepoint rolls back when dropped; the others stand.
+            }
+            tx.commit()
+        })();
+        drop(conn);
+        let outcome = committed.map_err(|e| e.to_string());
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, writes = finishes.len(), "a group of database writes failed");
+        }
+        for finish in finishes {
+            finish(outcome.clone());
+        }
+        // Writes whose turn never came (a savepoint failed) are dropped: their callers hear that
+        // the writer stopped before it answered.
+    }
+}
+
+/// The body of [`Store::insert_run`].
+fn insert_run_in(tx: &Connection, run: &RunRecord) -> anyhow::Result<()> {
+    let now = now_ms();
+    tx.execute(
+            "INSERT INTO runs (local_id, routing_key, session_id, server_run_id, state, text, idempotency_key, cursor_start, journal_ids, reply, delivered_chunks, created_ms, updated_ms, model, streamed, preview, images)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15, ?16)",
+            params![
+                run.local_id,
+                run.routing_key,
+                run.session_id,
+                run.server_run_id,
+                run.state,
+                run.text,
+                run.idempotency_key,
+                run.cursor_start,
+                to_json(&run.journal_ids),
+                run.reply,
+                run.delivered_chunks as i64,
+                now,
+                run.model,
+                run.streamed,
+                run.preview,
+                to_json(&run.images)
+            ],
+        )?;
+    for id in &run.journal_ids {
+        tx.execute(
+            "UPDATE journal SET run_id = ?1, updated_ms = ?2 WHERE id = ?3",
+            params![run.local_id, now, id],
+        )?;
+    }
+    Ok(())
+}
+
+/// The body of [`Store::update_run`].
+fn update_run_in(conn: &Connection, run: &RunRecord) -> anyhow::Result<()> {
+    conn.execute(
+            "UPDATE runs SET session_id = ?2, server_run_id = ?3, state = ?4, text = ?5, idempotency_key = ?6, cursor_start = ?7,
+                 reply = ?8, delivered_chunks = ?9, journal_ids = ?10, updated_ms = ?11, model = ?12, streamed = ?13, preview = ?14, images = ?15 WHERE local_id = ?1",
+            params![
+                run.local_id,
+                run.session_id,
+                run.server_run_id,
+                run.state,
+                run.text,
+                run.idempotency_key,
+                run.cursor_start,
+                run.reply,
+                run.delivered_chunks as i64,
+                to_json(&run.journal_ids),
+                now_ms(),
+                run.model,
+                run.streamed,
+                run.preview,
+                to_json(&run.images)
+            ],
+        )?;
+    Ok(())
+}
+
+fn finish_run_in(
+    tx: &Connection,
+    local_id: &str,
+    journal_ids: &[i64],
+    state: JournalState,
+    error: Option<&str>,
+) -> anyhow::Result<()> {
+    mark_journal_tx(tx, journal_ids, state, error)?;
+    tx.execute("DELETE FROM runs WHERE local_id = ?1", params![local_id])?;
+    Ok(())
+}
+
+fn set_cursor_in(
+    conn: &Connection,
+    session_id: &str,
+    last_event_id: i64,
+    server_epoch: i64,
+) -> anyhow::Result<()> {
+    conn.execute(
+        "INSERT INTO cursors (session_id, last_event_id, server_epoch) VALUES (?1, ?2, ?3)
+         ON CONFLICT (session_id) DO UPDATE SET last_event_id = ?2, server_epoch = ?3",
+        params![session_id, last_event_id, server_epoch],
+    )?;
+    Ok(())
+}
+
+/// The body of [`Store::accept`], in a transaction (or savepoint) the caller holds.
+fn accept_in(
+    tx: &Connection,
+    message: &InboundMessage,
+    routing_key: &str,
+    now: i64,
+) -> anyhow::Result<Accepted> {
+    if keys_seen(tx, &message.dedup_keys)? {
+        return Ok(Accepted::Duplicate);
+    }
+    for key in &message.dedup_keys {
+        tx.execute(
+            "INSERT OR IGNORE INTO dedup (key, seen_ms) VALUES (?1, ?2)",
+            params![key, now],
+        )?;
+    }
+    tx.execute(
+        "INSERT INTO conversations (routing_key, channel, peer, chat, target, created_ms, last_used_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+         ON CONFLICT (routing_key) DO UPDATE SET channel = ?2, peer = ?3, chat = ?4, target = ?5, last_used_ms = ?6",
+        params![routing_key, message.channel, to_json(&message.peer), to_json(&message.chat), to_json(&message.target), now],
+    )?;
+    let context: Option<(i64, String, String)> = tx
+        .query_row(
+            "SELECT id, context, notification FROM delivery_contexts
+             WHERE channel = ?1 AND place = ?2 AND consumed_ms IS NULL AND expires_ms > ?3
+             ORDER BY id DESC LIMIT 1",
+            params![message.channel, message.target.place_key(), now],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let consumed = match context {
+        Some((id, context, notification)) => {
+            tx.execute(
+                "UPDATE delivery_contexts SET consumed_ms = ?1 WHERE id = ?2",
+                params![now, id],
+            )?;
+            let context: WatchContext = serde_json::from_str(&context).unwrap_or_default();
+            Some(to_json(&ConsumedContext {
+                context,
+                notification,
+            }))
+        }
+        None => None,
+    };
+    tx.execute(
+        "INSERT INTO journal (channel, routing_key, peer, chat, target, text, context, state, created_ms, updated_ms, attachments)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?8, ?9)",
+        params![
+            message.channel,
+            routing_key,
+            to_json(&message.peer),
+            to_json(&message.chat),
+            to_json(&message.target),
+            message.text,
+            consumed,
+            now,
+            (!message.attachments.is_empty()).then(|| to_json(&message.attachments))
+        ],
+    )?;
+    let id = tx.last_insert_rowid();
+    Ok(Accepted::New(id))
+}
+
 fn keys_seen(conn: &Connection, keys: &[String]) -> rusqlite::Result<bool> {
     let mut stmt = conn.prepare_cached("SELECT 1 FROM dedup WHERE key = ?1")?;
     for key in keys {
@@ -1189,7 +1391,7 @@ fn keys_seen(conn: &Connection, keys: &[String]) -> rusqlite::Result<bool> {
 }
 
 fn mark_journal_tx(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     ids: &[i64],
     state: JournalState,
     error: Option<&str>,
@@ -1220,6 +1422,54 @@ mod tests {
             received_at_ms: 0,
             attachments: Vec::new(),
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn grouped_writes_each_land_once_and_a_failing_one_takes_no_other_with_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let mut writes = Vec::new();
+        for i in 0..200 {
+            let store = store.clone();
+            writes.push(tokio::spawn(async move {
+                let message = message(&i.to_string(), &format!("message {i}"));
+                store.accept_grouped(message, format!("k{i}"), 1).await
+            }));
+        }
+        // A write that fails half way (the second statement is not SQL) in the same batches.
+        let failing = store.write(|conn| {
+            conn.execute("INSERT INTO meta (key, value) VALUES ('half', 'way')", [])?;
+            conn.execute("NOT SQL", [])?;
+            Ok(())
+        });
+        assert!(failing.await.is_err(), "a failing write says so");
+        let mut ids = Vec::new();
+        for write in writes {
+            match write.await.expect("task").expect("accept") {
+                Accepted::New(id) => ids.push(id),
+                other => panic!("a new message was taken for {other:?}"),
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 200, "each message has a row of its own");
+        // The same message again is a duplicate, grouped or not.
+        let again = store
+            .accept_grouped(message("7", "message 7"), "k7".into(), 2)
+            .await
+            .expect("accept");
+        assert_eq!(again, Accepted::Duplicate);
+        drop(store);
+        let store = Store::open(dir.path()).expect("reopen");
+        let queued: usize = (0..200)
+            .map(|i| store.queued(&format!("k{i}")).expect("queued").len())
+            .sum();
+        assert_eq!(queued, 200, "every write survived");
+        assert_eq!(
+            store.meta("half").expect("meta"),
+            None,
+            "the failed write left nothing"
+        );
     }
 
     #[test]
