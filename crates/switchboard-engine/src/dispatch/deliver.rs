@@ -238,9 +238,9 @@ impl Dispatcher {
             .journal_rows(run)
             .iter()
             .any(|entry| entry.context.is_some());
-        self.store
-            .finish_run_grouped(run, state, error.map(str::to_owned))
-            .await?;
+        // Not grouped: the conversation is free for its next message the moment the reply is
+        // in the chat, as a person who answers at once expects.
+        self.store.finish_run(run, state, error)?;
         tracing::info!(conversation = %run.routing_key, channel = %channel_name, chunks, "reply delivered");
         self.emit(EngineEvent::ReplyDelivered {
             routing_key: run.routing_key.clone(),

@@ -926,20 +926,6 @@ impl Store {
         Ok(())
     }
 
-    /// [`Store::finish_run`] as part of a group commit.
-    pub async fn finish_run_grouped(
-        &self,
-        run: &RunRecord,
-        state: JournalState,
-        error: Option<String>,
-    ) -> anyhow::Result<()> {
-        let (local_id, journal_ids) = (run.local_id.clone(), run.journal_ids.clone());
-        self.write(move |conn| {
-            finish_run_in(conn, &local_id, &journal_ids, state, error.as_deref())
-        })
-        .await
-    }
-
     /// Gives a run's messages back to the queue (the run could not be started) and drops the run.
     pub fn requeue_run(&self, run: &RunRecord) -> anyhow::Result<()> {
         let mut conn = self.lock();
