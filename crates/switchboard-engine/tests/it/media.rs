@@ -602,3 +602,30 @@ async fn more_files_than_allowed_and_a_file_of_no_known_type_are_said() {
     );
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_stopped_while_its_file_downloads_never_reaches_the_agent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = Bridge::start("telegram", dir.path(), |_| {}).await;
+    let Chat::Telegram(tg) = b.chat.clone() else {
+        unreachable!()
+    };
+    tg.stall_files(true);
+    b.chat.send(png(), Some("delete the old releases"), None);
+    tg.wait_for("the download under way", |tg| tg.file_downloads() >= 1)
+        .await;
+    b.chat.send_text("/stop");
+    let stopped = b.chat.said("dropped").await;
+    assert!(
+        stopped.contains("1 queued message was dropped"),
+        "{stopped}"
+    );
+    // The download gives up; the message it belonged to stays dropped.
+    b.chat.said("stalled").await;
+    tg.stall_files(false);
+    b.chat.send_text("hello");
+    let first = b.posted(1).await;
+    assert_eq!(first.text, "hello", "the stopped message was never posted");
+    assert_eq!(b.agent.posted_messages().len(), 1);
+    b.stop().await;
+}
