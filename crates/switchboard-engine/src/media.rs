@@ -275,20 +275,41 @@ pub fn conversation_dir(routing_key: &str) -> String {
     }
 }
 
-/// A path in `dir` for `name` that is not taken yet: `name`, else `stem (2).ext`, `stem (3).ext`…
-pub fn free_path(dir: &Path, name: &str) -> PathBuf {
-    let first = dir.join(name);
-    if !first.exists() {
-        return first;
-    }
+/// Writes `bytes` to a new file in `dir` named `name`, else `stem (2).ext`, `stem (3).ext`…,
+/// whichever is free, and returns its path. Each name is created exclusively (never through
+/// anything already there, a link included), the user's alone, so two downloads never share a
+/// file and nothing planted in the folder redirects one.
+pub fn write_new(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
+    use std::io::Write as _;
     let (stem, ext) = match name.rsplit_once('.') {
         Some((stem, ext)) if !stem.is_empty() => (stem, format!(".{ext}")),
         _ => (name, String::new()),
     };
-    (2..)
-        .map(|n| dir.join(format!("{stem} ({n}){ext}")))
-        .find(|p| !p.exists())
-        .unwrap_or(first)
+    for n in 1..=10_000u32 {
+        let path = match n {
+            1 => dir.join(name),
+            n => dir.join(format!("{stem} ({n}){ext}")),
+        };
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            options.mode(0o600);
+        }
+        match options.open(&path) {
+            Ok(mut file) => {
+                file.write_all(bytes)?;
+                return Ok(path);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        format!("{} has no free name left for {name}", dir.display()),
+    ))
 }
 
 /// A size in words: `812 B`, `4.2 KB`, `1.3 MB`.
@@ -299,6 +320,12 @@ pub fn size_words(bytes: u64) -> String {
         b => format!("{:.1} MB", b as f64 / (1024.0 * 1024.0)),
     }
 }
+
+/// The largest picture sent to the agent as an image part: 5 MB once base64-encoded, the limit of
+/// the strictest model providers; a larger one is saved and named by its path instead.
+pub const MAX_IMAGE_PART: u64 = 3_750_000;
+/// The most picture bytes one message sends as image parts.
+pub const MAX_IMAGE_PARTS_TOTAL: u64 = 4 * MAX_IMAGE_PART;
 
 /// An image the agent is sent as an image, by where it is saved.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -313,6 +340,7 @@ pub struct ImagePart {
 pub fn for_agent(text: &str, attachments: &[Attachment]) -> (String, Vec<ImagePart>) {
     let mut lines: Vec<String> = Vec::new();
     let mut images = Vec::new();
+    let mut image_bytes = 0u64;
     let mut body = text.trim().to_owned();
     for attachment in attachments {
         let name = attachment
@@ -337,7 +365,11 @@ pub fn for_agent(text: &str, attachments: &[Attachment]) -> (String, Vec<ImagePa
                             lines.push(format!("[Voice note, transcribed: {heard}]\n[The audio is at {path} ({mime}, {size})]"));
                         }
                     }
-                    (AttachmentKind::Image, _, Some(image)) => {
+                    (AttachmentKind::Image, _, Some(image))
+                        if *bytes <= MAX_IMAGE_PART
+                            && image_bytes + bytes <= MAX_IMAGE_PARTS_TOTAL =>
+                    {
+                        image_bytes += bytes;
                         lines.push(format!(
                             "[Attached image {path} ({image}, {size}), sent with this message]"
                         ));
@@ -346,6 +378,9 @@ pub fn for_agent(text: &str, attachments: &[Attachment]) -> (String, Vec<ImagePa
                             mime: image.to_owned(),
                         });
                     }
+                    (AttachmentKind::Image, _, Some(_)) => lines.push(format!(
+                        "[Attached image: {path} ({mime}, {size}); too large to send as a picture, so it is only saved there]"
+                    )),
                     _ => lines.push(format!(
                         "[Attached {}: {path} ({mime}, {size})]",
                         attachment.kind.as_str()
@@ -409,17 +444,47 @@ mod tests {
     }
 
     #[test]
-    fn conversation_folders_and_free_names() {
+    fn conversation_folders_and_new_files() {
         assert_eq!(conversation_dir("telegram:dm:4242"), "telegram_dm_4242");
         assert_eq!(conversation_dir("../.."), "conversation");
         let dir = tempfile::tempdir().expect("tempdir");
-        let first = free_path(dir.path(), "a.pdf");
-        std::fs::write(&first, b"1").expect("write");
-        assert_eq!(free_path(dir.path(), "a.pdf"), dir.path().join("a (2).pdf"));
-        std::fs::write(dir.path().join("a (2).pdf"), b"2").expect("write");
-        assert_eq!(free_path(dir.path(), "a.pdf"), dir.path().join("a (3).pdf"));
-        std::fs::write(dir.path().join("noext"), b"x").expect("write");
-        assert_eq!(free_path(dir.path(), "noext"), dir.path().join("noext (2)"));
+        let d = dir.path();
+        assert_eq!(write_new(d, "a.pdf", b"1").expect("write"), d.join("a.pdf"));
+        assert_eq!(
+            write_new(d, "a.pdf", b"2").expect("write"),
+            d.join("a (2).pdf")
+        );
+        assert_eq!(
+            write_new(d, "a.pdf", b"3").expect("write"),
+            d.join("a (3).pdf")
+        );
+        assert_eq!(
+            std::fs::read(d.join("a.pdf")).expect("read"),
+            b"1",
+            "never overwritten"
+        );
+        assert_eq!(write_new(d, "noext", b"x").expect("write"), d.join("noext"));
+        assert_eq!(
+            write_new(d, "noext", b"y").expect("write"),
+            d.join("noext (2)")
+        );
+        // A link planted where the file would go is not followed, dangling or not.
+        #[cfg(unix)]
+        {
+            let target = d.join("elsewhere");
+            std::os::unix::fs::symlink(&target, d.join("b.png")).expect("symlink");
+            assert_eq!(
+                write_new(d, "b.png", b"z").expect("write"),
+                d.join("b (2).png")
+            );
+            assert!(!target.exists(), "the link was not written through");
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(d.join("b (2).png"))
+                .expect("meta")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "the file is the user's alone");
+        }
     }
 
     #[test]
@@ -509,6 +574,21 @@ mod tests {
                 path: "/d/shot.png".into(),
                 mime: "image/png".into()
             }]
+        );
+        let huge = Attachment {
+            fetched: Fetched::Saved {
+                path: "/d/huge.png".into(),
+                bytes: MAX_IMAGE_PART + 1,
+                mime: "image/png".into(),
+                transcript: None,
+            },
+            ..Attachment::new(AttachmentKind::Image, "src")
+        };
+        let (text, images) = for_agent("look", &[huge]);
+        assert!(images.is_empty(), "a picture too large is not sent as one");
+        assert!(
+            text.contains("[Attached image: /d/huge.png (image/png, 3.6 MB); too large"),
+            "{text}"
         );
         let (text, images) = for_agent(
             "",

@@ -230,11 +230,8 @@ fn clip(text: &str, max: usize) -> String {
 fn save(dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<std::path::PathBuf> {
     use anyhow::Context as _;
     crate::private::private_dir(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let path = media::free_path(dir, name);
-    std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
-    crate::private::private_file(&path)
-        .with_context(|| format!("cannot make {} private", path.display()))?;
-    Ok(path)
+    media::write_new(dir, name, bytes)
+        .with_context(|| format!("cannot write {name} in {}", dir.display()))
 }
 
 /// Runs the configured transcriber on `file`: its standard output, trimmed, is the transcript.
