@@ -1198,8 +1198,18 @@ fn write_batches(conn: std::sync::Weak<Mutex<Connection>>, jobs: std::sync::mpsc
                 finishes.push(finish);
                 if ok {
                     savepoint.commit()?;
+                } else {
+                    drop(savepoint);
                 }
                 // A failed write's savepoint rolls back when dropped; the others stand.
+                if tx.is_autocommit() {
+                    // SQLite gave up the whole transaction (disk full, I/O error): nothing of
+                    // this batch was written, and no write after this one would be either.
+                    return Err(rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                        Some("the database abandoned the transaction".into()),
+                    ));
+                }
             }
             tx.commit()
         })();
