@@ -10,6 +10,16 @@ use crate::channels::StreamTask;
 const COLUMNS: &str =
     "id, chat_id, kind, text, tasks, streaming, approval_id, outcome, created_ms, updated_ms";
 
+/// One desktop message by its id.
+fn by_id(conn: &rusqlite::Connection, id: i64) -> rusqlite::Result<Option<DesktopMessage>> {
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM desktop_messages WHERE id = ?1"),
+        params![id],
+        read_row,
+    )
+    .optional()
+}
+
 fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DesktopMessage> {
     let kind: String = r.get(2)?;
     let tasks: Option<String> = r.get(4)?;
@@ -65,11 +75,7 @@ impl Store {
             ],
         )?;
         let id = conn.last_insert_rowid();
-        Ok(conn.query_row(
-            &format!("SELECT {COLUMNS} FROM desktop_messages WHERE id = ?1"),
-            params![id],
-            read_row,
-        )?)
+        by_id(&conn, id)?.ok_or_else(|| anyhow::anyhow!("the desktop message just written is gone"))
     }
 
     /// Replaces a reply's text and tasks (`streaming`: still being written); `None` when there is
@@ -93,13 +99,7 @@ impl Store {
                 now
             ],
         )?;
-        Ok(conn
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM desktop_messages WHERE id = ?1"),
-                params![id],
-                read_row,
-            )
-            .optional()?)
+        Ok(by_id(&conn, id)?)
     }
 
     /// Records how an approval prompt ended.
@@ -114,13 +114,7 @@ impl Store {
             "UPDATE desktop_messages SET outcome = ?2, updated_ms = ?3 WHERE id = ?1",
             params![id, outcome, now],
         )?;
-        Ok(conn
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM desktop_messages WHERE id = ?1"),
-                params![id],
-                read_row,
-            )
-            .optional()?)
+        Ok(by_id(&conn, id)?)
     }
 
     /// A desktop chat's latest messages, oldest first.
