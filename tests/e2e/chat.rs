@@ -249,27 +249,6 @@ async fn the_demo_shows_the_whole_loop_on_a_first_run() {
     app.quit().await;
 }
 
-/// Sends a watch notification with a context to the test user's Telegram chat.
-async fn watch_notification(fakes: &Fakes) {
-    let response = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{}/v1/gateway/send", fakes.api_port))
-        .bearer_auth(crate::API_TOKEN)
-        .json(&serde_json::json!({
-            "channel": "telegram",
-            "target": crate::USER.to_string(),
-            "text": "Disk check failed on web-1",
-            "context": {"schedule": "disk", "status": "failed", "summary": "disk 95% full", "check_output": "/dev/sda1 95%"}
-        }))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("the gateway API did not answer: {e}"));
-    assert!(
-        response.status().is_success(),
-        "send: {}",
-        response.status()
-    );
-}
-
 /// Waits for the agent's answer to `words` in the test user's chat, and checks the agent had
 /// the watch's context with them.
 async fn answered_with_context(fakes: &Fakes, words: &str) {
@@ -301,7 +280,7 @@ async fn a_notification_is_answered_in_place_or_from_the_quick_chat() {
     fakes.telegram.send_dm(crate::USER, "Ada", "hi");
     fakes.reply_in_chat("echo: hi").await;
     let before = env.notifications.all().len();
-    watch_notification(&fakes).await;
+    crate::watch_notification(&fakes).await;
     let shown = wait_notification(env, before, |n| n.body == "Disk check failed on web-1").await;
     assert!(
         shown.actions.iter().any(|a| a == "reply"),
@@ -336,7 +315,7 @@ async fn a_notification_is_answered_in_place_or_from_the_quick_chat() {
     .await;
     fakes.telegram.send_dm(crate::USER, "Ada", "hi");
     fakes.reply_in_chat("echo: hi").await;
-    watch_notification(&fakes).await;
+    crate::watch_notification(&fakes).await;
     let deadline = std::time::Instant::now() + app::WAIT;
     let shown = loop {
         if let Some(found) = notifier

@@ -78,6 +78,19 @@ impl Fakes {
     }
 }
 
+/// How many of the bot's messages in the test user's chat now start with `prefix`, as people
+/// see them (a reply may be a message that showed the tool at work, edited into the answer).
+fn shown_in_chat(tg: &FakeTelegram, prefix: &str) -> usize {
+    tg.sent_to(USER)
+        .iter()
+        .filter(|s| {
+            tg.message(USER, s.message_id)
+                .and_then(|m| m["text"].as_str().map(|t| t.starts_with(prefix)))
+                .unwrap_or(false)
+        })
+        .count()
+}
+
 /// Starts the app on the fakes' configuration and waits until Telegram is connected.
 async fn launch_connected(env: &env::Env, files: &Files, fakes: &Fakes) -> App {
     files.write_config(&fakes.config());
@@ -314,6 +327,28 @@ async fn the_approval_mode_set_in_the_window_shows_in_the_tray_and_back() {
     app.quit().await;
 }
 
+/// Sends a watch notification with a context to the test user's Telegram chat, as Stakpak's
+/// watch scheduler does.
+async fn watch_notification(fakes: &Fakes) {
+    let response = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}/v1/gateway/send", fakes.api_port))
+        .bearer_auth(API_TOKEN)
+        .json(&json!({
+            "channel": "telegram",
+            "target": USER.to_string(),
+            "text": "Disk check failed on web-1",
+            "context": {"schedule": "disk", "status": "failed", "summary": "disk 95% full", "check_output": "/dev/sda1 95%"}
+        }))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("the gateway API did not answer: {e}"));
+    assert!(
+        response.status().is_success(),
+        "send: {}",
+        response.status()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_notification_and_the_reply_to_it_raise_notifications() {
     let Some(env) = env::get() else { return };
@@ -326,23 +361,7 @@ async fn a_watch_notification_and_the_reply_to_it_raise_notifications() {
     fakes.reply_in_chat("echo: hi").await;
     let before = env.notifications.all().len();
 
-    let response = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{}/v1/gateway/send", fakes.api_port))
-        .bearer_auth(API_TOKEN)
-        .json(&json!({
-            "channel": "telegram",
-            "target": USER.to_string(),
-            "text": "Disk check failed on web-1",
-            "context": {"trigger": "disk-check", "status": "failed", "summary": "disk 95% full", "check_output": "/dev/sda1 95%"}
-        }))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("the gateway API did not answer: {e}"));
-    assert!(
-        response.status().is_success(),
-        "send: {}",
-        response.status()
-    );
+    watch_notification(&fakes).await;
     fakes
         .telegram
         .wait_for("the notification in the chat", |tg| {
@@ -486,7 +505,7 @@ async fn approvals_are_decided_from_the_window_and_from_the_notification() {
     fakes
         .telegram
         .wait_for("the run's reply in the chat", |tg| {
-            tg.sent_to(USER).iter().any(|s| s.text.starts_with("done:"))
+            shown_in_chat(tg, "done:") >= 1
         })
         .await;
     app.wait_text("[data-testid=decision]", "Approved").await;
@@ -538,11 +557,7 @@ async fn approvals_are_decided_from_the_window_and_from_the_notification() {
     fakes
         .telegram
         .wait_for("the second run's reply in the chat", |tg| {
-            tg.sent_to(USER)
-                .iter()
-                .filter(|s| s.text.starts_with("done:"))
-                .count()
-                >= 2
+            shown_in_chat(tg, "done:") >= 2
         })
         .await;
     app.wait_for("the list empty again", "[data-testid=no-approvals]")
