@@ -246,15 +246,7 @@ fn open_quick_window<R: Runtime>(app: &AppHandle<R>, routing_key: Option<String>
         }
         return;
     }
-    let Some(mut config) = app
-        .config()
-        .app
-        .windows
-        .iter()
-        .find(|w| w.label == QUICK_WINDOW)
-        .cloned()
-    else {
-        tracing::error!("tauri.conf.json has no quick chat window");
+    let Some(mut config) = window_config(app, QUICK_WINDOW) else {
         return;
     };
     let mut fragment = "#quick".to_owned();
@@ -271,6 +263,24 @@ fn open_quick_window<R: Runtime>(app: &AppHandle<R>, routing_key: Option<String>
         }
         Err(error) => tracing::error!(%error, "cannot open the quick chat"),
     }
+}
+
+/// The window `label` as tauri.conf.json describes it, to build it from.
+fn window_config<R: Runtime>(
+    app: &AppHandle<R>,
+    label: &str,
+) -> Option<tauri::utils::config::WindowConfig> {
+    let config = app
+        .config()
+        .app
+        .windows
+        .iter()
+        .find(|w| w.label == label)
+        .cloned();
+    if config.is_none() {
+        tracing::error!(label, "tauri.conf.json has no such window");
+    }
+    config
 }
 
 /// Shows the window, building it (and its webview) when it is not open, on `page` when given.
@@ -292,15 +302,7 @@ fn open_main_window<R: Runtime>(app: &AppHandle<R>, page: Option<(Page, Option<S
         }
         return;
     }
-    let Some(mut config) = app
-        .config()
-        .app
-        .windows
-        .iter()
-        .find(|w| w.label == MAIN_WINDOW)
-        .cloned()
-    else {
-        tracing::error!("tauri.conf.json has no main window");
+    let Some(mut config) = window_config(app, MAIN_WINDOW) else {
         return;
     };
     config.url = tauri::WebviewUrl::App(format!("index.html{}", window_fragment(page)).into());
@@ -449,12 +451,16 @@ impl<R: Runtime> Host for TauriHost<R> {
                     return;
                 };
                 let shell = Arc::clone(shell.inner());
+                let app = app.clone();
                 tauri::async_runtime::spawn(async move {
-                    let id = format!("notification-{}", switchboard_engine::model::now_ms());
+                    let id = format!("notification-{}", uuid::Uuid::new_v4());
                     match shell.say(&routing_key, &text, &id).await {
                         Ok(_) => tracing::info!(%routing_key, "answered from a notification"),
                         Err(error) => {
-                            tracing::warn!(%routing_key, error = %error.message, "cannot answer from the notification")
+                            // The answer went nowhere: show the person the conversation, where
+                            // they can send it again and the chat says what is wrong.
+                            tracing::warn!(%routing_key, error = %error.message, "cannot answer from the notification");
+                            open_quick_window(&app, Some(routing_key));
                         }
                     }
                 });

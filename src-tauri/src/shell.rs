@@ -757,9 +757,12 @@ impl Shell {
             ),
             Err(error) => (Vec::new(), Some(error)),
         };
-        let journal = history
+        // Pictures come along up to a budget, the latest messages' first.
+        let mut budget = PREVIEWS_MAX_BYTES;
+        let mut journal: Vec<JournalLine> = history
             .journal
             .into_iter()
+            .rev()
             .map(|j| JournalLine {
                 id: j.id,
                 peer: j.peer,
@@ -768,9 +771,14 @@ impl Shell {
                 error: j.error,
                 answered_notification: j.context.map(|c| c.notification),
                 created_ms: j.created_ms,
-                attachments: j.attachments.iter().map(attachment_view).collect(),
+                attachments: j
+                    .attachments
+                    .iter()
+                    .map(|a| attachment_view(a, &mut budget))
+                    .collect(),
             })
             .collect();
+        journal.reverse();
         let live = self.lock().live.get(routing_key).cloned();
         Ok(HistoryView {
             routing_key: routing_key.to_owned(),
@@ -1475,10 +1483,12 @@ impl Shell {
 
 /// The largest saved picture the history shows itself (larger ones are named).
 const PREVIEW_MAX_BYTES: u64 = 2 * 1024 * 1024;
+/// The most picture bytes one history brings along; older pictures past it are named.
+const PREVIEWS_MAX_BYTES: u64 = 12 * 1024 * 1024;
 
 /// A file of a message as the history shows it; a saved picture small enough comes along as a
-/// `data:` URL (the page may load nothing else).
-fn attachment_view(attachment: &Attachment) -> AttachmentView {
+/// `data:` URL (the page may load nothing else), while `budget` lasts.
+fn attachment_view(attachment: &Attachment, budget: &mut u64) -> AttachmentView {
     use base64::Engine as _;
     let name = attachment
         .name
@@ -1513,10 +1523,13 @@ fn attachment_view(attachment: &Attachment) -> AttachmentView {
             view.size = Some(*bytes);
             view.mime = Some(mime.clone());
             view.transcript = transcript.clone();
-            if switchboard_engine::media::agent_image_mime(mime).is_some()
-                && *bytes <= PREVIEW_MAX_BYTES
-            {
+            // The file as it is now, not as it was stored: it may have been changed since.
+            let on_disk = std::fs::metadata(path).map(|m| m.len()).ok();
+            let shown = switchboard_engine::media::agent_image_mime(mime).is_some()
+                && on_disk.is_some_and(|len| len <= PREVIEW_MAX_BYTES && len <= *budget);
+            if shown {
                 view.preview = std::fs::read(path).ok().map(|data| {
+                    *budget = budget.saturating_sub(data.len() as u64);
                     format!(
                         "data:{mime};base64,{}",
                         base64::engine::general_purpose::STANDARD.encode(data)
