@@ -20,12 +20,28 @@ use crate::store::JournalEntry;
 const HEARD_CHARS: usize = 600;
 
 impl Dispatcher {
-    /// Fetches what is still pending among `rows`' attachments, updating `rows` and the store.
-    pub(super) async fn fetch_attachments(
+    /// Fetches the files of queued `rows` and keeps those rows still queued afterwards (a
+    /// message dropped with `/stop` while its files came goes no further). `false` when the
+    /// engine stops meanwhile.
+    pub(super) async fn fetch_queued(
         &self,
         key: &str,
-        rows: &mut [JournalEntry],
-    ) -> anyhow::Result<()> {
+        rows: &mut Vec<JournalEntry>,
+    ) -> anyhow::Result<bool> {
+        if rows.iter().all(|r| r.attachments.is_empty()) {
+            return Ok(true);
+        }
+        tokio::select! {
+            _ = self.shutdown.cancelled() => return Ok(false),
+            fetched = self.fetch_attachments(key, rows) => fetched?,
+        }
+        let still: Vec<i64> = self.store.queued(key)?.iter().map(|r| r.id).collect();
+        rows.retain(|r| still.contains(&r.id));
+        Ok(true)
+    }
+
+    /// Fetches what is still pending among `rows`' attachments, updating `rows` and the store.
+    async fn fetch_attachments(&self, key: &str, rows: &mut [JournalEntry]) -> anyhow::Result<()> {
         for row in rows.iter_mut() {
             if !row
                 .attachments

@@ -86,7 +86,9 @@ impl Dispatcher {
                         return Ok(None);
                     }
                     let mut more = self.store.queued(&run.routing_key)?;
-                    self.fetch_attachments(&run.routing_key, &mut more).await?;
+                    if !self.fetch_queued(&run.routing_key, &mut more).await? {
+                        return Ok(None);
+                    }
                     super::scheduler::absorb(run, &more);
                     run.cursor_start = self.current_cursor(&run.session_id).await;
                     self.store.update_run(run)?;

@@ -114,17 +114,11 @@ impl Dispatcher {
                 return Ok(());
             }
             // The files that came with the messages, fetched before the run that needs them.
-            if rows.iter().any(|r| !r.attachments.is_empty()) {
-                tokio::select! {
-                    _ = self.shutdown.cancelled() => return Ok(()),
-                    fetched = self.fetch_attachments(key, &mut rows) => fetched?,
-                }
-                // A message dropped (`/stop`) while its files were fetched goes no further.
-                let still: Vec<i64> = self.store.queued(key)?.iter().map(|r| r.id).collect();
-                rows.retain(|r| still.contains(&r.id));
-                if rows.is_empty() {
-                    continue;
-                }
+            if !self.fetch_queued(key, &mut rows).await? {
+                return Ok(());
+            }
+            if rows.is_empty() {
+                continue;
             }
             let Some(run) = self.prepare_run(key, rows).await? else {
                 return Ok(());

@@ -231,6 +231,7 @@ impl Api {
         let response = self
             .http
             .get(url)
+            .timeout(limits.total)
             .send()
             .await
             .map_err(|e| FetchError::Failed(self.redact(&describe(e.without_url()))))?;
