@@ -578,8 +578,10 @@ impl Store {
         Ok(Store { conn, writes })
     }
 
-    /// Runs `op` as part of the next group commit and returns its result once that commit is
-    /// durable. `op` runs on the writer thread, in a savepoint of its own.
+    /// Runs `op` as part of the next group commit and returns its result once that transaction
+    /// is committed (in WAL with `synchronous = NORMAL`, as every commit here: it survives the
+    /// app being killed, not necessarily a power cut). `op` runs on the writer thread, in a
+    /// savepoint of its own.
     pub async fn write<T: Send + 'static>(
         &self,
         op: impl FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
