@@ -89,10 +89,7 @@ impl ActivityLog {
 /// At most `max` characters of `text` on one line, with an ellipsis when cut.
 pub fn preview(text: &str, max: usize) -> String {
     let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    match flat.char_indices().nth(max) {
-        Some((cut, _)) => format!("{}…", flat[..cut].trim_end()),
-        None => flat,
-    }
+    switchboard_engine::chunk::clip_chars(&flat, max)
 }
 
 /// An engine event in words: level, kind, scope and text. `None` for the events too frequent

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use switchboard_engine::access::PairingRequest;
+use switchboard_engine::chunk::clip_chars;
 use switchboard_engine::config::NotificationsConfig;
 use switchboard_engine::model::ChannelState;
 use switchboard_engine::EngineEvent;
@@ -274,7 +275,7 @@ impl Alerts {
                 requester,
                 ..
             } => {
-                let body = clip(detail, APPROVAL_BODY_CHARS);
+                let body = clip_chars(detail, APPROVAL_BODY_CHARS);
                 // Approving from here is only for a call the notification shows whole.
                 let partial = !*complete || body != *detail;
                 Some(Toast {
@@ -312,7 +313,10 @@ fn pairing_body(request: &PairingRequest) -> String {
     let quote = if first.is_empty() {
         String::new()
     } else {
-        format!(": \u{201c}{}\u{201d}", clip(&first, FIRST_MESSAGE_CHARS))
+        format!(
+            ": \u{201c}{}\u{201d}",
+            clip_chars(&first, FIRST_MESSAGE_CHARS)
+        )
     };
     format!(
         "{who}{quote}\nCode {}. Admit lets their messages reach the agent; Refuse ignores them from now on.",
@@ -370,14 +374,6 @@ fn body_for_server(body: &str) -> String {
         escape_markup(body)
     } else {
         body.to_owned()
-    }
-}
-
-/// `text` cut to `max` characters (with an ellipsis), its lines kept.
-fn clip(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((cut, _)) => format!("{}…", text[..cut].trim_end()),
-        None => text.to_owned(),
     }
 }
 

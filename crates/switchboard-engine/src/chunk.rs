@@ -596,9 +596,24 @@ fn gap_between(text: &str, before: &Atom, after: &Atom) -> Gap {
     }
 }
 
+/// `text` cut to at most `max` characters, ending with `…` when cut (never inside a character).
+pub fn clip_chars(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", text[..cut].trim_end()),
+        None => text.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clipping_counts_characters_and_marks_the_cut() {
+        assert_eq!(clip_chars("abc", 3), "abc");
+        assert_eq!(clip_chars("ab cd", 3), "ab…");
+        assert_eq!(clip_chars("ééééé", 2), "éé…");
+    }
 
     const fn chars(max: usize) -> TextLimit {
         TextLimit {

@@ -45,6 +45,21 @@ pub enum FetchError {
     Failed(String),
 }
 
+/// Sends `request` (a file's GET, already checked and with whatever credential its host wants)
+/// and reads the file within `limits`; `describe` words a failure to reach the host.
+pub async fn fetch(
+    request: reqwest::RequestBuilder,
+    limits: &Limits,
+    describe: impl FnOnce(reqwest::Error) -> String,
+) -> Result<Vec<u8>, FetchError> {
+    let response = request
+        .timeout(limits.total)
+        .send()
+        .await
+        .map_err(|e| FetchError::Failed(describe(e.without_url())))?;
+    read_body(response, limits).await
+}
+
 /// Reads a response body into memory, refusing it as soon as it passes the byte limit (a
 /// `Content-Length` above it is refused before anything is read), and giving up when no byte
 /// comes for the stall time or the whole takes longer than the total.

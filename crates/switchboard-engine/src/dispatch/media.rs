@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::Dispatcher;
 use crate::channels::Channel;
+use crate::chunk::clip_chars;
 use crate::config::MediaConfig;
 use crate::media::{self, FetchError};
 use crate::model::{Attachment, AttachmentKind, Fetched};
@@ -80,7 +81,10 @@ impl Dispatcher {
                     Fetched::Saved {
                         transcript: Some(heard),
                         ..
-                    } => notes.push(format!("🎙 Heard: {}", clip(heard, HEARD_CHARS))),
+                    } => notes.push(format!(
+                        "🎙 Heard: {}",
+                        clip_chars(heard.trim(), HEARD_CHARS)
+                    )),
                     _ => {}
                 }
                 notes.extend(note);
@@ -233,14 +237,6 @@ fn label(attachment: &Attachment) -> String {
     }
 }
 
-fn clip(text: &str, max: usize) -> String {
-    let text = text.trim();
-    match text.char_indices().nth(max) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_owned(),
-    }
-}
-
 /// Writes `bytes` to a free name in `dir` (made, the user's alone, when missing); the file is
 /// the user's alone too.
 fn save(dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<std::path::PathBuf> {
@@ -282,7 +278,7 @@ async fn transcribe(config: &MediaConfig, file: &str) -> Option<Result<String, S
                 if last.is_empty() {
                     String::new()
                 } else {
-                    format!(": {}", clip(last, 200))
+                    format!(": {}", clip_chars(last.trim(), 200))
                 }
             ))
         }

@@ -16,7 +16,7 @@ use switchboard_engine::{Engine, EngineEvent, EngineHandle};
 use switchboard_testkit::stakpak::FakeStakpak;
 use tokio_util::sync::CancellationToken;
 
-use crate::harness::{config_for, fast_options, WAIT};
+use crate::harness::{config_for, fast_options, runtime, WAIT};
 
 fn person() -> Peer {
     Peer {
@@ -389,14 +389,6 @@ async fn a_reply_from_the_desktop_continues_a_chats_conversation_with_its_watch_
         "no conversation, nothing to say into"
     );
     desk.stop().await;
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
 }
 
 /// The app is killed while the agent answers a desktop message; after the restart the reply

@@ -9,15 +9,7 @@ use switchboard_engine::Engine;
 use switchboard_testkit::stakpak::FakeStakpak;
 use tokio_util::sync::CancellationToken;
 
-use crate::harness::{config_for, fast_options, Gateway};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
+use crate::harness::{config_for, fast_options, runtime, Gateway};
 
 fn wait_for(what: &str, check: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);

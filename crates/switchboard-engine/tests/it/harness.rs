@@ -15,6 +15,15 @@ use tokio_util::sync::CancellationToken;
 pub const WAIT: Duration = Duration::from_secs(15);
 pub const API_TOKEN: &str = "test-api-token";
 
+/// A runtime of its own, for a test that kills an engine by dropping the runtime it ran on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// Short timings so watchdogs and retries happen within a test.
 pub fn fast_options() -> EngineOptions {
     EngineOptions {

@@ -15,7 +15,7 @@ use switchboard_testkit::stakpak::{FakeStakpak, PostedMessage};
 use switchboard_testkit::telegram::{FakeTelegram, Media, Person};
 use tokio_util::sync::CancellationToken;
 
-use crate::harness::{config_for, fast_options, WAIT};
+use crate::harness::{config_for, fast_options, runtime, WAIT};
 
 /// A PNG: the signature and an empty IHDR, enough to be told from anything else.
 const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0";
@@ -488,14 +488,6 @@ async fn an_oversize_file_a_stalled_download_a_hostile_name_and_a_foreign_addres
         b.chat.said("echo: still there?").await;
         b.stop().await;
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
 }
 
 /// The engine is killed after the platform was told the message is taken but before its file

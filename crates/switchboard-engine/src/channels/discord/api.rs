@@ -145,21 +145,14 @@ impl Api {
         url: &str,
         limits: &crate::media::Limits,
     ) -> Result<Vec<u8>, crate::media::FetchError> {
-        use crate::media::{self, FetchError};
+        use crate::media;
         let hosts: Vec<String> = ["cdn.discordapp.com", "media.discordapp.net"]
             .into_iter()
             .map(str::to_owned)
             .chain(media::host_of(&self.base))
             .collect();
         let url = media::check_file_url(url, &hosts)?;
-        let response = self
-            .http
-            .get(url)
-            .timeout(limits.total)
-            .send()
-            .await
-            .map_err(|e| FetchError::Failed(e.without_url().to_string()))?;
-        media::read_body(response, limits).await
+        media::fetch(self.http.get(url), limits, |e| e.to_string()).await
     }
 
     fn budget(&self) -> std::sync::MutexGuard<'_, Budget> {

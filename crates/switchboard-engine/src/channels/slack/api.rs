@@ -151,21 +151,14 @@ impl WebApi {
         url: &str,
         limits: &crate::media::Limits,
     ) -> Result<Vec<u8>, crate::media::FetchError> {
-        use crate::media::{self, FetchError};
+        use crate::media;
         let hosts: Vec<String> = ["files.slack.com".to_owned()]
             .into_iter()
             .chain(media::host_of(&self.base))
             .collect();
         let url = media::check_file_url(url, &hosts)?;
-        let response = self
-            .http
-            .get(url)
-            .bearer_auth(&self.bot_token)
-            .timeout(limits.total)
-            .send()
-            .await
-            .map_err(|e| FetchError::Failed(describe(&e.without_url())))?;
-        media::read_body(response, limits).await
+        let request = self.http.get(url).bearer_auth(&self.bot_token);
+        media::fetch(request, limits, |e| describe(&e)).await
     }
 
     /// `auth.test` with the bot token: who the bot is.

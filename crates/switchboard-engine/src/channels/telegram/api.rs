@@ -228,14 +228,8 @@ impl Api {
             ));
         }
         let url = format!("{}/file/bot{}/{}", self.base, self.token, file_path);
-        let response = self
-            .http
-            .get(url)
-            .timeout(limits.total)
-            .send()
-            .await
-            .map_err(|e| FetchError::Failed(self.redact(&describe(e.without_url()))))?;
-        media::read_body(response, limits)
+        // The address holds the token: whatever goes wrong is said without it.
+        media::fetch(self.http.get(url), limits, describe)
             .await
             .map_err(|e| match e {
                 FetchError::Failed(text) => FetchError::Failed(self.redact(&text)),
