@@ -1333,8 +1333,19 @@ fn accept_in(
     tx.execute(
         "INSERT INTO conversations (routing_key, channel, peer, chat, target, created_ms, last_used_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
-         ON CONFLICT (routing_key) DO UPDATE SET channel = ?2, peer = ?3, chat = ?4, target = ?5, last_used_ms = ?6",
-        params![routing_key, message.channel, to_json(&message.peer), to_json(&message.chat), to_json(&message.target), now],
+         ON CONFLICT (routing_key) DO UPDATE SET channel = ?2, peer = CASE WHEN ?7 THEN peer ELSE ?3 END,
+           chat = ?4, target = ?5, last_used_ms = ?6",
+        params![
+            routing_key,
+            message.channel,
+            to_json(&message.peer),
+            to_json(&message.chat),
+            to_json(&message.target),
+            now,
+            // The person at this machine writing into a chat's conversation (a reply typed
+            // into a notification) does not become the person that conversation is with.
+            message.peer.id == crate::channels::desktop::LOCAL_PEER_ID,
+        ],
     )?;
     let context: Option<(i64, String, String)> = tx
         .query_row(

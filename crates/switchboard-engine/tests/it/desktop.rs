@@ -381,6 +381,15 @@ async fn a_reply_from_the_desktop_continues_a_chats_conversation_with_its_watch_
         last.contains("disk 95% full") && last.contains("what is filling it?"),
         "the agent got the watch context with the words: {last}"
     );
+    let conversations = desk.engine.conversations().expect("conversations");
+    let with_ann = conversations
+        .iter()
+        .find(|c| c.routing_key == "chat:dm:ann")
+        .expect("the chat's conversation");
+    assert_eq!(
+        with_ann.peer.id, "ann",
+        "the conversation is still with the person in the chat, not the one at the desktop"
+    );
     assert!(
         desk.engine
             .say("chat:dm:nobody", "hi", "n-2")
