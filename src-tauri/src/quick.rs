@@ -81,7 +81,7 @@ pub fn hotkey(shortcut: &Shortcut) -> Result<HotKey, String> {
         (shortcut.ctrl, Modifiers::CONTROL),
         (shortcut.alt, Modifiers::ALT),
         (shortcut.shift, Modifiers::SHIFT),
-        (shortcut.logo, Modifiers::SUPER),
+        (shortcut.logo, Modifiers::META),
     ] {
         if on {
             modifiers |= modifier;
@@ -378,7 +378,7 @@ mod tests {
         );
         assert_eq!(
             grab("Super+k"),
-            HotKey::new(Some(Modifiers::SUPER), Code::KeyK)
+            HotKey::new(Some(Modifiers::META), Code::KeyK)
         );
         assert_eq!(
             grab("Alt+7"),

@@ -678,7 +678,7 @@ fn watch_notifications_and_the_reply_to_them_raise_native_notifications() {
         .as_str()
         .expect("api address")
         .to_owned();
-    let client = reqwest::Client::new();
+    let client = switchboard_engine::http::client();
     let send = client
         .post(format!("http://{api}/v1/gateway/send"))
         .bearer_auth("test-token")

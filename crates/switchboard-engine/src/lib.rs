@@ -18,6 +18,7 @@ pub mod config;
 mod dispatch;
 mod engine;
 pub mod events;
+pub mod http;
 pub mod media;
 pub mod model;
 pub mod private;

@@ -61,7 +61,7 @@ impl Gateway {
     }
 
     async fn wait_for_api(&self) {
-        let http = reqwest::Client::new();
+        let http = switchboard_engine::http::client();
         for _ in 0..400 {
             let up = http
                 .get(format!("{}/v1/gateway/status", self.api))
@@ -120,7 +120,7 @@ fn telegram_section(tg: &FakeTelegram, extra: &str) -> String {
 async fn the_api_refuses_what_a_web_page_or_a_stranger_sends() {
     let agent = FakeStakpak::start().await;
     let mut gateway = Gateway::start(&agent, "", &[]).await;
-    let http = reqwest::Client::new();
+    let http = switchboard_engine::http::client();
     let status = format!("{}/v1/gateway/status", gateway.api);
 
     for host in ["rebind.attacker.test", "localhost.", "foo.localhost"] {

@@ -117,7 +117,7 @@ impl Stakpak {
         })
         .await;
         let url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
+        let http = switchboard_engine::http::client();
         let deadline = Instant::now() + WAIT;
         while !http
             .get(format!("{url}/v1/health"))
@@ -161,7 +161,7 @@ impl Stakpak {
     }
 
     async fn get(&self, path: &str) -> serde_json::Value {
-        reqwest::Client::new()
+        switchboard_engine::http::client()
             .get(format!("{}{path}", self.url))
             .bearer_auth(&self.token)
             .send()
@@ -335,7 +335,7 @@ async fn the_real_watch_scheduler_reaches_the_chat_and_runs_interactive_schedule
         .find(|w| w.ends_with("...") && w.contains('-'))
         .map(|w| w.trim_end_matches('.').to_owned())
         .unwrap_or_else(|| panic!("the run names its session: {run}"));
-    let conversations: serde_json::Value = reqwest::Client::new()
+    let conversations: serde_json::Value = switchboard_engine::http::client()
         .get(format!("http://127.0.0.1:{api_port}/v1/gateway/sessions"))
         .bearer_auth(API_TOKEN)
         .send()

@@ -11,6 +11,14 @@ pub mod slack;
 pub mod stakpak;
 pub mod telegram;
 
+/// An HTTP client for the fakes' own tests: reqwest is built without a TLS provider (the engine
+/// installs ring), so the tests install it too.
+#[cfg(test)]
+pub(crate) fn test_http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 /// A path segment percent-encoded (everything but unreserved characters), as the platforms
 /// write a file's name into its address.
 pub(crate) fn path_segment(text: &str) -> String {

@@ -52,7 +52,7 @@ struct ErrorBody {
 impl AgentClient {
     /// `url` is the server's base URL (`http://127.0.0.1:4096`); an empty token sends no header.
     pub fn new(url: &str, token: &str, timeouts: Timeouts) -> Result<AgentClient, AgentError> {
-        let http = reqwest::Client::builder()
+        let http = crate::http::client_builder()
             .connect_timeout(timeouts.connect)
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(60))

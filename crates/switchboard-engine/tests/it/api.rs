@@ -18,7 +18,7 @@ async fn the_api_requires_its_token_and_a_local_host() {
     let fake = FakeStakpak::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let gw = Gateway::start(config_for(&fake), dir.path()).await;
-    let http = reqwest::Client::new();
+    let http = switchboard_engine::http::client();
 
     let missing = http
         .get(url(&gw, "/v1/gateway/status"))
@@ -75,7 +75,7 @@ async fn channels_and_sessions_show_the_real_state() {
     let gw = Gateway::start(config_for(&fake), dir.path()).await;
     gw.dm("ann", "1", "hi").await;
     gw.replies("ann", 1).await;
-    let http = reqwest::Client::new();
+    let http = switchboard_engine::http::client();
 
     let channels: Value = http
         .get(url(&gw, "/v1/gateway/channels"))
@@ -136,7 +136,7 @@ async fn send_answers_with_the_upstream_status_codes() {
     let fake = FakeStakpak::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let gw = Gateway::start(config_for(&fake), dir.path()).await;
-    let http = reqwest::Client::new();
+    let http = switchboard_engine::http::client();
     let send = |body: Value| {
         http.post(url(&gw, "/v1/gateway/send"))
             .bearer_auth(API_TOKEN)

@@ -349,7 +349,7 @@ async fn a_reply_from_the_desktop_continues_a_chats_conversation_with_its_watch_
         .wait_until("the first reply", WAIT, |s| s.len() == 1)
         .await;
     let api = desk.engine.api_addr().expect("api");
-    let sent = reqwest::Client::new()
+    let sent = switchboard_engine::http::client()
         .post(format!("http://{api}/v1/gateway/send"))
         .bearer_auth(crate::harness::API_TOKEN)
         .json(&serde_json::json!({

@@ -97,7 +97,7 @@ impl Bridge {
 
     async fn api(&self, path: &str, body: Value) -> (u16, Value) {
         let addr = self.engine.api_addr().expect("the API listens");
-        let response = reqwest::Client::new()
+        let response = switchboard_engine::http::client()
             .post(format!("http://{addr}{path}"))
             .bearer_auth(API_TOKEN)
             .json(&body)

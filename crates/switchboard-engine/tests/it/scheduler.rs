@@ -37,7 +37,7 @@ impl Bridge {
         let token = config.server.token.clone();
         Bridge {
             running: Running::with_api(config, dir).await,
-            http: reqwest::Client::new(),
+            http: switchboard_engine::http::client(),
             token,
         }
     }

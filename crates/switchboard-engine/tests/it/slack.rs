@@ -666,7 +666,7 @@ async fn gateway_send_reaches_channels_threads_and_users() {
     let t = Setup::start().await;
     t.connected().await;
     t.slack.add_channel("C0ALERTS");
-    let http = reqwest::Client::new();
+    let http = switchboard_engine::http::client();
     let url = format!(
         "http://{}/v1/gateway/send",
         t.gw.engine.api_addr().expect("the API listens")

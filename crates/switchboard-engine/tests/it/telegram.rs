@@ -77,7 +77,7 @@ impl Bridge {
 
     async fn api(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, String) {
         let addr = self.engine.api_addr().expect("the API listens");
-        let mut request = reqwest::Client::new()
+        let mut request = switchboard_engine::http::client()
             .request(method, format!("http://{addr}{path}"))
             .bearer_auth(API_TOKEN);
         if let Some(body) = body {
@@ -770,7 +770,7 @@ async fn a_second_poller_409_is_survived_and_the_token_stays_secret() {
 
     // Another instance with the same token starts polling: Telegram ends our pending poll with 409.
     let url = format!("{}/bot{}/getUpdates", tg.api_base(), tg.token());
-    let intruder = reqwest::Client::new()
+    let intruder = switchboard_engine::http::client()
         .post(url)
         .json(&json!({"timeout": 1}))
         .send()

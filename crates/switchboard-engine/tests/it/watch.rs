@@ -12,7 +12,7 @@ async fn a_watch_context_is_consumed_by_the_next_message_only() {
     let fake = FakeStakpak::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut gw = Gateway::start(config_for(&fake), dir.path()).await;
-    let http = reqwest::Client::new();
+    let http = switchboard_engine::http::client();
 
     let response = http
         .post(format!("http://{}/v1/gateway/send", gw.engine.api_addr().expect("api")))

@@ -78,7 +78,7 @@ async fn identify(fake: &FakeDiscord) -> (Ws, String) {
 }
 
 fn http() -> reqwest::Client {
-    reqwest::Client::new()
+    crate::test_http()
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ async fn call(
     token: Option<&str>,
     body: Value,
 ) -> (u16, Option<String>, Value) {
-    let mut request = reqwest::Client::new()
+    let mut request = crate::test_http()
         .post(format!("{}/{method}", slack.api_base()))
         .json(&body);
     if let Some(token) = token {
@@ -102,7 +102,7 @@ async fn the_web_api_answers_like_slack() {
     let (_, _, body) = call(&slack, "users.info", Some(&bot), json!({"user": "U1ANN"})).await;
     assert_eq!(body["error"], "invalid_arguments");
     slack.set_user_name("U1ANN", "Ann");
-    let form: Value = reqwest::Client::new()
+    let form: Value = crate::test_http()
         .post(format!("{}/users.info", slack.api_base()))
         .bearer_auth(&bot)
         .form(&[("user", "U1ANN")])
@@ -374,7 +374,7 @@ async fn block_kit_messages_are_checked_updated_and_clicked_like_slack() {
 
     // The click's response_url takes a reply.
     let url = payload["response_url"].as_str().expect("a response_url");
-    let answer: Value = reqwest::Client::new()
+    let answer: Value = crate::test_http()
         .post(url)
         .json(&json!({"response_type": "ephemeral", "text": "hi", "replace_original": false}))
         .send()

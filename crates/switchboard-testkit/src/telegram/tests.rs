@@ -8,7 +8,7 @@ use super::{FakeOptions, FakeTelegram, GroupKind, Person};
 
 async fn call(tg: &FakeTelegram, method: &str, body: Value) -> (u16, Option<String>, Value) {
     let url = format!("{}/bot{}/{method}", tg.api_base(), tg.token());
-    let response = reqwest::Client::new()
+    let response = crate::test_http()
         .post(url)
         .json(&body)
         .send()

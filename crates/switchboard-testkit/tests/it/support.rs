@@ -39,6 +39,8 @@ impl Client {
     }
 
     pub fn with_token(fake: &FakeStakpak, token: Option<String>) -> Client {
+        // reqwest is built without a TLS provider; the engine installs ring, and so do these tests.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         Client {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(20))

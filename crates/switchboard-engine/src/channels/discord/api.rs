@@ -118,7 +118,7 @@ impl Api {
     pub fn new(base: &str, token: &str) -> Result<Api, ChannelError> {
         // A redirect must not carry the token (in the URL for Telegram, a header for the others)
         // to another host; the platforms' APIs never redirect.
-        let http = reqwest::Client::builder()
+        let http = crate::http::client_builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(30))
