@@ -499,8 +499,12 @@ impl<R: Runtime> Host for TauriHost<R> {
         let keys = Arc::clone(&self.keys);
         let wanted = config.desktop.quick_chat_shortcut.clone();
         let app = self.app.clone();
+        // Numbered here, where saves happen in order; the tasks may run in any order.
+        let ticket = keys.ticket();
         tauri::async_runtime::spawn(async move {
-            let view = keys.apply(&wanted).await;
+            let Some(view) = keys.apply(&wanted, ticket).await else {
+                return;
+            };
             if let Some(shell) = app.try_state::<Arc<Shell>>() {
                 shell.set_quick_chat(view);
             }

@@ -8,6 +8,7 @@
 //! X server. Wayland without the portal lets no program grab keys; Settings then says so and
 //! suggests binding `switchboard --quick-chat` in the desktop's own keyboard settings.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,6 +31,8 @@ const PORTAL_SHORTCUT: &str = "quick-chat";
 /// How long asking whether the portal is there may take (a missing one answers at once; one
 /// that is being started by the bus may take a moment).
 const PORTAL_PROBE: Duration = Duration::from_secs(5);
+/// How long the desktop's dialog confirming the shortcut may stay open.
+const PORTAL_DIALOG: Duration = Duration::from_secs(120);
 
 /// What kind of graphical session this is, as far as grabbing keys goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +125,9 @@ pub struct QuickKeys {
     /// The X server's key grabs, made the first time they are needed (the grab thread then
     /// runs for the app's life).
     grabs: Mutex<Option<GlobalHotKeyManager>>,
+    /// The number of the latest setting asked for ([`QuickKeys::ticket`]): an older one that
+    /// gets its turn after it is skipped, so saves apply in the order they were made.
+    latest: AtomicU64,
 }
 
 impl QuickKeys {
@@ -132,16 +138,27 @@ impl QuickKeys {
             open: Arc::new(open),
             state: tokio::sync::Mutex::new((None, Bound::None, QuickChatView::default())),
             grabs: Mutex::new(None),
+            latest: AtomicU64::new(0),
         })
     }
 
+    /// Numbers a setting to apply, in the order the settings were saved: take it where the save
+    /// happens, then pass it to [`QuickKeys::apply`].
+    pub fn ticket(&self) -> u64 {
+        self.latest.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
     /// Registers `wanted` (the setting; empty turns the shortcut off), replacing what was
-    /// registered, and says how it went. Nothing happens when it did not change.
-    pub async fn apply(&self, wanted: &str) -> QuickChatView {
+    /// registered, and says how it went. Nothing happens when it did not change, and `None`
+    /// when a newer setting was saved meanwhile (that one applies instead).
+    pub async fn apply(&self, wanted: &str, ticket: u64) -> Option<QuickChatView> {
         let wanted = wanted.trim().to_owned();
         let mut state = self.state.lock().await;
+        if ticket < self.latest.load(Ordering::SeqCst) {
+            return None;
+        }
         if state.0.as_deref() == Some(wanted.as_str()) {
-            return state.2.clone();
+            return Some(state.2.clone());
         }
         self.release(std::mem::replace(&mut state.1, Bound::None));
         let (bound, view) = if wanted.is_empty() {
@@ -174,7 +191,7 @@ impl QuickKeys {
             }
         }
         *state = (Some(wanted), bound, view.clone());
-        view
+        Some(view)
     }
 
     async fn bind(&self, shortcut: &Shortcut) -> (Bound, QuickChatView) {
@@ -250,12 +267,22 @@ impl QuickKeys {
         let wanted = shortcut.portal_trigger();
         let request = NewShortcut::new(PORTAL_SHORTCUT, "Open Switchboard's quick chat")
             .preferred_trigger(wanted.as_str());
-        // The desktop may ask the person first; that takes as long as they take.
-        let bound = portal
-            .bind_shortcuts(&session, &[request], None, BindShortcutsOptions::default())
-            .await
-            .and_then(|r| r.response())
-            .map_err(|e| portal_error(&e))?;
+        // The desktop may ask the person first; that takes as long as they take, up to a limit,
+        // so a dialog left open does not hold back the next change of the setting for ever.
+        let requests = [request];
+        let bind =
+            portal.bind_shortcuts(&session, &requests, None, BindShortcutsOptions::default());
+        let bound = match tokio::time::timeout(PORTAL_DIALOG, bind).await {
+            Ok(answer) => answer
+                .and_then(|r| r.response())
+                .map_err(|e| portal_error(&e))?,
+            Err(_) => {
+                let _ = session.close().await;
+                return Err(
+                    "the desktop's shortcut dialog was not answered within 2 minutes".into(),
+                );
+            }
+        };
         let trigger = bound
             .shortcuts()
             .iter()
@@ -336,6 +363,27 @@ fn portal_error(error: &ashpd::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two saves whose tasks run in the opposite order: the later save is what stays applied.
+    #[tokio::test]
+    async fn a_later_save_wins_whatever_order_the_tasks_run_in() {
+        let keys = QuickKeys::new(Display::None, || {});
+        let first = keys.ticket();
+        let second = keys.ticket();
+        let applied = keys.apply("", second).await.expect("the latest applies");
+        assert!(applied.shortcut.is_none());
+        assert!(applied
+            .problem
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("Turned off"));
+        assert!(
+            keys.apply("Ctrl+", first).await.is_none(),
+            "an older save arriving late is skipped"
+        );
+        let again = keys.apply("", keys.ticket()).await.expect("applies");
+        assert_eq!(again.problem, applied.problem, "the later setting stayed");
+    }
 
     #[test]
     fn the_session_kind_comes_from_the_environment() {
