@@ -2,7 +2,8 @@
 # Installs what is missing, then runs every check and test: formatting, lints, unit and
 # integration tests, the UI's tests, and the desktop app end to end (its real window over
 # WebDriver, its tray over D-Bus, its notifications on a real daemon) in a virtual X server with
-# its own session bus. This is what CI runs (through .ci/run).
+# its own session bus; then audits the dependency tree and builds, installs, runs and removes the
+# packages. This is what CI runs (through .ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -21,4 +22,8 @@ npm test --silent
 echo "== end to end: the desktop app under Xvfb, D-Bus, dunst and a tray host"
 SWITCHBOARD_E2E=1 xvfb-run -a -s "-screen 0 1280x800x24" \
   dbus-run-session -- cargo test --locked -p switchboard --test e2e -- --test-threads=1
+echo "== audit: licenses, duplicate crates, sources, advisories (cargo-deny); npm audit"
+bash scripts/audit.sh
+echo "== packages: build the .deb and .rpm, install the .deb, run what it installed, remove it"
+bash scripts/package.sh --install
 echo "== all passed; screenshots in artifacts/screenshots/"

@@ -147,7 +147,7 @@ impl App {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start tauri-driver: {e}"));
         let url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
+        let http = switchboard_engine::http::client();
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Ok(Some(status)) = driver.try_wait() {
@@ -179,7 +179,7 @@ impl App {
         capabilities.insert(
             "tauri:options".into(),
             json!({
-                "application": env!("CARGO_BIN_EXE_switchboard"),
+                "application": crate::env::app_binary(),
                 "args": args,
             }),
         );

@@ -110,7 +110,7 @@ async fn the_desktop_chat_streams_asks_in_place_keeps_its_history_and_has_a_quic
     wait_x_window("Esc to close the quick chat", "Quick chat", false);
 
     // By its command: a second launch hands over to the running app.
-    let launched = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+    let launched = Command::new(env::app_binary())
         .arg("--config")
         .arg(files.config())
         .arg("--data-dir")

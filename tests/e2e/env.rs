@@ -24,6 +24,15 @@ pub enum Unavailable {
     Broken(String),
 }
 
+/// The app under test: the one this build made, or an installed one named by
+/// `SWITCHBOARD_E2E_APP` (the package test runs the suite against `/usr/bin/switchboard`).
+pub fn app_binary() -> String {
+    std::env::var("SWITCHBOARD_E2E_APP")
+        .ok()
+        .filter(|path| !path.is_empty())
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_switchboard").to_owned())
+}
+
 static ENV: OnceLock<Result<Env, String>> = OnceLock::new();
 
 /// The environment, or `None` after printing why the tests skip. Panics when the environment

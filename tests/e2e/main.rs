@@ -330,7 +330,7 @@ async fn the_approval_mode_set_in_the_window_shows_in_the_tray_and_back() {
 /// Sends a watch notification with a context to the test user's Telegram chat, as Stakpak's
 /// watch scheduler does.
 async fn watch_notification(fakes: &Fakes) {
-    let response = reqwest::Client::new()
+    let response = switchboard_engine::http::client()
         .post(format!("http://127.0.0.1:{}/v1/gateway/send", fakes.api_port))
         .bearer_auth(API_TOKEN)
         .json(&json!({
