@@ -2,7 +2,7 @@
 
 use rusqlite::{params, OptionalExtension};
 
-use super::Store;
+use super::{Cached, Store};
 use crate::access::{PairingRequest, PairingState, PeerState};
 
 const PAIRING_COLUMNS: &str =
@@ -26,7 +26,7 @@ impl Store {
     pub fn peer_state(&self, channel: &str, peer_id: &str) -> anyhow::Result<PeerState> {
         let state: Option<String> = self
             .lock()
-            .query_row(
+            .one(
                 "SELECT state FROM peers WHERE channel = ?1 AND peer_id = ?2",
                 params![channel, peer_id],
                 |r| r.get(0),
@@ -102,7 +102,7 @@ impl Store {
         let excess = (waiting.len() + 1).saturating_sub(max_pending.max(1));
         let mut evicted = Vec::with_capacity(excess);
         for mut old in waiting.into_iter().take(excess) {
-            let changed = tx.execute(
+            let changed = tx.exec(
                 "UPDATE pairing_requests SET expires_ms = ?3 WHERE channel = ?1 AND code = ?2 AND state = 'pending' AND expires_ms > ?3",
                 params![old.channel, old.code, now],
             )?;
@@ -111,7 +111,7 @@ impl Store {
                 evicted.push(old);
             }
         }
-        tx.execute(
+        tx.exec(
             "INSERT INTO pairing_requests (channel, peer_id, peer_name, code, first_message, created_ms, expires_ms, state)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending')",
             params![
@@ -150,11 +150,11 @@ impl Store {
         };
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        tx.execute(
+        tx.exec(
             "UPDATE pairing_requests SET state = ?3 WHERE channel = ?1 AND code = ?2 AND state = 'pending'",
             params![channel, code, state.as_str()],
         )?;
-        tx.execute(
+        tx.exec(
             "INSERT INTO peers (channel, peer_id, name, state, decided_by, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (channel, peer_id) DO UPDATE SET name = ?3, state = ?4, decided_by = ?5, updated_ms = ?6",
             params![channel, request.peer_id, request.peer_name, state.as_str(), decided_by, now],

@@ -11,7 +11,7 @@
 use rusqlite::params;
 use serde::Serialize;
 
-use super::{from_json, to_json, Store};
+use super::{from_json, to_json, Cached, Store};
 use crate::approvals::policy::{ApprovalRule, Grant};
 use crate::approvals::{Actor, ApprovalState, Surface};
 use crate::model::{now_ms, DeliveryTarget};
@@ -121,7 +121,7 @@ impl Store {
     /// Stores a pending approval; a second one for the same run and call is ignored (returns
     /// false).
     pub fn insert_approval(&self, a: &ApprovalRecord) -> anyhow::Result<bool> {
-        let inserted = self.lock().execute(
+        let inserted = self.lock().exec(
             "INSERT OR IGNORE INTO approvals (id, run_local_id, routing_key, session_id, server_run_id, tool_call_id, tool, arguments, requester, channel, target, created_ms, deadline_ms, state, requester_id)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 'pending', ?14)",
             params![
@@ -216,7 +216,7 @@ impl Store {
 
     /// Remembers the chat message that shows an approval's prompt.
     pub fn set_approval_message(&self, id: &str, message_id: &str) -> anyhow::Result<()> {
-        self.lock().execute(
+        self.lock().exec(
             "UPDATE approvals SET chat_message_id = ?2 WHERE id = ?1",
             params![id, message_id],
         )?;
@@ -237,7 +237,7 @@ impl Store {
         let changed = {
             let mut conn = self.lock();
             let tx = conn.transaction()?;
-            let changed = tx.execute(
+            let changed = tx.exec(
                 "UPDATE approvals SET state = ?2, decided_by = ?3, decided_by_id = ?4, surface = ?5, decided_ms = ?6, note = ?7
                  WHERE id = ?1 AND state = 'pending' AND deadline_ms > ?6",
                 params![id, state, actor.name, actor.id, surface, now, note],
@@ -275,7 +275,7 @@ impl Store {
             let changed = {
                 let mut conn = self.lock();
                 let tx = conn.transaction()?;
-                let changed = tx.execute(
+                let changed = tx.exec(
                     &format!(
                         "UPDATE approvals SET state = 'expired', decided_by = 'timeout', decided_by_id = NULL, surface = 'engine', decided_ms = ?2
                          WHERE id = ?1 AND {OPEN} AND state != 'expired'"
@@ -317,7 +317,7 @@ impl Store {
         let changed = {
             let mut conn = self.lock();
             let tx = conn.transaction()?;
-            let changed = tx.execute(
+            let changed = tx.exec(
                 &format!(
                     "UPDATE approvals SET state = 'closed', note = ?2, decided_ms = COALESCE(decided_ms, ?3),
                          decided_by = COALESCE(decided_by, 'engine'), surface = COALESCE(surface, 'engine')
@@ -364,7 +364,7 @@ impl Store {
 
     /// Writes a decision the engine made by policy (a mode, a rule or a grant) to the audit log.
     pub fn log_decision(&self, d: &DecisionRecord) -> anyhow::Result<()> {
-        self.lock().execute(
+        self.lock().exec(
             "INSERT INTO decisions (at_ms, session_id, run_id, tool_call_id, tool, action, decided_by, decided_by_id, surface, channel, note)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
@@ -415,7 +415,7 @@ impl Store {
         created_by: &str,
     ) -> anyhow::Result<i64> {
         let conn = self.lock();
-        conn.execute(
+        conn.exec(
             "INSERT INTO approval_rules (tool, arg_pattern, channel, created_ms, created_by) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![tool, arg_pattern, channel, now_ms(), created_by],
         )?;
@@ -425,7 +425,7 @@ impl Store {
     pub fn remove_rule(&self, id: i64) -> anyhow::Result<bool> {
         Ok(self
             .lock()
-            .execute("DELETE FROM approval_rules WHERE id = ?1", params![id])?
+            .exec("DELETE FROM approval_rules WHERE id = ?1", params![id])?
             == 1)
     }
 
@@ -450,7 +450,7 @@ impl Store {
         tool: &str,
         created_by: &str,
     ) -> anyhow::Result<()> {
-        self.lock().execute(
+        self.lock().exec(
             "INSERT OR IGNORE INTO grants (routing_key, session_id, tool, created_ms, created_by) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![routing_key, session_id, tool, now_ms(), created_by],
         )?;
@@ -483,7 +483,7 @@ fn log_tx(
     note: Option<&str>,
     now: i64,
 ) -> rusqlite::Result<usize> {
-    tx.execute(
+    tx.exec(
         "INSERT INTO decisions (at_ms, session_id, run_id, tool_call_id, tool, action, decided_by, decided_by_id, surface, channel, note)
          SELECT ?2, session_id, server_run_id, tool_call_id, tool, ?3, ?4, ?5, ?6, channel, ?7 FROM approvals WHERE id = ?1",
         params![id, now, state, actor.name, actor.id, surface, note],

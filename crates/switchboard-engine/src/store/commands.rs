@@ -4,7 +4,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
-use super::Store;
+use super::{Cached, Store};
 use crate::agent::Usage;
 use crate::model::{now_ms, InboundMessage, JournalState};
 
@@ -38,7 +38,7 @@ impl Store {
         routing_key: &str,
         now: i64,
     ) -> anyhow::Result<()> {
-        self.lock().execute(
+        self.lock().exec(
             "INSERT INTO conversations (routing_key, channel, peer, chat, target, created_ms, last_used_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
              ON CONFLICT (routing_key) DO UPDATE SET last_used_ms = ?6",
@@ -58,7 +58,7 @@ impl Store {
     pub fn conversation_model(&self, routing_key: &str) -> anyhow::Result<Option<String>> {
         Ok(self
             .lock()
-            .query_row(
+            .one(
                 "SELECT model FROM conversations WHERE routing_key = ?1",
                 params![routing_key],
                 |r| r.get::<_, Option<String>>(0),
@@ -74,7 +74,7 @@ impl Store {
         routing_key: &str,
         model: Option<&str>,
     ) -> anyhow::Result<bool> {
-        Ok(self.lock().execute(
+        Ok(self.lock().exec(
             "UPDATE conversations SET model = ?2 WHERE routing_key = ?1",
             params![routing_key, model],
         )? == 1)
@@ -104,7 +104,7 @@ impl Store {
     pub fn usage(&self, routing_key: &str) -> anyhow::Result<UsageTotals> {
         Ok(self
             .lock()
-            .query_row(
+            .one(
                 "SELECT usage_runs, usage_prompt, usage_completion, usage_total, last_prompt, last_completion, last_total
                  FROM conversations WHERE routing_key = ?1",
                 params![routing_key],
@@ -128,7 +128,7 @@ impl Store {
     /// Drops a conversation's queued messages (`/stop`), marking them failed with `why`; returns
     /// how many.
     pub fn drop_queued(&self, routing_key: &str, why: &str) -> anyhow::Result<usize> {
-        Ok(self.lock().execute(
+        Ok(self.lock().exec(
             "UPDATE journal SET state = ?2, error = ?3, updated_ms = ?4 WHERE routing_key = ?1 AND state = 'queued'",
             params![routing_key, JournalState::Failed, why, now_ms()],
         )?)
@@ -146,7 +146,7 @@ pub(super) fn record_usage_in(
         usage.completion_tokens as i64,
         usage.total_tokens as i64,
     );
-    conn.execute(
+    conn.exec(
         "UPDATE conversations SET usage_runs = usage_runs + 1,
              usage_prompt = usage_prompt + ?2, usage_completion = usage_completion + ?3, usage_total = usage_total + ?4,
              last_prompt = ?2, last_completion = ?3, last_total = ?4

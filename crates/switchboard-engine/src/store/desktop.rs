@@ -3,7 +3,7 @@
 
 use rusqlite::{params, OptionalExtension};
 
-use super::Store;
+use super::{Cached, Store};
 use crate::channels::desktop::{DesktopKind, DesktopMessage};
 use crate::channels::StreamTask;
 
@@ -12,7 +12,7 @@ const COLUMNS: &str =
 
 /// One desktop message by its id.
 fn by_id(conn: &rusqlite::Connection, id: i64) -> rusqlite::Result<Option<DesktopMessage>> {
-    conn.query_row(
+    conn.one(
         &format!("SELECT {COLUMNS} FROM desktop_messages WHERE id = ?1"),
         params![id],
         read_row,
@@ -61,7 +61,7 @@ impl Store {
         now: i64,
     ) -> anyhow::Result<DesktopMessage> {
         let conn = self.lock();
-        conn.execute(
+        conn.exec(
             "INSERT INTO desktop_messages (chat_id, kind, text, tasks, streaming, approval_id, created_ms, updated_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
             params![
@@ -89,7 +89,7 @@ impl Store {
         now: i64,
     ) -> anyhow::Result<Option<DesktopMessage>> {
         let conn = self.lock();
-        conn.execute(
+        conn.exec(
             "UPDATE desktop_messages SET text = ?2, tasks = ?3, streaming = ?4, updated_ms = ?5 WHERE id = ?1",
             params![
                 id,
@@ -110,7 +110,7 @@ impl Store {
         now: i64,
     ) -> anyhow::Result<Option<DesktopMessage>> {
         let conn = self.lock();
-        conn.execute(
+        conn.exec(
             "UPDATE desktop_messages SET outcome = ?2, updated_ms = ?3 WHERE id = ?1",
             params![id, outcome, now],
         )?;

@@ -27,6 +27,36 @@ pub use commands::{SessionEntry, UsageTotals};
 pub use crate::approvals::policy::{ApprovalRule, Grant};
 pub use approvals::{ApprovalRecord, DecisionRecord, Resolution};
 
+/// How many parsed statements the connection keeps.
+const STATEMENT_CACHE: usize = 256;
+
+/// Statements run through the connection's statement cache: parsed once per connection instead
+/// of on every call, as rusqlite's own `execute` and `query_row` do. For connections,
+/// transactions and savepoints alike (they dereference to the connection).
+pub(crate) trait Cached {
+    /// Like `Connection::execute`.
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+    /// Like `Connection::query_row`.
+    fn one<T, P, F>(&self, sql: &str, params: P, row: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>;
+}
+
+impl Cached for Connection {
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+
+    fn one<T, P, F>(&self, sql: &str, params: P, row: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.prepare_cached(sql)?.query_row(params, row)
+    }
+}
+
 /// How many changed rows make a background checkpoint due (about a hundred messages' worth).
 const CHECKPOINT_AFTER_CHANGES: u32 = 500;
 /// A log longer than this many pages (4 KiB each, so about 20 MB) is truncated rather than left
@@ -503,7 +533,7 @@ impl Store {
             .name("sqlite-checkpoint".into())
             .spawn(move || {
                 let checkpoint = |conn: &Connection, mode: &str| {
-                    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+                    conn.one(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
                         r.get::<_, i64>(1)
                     })
                 };
@@ -555,7 +585,10 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        // Every statement the store runs stays parsed (there are about a hundred; rusqlite keeps
+        // 16 by default, too few: they pushed each other out and were parsed again on most calls).
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        let version: i64 = conn.one("PRAGMA user_version", [], |r| r.get(0))?;
         if version as usize > MIGRATIONS.len() {
             anyhow::bail!(
                 "the database was written by a newer Switchboard (schema {version}, this one knows {}); update Switchboard",
@@ -613,9 +646,7 @@ impl Store {
     }
 
     pub fn schema_version(&self) -> anyhow::Result<i64> {
-        Ok(self
-            .lock()
-            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
+        Ok(self.lock().one("PRAGMA user_version", [], |r| r.get(0))?)
     }
 
     // ----- intake -------------------------------------------------------------------------------
@@ -657,7 +688,7 @@ impl Store {
             return Ok(false);
         }
         for key in keys {
-            tx.execute(
+            tx.exec(
                 "INSERT OR IGNORE INTO dedup (key, seen_ms) VALUES (?1, ?2)",
                 params![key, now],
             )?;
@@ -686,7 +717,7 @@ impl Store {
     pub fn keys_with_queued(&self) -> anyhow::Result<Vec<String>> {
         let conn = self.lock();
         let mut stmt =
-            conn.prepare("SELECT DISTINCT routing_key FROM journal WHERE state = 'queued'")?;
+            conn.prepare_cached("SELECT DISTINCT routing_key FROM journal WHERE state = 'queued'")?;
         let keys = stmt
             .query_map([], |r| r.get(0))?
             .collect::<Result<Vec<String>, _>>()?;
@@ -751,7 +782,7 @@ impl Store {
         id: i64,
         attachments: &[crate::model::Attachment],
     ) -> anyhow::Result<()> {
-        self.lock().execute(
+        self.lock().exec(
             "UPDATE journal SET attachments = ?2, updated_ms = ?3 WHERE id = ?1",
             params![id, to_json(&attachments), now_ms()],
         )?;
@@ -835,13 +866,13 @@ impl Store {
     ) -> anyhow::Result<()> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        tx.execute(
+        tx.exec(
             "UPDATE conversations SET session_id = ?2, title = COALESCE(?3, title) WHERE routing_key = ?1",
             params![routing_key, session_id, title],
         )?;
         if let Some(session) = session_id {
             // The conversation's sessions, for /sessions and /resume.
-            tx.execute(
+            tx.exec(
                 "INSERT INTO conversation_sessions (routing_key, session_id, title, started_ms)
                  SELECT routing_key, session_id, title, ?3 FROM conversations WHERE routing_key = ?1 AND session_id = ?2
                  ON CONFLICT (routing_key, session_id) DO NOTHING",
@@ -898,7 +929,7 @@ impl Store {
 
     /// Records (or with `None` forgets) the message that shows a run's reply while it is written.
     pub fn set_run_preview(&self, local_id: &str, preview: Option<&str>) -> anyhow::Result<()> {
-        self.lock().execute(
+        self.lock().exec(
             "UPDATE runs SET preview = ?2, updated_ms = ?3 WHERE local_id = ?1",
             params![local_id, preview, now_ms()],
         )?;
@@ -907,7 +938,7 @@ impl Store {
 
     /// Records the part of a run's reply that is in the chat already.
     pub fn set_run_streamed(&self, local_id: &str, streamed: &str) -> anyhow::Result<()> {
-        self.lock().execute(
+        self.lock().exec(
             "UPDATE runs SET streamed = ?2, updated_ms = ?3 WHERE local_id = ?1",
             params![local_id, streamed, now_ms()],
         )?;
@@ -934,12 +965,12 @@ impl Store {
         let tx = conn.transaction()?;
         mark_journal_tx(&tx, &run.journal_ids, JournalState::Queued, None)?;
         for id in &run.journal_ids {
-            tx.execute(
+            tx.exec(
                 "UPDATE journal SET run_id = NULL WHERE id = ?1",
                 params![id],
             )?;
         }
-        tx.execute(
+        tx.exec(
             "DELETE FROM runs WHERE local_id = ?1",
             params![run.local_id],
         )?;
@@ -998,7 +1029,7 @@ impl Store {
     pub fn cursor(&self, session_id: &str) -> anyhow::Result<Option<(i64, i64)>> {
         Ok(self
             .lock()
-            .query_row(
+            .one(
                 "SELECT last_event_id, server_epoch FROM cursors WHERE session_id = ?1",
                 params![session_id],
                 |r| Ok((r.get(0)?, r.get(1)?)),
@@ -1028,7 +1059,7 @@ impl Store {
     }
 
     pub fn clear_cursor(&self, session_id: &str) -> anyhow::Result<()> {
-        self.lock().execute(
+        self.lock().exec(
             "DELETE FROM cursors WHERE session_id = ?1",
             params![session_id],
         )?;
@@ -1047,7 +1078,7 @@ impl Store {
         now: i64,
         expires_ms: i64,
     ) -> anyhow::Result<()> {
-        self.lock().execute(
+        self.lock().exec(
             "INSERT INTO delivery_contexts (channel, place, context, notification, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![channel, place, to_json(context), notification, now, expires_ms],
         )?;
@@ -1059,7 +1090,7 @@ impl Store {
     pub fn channel_offset(&self, channel: &str, key: &str) -> anyhow::Result<Option<String>> {
         Ok(self
             .lock()
-            .query_row(
+            .one(
                 "SELECT value FROM channel_offsets WHERE channel = ?1 AND key = ?2",
                 params![channel, key],
                 |r| r.get(0),
@@ -1068,7 +1099,7 @@ impl Store {
     }
 
     pub fn set_channel_offset(&self, channel: &str, key: &str, value: &str) -> anyhow::Result<()> {
-        self.lock().execute(
+        self.lock().exec(
             "INSERT INTO channel_offsets (channel, key, value) VALUES (?1, ?2, ?3) ON CONFLICT (channel, key) DO UPDATE SET value = ?3",
             params![channel, key, value],
         )?;
@@ -1083,7 +1114,7 @@ impl Store {
         prefix: &str,
         before_ms: i64,
     ) -> anyhow::Result<usize> {
-        Ok(self.lock().execute(
+        Ok(self.lock().exec(
             "DELETE FROM channel_offsets WHERE channel = ?1 AND substr(key, 1, length(?2)) = ?2 AND CAST(value AS INTEGER) < ?3",
             params![channel, prefix, before_ms],
         )?)
@@ -1092,14 +1123,14 @@ impl Store {
     pub fn meta(&self, key: &str) -> anyhow::Result<Option<String>> {
         Ok(self
             .lock()
-            .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+            .one("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
                 r.get(0)
             })
             .optional()?)
     }
 
     pub fn set_meta(&self, key: &str, value: &str) -> anyhow::Result<()> {
-        self.lock().execute(
+        self.lock().exec(
             "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2",
             params![key, value],
         )?;
@@ -1114,47 +1145,47 @@ impl Store {
     pub fn prune(&self, now: i64, idle_ms: i64, retention_ms: i64) -> anyhow::Result<Pruned> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let conversations = tx.execute(
+        let conversations = tx.exec(
             "DELETE FROM conversations WHERE last_used_ms < ?1
                AND routing_key NOT IN (SELECT routing_key FROM journal WHERE state IN ('queued', 'sent'))
                AND routing_key NOT IN (SELECT routing_key FROM runs)",
             params![now - idle_ms],
         )?;
-        tx.execute(
+        tx.exec(
             "DELETE FROM conversation_sessions WHERE routing_key NOT IN (SELECT routing_key FROM conversations)",
             [],
         )?;
-        let journal = tx.execute(
+        let journal = tx.exec(
             "DELETE FROM journal WHERE state IN ('replied', 'failed') AND updated_ms < ?1",
             params![now - retention_ms],
         )?;
-        let decisions = tx.execute(
+        let decisions = tx.exec(
             "DELETE FROM decisions WHERE at_ms < ?1",
             params![now - retention_ms],
         )?;
         // The desktop chat's side is kept as long as the journal keeps the person's side.
-        tx.execute(
+        tx.exec(
             "DELETE FROM desktop_messages WHERE streaming = 0 AND updated_ms < ?1",
             params![now - retention_ms],
         )?;
-        tx.execute(
+        tx.exec(
             "DELETE FROM approvals WHERE state != 'pending' AND confirmed_ms IS NOT NULL AND decided_ms < ?1",
             params![now - retention_ms],
         )?;
-        let contexts = tx.execute(
+        let contexts = tx.exec(
             "DELETE FROM delivery_contexts WHERE expires_ms <= ?1 OR consumed_ms IS NOT NULL",
             params![now],
         )?;
-        let dedup = tx.execute(
+        let dedup = tx.exec(
             "DELETE FROM dedup WHERE seen_ms < ?1",
             params![now - DEDUP_RETENTION_MS],
         )?;
         // Pairing requests that ended or expired are kept a while for the window's history.
-        tx.execute(
+        tx.exec(
             "DELETE FROM pairing_requests WHERE expires_ms < ?1 OR (state != 'pending' AND created_ms < ?1)",
             params![now - retention_ms.min(7 * 86_400_000)],
         )?;
-        tx.execute(
+        tx.exec(
             "DELETE FROM cursors WHERE session_id NOT IN (SELECT session_id FROM conversations WHERE session_id IS NOT NULL)",
             [],
         )?;
@@ -1231,7 +1262,7 @@ fn write_batches(conn: std::sync::Weak<Mutex<Connection>>, jobs: std::sync::mpsc
 /// The body of [`Store::insert_run`].
 fn insert_run_in(tx: &Connection, run: &RunRecord) -> anyhow::Result<()> {
     let now = now_ms();
-    tx.execute(
+    tx.exec(
             "INSERT INTO runs (local_id, routing_key, session_id, server_run_id, state, text, idempotency_key, cursor_start, journal_ids, reply, delivered_chunks, created_ms, updated_ms, model, streamed, preview, images)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15, ?16)",
             params![
@@ -1254,7 +1285,7 @@ fn insert_run_in(tx: &Connection, run: &RunRecord) -> anyhow::Result<()> {
             ],
         )?;
     for id in &run.journal_ids {
-        tx.execute(
+        tx.exec(
             "UPDATE journal SET run_id = ?1, updated_ms = ?2 WHERE id = ?3",
             params![run.local_id, now, id],
         )?;
@@ -1264,7 +1295,7 @@ fn insert_run_in(tx: &Connection, run: &RunRecord) -> anyhow::Result<()> {
 
 /// The body of [`Store::update_run`].
 fn update_run_in(conn: &Connection, run: &RunRecord) -> anyhow::Result<()> {
-    conn.execute(
+    conn.exec(
             "UPDATE runs SET session_id = ?2, server_run_id = ?3, state = ?4, text = ?5, idempotency_key = ?6, cursor_start = ?7,
                  reply = ?8, delivered_chunks = ?9, journal_ids = ?10, updated_ms = ?11, model = ?12, streamed = ?13, preview = ?14, images = ?15 WHERE local_id = ?1",
             params![
@@ -1296,7 +1327,7 @@ fn finish_run_in(
     error: Option<&str>,
 ) -> anyhow::Result<()> {
     mark_journal_tx(tx, journal_ids, state, error)?;
-    tx.execute("DELETE FROM runs WHERE local_id = ?1", params![local_id])?;
+    tx.exec("DELETE FROM runs WHERE local_id = ?1", params![local_id])?;
     Ok(())
 }
 
@@ -1306,7 +1337,7 @@ fn set_cursor_in(
     last_event_id: i64,
     server_epoch: i64,
 ) -> anyhow::Result<()> {
-    conn.execute(
+    conn.exec(
         "INSERT INTO cursors (session_id, last_event_id, server_epoch) VALUES (?1, ?2, ?3)
          ON CONFLICT (session_id) DO UPDATE SET last_event_id = ?2, server_epoch = ?3",
         params![session_id, last_event_id, server_epoch],
@@ -1325,12 +1356,12 @@ fn accept_in(
         return Ok(Accepted::Duplicate);
     }
     for key in &message.dedup_keys {
-        tx.execute(
+        tx.exec(
             "INSERT OR IGNORE INTO dedup (key, seen_ms) VALUES (?1, ?2)",
             params![key, now],
         )?;
     }
-    tx.execute(
+    tx.exec(
         "INSERT INTO conversations (routing_key, channel, peer, chat, target, created_ms, last_used_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
          ON CONFLICT (routing_key) DO UPDATE SET channel = ?2, peer = CASE WHEN ?7 THEN peer ELSE ?3 END,
@@ -1348,7 +1379,7 @@ fn accept_in(
         ],
     )?;
     let context: Option<(i64, String, String)> = tx
-        .query_row(
+        .one(
             "SELECT id, context, notification FROM delivery_contexts
              WHERE channel = ?1 AND place = ?2 AND consumed_ms IS NULL AND expires_ms > ?3
              ORDER BY id DESC LIMIT 1",
@@ -1358,7 +1389,7 @@ fn accept_in(
         .optional()?;
     let consumed = match context {
         Some((id, context, notification)) => {
-            tx.execute(
+            tx.exec(
                 "UPDATE delivery_contexts SET consumed_ms = ?1 WHERE id = ?2",
                 params![now, id],
             )?;
@@ -1370,7 +1401,7 @@ fn accept_in(
         }
         None => None,
     };
-    tx.execute(
+    tx.exec(
         "INSERT INTO journal (channel, routing_key, peer, chat, target, text, context, state, created_ms, updated_ms, attachments)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?8, ?9)",
         params![
@@ -1447,8 +1478,8 @@ mod tests {
         }
         // A write that fails half way (the second statement is not SQL) in the same batches.
         let failing = store.write(|conn| {
-            conn.execute("INSERT INTO meta (key, value) VALUES ('half', 'way')", [])?;
-            conn.execute("NOT SQL", [])?;
+            conn.exec("INSERT INTO meta (key, value) VALUES ('half', 'way')", [])?;
+            conn.exec("NOT SQL", [])?;
             Ok(())
         });
         assert!(failing.await.is_err(), "a failing write says so");
