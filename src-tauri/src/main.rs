@@ -6,6 +6,10 @@
     windows_subsystem = "windows"
 )]
 
+/// The engine's allocator, as in the headless gateway (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     switchboard::run();
 }

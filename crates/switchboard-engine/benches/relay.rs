@@ -3,11 +3,13 @@
 //! message was lost or duplicated.
 //!
 //! `cargo bench -p switchboard-engine --bench relay` (add `-- --quick` for a short run,
-//! `-- --unmerged-only` for the unmerged workloads alone).
+//! `-- --unmerged-only` for the unmerged workloads alone; `SHAPES=50x10,200x5` for other unmerged
+//! workloads, as conversations x messages each).
 //!
 //! The unmerged workloads send each conversation's next message only after its reply, so no two
 //! messages merge into one run: every message is a run, as when people wait for answers. The
-//! model answers 50 ms after each message (`SLOW 0.05`).
+//! model answers 50 ms after each message (`SLOW 0.05`). Their latency is also split where the
+//! time goes: before the server has the message, at the server, and after it said it was done.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,6 +25,10 @@ use switchboard_engine::{Engine, EngineHandle, EngineOptions};
 use switchboard_testkit::stakpak::FakeStakpak;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+
+// The allocator the binaries use (switchboard, switchboard-gateway), so the numbers are theirs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
@@ -43,7 +49,11 @@ fn main() {
                 throughput(conversations, per_conversation).await;
             }
         }
-        let shapes: &[(usize, usize)] = if quick {
+        // SHAPES=50x10,200x5: other unmerged workloads (conversations x messages each).
+        let custom = custom_shapes();
+        let shapes: &[(usize, usize)] = if !custom.is_empty() {
+            &custom
+        } else if quick {
             &[(100, 3)]
         } else {
             &[(200, 5), (1000, 2)]
@@ -246,6 +256,19 @@ async fn throughput(conversations: usize, per_conversation: usize) {
 /// Where one conversation's replies go: their text and when they were sent.
 type Lane = mpsc::UnboundedSender<(String, Instant)>;
 
+/// The workloads asked for in `SHAPES` (`200x5,1000x2`); none when it is unset or unreadable.
+fn custom_shapes() -> Vec<(usize, usize)> {
+    let Ok(list) = std::env::var("SHAPES") else {
+        return Vec::new();
+    };
+    list.split(',')
+        .filter_map(|shape| {
+            let (conversations, messages) = shape.trim().split_once('x')?;
+            Some((conversations.parse().ok()?, messages.parse().ok()?))
+        })
+        .collect()
+}
+
 /// A chat for the unmerged workloads: each reply is handed straight to the conversation waiting
 /// for it (no shared list to scan), so the harness costs next to nothing beside the engine.
 #[derive(Clone)]
@@ -414,7 +437,7 @@ async fn unmerged(conversations: usize, per_conversation: usize) {
         let peer = format!("u{c}");
         let mut replies = chat.lane(&peer);
         handles.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(per_conversation);
+            let mut stamps = Vec::with_capacity(per_conversation);
             let mut answered = 0;
             for m in 0..per_conversation {
                 let text = format!("SLOW 0.05 un-{c}-{m}");
@@ -436,16 +459,16 @@ async fn unmerged(conversations: usize, per_conversation: usize) {
                 if reply == format!("echo: {text}") {
                     answered += 1;
                 }
-                latencies.push(when.saturating_duration_since(at));
+                stamps.push((text, at, when));
             }
-            (latencies, answered)
+            (stamps, answered)
         }));
     }
-    let mut latencies = Vec::new();
+    let mut stamps = Vec::new();
     let mut answered = 0;
     for handle in handles {
-        let (l, a) = handle.await.expect("conversation");
-        latencies.extend(l);
+        let (s, a) = handle.await.expect("conversation");
+        stamps.extend(s);
         answered += a;
     }
     let elapsed = started.elapsed();
@@ -457,7 +480,29 @@ async fn unmerged(conversations: usize, per_conversation: usize) {
         fake.runs_started(),
         total - answered,
     );
+    let latencies = stamps
+        .iter()
+        .map(|(_, at, when)| when.saturating_duration_since(*at))
+        .collect();
     report("  message handed in -> its reply sent", latencies);
+    // Where the time goes: before the server has the message, at the server (the model's 50 ms
+    // and the fake's own work), and after the server said it was done.
+    let timings: HashMap<String, (Instant, Option<Instant>)> = fake
+        .run_timings()
+        .into_iter()
+        .map(|t| (t.text, (t.posted_at, t.completed_at)))
+        .collect();
+    let (mut before, mut at_server, mut after) = (Vec::new(), Vec::new(), Vec::new());
+    for (text, at, when) in &stamps {
+        if let Some((posted, Some(done))) = timings.get(text) {
+            before.push(posted.saturating_duration_since(*at));
+            at_server.push(done.saturating_duration_since(*posted));
+            after.push(when.saturating_duration_since(*done));
+        }
+    }
+    report("    handed in -> POST received by the server", before);
+    report("    POST received -> run_completed sent", at_server);
+    report("    run_completed sent -> reply sent", after);
     assert_eq!(answered, total, "every message answered with its own reply");
     shutdown.cancel();
     engine.stopped().await;

@@ -14,6 +14,10 @@ use switchboard_engine::config::{
 use switchboard_engine::Engine;
 use switchboard_testkit::slack::FakeSlack;
 use switchboard_testkit::stakpak::FakeStakpak;
+
+// The allocator the binaries use, so the numbers are theirs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use switchboard_testkit::telegram::FakeTelegram;
 use tokio_util::sync::CancellationToken;
 
