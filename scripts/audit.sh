@@ -16,12 +16,14 @@ fi
 echo "audit: cargo deny check bans licenses sources"
 cargo deny --locked check bans licenses sources
 
-if cargo deny --locked fetch db >/tmp/switchboard-deny-fetch.log 2>&1; then
+fetched=$(mktemp)
+trap 'rm -f "$fetched"' EXIT
+if cargo deny --locked fetch db >"$fetched" 2>&1; then
   echo "audit: cargo deny check advisories"
   cargo deny --locked check --disable-fetch advisories
 else
   echo "audit: SKIPPED the RustSec advisories: the advisory database cannot be fetched from here"
-  sed 's/^/audit:   /' /tmp/switchboard-deny-fetch.log | tail -3
+  sed 's/^/audit:   /' "$fetched" | tail -3
 fi
 
 echo "audit: npm audit --omit=dev"

@@ -35,7 +35,7 @@ if [ "${1:-}" = "--install" ]; then
   trap cleanup EXIT
   # What the package depends on comes from the distribution (apt resolves it; dpkg alone does not).
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "./$deb" \
-    || { $sudo dpkg -i "$deb"; $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -f -y -qq --no-install-recommends; }
+    || { $sudo dpkg -i "$deb" || true; $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -f -y -qq --no-install-recommends; }
   /usr/bin/switchboard --version
   /usr/bin/switchboard-gateway --version
 
