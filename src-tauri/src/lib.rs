@@ -16,6 +16,7 @@ pub mod shell;
 pub mod tray;
 pub mod validate;
 pub mod views;
+pub mod x11grab;
 
 #[cfg(test)]
 mod tests;

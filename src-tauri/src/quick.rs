@@ -9,14 +9,12 @@
 //! suggests binding `switchboard --quick-chat` in the desktop's own keyboard settings.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ashpd::desktop::global_shortcuts::{BindShortcutsOptions, GlobalShortcuts, NewShortcut};
 use ashpd::desktop::CreateSessionOptions;
 use futures_util::StreamExt;
-use global_hotkey::hotkey::{Code, HotKey, Modifiers};
-use global_hotkey::{GlobalHotKeyEvent, GlobalHotKeyManager, HotKeyState};
 use switchboard_engine::config::Shortcut;
 use tokio::sync::oneshot;
 
@@ -77,31 +75,6 @@ pub fn neither(portal: &str, x11: &str) -> String {
     )
 }
 
-/// The key the X server is asked to grab.
-pub fn hotkey(shortcut: &Shortcut) -> Result<HotKey, String> {
-    let mut modifiers = Modifiers::empty();
-    for (on, modifier) in [
-        (shortcut.ctrl, Modifiers::CONTROL),
-        (shortcut.alt, Modifiers::ALT),
-        (shortcut.shift, Modifiers::SHIFT),
-        (shortcut.logo, Modifiers::META),
-    ] {
-        if on {
-            modifiers |= modifier;
-        }
-    }
-    let key = &shortcut.key;
-    let name = match key.chars().next() {
-        Some(c) if key.len() == 1 && c.is_ascii_alphabetic() => format!("Key{key}"),
-        Some(c) if key.len() == 1 && c.is_ascii_digit() => format!("Digit{key}"),
-        _ => key.clone(),
-    };
-    let code: Code = name
-        .parse()
-        .map_err(|_| format!("{key} cannot be grabbed on X11"))?;
-    Ok(HotKey::new(Some(modifiers), code))
-}
-
 /// How the shortcut is registered now.
 enum Bound {
     None,
@@ -110,9 +83,9 @@ enum Bound {
     Portal {
         stop: oneshot::Sender<()>,
     },
-    /// With a key grab.
+    /// With a key grab (released when dropped).
     X11 {
-        hotkey: HotKey,
+        _grab: crate::x11grab::KeyGrab,
     },
 }
 
@@ -122,9 +95,6 @@ pub struct QuickKeys {
     open: Arc<dyn Fn() + Send + Sync>,
     /// The settings' shortcut as last applied (to do nothing when it did not change) and how.
     state: tokio::sync::Mutex<(Option<String>, Bound, QuickChatView)>,
-    /// The X server's key grabs, made the first time they are needed (the grab thread then
-    /// runs for the app's life).
-    grabs: Mutex<Option<GlobalHotKeyManager>>,
     /// The number of the latest setting asked for ([`QuickKeys::ticket`]): an older one that
     /// gets its turn after it is skipped, so saves apply in the order they were made.
     latest: AtomicU64,
@@ -137,7 +107,6 @@ impl QuickKeys {
             display,
             open: Arc::new(open),
             state: tokio::sync::Mutex::new((None, Bound::None, QuickChatView::default())),
-            grabs: Mutex::new(None),
             latest: AtomicU64::new(0),
         })
     }
@@ -219,8 +188,8 @@ impl QuickKeys {
             );
         }
         match self.grab(shortcut) {
-            Ok(hotkey) => (
-                Bound::X11 { hotkey },
+            Ok(grab) => (
+                Bound::X11 { _grab: grab },
                 QuickChatView {
                     shortcut: Some(shortcut.to_string()),
                     via: Some("x11".into()),
@@ -315,23 +284,8 @@ impl QuickKeys {
     }
 
     /// Grabs the shortcut on the X server.
-    fn grab(&self, shortcut: &Shortcut) -> Result<HotKey, String> {
-        let hotkey = hotkey(shortcut)?;
-        let mut grabs = self.grabs.lock().unwrap_or_else(|e| e.into_inner());
-        if grabs.is_none() {
-            let manager = GlobalHotKeyManager::new().map_err(|e| e.to_string())?;
-            let open = Arc::clone(&self.open);
-            GlobalHotKeyEvent::set_event_handler(Some(move |event: GlobalHotKeyEvent| {
-                if event.state == HotKeyState::Pressed {
-                    tracing::info!("quick chat shortcut (X11)");
-                    open();
-                }
-            }));
-            *grabs = Some(manager);
-        }
-        let manager = grabs.as_ref().ok_or("no key grabs")?;
-        manager.register(hotkey).map_err(|e| e.to_string())?;
-        Ok(hotkey)
+    fn grab(&self, shortcut: &Shortcut) -> Result<crate::x11grab::KeyGrab, String> {
+        crate::x11grab::KeyGrab::new(shortcut, Arc::clone(&self.open))
     }
 
     fn release(&self, bound: Bound) {
@@ -340,14 +294,8 @@ impl QuickKeys {
             Bound::Portal { stop } => {
                 let _ = stop.send(());
             }
-            Bound::X11 { hotkey } => {
-                let grabs = self.grabs.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(manager) = grabs.as_ref() {
-                    if let Err(e) = manager.unregister(hotkey) {
-                        tracing::debug!(error = %e, "cannot release the key grab");
-                    }
-                }
-            }
+            // Dropping the grab releases it.
+            Bound::X11 { .. } => {}
         }
     }
 }
@@ -414,31 +362,6 @@ mod tests {
         assert!(
             problem.contains("switchboard --quick-chat") && problem.contains("Wayland"),
             "says why and what to do instead: {problem}"
-        );
-    }
-
-    #[test]
-    fn shortcuts_become_x11_key_grabs() {
-        let grab = |text: &str| hotkey(&Shortcut::parse(text).expect("parses")).expect("grabs");
-        assert_eq!(
-            grab("Ctrl+Alt+Space"),
-            HotKey::new(Some(Modifiers::CONTROL | Modifiers::ALT), Code::Space)
-        );
-        assert_eq!(
-            grab("Super+k"),
-            HotKey::new(Some(Modifiers::META), Code::KeyK)
-        );
-        assert_eq!(
-            grab("Alt+7"),
-            HotKey::new(Some(Modifiers::ALT), Code::Digit7)
-        );
-        assert_eq!(
-            grab("Ctrl+F5"),
-            HotKey::new(Some(Modifiers::CONTROL), Code::F5)
-        );
-        assert_eq!(
-            grab("Ctrl+Shift+/"),
-            HotKey::new(Some(Modifiers::CONTROL | Modifiers::SHIFT), Code::Slash)
         );
     }
 }
