@@ -1,5 +1,6 @@
 // A tiny DOM builder. Text always goes in as text nodes (never as HTML), so nothing from a chat
 // or the server can inject markup; the page's CSP forbids inline scripts and styles anyway.
+import { timeAgo } from "./format";
 
 type Child = Node | string | number | null | undefined | false;
 type Attrs = Record<string, string | number | boolean | null | undefined | EventListener>;
@@ -35,3 +36,18 @@ export function mount(parent: Element, ...children: (Child | Child[])[]): void {
     parent.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
 }
+
+/** "3 min ago" for `ms`, marked so [`tickAges`] can age it in place. */
+export function since(ms: number | null | undefined, attrs: Attrs = {}): HTMLSpanElement {
+  return h("span", { ...attrs, "data-since": ms ? String(ms) : null }, timeAgo(ms, Date.now()));
+}
+
+/** Ages every relative time on the page in place (nothing is rebuilt, so an open window that
+ * only waits costs a few text changes every half minute, not a new page). */
+export function tickAges(root: ParentNode, now: number): void {
+  for (const el of root.querySelectorAll<HTMLElement>("[data-since]")) {
+    const text = timeAgo(Number(el.dataset.since), now);
+    if (el.textContent !== text) el.textContent = text;
+  }
+}
+

@@ -1,6 +1,6 @@
 // The window: navigation, the status at a glance, and the pages, fed by the shell's events.
 
-import { h, mount } from "./dom";
+import { h, mount, tickAges } from "./dom";
 import type { Ctx } from "./ctx";
 import { commands, onUiEvent, PAGES, type IpcError, type Page, type UiEvent } from "./ipc";
 import { initialState, mergeActivity, reduce, type AppState } from "./state";
@@ -432,14 +432,14 @@ async function boot() {
 }
 
 /** The timers a page needs run only while it is shown, so an idle window wakes for nothing:
- * relative times ("3 min ago") age on Channels and Sessions; on Approvals the countdowns tick in
+ * relative times ("3 min ago") age in place on Channels and Sessions; on Approvals the countdowns tick in
  * place, without rebuilding the page under the pointer, and a pairing code that runs out leaves
  * the list at once (the shell confirms it a little later). */
 const timers: { ageing?: number; countdown?: number } = {};
 
 function syncTimers() {
   const ageing = state.page === "channels" || state.page === "sessions";
-  if (ageing && timers.ageing === undefined) timers.ageing = window.setInterval(render, 30_000);
+  if (ageing && timers.ageing === undefined) timers.ageing = window.setInterval(() => tickAges(content, Date.now()), 30_000);
   if (!ageing && timers.ageing !== undefined) {
     window.clearInterval(timers.ageing);
     timers.ageing = undefined;

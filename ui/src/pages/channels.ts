@@ -1,9 +1,9 @@
 // Channels: the gateway at a glance (running, approval mode, server, do not disturb) and each
 // channel's state, identity, last error, activity and counts, with its switch, Test and Edit.
 
-import { h } from "../dom";
+import { h, since } from "../dom";
 import { APPROVAL_MODES, commands, type ApprovalMode, type ChannelStatus, type Snapshot } from "../ipc";
-import { channelStateLabel, channelTone, plural, serverStateLabel, timeAgo, titleCase } from "../format";
+import { channelStateLabel, channelTone, plural, serverStateLabel, titleCase } from "../format";
 import type { Ctx } from "../ctx";
 
 export const MODE_LABELS: Record<ApprovalMode, string> = {
@@ -93,7 +93,7 @@ function channelRow(ctx: Ctx, c: ChannelStatus, running: boolean): HTMLElement {
       h("h3", {}, titleCase(c.name), " ", h("span", { class: `badge ${tone}`, "data-testid": `channel-state-${c.name}` }, channelStateLabel(c.state))),
       h("p", { class: "muted" }, c.identity ? `Bot ${c.identity.name} (${c.identity.id})` : "Bot identity not known yet"),
       c.last_error ? h("p", { class: "error wrap", "data-testid": `channel-error-${c.name}` }, c.last_error) : null,
-      h("p", { class: "muted" }, `Last activity ${timeAgo(c.last_activity_ms, Date.now())} · ${c.received} received · ${c.sent} sent`),
+      h("p", { class: "muted" }, "Last activity ", since(c.last_activity_ms), ` · ${c.received} received · ${c.sent} sent`),
       result ? h("p", { class: result.ok ? "ok" : "error", role: "status" }, result.text) : null,
     ),
     h(

@@ -3,7 +3,7 @@
 // (with the tool that runs), approval prompts answered in place — and the box to write in.
 // The quick chat window shows the same pane, compact.
 
-import { h } from "../dom";
+import { h, since } from "../dom";
 import type { Ctx } from "../ctx";
 import { commands, type ApprovalChoice, type ApprovalView, type DesktopLine, type DesktopMessage } from "../ipc";
 import { chatKey, chatTitle, desktopChats, LAST_CHAT_KEY, newId, personState, taskMark, working } from "../chat";
@@ -286,7 +286,7 @@ export function renderChat(ctx: Ctx): HTMLElement {
                 "span",
                 { class: "conversation-meta" },
                 conversation.state === "running" ? h("span", { class: "badge busy" }, "working") : null,
-                h("span", { class: "muted" }, timeAgo(conversation.last_used_ms, Date.now())),
+                since(conversation.last_used_ms, { class: "muted" }),
               ),
             ),
           ),

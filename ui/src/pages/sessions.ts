@@ -1,10 +1,10 @@
 // Sessions: the conversations (channel, peer, state, queue, last activity) and the open one's
 // history: the server's messages, the reply being written, and what the chat sent (the journal).
 
-import { h } from "../dom";
+import { h, since } from "../dom";
 import type { Ctx } from "../ctx";
 import { commands, type AttachmentView, type ConversationView, type HistoryView } from "../ipc";
-import { chatLabel, clockTime, conversationTitle, fileSize, formatTokens, peerLabel, plural, timeAgo, titleCase } from "../format";
+import { chatLabel, clockTime, conversationTitle, fileSize, formatTokens, peerLabel, plural, titleCase } from "../format";
 import { liveReplyFor } from "../state";
 
 function conversationItem(ctx: Ctx, c: ConversationView, selected: boolean): HTMLElement {
@@ -28,7 +28,7 @@ function conversationItem(ctx: Ctx, c: ConversationView, selected: boolean): HTM
         { class: "conversation-meta" },
         h("span", { class: `badge ${c.state === "running" ? "busy" : c.state === "queued" ? "warn" : "off"}` }, c.state),
         c.queued > 0 ? h("span", { class: "muted" }, `${c.queued} queued`) : null,
-        h("span", { class: "muted" }, timeAgo(c.last_used_ms, Date.now())),
+        since(c.last_used_ms, { class: "muted" }),
       ),
     ),
   );

@@ -1,0 +1,14 @@
+import { describe, expect, it } from "vitest";
+import { tickAges } from "./dom";
+
+describe("tickAges", () => {
+  it("ages each relative time in place and leaves unchanged text alone", () => {
+    const now = 1_000_000_000;
+    const aged = { dataset: { since: String(now - 90_000) }, textContent: "just now" };
+    const same = { dataset: { since: String(now - 2 * 3_600_000) }, textContent: "2 h ago" };
+    const root = { querySelectorAll: () => [aged, same] } as unknown as ParentNode;
+    tickAges(root, now);
+    expect(aged.textContent).toBe("1 min ago");
+    expect(same.textContent).toBe("2 h ago");
+  });
+});
