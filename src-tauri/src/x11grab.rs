@@ -59,7 +59,6 @@ impl KeyGrab {
                 modifiers |= modifier;
             }
         }
-        let failed = |e: &dyn std::fmt::Display| e.to_string();
         for extra in lock_variants() {
             conn.grab_key(
                 true,
@@ -69,11 +68,11 @@ impl KeyGrab {
                 GrabMode::ASYNC,
                 GrabMode::ASYNC,
             )
-            .map_err(|e| failed(&e))?
+            .map_err(|e| e.to_string())?
             .check()
-            .map_err(|e| failed(&e))?;
+            .map_err(|e| e.to_string())?;
         }
-        let waker = conn.generate_id().map_err(|e| failed(&e))?;
+        let waker = conn.generate_id().map_err(|e| e.to_string())?;
         conn.create_window(
             0,
             waker,
@@ -87,9 +86,9 @@ impl KeyGrab {
             0,
             &CreateWindowAux::new(),
         )
-        .map_err(|e| failed(&e))?
+        .map_err(|e| e.to_string())?
         .check()
-        .map_err(|e| failed(&e))?;
+        .map_err(|e| e.to_string())?;
         let stop = Arc::new(AtomicBool::new(false));
         let listening = Arc::clone(&conn);
         let stopped = Arc::clone(&stop);

@@ -22,6 +22,15 @@ pub fn client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
 }
 
+/// A builder for a chat platform's API, which carries a token: no redirects (a redirect must not
+/// carry the token, in the URL for Telegram and a header for the others, to another host; the
+/// platforms' APIs never redirect) and a bounded connect.
+pub fn platform_api_builder() -> reqwest::ClientBuilder {
+    client_builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(std::time::Duration::from_secs(10))
+}
+
 /// A client with reqwest's defaults, for tests and tools.
 ///
 /// # Panics

@@ -760,6 +760,20 @@ impl FakeTelegram {
         self.world().messages.get(&(chat_id, message_id)).cloned()
     }
 
+    /// The texts of the messages sent to a chat as people see them now (after any edits; a
+    /// deleted one is left out), oldest first.
+    pub fn shown_to(&self, chat_id: i64) -> Vec<String> {
+        let world = self.world();
+        world
+            .records
+            .sent
+            .iter()
+            .filter(|s| s.chat_id == chat_id)
+            .filter_map(|s| world.messages.get(&(chat_id, s.message_id)))
+            .filter_map(|m| m["text"].as_str().map(str::to_owned))
+            .collect()
+    }
+
     pub fn edits(&self) -> Vec<Edit> {
         self.world().records.edits.clone()
     }

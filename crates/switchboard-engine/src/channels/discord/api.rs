@@ -116,11 +116,7 @@ impl std::fmt::Debug for Api {
 
 impl Api {
     pub fn new(base: &str, token: &str) -> Result<Api, ChannelError> {
-        // A redirect must not carry the token (in the URL for Telegram, a header for the others)
-        // to another host; the platforms' APIs never redirect.
-        let http = crate::http::client_builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(10))
+        let http = crate::http::platform_api_builder()
             .timeout(Duration::from_secs(30))
             .tcp_nodelay(true)
             .build()

@@ -127,11 +127,7 @@ impl std::fmt::Debug for WebApi {
 
 impl WebApi {
     pub(crate) fn new(base: &str, bot_token: &str, app_token: &str) -> WebApi {
-        // A redirect must not carry the token (in the URL for Telegram, a header for the others)
-        // to another host; the platforms' APIs never redirect.
-        let http = crate::http::client_builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(10))
+        let http = crate::http::platform_api_builder()
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap_or_default();

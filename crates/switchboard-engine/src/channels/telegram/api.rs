@@ -114,11 +114,7 @@ pub struct Api {
 
 impl Api {
     pub fn new(api_base: &str, token: &str) -> Self {
-        // A redirect must not carry the token (in the URL for Telegram, a header for the others)
-        // to another host; the platforms' APIs never redirect.
-        let http = crate::http::client_builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(10))
+        let http = crate::http::platform_api_builder()
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
         Api {
