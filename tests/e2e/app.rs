@@ -17,7 +17,11 @@ use crate::env::{name_has_owner_on, name_pid_on, wait_until, Env};
 /// using it (WebKit says "stale", or that the node's identifier "was not found").
 fn redrawn(error: &str) -> bool {
     let error = error.to_lowercase();
-    error.contains("stale") || error.contains("was not found")
+    // WebKitWebDriver sometimes answers a click on an element detached mid-click with an error
+    // that has no message at all.
+    error.contains("stale")
+        || error.contains("was not found")
+        || error.trim_end().ends_with("webdriver returned error:")
 }
 
 /// What [`App::read`] reads of an element.
