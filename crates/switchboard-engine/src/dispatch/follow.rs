@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::deliver::Delivery;
+use super::kept::KeptStream;
 use super::progress::{CallState, Progress, Step};
 use super::run::Followed;
 use super::{Dispatcher, RunControl};
@@ -33,18 +34,25 @@ const DRAFT_REFRESH: Duration = Duration::from_secs(20);
 
 impl Dispatcher {
     /// Follows a run's events to its end.
+    /// `stream` comes with the generation of the server settings it was opened under; when the
+    /// run ends, its stream is left in `kept` for the conversation's next run.
     pub(super) async fn follow(
         self: &Arc<Self>,
         run: &RunRecord,
-        stream: Option<EventStream>,
+        stream: Option<(EventStream, u64)>,
         control: &mut mpsc::UnboundedReceiver<RunControl>,
         live: Arc<Mutex<String>>,
+        kept: &mut Option<KeptStream>,
     ) -> anyhow::Result<Followed> {
         let Some(server_run) = run.server_run_id.clone() else {
             anyhow::bail!("run {} has no server run id", run.local_id);
         };
         let now = Instant::now();
         let resumed = stream.is_none();
+        let (stream, generation) = match stream {
+            Some((stream, generation)) => (Some(stream), generation),
+            None => (None, self.server_generation()),
+        };
         // Where the reply goes, and how that channel shows it while the run goes on: looked up
         // once per run.
         let (reply_target, recipient) = match self.reply_place(run) {
@@ -66,6 +74,7 @@ impl Dispatcher {
             progress: Progress::new(&server_run),
             server_run,
             stream,
+            generation,
             // Without a stored cursor, a resubscription replays everything the server still holds
             // (filtered by run) rather than only live events, so nothing of the run is missed.
             last_id: run.cursor_start.or(Some(0)),
@@ -119,6 +128,15 @@ impl Dispatcher {
         follower.flush();
         if let Followed::Ended { .. } = followed {
             self.save_cursor(&run.session_id, follower.last_id).await;
+            if let Some(stream) = follower.stream.take() {
+                *kept = KeptStream::keep(
+                    &self.kept,
+                    &run.session_id,
+                    follower.generation,
+                    stream,
+                    follower.last_id,
+                );
+            }
         }
         Ok(followed)
     }
@@ -157,6 +175,8 @@ struct Follower<'a> {
     server_run: String,
     progress: Progress,
     stream: Option<EventStream>,
+    /// The generation of the server settings the stream was opened under.
+    generation: u64,
     last_id: Option<i64>,
     reconnects: u32,
     watchdog_at: Instant,
@@ -288,15 +308,12 @@ impl Follower<'_> {
             if self.d.shutdown.is_cancelled() {
                 return false;
             }
-            match self
-                .d
-                .client()
-                .subscribe(&self.run.session_id, self.last_id)
-                .await
-            {
+            let (generation, client) = self.d.tagged_client();
+            match client.subscribe(&self.run.session_id, self.last_id).await {
                 Ok(stream) => {
                     self.reconnects = 0;
                     self.stream = Some(stream);
+                    self.generation = generation;
                     // The run may have ended while we were away; the replay tells, and if the
                     // server lost the events the watchdog's status check does.
                     self.watchdog_at = self.watchdog_at.min(Instant::now());

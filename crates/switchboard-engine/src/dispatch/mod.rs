@@ -22,6 +22,7 @@ mod follow;
 mod gate;
 mod intake;
 mod interactive;
+mod kept;
 mod media;
 mod post;
 mod progress;
@@ -29,6 +30,7 @@ mod run;
 mod scheduler;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::{broadcast, mpsc, watch, Notify};
@@ -68,6 +70,11 @@ pub(crate) struct Dispatcher {
     pub(crate) tasks: TaskTracker,
     config: RwLock<Arc<Config>>,
     client: RwLock<AgentClient>,
+    /// Counts the server settings replaced ([`Dispatcher::set_client`]), so an event stream kept
+    /// open under older ones is never reused.
+    server_generation: AtomicU64,
+    /// How many conversations keep their event stream open between runs.
+    kept: kept::KeptCount,
     channels: RwLock<HashMap<String, Arc<dyn Channel>>>,
     paused: watch::Sender<bool>,
     /// Woken when the server settings change, so work held back by a refused token resumes.
@@ -134,6 +141,8 @@ impl Dispatcher {
             tasks: TaskTracker::new(),
             config: RwLock::new(Arc::new(config)),
             client: RwLock::new(client),
+            server_generation: AtomicU64::new(0),
+            kept: kept::KeptCount::default(),
             channels: RwLock::default(),
             paused: watch::channel(paused).0,
             server_changed: Notify::new(),
@@ -196,9 +205,22 @@ impl Dispatcher {
             .clone()
     }
 
+    /// The agent client with the generation of its settings: a stream opened with it is of
+    /// that generation. The generation is read first: a client replaced in between is then
+    /// tagged as older than it is, which only costs a new subscription later.
+    pub(crate) fn tagged_client(&self) -> (u64, AgentClient) {
+        let generation = self.server_generation.load(Ordering::SeqCst);
+        (generation, self.client())
+    }
+
+    pub(crate) fn server_generation(&self) -> u64 {
+        self.server_generation.load(Ordering::SeqCst)
+    }
+
     /// Replaces the agent client (new URL or token) and wakes everything waiting on the server.
     pub(crate) fn set_client(self: &Arc<Self>, client: AgentClient) {
         *self.client.write().unwrap_or_else(|e| e.into_inner()) = client;
+        self.server_generation.fetch_add(1, Ordering::SeqCst);
         *self.server_epoch.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.server_changed.notify_waiters();
         let keys: Vec<String> = self

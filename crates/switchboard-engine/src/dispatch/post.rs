@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use super::kept::KeptStream;
 use super::Dispatcher;
 use crate::agent::{AgentError, EventStream, StreamItem};
 use crate::channels::Notice;
@@ -14,21 +15,36 @@ impl Dispatcher {
     /// Subscribes to the session's events, then posts the run's message. Handles a deleted session
     /// (new session, once), a run already going (ours, whose answer was lost: adopt it; someone
     /// else's: wait until idle, then post) and a refused token (the messages go back to the queue
-    /// until the settings change).
+    /// until the settings change). `kept` is the conversation's stream from its last run, used
+    /// instead of a new subscription when it is this session's. Returns the stream with the
+    /// generation of the server settings it was opened under.
     pub(super) async fn post(
         self: &Arc<Self>,
         run: &mut RunRecord,
-    ) -> anyhow::Result<Option<EventStream>> {
+        mut kept: Option<KeptStream>,
+    ) -> anyhow::Result<Option<(EventStream, u64)>> {
         let mut replaced_session = false;
         let mut attempt = 0;
         loop {
             if self.shutdown.is_cancelled() {
                 return Ok(None);
             }
-            let client = self.client();
+            let (generation, client) = self.tagged_client();
             // Subscribe first: events of the run that come before the subscription are otherwise
-            // lost, and a run that ends before it would never be seen to end.
-            let stream = match client.subscribe(&run.session_id, run.cursor_start).await {
+            // lost, and a run that ends before it would never be seen to end. A stream kept
+            // open since the last run is such a subscription already; everything this run
+            // makes comes after the last event read from it.
+            let reused = kept
+                .take()
+                .and_then(|k| k.reuse(&run.session_id, generation));
+            let subscribed = match reused {
+                Some((stream, last_id)) => {
+                    run.cursor_start = last_id.or(run.cursor_start);
+                    Ok(stream)
+                }
+                None => client.subscribe(&run.session_id, run.cursor_start).await,
+            };
+            let stream = match subscribed {
                 Ok(stream) => stream,
                 Err(e) => {
                     if !self.wait_after_server_error(&e, attempt).await {
@@ -50,7 +66,7 @@ impl Dispatcher {
             match posted {
                 Ok(server_run) => {
                     self.started(run, server_run).await?;
-                    return Ok(Some(stream));
+                    return Ok(Some((stream, generation)));
                 }
                 Err(AgentError::NotFound(_)) if !replaced_session => {
                     // The session was deleted on the server: drop the mapping and start a new one,
@@ -74,7 +90,7 @@ impl Dispatcher {
                     if let Some(ours) = self.own_active_run(run).await {
                         tracing::info!(conversation = %run.routing_key, run = %ours, "the run our earlier attempt started is going; following it");
                         self.started(run, ours).await?;
-                        return Ok(Some(stream));
+                        return Ok(Some((stream, generation)));
                     }
                     // A run nobody here started (the user used the session elsewhere). Tell the
                     // chat, wait until the session is idle, then post everything queued meanwhile

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
+use super::kept::KeptStream;
 use super::progress::{Finish, Progress};
 use super::{ActiveRun, Dispatcher, RunControl};
 use crate::agent::Usage;
@@ -71,7 +72,13 @@ impl Dispatcher {
     }
 
     /// Takes a stored run from wherever it is to its delivered reply.
-    pub(super) async fn drive(self: &Arc<Self>, mut run: RunRecord) -> anyhow::Result<()> {
+    /// `kept` is the conversation's event stream from its last run, if it is still open: the
+    /// run uses it instead of subscribing anew, and leaves its own there when it ends.
+    pub(super) async fn drive(
+        self: &Arc<Self>,
+        mut run: RunRecord,
+        kept: &mut Option<KeptStream>,
+    ) -> anyhow::Result<()> {
         let (control_tx, mut control_rx) = mpsc::unbounded_channel();
         let live = Arc::new(Mutex::new(String::new()));
         self.active
@@ -86,7 +93,9 @@ impl Dispatcher {
                     live: live.clone(),
                 },
             );
-        let result = self.drive_inner(&mut run, &mut control_rx, live).await;
+        let result = self
+            .drive_inner(&mut run, &mut control_rx, live, kept)
+            .await;
         self.active
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -99,16 +108,17 @@ impl Dispatcher {
         run: &mut RunRecord,
         control: &mut mpsc::UnboundedReceiver<RunControl>,
         live: Arc<Mutex<String>>,
+        kept: &mut Option<KeptStream>,
     ) -> anyhow::Result<()> {
         let followed = match run.state {
             RunState::Delivering => None,
             RunState::Posting => {
-                let Some(stream) = self.post(run).await? else {
+                let Some(stream) = self.post(run, kept.take()).await? else {
                     return Ok(());
                 };
-                Some(self.follow(run, Some(stream), control, live).await?)
+                Some(self.follow(run, Some(stream), control, live, kept).await?)
             }
-            RunState::Running => Some(self.follow(run, None, control, live).await?),
+            RunState::Running => Some(self.follow(run, None, control, live, kept).await?),
         };
         let (mut reply, outcome, usage) = match followed {
             Some(Followed::Stopping) => return Ok(()),

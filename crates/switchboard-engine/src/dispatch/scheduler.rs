@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
+use super::kept::{self, KeptStream};
 use super::Dispatcher;
 use crate::agent::AgentError;
 use crate::backoff;
@@ -59,9 +60,11 @@ impl Dispatcher {
 
     async fn conversation(self: Arc<Self>, key: String, mut rx: mpsc::UnboundedReceiver<()>) {
         let mut paused = self.paused.subscribe();
+        // The event stream of the conversation's last run, while it is worth keeping.
+        let mut kept: Option<KeptStream> = None;
         loop {
             // Finish what was in flight before a restart first, then drain the queue.
-            if let Err(e) = self.work(&key, &mut paused).await {
+            if let Err(e) = self.work(&key, &mut paused, &mut kept).await {
                 tracing::error!(conversation = %key, error = %format!("{e:#}"), "conversation failed; will retry");
                 self.emit(EngineEvent::Error {
                     scope: key.clone(),
@@ -75,16 +78,22 @@ impl Dispatcher {
             if self.shutdown.is_cancelled() {
                 return;
             }
-            tokio::select! {
-                _ = self.shutdown.cancelled() => return,
-                woke = rx.recv() => if woke.is_none() { return },
-                _ = tokio::time::sleep(CONVERSATION_IDLE) => {
-                    let mut conversations = self.conversations.lock().unwrap_or_else(|e| e.into_inner());
-                    // Under the lock no wake can slip in between this check and the removal.
-                    if rx.is_empty() {
-                        conversations.remove(&key);
-                        return;
+            let idle = tokio::time::sleep(CONVERSATION_IDLE);
+            tokio::pin!(idle);
+            loop {
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => return,
+                    woke = rx.recv() => if woke.is_none() { return } else { break },
+                    _ = &mut idle => {
+                        let mut conversations = self.conversations.lock().unwrap_or_else(|e| e.into_inner());
+                        // Under the lock no wake can slip in between this check and the removal.
+                        if rx.is_empty() {
+                            conversations.remove(&key);
+                            return;
+                        }
+                        break;
                     }
+                    () = kept::lapsed(&mut kept) => kept = None,
                 }
             }
         }
@@ -94,9 +103,10 @@ impl Dispatcher {
         self: &Arc<Self>,
         key: &str,
         paused: &mut watch::Receiver<bool>,
+        kept: &mut Option<KeptStream>,
     ) -> anyhow::Result<()> {
         if let Some(run) = self.store.unfinished_run(key)? {
-            self.drive(run).await?;
+            self.drive(run, kept).await?;
         }
         loop {
             if self.shutdown.is_cancelled() {
@@ -123,7 +133,7 @@ impl Dispatcher {
             let Some(run) = self.prepare_run(key, rows).await? else {
                 return Ok(());
             };
-            self.drive(run).await?;
+            self.drive(run, kept).await?;
         }
     }
 

@@ -60,6 +60,77 @@ async fn a_second_message_reuses_the_session() {
     gw.stop().await;
 }
 
+/// How many times the engine subscribed to a session's events.
+fn subscriptions(fake: &FakeStakpak) -> usize {
+    fake.requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with("/events"))
+        .count()
+}
+
+#[tokio::test]
+async fn the_next_message_of_a_conversation_is_followed_on_the_stream_kept_open() {
+    let fake = FakeStakpak::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = Gateway::start(config_for(&fake), dir.path()).await;
+
+    for (i, text) in ["one", "two", "three"].into_iter().enumerate() {
+        gw.dm("ann", &(i + 1).to_string(), text).await;
+        gw.replies("ann", i + 1).await;
+    }
+
+    assert_eq!(
+        gw.replies("ann", 3).await,
+        vec!["echo: one", "echo: two", "echo: three"],
+        "each message gets its own reply, once"
+    );
+    assert_eq!(
+        subscriptions(&fake),
+        1,
+        "the runs after the first one need no new subscription"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_kept_stream_the_server_cut_or_filled_with_another_run_is_not_trusted() {
+    let fake = FakeStakpak::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = Gateway::start(config_for(&fake), dir.path()).await;
+    gw.dm("ann", "1", "one").await;
+    gw.replies("ann", 1).await;
+    let session = fake.sessions()[0].0.clone();
+
+    // Someone uses the session elsewhere between two messages: its events come down the kept
+    // stream and are not taken for the next run's.
+    fake.start_foreign_run(&session, 0.2).await;
+    fake.wait_for("the other run to end", |f| {
+        f.run_state(&session).as_deref() == Some("idle")
+    })
+    .await;
+    gw.dm("ann", "2", "two").await;
+    assert_eq!(gw.replies("ann", 2).await[1], "echo: two");
+
+    // The connection is cut between two messages: the next run subscribes again.
+    fake.drop_streams();
+    gw.dm("ann", "3", "three").await;
+    assert_eq!(gw.replies("ann", 3).await[2], "echo: three");
+
+    // The server restarts between two messages (event ids start over at 1).
+    fake.restart().await;
+    gw.dm("ann", "4", "four").await;
+    assert_eq!(
+        gw.replies("ann", 4).await,
+        vec!["echo: one", "echo: two", "echo: three", "echo: four"],
+        "every message answered once, in order"
+    );
+    assert!(
+        subscriptions(&fake) >= 3,
+        "a cut stream is replaced by a new subscription"
+    );
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn messages_during_a_run_are_queued_and_merged_into_one_follow_up() {
     let fake = FakeStakpak::start().await;
