@@ -733,7 +733,7 @@ impl EngineHandle {
         let mut first = None;
         let chunks = self
             .dispatcher()
-            .deliver_text(ch, target, text, 0, Delivery::Request, |index, sent| {
+            .deliver_text(ch, target, text, 0, Delivery::Request, |index, _, sent| {
                 if index == 0 {
                     first = Some(sent.id.clone());
                 }

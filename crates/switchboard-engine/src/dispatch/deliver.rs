@@ -40,9 +40,10 @@ const REQUEST_MAX_WAIT: Duration = Duration::from_secs(30);
 const REQUEST_RATE_LIMIT_TRIES: u32 = 3;
 
 impl Dispatcher {
-    /// Sends `text` to `target`, split for the channel, starting with chunk `from`; `sent(i, m)`
-    /// is called after chunk `i` reached the chat as message `m` (and may fail, which stops the
-    /// delivery). Returns the number of chunks the text has.
+    /// Sends `text` to `target`, split for the channel, starting with chunk `from`;
+    /// `sent(i, last, m)` is called after chunk `i` (the last one when `last`) reached the chat as
+    /// message `m` (and may fail, which stops the delivery). Returns the number of chunks the
+    /// text has.
     pub(crate) async fn deliver_text(
         &self,
         channel: &Arc<dyn Channel>,
@@ -50,7 +51,7 @@ impl Dispatcher {
         text: &str,
         from: usize,
         how: Delivery,
-        mut sent: impl FnMut(usize, &SentMessage) -> anyhow::Result<()>,
+        mut sent: impl FnMut(usize, bool, &SentMessage) -> anyhow::Result<()>,
     ) -> Result<usize, DeliveryError> {
         let chunks = chunk_text(text, channel.text_limit());
         for (index, chunk) in chunks.iter().enumerate().skip(from) {
@@ -60,7 +61,7 @@ impl Dispatcher {
                 let wait = match channel.send(target, chunk).await {
                     Ok(message) => {
                         self.board.touch(channel.name(), false);
-                        sent(index, &message)
+                        sent(index, index + 1 == chunks.len(), &message)
                             .map_err(|e| DeliveryError::Failed(format!("{e:#}")))?;
                         break;
                     }
@@ -195,6 +196,11 @@ impl Dispatcher {
             run.preview = None;
             store.update_run(run)?;
         }
+        // Which of the run's messages answered a watch notification, read before the rows change.
+        let answered_watch = self
+            .journal_rows(run)
+            .iter()
+            .any(|entry| entry.context.is_some());
         let from = run.delivered_chunks;
         // Everything went to the chat turn by turn already: nothing is left to send.
         let delivered = if reply.trim().is_empty() && !run.streamed.is_empty() {
@@ -206,9 +212,14 @@ impl Dispatcher {
                 reply,
                 from,
                 Delivery::Reply,
-                |index, _| {
+                |index, last, _| {
                     run.delivered_chunks = index + 1;
-                    store.update_run(run)
+                    // The last chunk is recorded by the commit that finishes the run, next.
+                    if last {
+                        Ok(())
+                    } else {
+                        store.update_run(run)
+                    }
                 },
             )
             .await
@@ -233,11 +244,6 @@ impl Dispatcher {
             JournalState::Failed
         };
         let error = (!success).then_some(reply);
-        // Which of the run's messages answered a watch notification, read before the rows change.
-        let answered_watch = self
-            .journal_rows(run)
-            .iter()
-            .any(|entry| entry.context.is_some());
         // Not grouped: the conversation is free for its next message the moment the reply is
         // in the chat, as a person who answers at once expects.
         self.store.finish_run(run, state, error)?;

@@ -126,8 +126,10 @@ impl Dispatcher {
             }
         };
         follower.flush();
-        if let Followed::Ended { .. } = followed {
-            self.save_cursor(&run.session_id, follower.last_id).await;
+        let mut followed = followed;
+        if let Followed::Ended { cursor, .. } = &mut followed {
+            // Stored with the run's end, in the same commit.
+            *cursor = self.cursor_to_save(follower.last_id).await;
             if let Some(stream) = follower.stream.take() {
                 *kept = KeptStream::keep(
                     &self.kept,
@@ -141,12 +143,9 @@ impl Dispatcher {
         Ok(followed)
     }
 
-    async fn save_cursor(&self, session: &str, last_id: Option<i64>) {
-        if let (Some(id), Some(epoch)) = (last_id, self.server_epoch().await) {
-            if let Err(e) = self.store.set_cursor_grouped(session, id, epoch).await {
-                tracing::warn!(error = %e, "cannot save the event cursor");
-            }
-        }
+    /// The session's cursor after a run: the last event id read, with the server's start time.
+    async fn cursor_to_save(&self, last_id: Option<i64>) -> Option<(i64, i64)> {
+        Some((last_id?, self.server_epoch().await?))
     }
 }
 
@@ -674,6 +673,7 @@ impl Follower<'_> {
             usage: self.progress.usage(),
             streamed: self.streamed.clone(),
             preview: self.preview.clone(),
+            cursor: None,
         }
     }
 
@@ -921,7 +921,9 @@ impl Follower<'_> {
         };
         match self
             .d
-            .deliver_text(&channel, &target, part, 0, Delivery::Request, |_, _| Ok(()))
+            .deliver_text(&channel, &target, part, 0, Delivery::Request, |_, _, _| {
+                Ok(())
+            })
             .await
         {
             Ok(chunks) => {

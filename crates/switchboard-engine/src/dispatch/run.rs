@@ -34,6 +34,8 @@ pub(super) enum Followed {
         streamed: String,
         /// The message that showed the reply while it was written.
         preview: Option<String>,
+        /// The session's event cursor after the run (last event id, server start time).
+        cursor: Option<(i64, i64)>,
     },
     /// The engine is stopping; the run resumes after a restart.
     Stopping,
@@ -120,7 +122,7 @@ impl Dispatcher {
             }
             RunState::Running => Some(self.follow(run, None, control, live, kept).await?),
         };
-        let (mut reply, outcome, usage) = match followed {
+        let (mut reply, outcome, usage, cursor) = match followed {
             Some(Followed::Stopping) => return Ok(()),
             Some(Followed::Ended {
                 reply,
@@ -128,13 +130,14 @@ impl Dispatcher {
                 usage,
                 streamed,
                 preview,
+                cursor,
             }) => {
                 run.streamed = streamed;
                 run.preview = preview;
-                (unsent_part(&run.streamed, reply), outcome, usage)
+                (unsent_part(&run.streamed, reply), outcome, usage, cursor)
             }
             None => match run.reply.clone() {
-                Some(reply) => (reply, RunOutcome::Completed, Usage::default()),
+                Some(reply) => (reply, RunOutcome::Completed, Usage::default(), None),
                 None => return Ok(()),
             },
         };
@@ -147,7 +150,7 @@ impl Dispatcher {
             run.reply = Some(reply.clone());
             run.state = RunState::Delivering;
             let used = (usage != Usage::default()).then_some(usage);
-            self.store.run_ended(run.clone(), used).await?;
+            self.store.run_ended(run.clone(), used, cursor).await?;
             if let Some(server_run) = &run.server_run_id {
                 self.emit(EngineEvent::RunFinished {
                     routing_key: run.routing_key.clone(),

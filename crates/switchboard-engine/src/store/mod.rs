@@ -916,13 +916,21 @@ impl Store {
         .await
     }
 
-    /// A run that ended: the run as it is now (its reply to deliver) and what it used (one group
-    /// commit).
-    pub async fn run_ended(&self, run: RunRecord, usage: Option<Usage>) -> anyhow::Result<()> {
+    /// A run that ended: the run as it is now (its reply to deliver), what it used, and its
+    /// session's event cursor (last event id, server start time), in one group commit.
+    pub async fn run_ended(
+        &self,
+        run: RunRecord,
+        usage: Option<Usage>,
+        cursor: Option<(i64, i64)>,
+    ) -> anyhow::Result<()> {
         self.write(move |conn| {
             update_run_in(conn, &run)?;
             if let Some(usage) = &usage {
                 commands::record_usage_in(conn, &run.routing_key, usage)?;
+            }
+            if let Some((last_event_id, server_epoch)) = cursor {
+                set_cursor_in(conn, &run.session_id, last_event_id, server_epoch)?;
             }
             Ok(())
         })
@@ -1042,27 +1050,6 @@ impl Store {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?)
-    }
-
-    pub fn set_cursor(
-        &self,
-        session_id: &str,
-        last_event_id: i64,
-        server_epoch: i64,
-    ) -> anyhow::Result<()> {
-        set_cursor_in(&self.lock(), session_id, last_event_id, server_epoch)
-    }
-
-    /// [`Store::set_cursor`] as part of a group commit.
-    pub async fn set_cursor_grouped(
-        &self,
-        session_id: &str,
-        last_event_id: i64,
-        server_epoch: i64,
-    ) -> anyhow::Result<()> {
-        let session_id = session_id.to_owned();
-        self.write(move |conn| set_cursor_in(conn, &session_id, last_event_id, server_epoch))
-            .await
     }
 
     pub fn clear_cursor(&self, session_id: &str) -> anyhow::Result<()> {
