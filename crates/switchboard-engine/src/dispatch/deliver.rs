@@ -244,9 +244,8 @@ impl Dispatcher {
             JournalState::Failed
         };
         let error = (!success).then_some(reply);
-        // Not grouped: the conversation is free for its next message the moment the reply is
-        // in the chat, as a person who answers at once expects.
-        self.store.finish_run(run, state, error)?;
+        self.reply_out(&run.routing_key);
+        self.store.finish_run_grouped(run, state, error).await?;
         tracing::info!(conversation = %run.routing_key, channel = %channel_name, chunks, "reply delivered");
         self.emit(EngineEvent::ReplyDelivered {
             routing_key: run.routing_key.clone(),

@@ -175,7 +175,7 @@ impl DispatcherIntake {
             tracing::debug!(channel = %message.channel, "duplicate message dropped");
             return Ok(accepted);
         };
-        let queued = dispatcher.is_active(&key);
+        let queued = dispatcher.waits_behind(&key, journal_id);
         tracing::info!(channel = %message.channel, conversation = %key, journal = journal_id, queued, "message accepted");
         dispatcher.emit(EngineEvent::InboundAccepted {
             journal_id,

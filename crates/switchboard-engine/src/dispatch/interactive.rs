@@ -175,7 +175,7 @@ impl Dispatcher {
             channel: name,
             routing_key: key.clone(),
             peer: format!("schedule {}", run.schedule),
-            queued: self.is_active(&key),
+            queued: self.waits_behind(&key, journal_id),
         });
         self.wake(&key);
         if let Some(limit) = run.timeout {

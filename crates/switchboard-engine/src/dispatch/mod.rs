@@ -82,6 +82,9 @@ pub(crate) struct Dispatcher {
     conversations: Mutex<HashMap<String, mpsc::UnboundedSender<()>>>,
     /// Conversations with a run in flight, and the way to reach that run.
     active: Mutex<HashMap<String, ActiveRun>>,
+    /// Conversations whose queued messages are being made a run (session, files, the run's
+    /// row), with those messages' journal ids: busy already, though no run is in flight yet.
+    pub(super) preparing: Mutex<HashMap<String, Vec<i64>>>,
     /// The agent server's start time (Unix seconds), to tell its restarts apart.
     server_epoch: Mutex<Option<i64>>,
     /// Tools seen waiting for a decision at the head of a run's queue: the server does not approve
@@ -148,6 +151,7 @@ impl Dispatcher {
             server_changed: Notify::new(),
             conversations: Mutex::default(),
             active: Mutex::default(),
+            preparing: Mutex::default(),
             server_epoch: Mutex::default(),
             needs_decision: Mutex::default(),
             server_state: Mutex::default(),
@@ -291,12 +295,46 @@ impl Dispatcher {
         self.runtime.spawn(task);
     }
 
-    /// Whether a run is in flight in this conversation.
+    /// Whether a run is in flight in this conversation, or being prepared.
     pub(crate) fn is_active(&self, key: &str) -> bool {
         self.active
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .contains_key(key)
+            || self
+                .preparing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(key)
+    }
+
+    /// A conversation whose reply is in the chat is free for its next message at once: what is
+    /// left of its run is the commit that records the end, which a message that comes meanwhile
+    /// is queued behind anyway, and saying "a task is running" then would be wrong.
+    pub(crate) fn reply_out(&self, key: &str) {
+        self.active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+        self.preparing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+
+    /// Whether a message just journaled waits behind another run of its conversation: one in
+    /// flight, or one being prepared from other messages.
+    pub(crate) fn waits_behind(&self, key: &str, journal_id: i64) -> bool {
+        self.active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(key)
+            || self
+                .preparing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(key)
+                .is_some_and(|ids| !ids.contains(&journal_id))
     }
 
     /// Since when the conversation's run has been driven here (ms), if one is.

@@ -123,6 +123,9 @@ impl Dispatcher {
             if rows.is_empty() {
                 return Ok(());
             }
+            // From here the conversation is busy: a message that comes now waits for this run
+            // (and is told so), though the run is not in flight until it is prepared.
+            let _preparing = Preparing::new(self, key, &rows);
             // The files that came with the messages, fetched before the run that needs them.
             if !self.fetch_queued(key, &mut rows).await? {
                 return Ok(());
@@ -209,7 +212,8 @@ impl Dispatcher {
             match self.client().create_session(&title, &idempotency_key).await {
                 Ok(session) => {
                     self.store
-                        .set_session(key, Some(&session.id), Some(&title))?;
+                        .set_session_grouped(key, &session.id, &title)
+                        .await?;
                     tracing::info!(conversation = %key, session = %session.id, "session created");
                     return Ok(Some(session.id));
                 }
@@ -286,6 +290,32 @@ impl Dispatcher {
             _ = self.server_changed.notified() => true,
             _ = tokio::time::sleep(delay) => true,
         }
+    }
+}
+
+/// Marks a conversation as preparing a run while it lives.
+struct Preparing<'a> {
+    d: &'a Dispatcher,
+    key: &'a str,
+}
+
+impl<'a> Preparing<'a> {
+    fn new(d: &'a Dispatcher, key: &'a str, rows: &[JournalEntry]) -> Preparing<'a> {
+        d.preparing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.to_owned(), rows.iter().map(|r| r.id).collect());
+        Preparing { d, key }
+    }
+}
+
+impl Drop for Preparing<'_> {
+    fn drop(&mut self) {
+        self.d
+            .preparing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(self.key);
     }
 }
 

@@ -873,21 +873,25 @@ impl Store {
     ) -> anyhow::Result<()> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        tx.exec(
-            "UPDATE conversations SET session_id = ?2, title = COALESCE(?3, title) WHERE routing_key = ?1",
-            params![routing_key, session_id, title],
-        )?;
-        if let Some(session) = session_id {
-            // The conversation's sessions, for /sessions and /resume.
-            tx.exec(
-                "INSERT INTO conversation_sessions (routing_key, session_id, title, started_ms)
-                 SELECT routing_key, session_id, title, ?3 FROM conversations WHERE routing_key = ?1 AND session_id = ?2
-                 ON CONFLICT (routing_key, session_id) DO NOTHING",
-                params![routing_key, session, now_ms()],
-            )?;
-        }
+        set_session_in(&tx, routing_key, session_id, title)?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// [`Store::set_session`] for a new session, as part of a group commit.
+    pub async fn set_session_grouped(
+        &self,
+        routing_key: &str,
+        session_id: &str,
+        title: &str,
+    ) -> anyhow::Result<()> {
+        let (key, session, title) = (
+            routing_key.to_owned(),
+            session_id.to_owned(),
+            title.to_owned(),
+        );
+        self.write(move |conn| set_session_in(conn, &key, Some(&session), Some(&title)))
+            .await
     }
 
     // ----- runs ---------------------------------------------------------------------------------
@@ -972,6 +976,21 @@ impl Store {
         finish_run_in(&tx, &run.local_id, &run.journal_ids, state, error)?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// [`Store::finish_run`] as part of a group commit.
+    pub async fn finish_run_grouped(
+        &self,
+        run: &RunRecord,
+        state: JournalState,
+        error: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let (local_id, journal_ids) = (run.local_id.clone(), run.journal_ids.clone());
+        let error = error.map(str::to_owned);
+        self.write(move |conn| {
+            finish_run_in(conn, &local_id, &journal_ids, state, error.as_deref())
+        })
+        .await
     }
 
     /// Gives a run's messages back to the queue (the run could not be started) and drops the run.
@@ -1310,6 +1329,28 @@ fn update_run_in(conn: &Connection, run: &RunRecord) -> anyhow::Result<()> {
                 to_json(&run.images)
             ],
         )?;
+    Ok(())
+}
+
+fn set_session_in(
+    conn: &Connection,
+    routing_key: &str,
+    session_id: Option<&str>,
+    title: Option<&str>,
+) -> anyhow::Result<()> {
+    conn.exec(
+        "UPDATE conversations SET session_id = ?2, title = COALESCE(?3, title) WHERE routing_key = ?1",
+        params![routing_key, session_id, title],
+    )?;
+    if let Some(session) = session_id {
+        // The conversation's sessions, for /sessions and /resume.
+        conn.exec(
+            "INSERT INTO conversation_sessions (routing_key, session_id, title, started_ms)
+             SELECT routing_key, session_id, title, ?3 FROM conversations WHERE routing_key = ?1 AND session_id = ?2
+             ON CONFLICT (routing_key, session_id) DO NOTHING",
+            params![routing_key, session, now_ms()],
+        )?;
+    }
     Ok(())
 }
 
