@@ -170,7 +170,16 @@ impl Dispatcher {
         reply: &str,
         success: bool,
     ) -> anyhow::Result<()> {
-        let Some((channel_name, target)) = self.reply_target(run) else {
+        // The run's messages, read once: the last one says where the reply goes, and whether any
+        // answered a watch notification is read before their rows change.
+        let rows = self.journal_rows(run);
+        let answered_watch = rows.iter().any(|entry| entry.context.is_some());
+        let last = rows
+            .into_iter()
+            .next_back()
+            .filter(|entry| run.journal_ids.last() == Some(&entry.id));
+        let place = self.place_of(run, last);
+        let Some((channel_name, target, _)) = place else {
             self.store.finish_run(
                 run,
                 JournalState::Failed,
@@ -196,11 +205,6 @@ impl Dispatcher {
             run.preview = None;
             store.update_run(run)?;
         }
-        // Which of the run's messages answered a watch notification, read before the rows change.
-        let answered_watch = self
-            .journal_rows(run)
-            .iter()
-            .any(|entry| entry.context.is_some());
         let from = run.delivered_chunks;
         // Everything went to the chat turn by turn already: nothing is left to send.
         let delivered = if reply.trim().is_empty() && !run.streamed.is_empty() {

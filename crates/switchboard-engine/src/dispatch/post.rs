@@ -75,7 +75,8 @@ impl Dispatcher {
                     replaced_session = true;
                     self.store.set_session(&run.routing_key, None, None)?;
                     let rows = self.journal_rows(run);
-                    let Some(session) = self.ensure_session(&run.routing_key, &rows).await? else {
+                    let Some(session) = self.ensure_session(&run.routing_key, &rows, None).await?
+                    else {
                         return Ok(None);
                     };
                     run.session_id = session;

@@ -232,6 +232,15 @@ impl Dispatcher {
             .journal_ids
             .last()
             .and_then(|id| self.store.journal_entry(*id).ok().flatten());
+        self.place_of(run, last)
+    }
+
+    /// [`Dispatcher::reply_place`], given the run's last message (read already).
+    pub(super) fn place_of(
+        &self,
+        run: &RunRecord,
+        last: Option<JournalEntry>,
+    ) -> Option<(String, DeliveryTarget, Option<String>)> {
         match last {
             // A message the person at the desktop wrote into a platform's conversation answers
             // nobody on that platform.

@@ -137,6 +137,9 @@ impl Dispatcher {
                 return Ok(());
             };
             self.drive(run, kept).await?;
+            // Every message that came during the run woke this task, so the next pass (right
+            // away, if one did) finds it; reading the queue now would mostly find it empty.
+            return Ok(());
         }
     }
 
@@ -149,14 +152,12 @@ impl Dispatcher {
         key: &str,
         rows: Vec<JournalEntry>,
     ) -> anyhow::Result<Option<RunRecord>> {
-        let Some(session_id) = self.ensure_session(key, &rows).await? else {
+        // The conversation's session and its own model (`/model`), in one read.
+        let (session, model) = self.store.session_and_model(key)?;
+        let Some(session_id) = self.ensure_session(key, &rows, session).await? else {
             return Ok(None);
         };
-        // The conversation's own model (`/model`), else the configured one.
-        let model = match self.store.conversation_model(key)? {
-            Some(model) => model,
-            None => self.config().gateway.model.clone(),
-        };
+        let model = model.unwrap_or_else(|| self.config().gateway.model.clone());
         let mut run = RunRecord {
             local_id: uuid::Uuid::new_v4().to_string(),
             routing_key: key.to_string(),
@@ -180,14 +181,15 @@ impl Dispatcher {
         Ok(Some(run))
     }
 
-    /// The session of a conversation, created on first use with a title from the template.
+    /// The session of a conversation (`known`, the one it has), created on first use with a
+    /// title from the template.
     pub(super) async fn ensure_session(
         self: &Arc<Self>,
         key: &str,
         rows: &[JournalEntry],
+        known: Option<String>,
     ) -> anyhow::Result<Option<String>> {
-        let conversation = self.store.conversation(key)?;
-        if let Some(session) = conversation.as_ref().and_then(|c| c.session_id.clone()) {
+        if let Some(session) = known {
             return Ok(Some(session));
         }
         let Some(first) = rows.first() else {
