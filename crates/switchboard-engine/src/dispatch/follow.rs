@@ -34,6 +34,7 @@ const DRAFT_REFRESH: Duration = Duration::from_secs(20);
 
 impl Dispatcher {
     /// Follows a run's events to its end.
+    ///
     /// `stream` comes with the generation of the server settings it was opened under; when the
     /// run ends, its stream is left in `kept` for the conversation's next run.
     pub(super) async fn follow(
@@ -116,7 +117,7 @@ impl Dispatcher {
             unsent: String::new(),
             flush_at: None,
         };
-        let followed = loop {
+        let mut followed = loop {
             if !follower.ensure_stream().await {
                 break Followed::Stopping;
             }
@@ -126,7 +127,6 @@ impl Dispatcher {
             }
         };
         follower.flush();
-        let mut followed = followed;
         if let Followed::Ended { cursor, .. } = &mut followed {
             // Stored with the run's end, in the same commit.
             *cursor = self.cursor_to_save(follower.last_id).await;

@@ -18,6 +18,10 @@ use crate::model::{now_ms, InboundMessage, Peer};
 use crate::routing::routing_key;
 use crate::store::{ApprovalRecord, Resolution};
 
+/// How long a message that came while its conversation was busy waits before the chat is told
+/// it is queued (see [`DispatcherIntake::take`]).
+const QUEUED_NOTICE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The dispatcher's intake, as channels see it.
 pub(crate) struct DispatcherIntake(pub(crate) Arc<Dispatcher>);
 
@@ -203,7 +207,17 @@ impl DispatcherIntake {
             if waiting_tool.is_none() {
                 dispatcher.typing(&channel, &target);
             }
+            let d = dispatcher.clone();
+            let key = key.clone();
             tokio::spawn(async move {
+                // A run that is ending when the message comes (its reply in the chat, its end
+                // being recorded) takes the message a moment later: "queued" only when it still
+                // waits after a moment.
+                let queued = queued
+                    && (waiting_tool.is_some() || {
+                        tokio::time::sleep(QUEUED_NOTICE_AFTER).await;
+                        d.waits_behind(&key, journal_id)
+                    });
                 let shown = match waiting_tool {
                     Some(tool) => channel
                         .send(&target, &approval_reminder(&tool))

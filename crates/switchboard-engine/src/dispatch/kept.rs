@@ -78,8 +78,8 @@ impl KeptStream {
     }
 
     /// The stream and the id of its last event, for a run about to be posted to `session` under
-    /// the server settings of `generation`; `None` when it is not this session's, or is from
-    /// other settings.
+    /// the server settings of `generation`; `None` when it is not this session's, is from other
+    /// settings, or was kept too long.
     pub(crate) fn reuse(
         self,
         session: &str,

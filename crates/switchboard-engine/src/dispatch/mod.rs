@@ -108,6 +108,8 @@ pub(crate) struct Dispatcher {
 #[derive(Clone)]
 struct ActiveRun {
     local_id: String,
+    /// The journal ids of the messages the run answers.
+    journal_ids: Vec<i64>,
     control: mpsc::UnboundedSender<RunControl>,
     /// When this process started driving it (ms), for `/status`.
     started_ms: i64,
@@ -328,7 +330,8 @@ impl Dispatcher {
         self.active
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains_key(key)
+            .get(key)
+            .is_some_and(|run| !run.journal_ids.contains(&journal_id))
             || self
                 .preparing
                 .lock()

@@ -90,6 +90,7 @@ impl Dispatcher {
                 run.routing_key.clone(),
                 ActiveRun {
                     local_id: run.local_id.clone(),
+                    journal_ids: run.journal_ids.clone(),
                     control: control_tx,
                     started_ms: crate::model::now_ms(),
                     live: live.clone(),

@@ -144,6 +144,21 @@ async fn messages_during_a_run_are_queued_and_merged_into_one_follow_up() {
     .await;
     gw.dm("ann", "2", "second").await;
     gw.dm("ann", "3", "third").await;
+    // Told once they have waited a moment (a run about to end takes a message without a note).
+    let queued = |gw: &Gateway| {
+        gw.chat
+            .notices()
+            .iter()
+            .filter(|(_, n)| *n == Notice::Queued)
+            .count()
+    };
+    tokio::time::timeout(crate::harness::WAIT, async {
+        while queued(&gw) < 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("two queued notices");
     fake.release("first");
 
     let replies = gw.replies("ann", 2).await;
@@ -360,11 +375,16 @@ async fn a_held_up_session_does_not_delay_another() {
 async fn a_conversations_history_has_the_server_messages_and_the_journal() {
     let fake = FakeStakpak::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let gw = Gateway::start(config_for(&fake), dir.path()).await;
+    let mut gw = Gateway::start(config_for(&fake), dir.path()).await;
     gw.dm("ann", "1", "first").await;
     gw.replies("ann", 1).await;
     gw.dm("ann", "2", "second").await;
-    gw.replies("ann", 2).await;
+    // Delivered means in the chat and recorded (the event comes after the commit).
+    gw.event("the second reply delivered", |e| match e {
+        EngineEvent::ReplyDelivered { text, .. } if text == "echo: second" => Some(()),
+        _ => None,
+    })
+    .await;
 
     let history = gw.engine.history("chat:dm:ann").await.expect("history");
     let server = history.server.expect("the server's messages");
