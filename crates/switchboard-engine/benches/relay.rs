@@ -10,6 +10,8 @@
 //! messages merge into one run: every message is a run, as when people wait for answers. The
 //! model answers 50 ms after each message (`SLOW 0.05`). Their latency is also split where the
 //! time goes: before the server has the message, at the server, and after it said it was done.
+//! A last workload (full runs only) makes every POST of one of 200 conversations take 2 s to
+//! answer and prints the other conversations' latency apart: one slow POST must not delay them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -59,12 +61,16 @@ fn main() {
             &[(200, 5), (1000, 2)]
         };
         for &(conversations, per_conversation) in shapes {
-            unmerged(conversations, per_conversation).await;
+            unmerged(conversations, per_conversation, false).await;
             // The same workload through a client with no store at all, measured in the same run
             // on the same machine: the bar the engine's durability is paid against.
             if !std::env::args().any(|a| a == "--no-naive") {
                 naive(conversations, per_conversation).await;
             }
+        }
+        // One conversation whose every POST takes 2 s to answer: the others must not notice.
+        if custom.is_empty() && !quick {
+            unmerged(200, 5, true).await;
         }
     });
 }
@@ -413,8 +419,10 @@ async fn naive(conversations: usize, per_conversation: usize) {
 
 /// `conversations` conversations, each sending `per_conversation` messages one after the other,
 /// the next only once the reply to the last arrived; the model takes 50 ms. Prints replies per
-/// second and the latency from handing a message in to its reply.
-async fn unmerged(conversations: usize, per_conversation: usize) {
+/// second and the latency from handing a message in to its reply. With `slow_post`, the server
+/// answers every POST of the first conversation only after 2 s (`SLOW_POST 2`), and the others'
+/// latency is printed apart.
+async fn unmerged(conversations: usize, per_conversation: usize, slow_post: bool) {
     let fake = FakeStakpak::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = Config::default();
@@ -440,7 +448,11 @@ async fn unmerged(conversations: usize, per_conversation: usize) {
             let mut stamps = Vec::with_capacity(per_conversation);
             let mut answered = 0;
             for m in 0..per_conversation {
-                let text = format!("SLOW 0.05 un-{c}-{m}");
+                let text = if slow_post && c == 0 {
+                    format!("SLOW 0.05 SLOW_POST 2 un-{c}-{m}")
+                } else {
+                    format!("SLOW 0.05 un-{c}-{m}")
+                };
                 let message = InboundMessage {
                     channel: "lanes".into(),
                     peer: Peer::new(peer.clone()),
@@ -474,12 +486,29 @@ async fn unmerged(conversations: usize, per_conversation: usize) {
     let elapsed = started.elapsed();
     let total = conversations * per_conversation;
     println!(
-        "unmerged: {conversations} conversations x {per_conversation} messages, model 50 ms: {total} replies in {:.2} s = {:.0} replies/s; runs: {}; wrong or lost: {}",
+        "unmerged: {conversations} conversations x {per_conversation} messages, model 50 ms{}: {total} replies in {:.2} s = {:.0} replies/s; runs: {}; wrong or lost: {}",
+        if slow_post { ", the first one's POSTs answered after 2 s" } else { "" },
         elapsed.as_secs_f64(),
         total as f64 / elapsed.as_secs_f64(),
         fake.runs_started(),
         total - answered,
     );
+    if slow_post {
+        let (slow, others): (Vec<_>, Vec<_>) = stamps
+            .iter()
+            .partition(|(text, _, _)| text.contains("SLOW_POST"));
+        let latency = |stamps: Vec<&(String, Instant, Instant)>| {
+            stamps
+                .iter()
+                .map(|(_, at, when)| when.saturating_duration_since(*at))
+                .collect()
+        };
+        report(
+            "  the other conversations: handed in -> reply sent",
+            latency(others),
+        );
+        report("  the slow one: handed in -> reply sent", latency(slow));
+    }
     let latencies = stamps
         .iter()
         .map(|(_, at, when)| when.saturating_duration_since(*at))

@@ -538,36 +538,43 @@ async fn post_message(
     let (msg, raw): (wire::PostMessage, Value) = parse_body(&bytes)?;
     let path = format!("/v1/sessions/{id}/messages");
     let text = wire::content_text(&msg.message.content);
-    let mut st = shared.lock();
-    let (outcome, replayed) = idempotent(&mut st, &path, &headers, raw.clone(), |st| {
-        start_or_queue(&shared, st, id, &msg, &text)
-    });
-    if let Ok((_, body)) = &outcome {
-        let value: Value = serde_json::from_str(body).unwrap_or_default();
-        if let (false, Some(run_id)) = (replayed, value.get("run_id").and_then(Value::as_str)) {
-            st.records.timings.push(super::RunTiming {
+    let slow_post = super::script::Script::parse(&text).slow_post;
+    let outcome = {
+        let mut st = shared.lock();
+        let (outcome, replayed) = idempotent(&mut st, &path, &headers, raw.clone(), |st| {
+            start_or_queue(&shared, st, id, &msg, &text)
+        });
+        if let Ok((_, body)) = &outcome {
+            let value: Value = serde_json::from_str(body).unwrap_or_default();
+            if let (false, Some(run_id)) = (replayed, value.get("run_id").and_then(Value::as_str)) {
+                st.records.timings.push(super::RunTiming {
+                    session_id: id.to_string(),
+                    run_id: run_id.to_string(),
+                    text: text.clone(),
+                    posted_at: arrived,
+                    completed_at: None,
+                });
+            }
+            st.records.posted.push(PostedMessage {
                 session_id: id.to_string(),
-                run_id: run_id.to_string(),
-                text: text.clone(),
-                posted_at: arrived,
-                completed_at: None,
+                text,
+                kind: msg.kind.as_str().to_string(),
+                run_id: value
+                    .get("run_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                idempotency_key: idempotency_key(&headers),
+                context: msg.context.clone().unwrap_or_default(),
+                overrides: raw.get("overrides").cloned(),
+                model: raw.get("model").and_then(Value::as_str).map(str::to_string),
+                replayed,
+                images: wire::image_urls(&msg.message.content),
             });
         }
-        st.records.posted.push(PostedMessage {
-            session_id: id.to_string(),
-            text,
-            kind: msg.kind.as_str().to_string(),
-            run_id: value
-                .get("run_id")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            idempotency_key: idempotency_key(&headers),
-            context: msg.context.clone().unwrap_or_default(),
-            overrides: raw.get("overrides").cloned(),
-            model: raw.get("model").and_then(Value::as_str).map(str::to_string),
-            replayed,
-            images: wire::image_urls(&msg.message.content),
-        });
+        outcome
+    };
+    if let Some(delay) = slow_post {
+        tokio::time::sleep(delay).await;
     }
     answer(outcome)
 }

@@ -30,6 +30,7 @@
 //! | `FAIL_500` | two `retry_attempt` (reported 2000 / 4000 ms, really 20 ms), then `run_error`; `run_status` `failed` |
 //! | `FAIL_500_ONCE` | one `retry_attempt`, then the normal reply |
 //! | `SLOW <secs>` | waits that long (float) before answering |
+//! | `SLOW_POST <secs>` | the run starts at once, but the POST that started it answers only after that long |
 //! | `DRIP <n> <secs>` | a model that streams: the reply in `n` `text_delta`s spread over `secs` |
 //! | `TOOL_SECS <secs>` | with `USE_TOOL`: each approved call takes that long to run |
 //! | `SILENT_END` | after `run_started`, `turn_started`: no more events; the reply is stored as a message and the run is idle |

@@ -36,6 +36,8 @@ pub(crate) struct Script {
     pub fail_500: bool,
     pub fail_500_once: bool,
     pub slow: Option<Duration>,
+    /// How long the POST that starts the run takes to answer (the run itself starts at once).
+    pub slow_post: Option<Duration>,
     pub silent_end: bool,
     pub empty_reply: bool,
     pub hold: Option<String>,
@@ -95,6 +97,12 @@ impl Script {
                         let secs = next.and_then(|w| w.parse::<f64>().ok());
                         if let Some(secs) = secs.filter(|s| s.is_finite() && *s >= 0.0) {
                             script.slow = Some(Duration::from_secs_f64(secs.min(3600.0)));
+                        }
+                    }
+                    "SLOW_POST" => {
+                        let secs = next.and_then(|w| w.parse::<f64>().ok());
+                        if let Some(secs) = secs.filter(|s| s.is_finite() && *s >= 0.0) {
+                            script.slow_post = Some(Duration::from_secs_f64(secs.min(3600.0)));
                         }
                     }
                     "SILENT_END" => script.silent_end = true,
@@ -347,6 +355,13 @@ mod tests {
                 },
             ),
             ("SLOW soon", Script::default()),
+            (
+                "SLOW_POST 2 then",
+                Script {
+                    slow_post: Some(Duration::from_secs(2)),
+                    ..Script::default()
+                },
+            ),
             (
                 "a\nHOLD gate-1 b",
                 Script {
