@@ -78,6 +78,34 @@ impl Desk {
         }
     }
 
+    /// Waits for two desktop messages, `first` and `second`, which may come in either order.
+    async fn said_both(
+        &mut self,
+        what: &str,
+        first: impl Fn(&DesktopMessage) -> bool,
+        second: impl Fn(&DesktopMessage) -> bool,
+    ) -> (DesktopMessage, DesktopMessage) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let (mut a, mut b): (Option<DesktopMessage>, Option<DesktopMessage>) = (None, None);
+        loop {
+            if let (Some(a), Some(b)) = (&a, &b) {
+                return (a.clone(), b.clone());
+            }
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Ok(EngineEvent::DesktopMessage { message })) => {
+                    if a.is_none() && first(&message) {
+                        a = Some(message);
+                    } else if b.is_none() && second(&message) {
+                        b = Some(message);
+                    }
+                }
+                Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+                Ok(Err(e)) => panic!("events closed while waiting for {what}: {e}"),
+                Err(_) => panic!("timed out waiting for {what}"),
+            }
+        }
+    }
+
     /// Waits until the chat's transcript satisfies `check`, and returns it.
     async fn transcript_until(
         &self,
@@ -259,8 +287,15 @@ async fn an_approval_shows_in_the_desktop_chat_and_its_outcome_when_decided_from
         )
         .await
         .expect("taken");
-    let prompt = desk
-        .said("the approval prompt", |m| m.kind == DesktopKind::Approval)
+    // The prompt and the growing reply that says it waits, in whichever order they come.
+    let (prompt, waiting) = desk
+        .said_both(
+            "the approval prompt and the growing reply that says it waits",
+            |m| m.kind == DesktopKind::Approval,
+            |m| {
+                m.kind == DesktopKind::Reply && m.tasks.iter().any(|t| t.title.contains("approval"))
+            },
+        )
         .await;
     assert!(
         prompt.text.contains("df -h"),
@@ -270,11 +305,6 @@ async fn an_approval_shows_in_the_desktop_chat_and_its_outcome_when_decided_from
         .approval_id
         .clone()
         .expect("the prompt names its approval");
-    let waiting = desk
-        .said("the growing reply says it waits", |m| {
-            m.kind == DesktopKind::Reply && m.tasks.iter().any(|t| t.title.contains("approval"))
-        })
-        .await;
     assert!(
         waiting.streaming && waiting.text.contains("I'll look into it."),
         "what the agent said before its call shows, with the wait as a task: {waiting:?}"
