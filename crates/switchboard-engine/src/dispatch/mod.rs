@@ -84,7 +84,7 @@ pub(crate) struct Dispatcher {
     active: Mutex<HashMap<String, ActiveRun>>,
     /// Conversations whose queued messages are being made a run (session, files, the run's
     /// row), with those messages' journal ids: busy already, though no run is in flight yet.
-    pub(super) preparing: Mutex<HashMap<String, Vec<i64>>>,
+    preparing: Mutex<HashMap<String, Vec<i64>>>,
     /// The agent server's start time (Unix seconds), to tell its restarts apart.
     server_epoch: Mutex<Option<i64>>,
     /// Tools seen waiting for a decision at the head of a run's queue: the server does not approve

@@ -63,7 +63,8 @@ impl Dispatcher {
         // The event stream of the conversation's last run, while it is worth keeping.
         let mut kept: Option<KeptStream> = None;
         loop {
-            // Finish what was in flight before a restart first, then drain the queue.
+            // Finish what was in flight before a restart first, then make the queue one run;
+            // messages that come meanwhile wake the task again.
             if let Err(e) = self.work(&key, &mut paused, &mut kept).await {
                 tracing::error!(conversation = %key, error = %format!("{e:#}"), "conversation failed; will retry");
                 self.emit(EngineEvent::Error {

@@ -93,7 +93,7 @@ async fn the_next_message_of_a_conversation_is_followed_on_the_stream_kept_open(
 }
 
 #[tokio::test]
-async fn a_kept_stream_the_server_cut_or_filled_with_another_run_is_not_trusted() {
+async fn a_foreign_run_a_cut_stream_or_a_restart_between_messages_loses_and_repeats_nothing() {
     let fake = FakeStakpak::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let gw = Gateway::start(config_for(&fake), dir.path()).await;
