@@ -6,7 +6,8 @@
 #     CPU over a minute;
 #   - open to page drawn: from a launch that opens the window until its page asks for its state,
 #     median of 5 (the window is closed in between, as a person does);
-#   - the window open and idle: CPU over a minute and memory, the app and its WebKit processes;
+#   - the window open and idle: CPU over a minute and memory, the app, its window process and
+#     that one's WebKit processes;
 #   - tray only again, 10 s after the window was closed: memory of all the app's processes.
 # Runs in its own virtual X server and session bus, with the fake agent server and an idle window.
 # Usage: scripts/bench-desktop.sh [idle seconds, default 60] [starts, default 5]
@@ -45,7 +46,8 @@ registered() {
 }
 now_ms() { date +%s%3N; }
 
-# The process and every process below it (WebKit's web and network processes).
+# The process and every process below it (the window process and its WebKit web and network
+# processes, while a window is open).
 tree() {
   local pid=$1
   echo "$pid"
@@ -96,7 +98,8 @@ sleep "$idle_secs"
 c1=$(cpu_ticks "$app"); t1=$(now_ms)
 tray_cpu=$(awk -v c=$((c1 - c0)) -v hz="$hz" -v ms=$((t1 - t0)) 'BEGIN { printf "%.2f", 100 * (c / hz) / (ms / 1000) }')
 
-# Opening the window: a second launch hands over to the app, which builds the window; the page
+# Opening the window: a second launch hands over to the app, which starts its window process,
+# which builds the window; the page
 # is drawn when it asks for its state ("window page loaded" in the log). Then it is closed as a
 # person does, and opened again, five times.
 windows() { xdotool search --onlyvisible --name '^Switchboard' 2>/dev/null || true; }
@@ -148,9 +151,9 @@ echo "| start to tray ready (median of $starts) | < 1 s | ${median} ms |"
 echo "| tray only after start: all $tray_procs processes (RSS / PSS) | ≤ 80 MiB RSS | $((tray_rss / 1024)) MiB / $((tray_pss / 1024)) MiB |"
 echo "| idle CPU over ${idle_secs} s, no window | < 0.1 % of one core | ${tray_cpu} % |"
 echo "| open to page drawn (median of 5): from the request in the app / from a second launch | < 400 ms | ${inapp_median} ms / ${open_median} ms |"
-echo "| idle CPU over ${idle_secs} s, window open, app + WebKit processes | < 0.5 % of one core | ${cpu} % |"
-echo "| memory, window open: app process (RSS) | — | $((main_rss / 1024)) MiB |"
-echo "| memory, window open: app + $((procs - 1)) WebKit processes (RSS / PSS) | — | $((rss / 1024)) MiB / $((pss / 1024)) MiB |"
+echo "| idle CPU over ${idle_secs} s, window open, all processes | < 0.5 % of one core | ${cpu} % |"
+echo "| memory, window open: the app's own process (RSS) | — | $((main_rss / 1024)) MiB |"
+echo "| memory, window open: the app + $((procs - 1)) processes (window, WebKit) (RSS / PSS) | — | $((rss / 1024)) MiB / $((pss / 1024)) MiB |"
 echo "| tray only, 10 s after the window closed: all $after_procs processes (RSS / PSS) | ≤ 80 MiB RSS | $((after_rss / 1024)) MiB / $((after_pss / 1024)) MiB |"
 kill "$app" 2>/dev/null || true
 wait "$app" 2>/dev/null || true

@@ -4,10 +4,10 @@
 #
 # - system packages: the compiler tool chain, WebKitGTK and the tray library for the desktop app,
 #   and the headless desktop the end-to-end tests drive (Xvfb, D-Bus, dunst, a tray host,
-#   WebKitWebDriver), and a Secret Service (gnome-keyring) for the token tests;
+#   WebKitWebDriver, which the tests attach to the app's window process), and a Secret Service
+#   (gnome-keyring) for the token tests;
 # - the Rust tool chain (rustup) when cargo is missing;
-# - Node 20+ with npm (the window's UI build) and the UI's packages (npm ci, else npm install);
-# - tauri-driver (WebDriver for the app's window) with cargo install.
+# - Node 20+ with npm (the window's UI build) and the UI's packages (npm ci, else npm install).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -71,9 +71,3 @@ fi
 # The window's UI, which the desktop app embeds when it is compiled.
 bash scripts/build-ui.sh
 
-# WebDriver for the app's window (the end-to-end tests).
-export PATH="$HOME/.cargo/bin:$PATH"
-if ! command -v tauri-driver >/dev/null 2>&1; then
-  echo "setup: installing tauri-driver"
-  cargo install tauri-driver --locked
-fi

@@ -3,271 +3,258 @@
 //! [`crate::views`]. An argument that is missing, of the wrong type or out of shape is
 //! `invalid_argument` with `field` naming it as the page sends it.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
 use switchboard_engine::approvals::Surface;
 use switchboard_engine::config::{ApprovalMode, Config};
-use switchboard_engine::model::Identity;
-use tauri::ipc::{CommandArg, CommandItem, InvokeError};
-use tauri::{Runtime, State};
+use tauri::ipc::{Invoke, InvokeBody, InvokeError};
+use tauri::{Manager, Runtime};
 
-use crate::activity::ActivityEntry;
 use crate::shell::Shell;
 use crate::validate;
 use crate::views::*;
 
-type ShellState<'a> = State<'a, Arc<Shell>>;
+/// What a command answers, as the page receives it.
+pub type Answer = IpcResult<Value>;
 
-/// A command argument read from the page's call. Tauri's own reading answers a missing or
-/// mistyped argument with a bare string; this answers it as an [`IpcError`] (`invalid_argument`,
-/// `field` = the argument's name as the page sends it), like every other error the page gets.
-pub struct Arg<T>(pub T);
+/// A command on its way to an answer.
+pub type Pending = Pin<Box<dyn Future<Output = Answer> + Send>>;
 
-impl<'de, T: Deserialize<'de>, R: Runtime> CommandArg<'de, R> for Arg<T> {
-    fn from_command(item: CommandItem<'de, R>) -> Result<Self, InvokeError> {
-        let (command, key) = (item.name, item.key);
-        T::deserialize(item).map(Arg).map_err(|error| {
+/// The arguments of one call, read by name as the page sends them (camelCase).
+struct Args<'a> {
+    command: &'a str,
+    values: &'a Value,
+}
+
+impl Args<'_> {
+    /// The argument `key`; a missing one reads as `null` (so an optional one is `None`). One that
+    /// is missing or of the wrong type is `invalid_argument` with `field` = `key`.
+    fn get<T: DeserializeOwned>(&self, key: &str) -> IpcResult<T> {
+        let value = self.values.get(key).unwrap_or(&Value::Null);
+        T::deserialize(value).map_err(|error| {
             let message = validate::without_values(&error.to_string());
-            tracing::debug!(command, argument = key, %message, "a command argument was refused");
-            InvokeError::from(validate::invalid(key, format!("{key}: {message}")))
+            tracing::debug!(command = self.command, argument = key, %message, "a command argument was refused");
+            validate::invalid(key, format!("{key}: {message}"))
         })
     }
 }
 
-// ----- commands ---------------------------------------------------------------------------------
-// Each command is listed in `commands()` below and by name in `command_names.rs`, from which
-// `build.rs` generates the permission the capability grants.
-
-/// The page asks for it once, as it loads: the moment a window opened is drawn.
-#[tauri::command]
-async fn snapshot(shell: ShellState<'_>) -> IpcResult<Snapshot> {
-    tracing::info!("window page loaded");
-    Ok(shell.snapshot())
+fn answer<T: Serialize>(result: IpcResult<T>) -> Answer {
+    result.and_then(|value| {
+        serde_json::to_value(value).map_err(|error| {
+            IpcError::new(
+                ErrorCode::Engine,
+                format!("cannot send the answer: {error}"),
+            )
+        })
+    })
 }
 
-#[tauri::command]
-async fn conversations(shell: ShellState<'_>) -> IpcResult<Vec<ConversationView>> {
-    shell.conversations()
-}
-
-#[tauri::command]
-async fn history(shell: ShellState<'_>, routing_key: Arg<String>) -> IpcResult<HistoryView> {
-    let routing_key = validate::routing_key("routingKey", &routing_key.0)?;
-    shell.history(routing_key).await
-}
-
-#[tauri::command]
-async fn cancel_run(shell: ShellState<'_>, routing_key: Arg<String>) -> IpcResult<bool> {
-    let routing_key = validate::routing_key("routingKey", &routing_key.0)?;
-    shell.cancel_run(routing_key)
-}
-
-#[tauri::command]
-async fn set_paused(shell: ShellState<'_>, paused: Arg<bool>) -> IpcResult<Snapshot> {
-    shell.set_paused(paused.0)
-}
-
-#[tauri::command]
-async fn set_approval_mode(shell: ShellState<'_>, mode: Arg<ApprovalMode>) -> IpcResult<Snapshot> {
-    shell.set_approval_mode(mode.0)
-}
-
-#[tauri::command]
-async fn set_channel_enabled(
-    shell: ShellState<'_>,
-    name: Arg<String>,
-    enabled: Arg<bool>,
-) -> IpcResult<Snapshot> {
-    let name = validate::channel_name("name", &name.0)?;
-    shell
-        .set_channel_enabled(name, enabled.0)
-        .map_err(|e| name_the(e, "name"))
-}
-
-#[tauri::command]
-async fn set_do_not_disturb(shell: ShellState<'_>, on: Arg<bool>) -> IpcResult<Snapshot> {
-    shell.set_do_not_disturb(on.0)
-}
-
-#[tauri::command]
-async fn set_autostart(shell: ShellState<'_>, on: Arg<bool>) -> IpcResult<Snapshot> {
-    shell.set_autostart(on.0)
-}
-
-/// Checks a channel's credentials; with `settings`, as those (unsaved) settings set them.
-#[tauri::command]
-async fn test_channel(
-    shell: ShellState<'_>,
-    name: Arg<String>,
-    settings: Arg<Option<Config>>,
-) -> IpcResult<Identity> {
-    let name = validate::channel_name("name", &name.0)?;
-    shell
-        .test_channel(name, settings.0)
-        .await
-        .map_err(|e| name_the(e, "name"))
-}
-
-#[tauri::command]
-async fn test_connection(
-    shell: ShellState<'_>,
-    url: Arg<String>,
-    token: Arg<String>,
-) -> IpcResult<ServerCheck> {
-    let url = validate::server_url("url", &url.0)?;
-    let token = validate::token("token", &token.0)?;
-    shell.test_connection(url, token).await
-}
-
-/// Asks the engine to check the agent server again.
-#[tauri::command]
-async fn check_server(shell: ShellState<'_>) -> IpcResult<()> {
-    shell.check_server()
-}
-
-#[tauri::command]
-async fn settings(shell: ShellState<'_>) -> IpcResult<SettingsView> {
-    Ok(shell.settings())
-}
-
-/// The settings are checked field by field by `Config::validate` (an `invalid_settings` error
-/// naming the field) before anything is written.
-#[tauri::command]
-async fn save_settings(shell: ShellState<'_>, config: Arg<Config>) -> IpcResult<SaveOutcome> {
-    Arc::clone(&shell).save_settings(config.0).await
-}
-
-#[tauri::command]
-async fn import_autopilot(shell: ShellState<'_>, into: Arg<Config>) -> IpcResult<ImportView> {
-    shell.import_autopilot(into.0)
-}
-
-/// Points `~/.stakpak/autopilot.toml`'s `[notifications]` at Switchboard (keeping the file's
-/// comments); returns the settings it changed.
-#[tauri::command]
-async fn connect_autopilot(shell: ShellState<'_>) -> IpcResult<Vec<String>> {
-    shell.connect_autopilot()
-}
-
-#[tauri::command]
-async fn activity(shell: ShellState<'_>) -> IpcResult<Vec<ActivityEntry>> {
-    Ok(shell.activity())
-}
-
-#[tauri::command]
-async fn approvals(shell: ShellState<'_>) -> IpcResult<ApprovalsView> {
-    shell.approvals()
-}
-
-#[tauri::command]
-async fn decide_approval(
-    shell: ShellState<'_>,
-    approval_id: Arg<String>,
-    choice: Arg<ApprovalChoice>,
-    pattern: Arg<Option<String>>,
-) -> IpcResult<DecideOutcome> {
-    let approval_id = validate::approval_id("approvalId", &approval_id.0)?;
-    let pattern = validate::pattern("pattern", pattern.0.as_deref())?;
-    shell
-        .decide_approval_with_pattern(approval_id, choice.0, Surface::Window, pattern.as_deref())
-        .map_err(|e| name_the(e, "approvalId"))
-}
-
-#[tauri::command]
-async fn remove_rule(shell: ShellState<'_>, id: Arg<i64>) -> IpcResult<bool> {
-    let id = validate::rule_id("id", id.0)?;
-    shell.remove_rule(id)
-}
-
-/// The strangers waiting to be admitted, oldest first.
-#[tauri::command]
-async fn pairing_requests(shell: ShellState<'_>) -> IpcResult<Vec<PairingView>> {
-    shell.pairing_requests()
-}
-
-/// Admits the sender of a pairing code: their next message reaches the agent.
-#[tauri::command]
-async fn admit_pairing(
-    shell: ShellState<'_>,
-    channel: Arg<String>,
-    code: Arg<String>,
-) -> IpcResult<PairingDecision> {
-    let channel = validate::channel_name("channel", &channel.0)?;
-    let code = validate::pairing_code("code", &code.0)?;
-    shell.admit_pairing(channel, &code, Surface::Window)
-}
-
-/// Refuses the sender of a pairing code: they are ignored silently from now on.
-#[tauri::command]
-async fn refuse_pairing(
-    shell: ShellState<'_>,
-    channel: Arg<String>,
-    code: Arg<String>,
-) -> IpcResult<PairingDecision> {
-    let channel = validate::channel_name("channel", &channel.0)?;
-    let code = validate::pairing_code("code", &code.0)?;
-    shell.refuse_pairing(channel, &code, Surface::Window)
-}
-
-/// A desktop chat's transcript: what the person wrote and what the agent side said.
-#[tauri::command]
-async fn desktop_transcript(
-    shell: ShellState<'_>,
-    chat_id: Arg<String>,
-) -> IpcResult<Vec<switchboard_engine::channels::desktop::DesktopLine>> {
-    let chat_id = validate::chat_id("chatId", &chat_id.0)?;
-    shell.desktop_transcript(chat_id)
-}
-
-/// The person writes in a desktop chat (a new id starts a new chat); true when the message is
-/// new (the same `clientId` again is the same message).
-#[tauri::command]
-async fn desktop_send(
-    shell: ShellState<'_>,
-    chat_id: Arg<String>,
-    text: Arg<String>,
-    client_id: Arg<String>,
-) -> IpcResult<bool> {
-    let chat_id = validate::chat_id("chatId", &chat_id.0)?;
-    let text = validate::message("text", &text.0)?;
-    let client_id = validate::client_id("clientId", &client_id.0)?;
-    shell.desktop_send(chat_id, text, client_id).await
-}
-
-/// The person writes into a conversation of any channel (the quick chat on a chat's
-/// conversation); the agent answers where that conversation's replies go.
-#[tauri::command]
-async fn say(
-    shell: ShellState<'_>,
-    routing_key: Arg<String>,
-    text: Arg<String>,
-    client_id: Arg<String>,
-) -> IpcResult<bool> {
-    let routing_key = validate::routing_key("routingKey", &routing_key.0)?;
-    let text = validate::message("text", &text.0)?;
-    let client_id = validate::client_id("clientId", &client_id.0)?;
-    shell
-        .say(routing_key, text, client_id)
-        .await
-        .map_err(|e| name_the(e, "routingKey"))
-}
-
-/// Opens the quick chat window, on a conversation or the desktop chat used last.
-#[tauri::command]
-async fn open_quick_chat(shell: ShellState<'_>, routing_key: Arg<Option<String>>) -> IpcResult<()> {
-    let routing_key = match routing_key.0 {
-        Some(key) => Some(validate::routing_key("routingKey", &key)?.to_owned()),
-        None => None,
+/// Runs the page's command `command` with its arguments `args` (a JSON object) against the
+/// shell. Each command checks its arguments ([`crate::validate`]), then calls [`Shell`]. The
+/// window's process sends its calls here over its link ([`crate::window`]); the tests call it
+/// through [`commands`].
+pub async fn call(shell: Arc<Shell>, command: &str, args: Value) -> Answer {
+    let args = Args {
+        command,
+        values: &args,
     };
-    shell.open_quick_chat(routing_key);
-    Ok(())
+    match command {
+        // The page asks for it once, as it loads: the moment a window opened is drawn.
+        "snapshot" => {
+            tracing::info!("window page loaded");
+            answer(Ok(shell.snapshot()))
+        }
+        "conversations" => answer(shell.conversations()),
+        "history" => {
+            let key: String = args.get("routingKey")?;
+            let key = validate::routing_key("routingKey", &key)?;
+            answer(shell.history(key).await)
+        }
+        "cancel_run" => {
+            let key: String = args.get("routingKey")?;
+            answer(shell.cancel_run(validate::routing_key("routingKey", &key)?))
+        }
+        "set_paused" => answer(shell.set_paused(args.get("paused")?)),
+        "set_approval_mode" => answer(shell.set_approval_mode(args.get::<ApprovalMode>("mode")?)),
+        "set_channel_enabled" => {
+            let name: String = args.get("name")?;
+            let name = validate::channel_name("name", &name)?;
+            let enabled: bool = args.get("enabled")?;
+            answer(
+                shell
+                    .set_channel_enabled(name, enabled)
+                    .map_err(|e| name_the(e, "name")),
+            )
+        }
+        "set_do_not_disturb" => answer(shell.set_do_not_disturb(args.get("on")?)),
+        "set_autostart" => answer(shell.set_autostart(args.get("on")?)),
+        // Checks a channel's credentials; with `settings`, as those (unsaved) settings set them.
+        "test_channel" => {
+            let name: String = args.get("name")?;
+            let name = validate::channel_name("name", &name)?;
+            let settings: Option<Config> = args.get("settings")?;
+            answer(
+                shell
+                    .test_channel(name, settings)
+                    .await
+                    .map_err(|e| name_the(e, "name")),
+            )
+        }
+        "test_connection" => {
+            let url: String = args.get("url")?;
+            let token: String = args.get("token")?;
+            let url = validate::server_url("url", &url)?;
+            let token = validate::token("token", &token)?;
+            answer(shell.test_connection(url, token).await)
+        }
+        // Asks the engine to check the agent server again.
+        "check_server" => answer(shell.check_server()),
+        "settings" => answer(Ok(shell.settings())),
+        // The settings are checked field by field by `Config::validate` (an `invalid_settings`
+        // error naming the field) before anything is written.
+        "save_settings" => {
+            let config: Config = args.get("config")?;
+            answer(Arc::clone(&shell).save_settings(config).await)
+        }
+        "import_autopilot" => answer(shell.import_autopilot(args.get("into")?)),
+        // Points `~/.stakpak/autopilot.toml`'s `[notifications]` at Switchboard (keeping the
+        // file's comments); returns the settings it changed.
+        "connect_autopilot" => answer(shell.connect_autopilot()),
+        "activity" => answer(Ok(shell.activity())),
+        "approvals" => answer(shell.approvals()),
+        "decide_approval" => {
+            let approval_id: String = args.get("approvalId")?;
+            let choice: ApprovalChoice = args.get("choice")?;
+            let pattern: Option<String> = args.get("pattern")?;
+            let approval_id = validate::approval_id("approvalId", &approval_id)?;
+            let pattern = validate::pattern("pattern", pattern.as_deref())?;
+            answer(
+                shell
+                    .decide_approval_with_pattern(
+                        approval_id,
+                        choice,
+                        Surface::Window,
+                        pattern.as_deref(),
+                    )
+                    .map_err(|e| name_the(e, "approvalId")),
+            )
+        }
+        "remove_rule" => {
+            let id: i64 = args.get("id")?;
+            answer(shell.remove_rule(validate::rule_id("id", id)?))
+        }
+        // The strangers waiting to be admitted, oldest first.
+        "pairing_requests" => answer(shell.pairing_requests()),
+        // Admits the sender of a pairing code (their next message reaches the agent), or
+        // refuses them (ignored silently from now on).
+        "admit_pairing" | "refuse_pairing" => {
+            let channel: String = args.get("channel")?;
+            let code: String = args.get("code")?;
+            let channel = validate::channel_name("channel", &channel)?;
+            let code = validate::pairing_code("code", &code)?;
+            answer(if command == "admit_pairing" {
+                shell.admit_pairing(channel, &code, Surface::Window)
+            } else {
+                shell.refuse_pairing(channel, &code, Surface::Window)
+            })
+        }
+        // A desktop chat's transcript: what the person wrote and what the agent side said.
+        "desktop_transcript" => {
+            let chat_id: String = args.get("chatId")?;
+            answer(shell.desktop_transcript(validate::chat_id("chatId", &chat_id)?))
+        }
+        // The person writes in a desktop chat (a new id starts a new chat); true when the
+        // message is new (the same `clientId` again is the same message).
+        "desktop_send" => {
+            let chat_id: String = args.get("chatId")?;
+            let text: String = args.get("text")?;
+            let client_id: String = args.get("clientId")?;
+            let chat_id = validate::chat_id("chatId", &chat_id)?;
+            let text = validate::message("text", &text)?;
+            let client_id = validate::client_id("clientId", &client_id)?;
+            answer(shell.desktop_send(chat_id, text, client_id).await)
+        }
+        // The person writes into a conversation of any channel (the quick chat on a chat's
+        // conversation); the agent answers where that conversation's replies go.
+        "say" => {
+            let key: String = args.get("routingKey")?;
+            let text: String = args.get("text")?;
+            let client_id: String = args.get("clientId")?;
+            let key = validate::routing_key("routingKey", &key)?;
+            let text = validate::message("text", &text)?;
+            let client_id = validate::client_id("clientId", &client_id)?;
+            answer(
+                shell
+                    .say(key, text, client_id)
+                    .await
+                    .map_err(|e| name_the(e, "routingKey")),
+            )
+        }
+        // Opens the quick chat window, on a conversation or the desktop chat used last.
+        "open_quick_chat" => {
+            let key: Option<String> = args.get("routingKey")?;
+            let key = match key {
+                Some(key) => Some(validate::routing_key("routingKey", &key)?.to_owned()),
+                None => None,
+            };
+            shell.open_quick_chat(key);
+            answer(Ok(()))
+        }
+        "close_quick_chat" => {
+            shell.close_quick_chat();
+            answer(Ok(()))
+        }
+        _ => Err(IpcError::new(
+            ErrorCode::InvalidArgument,
+            format!(
+                "there is no command {}",
+                validate::without_values(&format!("\"{command}\""))
+            ),
+        )),
+    }
 }
 
-#[tauri::command]
-async fn close_quick_chat(shell: ShellState<'_>) -> IpcResult<()> {
-    shell.close_quick_chat();
-    Ok(())
+/// An invoke handler that answers each of the page's calls with `run(command, arguments)`.
+pub fn handler<R: Runtime>(
+    run: impl Fn(&tauri::Webview<R>, String, Value) -> Pending + Send + Sync + 'static,
+) -> impl Fn(Invoke<R>) -> bool + Send + Sync + 'static {
+    move |invoke: Invoke<R>| {
+        let args = match invoke.message.payload() {
+            InvokeBody::Json(value) => value.clone(),
+            InvokeBody::Raw(_) => Value::Null,
+        };
+        let pending = run(
+            &invoke.message.webview(),
+            invoke.message.command().to_owned(),
+            args,
+        );
+        invoke
+            .resolver
+            .respond_async(async move { pending.await.map_err(InvokeError::from) });
+        true
+    }
+}
+
+/// The invoke handler that runs every command in this process, against the shell the app
+/// manages (the `tauri::test` tests; the window's process forwards instead).
+pub fn commands<R: Runtime>() -> impl Fn(Invoke<R>) -> bool + Send + Sync + 'static {
+    handler(|webview: &tauri::Webview<R>, command, args| {
+        let shell = webview
+            .try_state::<Arc<Shell>>()
+            .map(|s| Arc::clone(s.inner()));
+        Box::pin(async move {
+            match shell {
+                Some(shell) => call(shell, &command, args).await,
+                None => Err(IpcError::new(ErrorCode::NotRunning, "the app is not ready")),
+            }
+        })
+    })
 }
 
 /// A `not_found` from the shell names the argument that named the missing thing.
@@ -280,37 +267,3 @@ fn name_the(error: IpcError, field: &str) -> IpcError {
 }
 
 include!("command_names.rs");
-
-/// The invoke handler with every command, shared by the app and the `tauri::test` tests.
-pub fn commands<R: Runtime>() -> impl Fn(tauri::ipc::Invoke<R>) -> bool + Send + Sync + 'static {
-    tauri::generate_handler![
-        snapshot,
-        conversations,
-        history,
-        cancel_run,
-        set_paused,
-        set_approval_mode,
-        set_channel_enabled,
-        set_do_not_disturb,
-        set_autostart,
-        test_channel,
-        test_connection,
-        check_server,
-        settings,
-        save_settings,
-        import_autopilot,
-        connect_autopilot,
-        activity,
-        approvals,
-        decide_approval,
-        remove_rule,
-        pairing_requests,
-        admit_pairing,
-        refuse_pairing,
-        desktop_transcript,
-        desktop_send,
-        say,
-        open_quick_chat,
-        close_quick_chat,
-    ]
-}

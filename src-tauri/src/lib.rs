@@ -2,7 +2,8 @@
 //!
 //! The engine does all the work; this crate shows it (tray, window, notifications) and turns
 //! clicks into engine calls. [`shell::Shell`] is the Tauri-free core, [`views`] and [`commands`] the typed contract
-//! with the page, [`tray`] the tray menu, [`notify`] the notification policy, [`run`] the app.
+//! with the page, [`tray`] the tray menu, [`notify`] the notification policy, [`window`] the
+//! window process (the windows and their webviews live apart from the tray), [`run`] the app.
 #![forbid(unsafe_code)]
 
 pub mod activity;
@@ -16,6 +17,7 @@ pub mod shell;
 pub mod tray;
 pub mod validate;
 pub mod views;
+pub mod window;
 pub mod x11grab;
 
 #[cfg(test)]
@@ -27,7 +29,7 @@ use std::sync::{Arc, Mutex};
 
 use switchboard_engine::config::Paths;
 use switchboard_engine::EngineOptions;
-use tauri::{AppHandle, Emitter, Manager, Runtime, WebviewWindow, WindowEvent};
+use tauri::{AppHandle, Manager, Runtime};
 
 use crate::autostart::Autostart;
 use crate::cli::{Cli, Launch};
@@ -35,7 +37,8 @@ use crate::notify::{Question, Toast};
 use crate::quick::{QuickKeys, QUICK_WINDOW};
 use crate::shell::{Host, Shell, ShellOptions, NEW_CHAT};
 use crate::tray::{MenuId, TrayMenu, TrayModel};
-use crate::views::{Page, UiEvent, UI_EVENT};
+use crate::views::{Page, UiEvent};
+use crate::window::Windows;
 
 /// The window's label, as `tauri.conf.json` and the capability name it.
 pub const MAIN_WINDOW: &str = "main";
@@ -45,12 +48,17 @@ pub fn run() {
     let cli = Cli::parse_args();
     let paths = Paths::resolve(cli.config.clone(), cli.data_dir.clone());
     let log_guard = logging::init(&paths);
+    if cli.window_process {
+        let code = window::run_window_process();
+        drop(log_guard);
+        std::process::exit(code);
+    }
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %paths.config_file.display(), "switchboard starting");
 
     let shell = Shell::new(ShellOptions {
         autostart: Autostart::new(&Autostart::user_dir(), cli.autostart_command()),
         autopilot_file: default_autopilot_file(),
-        paths,
+        paths: paths.clone(),
         engine: EngineOptions::default(),
         extra_channels: Vec::new(),
         demo: cli.demo,
@@ -63,38 +71,15 @@ pub fn run() {
             tracing::info!(?launch, "a second launch: handing over");
             open_for(app, launch);
         }))
-        // The windows' size and position, kept across runs (whether they are shown is the app's
-        // to say).
-        .plugin(
-            tauri_plugin_window_state::Builder::new()
-                .with_state_flags(window_state_flags())
-                .build(),
-        )
         .manage(Arc::clone(&shell))
-        .invoke_handler(commands::commands())
         .setup({
             let shell = Arc::clone(&shell);
             move |app| {
-                setup(app.handle(), shell, cli.hidden, cli.launch());
+                setup(app.handle(), shell, paths, cli.hidden, cli.launch());
                 Ok(())
             }
         })
-        .on_window_event(|window, event| {
-            // Closing the window destroys it and its webview (the tray and the engine go on);
-            // opening it again builds a new one.
-            if let WindowEvent::Destroyed = event {
-                if window.label() == MAIN_WINDOW {
-                    tracing::info!("window closed; its webview is gone until it is opened again");
-                }
-                // The plugin writes its file only when the app exits; a window's place is kept
-                // as soon as it closes, so a crash or a kill loses nothing.
-                use tauri_plugin_window_state::AppHandleExt;
-                if let Err(error) = window.app_handle().save_window_state(window_state_flags()) {
-                    tracing::debug!(%error, "cannot keep the window's size and place");
-                }
-            }
-        })
-        .build(tauri::generate_context!("tauri.conf.json"));
+        .build(context());
     let app = match result {
         Ok(app) => app,
         Err(error) => {
@@ -116,23 +101,31 @@ pub fn run() {
     std::process::exit(code);
 }
 
-/// What of a window is kept across runs: its size and place, not whether it is shown.
-fn window_state_flags() -> tauri_plugin_window_state::StateFlags {
-    use tauri_plugin_window_state::StateFlags;
-    StateFlags::SIZE | StateFlags::POSITION | StateFlags::MAXIMIZED
+/// The app's Tauri context (its configuration and the page's files), built once for both
+/// processes.
+pub fn context<R: Runtime>() -> tauri::Context<R> {
+    tauri::generate_context!("tauri.conf.json")
 }
 
-/// Creates the tray, connects the shell to the window and the tray, and starts the engine.
-fn setup<R: Runtime>(app: &AppHandle<R>, shell: Arc<Shell>, hidden: bool, launch: Launch) {
+fn setup<R: Runtime>(
+    app: &AppHandle<R>,
+    shell: Arc<Shell>,
+    paths: Paths,
+    hidden: bool,
+    launch: Launch,
+) {
+    let windows = Arc::new(Windows::new(app.clone(), paths));
+    app.manage(Arc::clone(&windows));
     let keys = {
-        let app = app.clone();
+        let windows = Arc::clone(&windows);
         QuickKeys::new(
             quick::Display::from_env(|name| std::env::var(name).ok()),
-            move || open_quick_window(&app, None),
+            move || windows.open_quick(None),
         )
     };
     let host = Arc::new(TauriHost {
         app: app.clone(),
+        windows,
         tray: Mutex::new(None),
         questions: Arc::default(),
         keys,
@@ -212,147 +205,29 @@ fn spawn_signal_handler<R: Runtime>(app: AppHandle<R>, shell: Arc<Shell>) {
     let _ = (app, shell);
 }
 
-fn main_window<R: Runtime>(app: &AppHandle<R>) -> Option<WebviewWindow<R>> {
-    app.get_webview_window(MAIN_WINDOW)
+fn windows<R: Runtime>(app: &AppHandle<R>) -> Option<Arc<Windows<R>>> {
+    app.try_state::<Arc<Windows<R>>>()
+        .map(|w| Arc::clone(w.inner()))
 }
 
 fn show_main_window<R: Runtime>(app: &AppHandle<R>) {
-    open_main_window(app, None);
+    if let Some(windows) = windows(app) {
+        windows.open_main(None);
+    }
 }
 
-/// Opens what a launch asked for: the window, a new desktop chat in it, or the quick chat.
 fn open_for<R: Runtime>(app: &AppHandle<R>, launch: Launch) {
+    let Some(windows) = windows(app) else { return };
     match launch {
-        Launch::Window => show_main_window(app),
-        Launch::NewChat => open_main_window(app, Some((Page::Chat, Some(NEW_CHAT.to_owned())))),
-        Launch::QuickChat => open_quick_window(app, None),
+        Launch::Window => windows.open_main(None),
+        Launch::NewChat => windows.open_main(Some((Page::Chat, Some(NEW_CHAT.to_owned())))),
+        Launch::QuickChat => windows.open_quick(None),
     }
 }
 
-/// Shows the quick chat window, building it when it is not open, on `routing_key` when given
-/// (else the page picks the desktop chat used last).
-fn open_quick_window<R: Runtime>(app: &AppHandle<R>, routing_key: Option<String>) {
-    if let Some(window) = app.get_webview_window(QUICK_WINDOW) {
-        let _ = window.unminimize();
-        let _ = window.show();
-        let _ = window.set_focus();
-        if let Some(key) = routing_key {
-            let event = UiEvent::Navigate {
-                page: Page::Chat,
-                routing_key: Some(key),
-            };
-            if let Err(error) = app.emit_to(QUICK_WINDOW, UI_EVENT, event) {
-                tracing::debug!(%error, "cannot send an event to the quick chat");
-            }
-        }
-        return;
-    }
-    let Some(mut config) = window_config(app, QUICK_WINDOW) else {
-        return;
-    };
-    let mut fragment = "#quick".to_owned();
-    if let Some(key) = routing_key {
-        fragment.push_str("&key=");
-        fragment.push_str(&percent_encode(&key));
-    }
-    config.url = tauri::WebviewUrl::App(format!("index.html{fragment}").into());
-    config.visible = true;
-    match tauri::WebviewWindowBuilder::from_config(app, &config).and_then(|b| b.build()) {
-        Ok(window) => {
-            let _ = window.set_focus();
-            tracing::info!("quick chat opened");
-        }
-        Err(error) => tracing::error!(%error, "cannot open the quick chat"),
-    }
-}
-
-/// The window `label` as tauri.conf.json describes it, to build it from.
-fn window_config<R: Runtime>(
-    app: &AppHandle<R>,
-    label: &str,
-) -> Option<tauri::utils::config::WindowConfig> {
-    let config = app
-        .config()
-        .app
-        .windows
-        .iter()
-        .find(|w| w.label == label)
-        .cloned();
-    if config.is_none() {
-        tracing::error!(label, "tauri.conf.json has no such window");
-    }
-    config
-}
-
-/// Shows the window, building it (and its webview) when it is not open, on `page` when given.
-/// A window that is open is sent a navigation; a new one is built at the page (the address's
-/// fragment), since it could not hear an event before its page is loaded.
-fn open_main_window<R: Runtime>(app: &AppHandle<R>, page: Option<(Page, Option<String>)>) {
-    if let Some(window) = main_window(app) {
-        let _ = window.unminimize();
-        let _ = window.show();
-        let _ = window.set_focus();
-        if let Some((page, routing_key)) = page {
-            if let Err(error) = app.emit_to(
-                MAIN_WINDOW,
-                UI_EVENT,
-                UiEvent::Navigate { page, routing_key },
-            ) {
-                tracing::debug!(%error, "cannot send an event to the window");
-            }
-        }
-        return;
-    }
-    let Some(mut config) = window_config(app, MAIN_WINDOW) else {
-        return;
-    };
-    config.url = tauri::WebviewUrl::App(format!("index.html{}", window_fragment(page)).into());
-    config.visible = true;
-    let started = std::time::Instant::now();
-    match tauri::WebviewWindowBuilder::from_config(app, &config).and_then(|b| b.build()) {
-        Ok(window) => {
-            let _ = window.set_focus();
-            tracing::info!(
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "window opened"
-            );
-        }
-        Err(error) => tracing::error!(%error, "cannot open the window"),
-    }
-}
-
-/// The address fragment a new window starts from: the page to show (`page=…&key=…`), else
-/// `restore`: the page comes back as the last window left it (in this run or an earlier one).
-fn window_fragment(page: Option<(Page, Option<String>)>) -> String {
-    match page {
-        Some((page, key)) => {
-            let mut fragment = format!("#page={}", page.as_str());
-            if let Some(key) = key {
-                fragment.push_str("&key=");
-                fragment.push_str(&percent_encode(&key));
-            }
-            fragment
-        }
-        None => "#restore".to_owned(),
-    }
-}
-
-/// Percent-encodes everything but unreserved characters.
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
-/// The shell's host in the app: the window, the tray and the notification daemon.
 struct TauriHost<R: Runtime> {
     app: AppHandle<R>,
+    windows: Arc<Windows<R>>,
     tray: Mutex<Option<TrayMenu<R>>>,
     /// The notifications asking a question shown now: sending withdraws one.
     questions: Arc<Mutex<HashMap<Question, tokio::sync::oneshot::Sender<()>>>>,
@@ -403,9 +278,7 @@ impl<R: Runtime> TauriHost<R> {
 
 impl<R: Runtime> Host for TauriHost<R> {
     fn emit(&self, event: UiEvent) {
-        if let Err(error) = self.app.emit_to(MAIN_WINDOW, UI_EVENT, event) {
-            tracing::debug!(%error, "cannot send an event to the window");
-        }
+        self.windows.emit(MAIN_WINDOW, &event);
     }
 
     fn update_tray(&self, model: &TrayModel, force: bool) {
@@ -423,17 +296,12 @@ impl<R: Runtime> Host for TauriHost<R> {
             return;
         }
         // The person is looking at Switchboard already: no need to call them.
-        if toast.unless_focused
-            && self
-                .app
-                .webview_windows()
-                .values()
-                .any(|w| w.is_focused().unwrap_or(false))
-        {
+        if toast.unless_focused && self.windows.focused() {
             tracing::debug!(summary = %toast.summary, "notification not shown: a window has the focus");
             return;
         }
         let app = self.app.clone();
+        let windows = Arc::clone(&self.windows);
         notify::show(toast, move |response| match response {
             notify::Response::Open(routing_key) => {
                 tracing::info!(%routing_key, "notification clicked: opening the conversation");
@@ -441,18 +309,18 @@ impl<R: Runtime> Host for TauriHost<R> {
                     Some(_) => Page::Chat,
                     None => Page::Sessions,
                 };
-                open_main_window(&app, Some((page, Some(routing_key))));
+                windows.open_main(Some((page, Some(routing_key))));
             }
             notify::Response::Reply(routing_key, None) => {
                 tracing::info!(%routing_key, "notification's reply: opening the quick chat");
-                open_quick_window(&app, Some(routing_key));
+                windows.open_quick(Some(routing_key));
             }
             notify::Response::Reply(routing_key, Some(text)) => {
                 let Some(shell) = app.try_state::<Arc<Shell>>() else {
                     return;
                 };
                 let shell = Arc::clone(shell.inner());
-                let app = app.clone();
+                let windows = Arc::clone(&windows);
                 tauri::async_runtime::spawn(async move {
                     let id = format!("notification-{}", uuid::Uuid::new_v4());
                     match shell.say(&routing_key, &text, &id).await {
@@ -461,7 +329,7 @@ impl<R: Runtime> Host for TauriHost<R> {
                             // The answer went nowhere: show the person the conversation, where
                             // they can send it again and the chat says what is wrong.
                             tracing::warn!(%routing_key, error = %error.message, "cannot answer from the notification");
-                            open_quick_window(&app, Some(routing_key));
+                            windows.open_quick(Some(routing_key));
                         }
                     }
                 });
@@ -470,7 +338,7 @@ impl<R: Runtime> Host for TauriHost<R> {
     }
 
     fn show_window(&self, page: Option<Page>, routing_key: Option<String>) {
-        open_main_window(&self.app, page.map(|page| (page, routing_key)));
+        self.windows.open_main(page.map(|page| (page, routing_key)));
     }
 
     fn withdraw(&self, question: &Question) {
@@ -485,15 +353,11 @@ impl<R: Runtime> Host for TauriHost<R> {
     }
 
     fn open_quick_chat(&self, routing_key: Option<String>) {
-        open_quick_window(&self.app, routing_key);
+        self.windows.open_quick(routing_key);
     }
 
     fn close_quick_chat(&self) {
-        if let Some(window) = self.app.get_webview_window(QUICK_WINDOW) {
-            if let Err(error) = window.destroy() {
-                tracing::debug!(%error, "cannot close the quick chat");
-            }
-        }
+        self.windows.close(QUICK_WINDOW);
     }
 
     fn settings_applied(&self, config: &switchboard_engine::config::Config) {
@@ -516,30 +380,4 @@ impl<R: Runtime> Host for TauriHost<R> {
 /// Stakpak's own configuration, offered for import on the first run.
 pub fn default_autopilot_file() -> Option<PathBuf> {
     dirs::home_dir().map(|home| home.join(".stakpak").join("autopilot.toml"))
-}
-
-#[cfg(test)]
-mod window_tests {
-    use super::{window_fragment, Page};
-
-    #[test]
-    fn a_new_window_starts_at_the_page_asked_for_or_where_the_last_one_was() {
-        assert_eq!(
-            window_fragment(Some((
-                Page::Sessions,
-                Some("telegram:dm:42 / ü".to_owned())
-            ))),
-            "#page=sessions&key=telegram%3Adm%3A42%20%2F%20%C3%BC",
-            "a page asked for wins over restoring"
-        );
-        assert_eq!(
-            window_fragment(Some((Page::Approvals, None))),
-            "#page=approvals"
-        );
-        assert_eq!(
-            window_fragment(None),
-            "#restore",
-            "otherwise the page comes back where it was, in this run or the last"
-        );
-    }
 }

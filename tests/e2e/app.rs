@@ -1,5 +1,8 @@
-//! The real app: launched by WebKitWebDriver through `tauri-driver`, driven over WebDriver, with
-//! its configuration and data in a directory of the test's own.
+//! The real app, started here with its configuration and data in a directory of the test's own,
+//! its windows driven over WebDriver. The windows live in the app's window process, started
+//! when one opens and gone when the last closes; WebKitWebDriver attaches to it (`--target`:
+//! the app's WebKit listens on the inspector address given in `WEBKIT_INSPECTOR_SERVER`, which
+//! the window process inherits), with a new session for each new window process.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -9,7 +12,6 @@ use std::time::{Duration, Instant};
 use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
-use serde_json::json;
 
 use crate::env::{name_has_owner_on, name_pid_on, wait_until, Env};
 
@@ -97,8 +99,12 @@ pub fn free_port() -> u16 {
 
 /// The app under test, with its window driven over WebDriver.
 pub struct App {
-    pub client: Client,
+    /// The WebDriver session with the current window process.
+    client: std::sync::Mutex<Client>,
+    /// WebKitWebDriver's address.
+    driver_url: String,
     driver: Child,
+    app: Child,
     files_root: PathBuf,
     /// The session bus the app was started on, when it is not the suite's.
     bus: Option<String>,
@@ -126,49 +132,18 @@ impl App {
             panic!("{e}");
         }
         let port = free_port();
-        let native_port = free_port();
-        let log = std::fs::File::create(files.root.join("tauri-driver.log"))
-            .unwrap_or_else(|e| panic!("driver log: {e}"));
-        let log_err = log
-            .try_clone()
-            .unwrap_or_else(|e| panic!("driver log: {e}"));
-        let mut driver = Command::new(&env.tauri_driver)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--native-port",
-                &native_port.to_string(),
-            ])
-            .env("HOME", files.root.join("home"))
-            .env("XDG_CONFIG_HOME", files.root.join("xdg-config"))
-            .env("SWITCHBOARD_LOG", "info,switchboard=debug")
-            .envs(bus.map(|address| ("DBUS_SESSION_BUS_ADDRESS", address)))
-            .env_remove("SWITCHBOARD_CONFIG")
-            .env_remove("SWITCHBOARD_DATA_DIR")
+        let inspector = format!("127.0.0.1:{}", free_port());
+        let log = |name: &str| {
+            std::fs::File::create(files.root.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+        };
+        let mut driver = Command::new(&env.webkit_driver)
+            .arg(format!("--port={port}"))
+            .arg(format!("--target={inspector}"))
             .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
+            .stdout(log("webdriver.log"))
+            .stderr(log("webdriver.err"))
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start tauri-driver: {e}"));
-        let url = format!("http://127.0.0.1:{port}");
-        let http = switchboard_engine::http::client();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Ok(Some(status)) = driver.try_wait() {
-                panic!(
-                    "tauri-driver exited ({status}) before it listened; see {}",
-                    files.root.join("tauri-driver.log").display()
-                );
-            }
-            if http.get(format!("{url}/status")).send().await.is_ok() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "tauri-driver did not listen on {url}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            .unwrap_or_else(|e| panic!("cannot start WebKitWebDriver: {e}"));
         let args: Vec<String> = [
             "--config".to_owned(),
             files.config().display().to_string(),
@@ -178,57 +153,100 @@ impl App {
         .into_iter()
         .chain(extra.iter().map(|a| (*a).to_owned()))
         .collect();
-        let mut capabilities = serde_json::Map::new();
-        capabilities.insert("browserName".into(), json!("wry"));
-        capabilities.insert(
-            "tauri:options".into(),
-            json!({
-                "application": crate::env::app_binary(),
-                "args": args,
-            }),
-        );
-        let mut builder = ClientBuilder::new(HttpConnector::new());
-        builder.capabilities(capabilities);
-        let client = match builder.connect(&url).await {
-            Ok(client) => client,
+        let app = Command::new(crate::env::app_binary())
+            .args(&args)
+            .env("WEBKIT_INSPECTOR_SERVER", &inspector)
+            .env("TAURI_WEBVIEW_AUTOMATION", "true")
+            .env("HOME", files.root.join("home"))
+            .env("XDG_CONFIG_HOME", files.root.join("xdg-config"))
+            .env("SWITCHBOARD_LOG", "info,switchboard=debug")
+            .envs(bus.map(|address| ("DBUS_SESSION_BUS_ADDRESS", address)))
+            .env_remove("SWITCHBOARD_CONFIG")
+            .env_remove("SWITCHBOARD_DATA_DIR")
+            .stdin(Stdio::null())
+            .stdout(log("app.out"))
+            .stderr(log("app.err"))
+            .spawn();
+        let app = match app {
+            Ok(app) => app,
             Err(e) => {
                 let _ = driver.kill();
-                panic!("no WebDriver session: {e}\napp log:\n{}", files.app_log());
+                panic!("cannot start the app: {e}");
             }
         };
-        let app = App {
-            client,
+        let driver_url = format!("http://127.0.0.1:{port}");
+        let http = switchboard_engine::http::client();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = driver.try_wait() {
+                panic!(
+                    "WebKitWebDriver exited ({status}) before it listened; see {}",
+                    files.root.join("webdriver.err").display()
+                );
+            }
+            if http
+                .get(format!("{driver_url}/status"))
+                .send()
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "WebKitWebDriver did not listen on {driver_url}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut app = App {
+            client: std::sync::Mutex::new(
+                new_session(&driver_url, &files.root)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}\napp log:\n{}", files.app_log())),
+            ),
+            driver_url,
             driver,
+            app,
             files_root: files.root.clone(),
             bus: bus.map(str::to_owned),
         };
+        if let Ok(Some(status)) = app.app.try_wait() {
+            panic!("the app exited at start ({status}) {}", app.log_hint());
+        }
         app.find("[data-testid=status-text]").await;
         app
     }
 
-    /// Ends the session and makes sure the app process is gone.
-    pub async fn quit(self) {
-        let _ = self.client.clone().close().await;
-        // Dropping ends whatever is left.
+    /// The WebDriver session with the current window process.
+    fn client(&self) -> Client {
+        self.client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
-    /// Ends the app if the session did not (WebKitWebDriver normally does), by its own process
-    /// id found from its bus name, and the driver.
+    /// Ends the session and the app (as a person quits it: SIGTERM), and waits until it is gone.
+    pub async fn quit(self) {
+        let _ = self.client().close().await;
+        // Dropping ends the app and the driver.
+    }
+
+    /// Ends the app (SIGTERM, as the session or a person quitting does; SIGKILL if it is still
+    /// there after 10 s) and the driver.
     fn end_processes(&mut self) {
-        let bus = self.bus.as_deref();
-        let gone = wait_until("the app to exit", Duration::from_secs(5), || {
-            !name_has_owner_on(bus, INSTANCE_NAME)
-        });
-        if gone.is_err() {
-            if let Some(pid) = name_pid_on(bus, INSTANCE_NAME) {
-                let _ = Command::new("kill").arg(pid.to_string()).status();
+        let _ = Command::new("kill").arg(self.app.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.app.try_wait() {
+                break;
             }
-            let _ = wait_until(
-                "the app to exit after SIGTERM",
-                Duration::from_secs(10),
-                || !name_has_owner_on(bus, INSTANCE_NAME),
-            );
+            std::thread::sleep(Duration::from_millis(50));
         }
+        let _ = self.app.kill();
+        let _ = self.app.wait();
+        let _ = wait_until("the app to leave the bus", Duration::from_secs(5), || {
+            !name_has_owner_on(self.bus.as_deref(), INSTANCE_NAME)
+        });
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
@@ -240,8 +258,8 @@ impl App {
     pub async fn find(&self, css: &str) -> Element {
         let deadline = Instant::now() + WAIT;
         loop {
-            match self
-                .client
+            let client = self.client();
+            match client
                 .wait()
                 .at_most(WAIT)
                 .for_element(Locator::Css(css))
@@ -258,7 +276,7 @@ impl App {
     }
 
     pub async fn find_all(&self, css: &str) -> Vec<Element> {
-        self.client
+        self.client()
             .find_all(Locator::Css(css))
             .await
             .unwrap_or_default()
@@ -300,41 +318,31 @@ impl App {
         }) {
             panic!("{e} {}", self.log_hint());
         }
-        // Closed, not hidden: its webview (WebKit's web process) is gone with it.
-        let app = name_pid_on(self.bus.as_deref(), INSTANCE_NAME)
-            .unwrap_or_else(|| panic!("the app left the bus"));
-        if let Err(e) = wait_until("the window's web process to end", WAIT, || {
-            !child_names(app)
-                .iter()
-                .any(|n| n.starts_with("WebKitWebProces"))
+        // Closed, not hidden: the window process (and WebKit's processes under it) ended with
+        // its last window; the app (on the bus, in the tray) goes on.
+        let app = self.app.id();
+        if let Err(e) = wait_until("the window process to end", WAIT, || {
+            child_names(app).is_empty()
         }) {
             panic!("{e}: {:?} {}", child_names(app), self.log_hint());
         }
+        assert_eq!(
+            name_pid_on(self.bus.as_deref(), INSTANCE_NAME),
+            Some(app),
+            "the app stays when its window closes {}",
+            self.log_hint()
+        );
     }
 
-    /// Waits for a window (a new webview) to be open again and drives it from now on.
+    /// Waits for a window to be open again (a new window process) and drives it from now on,
+    /// with a new session.
     pub async fn follow_new_window(&self) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let handles = self.client.windows().await.unwrap_or_default();
-            if let Some(handle) = handles.last() {
-                if self.client.switch_to_window(handle.clone()).await.is_ok()
-                    && self
-                        .client
-                        .find(Locator::Css("[data-testid=status-text]"))
-                        .await
-                        .is_ok()
-                {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no new window to drive (handles: {handles:?}) {}",
-                self.log_hint()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let _ = self.client().close().await;
+        let client = new_session(&self.driver_url, &self.files_root)
+            .await
+            .unwrap_or_else(|e| panic!("{e} {}", self.log_hint()));
+        *self.client.lock().unwrap_or_else(|e| e.into_inner()) = client;
+        self.find("[data-testid=status-text]").await;
     }
 
     /// Drives the window whose page shows `css` from now on (the quick chat, or the main window
@@ -342,10 +350,10 @@ impl App {
     pub async fn follow_window(&self, css: &str) {
         let deadline = Instant::now() + WAIT;
         loop {
-            let handles = self.client.windows().await.unwrap_or_default();
+            let handles = self.client().windows().await.unwrap_or_default();
             for handle in handles.iter().rev() {
-                if self.client.switch_to_window(handle.clone()).await.is_ok()
-                    && self.client.find(Locator::Css(css)).await.is_ok()
+                if self.client().switch_to_window(handle.clone()).await.is_ok()
+                    && self.client().find(Locator::Css(css)).await.is_ok()
                 {
                     return;
                 }
@@ -377,7 +385,7 @@ impl App {
         let deadline = Instant::now() + WAIT;
         let mut last = String::new();
         loop {
-            if let Ok(element) = self.client.find(Locator::Css(css)).await {
+            if let Ok(element) = self.client().find(Locator::Css(css)).await {
                 last = element.text().await.unwrap_or_default();
                 if last.contains(needle) {
                     return last;
@@ -398,7 +406,7 @@ impl App {
     pub async fn wait_for(&self, what: &str, css: &str) -> Element {
         let deadline = Instant::now() + WAIT;
         loop {
-            match self.client.find(Locator::Css(css)).await {
+            match self.client().find(Locator::Css(css)).await {
                 Ok(element) => return element,
                 Err(e) => {
                     assert!(
@@ -472,7 +480,7 @@ impl App {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts/screenshots");
         let _ = std::fs::create_dir_all(&dir);
         let path = dir.join(format!("{name}.png"));
-        match self.client.screenshot().await {
+        match self.client().screenshot().await {
             Ok(png) => {
                 if let Err(e) = std::fs::write(&path, png) {
                     panic!("cannot save {}: {e}", path.display());
@@ -487,6 +495,26 @@ impl App {
 impl Drop for App {
     fn drop(&mut self) {
         self.end_processes();
+    }
+}
+
+/// A WebDriver session with the window process listening on the driver's target, waiting for
+/// one to start (the app starts it as a window opens).
+async fn new_session(driver_url: &str, files_root: &Path) -> Result<Client, String> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut builder = ClientBuilder::new(HttpConnector::new());
+        builder.capabilities(serde_json::Map::new());
+        match builder.connect(driver_url).await {
+            Ok(client) => return Ok(client),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(format!(
+                    "no WebDriver session with a window: {e} (see {})",
+                    files_root.join("webdriver.err").display()
+                ))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
     }
 }
 

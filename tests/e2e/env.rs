@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 /// What the suite needs from the machine, once per test process.
 pub struct Env {
-    pub tauri_driver: PathBuf,
+    /// WebKitGTK's WebDriver, which attaches to the app's window process (`--target`).
+    pub webkit_driver: PathBuf,
     /// Scratch space for the daemons' files.
     pub dir: PathBuf,
     pub notifications: NotificationLog,
@@ -85,9 +86,9 @@ fn prepare() -> Result<Env, Unavailable> {
             missing.push(program);
         }
     }
-    let tauri_driver = find_program("tauri-driver");
-    if tauri_driver.is_none() {
-        missing.push("tauri-driver");
+    let webkit_driver = find_program("WebKitWebDriver");
+    if webkit_driver.is_none() {
+        missing.push("WebKitWebDriver");
     }
     if !missing.is_empty() {
         return Err(Unavailable::Broken(format!(
@@ -143,7 +144,7 @@ fn prepare() -> Result<Env, Unavailable> {
         .map_err(Unavailable::Broken)?;
     }
     Ok(Env {
-        tauri_driver: tauri_driver.unwrap_or_default(),
+        webkit_driver: webkit_driver.unwrap_or_default(),
         dir,
         notifications,
         _children: children,
