@@ -61,6 +61,11 @@ cpu_ticks() { # user + system ticks of the whole tree
   done
   echo "$total"
 }
+ticks_by_process() { # "name ticks" for each process of the tree, to see where the CPU went
+  for pid in $(tree "$1"); do
+    echo "$(cat /proc/"$pid"/comm 2>/dev/null) $(sed 's/^.*) //' /proc/"$pid"/stat 2>/dev/null | awk '{ print $12 + $13 }')"
+  done
+}
 mem_kib() { # $2 = Rss or Pss, summed over the tree
   local total=0
   for pid in $(tree "$1"); do
@@ -128,9 +133,10 @@ inapp_median=$(median_of "${inapp[@]}")
 
 # The window left open and idle.
 sleep 5
-c0=$(cpu_ticks "$app"); t0=$(now_ms)
+c0=$(cpu_ticks "$app"); t0=$(now_ms); ticks_by_process "$app" > "$work/ticks0"
 sleep "$idle_secs"
-c1=$(cpu_ticks "$app"); t1=$(now_ms)
+c1=$(cpu_ticks "$app"); t1=$(now_ms); ticks_by_process "$app" > "$work/ticks1"
+paste "$work/ticks0" "$work/ticks1" | awk '{ print "  idle, window open: " $1 " " $4 - $2 " ticks" }' >&2
 cpu=$(awk -v c=$((c1 - c0)) -v hz="$hz" -v ms=$((t1 - t0)) 'BEGIN { printf "%.2f", 100 * (c / hz) / (ms / 1000) }')
 rss=$(mem_kib "$app" Rss); pss=$(mem_kib "$app" Pss)
 main_rss=$(awk '$1 == "Rss:" { print $2 }' /proc/"$app"/smaps_rollup)

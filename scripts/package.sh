@@ -17,7 +17,7 @@ rpm=$(ls -t target/release/bundle/rpm/*.rpm | head -1)
 echo "package: $deb"
 dpkg-deb -I "$deb" | sed -n 's/^ //p' | grep -E '^(Package|Version|Depends|Recommends|Section):'
 contents=$(dpkg-deb -c "$deb")
-for path in usr/bin/switchboard usr/bin/switchboard-gateway usr/lib/systemd/user/switchboard-gateway.service usr/share/applications/Switchboard.desktop; do
+for path in usr/bin/switchboard usr/bin/switchboard-window usr/bin/switchboard-gateway usr/lib/systemd/user/switchboard-gateway.service usr/share/applications/Switchboard.desktop; do
   grep -Eq "[ /]$path\$" <<<"$contents" || { echo "package: $path is missing from $deb" >&2; exit 1; }
 done
 echo "package: $rpm"
@@ -81,7 +81,7 @@ if [ "${1:-}" = "--install" ]; then
 
   echo "package: removing"
   $sudo dpkg -r switchboard
-  for path in /usr/bin/switchboard /usr/bin/switchboard-gateway /usr/lib/systemd/user/switchboard-gateway.service; do
+  for path in /usr/bin/switchboard /usr/bin/switchboard-window /usr/bin/switchboard-gateway /usr/lib/systemd/user/switchboard-gateway.service; do
     [ ! -e "$path" ] || { echo "package: $path is left after removal" >&2; exit 1; }
   done
   echo "package: installed, run and removed cleanly"

@@ -32,9 +32,6 @@ pub struct Cli {
     /// Say in the window that this is the demo (`scripts/run.sh` without a configuration).
     #[arg(long, hide = true)]
     pub demo: bool,
-    /// Run as the app's window process (started by the app itself; see `window.rs`).
-    #[arg(long, hide = true)]
-    pub window_process: bool,
 }
 
 /// What a launch asks to be shown.

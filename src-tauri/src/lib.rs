@@ -1,18 +1,25 @@
-//! Switchboard's desktop app: a thin Tauri shell around the engine.
+//! Switchboard's desktop app: the tray process around the engine, and the window process.
 //!
 //! The engine does all the work; this crate shows it (tray, window, notifications) and turns
-//! clicks into engine calls. [`shell::Shell`] is the Tauri-free core, [`views`] and [`commands`] the typed contract
-//! with the page, [`tray`] the tray menu, [`notify`] the notification policy, [`window`] the
-//! window process (the windows and their webviews live apart from the tray), [`run`] the app.
+//! clicks into engine calls. [`shell::Shell`] is the core, [`views`] and [`commands`] the typed
+//! contract with the page, [`tray`] the tray menu, [`notify`] the notification policy,
+//! [`instance`] the one app per session, [`window`] the window process (the windows and their
+//! webviews live apart from the tray), [`run`] the app.
+//!
+//! Two binaries: `switchboard` ([`run`]: engine, tray, notifications; GTK for the tray, no
+//! webview — it does not even load WebKit) and `switchboard-window` ([`window::run_window_process`],
+//! Tauri: the windows), which the first starts when a window opens.
 #![forbid(unsafe_code)]
 
 pub mod activity;
 pub mod autostart;
 pub mod cli;
 pub mod commands;
+pub mod instance;
 pub mod logging;
 pub mod notify;
 pub mod quick;
+pub mod rt;
 pub mod shell;
 pub mod tray;
 pub mod validate;
@@ -23,16 +30,17 @@ pub mod x11grab;
 #[cfg(test)]
 mod tests;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use switchboard_engine::config::Paths;
 use switchboard_engine::EngineOptions;
-use tauri::{AppHandle, Manager, Runtime};
 
 use crate::autostart::Autostart;
 use crate::cli::{Cli, Launch};
+use crate::instance::Claim;
 use crate::notify::{Question, Toast};
 use crate::quick::{QuickKeys, QUICK_WINDOW};
 use crate::shell::{Host, Shell, ShellOptions, NEW_CHAT};
@@ -43,17 +51,49 @@ use crate::window::Windows;
 /// The window's label, as `tauri.conf.json` and the capability name it.
 pub const MAIN_WINDOW: &str = "main";
 
+/// The app's identifier (`tauri.conf.json`), which names its single-instance bus name.
+pub const IDENTIFIER: &str = "dev.switchboard.desktop";
+
+thread_local! {
+    /// The tray, on the main thread (GTK's).
+    static TRAY: RefCell<Option<TrayMenu>> = const { RefCell::new(None) };
+}
+
 /// Runs the app until it quits, then exits the process with its exit code.
 pub fn run() {
+    // Only the tray uses GTK here, so GDK need not look for OpenGL (which loads the GPU's
+    // driver, tens of MiB, for nothing). Set before any thread starts; the window process gets
+    // the variable as it was.
+    let gdk_gl = std::env::var_os("GDK_GL");
+    std::env::set_var("GDK_GL", "disable");
     let cli = Cli::parse_args();
     let paths = Paths::resolve(cli.config.clone(), cli.data_dir.clone());
     let log_guard = logging::init(&paths);
-    if cli.window_process {
-        let code = window::run_window_process();
-        drop(log_guard);
-        std::process::exit(code);
-    }
+    // First, so a second launch hands over before anything else starts.
+    let instance = match rt::block_on(instance::claim(IDENTIFIER)) {
+        Claim::First(instance) => Some(instance),
+        Claim::HandedOver => {
+            drop(log_guard);
+            std::process::exit(0);
+        }
+        Claim::Failed(error) => {
+            tracing::error!(%error, "cannot hand over to the running Switchboard");
+            eprintln!("switchboard: cannot reach the running Switchboard: {error}");
+            drop(log_guard);
+            std::process::exit(1);
+        }
+        Claim::NoBus(error) => {
+            tracing::warn!(%error, "no session bus: a second launch will not find this one");
+            None
+        }
+    };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %paths.config_file.display(), "switchboard starting");
+    if let Err(error) = gtk::init() {
+        tracing::error!(%error, "cannot start GTK (is there a display?)");
+        eprintln!("switchboard: cannot start: {error}");
+        drop(log_guard);
+        std::process::exit(1);
+    }
 
     let shell = Shell::new(ShellOptions {
         autostart: Autostart::new(&Autostart::user_dir(), cli.autostart_command()),
@@ -63,129 +103,99 @@ pub fn run() {
         extra_channels: Vec::new(),
         demo: cli.demo,
     });
-
-    let result = tauri::Builder::default()
-        // First, so a second launch hands over before anything else starts.
-        .plugin(tauri_plugin_single_instance::init(|app, argv, _cwd| {
+    let windows = Arc::new(Windows::new(Arc::downgrade(&shell), paths, gdk_gl));
+    if let Some(instance) = &instance {
+        let windows = Arc::clone(&windows);
+        instance.serve(move |argv| {
             let launch = Cli::launch_of(&argv);
             tracing::info!(?launch, "a second launch: handing over");
-            open_for(app, launch);
-        }))
-        .manage(Arc::clone(&shell))
-        .setup({
-            let shell = Arc::clone(&shell);
-            move |app| {
-                setup(app.handle(), shell, paths, cli.hidden, cli.launch());
-                Ok(())
-            }
-        })
-        .build(context());
-    let app = match result {
-        Ok(app) => app,
-        Err(error) => {
-            tracing::error!(%error, "cannot start the desktop app");
-            eprintln!("switchboard: cannot start: {error}");
-            std::process::exit(1);
-        }
-    };
-    let code = app.run_return(move |_app, event| match event {
-        // The last window closed: the app stays in the tray. Quit (an exit code) goes through.
-        tauri::RunEvent::ExitRequested {
-            code: None, api, ..
-        } => api.prevent_exit(),
-        tauri::RunEvent::Exit => tracing::info!("switchboard exited"),
-        _ => {}
-    });
+            open_for(&windows, launch);
+        });
+    }
+    setup(&shell, &windows, cli.hidden, cli.launch());
+    gtk::main();
+    tracing::info!("switchboard exited");
+    drop(instance);
     // The log file's writer flushes when its guard is dropped, which exiting would skip.
     drop(log_guard);
-    std::process::exit(code);
+    std::process::exit(0);
 }
 
-/// The app's Tauri context (its configuration and the page's files), built once for both
-/// processes.
-pub fn context<R: Runtime>() -> tauri::Context<R> {
-    tauri::generate_context!("tauri.conf.json")
-}
-
-fn setup<R: Runtime>(
-    app: &AppHandle<R>,
-    shell: Arc<Shell>,
-    paths: Paths,
-    hidden: bool,
-    launch: Launch,
-) {
-    let windows = Arc::new(Windows::new(app.clone(), paths));
-    app.manage(Arc::clone(&windows));
+fn setup(shell: &Arc<Shell>, windows: &Arc<Windows>, hidden: bool, launch: Launch) {
     let keys = {
-        let windows = Arc::clone(&windows);
+        let windows = Arc::clone(windows);
         QuickKeys::new(
             quick::Display::from_env(|name| std::env::var(name).ok()),
             move || windows.open_quick(None),
         )
     };
-    let host = Arc::new(TauriHost {
-        app: app.clone(),
-        windows,
-        tray: Mutex::new(None),
+    let host = Arc::new(DesktopHost {
+        shell: Arc::downgrade(shell),
+        windows: Arc::clone(windows),
         questions: Arc::default(),
         keys,
     });
     let initial = TrayModel::from_snapshot(&shell.snapshot());
     let on_click = {
-        let shell = Arc::clone(&shell);
-        move |app: &AppHandle<R>, id: MenuId| on_menu_click(app, &shell, id)
+        let shell = Arc::clone(shell);
+        move |id: MenuId| on_menu_click(&shell, id)
     };
-    match TrayMenu::create(app, initial, on_click) {
+    let tray = match TrayMenu::create(initial, on_click) {
         Ok(tray) => {
-            *host.tray.lock().unwrap_or_else(|e| e.into_inner()) = Some(tray);
+            TRAY.with(|slot| *slot.borrow_mut() = Some(tray));
             tracing::info!("tray ready");
+            true
         }
-        // Without a tray host (no StatusNotifier watcher) the app still runs with its window.
-        Err(error) => tracing::warn!(%error, "cannot create the tray icon"),
-    }
+        // Without a tray icon the app still runs, with its window: started hidden, it would
+        // leave the person nothing to click.
+        Err(error) => {
+            tracing::warn!(%error, "cannot create the tray icon");
+            false
+        }
+    };
     shell.set_host(host);
-    if !hidden && launch == Launch::Window {
-        show_main_window(app);
+    if (!hidden || !tray) && launch == Launch::Window {
+        windows.open_main(None);
     }
-    let starting = Arc::clone(&shell);
-    let app_for_start = app.clone();
-    tauri::async_runtime::spawn(async move {
+    let starting = Arc::clone(shell);
+    let windows_for_start = Arc::clone(windows);
+    rt::spawn(async move {
         starting.start().await;
         // A first run or a broken file needs the window, even when started hidden.
         if (hidden || launch != Launch::Window) && starting.snapshot().start_page == Page::Settings
         {
-            show_main_window(&app_for_start);
+            windows_for_start.open_main(None);
         } else if launch != Launch::Window {
-            open_for(&app_for_start, launch);
+            open_for(&windows_for_start, launch);
         }
     });
-    spawn_signal_handler(app.clone(), shell);
+    spawn_signal_handler(Arc::clone(shell));
 }
 
 /// A tray click: Quit stops the engine and exits; everything else goes to the shell. The menu
 /// handler runs on the main thread, so the work is moved off it.
-fn on_menu_click<R: Runtime>(app: &AppHandle<R>, shell: &Arc<Shell>, id: MenuId) {
+fn on_menu_click(shell: &Arc<Shell>, id: MenuId) {
     tracing::info!(item = %id, "tray menu");
     let shell = Arc::clone(shell);
-    let app = app.clone();
-    tauri::async_runtime::spawn(async move {
+    rt::spawn(async move {
         if id == MenuId::Quit {
-            quit(&app, &shell).await;
+            quit(&shell).await;
         } else {
             shell.on_menu(id);
         }
     });
 }
 
-async fn quit<R: Runtime>(app: &AppHandle<R>, shell: &Shell) {
+/// Stops the engine (at most 10 s), then ends GTK's main loop, which ends the app.
+async fn quit(shell: &Shell) {
     shell.stop().await;
-    app.exit(0);
+    glib::MainContext::default().invoke(gtk::main_quit);
 }
 
 /// SIGINT and SIGTERM quit cleanly, like the tray's Quit.
-fn spawn_signal_handler<R: Runtime>(app: AppHandle<R>, shell: Arc<Shell>) {
+fn spawn_signal_handler(shell: Arc<Shell>) {
     #[cfg(unix)]
-    tauri::async_runtime::spawn(async move {
+    rt::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let (Ok(mut int), Ok(mut term)) = (
             signal(SignalKind::interrupt()),
@@ -199,25 +209,13 @@ fn spawn_signal_handler<R: Runtime>(app: AppHandle<R>, shell: Arc<Shell>) {
             _ = term.recv() => {}
         }
         tracing::info!("signal received: quitting");
-        quit(&app, &shell).await;
+        quit(&shell).await;
     });
     #[cfg(not(unix))]
-    let _ = (app, shell);
+    let _ = shell;
 }
 
-fn windows<R: Runtime>(app: &AppHandle<R>) -> Option<Arc<Windows<R>>> {
-    app.try_state::<Arc<Windows<R>>>()
-        .map(|w| Arc::clone(w.inner()))
-}
-
-fn show_main_window<R: Runtime>(app: &AppHandle<R>) {
-    if let Some(windows) = windows(app) {
-        windows.open_main(None);
-    }
-}
-
-fn open_for<R: Runtime>(app: &AppHandle<R>, launch: Launch) {
-    let Some(windows) = windows(app) else { return };
+fn open_for(windows: &Windows, launch: Launch) {
     match launch {
         Launch::Window => windows.open_main(None),
         Launch::NewChat => windows.open_main(Some((Page::Chat, Some(NEW_CHAT.to_owned())))),
@@ -225,17 +223,16 @@ fn open_for<R: Runtime>(app: &AppHandle<R>, launch: Launch) {
     }
 }
 
-struct TauriHost<R: Runtime> {
-    app: AppHandle<R>,
-    windows: Arc<Windows<R>>,
-    tray: Mutex<Option<TrayMenu<R>>>,
+struct DesktopHost {
+    shell: Weak<Shell>,
+    windows: Arc<Windows>,
     /// The notifications asking a question shown now: sending withdraws one.
     questions: Arc<Mutex<HashMap<Question, tokio::sync::oneshot::Sender<()>>>>,
     /// The quick chat's shortcut.
     keys: Arc<QuickKeys>,
 }
 
-impl<R: Runtime> TauriHost<R> {
+impl DesktopHost {
     /// Raises a notification that asks `question`; its actions (Approve / Reject, Admit /
     /// Refuse) answer from the "notification" surface, as the window's buttons do from theirs.
     fn notify_question(&self, question: Question, toast: Toast) {
@@ -245,16 +242,15 @@ impl<R: Runtime> TauriHost<R> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(question.clone(), withdraw);
-        let app = self.app.clone();
+        let shell = self.shell.clone();
         let asked = question.clone();
         let on_answer = move |answer: notify::Answer| {
-            let Some(shell) = app.try_state::<Arc<Shell>>() else {
+            let Some(shell) = shell.upgrade() else {
                 return;
             };
-            let shell = Arc::clone(shell.inner());
             // Deciding updates the chat from a task, so it runs on the async runtime, not on the
             // notification's thread.
-            tauri::async_runtime::spawn(async move {
+            rt::spawn(async move {
                 match shell.answer(&asked, answer) {
                     Ok(message) => tracing::info!(%message, "answered from a notification"),
                     Err(error) => {
@@ -276,18 +272,23 @@ impl<R: Runtime> TauriHost<R> {
     }
 }
 
-impl<R: Runtime> Host for TauriHost<R> {
+impl Host for DesktopHost {
     fn emit(&self, event: UiEvent) {
         self.windows.emit(MAIN_WINDOW, &event);
     }
 
     fn update_tray(&self, model: &TrayModel, force: bool) {
-        let mut tray = self.tray.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(tray) = tray.as_mut() {
-            if let Err(error) = tray.apply(model, force) {
-                tracing::warn!(%error, "cannot update the tray");
-            }
-        }
+        // The tray lives on the main thread, with GTK; updates are queued there in order.
+        let model = model.clone();
+        glib::MainContext::default().invoke(move || {
+            TRAY.with(|tray| {
+                if let Some(tray) = tray.borrow_mut().as_mut() {
+                    if let Err(error) = tray.apply(&model, force) {
+                        tracing::warn!(%error, "cannot update the tray");
+                    }
+                }
+            })
+        });
     }
 
     fn notify(&self, toast: Toast) {
@@ -300,7 +301,7 @@ impl<R: Runtime> Host for TauriHost<R> {
             tracing::debug!(summary = %toast.summary, "notification not shown: a window has the focus");
             return;
         }
-        let app = self.app.clone();
+        let shell = self.shell.clone();
         let windows = Arc::clone(&self.windows);
         notify::show(toast, move |response| match response {
             notify::Response::Open(routing_key) => {
@@ -316,12 +317,11 @@ impl<R: Runtime> Host for TauriHost<R> {
                 windows.open_quick(Some(routing_key));
             }
             notify::Response::Reply(routing_key, Some(text)) => {
-                let Some(shell) = app.try_state::<Arc<Shell>>() else {
+                let Some(shell) = shell.upgrade() else {
                     return;
                 };
-                let shell = Arc::clone(shell.inner());
                 let windows = Arc::clone(&windows);
-                tauri::async_runtime::spawn(async move {
+                rt::spawn(async move {
                     let id = format!("notification-{}", uuid::Uuid::new_v4());
                     match shell.say(&routing_key, &text, &id).await {
                         Ok(_) => tracing::info!(%routing_key, "answered from a notification"),
@@ -363,14 +363,14 @@ impl<R: Runtime> Host for TauriHost<R> {
     fn settings_applied(&self, config: &switchboard_engine::config::Config) {
         let keys = Arc::clone(&self.keys);
         let wanted = config.desktop.quick_chat_shortcut.clone();
-        let app = self.app.clone();
+        let shell = self.shell.clone();
         // Numbered here, where saves happen in order; the tasks may run in any order.
         let ticket = keys.ticket();
-        tauri::async_runtime::spawn(async move {
+        rt::spawn(async move {
             let Some(view) = keys.apply(&wanted, ticket).await else {
                 return;
             };
-            if let Some(shell) = app.try_state::<Arc<Shell>>() {
+            if let Some(shell) = shell.upgrade() {
                 shell.set_quick_chat(view);
             }
         });

@@ -420,7 +420,7 @@ pub enum Response {
 pub fn show(toast: Toast, respond: impl FnOnce(Response) + Send + 'static) {
     let spawned = std::thread::Builder::new().name("notification".into()).spawn(move || {
         if toast.reply.is_some() && server_has("inline-reply") {
-            match tauri::async_runtime::block_on(show_with_inline_reply(&toast)) {
+            match crate::rt::block_on(show_with_inline_reply(&toast)) {
                 Ok(Some(response)) => respond(response),
                 Ok(None) => {}
                 Err(error) => tracing::warn!(%error, "cannot show a notification with an inline reply"),
@@ -574,7 +574,7 @@ pub fn show_question(
             match notification.show() {
                 Ok(handle) => {
                     tracing::info!(id = handle.id(), summary = %toast.summary, "question notification shown");
-                    let (withdrawn, chosen) = tauri::async_runtime::block_on(async {
+                    let (withdrawn, chosen) = crate::rt::block_on(async {
                         let mut chosen: Option<String> = None;
                         let withdrawn = tokio::select! {
                             _ = handle.wait_for_action_async(|response| {

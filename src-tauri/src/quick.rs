@@ -265,7 +265,7 @@ impl QuickKeys {
             .map_err(|e| portal_error(&e))?;
         let (stop, stopped) = oneshot::channel();
         let open = Arc::clone(&self.open);
-        tauri::async_runtime::spawn(async move {
+        crate::rt::spawn(async move {
             let listen = async {
                 while let Some(event) = activated.next().await {
                     if event.shortcut_id() == PORTAL_SHORTCUT {

@@ -196,7 +196,7 @@ impl Rig {
         let app = mock_builder()
             .manage(Arc::clone(&shell))
             .invoke_handler(commands())
-            .build(tauri::generate_context!("tauri.conf.json"))
+            .build(crate::window::context())
             .expect("the app builds");
         let window = match app.get_webview_window(crate::MAIN_WINDOW) {
             Some(window) => window,

@@ -8,10 +8,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use switchboard_engine::config::ApprovalMode;
-use tauri::image::Image;
-use tauri::menu::{CheckMenuItem, IsMenuItem, Menu, MenuItem, PredefinedMenuItem};
-use tauri::tray::{TrayIcon, TrayIconBuilder};
-use tauri::{AppHandle, Runtime};
+use tray_icon::menu::{CheckMenuItem, IsMenuItem, Menu, MenuEvent, MenuItem, PredefinedMenuItem};
+use tray_icon::{Icon, TrayIcon, TrayIconBuilder};
 
 use crate::activity::state_words;
 use crate::views::{ConfigView, ServerState, Snapshot};
@@ -292,122 +290,119 @@ impl TrayModel {
 }
 
 /// The items that change, kept to update them in place.
-struct Items<R: Runtime> {
-    status: MenuItem<R>,
-    approvals: MenuItem<R>,
-    gateway: CheckMenuItem<R>,
-    channels: Vec<CheckMenuItem<R>>,
-    modes: Vec<(ApprovalMode, CheckMenuItem<R>)>,
-    dnd: CheckMenuItem<R>,
-    autostart: CheckMenuItem<R>,
+struct Items {
+    status: MenuItem,
+    approvals: MenuItem,
+    gateway: CheckMenuItem,
+    channels: Vec<CheckMenuItem>,
+    modes: Vec<(ApprovalMode, CheckMenuItem)>,
+    dnd: CheckMenuItem,
+    autostart: CheckMenuItem,
 }
 
-/// The platform tray icon and its menu.
-pub struct TrayMenu<R: Runtime> {
-    app: AppHandle<R>,
-    tray: TrayIcon<R>,
-    items: Items<R>,
+/// The platform tray icon (a StatusNotifierItem through libappindicator) and its menu. It lives
+/// on the thread that runs GTK's main loop.
+pub struct TrayMenu {
+    tray: TrayIcon,
+    items: Items,
     shown: TrayModel,
 }
 
-fn icon(state: TrayIconState) -> tauri::Result<Image<'static>> {
-    Image::from_bytes(state.png())
+/// Why the tray cannot show something.
+#[derive(Debug, thiserror::Error)]
+pub enum TrayError {
+    #[error("the tray icon's picture cannot be read: {0}")]
+    Icon(String),
+    #[error(transparent)]
+    Tray(#[from] tray_icon::Error),
+    #[error("no AppIndicator library: install libayatana-appindicator3-1")]
+    NoIndicator,
 }
 
-fn build_menu<R: Runtime>(
-    app: &AppHandle<R>,
-    model: &TrayModel,
-) -> tauri::Result<(Menu<R>, Items<R>)> {
+/// The icon for `state`, decoded from its PNG.
+fn icon(state: TrayIconState) -> Result<Icon, TrayError> {
+    let bad = |e: &dyn fmt::Display| TrayError::Icon(e.to_string());
+    let mut reader = png::Decoder::new(std::io::Cursor::new(state.png()))
+        .read_info()
+        .map_err(|e| bad(&e))?;
+    let size = reader
+        .output_buffer_size()
+        .ok_or_else(|| bad(&"too large"))?;
+    let mut pixels = vec![0; size];
+    let frame = reader.next_frame(&mut pixels).map_err(|e| bad(&e))?;
+    if frame.color_type != png::ColorType::Rgba || frame.bit_depth != png::BitDepth::Eight {
+        return Err(bad(&"not 8-bit RGBA"));
+    }
+    pixels.truncate(frame.buffer_size());
+    Icon::from_rgba(pixels, frame.width, frame.height).map_err(|e| bad(&e))
+}
+
+fn build_menu(model: &TrayModel) -> (Menu, Items) {
     let id = |id: MenuId| id.to_string();
     let running = model.engine_running;
-    let status = MenuItem::with_id(app, id(MenuId::Status), &model.status, true, None::<&str>)?;
+    let status = MenuItem::with_id(id(MenuId::Status), &model.status, true, None);
     let approvals = MenuItem::with_id(
-        app,
         id(MenuId::Approvals),
         model.approvals_label(),
         model.approvals_enabled(),
-        None::<&str>,
-    )?;
+        None,
+    );
     let gateway = CheckMenuItem::with_id(
-        app,
         id(MenuId::Gateway),
         "Gateway running",
         running,
         !model.paused,
-        None::<&str>,
-    )?;
-    let channels = model
+        None,
+    );
+    let channels: Vec<CheckMenuItem> = model
         .channels
         .iter()
         .map(|c| {
             CheckMenuItem::with_id(
-                app,
                 id(MenuId::Channel(c.name.clone())),
                 &c.label,
                 running,
                 c.enabled,
-                None::<&str>,
+                None,
             )
         })
-        .collect::<tauri::Result<Vec<_>>>()?;
-    let mode_header = MenuItem::new(app, "Approval mode", false, None::<&str>)?;
-    let modes = MODES
+        .collect();
+    let mode_header = MenuItem::new("Approval mode", false, None);
+    let modes: Vec<(ApprovalMode, CheckMenuItem)> = MODES
         .iter()
         .map(|(mode, label)| {
-            CheckMenuItem::with_id(
-                app,
+            let item = CheckMenuItem::with_id(
                 id(MenuId::Mode(*mode)),
                 *label,
                 running,
                 model.mode == *mode,
-                None::<&str>,
-            )
-            .map(|item| (*mode, item))
+                None,
+            );
+            (*mode, item)
         })
-        .collect::<tauri::Result<Vec<_>>>()?;
+        .collect();
     let dnd = CheckMenuItem::with_id(
-        app,
         id(MenuId::DoNotDisturb),
         "Do not disturb",
         true,
         model.do_not_disturb,
-        None::<&str>,
-    )?;
+        None,
+    );
     let autostart = CheckMenuItem::with_id(
-        app,
         id(MenuId::Autostart),
         "Launch at login",
         true,
         model.autostart,
-        None::<&str>,
-    )?;
-    let new_chat = MenuItem::with_id(app, id(MenuId::NewChat), "New chat…", running, None::<&str>)?;
-    let quick_chat = MenuItem::with_id(
-        app,
-        id(MenuId::QuickChat),
-        "Quick chat…",
-        running,
-        None::<&str>,
-    )?;
-    let open = MenuItem::with_id(
-        app,
-        id(MenuId::Open),
-        "Open Switchboard",
-        true,
-        None::<&str>,
-    )?;
-    let quit = MenuItem::with_id(
-        app,
-        id(MenuId::Quit),
-        "Quit Switchboard",
-        true,
-        None::<&str>,
-    )?;
-    let separators = (0..4)
-        .map(|_| PredefinedMenuItem::separator(app))
-        .collect::<tauri::Result<Vec<_>>>()?;
+        None,
+    );
+    let new_chat = MenuItem::with_id(id(MenuId::NewChat), "New chat…", running, None);
+    let quick_chat = MenuItem::with_id(id(MenuId::QuickChat), "Quick chat…", running, None);
+    let open = MenuItem::with_id(id(MenuId::Open), "Open Switchboard", true, None);
+    let quit = MenuItem::with_id(id(MenuId::Quit), "Quit Switchboard", true, None);
+    let separators: Vec<PredefinedMenuItem> =
+        (0..4).map(|_| PredefinedMenuItem::separator()).collect();
 
-    let mut entries: Vec<&dyn IsMenuItem<R>> = vec![
+    let mut entries: Vec<&dyn IsMenuItem> = vec![
         &status,
         &approvals,
         &new_chat,
@@ -415,20 +410,26 @@ fn build_menu<R: Runtime>(
         &separators[0],
         &gateway,
     ];
-    entries.extend(channels.iter().map(|c| c as &dyn IsMenuItem<R>));
+    entries.extend(channels.iter().map(|c| c as &dyn IsMenuItem));
     entries.push(&separators[1]);
     entries.push(&mode_header);
-    entries.extend(modes.iter().map(|(_, item)| item as &dyn IsMenuItem<R>));
+    entries.extend(modes.iter().map(|(_, item)| item as &dyn IsMenuItem));
     entries.extend([
-        &separators[2] as &dyn IsMenuItem<R>,
+        &separators[2] as &dyn IsMenuItem,
         &dnd,
         &autostart,
         &separators[3],
         &open,
         &quit,
     ]);
-    let menu = Menu::with_items(app, &entries)?;
-    Ok((
+    let menu = Menu::new();
+    for entry in entries {
+        // Appending fails only for a submenu item appended to itself.
+        if let Err(error) = menu.append(entry) {
+            tracing::warn!(%error, "cannot add an item to the tray menu");
+        }
+    }
+    (
         menu,
         Items {
             status,
@@ -439,31 +440,34 @@ fn build_menu<R: Runtime>(
             dnd,
             autostart,
         },
-    ))
+    )
 }
 
-impl<R: Runtime> TrayMenu<R> {
-    /// Creates the tray icon showing `model`. Clicks arrive at `on_click` with their [`MenuId`].
+impl TrayMenu {
+    /// Creates the tray icon showing `model`, on the thread running GTK's main loop. Clicks arrive
+    /// at `on_click` with their [`MenuId`] (on that thread).
     pub fn create(
-        app: &AppHandle<R>,
         model: TrayModel,
-        on_click: impl Fn(&AppHandle<R>, MenuId) + Send + Sync + 'static,
-    ) -> tauri::Result<Self> {
-        let (menu, items) = build_menu(app, &model)?;
-        let tray = TrayIconBuilder::with_id("switchboard")
-            .icon(icon(model.icon)?)
-            .tooltip(format!("Switchboard: {}", model.status))
-            .menu(&menu)
-            .show_menu_on_left_click(true)
-            .on_menu_event(
-                move |app, event| match event.id().as_ref().parse::<MenuId>() {
-                    Ok(id) => on_click(app, id),
-                    Err(error) => tracing::warn!(%error, "a click on an unknown tray menu item"),
-                },
-            )
-            .build(app)?;
+        on_click: impl Fn(MenuId) + Send + Sync + 'static,
+    ) -> Result<Self, TrayError> {
+        let (menu, items) = build_menu(&model);
+        MenuEvent::set_event_handler(Some(move |event: MenuEvent| {
+            match event.id().as_ref().parse::<MenuId>() {
+                Ok(id) => on_click(id),
+                Err(error) => tracing::warn!(%error, "a click on an unknown tray menu item"),
+            }
+        }));
+        let builder = TrayIconBuilder::new()
+            .with_id("switchboard")
+            .with_icon(icon(model.icon)?)
+            .with_tooltip(format!("Switchboard: {}", model.status))
+            .with_menu(Box::new(menu))
+            .with_menu_on_left_click(true);
+        // The indicator library is loaded on first use, and its loader panics when the system
+        // has none (the package depends on it; a build run from elsewhere may lack it).
+        let tray = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| builder.build()))
+            .map_err(|_| TrayError::NoIndicator)??;
         Ok(TrayMenu {
-            app: app.clone(),
             tray,
             items,
             shown: model,
@@ -472,7 +476,7 @@ impl<R: Runtime> TrayMenu<R> {
 
     /// Makes the tray show `model`. `force` sets every item even when the model did not change
     /// (after a click, the platform may already have toggled the clicked item by itself).
-    pub fn apply(&mut self, model: &TrayModel, force: bool) -> tauri::Result<()> {
+    pub fn apply(&mut self, model: &TrayModel, force: bool) -> Result<(), TrayError> {
         if !force && *model == self.shown {
             return Ok(());
         }
@@ -484,24 +488,24 @@ impl<R: Runtime> TrayMenu<R> {
                 .set_tooltip(Some(format!("Switchboard: {}", model.status)))?;
         }
         if !model.same_shape(&self.shown) {
-            let (menu, items) = build_menu(&self.app, model)?;
-            self.tray.set_menu(Some(menu))?;
+            let (menu, items) = build_menu(model);
+            self.tray.set_menu(Some(Box::new(menu)));
             self.items = items;
         } else {
             let items = &self.items;
-            items.status.set_text(&model.status)?;
-            items.approvals.set_text(model.approvals_label())?;
-            items.approvals.set_enabled(model.approvals_enabled())?;
-            items.gateway.set_checked(!model.paused)?;
+            items.status.set_text(&model.status);
+            items.approvals.set_text(model.approvals_label());
+            items.approvals.set_enabled(model.approvals_enabled());
+            items.gateway.set_checked(!model.paused);
             for (item, channel) in items.channels.iter().zip(&model.channels) {
-                item.set_text(&channel.label)?;
-                item.set_checked(channel.enabled)?;
+                item.set_text(&channel.label);
+                item.set_checked(channel.enabled);
             }
             for (mode, item) in &items.modes {
-                item.set_checked(model.mode == *mode)?;
+                item.set_checked(model.mode == *mode);
             }
-            items.dnd.set_checked(model.do_not_disturb)?;
-            items.autostart.set_checked(model.autostart)?;
+            items.dnd.set_checked(model.do_not_disturb);
+            items.autostart.set_checked(model.autostart);
         }
         self.shown = model.clone();
         Ok(())

@@ -193,7 +193,7 @@ pub fn server_url<'a>(field: &str, value: &'a str) -> IpcResult<&'a str> {
             format!("{field} is longer than {MAX_URL} characters"),
         ));
     }
-    let url = tauri::Url::parse(value).map_err(|e| {
+    let url = url::Url::parse(value).map_err(|e| {
         invalid(
             field,
             format!("{field} is not a URL ({e}); write it like http://127.0.0.1:4096"),

@@ -2,9 +2,10 @@
 //! last one closes, so the tray process never loads a webview: WebKit (its libraries' pages,
 //! its web and network processes) costs memory only while a window is open.
 //!
-//! The app (the tray process: engine, tray, notifications) starts the window process as
-//! `switchboard --window-process`, with one end of a socket pair as its standard input. Over
-//! it, one JSON message per line:
+//! The app (`switchboard`, the tray process: engine, tray, notifications; it does not load
+//! WebKit at all) starts the window process — `switchboard-window`, the binary beside it, a
+//! Tauri app — with one end of a socket pair as its standard input. Over it, one JSON message
+//! per line:
 //! - to the window process ([`ToWindow`]): open or focus a window, an event for a page, close
 //!   the quick chat, the answer to a call, exit;
 //! - from it ([`FromWindow`]): a page's command call (run by [`crate::commands::call`] in the
@@ -16,26 +17,29 @@
 //! the socket closes and the window process exits with it.
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use switchboard_engine::config::Paths;
 use tauri::{AppHandle, Emitter, Manager, Runtime, WindowEvent};
 
+use crate::cli::Cli;
 use crate::commands::{self, Answer};
 use crate::quick::QUICK_WINDOW;
 use crate::shell::Shell;
 use crate::views::{ErrorCode, IpcError, Page, UiEvent, UI_EVENT};
 use crate::MAIN_WINDOW;
 
-/// The flag that makes `switchboard` the window process.
-pub const WINDOW_PROCESS_FLAG: &str = "--window-process";
+/// The window process's binary, beside the app's.
+pub const WINDOW_BINARY: &str = "switchboard-window";
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
@@ -88,9 +92,11 @@ fn write_line(stream: &mut impl Write, message: &impl Serialize) -> std::io::Res
 
 /// The app's handle on the window process: starts it on the first open, and forgets it when it
 /// ends.
-pub struct Windows<R: Runtime> {
-    app: AppHandle<R>,
+pub struct Windows {
+    shell: Weak<Shell>,
     paths: Paths,
+    /// `GDK_GL` as the app was started with it (the app disables GL for itself).
+    gdk_gl: Option<OsString>,
     state: Arc<Mutex<Link>>,
 }
 
@@ -115,11 +121,12 @@ impl Link {
     }
 }
 
-impl<R: Runtime> Windows<R> {
-    pub fn new(app: AppHandle<R>, paths: Paths) -> Windows<R> {
+impl Windows {
+    pub fn new(shell: Weak<Shell>, paths: Paths, gdk_gl: Option<OsString>) -> Windows {
         Windows {
-            app,
+            shell,
             paths,
+            gdk_gl,
             state: Arc::default(),
         }
     }
@@ -208,14 +215,19 @@ impl<R: Runtime> Windows<R> {
     /// Starts the window process and the threads that carry its messages.
     fn start(&self, link: &mut Link) -> std::io::Result<()> {
         let (ours, theirs) = UnixStream::pair()?;
-        let program = std::env::current_exe()?;
-        let mut child = Command::new(&program)
-            .arg(WINDOW_PROCESS_FLAG)
+        let program = window_binary()?;
+        let mut command = Command::new(&program);
+        command
             .arg("--config")
             .arg(&self.paths.config_file)
             .arg("--data-dir")
             .arg(&self.paths.data_dir)
-            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .stdin(Stdio::from(OwnedFd::from(theirs)));
+        match &self.gdk_gl {
+            Some(value) => command.env("GDK_GL", value),
+            None => command.env_remove("GDK_GL"),
+        };
+        let mut child = command
             .spawn()
             .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", program.display())))?;
         link.started += 1;
@@ -234,7 +246,7 @@ impl<R: Runtime> Windows<R> {
                 }
             })?;
         let state = Arc::clone(&self.state);
-        let app = self.app.clone();
+        let shell = self.shell.clone();
         let answers = sender.clone();
         std::thread::Builder::new()
             .name("window-in".into())
@@ -242,7 +254,7 @@ impl<R: Runtime> Windows<R> {
                 for line in BufReader::new(ours).lines() {
                     let Ok(line) = line else { break };
                     match serde_json::from_str::<FromWindow>(&line) {
-                        Ok(message) => on_message(&app, &state, number, &answers, message),
+                        Ok(message) => on_message(&shell, &state, number, &answers, message),
                         Err(error) => {
                             tracing::warn!(%error, "the window process sent what it should not")
                         }
@@ -263,8 +275,27 @@ impl<R: Runtime> Windows<R> {
     }
 }
 
-fn on_message<R: Runtime>(
-    app: &AppHandle<R>,
+/// Where the window process's binary is: beside the app's (the package installs both in one
+/// directory; cargo builds both into one).
+fn window_binary() -> std::io::Result<PathBuf> {
+    let app = std::env::current_exe()?;
+    let program = app.with_file_name(WINDOW_BINARY);
+    if program.is_file() {
+        Ok(program)
+    } else {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!(
+                "{} is missing (it is installed beside {}; reinstall Switchboard)",
+                program.display(),
+                app.display()
+            ),
+        ))
+    }
+}
+
+fn on_message(
+    shell: &Weak<Shell>,
     state: &Mutex<Link>,
     number: u64,
     answers: &std::sync::mpsc::Sender<ToWindow>,
@@ -272,11 +303,11 @@ fn on_message<R: Runtime>(
 ) {
     match message {
         FromWindow::Call { id, command, args } => {
-            let Some(shell) = app.try_state::<Arc<Shell>>().map(|s| Arc::clone(s.inner())) else {
+            let Some(shell) = shell.upgrade() else {
                 return;
             };
             let answers = answers.clone();
-            tauri::async_runtime::spawn(async move {
+            crate::rt::spawn(async move {
                 let answer = commands::call(shell, &command, args).await;
                 let _ = answers.send(ToWindow::Answer { id, answer });
             });
@@ -331,9 +362,23 @@ impl Parent {
     }
 }
 
-/// Runs the window process (`switchboard --window-process`, started by the app) until the app
-/// tells it to exit or goes; returns its exit code.
-pub fn run_window_process() -> i32 {
+/// The window process's Tauri context (its configuration and the page's files).
+pub fn context<R: Runtime>() -> tauri::Context<R> {
+    tauri::generate_context!("tauri.conf.json")
+}
+
+/// `switchboard-window`: runs the window process (started by the app) until the app tells it to
+/// exit or goes, then exits the process.
+pub fn main() {
+    let cli = Cli::parse_args();
+    let paths = Paths::resolve(cli.config.clone(), cli.data_dir.clone());
+    let log_guard = crate::logging::init(&paths);
+    let code = run_window_process();
+    drop(log_guard);
+    std::process::exit(code);
+}
+
+fn run_window_process() -> i32 {
     let stream = std::io::stdin()
         .as_fd()
         .try_clone_to_owned()
@@ -343,7 +388,7 @@ pub fn run_window_process() -> i32 {
         Ok(stream) if stream.peer_addr().is_ok() => stream,
         _ => {
             eprintln!(
-                "switchboard: {WINDOW_PROCESS_FLAG} is how the app starts its windows; run `switchboard` instead"
+                "{WINDOW_BINARY} is how Switchboard shows its windows; run `switchboard` instead"
             );
             return 2;
         }
@@ -394,7 +439,7 @@ pub fn run_window_process() -> i32 {
                 Ok(())
             }
         })
-        .build(crate::context());
+        .build(context());
     let app = match result {
         Ok(app) => app,
         Err(error) => {
