@@ -167,6 +167,8 @@ pub struct Shell {
     /// Held while a snapshot is taken and shown, so two publishers racing cannot leave the tray
     /// and the window on the older of their two snapshots.
     publishing: Mutex<()>,
+    /// How many snapshots were taken ([`Snapshot::seq`]).
+    snapshots: std::sync::atomic::AtomicU64,
 }
 
 /// What the window is told to open for a new desktop chat.
@@ -198,6 +200,7 @@ impl Shell {
             options,
             host: OnceLock::new(),
             publishing: Mutex::new(()),
+            snapshots: Default::default(),
             state: Mutex::new(State {
                 engine: None,
                 config,
@@ -634,9 +637,13 @@ impl Shell {
     // ----- what the window and the tray ask ----------------------------------------------------
 
     pub fn snapshot(&self) -> Snapshot {
-        let (handle, config, status, engine_error, server, autostart) = {
+        let (seq, handle, config, status, engine_error, server, autostart) = {
             let s = self.lock();
+            // Numbered under the lock, so a later number never shows an older state.
             (
+                self.snapshots
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    + 1,
                 s.engine.as_ref().map(|r| r.handle.clone()),
                 current_config(&s),
                 s.config.clone(),
@@ -678,6 +685,7 @@ impl Shell {
                 notify::in_quiet_hours(notify::local_minute_of_day(), start, end)
             });
         Snapshot {
+            seq,
             about: About {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 data_dir: self.options.paths.data_dir.display().to_string(),

@@ -561,6 +561,7 @@ mod tests {
 
     fn snapshot() -> Snapshot {
         Snapshot {
+            seq: 1,
             about: crate::views::About {
                 version: "0.1.0".into(),
                 data_dir: "/tmp/data".into(),

@@ -176,6 +176,10 @@ pub enum ConfigView {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Snapshot {
+    /// Counts the snapshots taken: a page keeps the highest it has seen, as an answer to a call
+    /// and an event may reach it in either order.
+    #[cfg_attr(test, ts(type = "number"))]
+    pub seq: u64,
     pub config_file: String,
     pub config: ConfigView,
     /// Whether the engine runs (it does not while the configuration is missing or invalid).

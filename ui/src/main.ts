@@ -3,7 +3,7 @@
 import { h, mount, tickAges } from "./dom";
 import type { Ctx } from "./ctx";
 import { commands, onUiEvent, PAGES, type IpcError, type Page, type UiEvent } from "./ipc";
-import { initialState, mergeActivity, reduce, type AppState } from "./state";
+import { initialState, latest, mergeActivity, reduce, type AppState } from "./state";
 import { renderActivity } from "./pages/activity";
 import { renderApprovals, tickCountdowns } from "./pages/approvals";
 import { renderChannels } from "./pages/channels";
@@ -416,7 +416,7 @@ async function boot() {
     // A configuration that needs fixing opens on Settings whatever the window was opened for.
     // The demo opens on its chat; a configuration that needs fixing opens on Settings.
     const page = opened && snapshot.start_page === "channels" ? opened.page : snapshot.start_page;
-    state = { ...state, snapshot, page, selected: opened?.selected ?? state.selected };
+    state = { ...state, snapshot: latest(state.snapshot, snapshot), page, selected: opened?.selected ?? state.selected };
     if (page === "chat") {
       const wanted = opened?.page === "chat" ? opened.selected : null;
       state = { ...state, chatId: wanted === "new" ? null : (chatOf(wanted) ?? lastChat()), transcript: null };
@@ -471,7 +471,8 @@ async function bootQuick() {
   });
   await onUiEvent(onEvent);
   try {
-    state = { ...state, snapshot: await commands.snapshot() };
+    const snapshot = await commands.snapshot();
+    state = { ...state, snapshot: latest(state.snapshot, snapshot) };
   } catch (e) {
     ctx.notice(errorText(e), "error");
   }

@@ -1,13 +1,21 @@
 import { describe, expect, it } from "vitest";
 import type { ActivityEntry, Snapshot } from "./ipc";
-import { ACTIVITY_LIMIT, initialState, liveReplyFor, mergeActivity, reduce, type AppState } from "./state";
+import { ACTIVITY_LIMIT, initialState, latest, liveReplyFor, mergeActivity, reduce, type AppState } from "./state";
 
 const entry = (id: number): ActivityEntry => ({ id, at_ms: id, level: "info", kind: "test", scope: "s", text: `entry ${id}` });
 
 describe("reduce", () => {
   it("keeps the latest snapshot", () => {
-    const snapshot = { paused: true } as Snapshot;
+    const snapshot = { seq: 1, paused: true } as Snapshot;
     expect(reduce(initialState(), { kind: "snapshot", snapshot }).snapshot).toBe(snapshot);
+  });
+
+  it("keeps a newer snapshot when an older one arrives after it", () => {
+    const newer = { seq: 5, server: { state: "ok" } } as Snapshot;
+    const older = { seq: 4, server: { state: "unknown" } } as Snapshot;
+    const state = reduce(reduce(initialState(), { kind: "snapshot", snapshot: newer }), { kind: "snapshot", snapshot: older });
+    expect(state.snapshot).toBe(newer);
+    expect(latest(older, newer)).toBe(newer);
   });
 
   it("puts activity newest first without duplicates", () => {

@@ -62,6 +62,12 @@ export function initialState(): AppState {
   };
 }
 
+/** The newer of two snapshots: an event and a call's answer may arrive in either order, and
+ * an older one must not undo what a newer one showed. */
+export function latest(current: Snapshot | null, incoming: Snapshot): Snapshot {
+  return current && current.seq > incoming.seq ? current : incoming;
+}
+
 /** Newest first, without duplicates (the same id may come from the event and from a fetch). */
 export function mergeActivity(current: readonly ActivityEntry[], incoming: readonly ActivityEntry[]): ActivityEntry[] {
   const byId = new Map<number, ActivityEntry>();
@@ -74,7 +80,7 @@ export function mergeActivity(current: readonly ActivityEntry[], incoming: reado
 export function reduce(state: AppState, event: UiEvent): AppState {
   switch (event.kind) {
     case "snapshot":
-      return { ...state, snapshot: event.snapshot };
+      return { ...state, snapshot: latest(state.snapshot, event.snapshot) };
     case "activity":
       return { ...state, activity: mergeActivity(state.activity, [event.entry]) };
     case "streaming":

@@ -22,7 +22,12 @@ decided_by: string, };
 /**
  * Everything the window and the tray show at a glance.
  */
-export type Snapshot = { config_file: string, config: ConfigView, 
+export type Snapshot = { 
+/**
+ * Counts the snapshots taken: a page keeps the highest it has seen, as an answer to a call
+ * and an event may reach it in either order.
+ */
+seq: number, config_file: string, config: ConfigView, 
 /**
  * Whether the engine runs (it does not while the configuration is missing or invalid).
  */

@@ -3,6 +3,7 @@
 
 import { h } from "../dom";
 import type { Ctx } from "../ctx";
+import { latest } from "../state";
 import {
   APPROVAL_MODES,
   CHANNEL_NAMES,
@@ -708,7 +709,7 @@ async function save(ctx: Ctx) {
   ctx.rerender();
   try {
     const outcome = await commands.saveSettings(page.draft);
-    ctx.set({ snapshot: outcome.snapshot });
+    ctx.set({ snapshot: latest(ctx.state.snapshot, outcome.snapshot) });
     const restart = outcome.restart_needed.length > 0 ? ` ${outcome.restart_needed.join(", ")} takes effect after a restart.` : "";
     ctx.notice(`Settings saved.${restart}`, "ok");
     page.saving = false;
