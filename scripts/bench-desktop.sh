@@ -53,18 +53,26 @@ tree() {
   echo "$pid"
   for child in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do tree "$child"; done
 }
-cpu_ticks() { # user + system ticks of the whole tree
-  local total=0
-  for pid in $(tree "$1"); do
-    read -r -a f < <(sed 's/^.*) //' /proc/"$pid"/stat 2>/dev/null || echo)
-    [ ${#f[@]} -gt 12 ] && total=$((total + f[11] + f[12]))
-  done
-  echo "$total"
+# CPU time in ns: each process's CPU clock (clock_gettime on the clock of another process,
+# from Python, which exposes it), the scheduler's exact account of all its threads, those that
+# ended too — where the user and system ticks of /proc/*/stat are samples (a process that wakes
+# for a millisecond now and then is charged whole ticks, or nothing).
+cpu_ns_of() { # the processes given
+  python3 -c 'import sys, time
+total = 0
+for pid in sys.argv[1:]:
+    try: total += time.clock_gettime_ns((~int(pid) << 3) | 2)
+    except OSError: pass
+print(total)' "$@"
 }
-ticks_by_process() { # "name ticks" for each process of the tree, to see where the CPU went
+cpu_ns() { cpu_ns_of $(tree "$1"); } # the whole tree
+cpu_by_process() { # "pid name ns" for each process of the tree, to see where the CPU went
   for pid in $(tree "$1"); do
-    echo "$(cat /proc/"$pid"/comm 2>/dev/null) $(sed 's/^.*) //' /proc/"$pid"/stat 2>/dev/null | awk '{ print $12 + $13 }')"
+    echo "$pid $(cat /proc/"$pid"/comm 2>/dev/null) $(cpu_ns_of "$pid")"
   done
+}
+percent() { # $1 ns of CPU over $2 ms
+  awk -v ns="$1" -v ms="$2" 'BEGIN { printf "%.3f", 100 * (ns / 1e6) / ms }'
 }
 mem_kib() { # $2 = Rss or Pss, summed over the tree
   local total=0
@@ -96,12 +104,11 @@ median=$(median_of "${times[@]}")
 
 # The last app stays up, in the tray only: what it costs with no window.
 sleep 5
-hz=$(getconf CLK_TCK)
 tray_rss=$(mem_kib "$app" Rss); tray_pss=$(mem_kib "$app" Pss); tray_procs=$(tree "$app" | wc -l)
-c0=$(cpu_ticks "$app"); t0=$(now_ms)
+c0=$(cpu_ns "$app"); t0=$(now_ms)
 sleep "$idle_secs"
-c1=$(cpu_ticks "$app"); t1=$(now_ms)
-tray_cpu=$(awk -v c=$((c1 - c0)) -v hz="$hz" -v ms=$((t1 - t0)) 'BEGIN { printf "%.2f", 100 * (c / hz) / (ms / 1000) }')
+c1=$(cpu_ns "$app"); t1=$(now_ms)
+tray_cpu=$(percent $((c1 - c0)) $((t1 - t0)))
 
 # Opening the window: a second launch hands over to the app, which starts its window process,
 # which builds the window; the page
@@ -133,11 +140,11 @@ inapp_median=$(median_of "${inapp[@]}")
 
 # The window left open and idle.
 sleep 5
-c0=$(cpu_ticks "$app"); t0=$(now_ms); ticks_by_process "$app" > "$work/ticks0"
+c0=$(cpu_ns "$app"); t0=$(now_ms); cpu_by_process "$app" > "$work/cpu0"
 sleep "$idle_secs"
-c1=$(cpu_ticks "$app"); t1=$(now_ms); ticks_by_process "$app" > "$work/ticks1"
-paste "$work/ticks0" "$work/ticks1" | awk '{ print "  idle, window open: " $1 " " $4 - $2 " ticks" }' >&2
-cpu=$(awk -v c=$((c1 - c0)) -v hz="$hz" -v ms=$((t1 - t0)) 'BEGIN { printf "%.2f", 100 * (c / hz) / (ms / 1000) }')
+c1=$(cpu_ns "$app"); t1=$(now_ms); cpu_by_process "$app" > "$work/cpu1"
+join <(sort "$work/cpu0") <(sort "$work/cpu1") | awk '{ printf "  idle, window open: %s %.1f ms\n", $2, ($5 - $3) / 1e6 }' >&2
+cpu=$(percent $((c1 - c0)) $((t1 - t0)))
 rss=$(mem_kib "$app" Rss); pss=$(mem_kib "$app" Pss)
 main_rss=$(awk '$1 == "Rss:" { print $2 }' /proc/"$app"/smaps_rollup)
 procs=$(tree "$app" | wc -l)
