@@ -141,7 +141,13 @@ fn setup(shell: &Arc<Shell>, windows: &Arc<Windows>, hidden: bool, launch: Launc
         move |id: MenuId| on_menu_click(&shell, id)
     };
     let tray = match TrayMenu::create(initial, on_click) {
-        Ok(tray) => {
+        Ok(mut tray) => {
+            // The menu open means a window may be asked for in a moment: start its process.
+            let windows = Arc::clone(windows);
+            tray.on_opened(move || {
+                let windows = Arc::clone(&windows);
+                rt::spawn(async move { windows.start_ahead() });
+            });
             TRAY.with(|slot| *slot.borrow_mut() = Some(tray));
             tracing::info!("tray ready");
             true

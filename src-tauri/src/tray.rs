@@ -306,6 +306,53 @@ pub struct TrayMenu {
     tray: TrayIcon,
     items: Items,
     shown: TrayModel,
+    /// The session bus connection the menu is served on, with our filter that sees it opened.
+    opened_filter: Option<(gtk::gio::DBusConnection, gtk::gio::FilterId)>,
+}
+
+impl Drop for TrayMenu {
+    fn drop(&mut self) {
+        if let Some((connection, filter)) = self.opened_filter.take() {
+            connection.remove_filter(filter);
+        }
+    }
+}
+
+/// The dbusmenu interface a tray host reads the menu through.
+const DBUSMENU: &str = "com.canonical.dbusmenu";
+
+/// Whether `message` is a tray host opening the menu: `AboutToShow` of the root (what hosts ask
+/// before they show it), or the `opened` event.
+fn opens_menu(message: &gtk::gio::DBusMessage) -> bool {
+    use gtk::glib::Variant;
+    if message.message_type() != gtk::gio::DBusMessageType::MethodCall
+        || message.interface().as_deref() != Some(DBUSMENU)
+    {
+        return false;
+    }
+    let Some(body) = message.body() else {
+        return false;
+    };
+    let opened = |event: &Variant| {
+        event.try_child_value(0).and_then(|id| id.get::<i32>()) == Some(0)
+            && event
+                .try_child_value(1)
+                .and_then(|name| name.get::<String>())
+                .as_deref()
+                == Some("opened")
+    };
+    match message.member().as_deref() {
+        Some("AboutToShow") => body.try_child_value(0).and_then(|id| id.get::<i32>()) == Some(0),
+        Some("AboutToShowGroup") => body
+            .try_child_value(0)
+            .and_then(|ids| ids.get::<Vec<i32>>())
+            .is_some_and(|ids| ids.contains(&0)),
+        Some("Event") => opened(&body),
+        Some("EventGroup") => body
+            .try_child_value(0)
+            .is_some_and(|events| events.iter().any(|event| opened(&event))),
+        _ => false,
+    }
 }
 
 /// Why the tray cannot show something.
@@ -471,7 +518,29 @@ impl TrayMenu {
             tray,
             items,
             shown: model,
+            opened_filter: None,
         })
+    }
+
+    /// Calls `on_opened` when a tray host opens the menu, a moment before the person picks an
+    /// item (on GDBus's own thread: keep it short). The menu is served by libappindicator on the
+    /// process's shared session bus connection, whose messages a filter sees.
+    pub fn on_opened(&mut self, on_opened: impl Fn() + Send + Sync + 'static) {
+        let connection =
+            match gtk::gio::bus_get_sync(gtk::gio::BusType::Session, gtk::gio::Cancellable::NONE) {
+                Ok(connection) => connection,
+                Err(error) => {
+                    tracing::debug!(%error, "no session bus: the menu's opening is not seen");
+                    return;
+                }
+            };
+        let filter = connection.add_filter(move |_, message, incoming| {
+            if incoming && opens_menu(message) {
+                on_opened();
+            }
+            Some(message.clone())
+        });
+        self.opened_filter = Some((connection, filter));
     }
 
     /// Makes the tray show `model`. `force` sets every item even when the model did not change
@@ -517,6 +586,65 @@ mod tests {
     use super::*;
     use crate::views::{Page, ServerView};
     use switchboard_engine::model::{ChannelState, ChannelStatus};
+
+    fn call(interface: &str, member: &str, body: gtk::glib::Variant) -> gtk::gio::DBusMessage {
+        let message = gtk::gio::DBusMessage::new_method_call(
+            Some(":1.7"),
+            "/org/ayatana/NotificationItem/switchboard/Menu",
+            Some(interface),
+            member,
+        );
+        message.set_body(&body);
+        message
+    }
+
+    #[test]
+    fn the_menu_is_seen_opening_by_what_a_host_asks_before_showing_it() {
+        use gtk::glib::{ToVariant, Variant};
+        let event = |id: i32, name: &str| {
+            (
+                id,
+                name.to_owned(),
+                Variant::from_variant(&0i32.to_variant()),
+                0u32,
+            )
+        };
+        let opening = [
+            call(DBUSMENU, "AboutToShow", (0i32,).to_variant()),
+            call(DBUSMENU, "AboutToShowGroup", (vec![3i32, 0],).to_variant()),
+            call(DBUSMENU, "Event", event(0, "opened").to_variant()),
+            call(
+                DBUSMENU,
+                "EventGroup",
+                (vec![event(4, "hovered"), event(0, "opened")],).to_variant(),
+            ),
+        ];
+        for message in &opening {
+            assert!(opens_menu(message), "{message:?}");
+        }
+        let not_opening = [
+            // A submenu, a click, a closing, the layout read at any time, another interface.
+            call(DBUSMENU, "AboutToShow", (5i32,).to_variant()),
+            call(DBUSMENU, "Event", event(3, "clicked").to_variant()),
+            call(DBUSMENU, "Event", event(0, "closed").to_variant()),
+            call(
+                DBUSMENU,
+                "GetLayout",
+                (0i32, -1i32, vec!["label"]).to_variant(),
+            ),
+            call(
+                "org.kde.StatusNotifierItem",
+                "AboutToShow",
+                (0i32,).to_variant(),
+            ),
+            // A malformed body is no opening, and no panic.
+            call(DBUSMENU, "AboutToShow", ("zero",).to_variant()),
+            call(DBUSMENU, "EventGroup", (vec![1i32],).to_variant()),
+        ];
+        for message in &not_opening {
+            assert!(!opens_menu(message), "{message:?}");
+        }
+    }
 
     #[test]
     fn menu_ids_round_trip() {

@@ -336,6 +336,11 @@ impl App {
 
     /// Waits for a window to be open again (a new window process) and drives it from now on,
     /// with a new session.
+    /// The names of the app's child processes (the window process, while it runs).
+    pub fn children(&self) -> Vec<String> {
+        child_names(self.app.id())
+    }
+
     pub async fn follow_new_window(&self) {
         let _ = self.client().close().await;
         let client = new_session(&self.driver_url, &self.files_root)

@@ -430,14 +430,46 @@ async fn a_watch_notification_and_the_reply_to_it_raise_notifications() {
     app.wait_text("[data-testid=messages]", "what should I do?")
         .await;
 
-    // Closed and opened again from the tray, the window comes back where it was.
+    // Closed and opened again from the tray, the window comes back where it was. The menu
+    // opening starts the window process ahead of the click; no window shows before it.
     app.close_window().await;
+    tray.open_menu();
+    if let Err(e) = env::wait_until("the window process started ahead", app::WAIT, || {
+        app.children()
+            .iter()
+            .any(|name| name.starts_with("switchboard-win"))
+    }) {
+        panic!("{e}: {:?}", app.children());
+    }
+    assert!(
+        app::x_windows("^Switchboard").is_empty(),
+        "no window before the click"
+    );
     tray.click("Open Switchboard");
     app.follow_new_window().await;
     app.wait_for("the Sessions page again", "[data-page=sessions]")
         .await;
     app.wait_text("[data-testid=messages]", "what should I do?")
         .await;
+
+    // A menu opened and closed without asking for a window: the process started ahead ends by
+    // itself (10 s), and the tray weighs what it did.
+    app.close_window().await;
+    tray.open_menu();
+    if let Err(e) = env::wait_until("the window process started ahead", app::WAIT, || {
+        !app.children().is_empty()
+    }) {
+        panic!("{e}");
+    }
+    if let Err(e) = env::wait_until("the unused window process to end", app::WAIT, || {
+        app.children().is_empty()
+    }) {
+        panic!("{e}: {:?}", app.children());
+    }
+    assert!(
+        app::x_windows("^Switchboard").is_empty(),
+        "no window was shown"
+    );
     app.quit().await;
 }
 

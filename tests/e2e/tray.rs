@@ -80,6 +80,18 @@ impl Tray {
         }
     }
 
+    /// Opens the menu as a tray host does before showing it (`AboutToShow` of the root).
+    pub fn open_menu(&self) {
+        if let Err(e) = gdbus_call(
+            &self.bus_name,
+            &self.menu_path,
+            "com.canonical.dbusmenu.AboutToShow",
+            &["0"],
+        ) {
+            panic!("opening the menu failed: {e}");
+        }
+    }
+
     /// Waits until the item starting with `prefix` satisfies `check`.
     pub fn wait_item(
         &self,
