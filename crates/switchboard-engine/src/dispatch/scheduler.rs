@@ -155,8 +155,13 @@ impl Dispatcher {
     ) -> anyhow::Result<Option<RunRecord>> {
         // The conversation's session and its own model (`/model`), in one read.
         let (session, model) = self.store.session_and_model(key)?;
-        let Some(session_id) = self.ensure_session(key, &rows, session).await? else {
-            return Ok(None);
+        // A new session is stored with the run, in its commit.
+        let (session_id, new_session) = match session {
+            Some(session) => (session, None),
+            None => match self.create_session(key, &rows).await? {
+                Some((session, title)) => (session, Some(title)),
+                None => return Ok(None),
+            },
         };
         let model = model.unwrap_or_else(|| self.config().gateway.model.clone());
         let mut run = RunRecord {
@@ -177,13 +182,25 @@ impl Dispatcher {
             images: Vec::new(),
         };
         absorb(&mut run, &rows);
-        run.cursor_start = self.current_cursor(&run.session_id).await;
-        self.store.insert_run_grouped(run.clone()).await?;
+        match new_session {
+            // A session just created has no events yet (the server replays the same session
+            // for the same first message, and nothing was posted to it before its run was
+            // stored): its stream starts at the beginning.
+            Some(title) => {
+                self.store
+                    .insert_run_with_session_grouped(run.clone(), title)
+                    .await?
+            }
+            None => {
+                run.cursor_start = self.current_cursor(&run.session_id).await;
+                self.store.insert_run_grouped(run.clone()).await?;
+            }
+        }
         Ok(Some(run))
     }
 
     /// The session of a conversation (`known`, the one it has), created on first use with a
-    /// title from the template.
+    /// title from the template and stored.
     pub(super) async fn ensure_session(
         self: &Arc<Self>,
         key: &str,
@@ -193,6 +210,22 @@ impl Dispatcher {
         if let Some(session) = known {
             return Ok(Some(session));
         }
+        let Some((session, title)) = self.create_session(key, rows).await? else {
+            return Ok(None);
+        };
+        self.store.set_session_grouped(key, &session, &title).await?;
+        Ok(Some(session))
+    }
+
+    /// Creates a session for a conversation whose first queued message is `rows[0]`, titled
+    /// from the template, and returns its id and title (not stored yet). Keyed on that message,
+    /// so a retry after a crash gets the same session back, never a second one. `None` when the
+    /// engine is stopping.
+    async fn create_session(
+        self: &Arc<Self>,
+        key: &str,
+        rows: &[JournalEntry],
+    ) -> anyhow::Result<Option<(String, String)>> {
         let Some(first) = rows.first() else {
             return Ok(None);
         };
@@ -208,17 +241,13 @@ impl Dispatcher {
                 &first.chat,
             )
         };
-        // Keyed on the first message, so a retry after a crash cannot create a second session.
         let idempotency_key = format!("session:{key}:{}", first.id);
         let mut attempt = 0;
         loop {
             match self.client().create_session(&title, &idempotency_key).await {
                 Ok(session) => {
-                    self.store
-                        .set_session_grouped(key, &session.id, &title)
-                        .await?;
                     tracing::info!(conversation = %key, session = %session.id, "session created");
-                    return Ok(Some(session.id));
+                    return Ok(Some((session.id, title)));
                 }
                 Err(e) => {
                     if !self.wait_after_server_error(&e, attempt).await {

@@ -910,6 +910,20 @@ impl Store {
         self.write(move |conn| insert_run_in(conn, &run)).await
     }
 
+    /// [`Store::insert_run_grouped`] for the first run of a conversation's new session: the
+    /// session (titled `title`) and the run, in one group commit.
+    pub async fn insert_run_with_session_grouped(
+        &self,
+        run: RunRecord,
+        title: String,
+    ) -> anyhow::Result<()> {
+        self.write(move |conn| {
+            set_session_in(conn, &run.routing_key, Some(&run.session_id), Some(&title))?;
+            insert_run_in(conn, &run)
+        })
+        .await
+    }
+
     /// A run the server started: the run as it is now, its messages sent (one group commit).
     pub async fn run_started(&self, run: RunRecord) -> anyhow::Result<()> {
         self.write(move |conn| {
