@@ -213,7 +213,9 @@ impl Dispatcher {
         let Some((session, title)) = self.create_session(key, rows).await? else {
             return Ok(None);
         };
-        self.store.set_session_grouped(key, &session, &title).await?;
+        self.store
+            .set_session_grouped(key, &session, &title)
+            .await?;
         Ok(Some(session))
     }
 
