@@ -7,7 +7,7 @@
 //! webviews live apart from the tray), [`run`] the app.
 //!
 //! Two binaries: `switchboard` ([`run`]: engine, tray, notifications; GTK for the tray, no
-//! webview — it does not even load WebKit) and `switchboard-window` ([`window::run_window_process`],
+//! webview — it does not even load WebKit) and `switchboard-window` ([`window::main`],
 //! Tauri: the windows), which the first starts when a window opens.
 #![forbid(unsafe_code)]
 
