@@ -116,8 +116,21 @@ struct Link {
 }
 
 impl Link {
+    /// Whether process `number` is the running one.
+    fn is_current(&self, number: u64) -> bool {
+        self.process.as_ref().is_some_and(|(n, _)| *n == number)
+    }
+
+    /// Tells process `number`, the running one, to exit, and forgets it.
+    fn end(&mut self, number: u64) {
+        if let Some((_, sender)) = self.process.as_ref().filter(|(n, _)| *n == number) {
+            let _ = sender.send(ToWindow::Exit);
+        }
+        self.forget(number);
+    }
+
     fn forget(&mut self, number: u64) {
-        if self.process.as_ref().is_some_and(|(n, _)| *n == number) {
+        if self.is_current(number) {
             self.process = None;
             self.opens = 0;
             self.focused.clear();
@@ -209,13 +222,8 @@ impl Windows {
         crate::rt::spawn(async move {
             tokio::time::sleep(AHEAD_FOR).await;
             let mut link = lock(&state);
-            let unused =
-                link.opens == 0 && link.process.as_ref().is_some_and(|(n, _)| *n == number);
-            if unused {
-                if let Some((_, sender)) = &link.process {
-                    let _ = sender.send(ToWindow::Exit);
-                }
-                link.forget(number);
+            if link.is_current(number) && link.opens == 0 {
+                link.end(number);
                 tracing::info!("no window was asked for: the window process started ahead ends");
             }
         });
@@ -351,7 +359,7 @@ fn on_message(
         }
         FromWindow::Focus { label, focused } => {
             let mut link = lock(state);
-            if link.process.as_ref().is_some_and(|(n, _)| *n == number) {
+            if link.is_current(number) {
                 if focused {
                     link.focused.insert(label);
                 } else {
@@ -361,10 +369,8 @@ fn on_message(
         }
         FromWindow::Idle { opens } => {
             let mut link = lock(state);
-            let current = link.process.as_ref().is_some_and(|(n, _)| *n == number);
-            if current && opens == link.opens {
-                let _ = answers.send(ToWindow::Exit);
-                link.forget(number);
+            if link.is_current(number) && opens == link.opens {
+                link.end(number);
                 tracing::info!("no window left: the window process ends");
             }
         }
