@@ -1136,19 +1136,26 @@ impl Setup {
     }
 
     /// Waits for the run's last reply (`done: …`) in `channel`.
-    async fn finished_in(&self, channel: &str) -> PostedMessage {
+    /// The run's reply as people see it: posted whole, or written in a streaming message (which
+    /// `auto` starts once a run has taken a second, as one waiting for a decision may on a slow
+    /// machine).
+    async fn finished_in(&self, channel: &str) -> SlackMessage {
+        let reply = |s: &FakeSlack| {
+            let posted = s.posted_in(channel).into_iter().map(|p| p.ts);
+            let streamed = s
+                .stream_calls()
+                .into_iter()
+                .filter(|c| c.method == "chat.startStream" && c.channel == channel)
+                .map(|c| c.ts);
+            posted
+                .chain(streamed)
+                .filter_map(|ts| s.message(channel, &ts))
+                .find(|m| m.text.starts_with("done:"))
+        };
         self.slack
-            .wait_for("the run's reply", |s| {
-                s.posted_in(channel)
-                    .iter()
-                    .any(|p| p.text.starts_with("done:"))
-            })
+            .wait_for("the run's reply", |s| reply(s).is_some())
             .await;
-        self.slack
-            .posted_in(channel)
-            .into_iter()
-            .find(|p| p.text.starts_with("done:"))
-            .expect("the reply")
+        reply(&self.slack).expect("the reply")
     }
 
     fn actions(&self) -> Vec<String> {
