@@ -172,11 +172,7 @@ impl Dispatcher {
         call: &ProposedToolCall,
         config: &Config,
     ) -> anyhow::Result<()> {
-        let last = run
-            .journal_ids
-            .last()
-            .and_then(|id| self.store.journal_entry(*id).ok().flatten());
-        let (requester, requester_id, channel, target) = match last {
+        let (requester, requester_id, channel, target) = match self.last_row(run) {
             Some(entry) => (
                 entry.peer.label().to_string(),
                 entry.peer.id.clone(),
@@ -219,6 +215,7 @@ impl Dispatcher {
             confirmed_ms: None,
             note: None,
         };
+        self.files_approval(run);
         if !self.store.insert_approval(&approval)? {
             return Ok(());
         }
@@ -394,6 +391,9 @@ impl Dispatcher {
 
     /// Closes every open approval of a run that ended.
     pub(super) fn close_run_approvals(&self, run: &RunRecord, note: &str) {
+        if !self.may_have_approvals(run) {
+            return;
+        }
         for approval in self.store.open_approvals(&run.local_id).unwrap_or_default() {
             self.close(&approval.id, note);
         }
@@ -421,6 +421,9 @@ impl Dispatcher {
 
     /// The deadline of the run's earliest approval that can still expire.
     pub(super) fn next_expiry(&self, run: &RunRecord) -> Option<Instant> {
+        if !self.may_have_approvals(run) {
+            return None;
+        }
         let earliest = self
             .store
             .open_approvals(&run.local_id)

@@ -44,7 +44,7 @@ use crate::channels::{Channel, StatusBoard};
 use crate::config::Config;
 use crate::events::{EngineEvent, ServerHealth};
 use crate::model::DeliveryTarget;
-use crate::store::Store;
+use crate::store::{JournalEntry, RunRecord, Store};
 use crate::EngineOptions;
 
 pub(crate) use deliver::{Delivery, DeliveryError};
@@ -115,6 +115,12 @@ struct ActiveRun {
     started_ms: i64,
     /// The reply written so far, for a host that opens the conversation mid-run.
     live: Arc<Mutex<String>>,
+    /// The run's messages as they were when it was prepared here, so following and delivering
+    /// it need not read them again; `None` for a run resumed after a restart.
+    rows: Option<Arc<[JournalEntry]>>,
+    /// Whether the run may have open approvals: false for a run prepared here until it files
+    /// one, true for a run resumed after a restart (its approvals are in the store).
+    approvals: bool,
 }
 
 /// Where a typing indicator shows: channel, chat, thread.
@@ -364,6 +370,43 @@ impl Dispatcher {
         let run = active.get(key)?;
         let text = run.live.lock().unwrap_or_else(|e| e.into_inner()).clone();
         Some(text)
+    }
+
+    /// The messages of a run in flight as they were when it was prepared here: `None` when the
+    /// run was resumed after a restart, or took in more messages since (read them then).
+    fn known_rows(&self, run: &RunRecord) -> Option<Arc<[JournalEntry]>> {
+        let active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        let rows = active
+            .get(&run.routing_key)
+            .filter(|a| a.local_id == run.local_id)?
+            .rows
+            .clone()?;
+        let ids = rows.iter().map(|r| r.id);
+        ids.eq(run.journal_ids.iter().copied()).then_some(rows)
+    }
+
+    /// Whether a run may have open approvals (true unless it is in flight here and never filed
+    /// one), so a run that had none is not looked up for them.
+    fn may_have_approvals(&self, run: &RunRecord) -> bool {
+        self.active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&run.routing_key)
+            .filter(|a| a.local_id == run.local_id)
+            .is_none_or(|a| a.approvals)
+    }
+
+    /// Notes that a run in flight files an approval (before it is stored).
+    fn files_approval(&self, run: &RunRecord) {
+        if let Some(active) = self
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&run.routing_key)
+            .filter(|a| a.local_id == run.local_id)
+        {
+            active.approvals = true;
+        }
     }
 
     /// Sends a control message to the run in flight in a conversation; false when there is none.

@@ -76,9 +76,12 @@ impl Dispatcher {
     /// Takes a stored run from wherever it is to its delivered reply.
     /// `kept` is the conversation's event stream from its last run, if it is still open: the
     /// run uses it instead of subscribing anew, and leaves its own there when it ends.
+    /// `rows` are the run's messages when it was just prepared from them (none for a run
+    /// resumed after a restart).
     pub(super) async fn drive(
         self: &Arc<Self>,
         mut run: RunRecord,
+        rows: Option<Vec<JournalEntry>>,
         kept: &mut Option<KeptStream>,
     ) -> anyhow::Result<()> {
         let (control_tx, mut control_rx) = mpsc::unbounded_channel();
@@ -94,6 +97,8 @@ impl Dispatcher {
                     control: control_tx,
                     started_ms: crate::model::now_ms(),
                     live: live.clone(),
+                    approvals: rows.is_none(),
+                    rows: rows.map(Arc::from),
                 },
             );
         let result = self
@@ -211,6 +216,9 @@ impl Dispatcher {
     }
 
     pub(super) fn journal_rows(&self, run: &RunRecord) -> Vec<JournalEntry> {
+        if let Some(rows) = self.known_rows(run) {
+            return rows.to_vec();
+        }
         run.journal_ids
             .iter()
             .filter_map(|id| self.store.journal_entry(*id).ok().flatten())
@@ -229,11 +237,18 @@ impl Dispatcher {
         &self,
         run: &RunRecord,
     ) -> Option<(String, DeliveryTarget, Option<String>)> {
-        let last = run
-            .journal_ids
-            .last()
-            .and_then(|id| self.store.journal_entry(*id).ok().flatten());
-        self.place_of(run, last)
+        self.place_of(run, self.last_row(run))
+    }
+
+    /// The run's last message (the one its reply answers).
+    pub(super) fn last_row(&self, run: &RunRecord) -> Option<JournalEntry> {
+        match self.known_rows(run) {
+            Some(rows) => rows.last().cloned(),
+            None => run
+                .journal_ids
+                .last()
+                .and_then(|id| self.store.journal_entry(*id).ok().flatten()),
+        }
     }
 
     /// [`Dispatcher::reply_place`], given the run's last message (read already).

@@ -62,10 +62,16 @@ impl Dispatcher {
         let mut paused = self.paused.subscribe();
         // The event stream of the conversation's last run, while it is worth keeping.
         let mut kept: Option<KeptStream> = None;
+        // Whether a run of the conversation may be unfinished in the store: one from before a
+        // restart when the task starts, or one an error left. A run this task drives ends
+        // finished (or back in the queue) unless the engine stops or something fails.
+        let mut unfinished = true;
         loop {
             // Finish what was in flight before a restart first, then make the queue one run;
             // messages that come meanwhile wake the task again.
-            if let Err(e) = self.work(&key, &mut paused, &mut kept).await {
+            let worked = self.work(&key, &mut paused, &mut kept, unfinished).await;
+            unfinished = worked.is_err();
+            if let Err(e) = worked {
                 tracing::error!(conversation = %key, error = %format!("{e:#}"), "conversation failed; will retry");
                 self.emit(EngineEvent::Error {
                     scope: key.clone(),
@@ -105,9 +111,12 @@ impl Dispatcher {
         key: &str,
         paused: &mut watch::Receiver<bool>,
         kept: &mut Option<KeptStream>,
+        unfinished: bool,
     ) -> anyhow::Result<()> {
-        if let Some(run) = self.store.unfinished_run(key)? {
-            self.drive(run, kept).await?;
+        if unfinished {
+            if let Some(run) = self.store.unfinished_run(key)? {
+                self.drive(run, None, kept).await?;
+            }
         }
         loop {
             if self.shutdown.is_cancelled() {
@@ -134,10 +143,10 @@ impl Dispatcher {
             if rows.is_empty() {
                 continue;
             }
-            let Some(run) = self.prepare_run(key, rows).await? else {
+            let Some(run) = self.prepare_run(key, &rows).await? else {
                 return Ok(());
             };
-            self.drive(run, kept).await?;
+            self.drive(run, Some(rows), kept).await?;
             // Every message that came during the run woke this task, so the next pass (right
             // away, if one did) finds it; reading the queue now would mostly find it empty.
             return Ok(());
@@ -151,14 +160,14 @@ impl Dispatcher {
     async fn prepare_run(
         self: &Arc<Self>,
         key: &str,
-        rows: Vec<JournalEntry>,
+        rows: &[JournalEntry],
     ) -> anyhow::Result<Option<RunRecord>> {
         // The conversation's session and its own model (`/model`), in one read.
         let (session, model) = self.store.session_and_model(key)?;
         // A new session is stored with the run, in its commit.
         let (session_id, new_session) = match session {
             Some(session) => (session, None),
-            None => match self.create_session(key, &rows).await? {
+            None => match self.create_session(key, rows).await? {
                 Some((session, title)) => (session, Some(title)),
                 None => return Ok(None),
             },
@@ -181,7 +190,7 @@ impl Dispatcher {
             preview: None,
             images: Vec::new(),
         };
-        absorb(&mut run, &rows);
+        absorb(&mut run, rows);
         match new_session {
             // A session just created has no events yet (the server replays the same session
             // for the same first message, and nothing was posted to it before its run was
