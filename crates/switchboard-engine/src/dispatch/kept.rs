@@ -85,8 +85,20 @@ impl KeptStream {
         session: &str,
         generation: u64,
     ) -> Option<(EventStream, Option<i64>)> {
-        (self.session == session && self.generation == generation && Instant::now() < self.until)
+        self.serves(session, generation)
             .then_some((self.stream, self.last_id))
+    }
+
+    /// Whether the stream can serve a run posted to `session` under the settings of `generation`.
+    fn serves(&self, session: &str, generation: u64) -> bool {
+        self.session == session && self.generation == generation && Instant::now() < self.until
+    }
+
+    /// The id of the last event read, when the stream can serve a run posted to `session` under
+    /// the server settings of `generation`: where that run's events will start, known without
+    /// reading the stored cursor (which is never ahead of it).
+    pub(crate) fn cursor_for(&self, session: &str, generation: u64) -> Option<i64> {
+        self.last_id.filter(|_| self.serves(session, generation))
     }
 
     /// Reads what comes while no run is followed, and returns when the stream is no longer

@@ -143,7 +143,7 @@ impl Dispatcher {
             if rows.is_empty() {
                 continue;
             }
-            let Some(run) = self.prepare_run(key, &rows).await? else {
+            let Some(run) = self.prepare_run(key, &rows, kept.as_mut()).await? else {
                 return Ok(());
             };
             self.drive(run, Some(rows), kept).await?;
@@ -161,6 +161,8 @@ impl Dispatcher {
         self: &Arc<Self>,
         key: &str,
         rows: &[JournalEntry],
+        // Mutable only so the future stays `Send` (a stream is not `Sync`).
+        kept: Option<&mut KeptStream>,
     ) -> anyhow::Result<Option<RunRecord>> {
         // The conversation's session and its own model (`/model`), in one read.
         let (session, model) = self.store.session_and_model(key)?;
@@ -201,7 +203,14 @@ impl Dispatcher {
                     .await?
             }
             None => {
-                run.cursor_start = self.current_cursor(&run.session_id).await;
+                // The stream kept from the conversation's last run knows where the session's
+                // events are; the run posts on it.
+                let generation = self.server_generation();
+                run.cursor_start =
+                    match kept.and_then(|k| k.cursor_for(&run.session_id, generation)) {
+                        Some(last) => Some(last),
+                        None => self.current_cursor(&run.session_id).await,
+                    };
                 self.store.insert_run_grouped(run.clone()).await?;
             }
         }
