@@ -116,10 +116,9 @@ impl Intake for DispatcherIntake {
     async fn accept(&self, message: InboundMessage) -> anyhow::Result<Accepted> {
         let dispatcher = &self.0;
         let config = dispatcher.config();
-        if dispatcher.store.is_duplicate(&message.dedup_keys)? {
-            tracing::debug!(channel = %message.channel, "duplicate message dropped");
-            return Ok(Accepted::Duplicate);
-        }
+        // A redelivery is found out where it would act: the gate claims a message's keys before
+        // anything it does itself, and a command's keys are claimed, and a message journaled,
+        // each in one transaction with the check.
         match dispatcher.admit(&config, &message)? {
             Gate::Pass => {}
             Gate::Duplicate => return Ok(Accepted::Duplicate),
@@ -145,9 +144,6 @@ impl DispatcherIntake {
         message: InboundMessage,
         key: String,
     ) -> anyhow::Result<Accepted> {
-        if self.0.store.is_duplicate(&message.dedup_keys)? {
-            return Ok(Accepted::Duplicate);
-        }
         self.take(message, key).await
     }
 
