@@ -94,11 +94,13 @@ impl KeptStream {
         self.session == session && self.generation == generation && Instant::now() < self.until
     }
 
-    /// The id of the last event read, when the stream can serve a run posted to `session` under
-    /// the server settings of `generation`: where that run's events will start, known without
-    /// reading the stored cursor (which is never ahead of it).
-    pub(crate) fn cursor_for(&self, session: &str, generation: u64) -> Option<i64> {
-        self.last_id.filter(|_| self.serves(session, generation))
+    /// Its session and the id of the last event read from it, while it can serve a run posted
+    /// under the server settings of `generation`: where that run's events will start (the stored
+    /// cursor is never ahead of it).
+    pub(crate) fn position(&self, generation: u64) -> Option<(String, i64)> {
+        let last = self.last_id?;
+        (self.generation == generation && Instant::now() < self.until)
+            .then(|| (self.session.clone(), last))
     }
 
     /// Reads what comes while no run is followed, and returns when the stream is no longer

@@ -14,7 +14,7 @@ use crate::backoff;
 use crate::events::{EngineEvent, ServerHealth};
 use crate::model::now_ms;
 use crate::routing::session_title;
-use crate::store::{JournalEntry, RunRecord, RunState};
+use crate::store::{same_epoch, JournalEntry, RunRecord, RunState};
 use crate::watch::enrich;
 
 /// How long an idle conversation task lives before it is dropped (it is recreated on demand).
@@ -164,21 +164,10 @@ impl Dispatcher {
         // Mutable only so the future stays `Send` (a stream is not `Sync`).
         kept: Option<&mut KeptStream>,
     ) -> anyhow::Result<Option<RunRecord>> {
-        // The conversation's session and its own model (`/model`), in one read.
-        let (session, model) = self.store.session_and_model(key)?;
-        // A new session is stored with the run, in its commit.
-        let (session_id, new_session) = match session {
-            Some(session) => (session, None),
-            None => match self.create_session(key, rows).await? {
-                Some((session, title)) => (session, Some(title)),
-                None => return Ok(None),
-            },
-        };
-        let model = model.unwrap_or_else(|| self.config().gateway.model.clone());
         let mut run = RunRecord {
             local_id: uuid::Uuid::new_v4().to_string(),
             routing_key: key.to_string(),
-            session_id,
+            session_id: String::new(),
             server_run_id: None,
             state: RunState::Posting,
             text: String::new(),
@@ -187,33 +176,39 @@ impl Dispatcher {
             journal_ids: vec![],
             reply: None,
             delivered_chunks: 0,
-            model: (!model.is_empty()).then_some(model),
+            model: None,
             streamed: String::new(),
             preview: None,
             images: Vec::new(),
         };
         absorb(&mut run, rows);
-        match new_session {
-            // A session just created has no events yet (the server replays the same session
-            // for the same first message, and nothing was posted to it before its run was
-            // stored): its stream starts at the beginning.
-            Some(title) => {
+        // The stream kept from the conversation's last run knows where its session's events
+        // are (the run posts on it); the server's start time tells a stored cursor's worth.
+        let kept = kept.and_then(|k| k.position(self.server_generation()));
+        let epoch = self.server_epoch().await;
+        let default_model = self.config().gateway.model.clone();
+        // The session, the model and the cursor are read in the commit that stores the run.
+        let run = match self
+            .store
+            .insert_run_in_session(run, default_model, kept, epoch)
+            .await?
+        {
+            Ok(run) => run,
+            Err(mut run) => {
+                // A new session is stored with the run, in its commit. It has no events yet
+                // (the server replays the same session for the same first message, and nothing
+                // was posted to it before its run was stored): its stream starts at the
+                // beginning.
+                let Some((session, title)) = self.create_session(key, rows).await? else {
+                    return Ok(None);
+                };
+                run.session_id = session;
                 self.store
                     .insert_run_with_session_grouped(run.clone(), title)
-                    .await?
+                    .await?;
+                run
             }
-            None => {
-                // The stream kept from the conversation's last run knows where the session's
-                // events are; the run posts on it.
-                let generation = self.server_generation();
-                run.cursor_start =
-                    match kept.and_then(|k| k.cursor_for(&run.session_id, generation)) {
-                        Some(last) => Some(last),
-                        None => self.current_cursor(&run.session_id).await,
-                    };
-                self.store.insert_run_grouped(run.clone()).await?;
-            }
-        }
+        };
         Ok(Some(run))
     }
 
@@ -394,11 +389,6 @@ pub(super) fn absorb(run: &mut RunRecord, rows: &[JournalEntry]) {
     run.text = parts.join("\n\n");
     // A new body needs a new key: the server answers a reused key with a different body with 409.
     run.idempotency_key = uuid::Uuid::new_v4().to_string();
-}
-
-/// Two server start times within a few seconds are the same start (uptime is whole seconds).
-fn same_epoch(a: i64, b: i64) -> bool {
-    (a - b).abs() <= 3
 }
 
 #[cfg(test)]

@@ -910,6 +910,55 @@ impl Store {
         self.write(move |conn| insert_run_in(conn, &run)).await
     }
 
+    /// Stores `run` in its conversation's session, in one group commit with the reads it needs:
+    /// the session, the conversation's own model (else `default_model`; empty means the
+    /// server's) and where the session's events start — `kept`, the last event read from a
+    /// stream still open on that session, else the stored cursor when it is from the server's
+    /// current start (`epoch`; a restarted server numbers its events from 1 again). Gives the
+    /// run back as stored, or unstored (`Err`, its model set) when the conversation has no
+    /// session yet.
+    pub async fn insert_run_in_session(
+        &self,
+        mut run: RunRecord,
+        default_model: String,
+        kept: Option<(String, i64)>,
+        epoch: Option<i64>,
+    ) -> anyhow::Result<Result<RunRecord, RunRecord>> {
+        self.write(move |conn| {
+            let (session, model): (Option<String>, Option<String>) = conn
+                .one(
+                    "SELECT session_id, model FROM conversations WHERE routing_key = ?1",
+                    params![run.routing_key],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?
+                .unwrap_or_default();
+            let model = model.unwrap_or(default_model);
+            run.model = (!model.is_empty()).then_some(model);
+            let Some(session) = session else {
+                return Ok(Err(run));
+            };
+            run.cursor_start = match kept {
+                Some((kept_session, last)) if kept_session == session => Some(last),
+                _ => conn
+                    .one(
+                        "SELECT last_event_id, server_epoch FROM cursors WHERE session_id = ?1",
+                        params![session],
+                        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+                    )
+                    .optional()?
+                    .zip(epoch)
+                    .and_then(|((last, stored), current)| {
+                        same_epoch(stored, current).then_some(last)
+                    }),
+            };
+            run.session_id = session;
+            insert_run_in(conn, &run)?;
+            Ok(Ok(run))
+        })
+        .await
+    }
+
     /// [`Store::insert_run_grouped`] for the first run of a conversation's new session: the
     /// session (titled `title`) and the run, in one group commit.
     pub async fn insert_run_with_session_grouped(
@@ -1286,6 +1335,11 @@ fn write_batches(conn: std::sync::Weak<Mutex<Connection>>, jobs: std::sync::mpsc
     }
 }
 
+/// Two server start times within a few seconds are the same start (uptime is whole seconds).
+pub(crate) fn same_epoch(a: i64, b: i64) -> bool {
+    (a - b).abs() <= 3
+}
+
 /// The body of [`Store::insert_run`].
 fn insert_run_in(tx: &Connection, run: &RunRecord) -> anyhow::Result<()> {
     let now = now_ms();
@@ -1559,6 +1613,99 @@ mod tests {
             None,
             "the failed write left nothing"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_is_stored_in_its_session_with_the_model_and_the_cursor_read_in_its_commit() {
+        let store = Store::open_in_memory().expect("store");
+        let Accepted::New(id) = store.accept(&message("1", "hi"), "k", 1).expect("accept") else {
+            panic!("a new message");
+        };
+        let run = RunRecord {
+            local_id: "r1".into(),
+            routing_key: "k".into(),
+            session_id: String::new(),
+            server_run_id: None,
+            state: RunState::Posting,
+            text: "hi".into(),
+            idempotency_key: "i1".into(),
+            cursor_start: None,
+            journal_ids: vec![id],
+            reply: None,
+            delivered_chunks: 0,
+            model: None,
+            streamed: String::new(),
+            preview: None,
+            images: Vec::new(),
+        };
+        let insert = |run: RunRecord, kept: Option<(&str, i64)>, epoch: Option<i64>| {
+            let kept = kept.map(|(s, id)| (s.to_owned(), id));
+            store.insert_run_in_session(run, "default-model".into(), kept, epoch)
+        };
+        // No session yet: nothing is stored, and the run comes back with the default model.
+        let unstored = insert(run.clone(), None, Some(1_000)).await.expect("write");
+        let unstored = unstored.expect_err("no session, so not stored");
+        assert_eq!(unstored.model.as_deref(), Some("default-model"));
+        assert!(store.unfinished_run("k").expect("read").is_none());
+
+        store
+            .set_session("k", Some("s1"), Some("title"))
+            .expect("session");
+        store
+            .set_conversation_model("k", Some("own-model"))
+            .expect("model");
+        store
+            .write(|conn| set_cursor_in(conn, "s1", 42, 1_000))
+            .await
+            .expect("cursor");
+        // The stored cursor counts while the server has not restarted since.
+        let stored = insert(run.clone(), None, Some(1_002)).await.expect("write");
+        let stored = stored.expect("stored in the session");
+        assert_eq!(
+            (
+                stored.session_id.as_str(),
+                stored.model.as_deref(),
+                stored.cursor_start
+            ),
+            ("s1", Some("own-model"), Some(42))
+        );
+        assert_eq!(
+            store.unfinished_run("k").expect("read"),
+            Some(stored.clone())
+        );
+        store
+            .finish_run(&stored, JournalState::Replied, None)
+            .expect("finish");
+        // A restarted server numbers its events anew: the old cursor is no place to start.
+        let run2 = RunRecord {
+            local_id: "r2".into(),
+            ..run.clone()
+        };
+        let restarted = insert(run2, None, Some(9_000))
+            .await
+            .expect("write")
+            .expect("stored");
+        assert_eq!(restarted.cursor_start, None);
+        store
+            .finish_run(&restarted, JournalState::Replied, None)
+            .expect("finish");
+        // A stream kept open on the session knows better; one on another session does not.
+        let run3 = RunRecord {
+            local_id: "r3".into(),
+            ..run.clone()
+        };
+        let kept = insert(run3, Some(("s1", 57)), Some(1_000))
+            .await
+            .expect("write");
+        assert_eq!(kept.expect("stored").cursor_start, Some(57));
+        let run4 = RunRecord {
+            local_id: "r4".into(),
+            ..run
+        };
+        let other = insert(run4, Some(("s0", 99)), Some(1_000))
+            .await
+            .expect("write");
+        assert_eq!(other.expect("stored").cursor_start, Some(42));
     }
 
     #[test]
