@@ -14,7 +14,7 @@ use crate::backoff;
 use crate::events::{EngineEvent, ServerHealth};
 use crate::model::now_ms;
 use crate::routing::session_title;
-use crate::store::{same_epoch, JournalEntry, RunRecord, RunState};
+use crate::store::{same_epoch, JournalEntry, RunRecord};
 use crate::watch::enrich;
 
 /// How long an idle conversation task lives before it is dropped (it is recreated on demand).
@@ -164,23 +164,7 @@ impl Dispatcher {
         // Mutable only so the future stays `Send` (a stream is not `Sync`).
         kept: Option<&mut KeptStream>,
     ) -> anyhow::Result<Option<RunRecord>> {
-        let mut run = RunRecord {
-            local_id: uuid::Uuid::new_v4().to_string(),
-            routing_key: key.to_string(),
-            session_id: String::new(),
-            server_run_id: None,
-            state: RunState::Posting,
-            text: String::new(),
-            idempotency_key: String::new(),
-            cursor_start: None,
-            journal_ids: vec![],
-            reply: None,
-            delivered_chunks: 0,
-            model: None,
-            streamed: String::new(),
-            preview: None,
-            images: Vec::new(),
-        };
+        let mut run = RunRecord::posting(uuid::Uuid::new_v4().to_string(), key);
         absorb(&mut run, rows);
         // The stream kept from the conversation's last run knows where its session's events
         // are (the run posts on it); the server's start time tells a stored cursor's worth.
@@ -399,21 +383,8 @@ mod tests {
     #[test]
     fn absorbed_messages_join_with_a_blank_line() {
         let mut run = RunRecord {
-            local_id: "l".into(),
-            routing_key: "k".into(),
             session_id: "s".into(),
-            server_run_id: None,
-            state: RunState::Posting,
-            text: String::new(),
-            idempotency_key: String::new(),
-            cursor_start: None,
-            journal_ids: vec![],
-            reply: None,
-            delivered_chunks: 0,
-            model: None,
-            streamed: String::new(),
-            preview: None,
-            images: Vec::new(),
+            ..RunRecord::posting("l".into(), "k")
         };
         let row = |id: i64, text: &str| JournalEntry {
             id,

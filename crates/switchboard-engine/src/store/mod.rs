@@ -429,6 +429,30 @@ pub struct RunRecord {
     pub images: Vec<crate::media::ImagePart>,
 }
 
+impl RunRecord {
+    /// A run of the conversation `routing_key` about to be posted, before its messages are
+    /// added and its session is known.
+    pub fn posting(local_id: String, routing_key: &str) -> RunRecord {
+        RunRecord {
+            local_id,
+            routing_key: routing_key.to_owned(),
+            session_id: String::new(),
+            server_run_id: None,
+            state: RunState::Posting,
+            text: String::new(),
+            idempotency_key: String::new(),
+            cursor_start: None,
+            journal_ids: Vec::new(),
+            reply: None,
+            delivered_chunks: 0,
+            model: None,
+            streamed: String::new(),
+            preview: None,
+            images: Vec::new(),
+        }
+    }
+}
+
 /// How many rows pruning removed, per kind.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Pruned {
@@ -1622,21 +1646,10 @@ mod tests {
             panic!("a new message");
         };
         let run = RunRecord {
-            local_id: "r1".into(),
-            routing_key: "k".into(),
-            session_id: String::new(),
-            server_run_id: None,
-            state: RunState::Posting,
             text: "hi".into(),
             idempotency_key: "i1".into(),
-            cursor_start: None,
             journal_ids: vec![id],
-            reply: None,
-            delivered_chunks: 0,
-            model: None,
-            streamed: String::new(),
-            preview: None,
-            images: Vec::new(),
+            ..RunRecord::posting("r1".into(), "k")
         };
         let insert = |run: RunRecord, kept: Option<(&str, i64)>, epoch: Option<i64>| {
             let kept = kept.map(|(s, id)| (s.to_owned(), id));
