@@ -114,7 +114,7 @@ impl Dispatcher {
         unfinished: bool,
     ) -> anyhow::Result<()> {
         if unfinished {
-            if let Some(run) = self.store.unfinished_run(key)? {
+            if let Some(run) = self.store.unfinished_run_on_writer(key).await? {
                 self.drive(run, None, kept).await?;
             }
         }
@@ -129,7 +129,7 @@ impl Dispatcher {
                     _ = paused.changed() => {}
                 }
             }
-            let mut rows = self.store.queued(key)?;
+            let mut rows = self.store.queued_on_writer(key).await?;
             if rows.is_empty() {
                 return Ok(());
             }

@@ -514,10 +514,7 @@ impl Store {
         args: impl rusqlite::Params,
         map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
     ) -> anyhow::Result<Vec<T>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(sql)?;
-        let rows = stmt.query_map(args, map)?.collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        select_in(&self.lock(), sql, args, map)
     }
 
     /// Opens (creating when needed) `switchboard.sqlite` in `data_dir` and brings its schema up to
@@ -738,10 +735,7 @@ impl Store {
 
     /// The queued messages of a conversation, oldest first.
     pub fn queued(&self, routing_key: &str) -> anyhow::Result<Vec<JournalEntry>> {
-        self.journal_query(
-            "WHERE routing_key = ?1 AND state = 'queued' ORDER BY id",
-            params![routing_key],
-        )
+        self.journal_query(QUEUED, params![routing_key])
     }
 
     /// Every conversation that has queued messages.
@@ -778,33 +772,15 @@ impl Store {
         tail: &str,
         args: impl rusqlite::Params,
     ) -> anyhow::Result<Vec<JournalEntry>> {
-        let sql = format!(
-            "SELECT id, channel, routing_key, peer, chat, target, text, context, state, run_id, error, created_ms, updated_ms, attachments FROM journal {tail}"
-        );
-        self.select(&sql, args, |r| {
-            let context: Option<String> = r.get(7)?;
-            Ok(JournalEntry {
-                id: r.get(0)?,
-                channel: r.get(1)?,
-                routing_key: r.get(2)?,
-                peer: from_json(&r.get::<_, String>(3)?)?,
-                chat: from_json(&r.get::<_, String>(4)?)?,
-                target: from_json(&r.get::<_, String>(5)?)?,
-                text: r.get(6)?,
-                context: context.as_deref().map(from_json).transpose()?,
-                state: r.get(8)?,
-                run_id: r.get(9)?,
-                error: r.get(10)?,
-                created_ms: r.get(11)?,
-                updated_ms: r.get(12)?,
-                attachments: r
-                    .get::<_, Option<String>>(13)?
-                    .as_deref()
-                    .map(from_json)
-                    .transpose()?
-                    .unwrap_or_default(),
-            })
-        })
+        journal_query_in(&self.lock(), tail, args)
+    }
+
+    /// [`Store::queued`] read on the writer's thread, between two group commits: an async
+    /// caller's read then never blocks a runtime thread while a commit has the connection.
+    pub async fn queued_on_writer(&self, routing_key: &str) -> anyhow::Result<Vec<JournalEntry>> {
+        let key = routing_key.to_owned();
+        self.write(move |conn| journal_query_in(conn, QUEUED, params![key]))
+            .await
     }
 
     /// Records what became of a journal entry's attachments.
@@ -1106,12 +1082,17 @@ impl Store {
 
     /// The unfinished run of one conversation, if any.
     pub fn unfinished_run(&self, routing_key: &str) -> anyhow::Result<Option<RunRecord>> {
-        Ok(self
-            .runs_query(
-                "WHERE routing_key = ?1 ORDER BY created_ms LIMIT 1",
-                params![routing_key],
-            )?
-            .pop())
+        Ok(self.runs_query(UNFINISHED_RUN, params![routing_key])?.pop())
+    }
+
+    /// [`Store::unfinished_run`] read on the writer's thread, as [`Store::queued_on_writer`].
+    pub async fn unfinished_run_on_writer(
+        &self,
+        routing_key: &str,
+    ) -> anyhow::Result<Option<RunRecord>> {
+        let key = routing_key.to_owned();
+        self.write(move |conn| Ok(runs_query_in(conn, UNFINISHED_RUN, params![key])?.pop()))
+            .await
     }
 
     fn runs_query(
@@ -1119,29 +1100,7 @@ impl Store {
         tail: &str,
         args: impl rusqlite::Params,
     ) -> anyhow::Result<Vec<RunRecord>> {
-        let sql = format!(
-            "SELECT local_id, routing_key, session_id, server_run_id, state, text, idempotency_key, cursor_start, journal_ids, reply, delivered_chunks, model, streamed, preview, images
-             FROM runs {tail}"
-        );
-        self.select(&sql, args, |r| {
-            Ok(RunRecord {
-                local_id: r.get(0)?,
-                routing_key: r.get(1)?,
-                session_id: r.get(2)?,
-                server_run_id: r.get(3)?,
-                state: r.get(4)?,
-                text: r.get(5)?,
-                idempotency_key: r.get(6)?,
-                cursor_start: r.get(7)?,
-                journal_ids: from_json(&r.get::<_, String>(8)?)?,
-                reply: r.get(9)?,
-                delivered_chunks: r.get::<_, i64>(10)? as usize,
-                model: r.get(11)?,
-                streamed: r.get(12)?,
-                preview: r.get(13)?,
-                images: from_json(&r.get::<_, String>(14)?)?,
-            })
-        })
+        runs_query_in(&self.lock(), tail, args)
     }
 
     // ----- event cursors ------------------------------------------------------------------------
@@ -1357,6 +1316,89 @@ fn write_batches(conn: std::sync::Weak<Mutex<Connection>>, jobs: std::sync::mpsc
         // Writes whose turn never came (a savepoint failed) are dropped: their callers hear that
         // the writer stopped before it answered.
     }
+}
+
+/// Runs a read query on `conn` (its statement cached) and maps every row with `map`.
+fn select_in<T>(
+    conn: &Connection,
+    sql: &str,
+    args: impl rusqlite::Params,
+    map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> anyhow::Result<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(args, map)?.collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// A conversation's queued messages, oldest first.
+const QUEUED: &str = "WHERE routing_key = ?1 AND state = 'queued' ORDER BY id";
+/// A conversation's unfinished run (there is at most one).
+const UNFINISHED_RUN: &str = "WHERE routing_key = ?1 ORDER BY created_ms LIMIT 1";
+
+/// Runs selected by `tail` (a `WHERE`/`ORDER BY` clause), on `conn`.
+fn runs_query_in(
+    conn: &Connection,
+    tail: &str,
+    args: impl rusqlite::Params,
+) -> anyhow::Result<Vec<RunRecord>> {
+    let sql = format!(
+        "SELECT local_id, routing_key, session_id, server_run_id, state, text, idempotency_key, cursor_start, journal_ids, reply, delivered_chunks, model, streamed, preview, images
+         FROM runs {tail}"
+    );
+    select_in(conn, &sql, args, |r| {
+        Ok(RunRecord {
+            local_id: r.get(0)?,
+            routing_key: r.get(1)?,
+            session_id: r.get(2)?,
+            server_run_id: r.get(3)?,
+            state: r.get(4)?,
+            text: r.get(5)?,
+            idempotency_key: r.get(6)?,
+            cursor_start: r.get(7)?,
+            journal_ids: from_json(&r.get::<_, String>(8)?)?,
+            reply: r.get(9)?,
+            delivered_chunks: r.get::<_, i64>(10)? as usize,
+            model: r.get(11)?,
+            streamed: r.get(12)?,
+            preview: r.get(13)?,
+            images: from_json(&r.get::<_, String>(14)?)?,
+        })
+    })
+}
+
+/// Journal entries selected by `tail` (a `WHERE`/`ORDER BY` clause), on `conn`.
+fn journal_query_in(
+    conn: &Connection,
+    tail: &str,
+    args: impl rusqlite::Params,
+) -> anyhow::Result<Vec<JournalEntry>> {
+    let sql = format!(
+        "SELECT id, channel, routing_key, peer, chat, target, text, context, state, run_id, error, created_ms, updated_ms, attachments FROM journal {tail}"
+    );
+    select_in(conn, &sql, args, |r| {
+        let context: Option<String> = r.get(7)?;
+        Ok(JournalEntry {
+            id: r.get(0)?,
+            channel: r.get(1)?,
+            routing_key: r.get(2)?,
+            peer: from_json(&r.get::<_, String>(3)?)?,
+            chat: from_json(&r.get::<_, String>(4)?)?,
+            target: from_json(&r.get::<_, String>(5)?)?,
+            text: r.get(6)?,
+            context: context.as_deref().map(from_json).transpose()?,
+            state: r.get(8)?,
+            run_id: r.get(9)?,
+            error: r.get(10)?,
+            created_ms: r.get(11)?,
+            updated_ms: r.get(12)?,
+            attachments: r
+                .get::<_, Option<String>>(13)?
+                .as_deref()
+                .map(from_json)
+                .transpose()?
+                .unwrap_or_default(),
+        })
+    })
 }
 
 /// Two server start times within a few seconds are the same start (uptime is whole seconds).
