@@ -54,22 +54,6 @@ impl Store {
         Ok(())
     }
 
-    /// A conversation's session and the model it asked for with `/model`, each if it has one.
-    pub fn session_and_model(
-        &self,
-        routing_key: &str,
-    ) -> anyhow::Result<(Option<String>, Option<String>)> {
-        Ok(self
-            .lock()
-            .one(
-                "SELECT session_id, model FROM conversations WHERE routing_key = ?1",
-                params![routing_key],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?
-            .unwrap_or_default())
-    }
-
     /// The model a conversation asked for with `/model`, if any.
     pub fn conversation_model(&self, routing_key: &str) -> anyhow::Result<Option<String>> {
         Ok(self

@@ -896,20 +896,6 @@ impl Store {
 
     // ----- runs ---------------------------------------------------------------------------------
 
-    /// Records a new run and ties its journal entries to it.
-    pub fn insert_run(&self, run: &RunRecord) -> anyhow::Result<()> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        insert_run_in(&tx, run)?;
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// [`Store::insert_run`] as part of a group commit.
-    pub async fn insert_run_grouped(&self, run: RunRecord) -> anyhow::Result<()> {
-        self.write(move |conn| insert_run_in(conn, &run)).await
-    }
-
     /// Stores `run` in its conversation's session, in one group commit with the reads it needs:
     /// the session, the conversation's own model (else `default_model`; empty means the
     /// server's) and where the session's events start — `kept`, the last event read from a
@@ -959,8 +945,8 @@ impl Store {
         .await
     }
 
-    /// [`Store::insert_run_grouped`] for the first run of a conversation's new session: the
-    /// session (titled `title`) and the run, in one group commit.
+    /// Stores the first run of a conversation's new session: the session (titled `title`) and
+    /// the run, in one group commit.
     pub async fn insert_run_with_session_grouped(
         &self,
         run: RunRecord,
@@ -1406,7 +1392,7 @@ pub(crate) fn same_epoch(a: i64, b: i64) -> bool {
     (a - b).abs() <= 3
 }
 
-/// The body of [`Store::insert_run`].
+/// Records a new run and ties its journal entries to it.
 fn insert_run_in(tx: &Connection, run: &RunRecord) -> anyhow::Result<()> {
     let now = now_ms();
     tx.exec(
