@@ -880,6 +880,11 @@ async fn a_queued_message_gets_a_note_and_typing_shows_while_the_agent_works() {
             .any(|a| a.chat_id == ANN && a.action == "typing")
     })
     .await;
+    // Typing shows as soon as the message is in; the second message waits behind a run only
+    // once the first is one (before that, the two would go together).
+    agent
+        .wait_for("the first run to start", |a| a.runs_started() == 1)
+        .await;
     let queued = tg.send_dm(ANN, "Ann", "second");
     tg.wait_for("the queued note", |tg| {
         tg.sent_to(ANN).iter().any(|s| s.text == QUEUED_NOTE)
