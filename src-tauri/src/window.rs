@@ -214,7 +214,7 @@ impl Windows {
             tracing::warn!(%error, "cannot start the window process");
             return;
         }
-        let Some((number, _)) = link.process.clone() else {
+        let Some(number) = link.process.as_ref().map(|(n, _)| *n) else {
             return;
         };
         tracing::info!("window process started ahead: the tray menu is open");

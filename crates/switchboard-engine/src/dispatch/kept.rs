@@ -91,7 +91,12 @@ impl KeptStream {
 
     /// Whether the stream can serve a run posted to `session` under the settings of `generation`.
     fn serves(&self, session: &str, generation: u64) -> bool {
-        self.session == session && self.generation == generation && Instant::now() < self.until
+        self.session == session && self.current(generation)
+    }
+
+    /// Whether the stream is from the server settings of `generation` and not kept too long.
+    fn current(&self, generation: u64) -> bool {
+        self.generation == generation && Instant::now() < self.until
     }
 
     /// Its session and the id of the last event read from it, while it can serve a run posted
@@ -99,7 +104,7 @@ impl KeptStream {
     /// cursor is never ahead of it).
     pub(crate) fn position(&self, generation: u64) -> Option<(String, i64)> {
         let last = self.last_id?;
-        (self.generation == generation && Instant::now() < self.until)
+        self.current(generation)
             .then(|| (self.session.clone(), last))
     }
 

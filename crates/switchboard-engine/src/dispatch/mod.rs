@@ -372,15 +372,20 @@ impl Dispatcher {
         Some(text)
     }
 
+    /// Runs `f` on the entry of `run` if it is in flight here.
+    fn with_active<R>(&self, run: &RunRecord, f: impl FnOnce(&mut ActiveRun) -> R) -> Option<R> {
+        self.active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&run.routing_key)
+            .filter(|a| a.local_id == run.local_id)
+            .map(f)
+    }
+
     /// The messages of a run in flight as they were when it was prepared here: `None` when the
     /// run was resumed after a restart, or took in more messages since (read them then).
     fn known_rows(&self, run: &RunRecord) -> Option<Arc<[JournalEntry]>> {
-        let active = self.active.lock().unwrap_or_else(|e| e.into_inner());
-        let rows = active
-            .get(&run.routing_key)
-            .filter(|a| a.local_id == run.local_id)?
-            .rows
-            .clone()?;
+        let rows = self.with_active(run, |a| a.rows.clone())??;
         let ids = rows.iter().map(|r| r.id);
         ids.eq(run.journal_ids.iter().copied()).then_some(rows)
     }
@@ -388,25 +393,12 @@ impl Dispatcher {
     /// Whether a run may have open approvals (true unless it is in flight here and never filed
     /// one), so a run that had none is not looked up for them.
     fn may_have_approvals(&self, run: &RunRecord) -> bool {
-        self.active
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&run.routing_key)
-            .filter(|a| a.local_id == run.local_id)
-            .is_none_or(|a| a.approvals)
+        self.with_active(run, |a| a.approvals).unwrap_or(true)
     }
 
     /// Notes that a run in flight files an approval (before it is stored).
     fn files_approval(&self, run: &RunRecord) {
-        if let Some(active) = self
-            .active
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(&run.routing_key)
-            .filter(|a| a.local_id == run.local_id)
-        {
-            active.approvals = true;
-        }
+        self.with_active(run, |a| a.approvals = true);
     }
 
     /// Sends a control message to the run in flight in a conversation; false when there is none.

@@ -924,20 +924,13 @@ impl Store {
             let Some(session) = session else {
                 return Ok(Err(run));
             };
-            run.cursor_start = match kept {
-                Some((kept_session, last)) if kept_session == session => Some(last),
-                _ => conn
-                    .one(
-                        "SELECT last_event_id, server_epoch FROM cursors WHERE session_id = ?1",
-                        params![session],
-                        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
-                    )
-                    .optional()?
-                    .zip(epoch)
-                    .and_then(|((last, stored), current)| {
-                        same_epoch(stored, current).then_some(last)
-                    }),
-            };
+            run.cursor_start =
+                match kept {
+                    Some((kept_session, last)) if kept_session == session => Some(last),
+                    _ => cursor_in(conn, &session)?.zip(epoch).and_then(
+                        |((last, stored), current)| same_epoch(stored, current).then_some(last),
+                    ),
+                };
             run.session_id = session;
             insert_run_in(conn, &run)?;
             Ok(Ok(run))
@@ -1093,14 +1086,7 @@ impl Store {
 
     /// The last event id seen for a session and the server epoch it belongs to.
     pub fn cursor(&self, session_id: &str) -> anyhow::Result<Option<(i64, i64)>> {
-        Ok(self
-            .lock()
-            .one(
-                "SELECT last_event_id, server_epoch FROM cursors WHERE session_id = ?1",
-                params![session_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?)
+        cursor_in(&self.lock(), session_id)
     }
 
     pub fn clear_cursor(&self, session_id: &str) -> anyhow::Result<()> {
@@ -1385,6 +1371,17 @@ fn journal_query_in(
                 .unwrap_or_default(),
         })
     })
+}
+
+/// A session's stored event cursor: the last event id seen and the server start it belongs to.
+fn cursor_in(conn: &Connection, session_id: &str) -> anyhow::Result<Option<(i64, i64)>> {
+    Ok(conn
+        .one(
+            "SELECT last_event_id, server_epoch FROM cursors WHERE session_id = ?1",
+            params![session_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?)
 }
 
 /// Two server start times within a few seconds are the same start (uptime is whole seconds).
@@ -1747,6 +1744,12 @@ mod tests {
             .await
             .expect("write");
         assert_eq!(other.expect("stored").cursor_start, Some(42));
+    }
+
+    #[test]
+    fn server_epochs_within_a_few_seconds_are_one_start() {
+        assert!(same_epoch(100, 103));
+        assert!(!same_epoch(100, 110));
     }
 
     #[test]
