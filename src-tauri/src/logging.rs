@@ -16,8 +16,7 @@ pub fn init(paths: &Paths) -> Option<WorkerGuard> {
     let stderr = fmt::layer().with_writer(std::io::stderr);
     let file = switchboard_engine::private::log_file(&paths.log_dir, "switchboard-desktop");
     match file {
-        Some(appender) => {
-            let (writer, guard) = tracing_appender::non_blocking(appender);
+        Some((writer, guard)) => {
             let registry = tracing_subscriber::registry()
                 .with(filter)
                 .with(stderr)

@@ -43,12 +43,17 @@ fn restrict(path: &Path, _mode: u32) -> io::Result<()> {
 }
 
 /// The log file of a binary: `{prefix}.YYYY-MM-DD.log` in `dir`, rotated daily with seven days
-/// kept, in a private directory, today's and earlier days' files made private. `None` when the
-/// directory or the file cannot be made (the binary then logs to stderr alone).
+/// kept, in a private directory, today's and earlier days' files made private, written by a
+/// thread of its own so that logging never waits for the disk. `None` when the directory or the
+/// file cannot be made (the binary then logs to stderr alone). Keep the guard until the binary
+/// exits: dropping it flushes the file.
 pub fn log_file(
     dir: &Path,
     prefix: &str,
-) -> Option<tracing_appender::rolling::RollingFileAppender> {
+) -> Option<(
+    tracing_appender::non_blocking::NonBlocking,
+    tracing_appender::non_blocking::WorkerGuard,
+)> {
     private_dir(dir).ok()?;
     let appender = tracing_appender::rolling::Builder::new()
         .rotation(tracing_appender::rolling::Rotation::DAILY)
@@ -59,8 +64,19 @@ pub fn log_file(
         .ok()?;
     // Today's file is open now; earlier days' may predate the rule.
     let _ = private_files_in(dir);
-    Some(appender)
+    Some(
+        tracing_appender::non_blocking::NonBlockingBuilder::default()
+            .buffered_lines_limit(LOG_LINES_IN_FLIGHT)
+            .finish(appender),
+    )
 }
+
+/// How many log lines may wait for the log file's thread; more are dropped until it catches
+/// up (a disk stalled for that long). The library's default, 128,000, is a channel whose slots
+/// are all written when it is made: 4 MiB resident in every process from its first line, a
+/// tenth of what the tray weighs, for a buffer that at Switchboard's rate of logging (a few
+/// lines a message at the default level) never holds more than a handful.
+const LOG_LINES_IN_FLIGHT: usize = 8_192;
 
 /// The tracing filter for a `SWITCHBOARD_LOG` value: a bare level (`debug`, `trace`) applies to
 /// Switchboard's own crates, while the libraries it uses stay at `info`, so `trace` does not

@@ -329,8 +329,7 @@ fn init_logging(paths: &Paths) -> Option<tracing_appender::non_blocking::WorkerG
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let file = switchboard_engine::private::log_file(&paths.log_dir, "switchboard-gateway");
     match file {
-        Some(appender) => {
-            let (writer, guard) = tracing_appender::non_blocking(appender);
+        Some((writer, guard)) => {
             tracing_subscriber::registry()
                 .with(filter)
                 .with(stderr)
