@@ -187,8 +187,12 @@ fn say_error(error: SayError) -> IpcError {
 
 /// How long quitting waits for the engine to finish its current steps.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often the shell looks for pairing codes that expired.
-const PAIRING_SWEEP: Duration = Duration::from_secs(15);
+/// The longest the shell waits to look again while a pairing code is pending. A code's expiry is
+/// a time on the wall clock, and the runtime's timers do not count the time a machine spent
+/// suspended, so a code that ran out during a suspend is noticed within this of the resume.
+const PAIRING_SWEEP_AT_MOST: Duration = Duration::from_secs(60);
+/// The shortest: a clock that went back does not turn the wait into a spin.
+const PAIRING_SWEEP_AT_LEAST: Duration = Duration::from_secs(1);
 
 impl Shell {
     /// Reads the configuration file (so the tray's first look is already right); the engine
@@ -338,19 +342,20 @@ impl Shell {
     }
 
     /// Hands the engine's events to [`Shell::on_engine_event`] until the engine stops, and sweeps
-    /// expired pairing codes now and then (their expiry is no event).
+    /// pairing codes when the first pending one runs out (their expiry is no event). With no
+    /// code pending it wakes for events only: nothing polls while the app waits.
     async fn forward(
         self: Arc<Self>,
         mut events: broadcast::Receiver<EngineEvent>,
         stop: CancellationToken,
     ) {
-        let mut sweep = tokio::time::interval(PAIRING_SWEEP);
-        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first sweep is at once: it learns the requests that waited before the start.
+        self.sweep_pairings();
         loop {
+            let sweep_in = pairing_sweep_in(&self.lock().pairings, now_ms());
             let received = tokio::select! {
                 _ = stop.cancelled() => return,
-                // The first tick is at once: it learns the requests that waited before the start.
-                _ = sweep.tick() => {
+                _ = after(sweep_in) => {
                     self.sweep_pairings();
                     continue;
                 }
@@ -1319,9 +1324,10 @@ impl Shell {
         let expired = {
             let mut s = self.lock();
             for request in &pending {
-                s.pairings
-                    .entry((request.channel.clone(), request.code.clone()))
-                    .or_insert_with(|| request.clone());
+                s.pairings.insert(
+                    (request.channel.clone(), request.code.clone()),
+                    request.clone(),
+                );
             }
             expired_pairings(&mut s.pairings, &pending, now_ms())
         };
@@ -1561,6 +1567,25 @@ fn peer_words(name: &str, id: &str) -> String {
 /// Takes out of `known` the requests whose code expired by `now`: past their expiry and no
 /// longer waiting in the store. One resolved a moment ago (its event not handled yet) is still
 /// before its expiry, so it is not taken for expired.
+/// How long until the first of the pending pairing codes runs out (between
+/// [`PAIRING_SWEEP_AT_LEAST`] and [`PAIRING_SWEEP_AT_MOST`]); `None` when none is pending.
+fn pairing_sweep_in(
+    pairings: &HashMap<(String, String), PairingView>,
+    now: i64,
+) -> Option<Duration> {
+    let first = pairings.values().map(|view| view.expires_ms).min()?;
+    let wait = Duration::from_millis(u64::try_from(first.saturating_sub(now)).unwrap_or(0));
+    Some(wait.clamp(PAIRING_SWEEP_AT_LEAST, PAIRING_SWEEP_AT_MOST))
+}
+
+/// Completes after `wait`, or never.
+async fn after(wait: Option<Duration>) {
+    match wait {
+        Some(wait) => tokio::time::sleep(wait).await,
+        None => std::future::pending().await,
+    }
+}
+
 fn expired_pairings(
     known: &mut HashMap<(String, String), PairingView>,
     pending: &[switchboard_engine::access::PairingRequest],
@@ -1660,6 +1685,37 @@ mod tests {
             expires_ms,
             state: switchboard_engine::access::PairingState::Pending,
         }
+    }
+
+    #[test]
+    fn the_shell_wakes_for_pairing_codes_only_while_one_is_pending() {
+        let mut pending: HashMap<(String, String), PairingView> = HashMap::new();
+        assert_eq!(
+            pairing_sweep_in(&pending, 1_000),
+            None,
+            "nothing to wait for"
+        );
+        for r in [request("AAAA2222", 31_000), request("BBBB3333", 11_000)] {
+            pending.insert((r.channel.clone(), r.code.clone()), r);
+        }
+        assert_eq!(
+            pairing_sweep_in(&pending, 1_000),
+            Some(Duration::from_secs(10)),
+            "when the first one runs out"
+        );
+        assert_eq!(
+            pairing_sweep_in(&pending, 11_000),
+            Some(PAIRING_SWEEP_AT_LEAST),
+            "one that is due (the store may list it a moment longer) is looked at again soon, not in a spin"
+        );
+        let later = request("CCCC4444", 3_601_000);
+        pending.clear();
+        pending.insert((later.channel.clone(), later.code.clone()), later);
+        assert_eq!(
+            pairing_sweep_in(&pending, 1_000),
+            Some(PAIRING_SWEEP_AT_MOST),
+            "an hour away: looked at again after a minute, in case the machine was suspended"
+        );
     }
 
     #[test]
