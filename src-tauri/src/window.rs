@@ -41,6 +41,10 @@ use crate::MAIN_WINDOW;
 /// The window process's binary, beside the app's.
 pub const WINDOW_BINARY: &str = "switchboard-window";
 
+/// The variable that turns WebKit's memory pressure monitor off (WebKitGTK reads it in the UI
+/// process and passes it to its web processes).
+const MEMORY_PRESSURE_MONITOR: &str = "WEBKIT_DISABLE_MEMORY_PRESSURE_MONITOR";
+
 /// How long a window process started ahead ([`Windows::start_ahead`]) waits for a window to be
 /// asked for before it ends.
 const AHEAD_FOR: std::time::Duration = std::time::Duration::from_secs(10);
@@ -272,6 +276,14 @@ impl Windows {
             Some(value) => command.env("GDK_GL", value),
             None => command.env_remove("GDK_GL"),
         };
+        // WebKit's memory pressure monitor polls while a window is open: in the window process
+        // it reads /proc/meminfo, /proc/zoneinfo and the cgroup's files, a byte per read, every
+        // 5 s; in the web process it walks /proc/self/smaps every 30 s. What it would do under
+        // pressure (drop caches, end an oversized web process) is for pages that grow; this one
+        // holds a few lists. Off unless the person's environment says otherwise.
+        if std::env::var_os(MEMORY_PRESSURE_MONITOR).is_none() {
+            command.env(MEMORY_PRESSURE_MONITOR, "1");
+        }
         let mut child = command
             .spawn()
             .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", program.display())))?;

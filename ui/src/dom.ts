@@ -1,6 +1,6 @@
 // A tiny DOM builder. Text always goes in as text nodes (never as HTML), so nothing from a chat
 // or the server can inject markup; the page's CSP forbids inline scripts and styles anyway.
-import { timeAgo } from "./format";
+import { nextAgeChange, timeAgo } from "./format";
 
 type Child = Node | string | number | null | undefined | false;
 type Attrs = Record<string, string | number | boolean | null | undefined | EventListener>;
@@ -43,11 +43,17 @@ export function since(ms: number | null | undefined, attrs: Attrs = {}): HTMLSpa
 }
 
 /** Ages every relative time on the page in place (nothing is rebuilt, so an open window that
- * only waits costs a few text changes every half minute, not a new page). */
-export function tickAges(root: ParentNode, now: number): void {
+ * only waits costs a text change when one is due, not a new page), and says when the next one is
+ * due (ms), `null` when none will ever be. */
+export function tickAges(root: ParentNode, now: number): number | null {
+  let next: number | null = null;
   for (const el of root.querySelectorAll<HTMLElement>("[data-since]")) {
-    const text = timeAgo(Number(el.dataset.since), now);
+    const since = Number(el.dataset.since);
+    const text = timeAgo(since, now);
     if (el.textContent !== text) el.textContent = text;
+    const due = nextAgeChange(since, now);
+    if (due !== null && (next === null || due < next)) next = due;
   }
+  return next;
 }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { channelStateLabel, channelTone, chatLabel, clockTime, fileSize, filterActivity, formatList, formatTokens, maskSecret, parseList, peerLabel, plural, timeAgo, titleCase } from "./format";
+import { channelStateLabel, channelTone, chatLabel, clockTime, fileSize, filterActivity, formatList, formatTokens, maskSecret, nextAgeChange, parseList, peerLabel, plural, timeAgo, titleCase } from "./format";
 import type { ActivityEntry } from "./ipc";
 
 describe("timeAgo", () => {
@@ -15,6 +15,32 @@ describe("timeAgo", () => {
     [now + 10_000, "just now"],
   ])("%s → %s", (ms, expected) => {
     expect(timeAgo(ms as number | null, now)).toBe(expected);
+  });
+});
+
+describe("nextAgeChange", () => {
+  const since = 1_700_000_000_000;
+  it("is the moment the text changes, and the text did not change a moment before", () => {
+    // Ages from a minute to a few days, the text checked just before and at each change.
+    for (const age of [61_000, 59 * 60_000 + 10_000, 5 * 3_600_000 + 17, 47 * 3_600_000 + 1, 3 * 86_400_000 + 9_000]) {
+      const now = since + age;
+      const due = nextAgeChange(since, now)!;
+      expect(due).toBeGreaterThan(now);
+      expect(due - now).toBeLessThanOrEqual(86_400_000);
+      const before = timeAgo(since, due - 1);
+      expect(timeAgo(since, due)).not.toBe(before);
+      expect(before).toBe(timeAgo(since, now));
+    }
+  });
+  it("waits half a minute under a minute, and never for never", () => {
+    expect(nextAgeChange(since, since + 10_000)).toBe(since + 40_000);
+    expect(nextAgeChange(since, since + 50_000)).toBe(since + 60_000);
+    expect(nextAgeChange(null, since)).toBeNull();
+    expect(nextAgeChange(0, since)).toBeNull();
+  });
+  it("a minute-old time wakes the page once a minute, an hour-old one once an hour", () => {
+    expect(nextAgeChange(since, since + 5 * 60_000)! - (since + 5 * 60_000)).toBe(60_000 - 500);
+    expect(nextAgeChange(since, since + 3 * 3_600_000)! - (since + 3 * 3_600_000)).toBe(3_600_000 - 500);
   });
 });
 

@@ -15,6 +15,21 @@ export function timeAgo(ms: number | null | undefined, now: number): string {
   return `${Math.floor(hours / 24)} d ago`;
 }
 
+/** When (ms) the text [`timeAgo`] gives for `ms` changes next: at the next whole minute, hour
+ * or day of its age; under a minute, half a minute on (seconds are not counted one by one, so a
+ * fresh time does not repaint the page every second). `null` for "never". */
+export function nextAgeChange(ms: number | null | undefined, now: number): number | null {
+  if (ms === null || ms === undefined || ms <= 0) return null;
+  const age = Math.max(0, now - ms);
+  const MINUTE = 60_000;
+  const HOUR = 60 * MINUTE;
+  const DAY = 24 * HOUR;
+  if (age < MINUTE) return now + Math.min(30_000, MINUTE - age);
+  // `timeAgo` rounds to the second: a unit's next count shows from half a second before it.
+  const unit = age < HOUR ? MINUTE : age < 48 * HOUR ? HOUR : DAY;
+  return ms + (Math.floor((age + 500) / unit) + 1) * unit - 500;
+}
+
 /** The local time of day (HH:MM:SS), and the date too when it is not today. */
 export function clockTime(ms: number, now: number): string {
   const at = new Date(ms);

@@ -432,18 +432,17 @@ async function boot() {
 }
 
 /** The timers a page needs run only while it is shown, so an idle window wakes for nothing:
- * relative times ("3 min ago") age in place on Channels and Sessions; on Approvals the countdowns tick in
- * place, without rebuilding the page under the pointer, and a pairing code that runs out leaves
- * the list at once (the shell confirms it a little later). */
+ * relative times ("3 min ago") age in place on Channels and Sessions, each when its text is due
+ * to change (the next minute, hour or day), not on a fixed beat; on Approvals the countdowns
+ * tick in place, without rebuilding the page under the pointer, and a pairing code that runs out
+ * leaves the list at once (the shell confirms it a little later). */
 const timers: { ageing?: number; countdown?: number } = {};
 
 function syncTimers() {
-  const ageing = state.page === "channels" || state.page === "sessions";
-  if (ageing && timers.ageing === undefined) timers.ageing = window.setInterval(() => tickAges(content, Date.now()), 30_000);
-  if (!ageing && timers.ageing !== undefined) {
-    window.clearInterval(timers.ageing);
-    timers.ageing = undefined;
-  }
+  // Every render may bring new times: the next change is looked for again.
+  window.clearTimeout(timers.ageing);
+  timers.ageing = undefined;
+  if (state.page === "channels" || state.page === "sessions") scheduleAgeing(tickAges(content, Date.now()));
   const countdown = state.page === "approvals";
   if (countdown && timers.countdown === undefined) {
     timers.countdown = window.setInterval(() => {
@@ -456,6 +455,18 @@ function syncTimers() {
     window.clearInterval(timers.countdown);
     timers.countdown = undefined;
   }
+}
+
+/** Ages the page's relative times at `due` (ms), and again at the next change after that. */
+function scheduleAgeing(due: number | null) {
+  if (due === null) return;
+  timers.ageing = window.setTimeout(
+    () => {
+      timers.ageing = undefined;
+      scheduleAgeing(tickAges(content, Date.now()));
+    },
+    Math.max(250, due - Date.now()),
+  );
 }
 
 /** The quick chat window: one conversation, compact; Esc closes it. */
