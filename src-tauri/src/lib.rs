@@ -146,7 +146,7 @@ fn setup(shell: &Arc<Shell>, windows: &Arc<Windows>, hidden: bool, launch: Launc
             let windows = Arc::clone(windows);
             tray.on_opened(move || {
                 let windows = Arc::clone(&windows);
-                rt::spawn(async move { windows.start_ahead() });
+                rt::spawn(async move { windows.start_ahead("the tray menu is open") });
             });
             TRAY.with(|slot| *slot.borrow_mut() = Some(tray));
             tracing::info!("tray ready");
@@ -306,6 +306,13 @@ impl Host for DesktopHost {
         if toast.unless_focused && self.windows.focused() {
             tracing::debug!(summary = %toast.summary, "notification not shown: a window has the focus");
             return;
+        }
+        if toast.open.is_some() || toast.reply.is_some() {
+            // A click on it opens a window: have its process loaded by then, as for the menu.
+            let windows = Arc::clone(&self.windows);
+            rt::spawn(
+                async move { windows.start_ahead("a notification that opens a window is shown") },
+            );
         }
         let shell = self.shell.clone();
         let windows = Arc::clone(&self.windows);

@@ -206,10 +206,11 @@ impl Windows {
     }
 
     /// Starts the window process ahead of an open that is likely to come (the tray menu was
-    /// opened), so that when the person picks "Open Switchboard" the process is running, its
+    /// opened, a notification that opens a conversation was shown: `why`), so that when the
+    /// person picks "Open Switchboard" or clicks the notification the process is running, its
     /// libraries loaded: the window shows about 100 ms sooner. It ends after [`AHEAD_FOR`] if
     /// no window was asked for.
-    pub fn start_ahead(&self) {
+    pub fn start_ahead(&self, why: &'static str) {
         let mut link = lock(&self.state);
         if link.process.is_some() {
             return;
@@ -221,7 +222,7 @@ impl Windows {
         let Some(number) = link.process.as_ref().map(|(n, _)| *n) else {
             return;
         };
-        tracing::info!("window process started ahead: the tray menu is open");
+        tracing::info!(why, "window process started ahead");
         let state = Arc::clone(&self.state);
         crate::rt::spawn(async move {
             tokio::time::sleep(AHEAD_FOR).await;

@@ -280,7 +280,7 @@ async fn a_notification_is_answered_in_place_or_from_the_quick_chat() {
     fakes.telegram.send_dm(crate::USER, "Ada", "hi");
     fakes.reply_in_chat("echo: hi").await;
     let before = env.notifications.all().len();
-    crate::watch_notification(&fakes).await;
+    crate::watch_notification(&fakes, "Disk check failed on web-1").await;
     let shown = wait_notification(env, before, |n| n.body == "Disk check failed on web-1").await;
     assert!(
         shown.actions.iter().any(|a| a == "reply"),
@@ -315,7 +315,7 @@ async fn a_notification_is_answered_in_place_or_from_the_quick_chat() {
     .await;
     fakes.telegram.send_dm(crate::USER, "Ada", "hi");
     fakes.reply_in_chat("echo: hi").await;
-    crate::watch_notification(&fakes).await;
+    crate::watch_notification(&fakes, "Disk check failed on web-1").await;
     let deadline = std::time::Instant::now() + app::WAIT;
     let shown = loop {
         if let Some(found) = notifier

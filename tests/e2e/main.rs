@@ -323,16 +323,16 @@ async fn the_approval_mode_set_in_the_window_shows_in_the_tray_and_back() {
     app.quit().await;
 }
 
-/// Sends a watch notification with a context to the test user's Telegram chat, as Stakpak's
-/// watch scheduler does.
-async fn watch_notification(fakes: &Fakes) {
+/// Sends watch notification `text` with a context to the test user's Telegram chat, as
+/// Stakpak's watch scheduler does.
+async fn watch_notification(fakes: &Fakes, text: &str) {
     let response = switchboard_engine::http::client()
         .post(format!("http://127.0.0.1:{}/v1/gateway/send", fakes.api_port))
         .bearer_auth(API_TOKEN)
         .json(&json!({
             "channel": "telegram",
             "target": USER.to_string(),
-            "text": "Disk check failed on web-1",
+            "text": text,
             "context": {"schedule": "disk", "status": "failed", "summary": "disk 95% full", "check_output": "/dev/sda1 95%"}
         }))
         .send()
@@ -357,7 +357,7 @@ async fn a_watch_notification_and_the_reply_to_it_raise_notifications() {
     fakes.reply_in_chat("echo: hi").await;
     let before = env.notifications.all().len();
 
-    watch_notification(&fakes).await;
+    watch_notification(&fakes, "Disk check failed on web-1").await;
     fakes
         .telegram
         .wait_for("the notification in the chat", |tg| {
@@ -408,6 +408,27 @@ async fn a_watch_notification_and_the_reply_to_it_raise_notifications() {
     assert!(
         tray.item("Open Switchboard").enabled,
         "the app is still in the tray"
+    );
+    // A notification that opens a conversation, shown while no window is open, has the window
+    // process started ahead of the click; no window shows until then.
+    if let Err(e) = env::wait_until("the window process to end", app::WAIT, || {
+        app.children().is_empty()
+    }) {
+        panic!("{e}: {:?}", app.children());
+    }
+    let shown = env.notifications.all().len();
+    watch_notification(&fakes, "Disk check failed on web-2").await;
+    wait_notification(env, shown, |n| n.body == "Disk check failed on web-2").await;
+    if let Err(e) = env::wait_until("the window process started ahead", app::WAIT, || {
+        app.children()
+            .iter()
+            .any(|name| name.starts_with("switchboard-win"))
+    }) {
+        panic!("{e}: {:?}", app.children());
+    }
+    assert!(
+        app::x_windows("^Switchboard").is_empty(),
+        "no window before the click"
     );
     if let Err(e) = std::fs::write(env.dir.join("pick"), "Open conversation") {
         panic!("cannot choose the action: {e}");
