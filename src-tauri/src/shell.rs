@@ -1564,9 +1564,6 @@ fn peer_words(name: &str, id: &str) -> String {
     }
 }
 
-/// Takes out of `known` the requests whose code expired by `now`: past their expiry and no
-/// longer waiting in the store. One resolved a moment ago (its event not handled yet) is still
-/// before its expiry, so it is not taken for expired.
 /// How long until the first of the pending pairing codes runs out (between
 /// [`PAIRING_SWEEP_AT_LEAST`] and [`PAIRING_SWEEP_AT_MOST`]); `None` when none is pending.
 fn pairing_sweep_in(
@@ -1586,6 +1583,9 @@ async fn after(wait: Option<Duration>) {
     }
 }
 
+/// Takes out of `known` the requests whose code expired by `now`: past their expiry and no
+/// longer waiting in the store. One resolved a moment ago (its event not handled yet) is still
+/// before its expiry, so it is not taken for expired.
 fn expired_pairings(
     known: &mut HashMap<(String, String), PairingView>,
     pending: &[switchboard_engine::access::PairingRequest],
