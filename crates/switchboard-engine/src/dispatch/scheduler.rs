@@ -14,7 +14,7 @@ use crate::backoff;
 use crate::events::{EngineEvent, ServerHealth};
 use crate::model::now_ms;
 use crate::routing::session_title;
-use crate::store::{same_epoch, JournalEntry, RunRecord};
+use crate::store::{same_epoch, JournalEntry, Queue, RunRecord, TaskStart};
 use crate::watch::enrich;
 
 /// How long an idle conversation task lives before it is dropped (it is recreated on demand).
@@ -113,9 +113,12 @@ impl Dispatcher {
         kept: &mut Option<KeptStream>,
         unfinished: bool,
     ) -> anyhow::Result<()> {
+        // The queue as read with the unfinished run, when there was none.
+        let mut queue = None;
         if unfinished {
-            if let Some(run) = self.store.unfinished_run_on_writer(key).await? {
-                self.drive(run, None, kept).await?;
+            match self.store.task_start_on_writer(key).await? {
+                TaskStart::Unfinished(run) => self.drive(*run, None, kept).await?,
+                TaskStart::Queue(read) => queue = Some(read),
             }
         }
         loop {
@@ -124,12 +127,19 @@ impl Dispatcher {
             }
             // Paused means: keep storing, start nothing. Runs already in flight finish.
             while *paused.borrow_and_update() {
+                queue = None;
                 tokio::select! {
                     _ = self.shutdown.cancelled() => return Ok(()),
                     _ = paused.changed() => {}
                 }
             }
-            let mut rows = self.store.queued_on_writer(key).await?;
+            let Queue {
+                mut rows,
+                has_session,
+            } = match queue.take() {
+                Some(read) => read,
+                None => self.store.queued_on_writer(key).await?,
+            };
             if rows.is_empty() {
                 return Ok(());
             }
@@ -143,7 +153,10 @@ impl Dispatcher {
             if rows.is_empty() {
                 continue;
             }
-            let Some(run) = self.prepare_run(key, &rows, kept.as_mut()).await? else {
+            let Some(run) = self
+                .prepare_run(key, &rows, kept.as_mut(), has_session)
+                .await?
+            else {
                 return Ok(());
             };
             self.drive(run, Some(rows), kept).await?;
@@ -153,16 +166,18 @@ impl Dispatcher {
         }
     }
 
-    /// Turns queued messages into a stored run in `Posting` state, creating the session if needed.
-    /// The message's body (text and model) and its idempotency key are fixed here, so every retry
-    /// of the POST sends exactly the same request. Returns `None` when the engine is stopping or
-    /// the server refuses us (the messages stay queued).
+    /// Turns queued messages into a stored run in `Posting` state, creating the session if needed
+    /// (`has_session`: whether the conversation had one when its queue was read). The message's
+    /// body (text and model) and its idempotency key are fixed here, so every retry of the POST
+    /// sends exactly the same request. Returns `None` when the engine is stopping or the server
+    /// refuses us (the messages stay queued).
     async fn prepare_run(
         self: &Arc<Self>,
         key: &str,
         rows: &[JournalEntry],
         // Mutable only so the future stays `Send` (a stream is not `Sync`).
         kept: Option<&mut KeptStream>,
+        has_session: bool,
     ) -> anyhow::Result<Option<RunRecord>> {
         let mut run = RunRecord::posting(uuid::Uuid::new_v4().to_string(), key);
         absorb(&mut run, rows);
@@ -171,26 +186,33 @@ impl Dispatcher {
         let kept = kept.and_then(|k| k.position(self.server_generation()));
         let epoch = self.server_epoch().await;
         let default_model = self.config().gateway.model.clone();
+        // A new session is stored with the run, in its commit. It has no events yet (the server
+        // replays the same session for the same first message, and nothing was posted to it
+        // before its run was stored): its stream starts at the beginning.
+        let new_session = if has_session {
+            None
+        } else {
+            let Some(created) = self.create_session(key, rows).await? else {
+                return Ok(None);
+            };
+            Some(created)
+        };
         // The session, the model and the cursor are read in the commit that stores the run.
         let run = match self
             .store
-            .insert_run_in_session(run, default_model, kept, epoch)
+            .insert_run_in_session(run, default_model.clone(), kept, epoch, new_session)
             .await?
         {
             Ok(run) => run,
-            Err(mut run) => {
-                // A new session is stored with the run, in its commit. It has no events yet
-                // (the server replays the same session for the same first message, and nothing
-                // was posted to it before its run was stored): its stream starts at the
-                // beginning.
-                let Some((session, title)) = self.create_session(key, rows).await? else {
+            // The session went since the queue was read (a new one was asked for): create it.
+            Err(run) => {
+                let Some(created) = self.create_session(key, rows).await? else {
                     return Ok(None);
                 };
-                run.session_id = session;
                 self.store
-                    .insert_run_with_session_grouped(run.clone(), title)
-                    .await?;
-                run
+                    .insert_run_in_session(run, default_model, None, epoch, Some(created))
+                    .await?
+                    .map_err(|_| anyhow::anyhow!("a run with its new session was not stored"))?
             }
         };
         Ok(Some(run))

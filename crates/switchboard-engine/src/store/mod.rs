@@ -775,12 +775,28 @@ impl Store {
         journal_query_in(&self.lock(), tail, args)
     }
 
-    /// [`Store::queued`] read on the writer's thread, between two group commits: an async
-    /// caller's read then never blocks a runtime thread while a commit has the connection.
-    pub async fn queued_on_writer(&self, routing_key: &str) -> anyhow::Result<Vec<JournalEntry>> {
+    /// [`Store::queued`] read on the writer's thread, between two group commits (an async
+    /// caller's read then never blocks a runtime thread while a commit has the connection), with
+    /// whether the conversation has a session yet.
+    pub async fn queued_on_writer(&self, routing_key: &str) -> anyhow::Result<Queue> {
         let key = routing_key.to_owned();
-        self.write(move |conn| journal_query_in(conn, QUEUED, params![key]))
-            .await
+        self.write(move |conn| queue_in(conn, &key)).await
+    }
+
+    /// What a conversation's task finds when it starts (after a restart, after an error, or
+    /// after it was dropped for idling), in one trip to the writer's thread: its unfinished run,
+    /// which comes first, or else its queue.
+    pub async fn task_start_on_writer(&self, routing_key: &str) -> anyhow::Result<TaskStart> {
+        let key = routing_key.to_owned();
+        self.write(move |conn| {
+            Ok(
+                match runs_query_in(conn, UNFINISHED_RUN, params![key])?.pop() {
+                    Some(run) => TaskStart::Unfinished(Box::new(run)),
+                    None => TaskStart::Queue(queue_in(conn, &key)?),
+                },
+            )
+        })
+        .await
     }
 
     /// Records what became of a journal entry's attachments.
@@ -900,15 +916,20 @@ impl Store {
     /// the session, the conversation's own model (else `default_model`; empty means the
     /// server's) and where the session's events start — `kept`, the last event read from a
     /// stream still open on that session, else the stored cursor when it is from the server's
-    /// current start (`epoch`; a restarted server numbers its events from 1 again). Gives the
-    /// run back as stored, or unstored (`Err`, its model set) when the conversation has no
-    /// session yet.
+    /// current start (`epoch`; a restarted server numbers its events from 1 again).
+    ///
+    /// A conversation with no session yet gets `new_session` (its id and title, just created on
+    /// the server), stored with the run; its events start at the beginning. One that has a
+    /// session keeps it, `new_session` or not (one created meanwhile stays unused). Gives the run
+    /// back as stored, or unstored (`Err`, its model set) when there is no session and no
+    /// `new_session`.
     pub async fn insert_run_in_session(
         &self,
         mut run: RunRecord,
         default_model: String,
         kept: Option<(String, i64)>,
         epoch: Option<i64>,
+        new_session: Option<(String, String)>,
     ) -> anyhow::Result<Result<RunRecord, RunRecord>> {
         self.write(move |conn| {
             let (session, model): (Option<String>, Option<String>) = conn
@@ -921,8 +942,21 @@ impl Store {
                 .unwrap_or_default();
             let model = model.unwrap_or(default_model);
             run.model = (!model.is_empty()).then_some(model);
-            let Some(session) = session else {
-                return Ok(Err(run));
+            let session = match (session, new_session) {
+                (Some(session), new) => {
+                    if let Some((unused, _)) = new {
+                        tracing::info!(conversation = %run.routing_key, %session, %unused, "the conversation has a session already; the new one stays unused");
+                    }
+                    session
+                }
+                (None, Some((session, title))) => {
+                    set_session_in(conn, &run.routing_key, Some(&session), Some(&title))?;
+                    run.session_id = session;
+                    run.cursor_start = None;
+                    insert_run_in(conn, &run)?;
+                    return Ok(Ok(run));
+                }
+                (None, None) => return Ok(Err(run)),
             };
             run.cursor_start =
                 match kept {
@@ -934,20 +968,6 @@ impl Store {
             run.session_id = session;
             insert_run_in(conn, &run)?;
             Ok(Ok(run))
-        })
-        .await
-    }
-
-    /// Stores the first run of a conversation's new session: the session (titled `title`) and
-    /// the run, in one group commit.
-    pub async fn insert_run_with_session_grouped(
-        &self,
-        run: RunRecord,
-        title: String,
-    ) -> anyhow::Result<()> {
-        self.write(move |conn| {
-            set_session_in(conn, &run.routing_key, Some(&run.session_id), Some(&title))?;
-            insert_run_in(conn, &run)
         })
         .await
     }
@@ -1062,16 +1082,6 @@ impl Store {
     /// The unfinished run of one conversation, if any.
     pub fn unfinished_run(&self, routing_key: &str) -> anyhow::Result<Option<RunRecord>> {
         Ok(self.runs_query(UNFINISHED_RUN, params![routing_key])?.pop())
-    }
-
-    /// [`Store::unfinished_run`] read on the writer's thread, as [`Store::queued_on_writer`].
-    pub async fn unfinished_run_on_writer(
-        &self,
-        routing_key: &str,
-    ) -> anyhow::Result<Option<RunRecord>> {
-        let key = routing_key.to_owned();
-        self.write(move |conn| Ok(runs_query_in(conn, UNFINISHED_RUN, params![key])?.pop()))
-            .await
     }
 
     fn runs_query(
@@ -1304,6 +1314,36 @@ fn select_in<T>(
 
 /// A conversation's queued messages, oldest first.
 const QUEUED: &str = "WHERE routing_key = ?1 AND state = 'queued' ORDER BY id";
+/// A conversation's queued messages, and whether it has a session yet (so that its first run
+/// creates one without asking the store first).
+#[derive(Debug, Default)]
+pub struct Queue {
+    pub rows: Vec<JournalEntry>,
+    pub has_session: bool,
+}
+
+/// What a conversation's task starts with: see [`Store::task_start_on_writer`].
+#[derive(Debug)]
+pub enum TaskStart {
+    Unfinished(Box<RunRecord>),
+    Queue(Queue),
+}
+
+/// [`Queue`], on `conn`.
+fn queue_in(conn: &Connection, routing_key: &str) -> anyhow::Result<Queue> {
+    let rows = journal_query_in(conn, QUEUED, params![routing_key])?;
+    let has_session = !rows.is_empty()
+        && conn
+            .one(
+                "SELECT session_id IS NOT NULL FROM conversations WHERE routing_key = ?1",
+                params![routing_key],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(false);
+    Ok(Queue { rows, has_session })
+}
+
 /// A conversation's unfinished run (there is at most one).
 const UNFINISHED_RUN: &str = "WHERE routing_key = ?1 ORDER BY created_ms LIMIT 1";
 
@@ -1678,13 +1718,74 @@ mod tests {
         };
         let insert = |run: RunRecord, kept: Option<(&str, i64)>, epoch: Option<i64>| {
             let kept = kept.map(|(s, id)| (s.to_owned(), id));
-            store.insert_run_in_session(run, "default-model".into(), kept, epoch)
+            store.insert_run_in_session(run, "default-model".into(), kept, epoch, None)
         };
         // No session yet: nothing is stored, and the run comes back with the default model.
         let unstored = insert(run.clone(), None, Some(1_000)).await.expect("write");
         let unstored = unstored.expect_err("no session, so not stored");
         assert_eq!(unstored.model.as_deref(), Some("default-model"));
         assert!(store.unfinished_run("k").expect("read").is_none());
+        let queue = store.queued_on_writer("k").await.expect("queue");
+        assert_eq!((queue.rows.len(), queue.has_session), (1, false));
+
+        // With a session just created for it, the run is stored in it, from its first event.
+        let first = RunRecord {
+            local_id: "r0".into(),
+            ..run.clone()
+        };
+        let first = store
+            .insert_run_in_session(
+                first,
+                "default-model".into(),
+                Some(("s0".into(), 5)),
+                Some(1_000),
+                Some(("s1".into(), "title".into())),
+            )
+            .await
+            .expect("write")
+            .expect("stored with its new session");
+        assert_eq!(
+            (first.session_id.as_str(), first.cursor_start),
+            ("s1", None)
+        );
+        assert_eq!(
+            store
+                .conversation("k")
+                .expect("read")
+                .and_then(|c| c.session_id),
+            Some("s1".into())
+        );
+        assert!(matches!(
+            store.task_start_on_writer("k").await.expect("start"),
+            TaskStart::Unfinished(unfinished) if *unfinished == first
+        ));
+        store
+            .finish_run(&first, JournalState::Replied, None)
+            .expect("finish");
+        // A session created for it meanwhile does not replace the one it has.
+        let late = RunRecord {
+            local_id: "r00".into(),
+            ..run.clone()
+        };
+        let late = store
+            .insert_run_in_session(
+                late,
+                "default-model".into(),
+                None,
+                Some(1_000),
+                Some(("s9".into(), "other".into())),
+            )
+            .await
+            .expect("write")
+            .expect("stored");
+        assert_eq!(late.session_id, "s1");
+        store
+            .finish_run(&late, JournalState::Replied, None)
+            .expect("finish");
+        assert!(matches!(
+            store.task_start_on_writer("k").await.expect("start"),
+            TaskStart::Queue(Queue { rows, .. }) if rows.is_empty()
+        ));
 
         store
             .set_session("k", Some("s1"), Some("title"))
