@@ -867,11 +867,16 @@ impl EngineHandle {
     fn check_server(&self) {
         let d = self.dispatcher().clone();
         d.tasks.clone().spawn(async move {
+            let generation = d.server_generation();
             let (state, detail) = match d.client().check().await {
-                Ok(health) => (
-                    ServerHealth::Ok,
-                    Some(format!("version {}", health.version)),
-                ),
+                Ok(health) => {
+                    // Its start time too, so the first runs need not ask for it.
+                    d.learn_server_epoch(&health, generation);
+                    (
+                        ServerHealth::Ok,
+                        Some(format!("version {}", health.version)),
+                    )
+                }
                 Err(crate::agent::AgentError::Unauthorized) => (
                     ServerHealth::Unauthorized,
                     Some(crate::agent::AgentError::Unauthorized.to_string()),

@@ -87,6 +87,9 @@ pub(crate) struct Dispatcher {
     preparing: Mutex<HashMap<String, Vec<i64>>>,
     /// The agent server's start time (Unix seconds), to tell its restarts apart.
     server_epoch: Mutex<Option<i64>>,
+    /// Held while the start time is asked for, so one caller asks and the others wait for its
+    /// answer; holds when the last ask failed.
+    epoch_asking: tokio::sync::Mutex<Option<Instant>>,
     /// Tools seen waiting for a decision at the head of a run's queue: the server does not approve
     /// them itself, so they can be decided together with the call before them.
     needs_decision: Mutex<HashSet<String>>,
@@ -161,6 +164,7 @@ impl Dispatcher {
             active: Mutex::default(),
             preparing: Mutex::default(),
             server_epoch: Mutex::default(),
+            epoch_asking: tokio::sync::Mutex::default(),
             needs_decision: Mutex::default(),
             server_state: Mutex::default(),
             pairing_limits: Mutex::default(),

@@ -17,6 +17,9 @@ use crate::routing::session_title;
 use crate::store::{same_epoch, JournalEntry, Queue, RunRecord, TaskStart};
 use crate::watch::enrich;
 
+/// After a failed ask for the server's start time, how long callers go on without it.
+const EPOCH_ASK_AGAIN: Duration = Duration::from_secs(1);
+
 /// How long an idle conversation task lives before it is dropped (it is recreated on demand).
 const CONVERSATION_IDLE: Duration = Duration::from_secs(600);
 
@@ -288,13 +291,49 @@ impl Dispatcher {
         same_epoch(epoch, current).then_some(id)
     }
 
-    /// The server's start time, asked once and again after anything suggests a restart.
+    /// The server's start time, asked once and again after anything suggests a restart. One
+    /// caller asks at a time: the burst of first runs after a start waits for one answer rather
+    /// than each asking the server, and after a failed ask the others go on without it (their
+    /// stored cursors are not trusted) instead of asking again in turn.
     pub(super) async fn server_epoch(&self) -> Option<i64> {
-        if let Some(epoch) = *self.server_epoch.lock().unwrap_or_else(|e| e.into_inner()) {
+        if let Some(epoch) = self.known_server_epoch() {
             return Some(epoch);
         }
-        let health = self.client().health().await.ok()?;
+        let mut failed = self.epoch_asking.lock().await;
+        if let Some(epoch) = self.known_server_epoch() {
+            return Some(epoch);
+        }
+        if failed.is_some_and(|at| at.elapsed() < EPOCH_ASK_AGAIN) {
+            return None;
+        }
+        let generation = self.server_generation();
+        match self.client().health().await {
+            Ok(health) => {
+                *failed = None;
+                self.learn_server_epoch(&health, generation)
+            }
+            Err(_) => {
+                *failed = Some(tokio::time::Instant::now());
+                None
+            }
+        }
+    }
+
+    fn known_server_epoch(&self) -> Option<i64> {
+        *self.server_epoch.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps the start time `health` tells, unless the server settings changed since it was
+    /// asked for (`generation`: it may be another server's).
+    pub(crate) fn learn_server_epoch(
+        &self,
+        health: &crate::agent::Health,
+        generation: u64,
+    ) -> Option<i64> {
         let epoch = now_ms() / 1000 - health.uptime_seconds as i64;
+        if self.server_generation() != generation {
+            return None;
+        }
         *self.server_epoch.lock().unwrap_or_else(|e| e.into_inner()) = Some(epoch);
         Some(epoch)
     }

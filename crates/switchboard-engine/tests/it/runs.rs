@@ -35,6 +35,35 @@ async fn a_dm_creates_a_titled_session_and_the_reply_reaches_the_chat() {
     gw.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_new_conversations_at_once_each_get_a_session_and_ask_the_server_its_start_once() {
+    let fake = FakeStakpak::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = Gateway::start(config_for(&fake), dir.path()).await;
+
+    let peers: Vec<String> = (0..20).map(|i| format!("peer{i}")).collect();
+    for (i, peer) in peers.iter().enumerate() {
+        gw.dm(peer, &i.to_string(), &format!("hello from {peer}"))
+            .await;
+    }
+    for peer in &peers {
+        assert_eq!(
+            gw.replies(peer, 1).await,
+            vec![format!("echo: hello from {peer}")]
+        );
+    }
+    assert_eq!(fake.sessions().len(), 20, "one session each");
+    // The server's start time tells its restarts apart; the engine learns it from its first
+    // check (or one ask), not from one ask per new conversation.
+    let asked = fake
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/v1/health")
+        .count();
+    assert!(asked <= 2, "{asked} health requests for 20 first messages");
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn a_second_message_reuses_the_session() {
     let fake = FakeStakpak::start().await;
