@@ -323,6 +323,22 @@ async fn the_approval_mode_set_in_the_window_shows_in_the_tray_and_back() {
     app.quit().await;
 }
 
+/// Waits for the window process to be started ahead of a click (the tray menu opened, a
+/// notification shown), and checks that no window shows before the click.
+fn wait_started_ahead(app: &App) {
+    if let Err(e) = env::wait_until("the window process started ahead", app::WAIT, || {
+        app.children()
+            .iter()
+            .any(|name| name.starts_with("switchboard-win"))
+    }) {
+        panic!("{e}: {:?}", app.children());
+    }
+    assert!(
+        app::x_windows("^Switchboard").is_empty(),
+        "no window before the click"
+    );
+}
+
 /// Sends watch notification `text` with a context to the test user's Telegram chat, as
 /// Stakpak's watch scheduler does.
 async fn watch_notification(fakes: &Fakes, text: &str) {
@@ -419,17 +435,7 @@ async fn a_watch_notification_and_the_reply_to_it_raise_notifications() {
     let shown = env.notifications.all().len();
     watch_notification(&fakes, "Disk check failed on web-2").await;
     wait_notification(env, shown, |n| n.body == "Disk check failed on web-2").await;
-    if let Err(e) = env::wait_until("the window process started ahead", app::WAIT, || {
-        app.children()
-            .iter()
-            .any(|name| name.starts_with("switchboard-win"))
-    }) {
-        panic!("{e}: {:?}", app.children());
-    }
-    assert!(
-        app::x_windows("^Switchboard").is_empty(),
-        "no window before the click"
-    );
+    wait_started_ahead(&app);
     if let Err(e) = std::fs::write(env.dir.join("pick"), "Open conversation") {
         panic!("cannot choose the action: {e}");
     }
@@ -455,17 +461,7 @@ async fn a_watch_notification_and_the_reply_to_it_raise_notifications() {
     // opening starts the window process ahead of the click; no window shows before it.
     app.close_window().await;
     tray.open_menu();
-    if let Err(e) = env::wait_until("the window process started ahead", app::WAIT, || {
-        app.children()
-            .iter()
-            .any(|name| name.starts_with("switchboard-win"))
-    }) {
-        panic!("{e}: {:?}", app.children());
-    }
-    assert!(
-        app::x_windows("^Switchboard").is_empty(),
-        "no window before the click"
-    );
+    wait_started_ahead(&app);
     tray.click("Open Switchboard");
     app.follow_new_window().await;
     app.wait_for("the Sessions page again", "[data-page=sessions]")

@@ -203,7 +203,7 @@ impl Dispatcher {
         // The session, the model and the cursor are read in the commit that stores the run.
         let run = match self
             .store
-            .insert_run_in_session(run, default_model.clone(), kept, epoch, new_session)
+            .insert_run_in_session(run, default_model, kept, epoch, new_session)
             .await?
         {
             Ok(run) => run,
@@ -212,6 +212,7 @@ impl Dispatcher {
                 let Some(created) = self.create_session(key, rows).await? else {
                     return Ok(None);
                 };
+                let default_model = self.config().gateway.model.clone();
                 self.store
                     .insert_run_in_session(run, default_model, None, epoch, Some(created))
                     .await?

@@ -1316,7 +1316,7 @@ fn select_in<T>(
 const QUEUED: &str = "WHERE routing_key = ?1 AND state = 'queued' ORDER BY id";
 /// A conversation's queued messages, and whether it has a session yet (so that its first run
 /// creates one without asking the store first).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Queue {
     pub rows: Vec<JournalEntry>,
     pub has_session: bool,
