@@ -65,6 +65,10 @@ const LONG_LOG_FRAMES: i64 = 2_000;
 /// What the log file is cut back to when it starts over (a little over [`LONG_LOG_FRAMES`]
 /// pages with their frame headers): it is overwritten in place, not truncated and grown again.
 const LOG_SIZE_LIMIT: i64 = (LONG_LOG_FRAMES + 100) * (4096 + 24);
+/// A log this long is restarted by the commit that made it so, on the writers' own path: the
+/// background checkpoint was kept from doing it in time (starved of CPU under a write storm,
+/// or slow to copy the pages), and the log must not grow without bound.
+const LOG_CEILING_FRAMES: i64 = LONG_LOG_FRAMES * 3 / 2;
 
 /// Each entry moves the schema one version up; `PRAGMA user_version` records how far a file is.
 const MIGRATIONS: &[&str] = &[
@@ -585,8 +589,6 @@ impl Store {
             })
             .context("cannot start the database checkpoint thread")?;
         let conn = self.lock();
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        conn.pragma_update(None, "journal_size_limit", LOG_SIZE_LIMIT)?;
         let mut changes = 0u32;
         conn.update_hook(Some(
             move |_: rusqlite::hooks::Action, _: &str, _: &str, _: i64| {
@@ -629,6 +631,11 @@ impl Store {
             tx.pragma_update(None, "user_version", (index + 1) as i64)?;
             tx.commit()?;
         }
+        // The writers never checkpoint on their own (the pragma would replace the hook below,
+        // so it comes first), except to keep the log under its ceiling.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        conn.wal_hook(Some(restart_a_log_past_its_ceiling));
+        conn.pragma_update(None, "journal_size_limit", LOG_SIZE_LIMIT)?;
         let conn = Arc::new(Mutex::new(conn));
         let (writes, jobs) = std::sync::mpsc::channel::<Job>();
         let writer = Arc::downgrade(&conn);
@@ -1239,6 +1246,36 @@ impl Store {
             decisions,
         })
     }
+}
+
+/// Called after each commit with the log's length in pages: restarts a log that has reached
+/// [`LOG_CEILING_FRAMES`], which the background checkpoint (see
+/// [`Store::checkpoint_in_background`]) normally restarts long before. This commit then waits
+/// for the copy and the database file's sync, the price of a bounded log. The commit has
+/// happened whatever the checkpoint does: an error here is logged, not returned (SQLite would
+/// report it as the commit's, and its writes would be taken for lost).
+fn restart_a_log_past_its_ceiling(
+    wal: &rusqlite::hooks::Wal,
+    pages: std::ffi::c_int,
+) -> rusqlite::Result<()> {
+    if i64::from(pages) >= LOG_CEILING_FRAMES {
+        match wal.checkpoint_v2(rusqlite::hooks::CheckpointMode::RESTART) {
+            Ok((log, copied)) if log == copied => {
+                tracing::debug!(pages, "the log reached its ceiling and started over")
+            }
+            Ok((log, copied)) => {
+                tracing::debug!(
+                    log,
+                    copied,
+                    "the log reached its ceiling; a reader kept it from starting over"
+                )
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the log reached its ceiling and could not start over")
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The writer thread: takes every write waiting, runs each in a savepoint of one transaction,
@@ -1859,9 +1896,9 @@ mod tests {
         let store = Store::open(dir.path()).expect("store");
         let wal = dir.path().join("switchboard.sqlite-wal");
         // Writing without a pause keeps the log from starting over by itself; 40,000 commits
-        // would make it about 80 MB if it were never restarted (the writers themselves never
-        // checkpoint). Restarted, it stays near its limit, give or take the commits made while
-        // a checkpoint was due.
+        // would make it about 80 MB if it were never restarted (the writers themselves only
+        // checkpoint at the ceiling). Restarted, it stays near its limit, and under the ceiling
+        // however late the background checkpoint runs.
         for i in 0..40_000 {
             store.set_meta("counter", &i.to_string()).expect("write");
         }
@@ -1875,6 +1912,37 @@ mod tests {
         assert_eq!(
             store.meta("counter").expect("read").as_deref(),
             Some("39999")
+        );
+    }
+
+    #[test]
+    fn a_log_the_background_checkpoint_cannot_keep_short_starts_over_at_its_ceiling() {
+        // A store with no checkpoint thread at all, as when that thread gets no CPU: the
+        // writers' commits alone keep the log under its ceiling, and nothing is lost.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("switchboard.sqlite");
+        let store = Store::init(Connection::open(&path).expect("open")).expect("store");
+        for i in 0..10_000 {
+            store.set_meta("counter", &i.to_string()).expect("write");
+        }
+        let wal = std::fs::metadata(dir.path().join("switchboard.sqlite-wal")).expect("log");
+        // Each commit here adds one page; with the file's header, one page more at most.
+        let ceiling = 32 + (LOG_CEILING_FRAMES as u64 + 1) * (4096 + 24);
+        assert!(
+            wal.len() <= ceiling,
+            "the log grew to {} bytes, past its ceiling of {ceiling}",
+            wal.len()
+        );
+        assert!(
+            wal.len() > ceiling / 2,
+            "the log started over long before its ceiling ({} bytes): something else checkpointed",
+            wal.len()
+        );
+        drop(store);
+        let store = Store::open(dir.path()).expect("reopen");
+        assert_eq!(
+            store.meta("counter").expect("read").as_deref(),
+            Some("9999")
         );
     }
 
