@@ -867,11 +867,11 @@ impl EngineHandle {
     fn check_server(&self) {
         let d = self.dispatcher().clone();
         d.tasks.clone().spawn(async move {
-            let generation = d.server_generation();
+            let ask = d.epoch_ask();
             let (state, detail) = match d.client().check().await {
                 Ok(health) => {
                     // Its start time too, so the first runs need not ask for it.
-                    d.learn_server_epoch(&health, generation);
+                    d.learn_server_epoch(&health, ask);
                     (
                         ServerHealth::Ok,
                         Some(format!("version {}", health.version)),

@@ -165,10 +165,19 @@ impl Dispatcher {
                 "the run's message was not stored"
             )));
         };
-        if created {
-            self.store
-                .set_session(&key, Some(&session_id), Some(&title))?;
-        }
+        // The conversation's own task may have given it a session meanwhile (a message came
+        // in while this one was created): that one is kept, and the run goes there.
+        let session_id = if created {
+            match self.store.set_session_if_none(&key, &session_id, &title)? {
+                Some(stored) if stored != session_id => {
+                    tracing::info!(conversation = %key, session = %stored, unused = %session_id, "the conversation has a session already; the watch run's stays unused");
+                    stored
+                }
+                _ => session_id,
+            }
+        } else {
+            session_id
+        };
         tracing::info!(conversation = %key, session = %session_id, schedule = %run.schedule, journal = journal_id, "interactive watch run queued");
         self.emit(crate::events::EngineEvent::InboundAccepted {
             journal_id,

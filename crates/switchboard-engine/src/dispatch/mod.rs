@@ -87,6 +87,9 @@ pub(crate) struct Dispatcher {
     preparing: Mutex<HashMap<String, Vec<i64>>>,
     /// The agent server's start time (Unix seconds), to tell its restarts apart.
     server_epoch: Mutex<Option<i64>>,
+    /// How many times the start time was forgotten (a restart was suspected): an answer asked
+    /// for before the last time is the old server's.
+    epoch_forgotten: AtomicU64,
     /// Held while the start time is asked for, so one caller asks and the others wait for its
     /// answer; holds when the last ask failed.
     epoch_asking: tokio::sync::Mutex<Option<Instant>>,
@@ -164,6 +167,7 @@ impl Dispatcher {
             active: Mutex::default(),
             preparing: Mutex::default(),
             server_epoch: Mutex::default(),
+            epoch_forgotten: AtomicU64::new(0),
             epoch_asking: tokio::sync::Mutex::default(),
             needs_decision: Mutex::default(),
             server_state: Mutex::default(),

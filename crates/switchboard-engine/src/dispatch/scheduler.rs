@@ -2,6 +2,7 @@
 //! turns its queue into runs, one at a time; the session behind each conversation; and how to
 //! wait after the agent server failed.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use crate::backoff;
 use crate::events::{EngineEvent, ServerHealth};
 use crate::model::now_ms;
 use crate::routing::session_title;
-use crate::store::{same_epoch, JournalEntry, Queue, RunRecord, TaskStart};
+use crate::store::{same_epoch, JournalEntry, Queue, RunRecord, RunStored, TaskStart};
 use crate::watch::enrich;
 
 /// After a failed ask for the server's start time, how long callers go on without it.
@@ -156,11 +157,14 @@ impl Dispatcher {
             if rows.is_empty() {
                 continue;
             }
-            let Some(run) = self
+            let run = match self
                 .prepare_run(key, &rows, kept.as_mut(), has_session)
                 .await?
-            else {
-                return Ok(());
+            {
+                Prepared::Run(run) => *run,
+                Prepared::Stopped => return Ok(()),
+                // A message was dropped meanwhile (`/stop`): what is queued now is the run.
+                Prepared::QueueChanged => continue,
             };
             self.drive(run, Some(rows), kept).await?;
             // Every message that came during the run woke this task, so the next pass (right
@@ -172,8 +176,8 @@ impl Dispatcher {
     /// Turns queued messages into a stored run in `Posting` state, creating the session if needed
     /// (`has_session`: whether the conversation had one when its queue was read). The message's
     /// body (text and model) and its idempotency key are fixed here, so every retry of the POST
-    /// sends exactly the same request. Returns `None` when the engine is stopping or the server
-    /// refuses us (the messages stay queued).
+    /// sends exactly the same request. Returns [`Prepared::Stopped`] when the engine is stopping
+    /// or the server refuses us (the messages stay queued).
     async fn prepare_run(
         self: &Arc<Self>,
         key: &str,
@@ -181,13 +185,19 @@ impl Dispatcher {
         // Mutable only so the future stays `Send` (a stream is not `Sync`).
         kept: Option<&mut KeptStream>,
         has_session: bool,
-    ) -> anyhow::Result<Option<RunRecord>> {
+    ) -> anyhow::Result<Prepared> {
         let mut run = RunRecord::posting(uuid::Uuid::new_v4().to_string(), key);
         absorb(&mut run, rows);
         // The stream kept from the conversation's last run knows where its session's events
-        // are (the run posts on it); the server's start time tells a stored cursor's worth.
+        // are (the run posts on it); the server's start time tells a stored cursor's worth. A
+        // new session has no cursor, so its first run does not wait for that answer (without
+        // it, a session that appears meanwhile is followed from the run's first event).
         let kept = kept.and_then(|k| k.position(self.server_generation()));
-        let epoch = self.server_epoch().await;
+        let epoch = if has_session {
+            self.server_epoch().await
+        } else {
+            None
+        };
         let default_model = self.config().gateway.model.clone();
         // A new session is stored with the run, in its commit. It has no events yet (the server
         // replays the same session for the same first message, and nothing was posted to it
@@ -196,30 +206,38 @@ impl Dispatcher {
             None
         } else {
             let Some(created) = self.create_session(key, rows).await? else {
-                return Ok(None);
+                return Ok(Prepared::Stopped);
             };
             Some(created)
         };
         // The session, the model and the cursor are read in the commit that stores the run.
-        let run = match self
+        let stored = self
             .store
             .insert_run_in_session(run, default_model, kept, epoch, new_session)
-            .await?
-        {
-            Ok(run) => run,
+            .await?;
+        let stored = match stored {
             // The session went since the queue was read (a new one was asked for): create it.
-            Err(run) => {
+            RunStored::NoSession(run) => {
                 let Some(created) = self.create_session(key, rows).await? else {
-                    return Ok(None);
+                    return Ok(Prepared::Stopped);
                 };
                 let default_model = self.config().gateway.model.clone();
                 self.store
                     .insert_run_in_session(run, default_model, None, epoch, Some(created))
                     .await?
-                    .map_err(|_| anyhow::anyhow!("a run with its new session was not stored"))?
             }
+            stored => stored,
         };
-        Ok(Some(run))
+        match stored {
+            RunStored::Stored(run) => Ok(Prepared::Run(Box::new(run))),
+            RunStored::MessagesGone => {
+                tracing::info!(conversation = %key, "a message of the run was dropped while it was prepared; reading the queue again");
+                Ok(Prepared::QueueChanged)
+            }
+            RunStored::NoSession(_) => {
+                anyhow::bail!("a run with its new session was not stored")
+            }
+        }
     }
 
     /// The session of a conversation (`known`, the one it has), created on first use with a
@@ -307,11 +325,11 @@ impl Dispatcher {
         if failed.is_some_and(|at| at.elapsed() < EPOCH_ASK_AGAIN) {
             return None;
         }
-        let generation = self.server_generation();
+        let ask = self.epoch_ask();
         match self.client().health().await {
             Ok(health) => {
                 *failed = None;
-                self.learn_server_epoch(&health, generation)
+                self.learn_server_epoch(&health, ask)
             }
             Err(_) => {
                 *failed = Some(tokio::time::Instant::now());
@@ -324,23 +342,38 @@ impl Dispatcher {
         *self.server_epoch.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Keeps the start time `health` tells, unless the server settings changed since it was
-    /// asked for (`generation`: it may be another server's).
+    /// Taken before asking the server for its start time, for [`Dispatcher::learn_server_epoch`].
+    pub(crate) fn epoch_ask(&self) -> EpochAsk {
+        EpochAsk {
+            generation: self.server_generation(),
+            forgotten: self.epoch_forgotten.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Keeps the start time `health` tells, unless since it was asked for (`ask`) the server
+    /// settings changed (it may be another server's) or a restart was suspected (it may be the
+    /// old server's answer, come late).
     pub(crate) fn learn_server_epoch(
         &self,
         health: &crate::agent::Health,
-        generation: u64,
+        ask: EpochAsk,
     ) -> Option<i64> {
-        let epoch = now_ms() / 1000 - health.uptime_seconds as i64;
-        if self.server_generation() != generation {
+        let uptime = i64::try_from(health.uptime_seconds).unwrap_or(i64::MAX);
+        let epoch = (now_ms() / 1000).saturating_sub(uptime);
+        let mut known = self.server_epoch.lock().unwrap_or_else(|e| e.into_inner());
+        if self.server_generation() != ask.generation
+            || self.epoch_forgotten.load(Ordering::SeqCst) != ask.forgotten
+        {
             return None;
         }
-        *self.server_epoch.lock().unwrap_or_else(|e| e.into_inner()) = Some(epoch);
+        *known = Some(epoch);
         Some(epoch)
     }
 
     pub(super) fn forget_server_epoch(&self) {
-        *self.server_epoch.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let mut known = self.server_epoch.lock().unwrap_or_else(|e| e.into_inner());
+        self.epoch_forgotten.fetch_add(1, Ordering::SeqCst);
+        *known = None;
     }
 
     /// After a failed server call: waits as the error deserves and says whether to try again. A
@@ -384,6 +417,23 @@ impl Dispatcher {
             _ = tokio::time::sleep(delay) => true,
         }
     }
+}
+
+/// When the server's start time was asked for: see [`Dispatcher::epoch_ask`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EpochAsk {
+    generation: u64,
+    forgotten: u64,
+}
+
+/// What [`Dispatcher::prepare_run`] came to.
+enum Prepared {
+    /// The run, stored, to post.
+    Run(Box<RunRecord>),
+    /// Nothing: the engine is stopping, or the server refuses us.
+    Stopped,
+    /// Nothing: a message of the run was dropped meanwhile; the queue is to be read again.
+    QueueChanged,
 }
 
 /// Marks a conversation as preparing a run while it lives.
@@ -441,6 +491,44 @@ pub(super) fn absorb(run: &mut RunRecord, rows: &[JournalEntry]) {
 mod tests {
     use super::*;
     use crate::model::JournalState;
+
+    #[tokio::test]
+    async fn a_start_time_asked_for_before_a_restart_was_suspected_is_not_kept() {
+        let options = crate::EngineOptions::default();
+        let client = crate::agent::AgentClient::new("http://127.0.0.1:9", "", options.timeouts)
+            .expect("client");
+        let (events, _) = tokio::sync::broadcast::channel(16);
+        let files = tempfile::tempdir().expect("tempdir");
+        let d = Dispatcher::new(
+            crate::config::Config::default(),
+            client,
+            crate::store::Store::open_in_memory().expect("store"),
+            crate::channels::StatusBoard::new(events),
+            options,
+            tokio_util::sync::CancellationToken::new(),
+            false,
+            files.path().to_owned(),
+        );
+        let health = |uptime_seconds| crate::agent::Health {
+            status: "ok".into(),
+            version: "0.3.88".into(),
+            uptime_seconds,
+        };
+        // Asked, then the stream broke (the server went): the old server's late answer is not
+        // the new server's start time.
+        let ask = d.epoch_ask();
+        d.forget_server_epoch();
+        assert_eq!(d.learn_server_epoch(&health(3_600), ask), None);
+        assert_eq!(d.known_server_epoch(), None);
+        // Asked after: kept. An absurd uptime is no panic, only an epoch nothing matches.
+        let ask = d.epoch_ask();
+        let epoch = d.learn_server_epoch(&health(3_600), ask).expect("kept");
+        assert_eq!(d.known_server_epoch(), Some(epoch));
+        assert!(d
+            .learn_server_epoch(&health(u64::MAX), d.epoch_ask())
+            .is_some());
+        assert!(!same_epoch(i64::MIN, epoch));
+    }
 
     #[test]
     fn absorbed_messages_join_with_a_blank_line() {

@@ -65,9 +65,10 @@ const LONG_LOG_FRAMES: i64 = 2_000;
 /// What the log file is cut back to when it starts over (a little over [`LONG_LOG_FRAMES`]
 /// pages with their frame headers): it is overwritten in place, not truncated and grown again.
 const LOG_SIZE_LIMIT: i64 = (LONG_LOG_FRAMES + 100) * (4096 + 24);
-/// A log this long is restarted by the commit that made it so, on the writers' own path: the
-/// background checkpoint was kept from doing it in time (starved of CPU under a write storm,
-/// or slow to copy the pages), and the log must not grow without bound.
+/// A log this long is copied by the commit that made it so, on the writers' own path, and
+/// starts over at the next: the background checkpoint was kept from restarting it in time
+/// (starved of CPU under a write storm, or waiting for the writers' connection), and the log
+/// must not grow without bound.
 const LOG_CEILING_FRAMES: i64 = LONG_LOG_FRAMES * 3 / 2;
 
 /// Each entry moves the schema one version up; `PRAGMA user_version` records how far a file is.
@@ -901,6 +902,21 @@ impl Store {
         Ok(())
     }
 
+    /// Gives a conversation with no session `session`, and returns the session it has now:
+    /// `session`, or one stored for it meanwhile (`None` when there is no such conversation).
+    pub fn set_session_if_none(
+        &self,
+        routing_key: &str,
+        session: &str,
+        title: &str,
+    ) -> anyhow::Result<Option<String>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let now = set_session_if_none_in(&tx, routing_key, session, title)?;
+        tx.commit()?;
+        Ok(now)
+    }
+
     /// [`Store::set_session`] for a new session, as part of a group commit.
     pub async fn set_session_grouped(
         &self,
@@ -927,9 +943,11 @@ impl Store {
     ///
     /// A conversation with no session yet gets `new_session` (its id and title, just created on
     /// the server), stored with the run; its events start at the beginning. One that has a
-    /// session keeps it, `new_session` or not (one created meanwhile stays unused). Gives the run
-    /// back as stored, or unstored (`Err`, its model set) when there is no session and no
-    /// `new_session`.
+    /// session keeps it, `new_session` or not (one created meanwhile stays unused).
+    ///
+    /// The run's messages must all be queued still: one dropped since the queue was read (by
+    /// `/stop`, while the run waited for the server) is not sent. Then nothing of the run is
+    /// stored, only `new_session` for the conversation.
     pub async fn insert_run_in_session(
         &self,
         mut run: RunRecord,
@@ -937,8 +955,22 @@ impl Store {
         kept: Option<(String, i64)>,
         epoch: Option<i64>,
         new_session: Option<(String, String)>,
-    ) -> anyhow::Result<Result<RunRecord, RunRecord>> {
+    ) -> anyhow::Result<RunStored> {
         self.write(move |conn| {
+            for id in &run.journal_ids {
+                let queued = conn
+                    .one("SELECT state FROM journal WHERE id = ?1", [id], |r| {
+                        r.get::<_, JournalState>(0)
+                    })
+                    .optional()?
+                    == Some(JournalState::Queued);
+                if !queued {
+                    if let Some((session, title)) = &new_session {
+                        set_session_if_none_in(conn, &run.routing_key, session, title)?;
+                    }
+                    return Ok(RunStored::MessagesGone);
+                }
+            }
             let (session, model): (Option<String>, Option<String>) = conn
                 .one(
                     "SELECT session_id, model FROM conversations WHERE routing_key = ?1",
@@ -961,9 +993,9 @@ impl Store {
                     run.session_id = session;
                     run.cursor_start = None;
                     insert_run_in(conn, &run)?;
-                    return Ok(Ok(run));
+                    return Ok(RunStored::Stored(run));
                 }
-                (None, None) => return Ok(Err(run)),
+                (None, None) => return Ok(RunStored::NoSession(run)),
             };
             run.cursor_start =
                 match kept {
@@ -974,7 +1006,7 @@ impl Store {
                 };
             run.session_id = session;
             insert_run_in(conn, &run)?;
-            Ok(Ok(run))
+            Ok(RunStored::Stored(run))
         })
         .await
     }
@@ -1248,32 +1280,42 @@ impl Store {
     }
 }
 
-/// Called after each commit with the log's length in pages: restarts a log that has reached
-/// [`LOG_CEILING_FRAMES`], which the background checkpoint (see
-/// [`Store::checkpoint_in_background`]) normally restarts long before. This commit then waits
-/// for the copy and the database file's sync, the price of a bounded log. The commit has
-/// happened whatever the checkpoint does: an error here is logged, not returned (SQLite would
-/// report it as the commit's, and its writes would be taken for lost).
+/// Called after each commit with the log's length in pages: copies a log that has reached
+/// [`LOG_CEILING_FRAMES`] into the database, which the background checkpoint (see
+/// [`Store::checkpoint_in_background`]) normally does long before. It runs between this
+/// connection's transactions, so nothing is written meanwhile and the copy is whole: the next
+/// commit starts the log over from its beginning, as SQLite's own automatic checkpoint does.
+/// Passive, so it never waits: while the background checkpoint is copying (it holds the
+/// checkpoint lock), or while another process reads an older snapshot, it does what it can and
+/// the next commit tries again. This commit pays for the copy and the database file's sync, the
+/// price of a bounded log. The commit has happened whatever the checkpoint does: an error here
+/// is logged, not returned (SQLite would report it as the commit's, and its writes would be
+/// taken for lost).
 fn restart_a_log_past_its_ceiling(
     wal: &rusqlite::hooks::Wal,
     pages: std::ffi::c_int,
 ) -> rusqlite::Result<()> {
-    if i64::from(pages) >= LOG_CEILING_FRAMES {
-        match wal.checkpoint_v2(rusqlite::hooks::CheckpointMode::RESTART) {
-            Ok((log, copied)) if log == copied => {
-                tracing::debug!(pages, "the log reached its ceiling and started over")
-            }
-            Ok((log, copied)) => {
-                tracing::debug!(
-                    log,
-                    copied,
-                    "the log reached its ceiling; a reader kept it from starting over"
-                )
-            }
-            Err(error) => {
-                tracing::warn!(%error, "the log reached its ceiling and could not start over")
-            }
+    if i64::from(pages) < LOG_CEILING_FRAMES {
+        return Ok(());
+    }
+    match wal.checkpoint_v2(rusqlite::hooks::CheckpointMode::PASSIVE) {
+        Ok((log, copied)) if log == copied => {
+            tracing::debug!(pages, "the log reached its ceiling: copied, it starts over")
         }
+        Ok((log, copied)) => {
+            tracing::debug!(
+                log,
+                copied,
+                "the log reached its ceiling; a reader keeps part of it"
+            )
+        }
+        Err(error) if error.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {
+            tracing::debug!(
+                pages,
+                "the log reached its ceiling while another checkpoint runs"
+            )
+        }
+        Err(error) => tracing::warn!(%error, "the log reached its ceiling and could not be copied"),
     }
     Ok(())
 }
@@ -1357,6 +1399,17 @@ const QUEUED: &str = "WHERE routing_key = ?1 AND state = 'queued' ORDER BY id";
 pub struct Queue {
     pub rows: Vec<JournalEntry>,
     pub has_session: bool,
+}
+
+/// What [`Store::insert_run_in_session`] did with a run.
+#[derive(Debug)]
+pub enum RunStored {
+    /// Stored, as it is now: its session, model and cursor set.
+    Stored(RunRecord),
+    /// Not stored: the conversation has no session and none was given (its model is set).
+    NoSession(RunRecord),
+    /// Not stored: one of its messages is no longer queued.
+    MessagesGone,
 }
 
 /// What a conversation's task starts with: see [`Store::task_start_on_writer`].
@@ -1463,7 +1516,7 @@ fn cursor_in(conn: &Connection, session_id: &str) -> anyhow::Result<Option<(i64,
 
 /// Two server start times within a few seconds are the same start (uptime is whole seconds).
 pub(crate) fn same_epoch(a: i64, b: i64) -> bool {
-    (a - b).abs() <= 3
+    a.abs_diff(b) <= 3
 }
 
 /// Records a new run and ties its journal entries to it.
@@ -1524,6 +1577,31 @@ fn update_run_in(conn: &Connection, run: &RunRecord) -> anyhow::Result<()> {
             ],
         )?;
     Ok(())
+}
+
+/// Gives a conversation with no session `session` (titled `title`), and returns the session it
+/// has now: `session`, or the one it had.
+fn set_session_if_none_in(
+    conn: &Connection,
+    routing_key: &str,
+    session: &str,
+    title: &str,
+) -> anyhow::Result<Option<String>> {
+    let current: Option<Option<String>> = conn
+        .one(
+            "SELECT session_id FROM conversations WHERE routing_key = ?1",
+            [routing_key],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match current {
+        None => Ok(None),
+        Some(Some(current)) => Ok(Some(current)),
+        Some(None) => {
+            set_session_in(conn, routing_key, Some(session), Some(title))?;
+            Ok(Some(session.to_owned()))
+        }
+    }
 }
 
 fn set_session_in(
@@ -1753,13 +1831,30 @@ mod tests {
             journal_ids: vec![id],
             ..RunRecord::posting("r1".into(), "k")
         };
+        // Each later run has a message of its own, queued: a run is stored only with those.
+        let fresh = |local_id: &'static str| {
+            let Accepted::New(id) = store
+                .accept(&message(local_id, local_id), "k", 1)
+                .expect("accept")
+            else {
+                panic!("a new message");
+            };
+            RunRecord {
+                text: local_id.into(),
+                idempotency_key: local_id.into(),
+                journal_ids: vec![id],
+                ..RunRecord::posting(local_id.into(), "k")
+            }
+        };
         let insert = |run: RunRecord, kept: Option<(&str, i64)>, epoch: Option<i64>| {
             let kept = kept.map(|(s, id)| (s.to_owned(), id));
             store.insert_run_in_session(run, "default-model".into(), kept, epoch, None)
         };
         // No session yet: nothing is stored, and the run comes back with the default model.
         let unstored = insert(run.clone(), None, Some(1_000)).await.expect("write");
-        let unstored = unstored.expect_err("no session, so not stored");
+        let RunStored::NoSession(unstored) = unstored else {
+            panic!("no session, so not stored: {unstored:?}");
+        };
         assert_eq!(unstored.model.as_deref(), Some("default-model"));
         assert!(store.unfinished_run("k").expect("read").is_none());
         let queue = store.queued_on_writer("k").await.expect("queue");
@@ -1779,8 +1874,8 @@ mod tests {
                 Some(("s1".into(), "title".into())),
             )
             .await
-            .expect("write")
-            .expect("stored with its new session");
+            .expect("write");
+        let first = stored(first);
         assert_eq!(
             (first.session_id.as_str(), first.cursor_start),
             ("s1", None)
@@ -1800,21 +1895,17 @@ mod tests {
             .finish_run(&first, JournalState::Replied, None)
             .expect("finish");
         // A session created for it meanwhile does not replace the one it has.
-        let late = RunRecord {
-            local_id: "r00".into(),
-            ..run.clone()
-        };
         let late = store
             .insert_run_in_session(
-                late,
+                fresh("r00"),
                 "default-model".into(),
                 None,
                 Some(1_000),
                 Some(("s9".into(), "other".into())),
             )
             .await
-            .expect("write")
-            .expect("stored");
+            .expect("write");
+        let late = stored(late);
         assert_eq!(late.session_id, "s1");
         store
             .finish_run(&late, JournalState::Replied, None)
@@ -1835,53 +1926,103 @@ mod tests {
             .await
             .expect("cursor");
         // The stored cursor counts while the server has not restarted since.
-        let stored = insert(run.clone(), None, Some(1_002)).await.expect("write");
-        let stored = stored.expect("stored in the session");
+        let inserted = insert(fresh("r1"), None, Some(1_002)).await;
+        let inserted = stored(inserted.expect("write"));
         assert_eq!(
             (
-                stored.session_id.as_str(),
-                stored.model.as_deref(),
-                stored.cursor_start
+                inserted.session_id.as_str(),
+                inserted.model.as_deref(),
+                inserted.cursor_start
             ),
             ("s1", Some("own-model"), Some(42))
         );
         assert_eq!(
             store.unfinished_run("k").expect("read"),
-            Some(stored.clone())
+            Some(inserted.clone())
         );
         store
-            .finish_run(&stored, JournalState::Replied, None)
+            .finish_run(&inserted, JournalState::Replied, None)
             .expect("finish");
         // A restarted server numbers its events anew: the old cursor is no place to start.
-        let run2 = RunRecord {
-            local_id: "r2".into(),
-            ..run.clone()
-        };
-        let restarted = insert(run2, None, Some(9_000))
-            .await
-            .expect("write")
-            .expect("stored");
+        let restarted = stored(insert(fresh("r2"), None, Some(9_000)).await.expect("write"));
         assert_eq!(restarted.cursor_start, None);
         store
             .finish_run(&restarted, JournalState::Replied, None)
             .expect("finish");
         // A stream kept open on the session knows better; one on another session does not.
-        let run3 = RunRecord {
-            local_id: "r3".into(),
-            ..run.clone()
-        };
-        let kept = insert(run3, Some(("s1", 57)), Some(1_000))
+        let kept = stored(
+            insert(fresh("r3"), Some(("s1", 57)), Some(1_000))
+                .await
+                .expect("write"),
+        );
+        assert_eq!(kept.cursor_start, Some(57));
+        store
+            .finish_run(&kept, JournalState::Replied, None)
+            .expect("finish");
+        let other = stored(
+            insert(fresh("r4"), Some(("s0", 99)), Some(1_000))
+                .await
+                .expect("write"),
+        );
+        assert_eq!(other.cursor_start, Some(42));
+        store
+            .finish_run(&other, JournalState::Replied, None)
+            .expect("finish");
+
+        // A message dropped (by /stop) while its run was prepared: nothing of the run is
+        // stored, and it is never sent; a session created for it is kept all the same.
+        let dropped = fresh("r5");
+        assert_eq!(store.drop_queued("k", "stopped").expect("drop"), 1);
+        store.set_session("k", None, None).expect("no session");
+        let gone = store
+            .insert_run_in_session(
+                dropped,
+                "default-model".into(),
+                None,
+                Some(1_000),
+                Some(("s5".into(), "title".into())),
+            )
             .await
             .expect("write");
-        assert_eq!(kept.expect("stored").cursor_start, Some(57));
-        let run4 = RunRecord {
-            local_id: "r4".into(),
-            ..run
-        };
-        let other = insert(run4, Some(("s0", 99)), Some(1_000))
-            .await
-            .expect("write");
-        assert_eq!(other.expect("stored").cursor_start, Some(42));
+        assert!(matches!(gone, RunStored::MessagesGone), "{gone:?}");
+        assert!(store.unfinished_run("k").expect("read").is_none());
+        assert_eq!(
+            store
+                .conversation("k")
+                .expect("read")
+                .and_then(|c| c.session_id),
+            Some("s5".into())
+        );
+    }
+
+    #[test]
+    fn a_session_is_given_only_to_a_conversation_without_one() {
+        let store = Store::open_in_memory().expect("store");
+        assert_eq!(
+            store.set_session_if_none("k", "s1", "t").expect("write"),
+            None,
+            "no such conversation"
+        );
+        store.accept(&message("1", "hi"), "k", 1).expect("accept");
+        assert_eq!(
+            store.set_session_if_none("k", "s1", "t").expect("write"),
+            Some("s1".into())
+        );
+        assert_eq!(
+            store.set_session_if_none("k", "s2", "t").expect("write"),
+            Some("s1".into()),
+            "the session it has is kept"
+        );
+        let conversation = store.conversation("k").expect("read").expect("stored");
+        assert_eq!(conversation.session_id.as_deref(), Some("s1"));
+    }
+
+    /// The run [`Store::insert_run_in_session`] stored.
+    fn stored(outcome: RunStored) -> RunRecord {
+        match outcome {
+            RunStored::Stored(run) => run,
+            other => panic!("the run was not stored: {other:?}"),
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use crate::harness::{config_for, open_discord, open_slack, settle, Running};
 use switchboard_engine::config::{ApprovalMode, Config, TelegramConfig};
-use switchboard_testkit::stakpak::FakeStakpak;
+use switchboard_testkit::stakpak::{FakeStakpak, Route};
 use switchboard_testkit::telegram::{FakeTelegram, Person};
 
 const OWNER: i64 = 4242;
@@ -418,4 +418,47 @@ async fn discord_slash_commands_are_registered_once_and_answered_in_place() {
         "a restart does not register the same commands again"
     );
     running.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_stopped_while_its_run_waits_for_the_server_is_never_sent() {
+    let agent = FakeStakpak::start().await;
+    let tg = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The server fails every session creation until healed: the first message's run waits,
+    // retrying, with its message queued.
+    agent.fail_next(Route::Sessions, 10_000);
+    let bridge = Running::polling(config(&agent, &tg), dir.path(), &tg).await;
+
+    tg.send_dm(ANN, "Ann", "delete the old backups");
+    agent
+        .wait_for("a session asked for", |a| {
+            a.requests()
+                .iter()
+                .any(|r| r.method == "POST" && r.path == "/v1/sessions")
+        })
+        .await;
+    let stopped = ask(&tg, "/stop", 1).await;
+    assert!(
+        stopped.contains("1 queued message was dropped"),
+        "{stopped}"
+    );
+    agent.heal();
+    agent
+        .wait_for("the session created", |a| !a.sessions().is_empty())
+        .await;
+    settle().await;
+    assert!(
+        texts(&agent).is_empty(),
+        "the stopped message reached the agent: {:?}",
+        texts(&agent)
+    );
+
+    // The conversation goes on in the session created meanwhile.
+    assert_eq!(ask(&tg, "never mind", 2).await, "echo: never mind");
+    let posted = agent.posted_messages();
+    assert_eq!(texts(&agent), vec!["never mind"]);
+    assert_eq!(agent.sessions().len(), 1, "{:?}", agent.sessions());
+    assert_eq!(posted[0].session_id, agent.sessions()[0].0);
+    bridge.stop().await;
 }

@@ -128,6 +128,8 @@ impl FakeOptions {
 /// [`FakeStakpak::lose_next_answer`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Route {
+    /// `POST /v1/sessions`: creating a session.
+    Sessions,
     /// `POST /v1/sessions/{id}/messages`.
     Messages,
     /// `GET /v1/sessions/{id}/tools/pending`.
@@ -138,6 +140,9 @@ pub enum Route {
 
 impl Route {
     pub(crate) fn of(method: &str, path: &str) -> Option<Route> {
+        if (method, path) == ("POST", "/v1/sessions") {
+            return Some(Route::Sessions);
+        }
         let rest = path.strip_prefix("/v1/sessions/")?;
         let (_, tail) = rest.split_once('/')?;
         match (method, tail) {
