@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::intake::DispatcherIntake;
-use super::{Dispatcher, RunControl};
+use super::Dispatcher;
 use crate::approvals::ChatChoice;
 use crate::channels::Intake;
 use crate::commands::{for_how_long, help_text, short_id, Command};
@@ -149,7 +149,7 @@ impl Dispatcher {
     }
 
     fn stop_command(&self, key: &str) -> anyhow::Result<String> {
-        let running = self.control(key, RunControl::Cancel);
+        let running = self.stop(key);
         let dropped = self
             .store
             .drop_queued(key, "dropped by /stop before it was sent")?;

@@ -60,6 +60,12 @@ pub(crate) enum RunControl {
     Cancel,
 }
 
+/// A conversation's run being prepared: its messages, and whether `/stop` came meanwhile.
+pub(crate) struct Preparation {
+    journal_ids: Vec<i64>,
+    stopped: bool,
+}
+
 /// Everything the dispatcher's tasks share.
 pub(crate) struct Dispatcher {
     pub(crate) store: Store,
@@ -84,7 +90,7 @@ pub(crate) struct Dispatcher {
     active: Mutex<HashMap<String, ActiveRun>>,
     /// Conversations whose queued messages are being made a run (session, files, the run's
     /// row), with those messages' journal ids: busy already, though no run is in flight yet.
-    preparing: Mutex<HashMap<String, Vec<i64>>>,
+    preparing: Mutex<HashMap<String, Preparation>>,
     /// The agent server's start time (Unix seconds), to tell its restarts apart.
     server_epoch: Mutex<Option<i64>>,
     /// How many times the start time was forgotten (a restart was suspected): an answer asked
@@ -351,7 +357,7 @@ impl Dispatcher {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .get(key)
-                .is_some_and(|ids| !ids.contains(&journal_id))
+                .is_some_and(|p| !p.journal_ids.contains(&journal_id))
     }
 
     /// Since when the conversation's run has been driven here (ms), if one is.
@@ -410,6 +416,22 @@ impl Dispatcher {
     }
 
     /// Sends a control message to the run in flight in a conversation; false when there is none.
+    /// Stops the conversation's run: cancels the one in flight (`true`), or else makes sure the
+    /// one being prepared is never posted, should it be stored before its messages are dropped
+    /// (the commit that stores a run checks they are still queued; this covers the moment
+    /// after it). Preparing first, then the runs in flight, as [`Dispatcher::drive`] takes them:
+    /// a run cannot slip from one to the other unseen.
+    pub(crate) fn stop(&self, key: &str) -> bool {
+        let mut preparing = self.preparing.lock().unwrap_or_else(|e| e.into_inner());
+        if self.control(key, RunControl::Cancel) {
+            return true;
+        }
+        if let Some(preparation) = preparing.get_mut(key) {
+            preparation.stopped = true;
+        }
+        false
+    }
+
     pub(crate) fn control(&self, key: &str, control: RunControl) -> bool {
         let active = self
             .active

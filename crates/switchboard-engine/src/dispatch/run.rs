@@ -18,7 +18,7 @@ use crate::agent::Usage;
 use crate::channels::Notice;
 use crate::config::Streaming;
 use crate::events::{EngineEvent, RunOutcome};
-use crate::model::DeliveryTarget;
+use crate::model::{DeliveryTarget, JournalState};
 use crate::store::{JournalEntry, RunRecord, RunState};
 
 /// Said in the chat when a run ends without any reply.
@@ -86,21 +86,40 @@ impl Dispatcher {
     ) -> anyhow::Result<()> {
         let (control_tx, mut control_rx) = mpsc::unbounded_channel();
         let live = Arc::new(Mutex::new(String::new()));
-        self.active
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                run.routing_key.clone(),
-                ActiveRun {
-                    local_id: run.local_id.clone(),
-                    journal_ids: run.journal_ids.clone(),
-                    control: control_tx,
-                    started_ms: crate::model::now_ms(),
-                    live: live.clone(),
-                    approvals: rows.is_none(),
-                    rows: rows.map(Arc::from),
-                },
-            );
+        // In flight from here, under the lock `/stop` takes too (see [`Dispatcher::stop`]): a
+        // stop that came after this run was stored, before this, is seen now.
+        let stopped = {
+            let preparing = self.preparing.lock().unwrap_or_else(|e| e.into_inner());
+            let stopped = run.state == RunState::Posting
+                && preparing.get(&run.routing_key).is_some_and(|p| p.stopped);
+            if !stopped {
+                self.active
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(
+                        run.routing_key.clone(),
+                        ActiveRun {
+                            local_id: run.local_id.clone(),
+                            journal_ids: run.journal_ids.clone(),
+                            control: control_tx,
+                            started_ms: crate::model::now_ms(),
+                            live: live.clone(),
+                            approvals: rows.is_none(),
+                            rows: rows.map(Arc::from),
+                        },
+                    );
+            }
+            stopped
+        };
+        if stopped {
+            tracing::info!(conversation = %run.routing_key, "stopped before it was posted: the run is not sent");
+            self.store.finish_run(
+                &run,
+                JournalState::Failed,
+                Some("dropped by /stop before it was sent"),
+            )?;
+            return Ok(());
+        }
         let result = self
             .drive_inner(&mut run, &mut control_rx, live, kept)
             .await;

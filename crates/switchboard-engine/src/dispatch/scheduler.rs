@@ -447,7 +447,13 @@ impl<'a> Preparing<'a> {
         d.preparing
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(key.to_owned(), rows.iter().map(|r| r.id).collect());
+            .insert(
+                key.to_owned(),
+                super::Preparation {
+                    journal_ids: rows.iter().map(|r| r.id).collect(),
+                    stopped: false,
+                },
+            );
         Preparing { d, key }
     }
 }
@@ -492,14 +498,13 @@ mod tests {
     use super::*;
     use crate::model::JournalState;
 
-    #[tokio::test]
-    async fn a_start_time_asked_for_before_a_restart_was_suspected_is_not_kept() {
+    /// A dispatcher on an in-memory store, with a server nobody answers at.
+    fn dispatcher(files: &std::path::Path) -> Arc<Dispatcher> {
         let options = crate::EngineOptions::default();
         let client = crate::agent::AgentClient::new("http://127.0.0.1:9", "", options.timeouts)
             .expect("client");
         let (events, _) = tokio::sync::broadcast::channel(16);
-        let files = tempfile::tempdir().expect("tempdir");
-        let d = Dispatcher::new(
+        Dispatcher::new(
             crate::config::Config::default(),
             client,
             crate::store::Store::open_in_memory().expect("store"),
@@ -507,8 +512,71 @@ mod tests {
             options,
             tokio_util::sync::CancellationToken::new(),
             false,
-            files.path().to_owned(),
+            files.to_owned(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_run_stopped_after_it_was_stored_and_before_it_was_posted_is_never_sent() {
+        let files = tempfile::tempdir().expect("tempdir");
+        let d = dispatcher(files.path());
+        let message = crate::model::InboundMessage {
+            channel: "test".into(),
+            peer: crate::model::Peer::new("ann"),
+            chat: crate::model::ChatType::Direct,
+            text: "delete the old backups".into(),
+            target: crate::model::DeliveryTarget::chat("ann"),
+            dedup_keys: vec!["test:1".into()],
+            received_at_ms: 0,
+            attachments: Vec::new(),
+        };
+        d.store.accept(&message, "k", 1).expect("accept");
+        let rows = d.store.queued("k").expect("queue");
+        let _preparing = Preparing::new(&d, "k", &rows);
+        let mut run = RunRecord::posting("r1".into(), "k");
+        absorb(&mut run, &rows);
+        let stored = d
+            .store
+            .insert_run_in_session(
+                run,
+                String::new(),
+                None,
+                None,
+                Some(("s1".into(), "t".into())),
+            )
+            .await
+            .expect("write");
+        let RunStored::Stored(run) = stored else {
+            panic!("stored: {stored:?}");
+        };
+        // `/stop` now: no run is in flight yet, its message is tied to the stored run.
+        assert!(!d.stop("k"), "nothing was in flight");
+        // Posting would fail against this server and retry for ever: the run returns at once.
+        let mut kept = None;
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            d.drive(run, Some(rows.clone()), &mut kept),
+        )
+        .await
+        .expect("not posted")
+        .expect("drive");
+        assert!(d.store.unfinished_run("k").expect("read").is_none());
+        let entry = d
+            .store
+            .journal_entry(rows[0].id)
+            .expect("read")
+            .expect("row");
+        assert_eq!(entry.state, JournalState::Failed);
+        assert!(
+            !d.active.lock().expect("lock").contains_key("k"),
+            "no run left in flight"
         );
+    }
+
+    #[tokio::test]
+    async fn a_start_time_asked_for_before_a_restart_was_suspected_is_not_kept() {
+        let files = tempfile::tempdir().expect("tempdir");
+        let d = dispatcher(files.path());
         let health = |uptime_seconds| crate::agent::Health {
             status: "ok".into(),
             version: "0.3.88".into(),
