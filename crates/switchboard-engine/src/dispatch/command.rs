@@ -150,9 +150,7 @@ impl Dispatcher {
 
     fn stop_command(&self, key: &str) -> anyhow::Result<String> {
         let running = self.stop(key);
-        let dropped = self
-            .store
-            .drop_queued(key, "dropped by /stop before it was sent")?;
+        let dropped = self.store.drop_queued(key, super::DROPPED_BY_STOP)?;
         let dropped_words = match dropped {
             0 => String::new(),
             1 => " 1 queued message was dropped.".to_owned(),

@@ -60,6 +60,9 @@ pub(crate) enum RunControl {
     Cancel,
 }
 
+/// Why a message `/stop` dropped was never sent (the journal entry's error).
+pub(crate) const DROPPED_BY_STOP: &str = "dropped by /stop before it was sent";
+
 /// A conversation's run being prepared: its messages, and whether `/stop` came meanwhile.
 pub(crate) struct Preparation {
     journal_ids: Vec<i64>,
@@ -415,7 +418,6 @@ impl Dispatcher {
         self.with_active(run, |a| a.approvals = true);
     }
 
-    /// Sends a control message to the run in flight in a conversation; false when there is none.
     /// Stops the conversation's run: cancels the one in flight (`true`), or else makes sure the
     /// one being prepared is never posted, should it be stored before its messages are dropped
     /// (the commit that stores a run checks they are still queued; this covers the moment
@@ -432,6 +434,7 @@ impl Dispatcher {
         false
     }
 
+    /// Sends a control message to the run in flight in a conversation; false when there is none.
     pub(crate) fn control(&self, key: &str, control: RunControl) -> bool {
         let active = self
             .active

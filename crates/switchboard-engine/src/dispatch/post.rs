@@ -4,11 +4,14 @@
 
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
+
 use super::kept::KeptStream;
-use super::Dispatcher;
+use super::{Dispatcher, RunControl};
 use crate::agent::{AgentError, EventStream, StreamItem};
 use crate::channels::Notice;
 use crate::events::EngineEvent;
+use crate::model::JournalState;
 use crate::store::{RunRecord, RunState};
 
 impl Dispatcher {
@@ -18,15 +21,23 @@ impl Dispatcher {
     /// until the settings change). `kept` is the conversation's stream from its last run, used
     /// instead of a new subscription when it is this session's. Returns the stream with the
     /// generation of the server settings it was opened under.
+    ///
+    /// `/stop` (a cancel on `control`) before the POST leaves, or while it waits to try again,
+    /// means the run is never posted: its messages are marked dropped.
     pub(super) async fn post(
         self: &Arc<Self>,
         run: &mut RunRecord,
         mut kept: Option<KeptStream>,
+        control: &mut mpsc::UnboundedReceiver<RunControl>,
     ) -> anyhow::Result<Option<(EventStream, u64)>> {
         let mut replaced_session = false;
         let mut attempt = 0;
         loop {
             if self.shutdown.is_cancelled() {
+                return Ok(None);
+            }
+            if cancel_asked(control) {
+                self.not_sent(run)?;
                 return Ok(None);
             }
             let (generation, client) = self.tagged_client();
@@ -47,8 +58,13 @@ impl Dispatcher {
             let stream = match subscribed {
                 Ok(stream) => stream,
                 Err(e) => {
-                    if !self.wait_after_server_error(&e, attempt).await {
-                        return Ok(None);
+                    match self.wait_unless_stopped(&e, attempt, control).await {
+                        Some(true) => {}
+                        Some(false) => return Ok(None),
+                        None => {
+                            self.not_sent(run)?;
+                            return Ok(None);
+                        }
                     }
                     attempt += 1;
                     continue;
@@ -99,8 +115,17 @@ impl Dispatcher {
                     drop(stream);
                     tracing::info!(conversation = %run.routing_key, "session busy with another run; waiting");
                     self.notice_run(run, Notice::Queued).await;
-                    if !self.wait_until_idle(&run.session_id).await {
-                        return Ok(None);
+                    let idle = tokio::select! {
+                        idle = self.wait_until_idle(&run.session_id) => Some(idle),
+                        () = cancelled(control) => None,
+                    };
+                    match idle {
+                        Some(true) => {}
+                        Some(false) => return Ok(None),
+                        None => {
+                            self.not_sent(run)?;
+                            return Ok(None);
+                        }
                     }
                     let mut more = self.store.queued(&run.routing_key)?;
                     if !self.fetch_queued(&run.routing_key, &mut more).await? {
@@ -119,8 +144,21 @@ impl Dispatcher {
                 Err(e) if e.is_transient() => {
                     // The POST may or may not have arrived: the same key and body make the retry
                     // safe either way.
-                    if !self.wait_after_server_error(&e, attempt).await {
-                        return Ok(None);
+                    match self.wait_unless_stopped(&e, attempt, control).await {
+                        Some(true) => {}
+                        Some(false) => return Ok(None),
+                        None => {
+                            // Stopped meanwhile. If the POST did arrive, the run is going: it is
+                            // followed, with the cancel back on its way to the follower, which
+                            // ends it on the server as any run stopped in flight.
+                            if let Some(ours) = self.own_active_run(run).await {
+                                self.started(run, ours).await?;
+                                self.control(&run.routing_key, RunControl::Cancel);
+                                return Ok(Some((stream, generation)));
+                            }
+                            self.not_sent(run)?;
+                            return Ok(None);
+                        }
                     }
                     attempt += 1;
                 }
@@ -136,6 +174,27 @@ impl Dispatcher {
                 }
             }
         }
+    }
+
+    /// After a failed server call, waits as [`Dispatcher::wait_after_server_error`] does and says
+    /// whether to try again, or `None` when `/stop` came meanwhile.
+    async fn wait_unless_stopped(
+        &self,
+        error: &AgentError,
+        attempt: u32,
+        control: &mut mpsc::UnboundedReceiver<RunControl>,
+    ) -> Option<bool> {
+        tokio::select! {
+            again = self.wait_after_server_error(error, attempt) => Some(again),
+            () = cancelled(control) => None,
+        }
+    }
+
+    /// Ends a run that was never posted because `/stop` dropped its messages.
+    pub(super) fn not_sent(&self, run: &RunRecord) -> anyhow::Result<()> {
+        tracing::info!(conversation = %run.routing_key, "stopped before it was posted: the run is not sent");
+        self.store
+            .finish_run(run, JournalState::Failed, Some(super::DROPPED_BY_STOP))
     }
 
     /// Records that the server started the run.
@@ -208,6 +267,28 @@ impl Dispatcher {
                 ok = ended => if !ok { stream = None; tokio::time::sleep(self.options.busy_poll).await },
                 _ = tokio::time::sleep(self.options.watchdog) => {}
             }
+        }
+    }
+}
+
+/// Whether a cancel is waiting on `control` (other controls, about approvals a run not yet
+/// posted does not have, are dropped).
+fn cancel_asked(control: &mut mpsc::UnboundedReceiver<RunControl>) -> bool {
+    while let Ok(message) = control.try_recv() {
+        if matches!(message, RunControl::Cancel) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Returns when a cancel comes on `control`; never, when the channel is closed.
+async fn cancelled(control: &mut mpsc::UnboundedReceiver<RunControl>) {
+    loop {
+        match control.recv().await {
+            Some(RunControl::Cancel) => break,
+            Some(RunControl::Review) => {}
+            None => std::future::pending::<()>().await,
         }
     }
 }

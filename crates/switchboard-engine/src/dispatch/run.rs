@@ -18,7 +18,7 @@ use crate::agent::Usage;
 use crate::channels::Notice;
 use crate::config::Streaming;
 use crate::events::{EngineEvent, RunOutcome};
-use crate::model::{DeliveryTarget, JournalState};
+use crate::model::DeliveryTarget;
 use crate::store::{JournalEntry, RunRecord, RunState};
 
 /// Said in the chat when a run ends without any reply.
@@ -86,12 +86,18 @@ impl Dispatcher {
     ) -> anyhow::Result<()> {
         let (control_tx, mut control_rx) = mpsc::unbounded_channel();
         let live = Arc::new(Mutex::new(String::new()));
+        // A run not posted before a restart whose messages `/stop` dropped is not posted now
+        // (one just prepared was checked in the commit that stored it).
+        let dropped = run.state == RunState::Posting
+            && rows.is_none()
+            && !self.store.run_messages_queued(&run.journal_ids)?;
         // In flight from here, under the lock `/stop` takes too (see [`Dispatcher::stop`]): a
         // stop that came after this run was stored, before this, is seen now.
         let stopped = {
             let preparing = self.preparing.lock().unwrap_or_else(|e| e.into_inner());
-            let stopped = run.state == RunState::Posting
-                && preparing.get(&run.routing_key).is_some_and(|p| p.stopped);
+            let stopped = dropped
+                || run.state == RunState::Posting
+                    && preparing.get(&run.routing_key).is_some_and(|p| p.stopped);
             if !stopped {
                 self.active
                     .lock()
@@ -112,12 +118,7 @@ impl Dispatcher {
             stopped
         };
         if stopped {
-            tracing::info!(conversation = %run.routing_key, "stopped before it was posted: the run is not sent");
-            self.store.finish_run(
-                &run,
-                JournalState::Failed,
-                Some("dropped by /stop before it was sent"),
-            )?;
+            self.not_sent(&run)?;
             return Ok(());
         }
         let result = self
@@ -140,7 +141,7 @@ impl Dispatcher {
         let followed = match run.state {
             RunState::Delivering => None,
             RunState::Posting => {
-                let Some(stream) = self.post(run, kept.take()).await? else {
+                let Some(stream) = self.post(run, kept.take(), control).await? else {
                     return Ok(());
                 };
                 Some(self.follow(run, Some(stream), control, live, kept).await?)

@@ -957,19 +957,11 @@ impl Store {
         new_session: Option<(String, String)>,
     ) -> anyhow::Result<RunStored> {
         self.write(move |conn| {
-            for id in &run.journal_ids {
-                let queued = conn
-                    .one("SELECT state FROM journal WHERE id = ?1", [id], |r| {
-                        r.get::<_, JournalState>(0)
-                    })
-                    .optional()?
-                    == Some(JournalState::Queued);
-                if !queued {
-                    if let Some((session, title)) = &new_session {
-                        set_session_if_none_in(conn, &run.routing_key, session, title)?;
-                    }
-                    return Ok(RunStored::MessagesGone);
+            if !all_queued_in(conn, &run.journal_ids)? {
+                if let Some((session, title)) = &new_session {
+                    set_session_if_none_in(conn, &run.routing_key, session, title)?;
                 }
+                return Ok(RunStored::MessagesGone);
             }
             let (session, model): (Option<String>, Option<String>) = conn
                 .one(
@@ -1098,11 +1090,12 @@ impl Store {
     pub fn requeue_run(&self, run: &RunRecord) -> anyhow::Result<()> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        mark_journal_tx(&tx, &run.journal_ids, JournalState::Queued, None)?;
+        // A run not posted: its messages are queued still, unless /stop dropped them meanwhile;
+        // those stay dropped.
         for id in &run.journal_ids {
             tx.exec(
-                "UPDATE journal SET run_id = NULL WHERE id = ?1",
-                params![id],
+                "UPDATE journal SET run_id = NULL, error = NULL, updated_ms = ?2 WHERE id = ?1 AND state = 'queued'",
+                params![id, now_ms()],
             )?;
         }
         tx.exec(
@@ -1111,6 +1104,12 @@ impl Store {
         )?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Whether every message of a run is queued still: one that is not was dropped (by `/stop`)
+    /// before the run was posted, and the run is not to be.
+    pub fn run_messages_queued(&self, journal_ids: &[i64]) -> anyhow::Result<bool> {
+        all_queued_in(&self.lock(), journal_ids)
     }
 
     /// Runs not yet finished, oldest first (to resume after a restart).
@@ -1577,6 +1576,21 @@ fn update_run_in(conn: &Connection, run: &RunRecord) -> anyhow::Result<()> {
             ],
         )?;
     Ok(())
+}
+
+/// Whether every one of the journal entries `ids` is queued still.
+fn all_queued_in(conn: &Connection, ids: &[i64]) -> anyhow::Result<bool> {
+    for id in ids {
+        let state: Option<JournalState> = conn
+            .one("SELECT state FROM journal WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if state != Some(JournalState::Queued) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Gives a conversation with no session `session` (titled `title`), and returns the session it

@@ -462,3 +462,62 @@ async fn a_message_stopped_while_its_run_waits_for_the_server_is_never_sent() {
     assert_eq!(posted[0].session_id, agent.sessions()[0].0);
     bridge.stop().await;
 }
+
+#[tokio::test]
+async fn a_message_stopped_while_its_post_is_retried_is_never_sent_not_even_after_a_restart() {
+    let agent = FakeStakpak::start().await;
+    let tg = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(&agent, &tg);
+    let posts = |a: &FakeStakpak| {
+        a.requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/messages"))
+            .count()
+    };
+    // The server refuses every message (503) until healed: the run is in flight, retrying.
+    agent.fail_next(Route::Messages, 10_000);
+    let bridge = Running::polling(config.clone(), dir.path(), &tg).await;
+    tg.send_dm(ANN, "Ann", "delete the old backups");
+    agent.wait_for("a POST refused", |a| posts(a) >= 1).await;
+    let stopped = ask(&tg, "/stop", 1).await;
+    assert!(stopped.starts_with("⏹ Stopping"), "{stopped}");
+    agent.heal();
+    settle().await;
+    assert!(
+        texts(&agent).is_empty(),
+        "the stopped message reached the agent: {:?}",
+        texts(&agent)
+    );
+
+    // Again, but the app ends before the run does (the stop recorded, the run left posting):
+    // after the restart it is not posted either.
+    agent.fail_next(Route::Messages, 10_000);
+    let before = posts(&agent);
+    tg.send_dm(ANN, "Ann", "and wipe the logs");
+    agent
+        .wait_for("another POST refused", |a| posts(a) > before)
+        .await;
+    bridge.stop().await;
+    {
+        let store = switchboard_engine::store::Store::open(dir.path()).expect("store");
+        let left = store.unfinished_runs().expect("runs");
+        assert_eq!(left.len(), 1, "the run left posting: {left:?}");
+        assert_eq!(
+            store
+                .drop_queued(&left[0].routing_key, "dropped by /stop before it was sent")
+                .expect("drop"),
+            1,
+            "the run's message, still queued"
+        );
+    }
+    agent.heal();
+    let bridge = Running::polling(config, dir.path(), &tg).await;
+    assert_eq!(ask(&tg, "status?", 2).await, "echo: status?");
+    assert_eq!(
+        texts(&agent),
+        vec!["status?"],
+        "only the message sent after"
+    );
+    bridge.stop().await;
+}
