@@ -60,8 +60,11 @@ pub(crate) enum RunControl {
     Cancel,
 }
 
-/// Why a message `/stop` dropped was never sent (the journal entry's error).
+/// Why a queued message `/stop` dropped was never sent (the journal entry's error).
 pub(crate) const DROPPED_BY_STOP: &str = "dropped by /stop before it was sent";
+/// Why the messages of a run stopped before its POST (by `/stop` or the window's stop button)
+/// were never sent.
+pub(crate) const STOPPED_BEFORE_SENT: &str = "stopped before it was sent";
 
 /// A conversation's run being prepared: its messages, and whether `/stop` came meanwhile.
 pub(crate) struct Preparation {

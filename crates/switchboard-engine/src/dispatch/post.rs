@@ -23,22 +23,26 @@ impl Dispatcher {
     /// generation of the server settings it was opened under.
     ///
     /// `/stop` (a cancel on `control`) before the POST leaves, or while it waits to try again,
-    /// means the run is never posted: its messages are marked dropped.
+    /// means the run is never posted: its messages are marked stopped. Unless a POST may have
+    /// reached the server already (`resumed`: a run left posting by a restart; or an attempt
+    /// whose answer was lost): then the server says whether our run is going, and one that is
+    /// is followed, with the cancel put back for the follower, which ends it on the server.
     pub(super) async fn post(
         self: &Arc<Self>,
         run: &mut RunRecord,
         mut kept: Option<KeptStream>,
         control: &mut mpsc::UnboundedReceiver<RunControl>,
-    ) -> anyhow::Result<Option<(EventStream, u64)>> {
+        resumed: bool,
+    ) -> anyhow::Result<Posted> {
         let mut replaced_session = false;
         let mut attempt = 0;
+        let mut maybe_posted = resumed;
         loop {
             if self.shutdown.is_cancelled() {
-                return Ok(None);
+                return Ok(Posted::Not);
             }
             if cancel_asked(control) {
-                self.not_sent(run)?;
-                return Ok(None);
+                return self.stop_posting(run, maybe_posted).await;
             }
             let (generation, client) = self.tagged_client();
             // Subscribe first: events of the run that come before the subscription are otherwise
@@ -58,18 +62,17 @@ impl Dispatcher {
             let stream = match subscribed {
                 Ok(stream) => stream,
                 Err(e) => {
-                    match self.wait_unless_stopped(&e, attempt, control).await {
-                        Some(true) => {}
-                        Some(false) => return Ok(None),
-                        None => {
-                            self.not_sent(run)?;
-                            return Ok(None);
-                        }
+                    if !self.wait_unless_stopped(run, &e, attempt, control).await {
+                        return Ok(Posted::Not);
                     }
                     attempt += 1;
                     continue;
                 }
             };
+            // A stop that came while subscribing.
+            if cancel_asked(control) {
+                return self.stop_posting(run, maybe_posted).await;
+            }
             let posted = client
                 .post_message(
                     &run.session_id,
@@ -82,18 +85,19 @@ impl Dispatcher {
             match posted {
                 Ok(server_run) => {
                     self.started(run, server_run).await?;
-                    return Ok(Some((stream, generation)));
+                    return Ok(Posted::Following(Box::new(stream), generation));
                 }
                 Err(AgentError::NotFound(_)) if !replaced_session => {
                     // The session was deleted on the server: drop the mapping and start a new one,
                     // once. A second 404 is an error, never a loop.
                     tracing::warn!(conversation = %run.routing_key, session = %run.session_id, "session gone on the server; creating a new one");
                     replaced_session = true;
+                    maybe_posted = false;
                     self.store.set_session(&run.routing_key, None, None)?;
                     let rows = self.journal_rows(run);
                     let Some(session) = self.ensure_session(&run.routing_key, &rows, None).await?
                     else {
-                        return Ok(None);
+                        return Ok(Posted::Not);
                     };
                     run.session_id = session;
                     run.cursor_start = None;
@@ -107,29 +111,26 @@ impl Dispatcher {
                     if let Some(ours) = self.own_active_run(run).await {
                         tracing::info!(conversation = %run.routing_key, run = %ours, "the run our earlier attempt started is going; following it");
                         self.started(run, ours).await?;
-                        return Ok(Some((stream, generation)));
+                        return Ok(Posted::Following(Box::new(stream), generation));
                     }
                     // A run nobody here started (the user used the session elsewhere). Tell the
                     // chat, wait until the session is idle, then post everything queued meanwhile
                     // too.
                     drop(stream);
+                    maybe_posted = false;
                     tracing::info!(conversation = %run.routing_key, "session busy with another run; waiting");
                     self.notice_run(run, Notice::Queued).await;
                     let idle = tokio::select! {
-                        idle = self.wait_until_idle(&run.session_id) => Some(idle),
-                        () = cancelled(control) => None,
+                        biased;
+                        () = cancelled(control) => return self.stop_posting(run, false).await,
+                        idle = self.wait_until_idle(&run.session_id) => idle,
                     };
-                    match idle {
-                        Some(true) => {}
-                        Some(false) => return Ok(None),
-                        None => {
-                            self.not_sent(run)?;
-                            return Ok(None);
-                        }
+                    if !idle {
+                        return Ok(Posted::Not);
                     }
                     let mut more = self.store.queued(&run.routing_key)?;
                     if !self.fetch_queued(&run.routing_key, &mut more).await? {
-                        return Ok(None);
+                        return Ok(Posted::Not);
                     }
                     super::scheduler::absorb(run, &more);
                     run.cursor_start = self.current_cursor(&run.session_id).await;
@@ -139,26 +140,14 @@ impl Dispatcher {
                     self.store.requeue_run(run)?;
                     self.wait_after_server_error(&AgentError::Unauthorized, 0)
                         .await;
-                    return Ok(None);
+                    return Ok(Posted::Not);
                 }
                 Err(e) if e.is_transient() => {
                     // The POST may or may not have arrived: the same key and body make the retry
                     // safe either way.
-                    match self.wait_unless_stopped(&e, attempt, control).await {
-                        Some(true) => {}
-                        Some(false) => return Ok(None),
-                        None => {
-                            // Stopped meanwhile. If the POST did arrive, the run is going: it is
-                            // followed, with the cancel back on its way to the follower, which
-                            // ends it on the server as any run stopped in flight.
-                            if let Some(ours) = self.own_active_run(run).await {
-                                self.started(run, ours).await?;
-                                self.control(&run.routing_key, RunControl::Cancel);
-                                return Ok(Some((stream, generation)));
-                            }
-                            self.not_sent(run)?;
-                            return Ok(None);
-                        }
+                    maybe_posted = true;
+                    if !self.wait_unless_stopped(run, &e, attempt, control).await {
+                        return Ok(Posted::Not);
                     }
                     attempt += 1;
                 }
@@ -170,31 +159,70 @@ impl Dispatcher {
                     run.reply = Some(reply.clone());
                     self.store.update_run(run)?;
                     self.deliver_reply(run, &reply, false).await?;
-                    return Ok(None);
+                    return Ok(Posted::Not);
                 }
             }
         }
     }
 
     /// After a failed server call, waits as [`Dispatcher::wait_after_server_error`] does and says
-    /// whether to try again, or `None` when `/stop` came meanwhile.
+    /// whether to try again. A stop meanwhile cuts the wait short (`true`): the loop's next turn
+    /// finds the cancel, put back for it.
     async fn wait_unless_stopped(
         &self,
+        run: &RunRecord,
         error: &AgentError,
         attempt: u32,
         control: &mut mpsc::UnboundedReceiver<RunControl>,
-    ) -> Option<bool> {
+    ) -> bool {
         tokio::select! {
-            again = self.wait_after_server_error(error, attempt) => Some(again),
-            () = cancelled(control) => None,
+            biased;
+            () = cancelled(control) => {
+                self.control(&run.routing_key, RunControl::Cancel);
+                true
+            }
+            again = self.wait_after_server_error(error, attempt) => again,
         }
     }
 
-    /// Ends a run that was never posted because `/stop` dropped its messages.
+    /// A stop while the run was posting. Not posted for sure (`maybe_posted` false): the run
+    /// ends unsent. Else the server says whether our run is going (asked until it answers): one
+    /// that is is followed, the cancel put back for the follower; one that is not was never
+    /// started, or is over, and the run ends unsent.
+    async fn stop_posting(
+        &self,
+        run: &mut RunRecord,
+        maybe_posted: bool,
+    ) -> anyhow::Result<Posted> {
+        let mut attempt = 0;
+        // Until the server answers: a definite answer breaks out or returns.
+        let mut asking = maybe_posted;
+        while asking {
+            match self.own_run(run).await {
+                Ok(Some(ours)) => {
+                    tracing::info!(conversation = %run.routing_key, run = %ours, "stopped while posting, but the run had started: following it to cancel it");
+                    self.started(run, ours).await?;
+                    self.control(&run.routing_key, RunControl::Cancel);
+                    return Ok(Posted::Adopted);
+                }
+                Ok(None) => asking = false,
+                Err(e) => {
+                    if !self.wait_after_server_error(&e, attempt).await {
+                        return Ok(Posted::Not);
+                    }
+                    attempt += 1;
+                }
+            }
+        }
+        self.not_sent(run)?;
+        Ok(Posted::Not)
+    }
+
+    /// Ends a run that was never posted because it was stopped first.
     pub(super) fn not_sent(&self, run: &RunRecord) -> anyhow::Result<()> {
         tracing::info!(conversation = %run.routing_key, "stopped before it was posted: the run is not sent");
         self.store
-            .finish_run(run, JournalState::Failed, Some(super::DROPPED_BY_STOP))
+            .finish_run(run, JournalState::Failed, Some(super::STOPPED_BEFORE_SENT))
     }
 
     /// Records that the server started the run.
@@ -214,19 +242,34 @@ impl Dispatcher {
     /// The active run of the session if it is the one our message started: the session is busy
     /// and its latest user message is ours (the server may put its own context before it).
     async fn own_active_run(&self, run: &RunRecord) -> Option<String> {
+        self.own_run(run).await.ok().flatten()
+    }
+
+    /// [`Dispatcher::own_active_run`], telling a server that could not say apart from a run
+    /// that is not ours.
+    async fn own_run(&self, run: &RunRecord) -> Result<Option<String>, AgentError> {
         let client = self.client();
-        let session = client.session(&run.session_id).await.ok()?;
-        let active = session
+        let session = match client.session(&run.session_id).await {
+            Ok(session) => session,
+            // No session, no run of ours in it.
+            Err(AgentError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Some(active) = session
             .run_status
             .is_busy()
-            .then_some(session.run_status.run_id)??;
-        let messages = client.latest_messages(&run.session_id, 10).await.ok()?;
-        let last_user = messages.iter().rev().find(|m| m.role == "user")?;
-        last_user
-            .text()
-            .trim_end()
-            .ends_with(run.text.trim_end())
-            .then_some(active)
+            .then_some(session.run_status.run_id)
+            .flatten()
+        else {
+            return Ok(None);
+        };
+        let messages = client.latest_messages(&run.session_id, 10).await?;
+        let ours = messages
+            .iter()
+            .rev()
+            .find(|m| m.role == "user")
+            .is_some_and(|m| m.text().trim_end().ends_with(run.text.trim_end()));
+        Ok(ours.then_some(active))
     }
 
     /// Waits until a session has no run going: woken by the end of the run on the session's
@@ -269,6 +312,17 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// What [`Dispatcher::post`] came to.
+pub(super) enum Posted {
+    /// Posted (or found going): follow it on this stream, opened under these settings.
+    Following(Box<EventStream>, u64),
+    /// Stopped while posting, but found going on the server: follow it (from its cursor) to
+    /// cancel it.
+    Adopted,
+    /// Not posted: the engine is stopping, the server refused it, or it was stopped first.
+    Not,
 }
 
 /// Whether a cancel is waiting on `control` (other controls, about approvals a run not yet

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 use super::kept::KeptStream;
+use super::post::Posted;
 use super::progress::{Finish, Progress};
 use super::{ActiveRun, Dispatcher, RunControl};
 use crate::agent::Usage;
@@ -86,18 +87,23 @@ impl Dispatcher {
     ) -> anyhow::Result<()> {
         let (control_tx, mut control_rx) = mpsc::unbounded_channel();
         let live = Arc::new(Mutex::new(String::new()));
-        // A run not posted before a restart whose messages `/stop` dropped is not posted now
-        // (one just prepared was checked in the commit that stored it).
+        // A run left posting by a restart whose messages `/stop` dropped meanwhile is stopped
+        // now (posting, it asks the server whether its POST had gone out); one just prepared was
+        // checked in the commit that stored it.
+        let resumed = rows.is_none();
         let dropped = run.state == RunState::Posting
-            && rows.is_none()
+            && resumed
             && !self.store.run_messages_queued(&run.journal_ids)?;
+        if dropped {
+            let _ = control_tx.send(RunControl::Cancel);
+        }
         // In flight from here, under the lock `/stop` takes too (see [`Dispatcher::stop`]): a
         // stop that came after this run was stored, before this, is seen now.
         let stopped = {
             let preparing = self.preparing.lock().unwrap_or_else(|e| e.into_inner());
-            let stopped = dropped
-                || run.state == RunState::Posting
-                    && preparing.get(&run.routing_key).is_some_and(|p| p.stopped);
+            let stopped = run.state == RunState::Posting
+                && !resumed
+                && preparing.get(&run.routing_key).is_some_and(|p| p.stopped);
             if !stopped {
                 self.active
                     .lock()
@@ -122,7 +128,7 @@ impl Dispatcher {
             return Ok(());
         }
         let result = self
-            .drive_inner(&mut run, &mut control_rx, live, kept)
+            .drive_inner(&mut run, &mut control_rx, live, kept, resumed)
             .await;
         self.active
             .lock()
@@ -137,15 +143,18 @@ impl Dispatcher {
         control: &mut mpsc::UnboundedReceiver<RunControl>,
         live: Arc<Mutex<String>>,
         kept: &mut Option<KeptStream>,
+        resumed: bool,
     ) -> anyhow::Result<()> {
         let followed = match run.state {
             RunState::Delivering => None,
-            RunState::Posting => {
-                let Some(stream) = self.post(run, kept.take(), control).await? else {
-                    return Ok(());
-                };
-                Some(self.follow(run, Some(stream), control, live, kept).await?)
-            }
+            RunState::Posting => match self.post(run, kept.take(), control, resumed).await? {
+                Posted::Following(stream, generation) => Some(
+                    self.follow(run, Some((*stream, generation)), control, live, kept)
+                        .await?,
+                ),
+                Posted::Adopted => Some(self.follow(run, None, control, live, kept).await?),
+                Posted::Not => return Ok(()),
+            },
             RunState::Running => Some(self.follow(run, None, control, live, kept).await?),
         };
         let (mut reply, outcome, usage, cursor) = match followed {

@@ -521,3 +521,48 @@ async fn a_message_stopped_while_its_post_is_retried_is_never_sent_not_even_afte
     );
     bridge.stop().await;
 }
+
+#[tokio::test]
+async fn a_run_stopped_while_its_lost_post_is_retried_is_cancelled_on_the_server_not_abandoned() {
+    let agent = FakeStakpak::start().await;
+    let tg = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Retries wait long enough for the stop to come between two attempts.
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let engine = switchboard_engine::Engine::builder(config(&agent, &tg), dir.path())
+        .options(switchboard_engine::EngineOptions {
+            retry_base: std::time::Duration::from_secs(5),
+            retry_cap: std::time::Duration::from_secs(5),
+            ..crate::harness::fast_options()
+        })
+        .start(shutdown.clone())
+        .await
+        .expect("the engine starts");
+    let bridge = Running { engine, shutdown };
+    tg.wait_for("the bot to poll", |t| t.active_polls() > 0)
+        .await;
+
+    // The POST reaches the server and starts a long run, but its answer is lost: whether the
+    // message went out is not known here.
+    agent.lose_next_answer(Route::Messages);
+    tg.send_dm(ANN, "Ann", "SLOW 30 reorganise the whole disk");
+    agent
+        .wait_for("the message posted", |a| a.posted_messages().len() == 1)
+        .await;
+    let session = agent.posted_messages()[0].session_id.clone();
+    assert_eq!(agent.run_state(&session).as_deref(), Some("running"));
+    let stopped = ask(&tg, "/stop", 1).await;
+    assert!(stopped.starts_with("⏹ Stopping"), "{stopped}");
+    // Found going, followed and cancelled there: not left working with nobody following it,
+    // and not posted again.
+    let cancel = format!("/v1/sessions/{session}/cancel");
+    agent
+        .wait_for("the run cancelled on the server", |a| {
+            a.requests()
+                .iter()
+                .any(|r| r.method == "POST" && r.path == cancel && r.status == 200)
+        })
+        .await;
+    assert_eq!(agent.posted_messages().len(), 1);
+    bridge.stop().await;
+}
