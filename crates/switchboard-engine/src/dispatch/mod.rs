@@ -421,20 +421,23 @@ impl Dispatcher {
         self.with_active(run, |a| a.approvals = true);
     }
 
-    /// Stops the conversation's run: cancels the one in flight (`true`), or else makes sure the
-    /// one being prepared is never posted, should it be stored before its messages are dropped
-    /// (the commit that stores a run checks they are still queued; this covers the moment
-    /// after it). Preparing first, then the runs in flight, as [`Dispatcher::drive`] takes them:
-    /// a run cannot slip from one to the other unseen.
+    /// Stops the conversation's run: cancels the one in flight, or else makes sure the one being
+    /// prepared is never posted, should it be stored before its messages are dropped (the
+    /// commit that stores a run checks they are still queued; this covers the moment after
+    /// it). `true` when there was one. Preparing first, then the runs in flight, as
+    /// [`Dispatcher::drive`] takes them: a run cannot slip from one to the other unseen.
     pub(crate) fn stop(&self, key: &str) -> bool {
         let mut preparing = self.preparing.lock().unwrap_or_else(|e| e.into_inner());
         if self.control(key, RunControl::Cancel) {
             return true;
         }
-        if let Some(preparation) = preparing.get_mut(key) {
-            preparation.stopped = true;
+        match preparing.get_mut(key) {
+            Some(preparation) => {
+                preparation.stopped = true;
+                true
+            }
+            None => false,
         }
-        false
     }
 
     /// Sends a control message to the run in flight in a conversation; false when there is none.
