@@ -149,8 +149,13 @@ impl Dispatcher {
     }
 
     fn stop_command(&self, key: &str) -> anyhow::Result<String> {
-        let running = self.stop(key);
-        let dropped = self.store.drop_queued(key, super::DROPPED_BY_STOP)?;
+        let stopped = self.stop(key);
+        let running = stopped.is_some();
+        let dropped = self.store.drop_queued(
+            key,
+            super::DROPPED_BY_STOP,
+            stopped.as_deref().unwrap_or_default(),
+        )?;
         let dropped_words = match dropped {
             0 => String::new(),
             1 => " 1 queued message was dropped.".to_owned(),

@@ -424,20 +424,25 @@ impl Dispatcher {
     /// Stops the conversation's run: cancels the one in flight, or else makes sure the one being
     /// prepared is never posted, should it be stored before its messages are dropped (the
     /// commit that stores a run checks they are still queued; this covers the moment after
-    /// it). `true` when there was one. Preparing first, then the runs in flight, as
-    /// [`Dispatcher::drive`] takes them: a run cannot slip from one to the other unseen.
-    pub(crate) fn stop(&self, key: &str) -> bool {
+    /// it). Gives the messages of the run stopped, `None` when there was none. Preparing
+    /// first, then the runs in flight, as [`Dispatcher::drive`] takes them: a run cannot slip
+    /// from one to the other unseen.
+    pub(crate) fn stop(&self, key: &str) -> Option<Vec<i64>> {
         let mut preparing = self.preparing.lock().unwrap_or_else(|e| e.into_inner());
-        if self.control(key, RunControl::Cancel) {
-            return true;
-        }
-        match preparing.get_mut(key) {
-            Some(preparation) => {
-                preparation.stopped = true;
-                true
+        let in_flight = self
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .map(|run| run.journal_ids.clone());
+        if let Some(ids) = in_flight {
+            if self.control(key, RunControl::Cancel) {
+                return Some(ids);
             }
-            None => false,
         }
+        let preparation = preparing.get_mut(key)?;
+        preparation.stopped = true;
+        Some(preparation.journal_ids.clone())
     }
 
     /// Sends a control message to the run in flight in a conversation; false when there is none.

@@ -107,8 +107,19 @@ impl Dispatcher {
                 Err(e) if e.is_conflict("session_already_running") => {
                     // Our own earlier attempt may have started this run and only its answer was
                     // lost: then it is ours, and the stream (from the cursor taken before the
-                    // first attempt) replays it.
-                    if let Some(ours) = self.own_active_run(run).await {
+                    // first attempt) replays it. Asked until the server says: a run of ours
+                    // taken for another's would be posted again once it ends.
+                    let ours = match self.own_run(run).await {
+                        Ok(ours) => ours,
+                        Err(e) => {
+                            if !self.wait_unless_stopped(run, &e, attempt, control).await {
+                                return Ok(Posted::Not);
+                            }
+                            attempt += 1;
+                            continue;
+                        }
+                    };
+                    if let Some(ours) = ours {
                         tracing::info!(conversation = %run.routing_key, run = %ours, "the run our earlier attempt started is going; following it");
                         self.started(run, ours).await?;
                         return Ok(Posted::Following(Box::new(stream), generation));
@@ -117,12 +128,11 @@ impl Dispatcher {
                     // chat, wait until the session is idle, then post everything queued meanwhile
                     // too.
                     drop(stream);
-                    maybe_posted = false;
                     tracing::info!(conversation = %run.routing_key, "session busy with another run; waiting");
                     self.notice_run(run, Notice::Queued).await;
                     let idle = tokio::select! {
                         biased;
-                        () = cancelled(control) => return self.stop_posting(run, false).await,
+                        () = cancelled(control) => return self.stop_posting(run, maybe_posted).await,
                         idle = self.wait_until_idle(&run.session_id) => idle,
                     };
                     if !idle {
@@ -195,9 +205,10 @@ impl Dispatcher {
         maybe_posted: bool,
     ) -> anyhow::Result<Posted> {
         let mut attempt = 0;
-        // Until the server answers: a definite answer breaks out or returns.
-        let mut asking = maybe_posted;
-        while asking {
+        // Until the server answers twice that no run of ours is going, a moment apart (a POST
+        // that timed out here may reach it late); an answer that one is returns.
+        let mut answers_left = if maybe_posted { 2 } else { 0 };
+        while answers_left > 0 {
             match self.own_run(run).await {
                 Ok(Some(ours)) => {
                     tracing::info!(conversation = %run.routing_key, run = %ours, "stopped while posting, but the run had started: following it to cancel it");
@@ -205,7 +216,15 @@ impl Dispatcher {
                     self.control(&run.routing_key, RunControl::Cancel);
                     return Ok(Posted::Adopted);
                 }
-                Ok(None) => asking = false,
+                Ok(None) => {
+                    answers_left -= 1;
+                    if answers_left > 0 {
+                        tokio::select! {
+                            _ = self.shutdown.cancelled() => return Ok(Posted::Not),
+                            _ = tokio::time::sleep(self.options.retry_base) => {}
+                        }
+                    }
+                }
                 Err(e) => {
                     if !self.wait_after_server_error(&e, attempt).await {
                         return Ok(Posted::Not);
@@ -240,13 +259,8 @@ impl Dispatcher {
     }
 
     /// The active run of the session if it is the one our message started: the session is busy
-    /// and its latest user message is ours (the server may put its own context before it).
-    async fn own_active_run(&self, run: &RunRecord) -> Option<String> {
-        self.own_run(run).await.ok().flatten()
-    }
-
-    /// [`Dispatcher::own_active_run`], telling a server that could not say apart from a run
-    /// that is not ours.
+    /// and its latest user message is ours (the server may put its own context before it). An
+    /// error when the server could not say.
     async fn own_run(&self, run: &RunRecord) -> Result<Option<String>, AgentError> {
         let client = self.client();
         let session = match client.session(&run.session_id).await {

@@ -550,7 +550,11 @@ mod tests {
             panic!("stored: {stored:?}");
         };
         // `/stop` now: no run is in flight yet, its message is tied to the stored run.
-        assert!(d.stop("k"), "the run being prepared is the one stopped");
+        assert_eq!(
+            d.stop("k"),
+            Some(run.journal_ids.clone()),
+            "the run being prepared is the one stopped"
+        );
         // Posting would fail against this server and retry for ever: the run returns at once.
         let mut kept = None;
         tokio::time::timeout(

@@ -126,11 +126,18 @@ impl Store {
     }
 
     /// Drops a conversation's queued messages (`/stop`), marking them failed with `why`; returns
-    /// how many were waiting for a run. Those of a run not yet posted are marked too (the
-    /// record of the stop a restart reads) but not counted: they are the run being stopped.
-    pub fn drop_queued(&self, routing_key: &str, why: &str) -> anyhow::Result<usize> {
+    /// how many were waiting for a run. Those of the run being stopped (`task`, the messages of
+    /// one being prepared, and any tied to a run not yet posted) are marked too (the record of
+    /// the stop a restart reads) but not counted.
+    pub fn drop_queued(&self, routing_key: &str, why: &str, task: &[i64]) -> anyhow::Result<usize> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
+        for id in task {
+            tx.exec(
+                "UPDATE journal SET state = ?2, error = ?3, updated_ms = ?4 WHERE id = ?1 AND state = 'queued'",
+                params![id, JournalState::Failed, why, now_ms()],
+            )?;
+        }
         let waiting = tx.exec(
             "UPDATE journal SET state = ?2, error = ?3, updated_ms = ?4 WHERE routing_key = ?1 AND state = 'queued' AND run_id IS NULL",
             params![routing_key, JournalState::Failed, why, now_ms()],

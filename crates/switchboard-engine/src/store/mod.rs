@@ -1279,17 +1279,24 @@ impl Store {
     }
 }
 
+/// How long a commit that took the log to its ceiling waits, at most, for a checkpoint running
+/// elsewhere (the background one, or another process's) to finish so that it can copy the log.
+const CEILING_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Called after each commit with the log's length in pages: copies a log that has reached
 /// [`LOG_CEILING_FRAMES`] into the database, which the background checkpoint (see
 /// [`Store::checkpoint_in_background`]) normally does long before. It runs between this
 /// connection's transactions, so nothing is written meanwhile and the copy is whole: the next
 /// commit starts the log over from its beginning, as SQLite's own automatic checkpoint does.
-/// Passive, so it never waits: while the background checkpoint is copying (it holds the
-/// checkpoint lock), or while another process reads an older snapshot, it does what it can and
-/// the next commit tries again. This commit pays for the copy and the database file's sync, the
-/// price of a bounded log. The commit has happened whatever the checkpoint does: an error here
-/// is logged, not returned (SQLite would report it as the commit's, and its writes would be
-/// taken for lost).
+///
+/// Passive, so it never waits for a reader (another process reading an older snapshot keeps
+/// part of the log; the copy does what it can). But while the background checkpoint is copying
+/// (it holds the checkpoint lock, and a second checkpoint is refused at once) this commit waits
+/// for it, up to [`CEILING_WAIT`], then copies what is left: the writers are held back while
+/// the log is at its ceiling, which is what bounds it under a write storm. This commit pays for
+/// the copy and the database file's sync. The commit has happened whatever the checkpoint does:
+/// an error here is logged, not returned (SQLite would report it as the commit's, and its writes
+/// would be taken for lost).
 fn restart_a_log_past_its_ceiling(
     wal: &rusqlite::hooks::Wal,
     pages: std::ffi::c_int,
@@ -1297,26 +1304,35 @@ fn restart_a_log_past_its_ceiling(
     if i64::from(pages) < LOG_CEILING_FRAMES {
         return Ok(());
     }
-    match wal.checkpoint_v2(rusqlite::hooks::CheckpointMode::PASSIVE) {
-        Ok((log, copied)) if log == copied => {
-            tracing::debug!(pages, "the log reached its ceiling: copied, it starts over")
+    let give_up = std::time::Instant::now() + CEILING_WAIT;
+    loop {
+        match wal.checkpoint_v2(rusqlite::hooks::CheckpointMode::PASSIVE) {
+            Ok((log, copied)) if log == copied => {
+                tracing::debug!(pages, "the log reached its ceiling: copied, it starts over")
+            }
+            Ok((log, copied)) => {
+                tracing::debug!(
+                    log,
+                    copied,
+                    "the log reached its ceiling; a reader keeps part of it"
+                )
+            }
+            Err(error) if error.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {
+                if std::time::Instant::now() < give_up {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    continue;
+                }
+                tracing::debug!(
+                    pages,
+                    "the log reached its ceiling while another checkpoint runs"
+                )
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the log reached its ceiling and could not be copied")
+            }
         }
-        Ok((log, copied)) => {
-            tracing::debug!(
-                log,
-                copied,
-                "the log reached its ceiling; a reader keeps part of it"
-            )
-        }
-        Err(error) if error.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {
-            tracing::debug!(
-                pages,
-                "the log reached its ceiling while another checkpoint runs"
-            )
-        }
-        Err(error) => tracing::warn!(%error, "the log reached its ceiling and could not be copied"),
+        return Ok(());
     }
-    Ok(())
 }
 
 /// The writer thread: takes every write waiting, runs each in a savepoint of one transaction,
@@ -1986,7 +2002,7 @@ mod tests {
         // A message dropped (by /stop) while its run was prepared: nothing of the run is
         // stored, and it is never sent; a session created for it is kept all the same.
         let dropped = fresh("r5");
-        assert_eq!(store.drop_queued("k", "stopped").expect("drop"), 1);
+        assert_eq!(store.drop_queued("k", "stopped", &[]).expect("drop"), 1);
         store.set_session("k", None, None).expect("no session");
         let gone = store
             .insert_run_in_session(
