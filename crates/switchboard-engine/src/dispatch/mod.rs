@@ -434,10 +434,10 @@ impl Dispatcher {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(key)
-            .map(|run| run.journal_ids.clone());
-        if let Some(ids) = in_flight {
-            if self.control(key, RunControl::Cancel) {
-                return Some(ids);
+            .cloned();
+        if let Some(run) = in_flight {
+            if run.control.send(RunControl::Cancel).is_ok() {
+                return Some(run.journal_ids);
             }
         }
         let preparation = preparing.get_mut(key)?;

@@ -116,7 +116,7 @@ impl Dispatcher {
                             control: control_tx,
                             started_ms: crate::model::now_ms(),
                             live: live.clone(),
-                            approvals: rows.is_none(),
+                            approvals: resumed,
                             rows: rows.map(Arc::from),
                         },
                     );

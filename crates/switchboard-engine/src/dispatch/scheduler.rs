@@ -193,23 +193,18 @@ impl Dispatcher {
         // new session has no cursor, so its first run does not wait for that answer (without
         // it, a session that appears meanwhile is followed from the run's first event).
         let kept = kept.and_then(|k| k.position(self.server_generation()));
-        let epoch = if has_session {
-            self.server_epoch().await
-        } else {
-            None
-        };
-        let default_model = self.config().gateway.model.clone();
         // A new session is stored with the run, in its commit. It has no events yet (the server
         // replays the same session for the same first message, and nothing was posted to it
         // before its run was stored): its stream starts at the beginning.
-        let new_session = if has_session {
-            None
+        let (epoch, new_session) = if has_session {
+            (self.server_epoch().await, None)
         } else {
             let Some(created) = self.create_session(key, rows).await? else {
                 return Ok(Prepared::Stopped);
             };
-            Some(created)
+            (None, Some(created))
         };
+        let default_model = self.config().gateway.model.clone();
         // The session, the model and the cursor are read in the commit that stores the run.
         let stored = self
             .store

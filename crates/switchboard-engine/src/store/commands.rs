@@ -132,19 +132,20 @@ impl Store {
     pub fn drop_queued(&self, routing_key: &str, why: &str, task: &[i64]) -> anyhow::Result<usize> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
+        let now = now_ms();
         for id in task {
             tx.exec(
                 "UPDATE journal SET state = ?2, error = ?3, updated_ms = ?4 WHERE id = ?1 AND state = 'queued'",
-                params![id, JournalState::Failed, why, now_ms()],
+                params![id, JournalState::Failed, why, now],
             )?;
         }
         let waiting = tx.exec(
             "UPDATE journal SET state = ?2, error = ?3, updated_ms = ?4 WHERE routing_key = ?1 AND state = 'queued' AND run_id IS NULL",
-            params![routing_key, JournalState::Failed, why, now_ms()],
+            params![routing_key, JournalState::Failed, why, now],
         )?;
         tx.exec(
             "UPDATE journal SET state = ?2, error = ?3, updated_ms = ?4 WHERE routing_key = ?1 AND state = 'queued'",
-            params![routing_key, JournalState::Failed, why, now_ms()],
+            params![routing_key, JournalState::Failed, why, now],
         )?;
         tx.commit()?;
         Ok(waiting)
