@@ -44,6 +44,8 @@ fn window_size(window: u64) -> Option<(u32, u32)> {
 async fn say(app: &App, text: &str) {
     app.fill("[data-testid=chat-input]", text).await;
     app.click("[data-testid=chat-send]").await;
+    // Shown at once as the person's line, whatever the message before it is still doing.
+    app.wait_text("[data-testid=messages]", text).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,9 +104,36 @@ async fn the_desktop_chat_streams_asks_in_place_keeps_its_history_and_has_a_quic
     wait_x_window("the quick chat to open", "Quick chat", true);
     app.follow_window("[data-testid=quick-chat]").await;
     app.wait_text("[data-testid=messages]", "done:").await;
-    say(&app, "and from the quick chat").await;
+    // Two in a row, each ended with Enter, typed in one go: both are shown, answered, and reach
+    // the agent in the order they were written.
+    app.fill(
+        "[data-testid=chat-input]",
+        "and from the quick chat\u{E007}and one more\u{E007}",
+    )
+    .await;
+    app.wait_text("[data-testid=messages]", "and one more")
+        .await;
+    assert_eq!(
+        app.value("[data-testid=chat-input]").await,
+        "",
+        "nothing is left in the box"
+    );
+    app.wait_text("[data-testid=chat-reply]:last-child", "and one more")
+        .await;
     app.wait_text("[data-testid=messages]", "echo: and from the quick chat")
         .await;
+    let posted: String = fakes
+        .stakpak
+        .posted_messages()
+        .iter()
+        .map(|m| m.text.as_str())
+        .collect();
+    let first = posted.find("and from the quick chat");
+    let second = posted.find("and one more");
+    assert!(
+        first.is_some() && first < second,
+        "both reached the agent, in order: {posted}"
+    );
     app.screenshot("quick-chat").await;
     app.escape("[data-testid=chat-input]").await;
     wait_x_window("Esc to close the quick chat", "Quick chat", false);
@@ -143,6 +172,7 @@ async fn the_desktop_chat_streams_asks_in_place_keeps_its_history_and_has_a_quic
     }
     // Closed as a person does, then the app ends.
     app.close_window().await;
+    let runs = fakes.stakpak.runs_started();
     app.quit().await;
 
     // A restart keeps the whole chat, and the window comes back on it, as big as it was.
@@ -170,7 +200,7 @@ async fn the_desktop_chat_streams_asks_in_place_keeps_its_history_and_has_a_quic
     }
     assert_eq!(
         fakes.stakpak.runs_started(),
-        3,
+        runs,
         "nothing was posted again after the restart"
     );
     // Settings says how the shortcut is registered here.

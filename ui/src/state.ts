@@ -33,8 +33,6 @@ export interface AppState {
   chatId: string | null;
   /** Its transcript, once fetched. */
   transcript: DesktopLine[] | null;
-  /** A message is on its way to the engine. */
-  chatSending: boolean;
   /** In the quick chat: the chat's conversation it talks into, when it is not a desktop chat
    * (a reply to a watch notification that went to Telegram, say). */
   quickKey: string | null;
@@ -57,7 +55,6 @@ export function initialState(): AppState {
     stale: false,
     chatId: null,
     transcript: null,
-    chatSending: false,
     quickKey: null,
   };
 }

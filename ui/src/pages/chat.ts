@@ -49,8 +49,8 @@ export async function loadChat(ctx: Ctx): Promise<void> {
   if (!chatId || !ctx.state.snapshot?.engine_running) return;
   try {
     const [transcript, approvals] = await Promise.all([commands.desktopTranscript(chatId), commands.approvals().catch(() => ctx.state.approvals)]);
-    // The person may have switched chats meanwhile.
-    if (ctx.state.chatId === chatId) ctx.set({ transcript, approvals });
+    // The person may have switched chats meanwhile. Words still on their way stay shown.
+    if (ctx.state.chatId === chatId) ctx.set({ transcript: [...transcript, ...unstoredIn(chatId)], approvals });
   } catch (e) {
     ctx.notice(ctx.errorText(e), "error");
   }
@@ -65,14 +65,32 @@ export function openChat(ctx: Ctx, chatId: string | null): void {
   focusComposer();
 }
 
-async function send(ctx: Ctx): Promise<void> {
+/** Sends in the order they were written: each waits for the one before it to be stored. */
+let sending: Promise<void> = Promise.resolve();
+
+/** What was sent and is not stored yet, by client id: shown as queued until it is. */
+const unstored = new Map<string, { chatId: string; line: DesktopLine }>();
+
+function unstoredIn(chatId: string): DesktopLine[] {
+  return [...unstored.values()].filter((u) => u.chatId === chatId).map((u) => u.line);
+}
+
+/** Sends what the box holds. The box is cleared at once and the words shown as queued, so a
+ * second message can be written and sent while the first is still being stored; the Send button
+ * is never held disabled for that (a click on it must never be lost). */
+function send(ctx: Ctx): void {
   const text = composer.value.trim();
-  if (!text || ctx.state.chatSending) return;
+  if (!text) return;
   const chatId = ctx.state.chatId ?? newId();
   const clientId = newId();
   const pending: DesktopLine = { from: "person", journal_id: -1, text, state: "queued", error: null, at_ms: Date.now() };
   composer.value = "";
-  ctx.set({ chatId, chatSending: true, transcript: [...(ctx.state.transcript ?? []), pending] });
+  unstored.set(clientId, { chatId, line: pending });
+  ctx.set({ chatId, transcript: [...(ctx.state.transcript ?? []), pending] });
+  sending = sending.then(() => store(ctx, chatId, text, clientId));
+}
+
+async function store(ctx: Ctx, chatId: string, text: string, clientId: string): Promise<void> {
   try {
     await commands.desktopSend(chatId, text, clientId);
     rememberChat(chatId);
@@ -81,7 +99,8 @@ async function send(ctx: Ctx): Promise<void> {
     if (!composer.value) composer.value = text;
     ctx.notice(ctx.errorText(e), "error");
   } finally {
-    ctx.set({ chatSending: false, stale: true });
+    unstored.delete(clientId);
+    ctx.set({ stale: true });
     await loadChat(ctx);
   }
 }
@@ -180,7 +199,7 @@ export function chatPane(ctx: Ctx, compact: boolean): HTMLElement {
   const lines = transcript ?? [];
   const busy = working(lines);
   const live = lines.some((l) => l.from === "agent" && l.message.streaming);
-  sendHandler = () => void send(ctx);
+  sendHandler = () => send(ctx);
   const running = snapshot?.engine_running ?? false;
   composer.disabled = !running;
   const empty =
@@ -211,14 +230,14 @@ export function chatPane(ctx: Ctx, compact: boolean): HTMLElement {
         class: "composer",
         onsubmit: (e: Event) => {
           e.preventDefault();
-          void send(ctx);
+          send(ctx);
         },
       },
       composer,
       h(
         "div",
         { class: "composer-actions" },
-        h("button", { type: "submit", class: "primary", "data-testid": "chat-send", disabled: !running || ctx.state.chatSending }, "Send"),
+        h("button", { type: "submit", class: "primary", "data-testid": "chat-send", disabled: !running }, "Send"),
         busy && chatId
           ? h("button", { type: "button", class: "danger", "data-testid": "chat-cancel", onclick: () => ctx.run(commands.cancelRun(chatKey(chatId)), "Cancelling…") }, "Stop")
           : null,
