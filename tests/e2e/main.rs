@@ -834,6 +834,27 @@ async fn settings_saved_in_the_window_are_in_the_file_and_survive_a_restart() {
         !files.read_config().contains("localhost:4097"),
         "nothing is written when the settings are wrong"
     );
+
+    // The window is closed with that edit unsaved (its page goes with it) and opened again from
+    // the tray: Settings comes back with the edit, and says so.
+    app.close_window().await;
+    let tray = Tray::find();
+    tray.open_menu();
+    tray.click("Open Switchboard");
+    app.follow_new_window().await;
+    app.wait_for("Settings again", "[data-page=settings]").await;
+    app.wait_text("[data-testid=notice]", "Your unsaved settings are back")
+        .await;
+    assert_eq!(
+        app.value("[data-testid=field-api-listen]").await,
+        "localhost:4097",
+        "the unsaved edit is back"
+    );
+    assert_eq!(
+        app.value("[data-testid=field-gateway-model]").await,
+        "e2e-model",
+        "what was saved is there too"
+    );
     app.quit().await;
     let log = files.app_log();
     assert!(log.contains("settings saved"), "the scan covers the log");

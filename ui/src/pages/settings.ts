@@ -101,6 +101,9 @@ function takeKeptDraft(): { base: string; draft: string } | null {
   }
 }
 
+/** The first load of the page, while it runs. */
+let loading: Promise<void> | null = null;
+
 /** Loads the settings from the shell, dropping unsaved edits (except those a closed window left,
  * right after it opens again). */
 export async function loadSettings(ctx: Ctx): Promise<void> {
@@ -737,7 +740,9 @@ export function renderSettings(ctx: Ctx): HTMLElement {
   const view = page.view;
   const draft = page.draft;
   if (!view || !draft) {
-    void loadSettings(ctx);
+    // Drawn again while it loads (the window's first snapshot, say): one load, not a second
+    // that would drop the unsaved edits the first just took back.
+    loading ??= loadSettings(ctx).finally(() => (loading = null));
     return h("section", { class: "page" }, h("p", { class: "muted" }, "Loading…"));
   }
   const problem = view.problem;
