@@ -450,6 +450,21 @@ impl App {
             .unwrap_or_default()
     }
 
+    /// How far `css` is scrolled, in pixels.
+    pub async fn scroll_top(&self, css: &str) -> f64 {
+        let script = "return document.querySelector(arguments[0])?.scrollTop ?? null";
+        match self
+            .client()
+            .execute(script, vec![serde_json::json!(css)])
+            .await
+        {
+            Ok(top) => top
+                .as_f64()
+                .unwrap_or_else(|| panic!("{css} is not on the page: {top}")),
+            Err(e) => panic!("cannot read how far {css} is scrolled: {e}"),
+        }
+    }
+
     /// An attribute of `css` (e.g. an input's `type`).
     pub async fn attr(&self, css: &str, name: &str) -> Option<String> {
         self.read(css, Read::Attr(name)).await

@@ -836,7 +836,10 @@ async fn settings_saved_in_the_window_are_in_the_file_and_survive_a_restart() {
     );
 
     // The window is closed with that edit unsaved (its page goes with it) and opened again from
-    // the tray: Settings comes back with the edit, and says so.
+    // the tray: Settings comes back with the edit, and says so, scrolled where it was (down to
+    // the field the mistake was in).
+    let scrolled = app.scroll_top("#content").await;
+    assert!(scrolled > 100.0, "scrolled to the mistake: {scrolled}");
     app.close_window().await;
     let tray = Tray::find();
     tray.open_menu();
@@ -854,6 +857,11 @@ async fn settings_saved_in_the_window_are_in_the_file_and_survive_a_restart() {
         app.value("[data-testid=field-gateway-model]").await,
         "e2e-model",
         "what was saved is there too"
+    );
+    let back = app.scroll_top("#content").await;
+    assert!(
+        (back - scrolled).abs() < 50.0,
+        "scrolled where it was: {back}, was {scrolled}"
     );
     app.quit().await;
     let log = files.app_log();

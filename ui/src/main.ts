@@ -249,6 +249,7 @@ function render() {
   document.title = `Switchboard · ${PAGE_LABELS[state.page]}`;
 
   if (renderedPage === state.page) content.scrollTop = scrollTop;
+  scrollAsKept();
   renderedPage = state.page;
   if (state.page !== kept.page || state.selected !== kept.selected) keepView();
   syncTimers();
@@ -369,7 +370,8 @@ function keepView() {
   kept.page = state.page;
   kept.selected = state.selected;
   try {
-    const view: KeptView = { page: state.page, selected: state.selected, scroll: content.scrollTop };
+    const scroll = keptScroll?.page === state.page ? keptScroll.top : content.scrollTop;
+    const view: KeptView = { page: state.page, selected: state.selected, scroll };
     localStorage.setItem(VIEW_KEY, JSON.stringify(view));
   } catch {
     // No storage: a window opened again starts on its first page.
@@ -395,12 +397,36 @@ function openedFor(): { page: Page; selected: string | null; scroll: number } | 
   return null;
 }
 
-let scrollTimer: number | undefined;
+/** Where a window opened again is to be scrolled: kept until its page is drawn tall enough (a
+ * page that loads what it shows, as Settings does, is short at first), the person scrolls, or
+ * another page is shown. */
+let keptScroll: { page: Page; top: number } | null = null;
+
+function scrollAsKept() {
+  if (!keptScroll) return;
+  if (keptScroll.page !== state.page) {
+    keptScroll = null;
+    return;
+  }
+  content.scrollTop = keptScroll.top;
+  if (Math.abs(content.scrollTop - keptScroll.top) < 2) keptScroll = null;
+}
+
+for (const input of ["wheel", "keydown", "pointerdown", "touchstart"]) {
+  content.addEventListener(input, () => (keptScroll = null), { passive: true });
+}
+
+// The place is kept as the page scrolls (once a frame at most): a window closed right after a
+// scroll comes back where it was.
+let scrollFrame = 0;
 content.addEventListener(
   "scroll",
   () => {
-    window.clearTimeout(scrollTimer);
-    scrollTimer = window.setTimeout(keepView, 200);
+    if (scrollFrame) return;
+    scrollFrame = requestAnimationFrame(() => {
+      scrollFrame = 0;
+      keepView();
+    });
   },
   { passive: true },
 );
@@ -427,7 +453,10 @@ async function boot() {
   }
   render();
   await refreshForPage();
-  if (opened && opened.page === state.page && opened.scroll > 0) content.scrollTop = opened.scroll;
+  if (opened && opened.page === state.page && opened.scroll > 0) {
+    keptScroll = { page: state.page, top: opened.scroll };
+    scrollAsKept();
+  }
   syncTimers();
 }
 
