@@ -50,7 +50,7 @@ export async function loadChat(ctx: Ctx): Promise<void> {
   try {
     const [transcript, approvals] = await Promise.all([commands.desktopTranscript(chatId), commands.approvals().catch(() => ctx.state.approvals)]);
     // The person may have switched chats meanwhile. Words still on their way stay shown.
-    if (ctx.state.chatId === chatId) ctx.set({ transcript: [...transcript, ...unstoredIn(chatId)], approvals });
+    if (ctx.state.chatId === chatId) ctx.set({ transcript: [...transcript, ...unstoredIn(chatId, transcript)], approvals });
   } catch (e) {
     ctx.notice(ctx.errorText(e), "error");
   }
@@ -68,11 +68,18 @@ export function openChat(ctx: Ctx, chatId: string | null): void {
 /** Sends in the order they were written: each waits for the one before it to be stored. */
 let sending: Promise<void> = Promise.resolve();
 
-/** What was sent and is not stored yet, by client id: shown as queued until it is. */
-const unstored = new Map<string, { chatId: string; line: DesktopLine }>();
+type PersonLine = Extract<DesktopLine, { from: "person" }>;
 
-function unstoredIn(chatId: string): DesktopLine[] {
-  return [...unstored.values()].filter((u) => u.chatId === chatId).map((u) => u.line);
+/** What was sent and is not stored yet, by client id: shown as queued until it is. */
+const unstored = new Map<string, { chatId: string; line: PersonLine }>();
+
+/** The lines of chat `chatId` not stored yet, but for those `transcript` already has (stored
+ * while the answer to their send is still on its way: the same words, received after they were
+ * sent). */
+function unstoredIn(chatId: string, transcript: readonly DesktopLine[]): DesktopLine[] {
+  const stored = (line: PersonLine) =>
+    transcript.some((l) => l.from === "person" && l.journal_id >= 0 && l.text === line.text && l.at_ms >= line.at_ms);
+  return [...unstored.values()].filter((u) => u.chatId === chatId && !stored(u.line)).map((u) => u.line);
 }
 
 /** Sends what the box holds. The box is cleared at once and the words shown as queued, so a
@@ -83,7 +90,7 @@ function send(ctx: Ctx): void {
   if (!text) return;
   const chatId = ctx.state.chatId ?? newId();
   const clientId = newId();
-  const pending: DesktopLine = { from: "person", journal_id: -1, text, state: "queued", error: null, at_ms: Date.now() };
+  const pending: PersonLine = { from: "person", journal_id: -1, text, state: "queued", error: null, at_ms: Date.now() };
   composer.value = "";
   unstored.set(clientId, { chatId, line: pending });
   ctx.set({ chatId, transcript: [...(ctx.state.transcript ?? []), pending] });
