@@ -450,19 +450,20 @@ impl App {
             .unwrap_or_default()
     }
 
+    /// Runs `script` in the page (its arguments as `arguments[0]`, …) and returns what it returns.
+    pub async fn script(&self, script: &str, args: Vec<serde_json::Value>) -> serde_json::Value {
+        match self.client().execute(script, args).await {
+            Ok(value) => value,
+            Err(e) => panic!("cannot run {script:?} in the page: {e}"),
+        }
+    }
+
     /// How far `css` is scrolled, in pixels.
     pub async fn scroll_top(&self, css: &str) -> f64 {
         let script = "return document.querySelector(arguments[0])?.scrollTop ?? null";
-        match self
-            .client()
-            .execute(script, vec![serde_json::json!(css)])
-            .await
-        {
-            Ok(top) => top
-                .as_f64()
-                .unwrap_or_else(|| panic!("{css} is not on the page: {top}")),
-            Err(e) => panic!("cannot read how far {css} is scrolled: {e}"),
-        }
+        let top = self.script(script, vec![serde_json::json!(css)]).await;
+        top.as_f64()
+            .unwrap_or_else(|| panic!("{css} is not on the page: {top}"))
     }
 
     /// An attribute of `css` (e.g. an input's `type`).

@@ -78,6 +78,36 @@ async fn the_desktop_chat_streams_asks_in_place_keeps_its_history_and_has_a_quic
         "the reply is finished in place"
     );
 
+    // A message the engine refuses (too long), and one written after it while it was on its
+    // way: neither is sent (the second would arrive first), both go back in the box, in order.
+    let too_long = "x".repeat(100_001);
+    app.script(
+        "const box = document.querySelector('[data-testid=chat-input]');
+         const enter = () => box.dispatchEvent(new KeyboardEvent('keydown', { key: 'Enter', bubbles: true }));
+         box.value = arguments[0]; enter();
+         box.value = 'and what came after it'; enter();",
+        vec![serde_json::json!(too_long)],
+    )
+    .await;
+    app.wait_text("[data-testid=notice]", "text is too long (100001 bytes")
+        .await;
+    let back = app.value("[data-testid=chat-input]").await;
+    assert!(
+        back.starts_with("xxxx") && back.ends_with("\n\nand what came after it"),
+        "both back in the box, in order: {}…{}",
+        &back[..10.min(back.len())],
+        &back[back.len().saturating_sub(40)..]
+    );
+    assert!(
+        !app.page_text().await.contains("and what came after it"),
+        "neither is shown as sent"
+    );
+    app.script(
+        "document.querySelector('[data-testid=chat-input]').value = ''",
+        vec![],
+    )
+    .await;
+
     // A tool call: asked in the chat (and as a notification), approved there.
     let before = env.notifications.all().len();
     say(&app, r#"USE_TOOL run_command {"command": "ls"}"#).await;
@@ -135,8 +165,22 @@ async fn the_desktop_chat_streams_asks_in_place_keeps_its_history_and_has_a_quic
         "both reached the agent, in order: {posted}"
     );
     app.screenshot("quick-chat").await;
+    // Two more, and Esc straight after: the window closes only once both are stored, so
+    // neither goes with it.
+    app.fill(
+        "[data-testid=chat-input]",
+        "one for the road\u{E007}and one for the way home\u{E007}",
+    )
+    .await;
     app.escape("[data-testid=chat-input]").await;
     wait_x_window("Esc to close the quick chat", "Quick chat", false);
+    fakes
+        .stakpak
+        .wait_for("both reach the agent, though the window closed", |s| {
+            let posted: String = s.posted_messages().iter().map(|m| m.text.clone()).collect();
+            posted.contains("one for the road") && posted.contains("and one for the way home")
+        })
+        .await;
 
     // By its command: a second launch hands over to the running app.
     let launched = Command::new(env::app_binary())
@@ -202,6 +246,14 @@ async fn the_desktop_chat_streams_asks_in_place_keeps_its_history_and_has_a_quic
         fakes.stakpak.runs_started(),
         runs,
         "nothing was posted again after the restart"
+    );
+    assert!(
+        !fakes
+            .stakpak
+            .posted_messages()
+            .iter()
+            .any(|m| m.text.contains("and what came after it")),
+        "what was given back was never sent"
     );
     // Settings says how the shortcut is registered here.
     app.page("settings").await;

@@ -7,7 +7,7 @@ import { initialState, latest, mergeActivity, reduce, type AppState } from "./st
 import { renderActivity } from "./pages/activity";
 import { renderApprovals, tickCountdowns } from "./pages/approvals";
 import { renderChannels } from "./pages/channels";
-import { focusComposer, lastChat, loadChat, openChat, renderChat } from "./pages/chat";
+import { closeQuickChat, focusComposer, lastChat, loadChat, openChat, renderChat } from "./pages/chat";
 import { loadQuick, quickTarget, renderQuick } from "./pages/quick";
 import { chatOf } from "./chat";
 import { renderSessions } from "./pages/sessions";
@@ -50,6 +50,7 @@ const ctx: Ctx = {
     render();
   },
   navigate(page, routingKey, anchor) {
+    keptScroll = null;
     if (QUICK) {
       // The quick chat is asked to talk in another conversation.
       state = { ...state, ...quickTarget(`#quick&key=${encodeURIComponent(routingKey ?? "")}`, lastChat()) };
@@ -398,13 +399,14 @@ function openedFor(): { page: Page; selected: string | null; scroll: number } | 
 }
 
 /** Where a window opened again is to be scrolled: kept until its page is drawn tall enough (a
- * page that loads what it shows, as Settings does, is short at first), the person scrolls, or
- * another page is shown. */
-let keptScroll: { page: Page; top: number } | null = null;
+ * page that loads what it shows, as Settings does, is short at first), for a few seconds at
+ * most, and dropped as soon as the person scrolls or goes elsewhere. */
+let keptScroll: { page: Page; top: number; until: number } | null = null;
+const KEEP_SCROLL_MS = 3000;
 
 function scrollAsKept() {
   if (!keptScroll) return;
-  if (keptScroll.page !== state.page) {
+  if (keptScroll.page !== state.page || Date.now() > keptScroll.until) {
     keptScroll = null;
     return;
   }
@@ -454,7 +456,7 @@ async function boot() {
   render();
   await refreshForPage();
   if (opened && opened.page === state.page && opened.scroll > 0) {
-    keptScroll = { page: state.page, top: opened.scroll };
+    keptScroll = { page: state.page, top: opened.scroll, until: Date.now() + KEEP_SCROLL_MS };
     scrollAsKept();
   }
   syncTimers();
@@ -506,7 +508,7 @@ async function bootQuick() {
   document.addEventListener("keydown", (e) => {
     if (e.key === "Escape") {
       e.preventDefault();
-      void commands.closeQuickChat();
+      closeQuickChat();
     }
   });
   await onUiEvent(onEvent);

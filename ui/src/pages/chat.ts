@@ -65,50 +65,77 @@ export function openChat(ctx: Ctx, chatId: string | null): void {
   focusComposer();
 }
 
-/** Sends in the order they were written: each waits for the one before it to be stored. */
-let sending: Promise<void> = Promise.resolve();
-
 type PersonLine = Extract<DesktopLine, { from: "person" }>;
 
-/** What was sent and is not stored yet, by client id: shown as queued until it is. */
-const unstored = new Map<string, { chatId: string; line: PersonLine }>();
-
-/** The lines of chat `chatId` not stored yet, but for those `transcript` already has (stored
- * while the answer to their send is still on its way: the same words, received after they were
- * sent). */
-function unstoredIn(chatId: string, transcript: readonly DesktopLine[]): DesktopLine[] {
-  const stored = (line: PersonLine) =>
-    transcript.some((l) => l.from === "person" && l.journal_id >= 0 && l.text === line.text && l.at_ms >= line.at_ms);
-  return [...unstored.values()].filter((u) => u.chatId === chatId && !stored(u.line)).map((u) => u.line);
+/** A message sent and not stored yet: shown as waiting until it is. */
+interface Outgoing {
+  chatId: string;
+  clientId: string;
+  text: string;
+  line: PersonLine;
 }
 
-/** Sends what the box holds. The box is cleared at once and the words shown as queued, so a
+/** What was sent and is not stored yet, in the order it was written: stored one at a time, in
+ * that order, by [`flush`]. */
+const outbox: Outgoing[] = [];
+let flushing: Promise<void> | null = null;
+
+/** Closes the quick chat once everything sent from it is stored: Enter then Esc at once must
+ * not take the message away with the window. */
+export function closeQuickChat(): void {
+  void (flushing ?? Promise.resolve())
+    .catch(() => undefined)
+    .then(() => commands.closeQuickChat());
+}
+
+/** The lines of chat `chatId` not stored yet, but for those `transcript` already has (stored
+ * while the answer to their send is on its way: the same words, received after they were sent;
+ * each stored line stands for one of them). */
+function unstoredIn(chatId: string, transcript: readonly DesktopLine[]): PersonLine[] {
+  const taken = new Set<DesktopLine>();
+  return outbox
+    .filter((o) => o.chatId === chatId)
+    .filter((o) => {
+      const stored = transcript.find((l) => !taken.has(l) && l.from === "person" && l.journal_id >= 0 && l.text === o.text && l.at_ms >= o.line.at_ms);
+      if (stored) taken.add(stored);
+      return !stored;
+    })
+    .map((o) => o.line);
+}
+
+/** Sends what the box holds. The box is cleared at once and the words shown as waiting, so a
  * second message can be written and sent while the first is still being stored; the Send button
  * is never held disabled for that (a click on it must never be lost). */
 function send(ctx: Ctx): void {
   const text = composer.value.trim();
   if (!text) return;
   const chatId = ctx.state.chatId ?? newId();
-  const clientId = newId();
-  const pending: PersonLine = { from: "person", journal_id: -1, text, state: "queued", error: null, at_ms: Date.now() };
+  const line: PersonLine = { from: "person", journal_id: -1, text, state: "queued", error: null, at_ms: Date.now() };
   composer.value = "";
-  unstored.set(clientId, { chatId, line: pending });
-  ctx.set({ chatId, transcript: [...(ctx.state.transcript ?? []), pending] });
-  sending = sending.then(() => store(ctx, chatId, text, clientId));
+  outbox.push({ chatId, clientId: newId(), text, line });
+  ctx.set({ chatId, transcript: [...(ctx.state.transcript ?? []), line] });
+  flushing ??= flush(ctx).finally(() => (flushing = null));
 }
 
-async function store(ctx: Ctx, chatId: string, text: string, clientId: string): Promise<void> {
-  try {
-    await commands.desktopSend(chatId, text, clientId);
-    rememberChat(chatId);
-  } catch (e) {
-    // Nothing was stored: give the words back.
-    if (!composer.value) composer.value = text;
-    ctx.notice(ctx.errorText(e), "error");
-  } finally {
-    unstored.delete(clientId);
+/** Stores the outbox's messages one after the other. When one is refused, nothing of it was
+ * stored, and what was written after it is not sent either (it would arrive first): all of
+ * them go back in the box, in order, for the person to send again. */
+async function flush(ctx: Ctx): Promise<void> {
+  while (outbox.length > 0) {
+    const next = outbox[0];
+    try {
+      await commands.desktopSend(next.chatId, next.text, next.clientId);
+      outbox.shift();
+      rememberChat(next.chatId);
+    } catch (e) {
+      const back = outbox.splice(0);
+      const lines = new Set<DesktopLine>(back.map((o) => o.line));
+      composer.value = [...back.map((o) => o.text), composer.value.trim()].filter(Boolean).join("\n\n");
+      ctx.set({ transcript: (ctx.state.transcript ?? []).filter((l) => !lines.has(l)) });
+      ctx.notice(ctx.errorText(e), "error");
+    }
     ctx.set({ stale: true });
-    await loadChat(ctx);
+    void loadChat(ctx);
   }
 }
 

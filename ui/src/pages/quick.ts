@@ -6,7 +6,7 @@ import { h } from "../dom";
 import type { Ctx } from "../ctx";
 import { commands } from "../ipc";
 import { chatOf, chatTitle, desktopChats, newId } from "../chat";
-import { chatPane, loadChat, rememberChat } from "./chat";
+import { chatPane, closeQuickChat, loadChat, rememberChat } from "./chat";
 import { liveReplyFor } from "../state";
 
 /** What the quick chat talks into, from its address (`#quick&key=…`): a desktop chat (the one
@@ -116,7 +116,7 @@ export function renderQuick(ctx: Ctx): HTMLElement {
       h(
         "div",
         { class: "page-actions" },
-        h("button", { type: "button", class: "link", "data-testid": "quick-close", title: "Close (Esc)", onclick: () => void commands.closeQuickChat() }, "Close"),
+        h("button", { type: "button", class: "link", "data-testid": "quick-close", title: "Close (Esc)", onclick: closeQuickChat }, "Close"),
       ),
     ),
     quickKey ? conversationPane(ctx, quickKey) : chatPane(ctx, true),

@@ -101,7 +101,7 @@ function takeKeptDraft(): { base: string; draft: string } | null {
   }
 }
 
-/** The first load of the page, while it runs. */
+/** A load started by drawing the page (not by Save or Revert), while it runs. */
 let loading: Promise<void> | null = null;
 
 /** Loads the settings from the shell, dropping unsaved edits (except those a closed window left,
