@@ -429,16 +429,15 @@ impl Dispatcher {
     /// from one to the other unseen.
     pub(crate) fn stop(&self, key: &str) -> Option<Vec<i64>> {
         let mut preparing = self.preparing.lock().unwrap_or_else(|e| e.into_inner());
-        let in_flight = self
+        let cancelled = self
             .active
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(key)
-            .cloned();
-        if let Some(run) = in_flight {
-            if run.control.send(RunControl::Cancel).is_ok() {
-                return Some(run.journal_ids);
-            }
+            .filter(|run| run.control.send(RunControl::Cancel).is_ok())
+            .map(|run| run.journal_ids.clone());
+        if cancelled.is_some() {
+            return cancelled;
         }
         let preparation = preparing.get_mut(key)?;
         preparation.stopped = true;

@@ -957,12 +957,6 @@ impl Store {
         new_session: Option<(String, String)>,
     ) -> anyhow::Result<RunStored> {
         self.write(move |conn| {
-            if !all_queued_in(conn, &run.journal_ids)? {
-                if let Some((session, title)) = &new_session {
-                    set_session_if_none_in(conn, &run.routing_key, session, title)?;
-                }
-                return Ok(RunStored::MessagesGone);
-            }
             let (session, model): (Option<String>, Option<String>) = conn
                 .one(
                     "SELECT session_id, model FROM conversations WHERE routing_key = ?1",
@@ -971,6 +965,12 @@ impl Store {
                 )
                 .optional()?
                 .unwrap_or_default();
+            if !all_queued_in(conn, &run.journal_ids)? {
+                if let (None, Some((new, title))) = (&session, &new_session) {
+                    set_session_in(conn, &run.routing_key, Some(new), Some(title))?;
+                }
+                return Ok(RunStored::MessagesGone);
+            }
             let model = model.unwrap_or(default_model);
             run.model = (!model.is_empty()).then_some(model);
             let session = match (session, new_session) {
