@@ -17,8 +17,7 @@ use crate::channels::desktop::{self, DesktopChannel, DesktopLine, DESKTOP};
 use crate::channels::{Accepted, Channel, ChannelContext, ChannelError, StatusBoard};
 use crate::config::{self, ApprovalMode, Config};
 use crate::dispatch::{
-    Delivery, DeliveryError, Dispatcher, DispatcherIntake, InteractiveRun, RunControl, StartError,
-    StartedRun,
+    Delivery, DeliveryError, Dispatcher, DispatcherIntake, InteractiveRun, StartError, StartedRun,
 };
 use crate::events::{EngineEvent, ServerHealth};
 use crate::model::{now_ms, ChannelStatus, ChatType, DeliveryTarget, Identity, Peer};
@@ -524,9 +523,10 @@ impl EngineHandle {
         })
     }
 
-    /// Cancels the run in flight in a conversation; false when there is none.
+    /// Stops the conversation's current task, as `/stop` does (its queued messages stay): the
+    /// run in flight is cancelled, one being prepared is never sent. False when there is none.
     pub fn cancel(&self, routing_key: &str) -> bool {
-        self.dispatcher().control(routing_key, RunControl::Cancel)
+        self.dispatcher().stop(routing_key).is_some()
     }
 
     /// Applies a new configuration: routing, approvals and timings at once; a new server URL or

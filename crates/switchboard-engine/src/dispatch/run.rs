@@ -87,23 +87,14 @@ impl Dispatcher {
     ) -> anyhow::Result<()> {
         let (control_tx, mut control_rx) = mpsc::unbounded_channel();
         let live = Arc::new(Mutex::new(String::new()));
-        // A run left posting by a restart whose messages `/stop` dropped meanwhile is stopped
-        // now (posting, it asks the server whether its POST had gone out); one just prepared was
-        // checked in the commit that stored it.
         let resumed = rows.is_none();
-        let dropped = run.state == RunState::Posting
-            && resumed
-            && !self.store.run_messages_queued(&run.journal_ids)?;
-        if dropped {
-            let _ = control_tx.send(RunControl::Cancel);
-        }
         // In flight from here, under the lock `/stop` takes too (see [`Dispatcher::stop`]): a
-        // stop that came after this run was stored, before this, is seen now.
+        // stop that came after a run just prepared was stored, before this, is seen now (one
+        // before was seen by the commit that stored it). A block, not `drop`, ends the guard:
+        // the future must stay `Send`.
         let stopped = {
             let preparing = self.preparing.lock().unwrap_or_else(|e| e.into_inner());
-            let stopped = run.state == RunState::Posting
-                && !resumed
-                && preparing.get(&run.routing_key).is_some_and(|p| p.stopped);
+            let stopped = !resumed && preparing.get(&run.routing_key).is_some_and(|p| p.stopped);
             if !stopped {
                 self.active
                     .lock()
@@ -113,7 +104,7 @@ impl Dispatcher {
                         ActiveRun {
                             local_id: run.local_id.clone(),
                             journal_ids: run.journal_ids.clone(),
-                            control: control_tx,
+                            control: control_tx.clone(),
                             started_ms: crate::model::now_ms(),
                             live: live.clone(),
                             approvals: resumed,
@@ -124,12 +115,23 @@ impl Dispatcher {
             stopped
         };
         if stopped {
-            self.not_sent(&run)?;
-            return Ok(());
+            return self.not_sent(&run);
         }
-        let result = self
-            .drive_inner(&mut run, &mut control_rx, live, kept, resumed)
-            .await;
+        let result = async {
+            // A run left posting by a restart whose messages `/stop` dropped before it was in
+            // flight is stopped now (posting, it asks the server whether its POST had gone
+            // out); a stop from now on reaches it through `active`.
+            if resumed
+                && run.state == RunState::Posting
+                && !self.store.run_messages_queued(&run.journal_ids)?
+            {
+                let _ = control_tx.send(RunControl::Cancel);
+            }
+            drop(control_tx);
+            self.drive_inner(&mut run, &mut control_rx, live, kept, resumed)
+                .await
+        }
+        .await;
         self.active
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -1,6 +1,8 @@
 //! Chat commands through the real engine and the Telegram adapter: each answers in the chat and
 //! none reaches the agent.
 
+use std::path::Path;
+
 use crate::harness::{config_for, open_discord, open_slack, settle, Running};
 use switchboard_engine::config::{ApprovalMode, Config, TelegramConfig};
 use switchboard_testkit::stakpak::{FakeStakpak, Route};
@@ -420,16 +422,12 @@ async fn discord_slash_commands_are_registered_once_and_answered_in_place() {
     running.stop().await;
 }
 
-#[tokio::test]
-async fn a_message_stopped_while_its_run_waits_for_the_server_is_never_sent() {
-    let agent = FakeStakpak::start().await;
-    let tg = FakeTelegram::start().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    // The server fails every session creation until healed: the first message's run waits,
-    // retrying, with its message queued.
+/// A bridge whose first message ("delete the old backups", from Ann) waits for its session:
+/// the server fails every session creation until healed, so the run retries with its message
+/// queued.
+async fn waiting_for_its_session(agent: &FakeStakpak, tg: &FakeTelegram, dir: &Path) -> Running {
     agent.fail_next(Route::Sessions, 10_000);
-    let bridge = Running::polling(config(&agent, &tg), dir.path(), &tg).await;
-
+    let bridge = Running::polling(config(agent, tg), dir, tg).await;
     tg.send_dm(ANN, "Ann", "delete the old backups");
     agent
         .wait_for("a session asked for", |a| {
@@ -438,21 +436,35 @@ async fn a_message_stopped_while_its_run_waits_for_the_server_is_never_sent() {
                 .any(|r| r.method == "POST" && r.path == "/v1/sessions")
         })
         .await;
-    let stopped = ask(&tg, "/stop", 1).await;
-    assert!(
-        stopped.starts_with("⏹ Stopping") && !stopped.contains("dropped"),
-        "{stopped}"
-    );
+    bridge
+}
+
+/// Lets the server create sessions again, and checks the stopped message never reached it.
+async fn healed_and_nothing_sent(agent: &FakeStakpak) {
     agent.heal();
     agent
         .wait_for("the session created", |a| !a.sessions().is_empty())
         .await;
     settle().await;
     assert!(
-        texts(&agent).is_empty(),
+        texts(agent).is_empty(),
         "the stopped message reached the agent: {:?}",
-        texts(&agent)
+        texts(agent)
     );
+}
+
+#[tokio::test]
+async fn a_message_stopped_while_its_run_waits_for_the_server_is_never_sent() {
+    let agent = FakeStakpak::start().await;
+    let tg = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bridge = waiting_for_its_session(&agent, &tg, dir.path()).await;
+    let stopped = ask(&tg, "/stop", 1).await;
+    assert!(
+        stopped.starts_with("⏹ Stopping") && !stopped.contains("dropped"),
+        "{stopped}"
+    );
+    healed_and_nothing_sent(&agent).await;
 
     // The conversation goes on in the session created meanwhile.
     assert_eq!(ask(&tg, "never mind", 2).await, "echo: never mind");
@@ -460,6 +472,23 @@ async fn a_message_stopped_while_its_run_waits_for_the_server_is_never_sent() {
     assert_eq!(texts(&agent), vec!["never mind"]);
     assert_eq!(agent.sessions().len(), 1, "{:?}", agent.sessions());
     assert_eq!(posted[0].session_id, agent.sessions()[0].0);
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn the_windows_stop_button_stops_a_run_still_waiting_for_the_server_too() {
+    let agent = FakeStakpak::start().await;
+    let tg = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bridge = waiting_for_its_session(&agent, &tg, dir.path()).await;
+    let key = format!("telegram:dm:{ANN}");
+    assert!(
+        bridge.engine.cancel(&key),
+        "the task being prepared is there to stop"
+    );
+    healed_and_nothing_sent(&agent).await;
+    assert_eq!(ask(&tg, "never mind", 1).await, "echo: never mind");
+    assert_eq!(texts(&agent), vec!["never mind"]);
     bridge.stop().await;
 }
 
